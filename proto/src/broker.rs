@@ -1,0 +1,96 @@
+//! The supervisor ⇄ netbroker channel: build the network chain, report on it,
+//! tear it down. The supervisor sends [`BrokerRequest`]s, the netbroker answers
+//! with [`BrokerEvent`]s.
+//!
+//! Legal order: `BuildChain` once, then any number of `ListPids`, then
+//! `Shutdown` (or the supervisor's death, which the netbroker sees as EOF or
+//! its parent-death signal).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{error::RemoteError, profile::Hop, wire::Fd};
+
+/// Requests from the supervisor to the netbroker.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum BrokerRequest {
+    /// Create the application's network namespace and its uplink.
+    BuildChain(BuildChain),
+    /// Report the processes the netbroker owns (itself and hop daemons).
+    ListPids,
+    /// Tear everything down and exit.
+    Shutdown,
+}
+
+/// Events from the netbroker to the supervisor.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum BrokerEvent {
+    /// A step of the build, shown to the user unless `--quiet`.
+    Progress(Progress),
+    /// The chain is up; the namespaces travel as fds.
+    ChainReady(ChainReady),
+    /// Answer to `ListPids`.
+    Pids(Vec<ProcEntry>),
+    /// The build or a later step failed; the netbroker has undone its work.
+    Failed(RemoteError),
+}
+
+/// How the first namespace reaches the outside world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Uplink {
+    /// Root: a veth pair to the namespace pallium started in, masqueraded by a
+    /// kernel-owned nftables table.
+    Veth,
+    /// pasta (passt), userspace; no host change at all.
+    Pasta,
+    /// slirp4netns, userspace; used when pasta is not installed.
+    Slirp4netns,
+}
+
+/// Everything the netbroker needs to build one session's network.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BuildChain {
+    /// Unique per running session: "<profile id>-<index>"; names links and tables.
+    pub session_id: String,
+    /// Rootless: create a user namespace owned by `uid` and map it to root inside.
+    pub rootless: bool,
+    /// The caller's real uid and gid (mapped to 0 in the rootless user namespace).
+    pub uid: u32,
+    pub gid: u32,
+    /// How the first namespace is linked to the outside.
+    pub uplink: Uplink,
+    /// Hops in order, closest to the host first. Empty in the spine.
+    pub chain: Vec<Hop>,
+    /// `network.routes`: destinations routed through the chain (None = all).
+    pub routes: Option<Vec<String>>,
+    /// Suppress helper tools' output.
+    pub quiet: bool,
+}
+
+/// A progress line from the build.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Progress {
+    /// Hop index, or None for the uplink and the application namespace.
+    pub hop: Option<usize>,
+    pub message: String,
+}
+
+/// The finished chain.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChainReady {
+    /// The application's network namespace.
+    pub netns: Fd,
+    /// Rootless: the user namespace that owns `netns` (the sandboxer joins it).
+    pub userns: Option<Fd>,
+    /// The `/etc/resolv.conf` the application must see.
+    pub resolv_conf: String,
+    /// Human-readable description of each link, for `pallium list` and `check`.
+    pub links: Vec<String>,
+}
+
+/// One process of a session, for `pallium audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcEntry {
+    pub pid: i32,
+    /// "supervisor", "netbroker", "sandboxer", "init", "app", or "hop:<type>".
+    pub role: String,
+}

@@ -1,0 +1,25 @@
+//! pallium's protocol crate: everything the three processes (supervisor,
+//! netbroker, sandboxer) and the CLI client share.
+//!
+//! * [`wire`]: the one codec (length-prefixed bincode frames, fds by SCM_RIGHTS)
+//!   and the typed [`wire::Channel`];
+//! * [`broker`], [`sandbox`], [`control`]: one request and one event enum per channel;
+//! * [`profile`]: the JSON profile types (the original pallium's format);
+//! * [`policy`]: the capabilities each role may hold, as data.
+//!
+//! This crate depends on nothing else of ours.
+
+pub mod broker;
+pub mod control;
+pub mod error;
+pub mod policy;
+pub mod profile;
+pub mod sandbox;
+mod sys;
+pub mod wire;
+
+pub use error::RemoteError;
+pub use wire::{Channel, Fd, WireError};
+
+/// Bumped whenever a message changes shape; peers refuse a mismatch at hello.
+pub const PROTOCOL_VERSION: u32 = 1;

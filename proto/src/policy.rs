@@ -1,0 +1,294 @@
+//! The capability policy of each role, as data. The spawner sets a helper's
+//! bounding/ambient sets from it, the helper drops to it before reading its
+//! first message, and `pallium audit` compares `/proc/PID/status` against it.
+//!
+//! Scope: in root mode these are capabilities in the initial user namespace;
+//! in rootless mode, capabilities inside the session's user namespace (which
+//! the user owns and which grants nothing on the host).
+
+use serde::{Deserialize, Serialize};
+
+/// A process role in a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Supervisor,
+    Netbroker,
+    Sandboxer,
+    /// The sandbox's PID 1 (sandboxer code).
+    Init,
+    /// The application and everything it starts.
+    App,
+    /// A hop daemon (tor, ssh, openvpn, pasta, …).
+    Hop,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Supervisor => "supervisor",
+            Role::Netbroker => "netbroker",
+            Role::Sandboxer => "sandboxer",
+            Role::Init => "init",
+            Role::App => "app",
+            Role::Hop => "hop",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Role> {
+        let base = s.split(':').next().unwrap_or(s);
+        [
+            Role::Supervisor,
+            Role::Netbroker,
+            Role::Sandboxer,
+            Role::Init,
+            Role::App,
+            Role::Hop,
+        ]
+        .into_iter()
+        .find(|r| r.name() == base)
+    }
+}
+
+/// Capabilities each role may hold once it runs. Everything not listed is
+/// dropped from the effective, permitted, inheritable, ambient and bounding sets.
+pub fn allowed(role: Role) -> &'static [Cap] {
+    use Cap::*;
+    match role {
+        // Parses untrusted input (profiles, control requests): nothing.
+        Role::Supervisor => &[],
+        // Namespaces and links (NET_ADMIN, SYS_ADMIN for setns/unshare), raw
+        // sockets for ICMP relays, hop daemons started as another user.
+        Role::Netbroker => &[NetAdmin, SysAdmin, NetRaw, Setuid, Setgid, NetBindService],
+        // Mounts and pivot_root (SYS_ADMIN, SYS_CHROOT), virtual users
+        // (SETUID/SETGID/CHOWN), reading the caller's files for binds
+        // (DAC_OVERRIDE), and emptying the application's bounding set (SETPCAP).
+        // Never NET_ADMIN: the sandbox cannot touch the network.
+        Role::Sandboxer | Role::Init => &[
+            SysAdmin,
+            Setuid,
+            Setgid,
+            SysChroot,
+            Chown,
+            DacOverride,
+            Setpcap,
+        ],
+        Role::App => &[],
+        // Hop daemons run unprivileged (tor drops to its user; pasta is unprivileged).
+        Role::Hop => &[],
+    }
+}
+
+/// Linux capabilities by number (linux/capability.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum Cap {
+    Chown = 0,
+    DacOverride = 1,
+    DacReadSearch = 2,
+    Fowner = 3,
+    Fsetid = 4,
+    Kill = 5,
+    Setgid = 6,
+    Setuid = 7,
+    Setpcap = 8,
+    LinuxImmutable = 9,
+    NetBindService = 10,
+    NetBroadcast = 11,
+    NetAdmin = 12,
+    NetRaw = 13,
+    IpcLock = 14,
+    IpcOwner = 15,
+    SysModule = 16,
+    SysRawio = 17,
+    SysChroot = 18,
+    SysPtrace = 19,
+    SysPacct = 20,
+    SysAdmin = 21,
+    SysBoot = 22,
+    SysNice = 23,
+    SysResource = 24,
+    SysTime = 25,
+    SysTtyConfig = 26,
+    Mknod = 27,
+    Lease = 28,
+    AuditWrite = 29,
+    AuditControl = 30,
+    Setfcap = 31,
+    MacOverride = 32,
+    MacAdmin = 33,
+    Syslog = 34,
+    WakeAlarm = 35,
+    BlockSuspend = 36,
+    AuditRead = 37,
+    Perfmon = 38,
+    Bpf = 39,
+    CheckpointRestore = 40,
+}
+
+const ALL: [Cap; 41] = {
+    use Cap::*;
+    [
+        Chown,
+        DacOverride,
+        DacReadSearch,
+        Fowner,
+        Fsetid,
+        Kill,
+        Setgid,
+        Setuid,
+        Setpcap,
+        LinuxImmutable,
+        NetBindService,
+        NetBroadcast,
+        NetAdmin,
+        NetRaw,
+        IpcLock,
+        IpcOwner,
+        SysModule,
+        SysRawio,
+        SysChroot,
+        SysPtrace,
+        SysPacct,
+        SysAdmin,
+        SysBoot,
+        SysNice,
+        SysResource,
+        SysTime,
+        SysTtyConfig,
+        Mknod,
+        Lease,
+        AuditWrite,
+        AuditControl,
+        Setfcap,
+        MacOverride,
+        MacAdmin,
+        Syslog,
+        WakeAlarm,
+        BlockSuspend,
+        AuditRead,
+        Perfmon,
+        Bpf,
+        CheckpointRestore,
+    ]
+};
+
+const NAMES: [&str; 41] = [
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
+    "checkpoint_restore",
+];
+
+impl Cap {
+    /// Every capability this table knows, by number.
+    pub fn all() -> &'static [Cap] {
+        &ALL
+    }
+
+    /// The capability with this number, if known.
+    pub fn from_index(i: u32) -> Option<Cap> {
+        ALL.get(i as usize).copied()
+    }
+
+    /// `cap_net_admin`, as `capsh` and `getpcaps` spell it.
+    pub fn name(self) -> &'static str {
+        NAMES[self as usize]
+    }
+
+    /// Bit mask for a `/proc/PID/status` `Cap*` field.
+    pub fn mask(self) -> u64 {
+        1u64 << (self as u8)
+    }
+}
+
+/// Mask of the capabilities `role` may hold.
+pub fn allowed_mask(role: Role) -> u64 {
+    allowed(role).iter().fold(0, |m, c| m | c.mask())
+}
+
+/// Names of the capabilities set in a `/proc/PID/status` hex mask (unknown
+/// bits appear as `cap_<n>`).
+pub fn mask_names(mask: u64) -> Vec<String> {
+    (0..64)
+        .filter(|i| mask & (1u64 << i) != 0)
+        .map(|i| match Cap::from_index(i) {
+            Some(c) => format!("cap_{}", c.name()),
+            None => format!("cap_{i}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_numbers() {
+        assert_eq!(Cap::NetAdmin.name(), "net_admin");
+        assert_eq!(Cap::from_index(21), Some(Cap::SysAdmin));
+        assert_eq!(Cap::CheckpointRestore as u8, 40);
+    }
+
+    #[test]
+    fn sandbox_roles_never_get_net_admin() {
+        for r in [Role::Sandboxer, Role::Init, Role::App, Role::Supervisor] {
+            assert_eq!(allowed_mask(r) & Cap::NetAdmin.mask(), 0, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn app_and_supervisor_get_nothing() {
+        assert_eq!(allowed_mask(Role::App), 0);
+        assert_eq!(allowed_mask(Role::Supervisor), 0);
+    }
+
+    #[test]
+    fn mask_names_lists_set_bits() {
+        assert_eq!(mask_names(0x3000), vec!["cap_net_admin", "cap_net_raw"]);
+        assert_eq!(mask_names(1 << 50), vec!["cap_50"]);
+    }
+
+    #[test]
+    fn role_names_round_trip() {
+        assert_eq!(Role::from_name("hop:pasta"), Some(Role::Hop));
+        assert_eq!(Role::from_name("sandboxer"), Some(Role::Sandboxer));
+        assert_eq!(Role::from_name("x"), None);
+    }
+}

@@ -1,0 +1,89 @@
+//! The supervisor ⇄ sandboxer channel: prepare the application's namespaces
+//! and file view, then spawn, signal and reap its processes.
+//!
+//! Legal order: `Setup` once (answered by `Ready` or `Failed`), then any number
+//! of `Spawn`/`Signal`/`ListPids`, then `Shutdown`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{broker::ProcEntry, error::RemoteError, wire::Fd};
+
+/// Requests from the supervisor to the sandboxer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum SandboxRequest {
+    /// Join the network namespace and build the sandbox around it.
+    Setup(Setup),
+    /// Start a process in the sandbox.
+    Spawn(Spawn),
+    /// Deliver a signal to a spawned process (its process group).
+    Signal { id: u32, signal: i32 },
+    /// Report the sandbox's processes.
+    ListPids,
+    /// Kill everything in the sandbox and exit.
+    Shutdown,
+}
+
+/// Events from the sandboxer to the supervisor.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum SandboxEvent {
+    /// `Setup` is done; `init_pid` is the sandbox's PID 1 as the host sees it.
+    Ready { init_pid: i32 },
+    /// A `Spawn` has started (`pid` as the host sees it).
+    Spawned { id: u32, pid: i32 },
+    /// A spawned process has ended.
+    Exited { id: u32, status: ExitStatus },
+    /// Answer to `ListPids`.
+    Pids(Vec<ProcEntry>),
+    /// `Setup` or a `Spawn` (with its id) failed.
+    Failed { id: Option<u32>, error: RemoteError },
+}
+
+/// How the application's sandbox is built (the spine: namespaces and the
+/// default file view; the rest of the sandbox keys come later).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Setup {
+    pub netns: Fd,
+    /// Rootless: the user namespace owning `netns`; the sandboxer joins it first.
+    pub userns: Option<Fd>,
+    pub hostname: String,
+    pub resolv_conf: String,
+    pub hosts: String,
+    /// The caller's real uid/gid: rootless applications are mapped back to it.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One process to start inside the sandbox.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Spawn {
+    /// Chosen by the supervisor, unique per session.
+    pub id: u32,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Working directory; falls back to `/` when absent in the sandbox.
+    pub cwd: Option<String>,
+    /// stdin, stdout, stderr (a PTY's slave three times for terminals).
+    pub stdio: [Fd; 3],
+    /// stdio is a terminal: make it the controlling terminal of a new session.
+    pub tty: bool,
+    /// `--root`: stay uid 0 in the sandbox's user namespace instead of mapping
+    /// back to the caller's uid (rootless only; as root the app is root anyway).
+    pub root: bool,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The shell convention: the code, or 128 + N when killed by signal N.
+    pub fn as_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => 128 + s,
+        }
+    }
+}
