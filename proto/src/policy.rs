@@ -255,6 +255,49 @@ pub fn mask_names(mask: u64) -> Vec<String> {
         .collect()
 }
 
+/// Why dropping to a role's policy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot set the {set} capability set: {source}")]
+    Caps {
+        set: &'static str,
+        #[source]
+        source: caps::errors::CapsError,
+    },
+    #[error("cannot set no_new_privs: {0}")]
+    NoNewPrivs(#[source] nix::Error),
+}
+
+/// Drop the calling thread (call it while single-threaded, before any other
+/// thread exists) to `role`'s capabilities and set `PR_SET_NO_NEW_PRIVS`.
+///
+/// The bounding set is trimmed when the process may do so (CAP_SETPCAP); a
+/// process without any capability (a rootless helper in the host user
+/// namespace) keeps its bounding set, which it can never use anyway.
+pub fn drop_to(role: Role) -> Result<(), PolicyError> {
+    use caps::CapSet;
+    let keep: caps::CapsHashSet = allowed(role)
+        .iter()
+        .filter_map(|c| caps::all().into_iter().find(|k| k.index() == *c as u8))
+        .collect();
+    let err = |set| move |source| PolicyError::Caps { set, source };
+    if caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP).unwrap_or(false) {
+        for c in caps::all() {
+            if !keep.contains(&c) && caps::has_cap(None, CapSet::Bounding, c).unwrap_or(false) {
+                caps::drop(None, CapSet::Bounding, c).map_err(err("bounding"))?;
+            }
+        }
+    }
+    caps::clear(None, CapSet::Ambient).map_err(err("ambient"))?;
+    let permitted = caps::read(None, CapSet::Permitted).map_err(err("permitted"))?;
+    let keep: caps::CapsHashSet = keep.intersection(&permitted).copied().collect();
+    caps::set(None, CapSet::Inheritable, &caps::CapsHashSet::new()).map_err(err("inheritable"))?;
+    caps::set(None, CapSet::Effective, &keep).map_err(err("effective"))?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(err("permitted"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(PolicyError::NoNewPrivs)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
