@@ -1,0 +1,208 @@
+//! The thin executor of a [`MountOp`] plan: each op is one or two syscalls,
+//! and every failure names the op and its path.
+
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
+use nix::unistd::{chdir, fchdir, pivot_root};
+
+use crate::plan::{MountOp, Propagation, OLD_ROOT};
+
+/// A failed step of the file view.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("{step} {path}: {source}")]
+    Step {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("bind mount {from} at {to}: {source}")]
+    Bind {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("mount /proc in the sandbox: {0}")]
+    Proc(String),
+}
+
+/// Run `ops` in order. `proc` mounts a fresh procfs at the given path (the
+/// sandbox's init does it: only a process in the new PID namespace can).
+pub fn execute(
+    ops: &[MountOp],
+    proc: &mut dyn FnMut(&Path) -> Result<(), String>,
+) -> Result<(), MountError> {
+    for op in ops {
+        tracing::debug!(?op, "file view");
+        run(op, proc)?;
+    }
+    Ok(())
+}
+
+fn step<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> MountError + 'a {
+    move |source| MountError::Step {
+        step,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn nix_step<'a>(s: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> MountError + 'a {
+    move |e| step(s, path)(e.into())
+}
+
+const NONE: Option<&str> = None;
+
+fn run(op: &MountOp, proc: &mut dyn FnMut(&Path) -> Result<(), String>) -> Result<(), MountError> {
+    match op {
+        MountOp::Propagation { target, kind } => {
+            let kind = match kind {
+                Propagation::Slave => MsFlags::MS_SLAVE,
+                Propagation::Private => MsFlags::MS_PRIVATE,
+            };
+            mount(NONE, target, NONE, kind | MsFlags::MS_REC, NONE)
+                .map_err(nix_step("set propagation of", target))
+        }
+        MountOp::Tmpfs { target } => mount(
+            Some("tmpfs"),
+            target,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        )
+        .map_err(nix_step("mount tmpfs at", target)),
+        MountOp::MakeDir { path } => match fs::DirBuilder::new().mode(0o755).create(path) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                Err(step("create directory", path)(e))
+            }
+            _ => Ok(()),
+        },
+        MountOp::MakeFile { path } => fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)
+            .map(drop)
+            .map_err(step("create mount point", path)),
+        MountOp::Symlink { link, target } => {
+            std::os::unix::fs::symlink(target, link).map_err(step("create symlink", link))
+        }
+        MountOp::WriteFile { path, contents } => {
+            fs::write(path, contents).map_err(step("write", path))?;
+            fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+                .map_err(step("chmod", path))
+        }
+        MountOp::Bind {
+            source,
+            target,
+            optional,
+        } => {
+            if *optional && fs::symlink_metadata(source).is_err() {
+                return Ok(());
+            }
+            bind(source, target)
+        }
+        MountOp::Sysfs { target, fallback } => {
+            let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            match mount(Some("sysfs"), target, Some("sysfs"), flags, NONE) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot mount a fresh sysfs ({e}); binding the host's: \
+                         /sys/class/net will show the host's interfaces"
+                    );
+                    bind(fallback, target)
+                }
+            }
+        }
+        MountOp::Proc { target } => proc(target).map_err(MountError::Proc),
+        MountOp::PivotRoot { new_root, put_old } => {
+            pivot_root(new_root, put_old).map_err(nix_step("pivot_root into", new_root))?;
+            chdir("/").map_err(nix_step("chdir", Path::new("/")))
+        }
+        MountOp::BindInRoot { source, root, path } => bind_in_root(source, root, path),
+        MountOp::Detach { target } => {
+            umount2(target, MntFlags::MNT_DETACH).map_err(nix_step("detach", target))
+        }
+        MountOp::EnterRoot { new_root } => enter_root(new_root),
+    }
+}
+
+fn bind(source: &Path, target: &Path) -> Result<(), MountError> {
+    mount(
+        Some(source),
+        target,
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        NONE,
+    )
+    .map_err(|e| MountError::Bind {
+        from: source.to_path_buf(),
+        to: target.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+/// Resolve `path` inside `root` with `RESOLVE_IN_ROOT` (so a host
+/// `/etc/resolv.conf -> /run/...` symlink lands in the sandbox's `/run`), then
+/// mount over the resolved file through the host's `/proc/self/fd`.
+fn bind_in_root(source: &Path, root: &Path, path: &Path) -> Result<(), MountError> {
+    let rootfd = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(nix_step("open", root))?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    let target = match nix::fcntl::openat2(&rootfd, path, how) {
+        Ok(fd) => fd,
+        Err(nix::Error::ENOENT) => {
+            tracing::warn!(
+                "{} does not exist in the sandbox; not providing pallium's version",
+                path.display()
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(nix_step("resolve", path)(e)),
+    };
+    let via = Path::new(OLD_ROOT).join(format!("proc/self/fd/{}", target.as_raw_fd()));
+    bind(source, &via).map_err(|e| match e {
+        MountError::Bind { from, source, .. } => MountError::Bind {
+            from,
+            to: path.to_path_buf(),
+            source,
+        },
+        other => other,
+    })
+}
+
+/// bubblewrap's second pivot: `pivot_root(".", ".")` inside `new_root` stacks
+/// the old root on top of it; detaching that leaves `new_root` as `/`.
+fn enter_root(new_root: &Path) -> Result<(), MountError> {
+    let slash = Path::new("/");
+    let old = nix::fcntl::open(
+        slash,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(nix_step("open", slash))?;
+    chdir(new_root).map_err(nix_step("chdir", new_root))?;
+    pivot_root(".", ".").map_err(nix_step("pivot_root into", new_root))?;
+    fchdir(&old).map_err(nix_step("fchdir to the old root", slash))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(nix_step("detach the old root", slash))?;
+    chdir(slash).map_err(nix_step("chdir", slash))
+}

@@ -1,0 +1,391 @@
+//! The default file view as data: a pure function turns the host's top-level
+//! entries and the sandbox's private files into a `Vec<MountOp>`, which
+//! [`crate::mount`] executes. Nothing here touches the system, so the whole
+//! recipe is unit-tested without root.
+
+#![forbid(unsafe_code)]
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// Where the private tmpfs that holds everything during the build is mounted
+/// (in the new mount namespace only; bubblewrap uses the same spot).
+pub const BASE: &str = "/tmp";
+/// The host's root, seen from the base tmpfs while the view is built.
+pub const OLD_ROOT: &str = "/oldroot";
+/// The sandbox's future root, a tmpfs on the base.
+pub const NEW_ROOT: &str = "/newroot";
+
+/// One step of building the sandbox's file view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountOp {
+    /// Change the propagation of the mount at `target` and everything below.
+    Propagation { target: PathBuf, kind: Propagation },
+    /// Mount a fresh tmpfs (mode 0755, nosuid, nodev).
+    Tmpfs { target: PathBuf },
+    /// Create a directory (mode 0755); an existing one is fine.
+    MakeDir { path: PathBuf },
+    /// Create an empty file to bind a non-directory onto.
+    MakeFile { path: PathBuf },
+    /// Create a symbolic link at `link` pointing to `target`.
+    Symlink { link: PathBuf, target: PathBuf },
+    /// Create a file holding `contents` (mode 0644).
+    WriteFile { path: PathBuf, contents: String },
+    /// Recursive bind mount (`MS_BIND|MS_REC`); an `optional` one is skipped
+    /// when the source does not exist.
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        optional: bool,
+    },
+    /// A fresh sysfs, so `/sys/class/net` shows the sandbox's network
+    /// namespace; where the kernel refuses (some rootless setups), bind
+    /// `fallback` instead.
+    Sysfs { target: PathBuf, fallback: PathBuf },
+    /// A fresh procfs; mounted by the sandbox's init, which is the only
+    /// process inside the new PID namespace.
+    Proc { target: PathBuf },
+    /// `pivot_root(new_root, put_old)`, then `chdir("/")`.
+    PivotRoot { new_root: PathBuf, put_old: PathBuf },
+    /// Bind `source` over `path` resolved inside `root` (symlinks are followed
+    /// as if `root` were `/`). Skipped with a warning when `path` does not
+    /// exist there: creating it would write to the host's file system.
+    BindInRoot {
+        source: PathBuf,
+        root: PathBuf,
+        path: PathBuf,
+    },
+    /// Lazily unmount (`MNT_DETACH`) the tree at `target`.
+    Detach { target: PathBuf },
+    /// Make `new_root` the root and detach the current root from under it
+    /// (bubblewrap's second `pivot_root(".", ".")`), ending in `/`.
+    EnterRoot { new_root: PathBuf },
+}
+
+/// Mount propagation types used by the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Receive the host's later mounts, send nothing back.
+    Slave,
+    Private,
+}
+
+/// What a top-level host entry is, which decides how it is reproduced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    /// A regular file or anything else that can be a bind target.
+    File,
+    /// A symbolic link, recreated with the same target (merged-usr `/bin`).
+    Symlink(PathBuf),
+}
+
+/// One entry of the host's `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEntry {
+    pub name: OsString,
+    pub kind: EntryKind,
+}
+
+/// The sandbox-private files that replace host ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateFiles {
+    pub resolv_conf: String,
+    pub hosts: String,
+}
+
+/// The original pallium's default view (`blacklist /`, `whitelist /*`,
+/// `whitelist /.*`): a tmpfs root with every top-level host entry bound back
+/// recursively, except a fresh `/proc` and `/sys` and private
+/// `/etc/resolv.conf` and `/etc/hosts`. Entries come sorted by name so the
+/// plan is deterministic.
+pub fn default_view(entries: &[HostEntry], files: &PrivateFiles) -> Vec<MountOp> {
+    let base = Path::new(BASE);
+    let old = Path::new(OLD_ROOT);
+    let new = Path::new(NEW_ROOT);
+    let rel = |p: &str| p.trim_start_matches('/').to_string();
+    let mut ops = vec![
+        MountOp::Propagation {
+            target: "/".into(),
+            kind: Propagation::Slave,
+        },
+        MountOp::Tmpfs {
+            target: base.into(),
+        },
+        MountOp::Propagation {
+            target: base.into(),
+            kind: Propagation::Private,
+        },
+        MountOp::MakeDir {
+            path: base.join(rel(OLD_ROOT)),
+        },
+        MountOp::MakeDir {
+            path: base.join(rel(NEW_ROOT)),
+        },
+        MountOp::PivotRoot {
+            new_root: base.into(),
+            put_old: base.join(rel(OLD_ROOT)),
+        },
+        MountOp::WriteFile {
+            path: "/resolv.conf".into(),
+            contents: files.resolv_conf.clone(),
+        },
+        MountOp::WriteFile {
+            path: "/hosts".into(),
+            contents: files.hosts.clone(),
+        },
+        MountOp::Tmpfs { target: new.into() },
+    ];
+
+    let mut sorted: Vec<&HostEntry> = entries.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    for e in sorted {
+        let (source, target) = (old.join(&e.name), new.join(&e.name));
+        match (&e.kind, e.name.to_str()) {
+            // Fresh instances below; binding the host's would show the host.
+            (_, Some("proc")) => {}
+            (EntryKind::Dir, Some("sys")) => {
+                ops.push(MountOp::MakeDir {
+                    path: target.clone(),
+                });
+                ops.push(MountOp::Sysfs {
+                    target: target.clone(),
+                    fallback: source.clone(),
+                });
+                ops.push(MountOp::Bind {
+                    source: source.join("fs/cgroup"),
+                    target: target.join("fs/cgroup"),
+                    optional: true,
+                });
+            }
+            (EntryKind::Symlink(to), _) => ops.push(MountOp::Symlink {
+                link: target,
+                target: to.clone(),
+            }),
+            (EntryKind::Dir, _) => {
+                ops.push(MountOp::MakeDir {
+                    path: target.clone(),
+                });
+                ops.push(MountOp::Bind {
+                    source,
+                    target,
+                    optional: false,
+                });
+            }
+            (EntryKind::File, _) => {
+                ops.push(MountOp::MakeFile {
+                    path: target.clone(),
+                });
+                ops.push(MountOp::Bind {
+                    source,
+                    target,
+                    optional: false,
+                });
+            }
+        }
+    }
+
+    ops.extend([
+        MountOp::MakeDir {
+            path: new.join("proc"),
+        },
+        MountOp::Proc {
+            target: new.join("proc"),
+        },
+        MountOp::BindInRoot {
+            source: "/resolv.conf".into(),
+            root: new.into(),
+            path: "/etc/resolv.conf".into(),
+        },
+        MountOp::BindInRoot {
+            source: "/hosts".into(),
+            root: new.into(),
+            path: "/etc/hosts".into(),
+        },
+        MountOp::Propagation {
+            target: old.into(),
+            kind: Propagation::Private,
+        },
+        MountOp::Detach { target: old.into() },
+        MountOp::EnterRoot {
+            new_root: new.into(),
+        },
+    ]);
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, kind: EntryKind) -> HostEntry {
+        HostEntry {
+            name: name.into(),
+            kind,
+        }
+    }
+
+    fn files() -> PrivateFiles {
+        PrivateFiles {
+            resolv_conf: "nameserver 192.0.2.53\n".into(),
+            hosts: "127.0.0.1 localhost\n".into(),
+        }
+    }
+
+    fn host() -> Vec<HostEntry> {
+        vec![
+            entry("usr", EntryKind::Dir),
+            entry("bin", EntryKind::Symlink("usr/bin".into())),
+            entry("proc", EntryKind::Dir),
+            entry("sys", EntryKind::Dir),
+            entry(".dockerenv", EntryKind::File),
+            entry("etc", EntryKind::Dir),
+        ]
+    }
+
+    fn position(ops: &[MountOp], pred: impl Fn(&MountOp) -> bool) -> usize {
+        ops.iter().position(pred).expect("op missing from plan")
+    }
+
+    #[test]
+    fn every_directory_is_bound_back_recursively() {
+        let ops = default_view(&host(), &files());
+        for name in ["usr", "etc"] {
+            assert!(ops.contains(&MountOp::Bind {
+                source: Path::new("/oldroot").join(name),
+                target: Path::new("/newroot").join(name),
+                optional: false,
+            }));
+        }
+    }
+
+    #[test]
+    fn dot_files_are_bound_onto_created_files() {
+        let ops = default_view(&host(), &files());
+        let mk = position(&ops, |o| {
+            *o == MountOp::MakeFile {
+                path: "/newroot/.dockerenv".into(),
+            }
+        });
+        let bind = position(
+            &ops,
+            |o| matches!(o, MountOp::Bind { target, .. } if target == Path::new("/newroot/.dockerenv")),
+        );
+        assert!(mk < bind);
+    }
+
+    #[test]
+    fn symlinks_are_recreated_not_bound() {
+        let ops = default_view(&host(), &files());
+        assert!(ops.contains(&MountOp::Symlink {
+            link: "/newroot/bin".into(),
+            target: "usr/bin".into(),
+        }));
+        assert!(!ops.iter().any(
+            |o| matches!(o, MountOp::Bind { source, .. } if source == Path::new("/oldroot/bin"))
+        ));
+    }
+
+    #[test]
+    fn host_proc_is_never_bound_and_a_fresh_one_is_mounted() {
+        let ops = default_view(&host(), &files());
+        assert!(!ops.iter().any(
+            |o| matches!(o, MountOp::Bind { source, .. } if source.starts_with("/oldroot/proc"))
+        ));
+        assert!(ops.contains(&MountOp::Proc {
+            target: "/newroot/proc".into()
+        }));
+    }
+
+    #[test]
+    fn proc_is_mounted_while_the_host_proc_is_still_visible() {
+        // Mounting procfs inside a user namespace needs a fully visible procfs
+        // in the mount namespace: the old root must still be attached.
+        let ops = default_view(&host(), &files());
+        let proc = position(&ops, |o| matches!(o, MountOp::Proc { .. }));
+        let detach = position(&ops, |o| matches!(o, MountOp::Detach { .. }));
+        assert!(proc < detach);
+    }
+
+    #[test]
+    fn sys_is_fresh_with_a_fallback_to_the_host_one() {
+        let ops = default_view(&host(), &files());
+        assert!(ops.contains(&MountOp::Sysfs {
+            target: "/newroot/sys".into(),
+            fallback: "/oldroot/sys".into(),
+        }));
+    }
+
+    #[test]
+    fn resolv_conf_and_hosts_come_from_the_private_tmpfs() {
+        let ops = default_view(&host(), &files());
+        let write = position(&ops, |o| {
+            *o == MountOp::WriteFile {
+                path: "/resolv.conf".into(),
+                contents: "nameserver 192.0.2.53\n".into(),
+            }
+        });
+        let pivot = position(&ops, |o| matches!(o, MountOp::PivotRoot { .. }));
+        let bind = position(
+            &ops,
+            |o| matches!(o, MountOp::BindInRoot { path, .. } if path == Path::new("/etc/resolv.conf")),
+        );
+        // Written after the first pivot: into the base tmpfs, never the host.
+        assert!(pivot < write && write < bind);
+        assert!(ops.iter().any(
+            |o| matches!(o, MountOp::BindInRoot { path, .. } if path == Path::new("/etc/hosts"))
+        ));
+    }
+
+    #[test]
+    fn private_files_are_bound_after_etc() {
+        let ops = default_view(&host(), &files());
+        let etc = position(
+            &ops,
+            |o| matches!(o, MountOp::Bind { target, .. } if target == Path::new("/newroot/etc")),
+        );
+        let resolv = position(&ops, |o| matches!(o, MountOp::BindInRoot { .. }));
+        assert!(etc < resolv);
+    }
+
+    #[test]
+    fn plan_starts_slave_and_pivots_into_the_base_tmpfs() {
+        let ops = default_view(&[], &files());
+        assert_eq!(
+            ops[0],
+            MountOp::Propagation {
+                target: "/".into(),
+                kind: Propagation::Slave
+            }
+        );
+        assert!(ops.contains(&MountOp::PivotRoot {
+            new_root: "/tmp".into(),
+            put_old: "/tmp/oldroot".into(),
+        }));
+        assert_eq!(
+            ops.last(),
+            Some(&MountOp::EnterRoot {
+                new_root: "/newroot".into()
+            })
+        );
+    }
+
+    #[test]
+    fn binds_come_sorted_by_name() {
+        let ops = default_view(&host(), &files());
+        let targets: Vec<_> = ops
+            .iter()
+            .filter_map(|o| match o {
+                MountOp::Bind {
+                    target,
+                    optional: false,
+                    ..
+                } => Some(target.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut sorted = targets.clone();
+        sorted.sort();
+        assert_eq!(targets, sorted);
+    }
+}

@@ -1,0 +1,287 @@
+//! The sandboxer's side of the supervisor channel: handshake, the request
+//! state machine (`Setup` once, first; then `Spawn`/`Signal`/`ListPids`;
+//! `Shutdown` or EOF ends it) and the poll loop over the channel and the
+//! pidfds of the init and every spawned process.
+
+#![forbid(unsafe_code)]
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use proto::policy::{drop_to, PolicyError, Role};
+use proto::sandbox::{ExitStatus, SandboxEvent, SandboxRequest};
+use proto::{Channel, RemoteError, WireError};
+
+use crate::setup::{self, Sandbox, SetupError};
+use crate::spawn::{self, Child};
+use crate::{procs, sys};
+
+/// Why the sandboxer stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("take the channel socket: {0}")]
+    ChannelFd(#[source] std::io::Error),
+    #[error("open the host's /proc: {0}")]
+    HostProc(#[source] nix::Error),
+    #[error("drop to the sandboxer's capabilities")]
+    Policy(#[from] PolicyError),
+    #[error("supervisor channel")]
+    Wire(#[from] WireError),
+    #[error("setup failed")]
+    Setup(#[from] SetupError),
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    #[error("poll: {0}")]
+    Poll(#[source] nix::Error),
+    #[error("the sandbox's init died")]
+    InitDied,
+}
+
+type SupervisorChannel = Channel<SandboxEvent, SandboxRequest>;
+
+/// Serve the supervisor on fd 3 until `Shutdown` or EOF.
+pub fn run() -> Result<(), ServerError> {
+    let sock = sys::take_channel_fd().map_err(ServerError::ChannelFd)?;
+    // Nothing we start may inherit the channel.
+    fcntl(&sock, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .map_err(|e| ServerError::ChannelFd(e.into()))?;
+    // Kept open across the pivot: `ListPids` needs host pids.
+    let host_proc = nix::fcntl::open(
+        "/proc",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(ServerError::HostProc)?;
+    drop_to(Role::Sandboxer)?;
+    let mut chan = SupervisorChannel::new(sock);
+    chan.handshake("sandboxer", "supervisor")?;
+    Server {
+        chan,
+        host_proc,
+        sandbox: None,
+        children: Vec::new(),
+    }
+    .serve()
+}
+
+struct Server {
+    chan: SupervisorChannel,
+    host_proc: OwnedFd,
+    /// `None` until `Setup` succeeded.
+    sandbox: Option<Sandbox>,
+    children: Vec<Child>,
+}
+
+enum Flow {
+    Continue,
+    Exit,
+}
+
+impl Server {
+    fn serve(mut self) -> Result<(), ServerError> {
+        loop {
+            let (chan_ready, init_dead, exited) = self.wait()?;
+            for pid in exited {
+                self.reap(pid);
+            }
+            if init_dead {
+                tracing::error!("the sandbox's init died; ending the session");
+                self.shutdown();
+                return Err(ServerError::InitDied);
+            }
+            if !chan_ready {
+                continue;
+            }
+            let flow = match self.chan.recv() {
+                Ok(req) => self.handle(req),
+                Err(WireError::Closed) => Ok(Flow::Exit),
+                Err(e) => Err(e.into()),
+            };
+            match flow {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Exit) => {
+                    self.shutdown();
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.shutdown();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Block until the channel or a pidfd is ready: (channel readable, init
+    /// exited, pids of exited children).
+    fn wait(&self) -> Result<(bool, bool, Vec<Pid>), ServerError> {
+        let flags = PollFlags::POLLIN;
+        let mut fds = vec![PollFd::new(self.chan.fd(), flags)];
+        if let Some(sb) = &self.sandbox {
+            fds.push(PollFd::new(sb.init_pidfd.as_fd(), flags));
+        }
+        fds.extend(
+            self.children
+                .iter()
+                .map(|c| PollFd::new(c.pidfd.as_fd(), flags)),
+        );
+        loop {
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => break,
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(ServerError::Poll(e)),
+            }
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        let offset = 1 + usize::from(self.sandbox.is_some());
+        let exited = self
+            .children
+            .iter()
+            .zip(&ready[offset..])
+            .filter(|(_, r)| **r)
+            .map(|(c, _)| c.pid)
+            .collect();
+        Ok((ready[0], self.sandbox.is_some() && ready[1], exited))
+    }
+
+    fn handle(&mut self, req: SandboxRequest) -> Result<Flow, ServerError> {
+        match req {
+            SandboxRequest::Setup(s) => self.handle_setup(s),
+            SandboxRequest::Spawn(s) => self.handle_spawn(s),
+            SandboxRequest::Signal { id, signal } => self.handle_signal(id, signal),
+            SandboxRequest::ListPids => self.handle_list_pids(),
+            SandboxRequest::Shutdown => Ok(Flow::Exit),
+        }
+    }
+
+    fn handle_setup(&mut self, req: proto::sandbox::Setup) -> Result<Flow, ServerError> {
+        if self.sandbox.is_some() {
+            return self.violation(None, "Setup is legal once");
+        }
+        match setup::setup(req) {
+            Ok(sb) => {
+                tracing::info!(init = sb.init.as_raw(), "sandbox ready");
+                self.chan.send(SandboxEvent::Ready {
+                    init_pid: sb.init.as_raw(),
+                })?;
+                self.sandbox = Some(sb);
+                Ok(Flow::Continue)
+            }
+            Err(e) => {
+                let _ = self.chan.send(SandboxEvent::Failed {
+                    id: None,
+                    error: RemoteError::new("sandboxer: setup", &e),
+                });
+                Err(e.into())
+            }
+        }
+    }
+
+    fn handle_spawn(&mut self, req: proto::sandbox::Spawn) -> Result<Flow, ServerError> {
+        let id = req.id;
+        let Some(sb) = &self.sandbox else {
+            return self.violation(Some(id), "Spawn before Setup");
+        };
+        if self.children.iter().any(|c| c.id == id) {
+            return self.violation(Some(id), "Spawn id already in use");
+        }
+        let map_back = sb.map_back.filter(|_| !req.root);
+        match spawn::spawn(req, map_back) {
+            Ok(child) => {
+                tracing::info!(id, pid = child.pid.as_raw(), "spawned");
+                self.chan.send(SandboxEvent::Spawned {
+                    id,
+                    pid: child.pid.as_raw(),
+                })?;
+                self.children.push(child);
+            }
+            Err(e) => {
+                tracing::info!(id, "spawn failed: {e}");
+                self.chan.send(SandboxEvent::Failed {
+                    id: Some(id),
+                    error: RemoteError::msg("sandboxer: spawn", e.to_string()),
+                })?;
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn handle_signal(&mut self, id: u32, signal: i32) -> Result<Flow, ServerError> {
+        if self.sandbox.is_none() {
+            return self.violation(None, "Signal before Setup");
+        }
+        let Some(child) = self.children.iter().find(|c| c.id == id) else {
+            tracing::debug!(id, "signal for a process that has already exited");
+            return Ok(Flow::Continue);
+        };
+        let Ok(sig) = Signal::try_from(signal) else {
+            tracing::warn!(id, signal, "ignoring an invalid signal number");
+            return Ok(Flow::Continue);
+        };
+        // The process leads its own session and group (setsid): signal the
+        // group so a shell's children get it too; the process alone if it
+        // moved to another group.
+        if kill(Pid::from_raw(-child.pid.as_raw()), sig).is_err() {
+            let _ = kill(child.pid, sig);
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn handle_list_pids(&mut self) -> Result<Flow, ServerError> {
+        let init = self.sandbox.as_ref().map(|s| s.init);
+        self.chan
+            .send(SandboxEvent::Pids(procs::list(&self.host_proc, init)))?;
+        Ok(Flow::Continue)
+    }
+
+    /// An out-of-order request: tell the peer, then end.
+    fn violation(&mut self, id: Option<u32>, what: &'static str) -> Result<Flow, ServerError> {
+        let _ = self.chan.send(SandboxEvent::Failed {
+            id,
+            error: RemoteError::msg("sandboxer", format!("protocol violation: {what}")),
+        });
+        Err(ServerError::Protocol(what))
+    }
+
+    /// Reap an exited child and report it.
+    fn reap(&mut self, pid: Pid) {
+        let Some(pos) = self.children.iter().position(|c| c.pid == pid) else {
+            return;
+        };
+        let child = self.children.remove(pos);
+        let status = match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => ExitStatus::Code(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => ExitStatus::Signal(sig as i32),
+            other => {
+                tracing::warn!(pid = pid.as_raw(), "unexpected wait result {other:?}");
+                ExitStatus::Code(255)
+            }
+        };
+        tracing::info!(id = child.id, ?status, "exited");
+        let _ = self.chan.send(SandboxEvent::Exited {
+            id: child.id,
+            status,
+        });
+    }
+
+    /// Kill the init, which ends every process of the PID namespace, and
+    /// reap everything.
+    fn shutdown(&mut self) {
+        if let Some(sb) = self.sandbox.take() {
+            let _ = kill(sb.init, Signal::SIGKILL);
+            let _ = waitpid(sb.init, None);
+        }
+        for pid in self.children.iter().map(|c| c.pid).collect::<Vec<_>>() {
+            // Killed with the namespace (or, without one, by us).
+            let _ = kill(pid, Signal::SIGKILL);
+            self.reap(pid);
+        }
+    }
+}

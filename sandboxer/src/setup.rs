@@ -1,0 +1,154 @@
+//! `Setup`: join the session's user and network namespaces, unshare the
+//! mount, PID, IPC and UTS namespaces, set the host name, build the default
+//! file view and fork the sandbox's init.
+
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::fcntl::OFlag;
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid};
+use proto::policy::{drop_to, PolicyError, Role};
+use proto::sandbox::Setup;
+
+use crate::mount::{self, MountError};
+use crate::plan::{self, EntryKind, HostEntry, PrivateFiles};
+use crate::{init, sys};
+
+/// The sandbox as built by `Setup`.
+#[derive(Debug)]
+pub struct Sandbox {
+    /// The init's pid as the host sees it.
+    pub init: Pid,
+    /// Polls readable when the init dies.
+    pub init_pidfd: OwnedFd,
+    /// Rootless: applications are mapped back to this uid/gid (unless `--root`).
+    pub map_back: Option<(u32, u32)>,
+}
+
+/// A failed step of `Setup`.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("join the session's {ns} namespace: {source}")]
+    Join {
+        ns: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("drop to the sandboxer's capabilities")]
+    Policy(#[from] PolicyError),
+    #[error("unshare the mount, PID, IPC and UTS namespaces: {0}")]
+    Unshare(#[source] nix::Error),
+    #[error("set host name {name:?}: {source}")]
+    Hostname {
+        name: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("list the host's root directory: {0}")]
+    ListRoot(#[source] std::io::Error),
+    #[error("build the file view")]
+    Mount(#[from] MountError),
+}
+
+/// Run `Setup` in the calling (single-threaded) process.
+pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
+    let rootless = req.userns.is_some();
+    if let Some(userns) = &req.userns {
+        setns(userns, CloneFlags::CLONE_NEWUSER)
+            .map_err(|source| SetupError::Join { ns: "user", source })?;
+        // Entering the user namespace granted every capability in it.
+        drop_to(Role::Sandboxer)?;
+    }
+    setns(&req.netns, CloneFlags::CLONE_NEWNET).map_err(|source| SetupError::Join {
+        ns: "network",
+        source,
+    })?;
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS,
+    )
+    .map_err(SetupError::Unshare)?;
+    nix::unistd::sethostname(&req.hostname).map_err(|source| SetupError::Hostname {
+        name: req.hostname.clone(),
+        source,
+    })?;
+
+    let ops = plan::default_view(
+        &host_entries(Path::new("/")).map_err(SetupError::ListRoot)?,
+        &PrivateFiles {
+            resolv_conf: req.resolv_conf,
+            hosts: req.hosts,
+        },
+    );
+    let mut init = None;
+    mount::execute(&ops, &mut |target| {
+        init = Some(fork_init(target)?);
+        Ok(())
+    })?;
+    let (init, init_pidfd) = init.ok_or(MountError::Proc("the plan mounts no /proc".into()))?;
+    Ok(Sandbox {
+        init,
+        init_pidfd,
+        map_back: rootless.then_some((req.uid, req.gid)),
+    })
+}
+
+/// The entries of `root`, classified for the plan.
+fn host_entries(root: &Path) -> std::io::Result<Vec<HostEntry>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(root)? {
+        let e = e?;
+        let ft = e.file_type()?;
+        let kind = if ft.is_symlink() {
+            EntryKind::Symlink(fs::read_link(e.path())?)
+        } else if ft.is_dir() {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        };
+        out.push(HostEntry {
+            name: e.file_name(),
+            kind,
+        });
+    }
+    Ok(out)
+}
+
+/// Fork the init (PID 1 of the new PID namespace) and wait until it has
+/// mounted `/proc` at `target`.
+fn fork_init(target: &Path) -> Result<(Pid, OwnedFd), String> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let child = match sys::fork().map_err(|e| format!("fork the init: {e}"))? {
+        ForkResult::Child => {
+            drop(r);
+            init::run(target, w)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(w);
+    let mut report = Vec::new();
+    let read = fs::File::from(r).read_to_end(&mut report);
+    let fail = |msg: String| {
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        Err(msg)
+    };
+    match (read, report.as_slice()) {
+        (Ok(_), [init::READY]) => {}
+        (Ok(_), []) => return fail("the init died before mounting /proc".into()),
+        (Ok(_), msg) => return fail(String::from_utf8_lossy(msg).into_owned()),
+        (Err(e), _) => return fail(format!("read the init's report: {e}")),
+    }
+    match sys::pidfd_open(child) {
+        Ok(fd) => Ok((child, fd)),
+        Err(e) => fail(format!("pidfd_open of the init: {e}")),
+    }
+}

@@ -1,0 +1,319 @@
+//! `Spawn`: fork a process into the sandbox, make it a session leader with
+//! the given stdio, map it back to the caller's uid (rootless), drop every
+//! capability and exec it. A failure before or at exec comes back through a
+//! close-on-exec pipe, so the supervisor gets `Failed` instead of `Spawned`.
+
+#![forbid(unsafe_code)]
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid};
+use proto::policy::{drop_to, Role};
+use proto::sandbox::Spawn;
+
+use crate::sys;
+
+/// Searched when the application's environment has no `PATH` (glibc's
+/// default plus `/usr/local/bin`, as a login shell would set).
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// A running spawned process.
+#[derive(Debug)]
+pub struct Child {
+    pub id: u32,
+    pub pid: Pid,
+    /// Polls readable when the process exits.
+    pub pidfd: OwnedFd,
+}
+
+/// Why a process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("empty command")]
+    EmptyArgv,
+    #[error("argument or environment entry contains a NUL byte: {0:?}")]
+    Nul(String),
+    #[error("cannot run '{cmd}': {}", .errno.desc())]
+    Exec { cmd: String, errno: Errno },
+    #[error("cannot start '{cmd}': {stage}: {}", .errno.desc())]
+    Prepare {
+        cmd: String,
+        stage: &'static str,
+        errno: Errno,
+    },
+    #[error("{step}: {source}")]
+    Sys {
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Start `req` in the sandbox. `map_back`: rootless, not `--root` — run as
+/// this uid/gid in a user namespace of its own.
+pub fn spawn(req: Spawn, map_back: Option<(u32, u32)>) -> Result<Child, SpawnError> {
+    let id = req.id;
+    let cmd = req.argv.first().ok_or(SpawnError::EmptyArgv)?.clone();
+    let argv = cstrings(req.argv.iter().cloned())?;
+    let env = cstrings(req.env.iter().map(|(k, v)| format!("{k}={v}")))?;
+    let candidates = cstrings(
+        exec_candidates(&cmd, &req.env)
+            .into_iter()
+            .map(|p| p.to_string_lossy().into_owned()),
+    )?;
+    let sys_err = |step| {
+        move |e: nix::Error| SpawnError::Sys {
+            step,
+            source: e.into(),
+        }
+    };
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
+
+    let pid = match sys::fork().map_err(sys_err("fork"))? {
+        ForkResult::Child => {
+            drop(r);
+            let (stage, errno) = child(&req, map_back, &candidates, &argv, &env);
+            let mut buf = [0u8; 5];
+            buf[0] = stage as u8;
+            buf[1..].copy_from_slice(&(errno as i32).to_le_bytes());
+            let _ = std::fs::File::from(w).write_all(&buf);
+            sys::exit_now(127)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(w);
+    drop(req);
+    let mut buf = Vec::with_capacity(5);
+    let read = std::fs::File::from(r).read_to_end(&mut buf);
+    if let (Ok(_), Some(&[stage, a, b, c, d])) = (&read, buf.first_chunk::<5>()) {
+        let _ = waitpid(pid, None);
+        let errno = Errno::from_raw(i32::from_le_bytes([a, b, c, d]));
+        return Err(match Stage::from_u8(stage) {
+            Stage::Exec => SpawnError::Exec { cmd, errno },
+            s => SpawnError::Prepare {
+                cmd,
+                stage: s.name(),
+                errno,
+            },
+        });
+    }
+    let pidfd = sys::pidfd_open(pid).map_err(|source| SpawnError::Sys {
+        step: "pidfd_open",
+        source,
+    })?;
+    Ok(Child { id, pid, pidfd })
+}
+
+/// Where `execvpe` would look for `cmd`, with `PATH` taken from the
+/// application's environment rather than ours.
+pub fn exec_candidates(cmd: &str, env: &[(String, String)]) -> Vec<PathBuf> {
+    if cmd.is_empty() {
+        return Vec::new();
+    }
+    if cmd.contains('/') {
+        return vec![PathBuf::from(cmd)];
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    path.split(':')
+        .map(|dir| {
+            if dir.is_empty() {
+                Path::new(".")
+            } else {
+                Path::new(dir)
+            }
+        })
+        .map(|dir| dir.join(cmd))
+        .collect()
+}
+
+/// The steps in the child, in order; a failure reports its stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Stage {
+    Setsid = 1,
+    Stdio,
+    Tty,
+    UserNs,
+    Caps,
+    Signals,
+    Exec,
+}
+
+impl Stage {
+    fn from_u8(b: u8) -> Stage {
+        [
+            Stage::Setsid,
+            Stage::Stdio,
+            Stage::Tty,
+            Stage::UserNs,
+            Stage::Caps,
+            Stage::Signals,
+        ]
+        .into_iter()
+        .find(|s| *s as u8 == b)
+        .unwrap_or(Stage::Exec)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Setsid => "setsid",
+            Stage::Stdio => "set up stdin/stdout/stderr",
+            Stage::Tty => "acquire the controlling terminal",
+            Stage::UserNs => "map back to the caller's uid",
+            Stage::Caps => "drop capabilities",
+            Stage::Signals => "reset signal handling",
+            Stage::Exec => "exec",
+        }
+    }
+}
+
+/// The forked child up to exec; returns only on failure.
+fn child(
+    req: &Spawn,
+    map_back: Option<(u32, u32)>,
+    candidates: &[CString],
+    argv: &[CString],
+    env: &[CString],
+) -> (Stage, Errno) {
+    let at = |stage| move |e: Errno| (stage, e);
+    let run = || -> Result<(), (Stage, Errno)> {
+        nix::unistd::setsid().map_err(at(Stage::Setsid))?;
+        // Copy above 2 first so no stdio descriptor is overwritten by another.
+        let mut high = Vec::with_capacity(3);
+        for fd in &req.stdio {
+            // try_clone: F_DUPFD_CLOEXEC with a minimum of 3.
+            high.push(
+                fd.0.try_clone()
+                    .map_err(|e| (Stage::Stdio, Errno::from_raw(e.raw_os_error().unwrap_or(0))))?,
+            );
+        }
+        nix::unistd::dup2_stdin(&high[0]).map_err(at(Stage::Stdio))?;
+        nix::unistd::dup2_stdout(&high[1]).map_err(at(Stage::Stdio))?;
+        nix::unistd::dup2_stderr(&high[2]).map_err(at(Stage::Stdio))?;
+        if req.tty {
+            sys::set_controlling_tty(std::io::stdin().as_fd()).map_err(at(Stage::Tty))?;
+        }
+        if let Some((uid, gid)) = map_back {
+            map_back_real(uid, gid).map_err(at(Stage::UserNs))?;
+        }
+        drop_to(Role::App).map_err(|_| (Stage::Caps, Errno::EPERM))?;
+        let cwd = req.cwd.as_deref().unwrap_or("/");
+        if nix::unistd::chdir(cwd).is_err() {
+            let _ = nix::unistd::chdir("/");
+        }
+        sys::reset_signals().map_err(at(Stage::Signals))?;
+        sys::cloexec_from(3).map_err(at(Stage::Signals))?;
+        Err((Stage::Exec, exec_path(candidates, argv, env)))
+    };
+    match run() {
+        Ok(()) => (Stage::Exec, Errno::UnknownErrno),
+        Err(e) => e,
+    }
+}
+
+/// Try each candidate like `execvpe`: a missing file moves on, a permission
+/// error is remembered, anything else stops. Returns only on failure.
+fn exec_path(candidates: &[CString], argv: &[CString], env: &[CString]) -> Errno {
+    let mut result = Errno::ENOENT;
+    for path in candidates {
+        let Err(e) = nix::unistd::execve(path, argv, env);
+        match e {
+            Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ENODEV | Errno::ETIMEDOUT => {}
+            Errno::EACCES => result = Errno::EACCES,
+            other => return other,
+        }
+    }
+    result
+}
+
+/// The original's `map_back_real`: a user namespace of our own in which the
+/// caller's uid/gid map to the sandbox's root, so the command runs as the
+/// caller and cannot touch the sandbox's mounts or network.
+fn map_back_real(uid: u32, gid: u32) -> Result<(), Errno> {
+    unshare(CloneFlags::CLONE_NEWUSER)?;
+    let write = |file: &str, s: String| {
+        std::fs::write(file, s).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+    };
+    write("/proc/self/setgroups", "deny".into())?;
+    write("/proc/self/uid_map", format!("{uid} 0 1"))?;
+    write("/proc/self/gid_map", format!("{gid} 0 1"))
+}
+
+fn cstrings(items: impl Iterator<Item = String>) -> Result<Vec<CString>, SpawnError> {
+    items
+        .map(|s| {
+            CString::new(s)
+                .map_err(|e| SpawnError::Nul(String::from_utf8_lossy(&e.into_vec()).into_owned()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(path: &str) -> Vec<(String, String)> {
+        vec![("PATH".into(), path.into())]
+    }
+
+    #[test]
+    fn command_with_slash_is_used_as_is() {
+        assert_eq!(
+            exec_candidates("./x", &env("/bin")),
+            vec![PathBuf::from("./x")]
+        );
+        assert_eq!(
+            exec_candidates("/bin/sh", &[]),
+            vec![PathBuf::from("/bin/sh")]
+        );
+    }
+
+    #[test]
+    fn path_comes_from_the_applications_environment() {
+        assert_eq!(
+            exec_candidates("sh", &env("/opt/a:/opt/b")),
+            vec![PathBuf::from("/opt/a/sh"), PathBuf::from("/opt/b/sh")]
+        );
+    }
+
+    #[test]
+    fn empty_path_component_means_current_directory() {
+        assert_eq!(
+            exec_candidates("sh", &env(":/bin")),
+            vec![PathBuf::from("./sh"), PathBuf::from("/bin/sh")]
+        );
+    }
+
+    #[test]
+    fn missing_path_uses_the_default() {
+        assert_eq!(exec_candidates("sh", &[]).len(), 3);
+        assert!(exec_candidates("", &[]).is_empty());
+    }
+
+    #[test]
+    fn exec_error_names_the_command() {
+        let e = SpawnError::Exec {
+            cmd: "foo".into(),
+            errno: Errno::ENOENT,
+        };
+        assert_eq!(e.to_string(), "cannot run 'foo': No such file or directory");
+    }
+
+    #[test]
+    fn stages_round_trip_through_the_report_byte() {
+        for s in [Stage::Setsid, Stage::Tty, Stage::UserNs, Stage::Exec] {
+            assert_eq!(Stage::from_u8(s as u8), s);
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Every `unsafe` block of the sandboxer: small safe wrappers of one syscall
+//! each. The sandboxer is single-threaded for its whole life (it enters user
+//! and mount namespaces), which is the invariant most of these rely on.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
+use nix::unistd::{ForkResult, Pid};
+
+/// The descriptor the supervisor hands us the channel on.
+pub(crate) const CHANNEL_FD: RawFd = 3;
+
+/// Adopt the channel socket on fd 3. Call once.
+pub(crate) fn take_channel_fd() -> io::Result<OwnedFd> {
+    // Refuse early if nothing is there, rather than owning a closed number.
+    nix::fcntl::fcntl(
+        // SAFETY: borrowed only for this one call; fd 3 is checked, not used.
+        unsafe { BorrowedFd::borrow_raw(CHANNEL_FD) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    )
+    .map_err(|e| io::Error::new(io::Error::from(e).kind(), "no channel socket on fd 3"))?;
+    // SAFETY: fd 3 is open (checked above) and, by the spawn protocol, ours
+    // alone; this is called once, so it gets exactly one owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(CHANNEL_FD) })
+}
+
+/// `fork()`.
+pub(crate) fn fork() -> nix::Result<ForkResult> {
+    // SAFETY: the sandboxer never starts a second thread, so the child is a
+    // complete copy: no lock is held by a thread that does not exist there,
+    // and the child may allocate and run ordinary code.
+    unsafe { nix::unistd::fork() }
+}
+
+/// `pidfd_open(pid, 0)`: a descriptor that polls readable when `pid` exits.
+pub(crate) fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments; no memory is shared.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: on success the kernel returned a new descriptor that nothing
+    // else owns (pidfds are close-on-exec by default).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `ioctl(fd, TIOCSCTTY, 0)`: make the terminal our controlling terminal.
+pub(crate) fn set_controlling_tty(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal), no pointer.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    Errno::result(r).map(drop)
+}
+
+/// Mark every descriptor from `first` up close-on-exec
+/// (`close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`).
+pub(crate) fn cloexec_from(first: RawFd) -> nix::Result<()> {
+    // SAFETY: only flags change; no descriptor is closed under an owner.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// Restore default dispositions for every signal and unblock them all, so
+/// the application does not inherit Rust's ignored SIGPIPE or our mask.
+pub(crate) fn reset_signals() -> nix::Result<()> {
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installs SIG_DFL, not a handler, so no code of ours can run
+        // in signal context.
+        unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) }?;
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+}
+
+/// `_exit(code)`: leave a forked child without running the parent's
+/// destructors or atexit handlers.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is async-signal-safe and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Close every descriptor from `first` up (`close_range(first, ~0, 0)`).
+///
+/// Only for the sandbox's init, right before its endless reaping loop: the
+/// forked copy of the sandboxer's state (channel, pidfds) is never used or
+/// dropped after this, so no owner is left holding a closed number.
+pub(crate) fn init_close_from(first: RawFd) -> nix::Result<()> {
+    // SAFETY: see above: the caller never touches descriptors >= `first`
+    // again and never returns to code that would drop their owners.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        )
+    };
+    Errno::result(r).map(drop)
+}
