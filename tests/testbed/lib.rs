@@ -1,1 +1,83 @@
-//! Testbed.
+//! The fake internet that pallium's end-to-end tests run on (DESIGN §7): throwaway network
+//! namespaces — a *host* where pallium starts, a router, a web server that answers with the
+//! client's address and an authoritative, query-logging DNS server — plus an unprivileged test
+//! user and checks that pallium left nothing behind.
+//!
+//! ```text
+//!   host 192.0.2.2 / fd00:db8::2 ──┐
+//!                                  router ── web 203.0.113.10 / fd00:db8:1::10  (HTTP :80)
+//!                                         └─ dns 198.51.100.53 / fd00:db8:2::53 (dnsmasq :53)
+//! ```
+//!
+//! Every test builds its own [`Testbed`] (unique names embed the test process's pid, so tests run
+//! in parallel) and it is torn down on drop, panics included; [`cleanup_stale`] removes what dead
+//! test processes left. Nothing here ever sends traffic outside loopback or these namespaces.
+//!
+//! Most of this needs root; a test starts with [`skip_unless_root!`].
+//!
+//! ```no_run
+//! # use pallium_tests::{skip_unless_root, Testbed};
+//! skip_unless_root!();
+//! let tb = Testbed::new("example");
+//! let out = tb.host_exec(["curl", "-s", &tb.web4_url()]).output().unwrap();
+//! assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), tb.host_v4().to_string());
+//! assert!(tb.leftovers().is_empty());
+//! ```
+
+mod cmd;
+mod dns;
+mod leftovers;
+mod names;
+mod net;
+mod user;
+mod web;
+
+use std::io::Write;
+
+pub use dns::DnsQuery;
+pub use leftovers::leftovers;
+pub use names::cleanup_stale;
+pub use net::{
+    Resolver, Testbed, TestbedBuilder, TESTBED_ENV, WEB4_NAME, WEB6_NAME, WEB_NAME, ZONE,
+};
+pub use user::TestUser;
+
+/// Environment variable naming a file that [`skip`] appends its reasons to, so that
+/// `tests/run-all.sh` can list skipped tests (libtest hides a passing test's output).
+pub const SKIP_LOG_ENV: &str = "PALLIUM_TEST_SKIP_LOG";
+
+/// Whether the test process runs as root (euid 0).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Reports that the current test is skipped and why: prints it and appends it to the file named
+/// by [`SKIP_LOG_ENV`], if set. The caller then returns.
+pub fn skip(reason: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    eprintln!("SKIPPED {test}: {reason}");
+    let Some(path) = std::env::var_os(SKIP_LOG_ENV) else {
+        return;
+    };
+    // One short O_APPEND write per line keeps lines of parallel tests whole.
+    let line = format!("{test}: {reason}\n");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// Returns from the calling test, reporting it as skipped, unless the test runs as root.
+#[macro_export]
+macro_rules! skip_unless_root {
+    () => {
+        if !$crate::is_root() {
+            $crate::skip("needs root (network namespaces, veth, dnsmasq)");
+            return;
+        }
+    };
+}
