@@ -1,0 +1,54 @@
+//! pallium's network broker: creates the application's network namespace and
+//! its uplink (root: veth + owner-bound nftables masquerade; rootless: pasta or
+//! slirp4netns), serves it to the supervisor over fd 3, and lets the kernel
+//! clean up when it exits.
+//!
+//! Single-threaded for all namespace work; only the DNS relay starts threads,
+//! after the last fork/unshare.
+
+pub mod dns;
+pub mod names;
+pub mod netns;
+pub mod nft;
+pub mod pool;
+pub mod root;
+pub mod rootless;
+pub mod rtnl;
+pub mod server;
+pub mod sys;
+pub mod sysctl;
+#[cfg(test)]
+mod testutil;
+
+use proto::broker::{BrokerEvent, BrokerRequest};
+use proto::policy::{drop_to, PolicyError, Role};
+use proto::{Channel, WireError};
+
+/// Why the netbroker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("drop to the netbroker's capabilities")]
+    Policy(#[from] PolicyError),
+    #[error("adopt the supervisor channel")]
+    Channel(#[source] std::io::Error),
+    #[error("handshake with the supervisor")]
+    Handshake(#[source] WireError),
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
+}
+
+/// The whole program after logging is set up.
+pub fn run() -> Result<(), Error> {
+    drop_to(Role::Netbroker)?;
+    let sock = sys::take_channel_fd().map_err(Error::Channel)?;
+    let mut chan = Channel::<BrokerEvent, BrokerRequest>::new(sock);
+    chan.handshake("netbroker", "supervisor")
+        .map_err(Error::Handshake)?;
+    let mut paths = root::HostPaths::default();
+    // Test hook: integration tests keep their state out of /run/pallium.
+    if let Some(dir) = std::env::var_os("PALLIUM_RUN_DIR") {
+        paths.run_dir = dir.into();
+    }
+    server::serve(&mut chan, &paths)?;
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! Root-mode uplink: a veth pair from the host namespace (where the netbroker
+//! started) into the application namespace, addresses from the pool, default
+//! routes, IP forwarding, an owner-bound masquerade table and DNS.
+
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::dns::{self, DnsPlan};
+use crate::names;
+use crate::netns::{self, NetnsError};
+use crate::nft::{self, NftError, NftSession};
+use crate::pool::{self, LinkNets, V4_LEN, V6_LEN};
+use crate::rtnl::Rtnl;
+use crate::sysctl::{self, NetLock, SysctlError};
+
+/// What failed while building the veth uplink.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    #[error("take the address pool lock")]
+    Lock(#[source] SysctlError),
+    #[error("open a route netlink socket in the host namespace")]
+    HostNetlink(#[source] io::Error),
+    #[error("list the host namespace's addresses and routes")]
+    HostDump(#[source] io::Error),
+    #[error("no free private IPv4 /30 or IPv6 /64 is left for the link")]
+    PoolExhausted,
+    #[error("create the application network namespace")]
+    Netns(#[source] NetnsError),
+    #[error("create veth pair {host} ⇄ {app}")]
+    Veth {
+        host: String,
+        app: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("find interface {iface}")]
+    Link {
+        iface: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("add address {addr} to {iface}")]
+    Address {
+        iface: String,
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("bring up {iface}")]
+    Up {
+        iface: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("add default route via {gateway} on {iface}")]
+    Route {
+        iface: String,
+        gateway: IpAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("enable IP forwarding in the host namespace")]
+    Forwarding(#[source] SysctlError),
+    #[error("create the masquerade table")]
+    Nft(#[source] NftError),
+    #[error("start the DNS relay")]
+    Relay(#[source] dns::RelayError),
+}
+
+/// Where the netbroker keeps shared state and which `/proc/sys` it changes.
+#[derive(Debug, Clone)]
+pub struct HostPaths {
+    pub run_dir: PathBuf,
+    pub proc_sys: PathBuf,
+    pub resolv_conf: PathBuf,
+}
+
+impl Default for HostPaths {
+    fn default() -> Self {
+        HostPaths {
+            run_dir: sysctl::RUN_DIR.into(),
+            proc_sys: "/proc/sys".into(),
+            resolv_conf: "/etc/resolv.conf".into(),
+        }
+    }
+}
+
+/// A built veth uplink; the namespace (and with it the veth pair) lives while
+/// `netns` is open, the masquerade while `nft` is.
+#[derive(Debug)]
+pub struct VethUplink {
+    pub netns: OwnedFd,
+    pub link: String,
+    pub resolv_conf: String,
+    _nft: NftSession,
+}
+
+/// Build the uplink for `session_id`. `warn` receives non-fatal problems.
+pub fn build(
+    session_id: &str,
+    paths: &HostPaths,
+    warn: &mut dyn FnMut(String),
+) -> Result<VethUplink, RootError> {
+    let host_if = names::host_ifname(session_id);
+    let mut host = Rtnl::open().map_err(RootError::HostNetlink)?;
+
+    // Choose and assign under the lock, so concurrent sessions never collide.
+    let lock = NetLock::acquire(&paths.run_dir).map_err(RootError::Lock)?;
+    let mut seen = host.addresses().map_err(RootError::HostDump)?;
+    seen.extend(host.routes(false).map_err(RootError::HostDump)?);
+    seen.extend(host.routes(true).map_err(RootError::HostDump)?);
+    let nets =
+        pool::choose(&seen, names::session_hash(session_id)).ok_or(RootError::PoolExhausted)?;
+
+    let mut app = netns::create().map_err(RootError::Netns)?;
+    host.add_veth(&host_if, names::APP_IFNAME, app.fd.as_fd())
+        .map_err(|source| RootError::Veth {
+            host: host_if.clone(),
+            app: names::APP_IFNAME,
+            source,
+        })?;
+    configure_end(
+        &mut host,
+        &host_if,
+        nets.host_v4().into(),
+        nets.host_v6().into(),
+    )?;
+    configure_end(
+        &mut app.rtnl,
+        names::APP_IFNAME,
+        nets.app_v4().into(),
+        nets.app_v6().into(),
+    )?;
+    let app_idx = index(&mut app.rtnl, names::APP_IFNAME)?;
+    for gateway in [IpAddr::from(nets.host_v4()), IpAddr::from(nets.host_v6())] {
+        app.rtnl
+            .add_default_route(gateway, app_idx)
+            .map_err(|source| RootError::Route {
+                iface: names::APP_IFNAME.into(),
+                gateway,
+                source,
+            })?;
+    }
+    sysctl::enable_forwarding(&lock, &paths.proc_sys).map_err(RootError::Forwarding)?;
+    drop(lock);
+
+    let nft = nft::masquerade(&names::nft_table(session_id), &host_if).map_err(RootError::Nft)?;
+    let resolv_conf = resolv_conf(&nets, &paths.resolv_conf, warn)?;
+    Ok(VethUplink {
+        netns: app.fd,
+        link: describe(&host_if, &nets),
+        resolv_conf,
+        _nft: nft,
+    })
+}
+
+/// Undo what outlives the netbroker: the forwarding sysctls, once no other
+/// session is alive. Everything else goes with the process's descriptors.
+pub fn teardown(session_id: &str, paths: &HostPaths) -> Result<bool, SysctlError> {
+    let lock = NetLock::acquire(&paths.run_dir)?;
+    let own = sysctl::session_lock_path(&paths.run_dir, session_id);
+    sysctl::restore_if_idle(&lock, &paths.proc_sys, own.as_deref())
+}
+
+/// "pallium1a2b3c4d 10.0.0.1/30 fd…::1/64 ⇄ eth0 10.0.0.2/30 fd…::2/64".
+pub fn describe(host_if: &str, n: &LinkNets) -> String {
+    format!(
+        "{host_if} {}/{V4_LEN} {}/{V6_LEN} ⇄ {} {}/{V4_LEN} {}/{V6_LEN}",
+        n.host_v4(),
+        n.host_v6(),
+        names::APP_IFNAME,
+        n.app_v4(),
+        n.app_v6()
+    )
+}
+
+fn index(rtnl: &mut Rtnl, iface: &str) -> Result<u32, RootError> {
+    rtnl.link_index(iface).map_err(|source| RootError::Link {
+        iface: iface.into(),
+        source,
+    })
+}
+
+fn configure_end(rtnl: &mut Rtnl, iface: &str, v4: IpAddr, v6: IpAddr) -> Result<(), RootError> {
+    let idx = index(rtnl, iface)?;
+    for (addr, len) in [(v4, V4_LEN), (v6, V6_LEN)] {
+        rtnl.add_address(idx, addr, len)
+            .map_err(|source| RootError::Address {
+                iface: iface.into(),
+                addr: format!("{addr}/{len}"),
+                source,
+            })?;
+    }
+    rtnl.set_up(idx).map_err(|source| RootError::Up {
+        iface: iface.into(),
+        source,
+    })
+}
+
+fn resolv_conf(
+    nets: &LinkNets,
+    path: &Path,
+    warn: &mut dyn FnMut(String),
+) -> Result<String, RootError> {
+    let text = std::fs::read_to_string(path).ok();
+    match dns::plan(text.as_deref()) {
+        DnsPlan::Copy(s) => Ok(s),
+        DnsPlan::Relay { upstream, extra } => {
+            dns::start_relay(nets.host_v4(), upstream).map_err(RootError::Relay)?;
+            Ok(format!("nameserver {}\n{extra}", nets.host_v4()))
+        }
+        DnsPlan::None => {
+            warn(format!(
+                "{} names no nameserver: the sandbox has no DNS",
+                path.display()
+            ));
+            Ok(String::new())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_description_names_both_ends() {
+        let nets = pool::choose(&[], 0xabcdef01).unwrap();
+        assert_eq!(
+            describe("pallium01234567", &nets),
+            "pallium01234567 10.0.0.1/30 fdab:cdef:100::1/64 ⇄ eth0 10.0.0.2/30 fdab:cdef:100::2/64"
+        );
+    }
+}

@@ -1,0 +1,512 @@
+//! Userspace uplinks: pasta (preferred) or slirp4netns serving a namespace
+//! created by a short-lived holder child. Rootless, the holder also creates a
+//! user namespace that maps the caller to root; the netbroker itself never
+//! enters it. The daemon is our child with PR_SET_PDEATHSIG, so it dies with us.
+
+#![forbid(unsafe_code)]
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, IoSlice, IoSliceMut, Read, Seek};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use proto::broker::Uplink;
+
+use crate::rtnl::Rtnl;
+use crate::sys;
+
+/// What failed while building a userspace uplink.
+#[derive(Debug, thiserror::Error)]
+pub enum RootlessError {
+    #[error("{tool} (Debian package \"{package}\") is not installed")]
+    Missing {
+        tool: &'static str,
+        package: &'static str,
+    },
+    #[error("/dev/net/tun is not accessible to uid {uid} (mode {mode:04o}); rootless networking needs it world read-write as Debian ships it: chmod 0666 /dev/net/tun")]
+    Tun { uid: u32, mode: u32 },
+    #[error("the session's uid {asked} is not the netbroker's uid {ours}")]
+    WrongUid { asked: u32, ours: u32 },
+    #[error("namespace holder: {step}")]
+    Holder {
+        step: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("write {path}")]
+    IdMap {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("open {path}")]
+    OpenNs {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("start {tool}")]
+    Spawn {
+        tool: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{tool} exited ({status}) before the namespace was ready: {stderr}")]
+    Exited {
+        tool: &'static str,
+        status: String,
+        stderr: String,
+    },
+    #[error("{tool} did not bring up the namespace within {secs} s: {stderr}")]
+    Timeout {
+        tool: &'static str,
+        secs: u64,
+        stderr: String,
+    },
+}
+
+/// A running userspace uplink. Dropping it kills the daemon.
+#[derive(Debug)]
+pub struct UserspaceUplink {
+    pub netns: OwnedFd,
+    pub userns: Option<OwnedFd>,
+    pub resolv_conf: String,
+    pub link: String,
+    pub daemon: Child,
+    pub role: &'static str,
+}
+
+impl Drop for UserspaceUplink {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// The address pasta maps to the host's first resolver (pasta's own default
+/// in later versions).
+pub const PASTA_DNS: &str = "169.254.1.1";
+/// slirp4netns's built-in DNS forwarder.
+pub const SLIRP_DNS: &str = "10.0.2.3";
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Build the uplink. `rootless`: also create a user namespace mapping `uid`
+/// and `gid` to root; otherwise a bare network namespace (root + force_slirp).
+pub fn build(
+    uplink: Uplink,
+    rootless: bool,
+    uid: u32,
+    gid: u32,
+) -> Result<UserspaceUplink, RootlessError> {
+    let (tool, package) = match uplink {
+        Uplink::Slirp4netns => ("slirp4netns", "slirp4netns"),
+        _ => ("pasta", "passt"),
+    };
+    let exe = find_in_path(tool).ok_or(RootlessError::Missing { tool, package })?;
+    if rootless {
+        let ours = nix::unistd::geteuid().as_raw();
+        if ours != uid {
+            return Err(RootlessError::WrongUid { asked: uid, ours });
+        }
+        check_tun(uid)?;
+    }
+    let holder = Holder::start(rootless, uid, gid)?;
+    let proc_ns = |ns: &str| PathBuf::from(format!("/proc/{}/ns/{ns}", holder.pid));
+    let open_ns = |ns: &str| {
+        let path = proc_ns(ns);
+        File::open(&path)
+            .map(OwnedFd::from)
+            .map_err(|source| RootlessError::OpenNs { path, source })
+    };
+    let netns = open_ns("net")?;
+    let userns = if rootless {
+        Some(open_ns("user")?)
+    } else {
+        None
+    };
+    let mut rtnl = Rtnl::from_socket(sys::netlink_socket_from(holder.rtnl_fd()?));
+
+    let stderr = stderr_file().map_err(|source| RootlessError::Spawn { tool, source })?;
+    let mut cmd = Command::new(&exe);
+    let mut ready_pipe = None;
+    match uplink {
+        Uplink::Slirp4netns => {
+            let (r, w) = nix::unistd::pipe().map_err(|e| RootlessError::Spawn {
+                tool,
+                source: e.into(),
+            })?;
+            cmd.args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+                .args(["--enable-ipv6", "--enable-sandbox", "--enable-seccomp"])
+                .arg(format!("--ready-fd={}", w.as_raw_fd()))
+                .arg("--netns-type=path");
+            if rootless {
+                cmd.arg(format!("--userns-path={}", proc_ns("user").display()));
+            }
+            cmd.arg(proc_ns("net")).arg("tap0");
+            ready_pipe = Some((r, w));
+        }
+        _ => {
+            cmd.args(["--foreground", "--quiet", "--config-net", "--no-map-gw"])
+                .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
+                .args(["--dns-forward", PASTA_DNS, "--ns-ifname", "eth0"])
+                .arg("--netns")
+                .arg(proc_ns("net"));
+            if let Some(_u) = &userns {
+                cmd.arg("--userns").arg(proc_ns("user"));
+            } else {
+                // As root pasta would switch to "nobody", which clears
+                // PDEATHSIG; stay uid 0 (pasta still drops its capabilities).
+                cmd.args(["--runas", "0:0"]);
+            }
+        }
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            stderr
+                .try_clone()
+                .map_err(|source| RootlessError::Spawn { tool, source })?,
+        ));
+    sys::die_with_parent(&mut cmd, Signal::SIGKILL);
+    tracing::debug!("starting {cmd:?}");
+    let mut daemon = cmd
+        .spawn()
+        .map_err(|source| RootlessError::Spawn { tool, source })?;
+    let ready_fd = ready_pipe.map(|(r, w)| {
+        drop(w);
+        r
+    });
+    let waited = wait_ready(&mut daemon, &mut rtnl, ready_fd.as_ref().map(|f| f.as_fd()));
+    if let Err(e) = waited {
+        let _ = daemon.kill();
+        let status = daemon
+            .wait()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string());
+        let stderr = tail(stderr);
+        return Err(match e {
+            Wait::Exited => RootlessError::Exited {
+                tool,
+                status,
+                stderr,
+            },
+            Wait::Timeout => RootlessError::Timeout {
+                tool,
+                secs: READY_TIMEOUT.as_secs(),
+                stderr,
+            },
+        });
+    }
+    holder.finish();
+    let (resolv_conf, link) = match uplink {
+        Uplink::Slirp4netns => (
+            format!("nameserver {SLIRP_DNS}\n"),
+            format!("slirp4netns ⇄ tap0 10.0.2.100/24 fd00::100/64"),
+        ),
+        _ => (
+            format!("nameserver {PASTA_DNS}\n"),
+            "pasta ⇄ eth0 (host addresses)".to_string(),
+        ),
+    };
+    Ok(UserspaceUplink {
+        netns,
+        userns,
+        resolv_conf,
+        link,
+        daemon,
+        role: if tool == "pasta" {
+            "hop:pasta"
+        } else {
+            "hop:slirp4netns"
+        },
+    })
+}
+
+/// Fail early and clearly if the tun device cannot be opened by `uid`.
+fn check_tun(uid: u32) -> Result<(), RootlessError> {
+    const TUN: &str = "/dev/net/tun";
+    match OpenOptions::new().read(true).write(true).open(TUN) {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            let mode = fs::metadata(TUN).map(|m| m.mode() & 0o7777).unwrap_or(0);
+            Err(RootlessError::Tun { uid, mode })
+        }
+    }
+}
+
+/// `tool` in `$PATH`, then in the usual system directories.
+pub fn find_in_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin", "/usr/sbin", "/bin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(tool))
+        .find(|p| {
+            fs::metadata(p)
+                .map(|m| m.is_file() && m.mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+enum Wait {
+    Exited,
+    Timeout,
+}
+
+/// Ready when slirp4netns writes its ready fd, or (pasta) when the namespace
+/// has a default route; fails at once if the daemon exits.
+fn wait_ready(
+    daemon: &mut Child,
+    rtnl: &mut Rtnl,
+    ready_fd: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<(), Wait> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut delay = Duration::from_millis(1);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = daemon.try_wait() {
+            return Err(Wait::Exited);
+        }
+        let ready = match ready_fd {
+            Some(fd) => {
+                let mut pfd = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+                let n = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(10u8)).unwrap_or(0);
+                n > 0 && nix::unistd::read(fd, &mut [0u8; 1]).unwrap_or(0) == 1
+            }
+            None => rtnl
+                .routes(false)
+                .map(|r| r.iter().any(|p| p.len == 0))
+                .unwrap_or(false),
+        };
+        if ready {
+            return Ok(());
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(20));
+    }
+    Err(Wait::Timeout)
+}
+
+/// An unlinked file for the daemon's stderr, read back if it fails.
+fn stderr_file() -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(std::env::temp_dir())
+}
+
+fn tail(mut f: File) -> String {
+    let mut s = String::new();
+    let _ = f.rewind();
+    let _ = f.read_to_string(&mut s);
+    let lines: Vec<&str> = s.lines().filter(|l| !l.contains("to syslog")).collect();
+    let tail = lines[lines.len().saturating_sub(8)..].join(" | ");
+    if tail.is_empty() {
+        "(no output)".into()
+    } else {
+        tail
+    }
+}
+
+/// A forked child that creates the namespaces and keeps them reachable by
+/// `/proc/<pid>/ns/*` until the daemon has joined them.
+struct Holder {
+    pid: Pid,
+    sock: OwnedFd,
+}
+
+impl Holder {
+    fn start(userns: bool, uid: u32, gid: u32) -> Result<Self, RootlessError> {
+        let err = |step| {
+            move |e: nix::Error| RootlessError::Holder {
+                step,
+                source: e.into(),
+            }
+        };
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(err("socketpair"))?;
+        // The closure owns `theirs`: the parent's copy closes when fork returns.
+        let pid = sys::fork_child(move || match holder_main(theirs, userns) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("pallium-netbroker: namespace holder: {e}");
+                1
+            }
+        })
+        .map_err(err("fork"))?;
+        let holder = Holder { pid, sock: ours };
+        holder.expect(b'U', "create namespaces")?;
+        if userns {
+            let map = |name: &str, text: String| {
+                let path = PathBuf::from(format!("/proc/{pid}/{name}"));
+                fs::write(&path, text).map_err(|source| RootlessError::IdMap { path, source })
+            };
+            map("setgroups", "deny".into())?;
+            map("uid_map", format!("0 {uid} 1\n"))?;
+            map("gid_map", format!("0 {gid} 1\n"))?;
+        }
+        holder.send(b'M', None)?;
+        Ok(holder)
+    }
+
+    /// The route socket the holder opened inside the namespace.
+    fn rtnl_fd(&self) -> Result<OwnedFd, RootlessError> {
+        let (byte, fd) = self.recv()?;
+        match (byte, fd) {
+            (b'S', Some(fd)) => Ok(fd),
+            _ => Err(self.failed("receive route socket")),
+        }
+    }
+
+    /// Let the holder exit and reap it.
+    fn finish(self) {
+        let _ = self.send(b'X', None);
+        let _ = waitpid(self.pid, None);
+    }
+
+    fn expect(&self, want: u8, step: &'static str) -> Result<(), RootlessError> {
+        match self.recv() {
+            Ok((b, _)) if b == want => Ok(()),
+            _ => Err(self.failed(step)),
+        }
+    }
+
+    fn failed(&self, step: &'static str) -> RootlessError {
+        let _ = kill(self.pid, Signal::SIGKILL);
+        let status = waitpid(self.pid, None);
+        RootlessError::Holder {
+            step,
+            source: io::Error::other(format!("holder ended: {status:?}")),
+        }
+    }
+
+    fn send(&self, b: u8, fd: Option<RawFd>) -> Result<(), RootlessError> {
+        send_byte(&self.sock, b, fd).map_err(|e| RootlessError::Holder {
+            step: "talk to holder",
+            source: e.into(),
+        })
+    }
+
+    fn recv(&self) -> Result<(u8, Option<OwnedFd>), RootlessError> {
+        recv_byte(&self.sock).map_err(|e| RootlessError::Holder {
+            step: "talk to holder",
+            source: e.into(),
+        })
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        // Only reached on error paths before `finish`.
+        let _ = kill(self.pid, Signal::SIGKILL);
+        let _ = waitpid(self.pid, None);
+    }
+}
+
+/// The holder child: unshare, wait for the id maps, bring `lo` up, hand a
+/// route socket back, wait to be released.
+fn holder_main(sock: OwnedFd, userns: bool) -> Result<(), String> {
+    nix::sys::prctl::set_pdeathsig(Some(Signal::SIGKILL)).map_err(|e| e.to_string())?;
+    let mut flags = CloneFlags::CLONE_NEWNET;
+    if userns {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    unshare(flags).map_err(|e| format!("unshare: {e}"))?;
+    send_byte(&sock, b'U', None).map_err(|e| e.to_string())?;
+    if recv_byte(&sock).map_err(|e| e.to_string())?.0 != b'M' {
+        return Err("unexpected message".into());
+    }
+    let mut rtnl = Rtnl::open().map_err(|e| format!("netlink: {e}"))?;
+    let lo = rtnl.link_index("lo").map_err(|e| format!("lo: {e}"))?;
+    rtnl.set_up(lo).map_err(|e| format!("lo up: {e}"))?;
+    let fd = sys::netlink_socket_into_fd(rtnl.into_socket());
+    send_byte(&sock, b'S', Some(fd.as_raw_fd())).map_err(|e| e.to_string())?;
+    drop(fd);
+    // Wait for 'X' or the parent's end closing.
+    let _ = recv_byte(&sock);
+    Ok(())
+}
+
+fn send_byte(sock: &OwnedFd, b: u8, fd: Option<RawFd>) -> nix::Result<()> {
+    let iov = [IoSlice::new(std::slice::from_ref(&b))];
+    let fds: Vec<RawFd> = fd.into_iter().collect();
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None).map(drop)
+}
+
+fn recv_byte(sock: &OwnedFd) -> nix::Result<(u8, Option<OwnedFd>)> {
+    let mut b = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut b)];
+    let mut cspace = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cspace),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    if msg.bytes == 0 {
+        return Err(nix::Error::EPIPE);
+    }
+    let mut fd = None;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            for r in raw {
+                let owned = sys::owned_from_received(r);
+                fd.get_or_insert(owned);
+            }
+        }
+    }
+    Ok((b[0], fd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_tool_error_names_the_debian_package() {
+        let e = RootlessError::Missing {
+            tool: "pasta",
+            package: "passt",
+        };
+        assert_eq!(
+            e.to_string(),
+            "pasta (Debian package \"passt\") is not installed"
+        );
+    }
+
+    #[test]
+    fn tun_error_is_one_actionable_line() {
+        let e = RootlessError::Tun {
+            uid: 1000,
+            mode: 0o600,
+        };
+        assert_eq!(
+            e.to_string(),
+            "/dev/net/tun is not accessible to uid 1000 (mode 0600); rootless networking needs it world read-write as Debian ships it: chmod 0666 /dev/net/tun"
+        );
+    }
+
+    #[test]
+    fn find_in_path_finds_sh() {
+        assert!(find_in_path("sh").is_some());
+        assert!(find_in_path("definitely-not-a-pallium-tool").is_none());
+    }
+}

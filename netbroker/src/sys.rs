@@ -1,0 +1,91 @@
+//! The only `unsafe` in the netbroker: adopting inherited descriptors, forking
+//! while single-threaded, and the `pre_exec` hook of hop daemons. Each function
+//! wraps one operation and states the invariant that makes it sound.
+
+use std::io;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::signal::Signal;
+use nix::unistd::{ForkResult, Pid};
+
+/// The supervisor's channel socket, inherited on this descriptor.
+pub const CHANNEL_FD: RawFd = 3;
+
+/// Adopt the inherited channel socket on fd 3 and mark it close-on-exec so
+/// hop daemons never see it.
+pub fn take_channel_fd() -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD/F_SETFD on a possibly-closed descriptor number is
+    // harmless; we only proceed if the kernel says fd 3 is open.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(CHANNEL_FD) };
+    fcntl(borrowed, FcntlArg::F_GETFD).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no channel socket on fd {CHANNEL_FD} (run by the pallium supervisor): {e}"),
+        )
+    })?;
+    fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    // SAFETY: fd 3 is open (checked above) and was handed to this process by its
+    // spawner for exactly this purpose; nothing else in the process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(CHANNEL_FD) })
+}
+
+/// Fork; the child runs `child` and exits with its return value without
+/// unwinding or running the parent's destructors.
+///
+/// Must be called while the process is single-threaded.
+pub fn fork_child(child: impl FnOnce() -> i32) -> nix::Result<Pid> {
+    // SAFETY: the netbroker does all namespace work before it starts any thread
+    // (the DNS relay thread is started after every fork), so the child is a
+    // complete copy of a single-threaded process and may allocate freely.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
+            // SAFETY: `_exit` never returns and skips atexit handlers and buffered
+            // stdio that belong to the parent.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// Make a spawned hop daemon die with the netbroker: `PR_SET_PDEATHSIG` is set
+/// in the child between fork and exec.
+pub fn die_with_parent(cmd: &mut Command, sig: Signal) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs between fork and exec in the child; it only calls
+    // the async-signal-safe `prctl` and `getppid` and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Some(sig))?;
+            // The parent may have died before prctl took effect.
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::other("netbroker exited while starting a hop"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Wrap a netlink socket descriptor (received from a namespace holder) as a
+/// `netlink_sys::Socket`.
+pub fn netlink_socket_from(fd: OwnedFd) -> netlink_sys::Socket {
+    // SAFETY: ownership of the descriptor moves into the socket, which closes it
+    // on drop; the caller gives up its `OwnedFd`.
+    unsafe { netlink_sys::Socket::from_raw_fd(fd.into_raw_fd()) }
+}
+
+/// A netlink socket as an `OwnedFd` (to send it over SCM_RIGHTS).
+pub fn netlink_socket_into_fd(sock: netlink_sys::Socket) -> OwnedFd {
+    // SAFETY: `into_raw_fd` hands over sole ownership of an open descriptor.
+    unsafe { OwnedFd::from_raw_fd(sock.into_raw_fd()) }
+}
+
+/// Take ownership of a descriptor received with SCM_RIGHTS.
+pub fn owned_from_received(fd: RawFd) -> OwnedFd {
+    // SAFETY: the kernel installed `fd` in our table for this one message;
+    // nothing else in the process refers to it, so it has exactly one owner.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

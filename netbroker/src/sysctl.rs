@@ -1,0 +1,303 @@
+//! IP forwarding in the host namespace for root-mode veth links: switched on
+//! only if off, the original values recorded in `/run/pallium/sysctl.saved`,
+//! and restored once no pallium session is alive any more.
+//!
+//! Protocol shared with the supervisor's garbage collector (which may call the
+//! same logic, see [`restore_if_idle`]): all reads and writes of the sysctls
+//! and of the saved file happen under an exclusive flock on
+//! `/run/pallium/net.lock`; a session is alive while some process holds an
+//! flock on its `/run/pallium/**/lock` file.
+
+#![forbid(unsafe_code)]
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// Where root-mode sessions keep their state.
+pub const RUN_DIR: &str = "/run/pallium";
+/// The sysctls a veth uplink needs, relative to `/proc/sys`.
+pub const FORWARDING: [&str; 2] = ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"];
+
+/// What failed while handling the host's forwarding sysctls.
+#[derive(Debug, thiserror::Error)]
+pub enum SysctlError {
+    #[error("create state directory {path}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("lock {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The exclusive lock serialising address choice and sysctl changes of all
+/// root-mode sessions.
+#[derive(Debug)]
+pub struct NetLock {
+    _lock: Flock<File>,
+    run_dir: PathBuf,
+}
+
+impl NetLock {
+    /// Take `<run_dir>/net.lock`, creating `run_dir` (0711) if needed. Blocks.
+    pub fn acquire(run_dir: &Path) -> Result<Self, SysctlError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(run_dir)
+            .map_err(|source| SysctlError::Dir {
+                path: run_dir.into(),
+                source,
+            })?;
+        let path = run_dir.join("net.lock");
+        let lock_err = |source| SysctlError::Lock {
+            path: path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(lock_err)?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| lock_err(io::Error::from(e)))?;
+        Ok(NetLock {
+            _lock: lock,
+            run_dir: run_dir.into(),
+        })
+    }
+
+    fn saved_path(&self) -> PathBuf {
+        self.run_dir.join("sysctl.saved")
+    }
+}
+
+/// Switch forwarding on in the calling thread's network namespace (`proc_sys`
+/// is `/proc/sys` outside tests), recording each value we change.
+pub fn enable_forwarding(lock: &NetLock, proc_sys: &Path) -> Result<(), SysctlError> {
+    let saved_path = lock.saved_path();
+    let mut saved = read_saved(&saved_path)?;
+    for key in FORWARDING {
+        let path = proc_sys.join(key);
+        let value = read_trimmed(&path)?;
+        if value != "0" {
+            continue;
+        }
+        // Record first, then change: a crash in between leaves nothing unrestorable.
+        if !saved.iter().any(|(k, _)| k == key) {
+            saved.push((key.to_string(), value));
+            write_saved(&saved_path, &saved)?;
+        }
+        write_value(&path, "1")?;
+    }
+    Ok(())
+}
+
+/// If no session is alive (ignoring the lock file `own_lock`, the caller's own
+/// session, which its supervisor may still hold), restore every saved value
+/// and remove the record. Returns whether it restored. Call under [`NetLock`].
+///
+/// The supervisor's garbage collector mirrors this: take `net.lock`, check
+/// [`any_session_alive`], write each `key value` line of `sysctl.saved` to
+/// `/proc/sys/<key>` in the host namespace, delete the file.
+pub fn restore_if_idle(
+    lock: &NetLock,
+    proc_sys: &Path,
+    own_lock: Option<&Path>,
+) -> Result<bool, SysctlError> {
+    if any_session_alive(&lock.run_dir, own_lock) {
+        return Ok(false);
+    }
+    let saved_path = lock.saved_path();
+    let saved = read_saved(&saved_path)?;
+    for (key, value) in &saved {
+        // Only keys we know: the file is root's, but never write arbitrary sysctls.
+        if FORWARDING.contains(&key.as_str()) {
+            write_value(&proc_sys.join(key), value)?;
+        }
+    }
+    match fs::remove_file(&saved_path) {
+        Ok(()) => Ok(!saved.is_empty()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(SysctlError::Write {
+            path: saved_path,
+            source,
+        }),
+    }
+}
+
+/// Whether any `lock` file below `run_dir` (other than `except`) is flocked
+/// by someone: that is a live session.
+pub fn any_session_alive(run_dir: &Path, except: Option<&Path>) -> bool {
+    let mut stack = vec![run_dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(path);
+            } else if ft.is_file() && e.file_name() == "lock" && Some(path.as_path()) != except {
+                let Ok(f) = File::open(&path) else { continue };
+                if Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err() {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// The lock file of session `session_id` ("<profile id>-<index>"), as the
+/// supervisor lays it out: `<run_dir>/<profile id>/session_<index>/lock`.
+pub fn session_lock_path(run_dir: &Path, session_id: &str) -> Option<PathBuf> {
+    let (profile, index) = session_id.rsplit_once('-')?;
+    let index: u32 = index.parse().ok()?;
+    Some(
+        run_dir
+            .join(profile)
+            .join(format!("session_{index}"))
+            .join("lock"),
+    )
+}
+
+fn read_trimmed(path: &Path) -> Result<String, SysctlError> {
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|source| SysctlError::Read {
+            path: path.into(),
+            source,
+        })
+}
+
+fn write_value(path: &Path, value: &str) -> Result<(), SysctlError> {
+    fs::write(path, format!("{value}\n")).map_err(|source| SysctlError::Write {
+        path: path.into(),
+        source,
+    })
+}
+
+fn read_saved(path: &Path) -> Result<Vec<(String, String)>, SysctlError> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(parse_saved(&s)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(SysctlError::Read {
+            path: path.into(),
+            source,
+        }),
+    }
+}
+
+fn write_saved(path: &Path, saved: &[(String, String)]) -> Result<(), SysctlError> {
+    let text: String = saved.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, text)
+        .and_then(|()| fs::rename(&tmp, path))
+        .map_err(|source| SysctlError::Write {
+            path: path.into(),
+            source,
+        })
+}
+
+/// `key value` per line; anything else is ignored.
+fn parse_saved(s: &str) -> Vec<(String, String)> {
+    s.lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(' ')?;
+            Some((k.to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pallium-sysctl-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(d.join("proc/net/ipv4")).unwrap();
+        fs::create_dir_all(d.join("proc/net/ipv6/conf/all")).unwrap();
+        fs::write(d.join("proc/net/ipv4/ip_forward"), "0\n").unwrap();
+        fs::write(d.join("proc/net/ipv6/conf/all/forwarding"), "1\n").unwrap();
+        d
+    }
+
+    #[test]
+    fn enables_only_what_was_off_and_restores_it() {
+        let d = scratch("restore");
+        let proc_sys = d.join("proc");
+        let run = d.join("run");
+        let lock = NetLock::acquire(&run).unwrap();
+        enable_forwarding(&lock, &proc_sys).unwrap();
+        let v4 = proc_sys.join(FORWARDING[0]);
+        assert_eq!(fs::read_to_string(&v4).unwrap(), "1\n");
+        let saved = fs::read_to_string(run.join("sysctl.saved")).unwrap();
+        assert_eq!(saved, "net/ipv4/ip_forward 0\n");
+        // A second session finds it on and records nothing new.
+        enable_forwarding(&lock, &proc_sys).unwrap();
+        assert_eq!(fs::read_to_string(run.join("sysctl.saved")).unwrap(), saved);
+        assert!(restore_if_idle(&lock, &proc_sys, None).unwrap());
+        assert_eq!(fs::read_to_string(&v4).unwrap(), "0\n");
+        assert_eq!(
+            fs::read_to_string(proc_sys.join(FORWARDING[1])).unwrap(),
+            "1\n"
+        );
+        assert!(!run.join("sysctl.saved").exists());
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_held_session_lock_defers_restore() {
+        let d = scratch("live");
+        let proc_sys = d.join("proc");
+        let run = d.join("run");
+        let lock = NetLock::acquire(&run).unwrap();
+        enable_forwarding(&lock, &proc_sys).unwrap();
+        let other = session_lock_path(&run, "web-1").unwrap();
+        fs::create_dir_all(other.parent().unwrap()).unwrap();
+        let held = Flock::lock(File::create(&other).unwrap(), FlockArg::LockExclusive).unwrap();
+        assert!(!restore_if_idle(&lock, &proc_sys, None).unwrap());
+        assert_eq!(
+            fs::read_to_string(proc_sys.join(FORWARDING[0])).unwrap(),
+            "1\n"
+        );
+        // Our own session's lock does not count.
+        assert!(restore_if_idle(&lock, &proc_sys, Some(&other)).unwrap());
+        drop(held);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn session_lock_path_splits_at_last_dash() {
+        let p = session_lock_path(Path::new("/run/pallium"), "my-profile-3").unwrap();
+        assert_eq!(p, Path::new("/run/pallium/my-profile/session_3/lock"));
+        assert!(session_lock_path(Path::new("/r"), "noindex").is_none());
+    }
+}
