@@ -1,8 +1,143 @@
-//! Profile types (placeholder until the parser lands).
-use serde::{Deserialize, Serialize};
+//! The profile: the original pallium's JSON format (ORIGINAL.md §1) as typed,
+//! validated structs that also travel over the wire (bincode: no tagged,
+//! untagged or flattened serde, no `serde_json::Value` inside).
+//!
+//! [`parse`] reads the text into a `serde_json::Value`, then converts it by
+//! hand, path by path, so every error names the JSON path and the line and
+//! column of the offending value, and every unknown key becomes a warning.
 
-/// One hop of `network.chain`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Hop {
-    pub kind: String,
+#![forbid(unsafe_code)]
+
+mod addr;
+mod error;
+mod hop;
+mod locate;
+mod network;
+mod plan;
+mod read;
+mod sandbox;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use addr::{Cidr, DnsServer, Endpoint, Host, IfName, PortForward, Transport};
+pub use error::ProfileError;
+pub use hop::{
+    Hop, HopKind, HopOptions, Http, Openvpn, Ppp, Script, Socks, SocksVersion, Socksapp, Ssh, Tor,
+    Tun2socks, Wireguard,
+};
+pub use network::{Bridge, EthBridge, Network};
+pub use sandbox::{
+    BindMount, FsMount, Gui, Paths, PathsMode, Sandbox, Virtuser, VirtuserName, DEFAULT_SKELETON,
+};
+
+use locate::JsonPath;
+use read::{string, strings, Cx, Obj, Res};
+
+/// A whole profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub network: Network,
+    pub sandbox: Sandbox,
+    pub run: Run,
 }
+
+/// The `run` object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// None = the caller's `$SHELL` (fallback `/usr/bin/sh`).
+    pub command: Option<Command>,
+    /// Silence helper tools (`--quiet` overrides to true).
+    pub quiet: bool,
+}
+
+/// `run.command`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A string: run through `/bin/sh -c`.
+    Shell(String),
+    /// An array: exec'd directly; never empty.
+    Argv(Vec<String>),
+}
+
+/// A parsed profile and the warnings to show (unknown keys, ignored keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub profile: Profile,
+    /// Complete lines, each starting with `profile <origin>: `.
+    pub warnings: Vec<String>,
+}
+
+/// Parse a profile. `origin` is how to name the profile in messages (a path,
+/// `"<stdin>"`, `"<inline>"`).
+pub fn parse(origin: &str, text: &str) -> Result<Parsed, ProfileError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| ProfileError::syntax(origin, &e))?;
+    let mut cx = Cx::new(origin, text);
+    let profile = profile(&mut cx, &value)?;
+    Ok(Parsed {
+        profile,
+        warnings: cx.warnings,
+    })
+}
+
+fn profile(cx: &mut Cx<'_>, v: &Value) -> Res<Profile> {
+    let root = JsonPath::root();
+    let Value::Object(_) = v else {
+        return Err(cx.err(
+            &root,
+            format!("a profile is a JSON object, found {}", read::kind(v)),
+        ));
+    };
+    let mut o = Obj::new(cx, v, root)?;
+    // The `chain` shorthand is `{"network": {"chain": …}}`.
+    if o.has("chain") && o.has("network") {
+        return Err(cx.err(
+            &o.at("chain"),
+            "network and chain properties cannot be specified at the same time (move \"chain\" into \"network\")",
+        ));
+    }
+    let mut p = Profile::default();
+    if let Some(v) = o.get("network") {
+        let mut n = Obj::new(cx, v, o.at("network"))?;
+        p.network = network::network(cx, &mut n)?;
+        n.finish(cx);
+    }
+    if let Some(v) = o.get("chain") {
+        p.network.chain = hop::chain(cx, v, &o.at("chain"))?;
+    }
+    if let Some(v) = o.get("sandbox") {
+        let mut s = Obj::new(cx, v, o.at("sandbox"))?;
+        p.sandbox = sandbox::sandbox(cx, &mut s)?;
+        s.finish(cx);
+    }
+    if let Some(v) = o.get("run") {
+        let mut r = Obj::new(cx, v, o.at("run"))?;
+        p.run = run(cx, &mut r)?;
+        r.finish(cx);
+    }
+    o.finish(cx);
+    Ok(p)
+}
+
+fn run(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<Run> {
+    let path = o.at("command");
+    let command = match o.get("command") {
+        None => None,
+        Some(v @ Value::String(_)) => Some(Command::Shell(string(cx, v, &path)?)),
+        Some(v @ Value::Array(_)) => {
+            let argv = strings(cx, v, &path)?;
+            if argv.is_empty() {
+                return Err(cx.err(&path, "the command array is empty; give at least the program (or leave \"command\" out for $SHELL)"));
+            }
+            Some(Command::Argv(argv))
+        }
+        Some(v) => return Err(cx.wrong_type(&path, "a string or an array of strings", v)),
+    };
+    Ok(Run {
+        command,
+        quiet: o.bool(cx, "quiet", false)?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,280 @@
+//! `network`: the hop chain, the root-mode bridge, split-tunnel routes, the
+//! kill switch, the uplink choice and port forwarding (ORIGINAL.md §1.3, §1.6).
+
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::addr::{Cidr, IfName, PortForward};
+use super::hop::Hop;
+use super::locate::JsonPath;
+use super::read::{array, string, strings, Cx, Obj, Res};
+
+/// The `network` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// Hops in order, closest to the host first (the application namespace
+    /// after the last hop is implicit).
+    pub chain: Vec<Hop>,
+    /// Root only: a host-side interface whose traffic goes through the chain.
+    pub bridge: Option<Bridge>,
+    /// Destinations the application namespace routes through the chain;
+    /// None = everything (`0.0.0.0/0`, `::/0`).
+    pub routes: Option<Vec<Cidr>>,
+    /// Force traffic through each hop's tunnel device (default true).
+    pub kill_switch: bool,
+    /// Root: leave the host through this interface only.
+    pub outbound_interface: Option<IfName>,
+    /// Use the rootless (userspace uplink) architecture even as root.
+    pub force_slirp: bool,
+    /// `port_forwarding.local`: host → application namespace forwards.
+    pub port_forwarding: Vec<PortForward>,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            chain: Vec::new(),
+            bridge: None,
+            routes: None,
+            kill_switch: true,
+            outbound_interface: None,
+            force_slirp: false,
+            port_forwarding: Vec::new(),
+        }
+    }
+}
+
+/// `network.bridge`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bridge {
+    /// Host-side interface name; None = generated.
+    pub name: Option<IfName>,
+    /// Serve DHCP on the bridge (for VMs).
+    pub dhcp: bool,
+    /// Host traffic to these networks is policy-routed through the chain.
+    pub routes: Vec<Cidr>,
+    /// Reserved ranges (RFC 1918, loopback, link-local, …) bypass the bridge.
+    pub reserved_bypass: bool,
+    /// Enslave host devices into a Linux bridge with the host-side veth.
+    pub eth_bridge: Option<EthBridge>,
+}
+
+/// `network.bridge.eth_bridge`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EthBridge {
+    pub devices: Vec<IfName>,
+    pub name: Option<IfName>,
+}
+
+pub(crate) fn network(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<Network> {
+    let mut n = Network::default();
+    if let Some(v) = o.get("chain") {
+        n.chain = super::hop::chain(cx, v, &o.at("chain"))?;
+    }
+    if let Some(v) = o.get("bridge") {
+        n.bridge = Some(bridge(cx, v, o.at("bridge"))?);
+    }
+    if let Some(v) = o.get("routes") {
+        n.routes = Some(cidrs(cx, v, &o.at("routes"))?);
+    }
+    n.kill_switch = o.bool(cx, "kill_switch", true)?;
+    if let Some(v) = o.get("outbound_interface") {
+        n.outbound_interface = Some(ifname(cx, v, &o.at("outbound_interface"))?);
+    }
+    n.force_slirp = o.bool(cx, "force_slirp", false)?;
+    if let Some(v) = o.get("port_forwarding") {
+        n.port_forwarding = port_forwarding(cx, v, o.at("port_forwarding"))?;
+    }
+    Ok(n)
+}
+
+fn bridge(cx: &mut Cx<'_>, v: &Value, path: JsonPath) -> Res<Bridge> {
+    let mut o = Obj::new(cx, v, path)?;
+    let name = o
+        .get("name")
+        .map(|v| ifname(cx, v, &o.at("name")))
+        .transpose()?;
+    let routes = match o.get("routes") {
+        None => Vec::new(),
+        // The comma-separated form: "10.0.0.0/8, 192.168.0.0/16".
+        Some(Value::String(s)) => s
+            .split(',')
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| r.parse().map_err(|e: String| cx.err(&o.at("routes"), e)))
+            .collect::<Res<_>>()?,
+        Some(v) => cidrs(cx, v, &o.at("routes"))?,
+    };
+    let dhcp = o.bool(cx, "dhcp", false)?;
+    let reserved_bypass = o.bool(cx, "reserved_bypass", true)?;
+    let eth_bridge = match o.get("eth_bridge") {
+        None => None,
+        Some(v) => {
+            let mut e = Obj::new(cx, v, o.at("eth_bridge"))?;
+            let devices = match e.get("devices") {
+                Some(v) => ifnames(cx, v, &e.at("devices"))?,
+                None => {
+                    return Err(cx.err(&e.path, "eth_bridge needs \"devices\" (e.g. [\"eth0\"])"))
+                }
+            };
+            let name = e
+                .get("name")
+                .map(|v| ifname(cx, v, &e.at("name")))
+                .transpose()?;
+            e.finish(cx);
+            Some(EthBridge { devices, name })
+        }
+    };
+    o.finish(cx);
+    Ok(Bridge {
+        name,
+        dhcp,
+        routes,
+        reserved_bypass,
+        eth_bridge,
+    })
+}
+
+fn port_forwarding(cx: &mut Cx<'_>, v: &Value, path: JsonPath) -> Res<Vec<PortForward>> {
+    let mut o = Obj::new(cx, v, path)?;
+    let rules = match o.get("local") {
+        None => Vec::new(),
+        Some(v) => {
+            let path = o.at("local");
+            array(cx, v, &path)?
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let p = path.index(i);
+                    string(cx, r, &p)?
+                        .parse()
+                        .map_err(|e: String| cx.err(&p, e))
+                })
+                .collect::<Res<_>>()?
+        }
+    };
+    o.finish(cx);
+    Ok(rules)
+}
+
+fn cidrs(cx: &Cx<'_>, v: &Value, path: &JsonPath) -> Res<Vec<Cidr>> {
+    let list = strings(cx, v, path)?;
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| s.parse().map_err(|e: String| cx.err(&path.index(i), e)))
+        .collect()
+}
+
+pub(crate) fn ifname(cx: &Cx<'_>, v: &Value, path: &JsonPath) -> Res<IfName> {
+    IfName::try_from(string(cx, v, path)?).map_err(|e| cx.err(path, e))
+}
+
+fn ifnames(cx: &Cx<'_>, v: &Value, path: &JsonPath) -> Res<Vec<IfName>> {
+    array(cx, v, path)?
+        .iter()
+        .enumerate()
+        .map(|(i, d)| ifname(cx, d, &path.index(i)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::profile::{parse, Profile};
+
+    fn ok(text: &str) -> Profile {
+        parse("p.json", text).unwrap().profile
+    }
+
+    fn err(text: &str) -> String {
+        parse("p.json", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let n = ok("{}").network;
+        assert!(n.kill_switch && !n.force_slirp);
+        assert!(n.chain.is_empty() && n.bridge.is_none() && n.routes.is_none());
+        assert!(n.port_forwarding.is_empty());
+    }
+
+    #[test]
+    fn routes_and_flags() {
+        let n = ok(r#"{"network": {"routes": ["10.0.0.0/8", "2001:db8::/32"], "kill_switch": false, "force_slirp": true, "outbound_interface": "eth0"}}"#).network;
+        assert_eq!(n.routes.unwrap().len(), 2);
+        assert!(!n.kill_switch && n.force_slirp);
+        assert_eq!(n.outbound_interface.unwrap().as_str(), "eth0");
+    }
+
+    #[test]
+    fn bad_route_names_index_and_position() {
+        let e = err("{\"network\": {\"routes\": [\"10.0.0.0/8\",\n \"10.0.0.1/8\"]}}");
+        assert!(
+            e.contains("network.routes[1]: network \"10.0.0.1/8\" has host bits set"),
+            "{e}"
+        );
+        assert!(e.ends_with("(line 2, column 2)"), "{e}");
+    }
+
+    #[test]
+    fn bridge_with_all_keys_and_comma_routes() {
+        let b = ok(r#"{"network": {"bridge": {"name": "torbr", "dhcp": true, "routes": "10.0.0.0/8, 192.168.0.0/16", "reserved_bypass": false, "eth_bridge": {"devices": ["eth0"], "name": "br0"}}}}"#)
+            .network
+            .bridge
+            .unwrap();
+        assert_eq!(b.name.unwrap().as_str(), "torbr");
+        assert!(b.dhcp && !b.reserved_bypass);
+        assert_eq!(b.routes.len(), 2);
+        assert_eq!(b.eth_bridge.unwrap().devices[0].as_str(), "eth0");
+    }
+
+    #[test]
+    fn bridge_name_too_long_is_an_error() {
+        let e = err(r#"{"network": {"bridge": {"name": "averyveryverylongname"}}}"#);
+        assert!(
+            e.contains("network.bridge.name: invalid interface name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn port_forwarding_rules_and_errors() {
+        let n = ok(
+            r#"{"network": {"port_forwarding": {"local": ["tcp://127.0.0.1:8080:127.0.0.1:80"]}}}"#,
+        )
+        .network;
+        assert_eq!(
+            n.port_forwarding[0].to_string(),
+            "tcp://127.0.0.1:8080:127.0.0.1:80"
+        );
+        let e =
+            err(r#"{"network": {"port_forwarding": {"local": ["icmp://1.2.3.4:1:5.6.7.8:2"]}}}"#);
+        assert!(e.contains("network.port_forwarding.local[0]: The scheme of the port forwarding icmp is not either tcp or udp (line 1, column 44)"), "{e}");
+        let e = err(r#"{"network": {"port_forwarding": {"local": ["tcp://1.2.3.4:1"]}}}"#);
+        assert!(
+            e.contains("Port forwarding expected to have the following scheme"),
+            "{e}"
+        );
+        let e = err(r#"{"network": {"port_forwarding": {"local": "tcp://1.2.3.4:1:5.6.7.8:2"}}}"#);
+        assert!(
+            e.contains("network.port_forwarding.local: expected an array, found a string"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_errors() {
+        let e = err(r#"{"network": {"kill_switch": "yes"}}"#);
+        assert!(
+            e.contains(
+                "network.kill_switch: expected true or false, found a string (line 1, column 29)"
+            ),
+            "{e}"
+        );
+        let e = err(r#"{"network": []}"#);
+        assert!(
+            e.contains("network: expected an object, found an array"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,475 @@
+//! `sandbox` (ORIGINAL.md §1.4): virtual user, the file view (`paths`),
+//! gVisor, GUI, audio, user-namespace and syscall restrictions, working
+//! directory and host name.
+
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::locate::JsonPath;
+use super::read::{array, string, strings, truthy, Cx, Obj, Res};
+
+/// The `sandbox` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub virtuser: Option<Virtuser>,
+    /// `paths`; None when the key is absent (which, with no virtuser, means
+    /// "the whole host file system in a new mount namespace").
+    pub paths: Option<Paths>,
+    /// Run the command under gVisor's `runsc`.
+    pub gvisor: bool,
+    pub gui: Gui,
+    /// Bind the caller's PulseAudio socket.
+    pub audio: bool,
+    /// false: deny creating user namespaces inside the sandbox (default true).
+    pub unpriv_user_ns: bool,
+    /// Working directory; None = virtuser home or the caller's cwd; `""` = the
+    /// caller's cwd.
+    pub workdir: Option<String>,
+    /// Host name in the sandbox's UTS namespace (default "pallium").
+    pub hostname: String,
+    /// Extra syscalls to deny (new in pallium-rs).
+    pub seccomp: Vec<String>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            virtuser: None,
+            paths: None,
+            gvisor: false,
+            gui: Gui::Off,
+            audio: false,
+            unpriv_user_ns: true,
+            workdir: None,
+            hostname: "pallium".into(),
+            seccomp: Vec::new(),
+        }
+    }
+}
+
+/// `sandbox.virtuser`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Virtuser {
+    pub name: VirtuserName,
+    /// Directory copied into a new home; None = `"skeleton": false`.
+    pub skeleton: Option<String>,
+}
+
+/// A virtual user's name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VirtuserName {
+    /// `$tmp`: a throwaway user with a tmpfs home (named `tmp` inside).
+    Temporary,
+    /// Matches `^[a-z_][a-z0-9_-]{0,31}$`.
+    Named(String),
+}
+
+impl VirtuserName {
+    /// The user name inside the sandbox.
+    pub fn as_str(&self) -> &str {
+        match self {
+            VirtuserName::Temporary => "tmp",
+            VirtuserName::Named(n) => n,
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        if s == "$tmp" {
+            return Ok(VirtuserName::Temporary);
+        }
+        let b = s.as_bytes();
+        let ok = (1..=32).contains(&b.len())
+            && (b[0].is_ascii_lowercase() || b[0] == b'_')
+            && b[1..]
+                .iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-'));
+        if ok {
+            Ok(VirtuserName::Named(s.to_string()))
+        } else {
+            Err(format!("invalid virtual user name {s:?} (lower-case letters, digits, '_' and '-', starting with a letter or '_', at most 32 characters; or \"$tmp\")"))
+        }
+    }
+}
+
+/// Skeleton of a virtuser given by name only.
+pub const DEFAULT_SKELETON: &str = "/etc/skel";
+
+/// `sandbox.gui`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Gui {
+    Off,
+    /// `true` or `"xpra"`: a nested Xpra X server.
+    Xpra,
+    /// `"expose"`: the host's X display socket.
+    Expose,
+}
+
+/// `sandbox.paths`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paths {
+    pub mode: PathsMode,
+    pub bind: Vec<BindMount>,
+    /// Host paths (globs) bound at the same place.
+    pub whitelist: Vec<String>,
+    /// Paths (globs) hidden in the sandbox.
+    pub blacklist: Vec<String>,
+    pub fsmount: Vec<FsMount>,
+}
+
+/// `sandbox.paths.mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PathsMode {
+    /// Add to the default virtuser file view.
+    #[default]
+    Append,
+    /// Start from an empty root.
+    Base,
+}
+
+/// `[dst, src]` of `sandbox.paths.bind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    /// Path inside the sandbox.
+    pub dst: String,
+    /// Path on the host.
+    pub src: String,
+}
+
+/// `[dst, fstype]` of `sandbox.paths.fsmount`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsMount {
+    pub dst: String,
+    pub fstype: String,
+}
+
+pub(crate) fn sandbox(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<Sandbox> {
+    let mut s = Sandbox::default();
+    if let Some(v) = o.get("virtuser") {
+        s.virtuser = Some(virtuser(cx, v, o.at("virtuser"))?);
+    }
+    if o.has("files") {
+        o.consume("files");
+        cx.warn("sandbox.files is ignored (did you mean sandbox.paths?)");
+    }
+    if let Some(v) = o.get("paths") {
+        s.paths = Some(paths(cx, v, o.at("paths"))?);
+    }
+    s.gvisor = o.get("gvisor").is_some_and(truthy);
+    s.gui = match o.get("gui") {
+        None | Some(Value::Bool(false)) => Gui::Off,
+        Some(Value::Bool(true)) => Gui::Xpra,
+        Some(Value::String(m)) if m == "xpra" => Gui::Xpra,
+        Some(Value::String(m)) if m == "expose" => Gui::Expose,
+        Some(v) => {
+            return Err(cx.err(
+                &o.at("gui"),
+                format!(
+                "invalid GUI forwarding method {v} (expected true, \"xpra\", \"expose\" or false)"
+            ),
+            ))
+        }
+    };
+    s.audio = o.bool(cx, "audio", false)?;
+    s.unpriv_user_ns = o.bool(cx, "unpriv_user_ns", true)?;
+    s.workdir = o.str(cx, "workdir")?;
+    if let Some(h) = o.str(cx, "hostname")? {
+        if h.len() > 64 {
+            return Err(cx.err(&o.at("hostname"), "host name longer than 64 bytes"));
+        }
+        s.hostname = h;
+    }
+    if let Some(v) = o.get("seccomp") {
+        let p = o.at("seccomp");
+        s.seccomp = strings(cx, v, &p)?;
+        for (i, name) in s.seccomp.iter().enumerate() {
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !ok {
+                return Err(cx.err(
+                    &p.index(i),
+                    format!("{name:?} is not a system call name (e.g. \"ptrace\")"),
+                ));
+            }
+        }
+    }
+    Ok(s)
+}
+
+fn virtuser(cx: &mut Cx<'_>, v: &Value, path: JsonPath) -> Res<Virtuser> {
+    let (name, skeleton, name_path) = match v {
+        Value::String(n) => (n.clone(), Some(DEFAULT_SKELETON.to_string()), path),
+        Value::Object(_) => {
+            let mut o = Obj::new(cx, v, path)?;
+            let name = o.need_str(cx, "name", "virtuser", "e.g. \"browser\" or \"$tmp\"")?;
+            let skeleton = match o.get("skeleton") {
+                None => Some(DEFAULT_SKELETON.to_string()),
+                Some(Value::Bool(false)) => None,
+                Some(v @ Value::String(_)) => Some(string(cx, v, &o.at("skeleton"))?),
+                Some(v) => {
+                    return Err(cx.wrong_type(&o.at("skeleton"), "a directory path or false", v))
+                }
+            };
+            let name_path = o.at("name");
+            o.finish(cx);
+            (name, skeleton, name_path)
+        }
+        other => {
+            return Err(cx.wrong_type(
+                &path,
+                "a user name or {\"name\": …, \"skeleton\": …}",
+                other,
+            ))
+        }
+    };
+    let name = VirtuserName::parse(&name).map_err(|e| cx.err(&name_path, e))?;
+    Ok(Virtuser { name, skeleton })
+}
+
+fn paths(cx: &mut Cx<'_>, v: &Value, path: JsonPath) -> Res<Paths> {
+    let mut o = Obj::new(cx, v, path)?;
+    let mut p = Paths::default();
+    if let Some(v) = o.get("mode") {
+        p.mode = match v {
+            Value::String(m) if m == "append" => PathsMode::Append,
+            Value::String(m) if m == "base" => PathsMode::Base,
+            v => {
+                return Err(cx.err(
+                    &o.at("mode"),
+                    format!("invalid mode {v} (expected \"append\" or \"base\")"),
+                ))
+            }
+        };
+    }
+    if let Some(v) = o.get("bind") {
+        p.bind = pairs(
+            cx,
+            v,
+            &o.at("bind"),
+            "[destination in sandbox, source on host]",
+        )?
+        .into_iter()
+        .map(|(dst, src)| BindMount { dst, src })
+        .collect();
+    }
+    for (key, list) in [
+        ("whitelist", &mut p.whitelist),
+        ("blacklist", &mut p.blacklist),
+    ] {
+        if let Some(v) = o.get(key) {
+            let kp = o.at(key);
+            *list = strings(cx, v, &kp)?;
+            for (i, s) in list.iter().enumerate() {
+                sandbox_path(cx, s, &kp.index(i))?;
+            }
+        }
+    }
+    if let Some(v) = o.get("fsmount") {
+        p.fsmount = pairs(cx, v, &o.at("fsmount"), "[destination, file system type]")?
+            .into_iter()
+            .map(|(dst, fstype)| FsMount { dst, fstype })
+            .collect();
+    }
+    o.finish(cx);
+    Ok(p)
+}
+
+/// A list of two-string arrays; the first element is a sandbox path.
+fn pairs(cx: &Cx<'_>, v: &Value, path: &JsonPath, shape: &str) -> Res<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (i, e) in array(cx, v, path)?.iter().enumerate() {
+        let ep = path.index(i);
+        let items = match e {
+            Value::Array(a) if a.len() == 2 => a,
+            _ => return Err(cx.err(&ep, format!("expected a pair {shape}, found {e}"))),
+        };
+        let first = string(cx, &items[0], &ep.index(0))?;
+        let second = string(cx, &items[1], &ep.index(1))?;
+        sandbox_path(cx, &first, &ep.index(0))?;
+        if second.is_empty() {
+            return Err(cx.err(&ep.index(1), "must not be empty"));
+        }
+        out.push((first, second));
+    }
+    Ok(out)
+}
+
+/// Sandbox paths are absolute and free of `.` and `..` components.
+fn sandbox_path(cx: &Cx<'_>, s: &str, path: &JsonPath) -> Res<()> {
+    if !s.starts_with('/') {
+        return Err(cx.err(path, format!("{s:?} is not an absolute path")));
+    }
+    if s.split('/').any(|c| c == "." || c == "..") {
+        return Err(cx.err(
+            path,
+            format!("{s:?} must not contain '.' or '..' components"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::parse;
+
+    fn ok(text: &str) -> Sandbox {
+        parse("p.json", text).unwrap().profile.sandbox
+    }
+
+    fn err(text: &str) -> String {
+        parse("p.json", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let s = ok("{}");
+        assert_eq!(s, Sandbox::default());
+        assert_eq!(s.hostname, "pallium");
+        assert!(s.unpriv_user_ns && s.paths.is_none() && s.virtuser.is_none());
+    }
+
+    #[test]
+    fn virtuser_forms() {
+        let v = ok(r#"{"sandbox": {"virtuser": "browser"}}"#)
+            .virtuser
+            .unwrap();
+        assert_eq!(v.name, VirtuserName::Named("browser".into()));
+        assert_eq!(v.skeleton.as_deref(), Some(DEFAULT_SKELETON));
+        let v = ok(r#"{"sandbox": {"virtuser": {"name": "$tmp", "skeleton": false}}}"#)
+            .virtuser
+            .unwrap();
+        assert_eq!(v.name, VirtuserName::Temporary);
+        assert_eq!(v.name.as_str(), "tmp");
+        assert_eq!(v.skeleton, None);
+        let v = ok(r#"{"sandbox": {"virtuser": {"name": "_a-1", "skeleton": "/srv/skel"}}}"#)
+            .virtuser
+            .unwrap();
+        assert_eq!(v.skeleton.as_deref(), Some("/srv/skel"));
+    }
+
+    #[test]
+    fn virtuser_name_validation() {
+        for good in ["a", "_x", "zoom", "a-b_c9", &"a".repeat(32)] {
+            assert!(VirtuserName::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Zoom",
+            "9a",
+            "-a",
+            "a b",
+            "a.b",
+            "tmp$",
+            &"a".repeat(33),
+        ] {
+            assert!(VirtuserName::parse(bad).is_err(), "{bad}");
+        }
+        let e = err(r#"{"sandbox": {"virtuser": {"name": "Bad"}}}"#);
+        assert!(
+            e.contains("sandbox.virtuser.name: invalid virtual user name \"Bad\""),
+            "{e}"
+        );
+        assert!(e.ends_with("(line 1, column 35)"), "{e}");
+        let e = err(r#"{"sandbox": {"virtuser": {"name": "a", "skeleton": true}}}"#);
+        assert!(
+            e.contains(
+                "sandbox.virtuser.skeleton: expected a directory path or false, found a boolean"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn gui_and_gvisor_values() {
+        assert_eq!(ok(r#"{"sandbox": {"gui": true}}"#).gui, Gui::Xpra);
+        assert_eq!(ok(r#"{"sandbox": {"gui": "xpra"}}"#).gui, Gui::Xpra);
+        assert_eq!(ok(r#"{"sandbox": {"gui": "expose"}}"#).gui, Gui::Expose);
+        assert_eq!(ok(r#"{"sandbox": {"gui": false}}"#).gui, Gui::Off);
+        let e = err(r#"{"sandbox": {"gui": "vnc"}}"#);
+        assert!(
+            e.contains("sandbox.gui: invalid GUI forwarding method \"vnc\""),
+            "{e}"
+        );
+        assert!(ok(r#"{"sandbox": {"gvisor": {"x": 1}}}"#).gvisor);
+        assert!(ok(r#"{"sandbox": {"gvisor": 1}}"#).gvisor);
+        assert!(!ok(r#"{"sandbox": {"gvisor": ""}}"#).gvisor);
+        assert!(!ok(r#"{"sandbox": {"gvisor": 0}}"#).gvisor);
+    }
+
+    #[test]
+    fn paths_all_instructions() {
+        let p = ok(r#"{"sandbox": {"paths": {"mode": "base", "bind": [["/mnt", "/home/you/x"]], "whitelist": ["/opt/zoom", "/dev/video*"], "blacklist": ["/home"], "fsmount": [["/tmp", "tmpfs"]]}}}"#)
+            .paths
+            .unwrap();
+        assert_eq!(p.mode, PathsMode::Base);
+        assert_eq!(
+            p.bind,
+            vec![BindMount {
+                dst: "/mnt".into(),
+                src: "/home/you/x".into()
+            }]
+        );
+        assert_eq!(p.whitelist.len(), 2);
+        assert_eq!(p.fsmount[0].fstype, "tmpfs");
+    }
+
+    #[test]
+    fn paths_errors() {
+        let e = err(r#"{"sandbox": {"paths": {"mode": "merge"}}}"#);
+        assert!(
+            e.contains("sandbox.paths.mode: invalid mode \"merge\""),
+            "{e}"
+        );
+        let e = err(r#"{"sandbox": {"paths": {"bind": [["/mnt"]]}}}"#);
+        assert!(
+            e.contains(
+                "sandbox.paths.bind[0]: expected a pair [destination in sandbox, source on host]"
+            ),
+            "{e}"
+        );
+        let e = err(r#"{"sandbox": {"paths": {"whitelist": ["opt"]}}}"#);
+        assert!(
+            e.contains("sandbox.paths.whitelist[0]: \"opt\" is not an absolute path"),
+            "{e}"
+        );
+        let e = err(r#"{"sandbox": {"paths": {"bind": [["/a/../etc", "/x"]]}}}"#);
+        assert!(e.contains("sandbox.paths.bind[0][0]:"), "{e}");
+        let e = err(r#"{"sandbox": {"paths": []}}"#);
+        assert!(
+            e.contains("sandbox.paths: expected an object, found an array"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn seccomp_and_scalars() {
+        let s = ok(
+            r#"{"sandbox": {"seccomp": ["ptrace", "bpf"], "audio": true, "unpriv_user_ns": false, "workdir": "/tmp", "hostname": "box"}}"#,
+        );
+        assert_eq!(s.seccomp, ["ptrace", "bpf"]);
+        assert!(s.audio && !s.unpriv_user_ns);
+        assert_eq!(s.workdir.as_deref(), Some("/tmp"));
+        assert_eq!(s.hostname, "box");
+        let e = err(r#"{"sandbox": {"seccomp": ["PTRACE"]}}"#);
+        assert!(e.contains("sandbox.seccomp[0]:"), "{e}");
+        let e = err(r#"{"sandbox": {"audio": "yes"}}"#);
+        assert!(
+            e.contains("sandbox.audio: expected true or false, found a string"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn files_key_warns() {
+        let p = parse("p.json", r#"{"sandbox": {"files": {}}}"#).unwrap();
+        assert_eq!(
+            p.warnings,
+            ["profile p.json: sandbox.files is ignored (did you mean sandbox.paths?)"]
+        );
+    }
+}
