@@ -272,16 +272,20 @@ impl Server {
     }
 
     /// Kill the init, which ends every process of the PID namespace, and
-    /// reap everything.
+    /// reap everything. Our own children first: the dying init waits until
+    /// every other process of its namespace has been reaped by its parent.
     fn shutdown(&mut self) {
-        if let Some(sb) = self.sandbox.take() {
+        let sandbox = self.sandbox.take();
+        if let Some(sb) = &sandbox {
             let _ = kill(sb.init, Signal::SIGKILL);
-            let _ = waitpid(sb.init, None);
         }
         for pid in self.children.iter().map(|c| c.pid).collect::<Vec<_>>() {
-            // Killed with the namespace (or, without one, by us).
+            // Killed with the namespace already; without one, by us.
             let _ = kill(pid, Signal::SIGKILL);
             self.reap(pid);
+        }
+        if let Some(sb) = sandbox {
+            let _ = waitpid(sb.init, None);
         }
     }
 }

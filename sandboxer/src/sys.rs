@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
-use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::unistd::{ForkResult, Pid};
 
 /// The descriptor the supervisor hands us the channel on.
@@ -68,16 +68,30 @@ pub(crate) fn cloexec_from(first: RawFd) -> nix::Result<()> {
     Errno::result(r).map(drop)
 }
 
-/// Restore default dispositions for every signal and unblock them all, so
-/// the application does not inherit Rust's ignored SIGPIPE or our mask.
+/// Restore default dispositions for every signal, real-time ones included,
+/// and unblock them all, so the application inherits neither Rust's ignored
+/// SIGPIPE nor anything our own parent ignored.
 pub(crate) fn reset_signals() -> nix::Result<()> {
-    for sig in Signal::iterator() {
-        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+    // The kernel's `struct sigaction` all zero: SIG_DFL, no flags, empty mask.
+    // Raw rt_sigaction because glibc refuses the signals it reserves (32, 33).
+    let dfl = [0u64; 4];
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: installs SIG_DFL, not a handler, so no code of ours can run
-        // in signal context.
-        unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) }?;
+        // SAFETY: `dfl` outlives the call and is at least as large as the
+        // kernel's sigaction; no old action is requested (null). SIG_DFL
+        // installs no handler, so no code of ours can run in signal context.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            )
+        };
+        Errno::result(r)?;
     }
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
 }

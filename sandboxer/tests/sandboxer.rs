@@ -1,0 +1,331 @@
+//! The sandboxer binary driven over its fd-3 channel the way the supervisor
+//! drives it. Needs root (namespaces, mounts); skips with a message otherwise.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::socket::{setsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
+use nix::sys::time::TimeVal;
+use proto::broker::ProcEntry;
+use proto::sandbox::{ExitStatus, SandboxEvent, SandboxRequest, Setup, Spawn};
+use proto::{Channel, Fd};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pallium-sandboxer");
+const RESOLV: &str = "nameserver 192.0.2.53\noptions edns0\n";
+const HOSTS: &str = "127.0.0.1 localhost\n192.0.2.80 pallium-test.example\n";
+
+fn root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipping: the sandboxer tests need root");
+    false
+}
+
+/// A running sandboxer and our end of its channel.
+struct Sandboxer {
+    chan: Channel<SandboxRequest, SandboxEvent>,
+    proc: Child,
+}
+
+impl Sandboxer {
+    /// Start `cmd` (the sandboxer, maybe behind setpriv) with the channel on fd 3.
+    fn start(mut cmd: Command) -> Sandboxer {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        // A hung sandboxer fails the test instead of hanging it.
+        setsockopt(&ours, sockopt::ReceiveTimeout, &TimeVal::new(20, 0)).unwrap();
+        let raw = theirs.as_raw_fd();
+        // SAFETY: between fork and exec the closure only calls dup2 and prctl,
+        // both async-signal-safe, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(raw, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let proc = cmd.stdin(Stdio::null()).spawn().unwrap();
+        drop(theirs);
+        let mut chan = Channel::new(ours);
+        chan.handshake("supervisor", "sandboxer").unwrap();
+        Sandboxer { chan, proc }
+    }
+
+    fn root_mode() -> Sandboxer {
+        Sandboxer::start(Command::new(BIN))
+    }
+
+    fn setup(&mut self, netns: OwnedFd, userns: Option<OwnedFd>, uid: u32, gid: u32) -> i32 {
+        self.chan
+            .send(SandboxRequest::Setup(Setup {
+                netns: Fd(netns),
+                userns: userns.map(Fd),
+                hostname: "pallium".into(),
+                resolv_conf: RESOLV.into(),
+                hosts: HOSTS.into(),
+                uid,
+                gid,
+            }))
+            .unwrap();
+        match self.chan.recv().unwrap() {
+            SandboxEvent::Ready { init_pid } => init_pid,
+            other => panic!("setup: {other:?}"),
+        }
+    }
+
+    /// Spawn `sh -c script` with stdout+stderr to a pipe; returns the read end.
+    fn spawn_sh(&mut self, id: u32, script: &str, root: bool) -> Result<(i32, OwnedFd), String> {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        self.chan
+            .send(SandboxRequest::Spawn(Spawn {
+                id,
+                argv: vec!["sh".into(), "-c".into(), script.into()],
+                env: vec![("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into())],
+                cwd: Some("/does/not/exist".into()),
+                stdio: [Fd(null), Fd(w.try_clone().unwrap()), Fd(w)],
+                tty: false,
+                root,
+            }))
+            .unwrap();
+        match self.chan.recv().unwrap() {
+            SandboxEvent::Spawned { id: got, pid } if got == id => Ok((pid, r)),
+            SandboxEvent::Failed {
+                id: Some(got),
+                error,
+            } if got == id => Err(error.to_string()),
+            other => panic!("spawn: {other:?}"),
+        }
+    }
+
+    fn exited(&mut self, id: u32) -> ExitStatus {
+        match self.chan.recv().unwrap() {
+            SandboxEvent::Exited { id: got, status } if got == id => status,
+            other => panic!("expected Exited({id}): {other:?}"),
+        }
+    }
+
+    /// Run a script to completion: (status, output).
+    fn run(&mut self, id: u32, script: &str) -> (ExitStatus, String) {
+        let (_, r) = self.spawn_sh(id, script, false).unwrap();
+        let mut out = String::new();
+        std::fs::File::from(r).read_to_string(&mut out).unwrap();
+        (self.exited(id), out)
+    }
+
+    fn pids(&mut self) -> Vec<ProcEntry> {
+        self.chan.send(SandboxRequest::ListPids).unwrap();
+        match self.chan.recv().unwrap() {
+            SandboxEvent::Pids(p) => p,
+            other => panic!("pids: {other:?}"),
+        }
+    }
+
+    /// `Shutdown`, and the exit status of the sandboxer.
+    fn shutdown(mut self) -> std::process::ExitStatus {
+        self.chan.send(SandboxRequest::Shutdown).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.proc.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "sandboxer did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Sandboxer {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+/// A fresh network namespace, made on a throwaway thread (unshare is per thread).
+fn new_netns() -> OwnedFd {
+    std::thread::spawn(|| {
+        unshare(CloneFlags::CLONE_NEWNET).unwrap();
+        OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/net").unwrap())
+    })
+    .join()
+    .unwrap()
+}
+
+fn mountinfo_len() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count()
+}
+
+#[test]
+fn setup_builds_namespaces_and_the_default_file_view() {
+    if !root() {
+        return;
+    }
+    let host_resolv = std::fs::read("/etc/resolv.conf").ok();
+    let host_hosts = std::fs::read("/etc/hosts").ok();
+    let mounts_before = mountinfo_len();
+    let mut sb = Sandboxer::root_mode();
+    let init = sb.setup(new_netns(), None, 0, 0);
+    assert!(init > 1);
+    let (status, out) = sb.run(
+        1,
+        "echo $$; hostname; pwd; cat /etc/resolv.conf; cat /etc/hosts; ls /sys/class/net; \
+         ip -o link | wc -l; ls /proc | grep -c '^[0-9]'; test -d /usr/bin && echo usr-ok",
+    );
+    assert_eq!(status, ExitStatus::Code(0), "{out}");
+    let mut lines = out.lines();
+    let pid: i32 = lines.next().unwrap().parse().unwrap();
+    assert!((2..10).contains(&pid), "pid in the sandbox: {pid}\n{out}");
+    assert_eq!(lines.next(), Some("pallium"));
+    assert_eq!(lines.next(), Some("/"), "missing cwd falls back to /");
+    let rest: Vec<&str> = lines.collect();
+    let rest = rest.join("\n") + "\n";
+    assert!(
+        rest.starts_with(&format!("{RESOLV}{HOSTS}lo\n1\n")),
+        "{out}"
+    );
+    let procs: usize = rest.lines().nth(6).unwrap().parse().unwrap();
+    assert!(procs <= 4, "/proc shows only the sandbox: {out}");
+    assert!(rest.contains("usr-ok"), "{out}");
+    // The host's files never change.
+    assert_eq!(std::fs::read("/etc/resolv.conf").ok(), host_resolv);
+    assert_eq!(std::fs::read("/etc/hosts").ok(), host_hosts);
+    assert!(sb.shutdown().success());
+    assert!(
+        !Path::new(&format!("/proc/{init}")).exists(),
+        "init survived"
+    );
+    assert_eq!(mountinfo_len(), mounts_before, "host mounts changed");
+}
+
+#[test]
+fn exit_codes_and_signals_are_reported() {
+    if !root() {
+        return;
+    }
+    let mut sb = Sandboxer::root_mode();
+    sb.setup(new_netns(), None, 0, 0);
+    assert_eq!(sb.run(1, "exit 3").0, ExitStatus::Code(3));
+    assert_eq!(sb.run(2, "kill -9 $$").0, ExitStatus::Signal(9));
+    let (_pid, _r) = sb.spawn_sh(4, "sleep 100", false).unwrap();
+    sb.chan
+        .send(SandboxRequest::Signal { id: 4, signal: 15 })
+        .unwrap();
+    assert_eq!(sb.exited(4), ExitStatus::Signal(15));
+    assert!(sb.shutdown().success());
+}
+
+#[test]
+fn app_has_no_capabilities_no_new_privs_and_default_signals() {
+    if !root() {
+        return;
+    }
+    let mut sb = Sandboxer::root_mode();
+    sb.setup(new_netns(), None, 0, 0);
+    let (status, out) = sb.run(1, "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|SigBlk|SigIgn)' /proc/self/status");
+    assert_eq!(status, ExitStatus::Code(0));
+    for line in out.lines() {
+        let (key, val) = line.split_once(':').unwrap();
+        let want = if key == "NoNewPrivs" {
+            "1"
+        } else {
+            "0000000000000000"
+        };
+        assert_eq!(val.trim(), want, "{out}");
+    }
+    assert!(sb.shutdown().success());
+}
+
+#[test]
+fn exec_failure_is_reported_as_failed() {
+    if !root() {
+        return;
+    }
+    let mut sb = Sandboxer::root_mode();
+    sb.setup(new_netns(), None, 0, 0);
+    let (r, w) = nix::unistd::pipe().unwrap();
+    drop(r);
+    sb.chan
+        .send(SandboxRequest::Spawn(Spawn {
+            id: 7,
+            argv: vec!["pallium-no-such-command".into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: None,
+            stdio: [
+                Fd(w.try_clone().unwrap()),
+                Fd(w.try_clone().unwrap()),
+                Fd(w),
+            ],
+            tty: false,
+            root: false,
+        }))
+        .unwrap();
+    match sb.chan.recv().unwrap() {
+        SandboxEvent::Failed { id: Some(7), error } => assert_eq!(
+            error.chain,
+            vec!["cannot run 'pallium-no-such-command': No such file or directory"]
+        ),
+        other => panic!("{other:?}"),
+    }
+    // The sandbox is still usable afterwards.
+    assert_eq!(sb.run(8, "true").0, ExitStatus::Code(0));
+    assert!(sb.shutdown().success());
+}
+
+#[test]
+fn list_pids_and_shutdown_leave_nothing_behind() {
+    if !root() {
+        return;
+    }
+    let mut sb = Sandboxer::root_mode();
+    let init = sb.setup(new_netns(), None, 0, 0);
+    let (app, _r) = sb.spawn_sh(1, "sleep 100 & sleep 100", false).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pids = sb.pids();
+    let role = |r: &str| {
+        pids.iter()
+            .filter(|p| p.role == r)
+            .map(|p| p.pid)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(role("sandboxer"), vec![sb.proc.id() as i32]);
+    assert_eq!(role("init"), vec![init]);
+    let apps = role("app");
+    assert!(apps.contains(&app) && apps.len() == 3, "{pids:?}");
+    let st = sb.shutdown();
+    assert!(st.success());
+    for pid in apps.iter().chain([&init]) {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "{pid} survived"
+        );
+    }
+}
+
+#[test]
+fn eof_on_the_channel_ends_the_sandbox() {
+    if !root() {
+        return;
+    }
+    let mut sb = Sandboxer::root_mode();
+    let init = sb.setup(new_netns(), None, 0, 0);
+    nix::sys::socket::shutdown(sb.chan.fd().as_raw_fd(), nix::sys::socket::Shutdown::Both).unwrap();
+    assert!(sb.proc.wait().unwrap().success());
+    assert!(!Path::new(&format!("/proc/{init}")).exists());
+}
