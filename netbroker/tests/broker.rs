@@ -1,0 +1,347 @@
+//! End-to-end tests of `pallium-netbroker` over its real protocol: each test
+//! forks a child that makes a throwaway "host" network (and mount) namespace,
+//! spawns the built binary with a socketpair on fd 3, speaks to it as the
+//! supervisor, checks the application namespace from a forked grandchild, and
+//! checks that `kill -9` of the broker leaves nothing behind. Root only.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::ForkResult;
+use proto::broker::{BrokerEvent, BrokerRequest, BuildChain, ChainReady, Uplink};
+use proto::Channel;
+
+type Sup = Channel<BrokerRequest, BrokerEvent>;
+
+fn is_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipped: needs root (network namespaces, veth, nftables)");
+    false
+}
+
+/// Run `f` in a forked child; panics with the child's message on failure.
+fn in_child(f: impl FnOnce() -> Result<(), String>) {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    // SAFETY: the child only runs `f` and `_exit`s; tests accept that a forked
+    // child of the multi-threaded harness may only use what fork preserves
+    // (glibc resets its malloc locks at fork).
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        ForkResult::Child => {
+            drop(r);
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .unwrap_or_else(|_| Err("panicked".into()));
+            let code = match res {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = std::fs::File::from(w).write_all(e.as_bytes());
+                    1
+                }
+            };
+            // SAFETY: leave the child without running the harness's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(w);
+            let mut msg = String::new();
+            let _ = std::fs::File::from(r).read_to_string(&mut msg);
+            let st = waitpid(child, None).unwrap();
+            assert!(matches!(st, WaitStatus::Exited(_, 0)), "{st:?}: {msg}");
+        }
+    }
+}
+
+fn sh(cmd: &str) -> Result<String, String> {
+    let o = Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(format!("`{cmd}`: {}", String::from_utf8_lossy(&o.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Become a throwaway host: own network and mount namespace, lo up, and a
+/// resolv.conf of our choosing.
+fn throwaway_host(resolv_conf: &str) -> Result<PathBuf, String> {
+    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS).map_err(|e| e.to_string())?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("pallium-nb-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let rc = dir.join("resolv.conf");
+    std::fs::write(&rc, resolv_conf).map_err(|e| e.to_string())?;
+    mount(Some(&rc), "/etc/resolv.conf", None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| format!("bind resolv.conf: {e}"))?;
+    sh("ip link set lo up")?;
+    Ok(dir)
+}
+
+/// Start the broker with our end of a socketpair on its fd 3 and shake hands.
+fn spawn_broker(run_dir: &Path) -> Result<(Child, Sup), String> {
+    let (ours, theirs) = Sup::pair().map_err(|e| e.to_string())?;
+    let raw = theirs.as_raw_fd();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pallium-netbroker"));
+    cmd.env("PALLIUM_RUN_DIR", run_dir)
+        .env("PALLIUM_LOG", std::env::var("PALLIUM_LOG").unwrap_or("info".into()))
+        .stdin(Stdio::null());
+    // SAFETY: between fork and exec only async-signal-safe dup2/prctl are called.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, 3) != 3 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| e.to_string())?;
+    drop(theirs);
+    let mut ours = ours;
+    ours.handshake("supervisor", "netbroker")
+        .map_err(|e| format!("handshake: {e}"))?;
+    Ok((child, ours))
+}
+
+fn build(sup: &mut Sup, uplink: Uplink) -> Result<ChainReady, String> {
+    sup.send(BrokerRequest::BuildChain(BuildChain {
+        session_id: format!("nbtest-{}", std::process::id()),
+        rootless: false,
+        uid: 0,
+        gid: 0,
+        uplink,
+        chain: vec![],
+        routes: None,
+        quiet: true,
+    }))
+    .map_err(|e| e.to_string())?;
+    loop {
+        match sup.recv().map_err(|e| e.to_string())? {
+            BrokerEvent::Progress(p) => eprintln!("progress: {}", p.message),
+            BrokerEvent::ChainReady(r) => return Ok(r),
+            BrokerEvent::Failed(e) => return Err(format!("build failed: {e}")),
+            other => return Err(format!("unexpected {other:?}")),
+        }
+    }
+}
+
+/// Run `f` in a grandchild that has joined `netns`.
+fn inside(netns: &OwnedFd, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    let fd = netns.try_clone().map_err(|e| e.to_string())?;
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        in_child(move || {
+            setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns: {e}"))?;
+            f()
+        })
+    }));
+    res.map_err(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| "inside: failed".into())
+    })
+}
+
+fn tcp_echo(addr: SocketAddr) -> Result<(), String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut b = [0u8; 5];
+    s.read_exact(&mut b).map_err(|e| format!("read {addr}: {e}"))?;
+    if &b != b"hello" {
+        return Err(format!("{addr} said {b:?}"));
+    }
+    Ok(())
+}
+
+/// A listener that greets every connection with "hello".
+fn greeter(addr: &str) -> Result<u16, String> {
+    let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let mut c = c;
+            let _ = c.write_all(b"hello");
+        }
+    });
+    Ok(port)
+}
+
+fn wait_gone(what: &str, check: impl Fn() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if !check() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("{what} survived the broker"))
+}
+
+#[test]
+fn veth_uplink_reaches_host_and_vanishes_with_kill_9() {
+    if !is_root() {
+        return;
+    }
+    in_child(|| {
+        // A loopback resolver in the host: the broker must relay to it.
+        let dir = throwaway_host("nameserver 127.0.0.53\nsearch example.test\n")?;
+        let dns = UdpSocket::bind("127.0.0.53:53").map_err(|e| e.to_string())?;
+        std::thread::spawn(move || {
+            let mut b = [0u8; 512];
+            while let Ok((n, from)) = dns.recv_from(&mut b) {
+                b[..n].reverse();
+                let _ = dns.send_to(&b[..n], from);
+            }
+        });
+        let port = greeter("[::]:0")?;
+        let (mut broker, mut sup) = spawn_broker(&dir.join("run"))?;
+        let ready = build(&mut sup, Uplink::Veth)?;
+        if ready.userns.is_some() {
+            return Err("root mode must not return a user namespace".into());
+        }
+        let link = ready.links.first().cloned().unwrap_or_default();
+        let host_if = link.split_whitespace().next().unwrap_or_default().to_string();
+        let host_v4 = link.split_whitespace().nth(1).and_then(|a| a.split('/').next()).unwrap_or_default().to_string();
+        let host_v6 = link.split_whitespace().nth(2).and_then(|a| a.split('/').next()).unwrap_or_default().to_string();
+        if !host_if.starts_with("pallium") || host_if.len() != 15 {
+            return Err(format!("bad link description {link:?}"));
+        }
+        if ready.resolv_conf != format!("nameserver {host_v4}\nsearch example.test\n") {
+            return Err(format!("resolv_conf {:?}", ready.resolv_conf));
+        }
+        let table = format!("pallium_{}", &host_if[7..]);
+        if !sh("nft list tables")?.contains(&format!("table inet {table}")) {
+            return Err(format!("no nft table {table}"));
+        }
+        if sh("nft list table inet ".to_string().as_str().to_owned().as_str()).is_ok() {}
+        let rules = sh(&format!("nft list table inet {table}"))?;
+        if !rules.contains(&format!("iifname \"{host_if}\" masquerade")) {
+            return Err(format!("rule missing: {rules}"));
+        }
+        if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default().trim() != "1" {
+            return Err("forwarding not enabled".into());
+        }
+
+        let (v4, v6) = (host_v4.clone(), host_v6.clone());
+        inside(&ready.netns.0, move || {
+            tcp_echo(format!("{v4}:{port}").parse().unwrap())?;
+            tcp_echo(format!("[{v6}]:{port}").parse().unwrap())?;
+            let u = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+            u.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            u.send_to(b"abc", format!("{v4}:53")).map_err(|e| e.to_string())?;
+            let mut b = [0u8; 16];
+            let n = u.recv(&mut b).map_err(|e| format!("DNS relay: {e}"))?;
+            if &b[..n] != b"cba" {
+                return Err(format!("DNS relay answered {:?}", &b[..n]));
+            }
+            let routes = sh("ip -6 route show default")?;
+            if !routes.contains(&v6) {
+                return Err(format!("no IPv6 default route: {routes}"));
+            }
+            Ok(())
+        })?;
+
+        sup.send(BrokerRequest::ListPids).map_err(|e| e.to_string())?;
+        match sup.recv().map_err(|e| e.to_string())? {
+            BrokerEvent::Pids(p) if p.iter().any(|e| e.pid == broker.id() as i32 && e.role == "netbroker") => {}
+            other => return Err(format!("ListPids answered {other:?}")),
+        }
+
+        broker.kill().map_err(|e| e.to_string())?;
+        broker.wait().map_err(|e| e.to_string())?;
+        drop(ready);
+        wait_gone("veth", || sh(&format!("ip link show {host_if}")).is_ok())?;
+        wait_gone("nft table", || {
+            sh("nft list tables").map(|t| t.contains(&table)).unwrap_or(false)
+        })?;
+        Ok(())
+    });
+}
+
+#[test]
+fn shutdown_restores_forwarding_and_exits_zero() {
+    if !is_root() {
+        return;
+    }
+    in_child(|| {
+        let dir = throwaway_host("nameserver 192.0.2.53\n")?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "0").map_err(|e| e.to_string())?;
+        let (mut broker, mut sup) = spawn_broker(&dir.join("run"))?;
+        let ready = build(&mut sup, Uplink::Veth)?;
+        if ready.resolv_conf != "nameserver 192.0.2.53\n" {
+            return Err(format!("resolv_conf {:?}", ready.resolv_conf));
+        }
+        // A second BuildChain is refused, not obeyed.
+        sup.send(BrokerRequest::BuildChain(BuildChain {
+            session_id: "again-0".into(),
+            rootless: false,
+            uid: 0,
+            gid: 0,
+            uplink: Uplink::Veth,
+            chain: vec![],
+            routes: None,
+            quiet: true,
+        }))
+        .map_err(|e| e.to_string())?;
+        if !matches!(sup.recv(), Ok(BrokerEvent::Failed(_))) {
+            return Err("second BuildChain was not refused".into());
+        }
+        sup.send(BrokerRequest::Shutdown).map_err(|e| e.to_string())?;
+        let st = broker.wait().map_err(|e| e.to_string())?;
+        if !st.success() {
+            return Err(format!("broker exited {st}"));
+        }
+        let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+        if fwd.trim() != "0" {
+            return Err("ip_forward not restored".into());
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn pasta_uplink_as_root_reaches_host_and_dies_with_broker() {
+    if !is_root() {
+        return;
+    }
+    if Command::new("pasta").arg("--version").output().is_err() {
+        eprintln!("skipped: pasta not installed");
+        return;
+    }
+    in_child(|| {
+        let dir = throwaway_host("nameserver 192.0.2.53\n")?;
+        // pasta copies the host's default-route interface into the namespace.
+        sh("ip link add up0 type veth peer name up1 && ip link set up1 up && ip addr add 192.0.2.10/24 dev up0 \
+            && ip addr add 192.0.2.20/24 dev up0 && ip link set up0 up \
+            && ip route add default via 192.0.2.1")?;
+        let port = greeter("192.0.2.20:0")?;
+        let (mut broker, mut sup) = spawn_broker(&dir.join("run"))?;
+        let ready = build(&mut sup, Uplink::Pasta)?;
+        sup.send(BrokerRequest::ListPids).map_err(|e| e.to_string())?;
+        let pasta = match sup.recv().map_err(|e| e.to_string())? {
+            BrokerEvent::Pids(p) => p
+                .into_iter()
+                .find(|e| e.role == "hop:pasta")
+                .ok_or("no hop:pasta in ListPids")?
+                .pid,
+            other => return Err(format!("ListPids answered {other:?}")),
+        };
+        inside(&ready.netns.0, move || {
+            tcp_echo(format!("192.0.2.20:{port}").parse().unwrap())
+        })?;
+        broker.kill().map_err(|e| e.to_string())?;
+        broker.wait().map_err(|e| e.to_string())?;
+        wait_gone("pasta", || Path::new(&format!("/proc/{pasta}/exe")).exists())?;
+        Ok(())
+    });
+}
