@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Startup and memory benchmark (DESIGN §8). Run as root from the repository:
+#   sudo ./extra/bench/startup.sh [RUNS]
+# Prints, in one run: `pallium exec --one-shot` of the empty profile as root and
+# rootless against `unshare -n true` and `bwrap --unshare-all`, `exec` into a
+# running session, and the total RSS of one idle session's pallium processes.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+RUNS=${1:-30}
+cargo build --release --workspace --bins -q
+BIN=/opt/pallium-bench-bin
+install -d -m 0755 "$BIN"
+install -m 0755 target/release/pallium target/release/pallium-netbroker target/release/pallium-sandboxer "$BIN/"
+USER_NAME=pallium-bench
+id "$USER_NAME" >/dev/null 2>&1 || useradd -m "$USER_NAME"
+UID_N=$(id -u "$USER_NAME")
+install -d -m 0700 -o "$USER_NAME" -g "$USER_NAME" "/run/user/$UID_N"
+[ -e /dev/net/tun ] && chmod 0666 /dev/net/tun
+as_user() { setpriv --reuid "$UID_N" --regid "$(id -g "$USER_NAME")" --init-groups env HOME="/home/$USER_NAME" XDG_RUNTIME_DIR="/run/user/$UID_N" PATH=/usr/local/bin:/usr/bin:/bin "$@"; }
+
+# Median of RUNS runs of a command, in ms (hyperfine when installed).
+median_ms() {
+    if command -v hyperfine >/dev/null; then
+        hyperfine -N --runs "$RUNS" --warmup 3 --export-json /tmp/pallium-bench.json "$*" >/dev/null 2>&1
+        python3 -c 'import json;r=json.load(open("/tmp/pallium-bench.json"))["results"][0];print("%.1f" % (r["median"]*1000))'
+    else
+        local t=()
+        for _ in $(seq "$RUNS"); do
+            local s; s=$(date +%s%N); "$@" >/dev/null 2>&1; t+=($(( ($(date +%s%N) - s) / 1000 )))
+        done
+        printf '%s\n' "${t[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.1f\n", a[int((NR+1)/2)]/1000}'
+    fi
+}
+
+printf '%-52s %10s %8s\n' "what" "median ms" "target"
+row() { printf '%-52s %10s %8s\n' "$1" "$2" "$3"; }
+row "unshare -n true (root)" "$(median_ms unshare -n true)" "-"
+if command -v bwrap >/dev/null; then
+    row "bwrap --unshare-all --dev-bind / / true (root)" "$(median_ms bwrap --unshare-all --dev-bind / / true)" "-"
+fi
+row "pallium exec --one-shot default -- true (root)" "$(median_ms "$BIN/pallium" exec --quiet --one-shot default -- true)" "20"
+row "pallium exec --one-shot default -- true (rootless)" "$(median_ms setpriv --reuid "$UID_N" --regid "$(id -g "$USER_NAME")" --init-groups env HOME="/home/$USER_NAME" XDG_RUNTIME_DIR="/run/user/$UID_N" "$BIN/pallium" exec --quiet --one-shot default -- true)" "60"
+
+# A running session for exec-into and memory.
+PROFILE=$(mktemp /tmp/pallium-bench-XXXX.json)
+echo '{"run": {"command": ["sleep", "infinity"]}}' > "$PROFILE"
+"$BIN/pallium" run --quiet "$PROFILE" </dev/null &
+RUN_PID=$!
+for _ in $(seq 200); do "$BIN/pallium" exec "$PROFILE" -- true 2>/dev/null && break; sleep 0.05; done
+row "pallium exec into a running session (root)" "$(median_ms "$BIN/pallium" exec "$PROFILE" -- true)" "10"
+# RSS of every process of the session except the application (sleep).
+pids="$RUN_PID $(pgrep -f -d ' ' 'pallium-(netbroker|sandboxer)' || true)"
+rss=0
+for p in $pids; do
+    r=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0); rss=$((rss + r))
+done
+row "RSS of an idle session: supervisor+helpers+init (MiB)" "$(awk -v k="$rss" 'BEGIN {printf "%.1f", k/1024}')" "15"
+"$BIN/pallium" stop "$PROFILE" || kill "$RUN_PID"
+wait "$RUN_PID" 2>/dev/null || true
+rm -f "$PROFILE"

@@ -1,0 +1,105 @@
+//! `pallium audit PROFILE [-s N]`: every process of a session with its uids,
+//! capability sets, no_new_privs, seccomp mode and namespaces, read from
+//! `/proc/PID/status`, and a `!!` on anything its role's policy forbids.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use proto::policy::{self, Role};
+
+use crate::cli::SessionArgs;
+use crate::{exec as client, profile_source, session};
+
+pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
+    let loaded = profile_source::load(&a.profile, false)?;
+    let pseudo = loaded.pseudo_path.as_deref().unwrap_or_default();
+    let dir = session::find(pseudo, &loaded.display, a.session)?;
+    let mut entries = client::audit(&dir)?;
+    entries.sort_by_key(|e| e.pid);
+    entries.dedup_by_key(|e| e.pid);
+    let mut violations = 0;
+    for e in &entries {
+        let Some(st) = read_status(e.pid) else {
+            continue;
+        };
+        let role = Role::from_name(&e.role).unwrap_or(Role::App);
+        let allowed = policy::allowed_mask(role);
+        let field = |k: &str| st.get(k).cloned().unwrap_or_default();
+        let mask = |k: &str| u64::from_str_radix(&field(k), 16).unwrap_or(0);
+        println!("{} {} ({})", e.pid, e.role, field("Name"));
+        println!(
+            "  uid {}  gid {}",
+            field("Uid").replace('\t', " "),
+            field("Gid").replace('\t', " ")
+        );
+        for (k, label) in [
+            ("CapEff", "effective"),
+            ("CapPrm", "permitted"),
+            ("CapAmb", "ambient"),
+            ("CapBnd", "bounding"),
+        ] {
+            let m = mask(k);
+            // The bounding set only matters for the sandbox's processes: a
+            // process outside it holds nothing it could regain.
+            let checked = k != "CapBnd" || matches!(role, Role::App | Role::Init);
+            let bad = checked && m & !allowed != 0;
+            violations += usize::from(bad);
+            let names = policy::mask_names(m);
+            let shown = if names.len() > 12 {
+                format!("{} capabilities ({m:#x})", names.len())
+            } else if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(",")
+            };
+            println!("  {}{label}: {shown}", if bad { "!! " } else { "" });
+        }
+        let nnp = field("NoNewPrivs");
+        let nnp_bad = nnp != "1" && !matches!(role, Role::Hop);
+        violations += usize::from(nnp_bad);
+        println!("  {}no_new_privs: {nnp}", if nnp_bad { "!! " } else { "" });
+        let seccomp = match field("Seccomp").as_str() {
+            "0" => "disabled",
+            "1" => "strict",
+            "2" => "filter",
+            _ => "?",
+        };
+        println!("  seccomp: {seccomp}");
+        println!("  namespaces: {}", namespaces(e.pid));
+    }
+    if violations > 0 {
+        println!("{violations} finding(s) marked !! exceed the role's policy");
+        return Ok(1);
+    }
+    println!("all {} processes within policy", entries.len());
+    Ok(0)
+}
+
+fn read_status(pid: i32) -> Option<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect(),
+    )
+}
+
+fn namespaces(pid: i32) -> String {
+    ["user", "net", "mnt", "pid", "ipc", "uts"]
+        .iter()
+        .map(|n| {
+            let link = std::fs::read_link(format!("/proc/{pid}/ns/{n}"))
+                .map(|l| l.display().to_string())
+                .unwrap_or_else(|_| "?".into());
+            let ino = link
+                .rsplit('[')
+                .next()
+                .unwrap_or("?")
+                .trim_end_matches(']')
+                .to_string();
+            format!("{n}:{ino}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,42 @@
+//! `pallium check PROFILE`: validate and print the plan without setting
+//! anything up. Exit 0 when the profile is valid and runnable, 1 otherwise.
+
+use anyhow::Result;
+
+use crate::cli::CheckArgs;
+use crate::profile_source;
+
+pub(crate) fn check(a: CheckArgs) -> Result<i32> {
+    let loaded = profile_source::load(&a.profile, true)?;
+    let p = &loaded.profile;
+    let root = nix::unistd::getuid().is_root();
+    println!("profile: {}", loaded.display);
+    let mode = match (root, p.network.force_slirp) {
+        (true, false) => "root: veth pair to this namespace, masqueraded",
+        (true, true) => "root, network.force_slirp: userspace uplink (pasta or slirp4netns)",
+        (false, _) => "rootless: user namespace, userspace uplink (pasta or slirp4netns)",
+    };
+    println!("mode: {mode}");
+    let mut ns = vec!["this namespace".to_string()];
+    ns.extend(
+        p.network
+            .chain
+            .iter()
+            .enumerate()
+            .map(|(i, _)| format!("hop {i}")),
+    );
+    ns.push("application".into());
+    println!("namespaces: {}", ns.join(" → "));
+    for line in p.describe() {
+        println!("  {line}");
+    }
+    let missing = p.unsupported();
+    if missing.is_empty() {
+        println!("ok: the profile is valid and runnable");
+        return Ok(0);
+    }
+    for m in &missing {
+        eprintln!("pallium: profile {}: {m}", loaded.display);
+    }
+    Ok(1)
+}

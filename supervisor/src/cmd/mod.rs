@@ -1,0 +1,82 @@
+//! One file per subcommand; `run` dispatches.
+
+#![forbid(unsafe_code)]
+
+mod audit;
+mod check;
+mod exec;
+mod list;
+mod run;
+mod stop;
+
+use std::os::unix::fs::PermissionsExt;
+
+use anyhow::{bail, Result};
+
+use crate::cli::{Cli, Command};
+use crate::profile_source::Loaded;
+
+/// Run the parsed command line; the process exit code.
+pub(crate) fn run(cli: Cli) -> Result<i32> {
+    refuse_setuid()?;
+    match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Exec(a) => exec::exec(a.target, &a.profile, a.command),
+        Command::Shell(a) => exec::exec(a.target, &a.profile, vec![shell()]),
+        Command::Stop(a) => stop::stop(a),
+        Command::List => list::list(),
+        Command::Check(a) => check::check(a),
+        Command::Audit(a) => audit::audit(a),
+    }
+}
+
+/// pallium must never run with the set-user-ID or set-group-ID bit: it would
+/// hand root's namespaces to whoever runs it.
+fn refuse_setuid() -> Result<()> {
+    use nix::unistd::{getegid, geteuid, getgid, getuid};
+    let exe_mode = std::fs::metadata("/proc/self/exe")
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0);
+    if getuid() != geteuid() || getgid() != getegid() || exe_mode & 0o6000 != 0 {
+        bail!("refusing to run with the setuid/setgid bit set (remove it: chmod u-s,g-s $(command -v pallium)); pallium works rootless without it")
+    }
+    Ok(())
+}
+
+/// `$SHELL`, else `/bin/sh`, as the original.
+pub(crate) fn shell() -> String {
+    std::env::var("SHELL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/bin/sh".into())
+}
+
+/// Refuse, before anything is set up, a profile using what is not built yet.
+pub(crate) fn ensure_runnable(loaded: &Loaded) -> Result<()> {
+    let missing = loaded.profile.unsupported();
+    if let Some(first) = missing.first() {
+        let more = if missing.len() > 1 {
+            format!(" (and {} more; see `pallium check`)", missing.len() - 1)
+        } else {
+            String::new()
+        };
+        bail!("profile {}: {first}{more}", loaded.display);
+    }
+    Ok(())
+}
+
+/// Python-style namespace index: with the empty chain there is one network
+/// namespace, the application's (index 0 or -1).
+pub(crate) fn check_namespace_index(index: i64, namespaces: usize) -> Result<()> {
+    let n = namespaces as i64;
+    if index >= n {
+        bail!(
+            "the network namespace index cannot be greater than {}",
+            n - 1
+        );
+    }
+    if index < -n {
+        bail!("the network namespace index cannot be smaller than -{n}");
+    }
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! The client side of the control socket: `exec`/`shell` into a running
+//! session, `stop`, `audit`. Our stdio (or a PTY we relay) travels to the
+//! session as fds, so the command reads and writes our terminal directly.
+
+#![forbid(unsafe_code)]
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+use proto::broker::ProcEntry;
+use proto::control::{ControlEvent, ControlRequest, Exec};
+use proto::Channel;
+
+use crate::{runtime, supervise, terminal};
+
+type Conn = Channel<ControlRequest, ControlEvent>;
+
+/// Connect to the session in `dir` and say hello.
+pub(crate) fn connect(dir: &Path) -> Result<Conn> {
+    let path = dir.join("control.sock");
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::connect(fd.as_raw_fd(), &UnixAddr::new(&path)?).with_context(|| {
+        format!(
+            "cannot reach the session's control socket {}",
+            path.display()
+        )
+    })?;
+    let mut chan = Channel::new(fd);
+    chan.handshake("client", "supervisor")
+        .context("session handshake")?;
+    Ok(chan)
+}
+
+/// Run `argv` in the session; its exit code.
+pub(crate) fn exec(
+    dir: &Path,
+    argv: Vec<String>,
+    root: bool,
+    pid_file: Option<&Path>,
+) -> Result<i32> {
+    let signals = supervise::block_signals()?;
+    let mut chan = connect(dir)?;
+    let mut stdio = terminal::setup()?;
+    chan.send(ControlRequest::Exec(Exec {
+        argv,
+        env: std::env::vars().collect(),
+        cwd: std::env::current_dir()
+            .ok()
+            .map(|p| p.display().to_string()),
+        stdio: stdio.take_fds(),
+        tty: stdio.tty,
+        root,
+    }))?;
+    let code = loop {
+        let (sock, sig) = {
+            let mut fds = [
+                PollFd::new(chan.fd(), PollFlags::POLLIN),
+                PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(e) => return Err(e).context("poll"),
+            }
+            let r = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (r(&fds[0]), r(&fds[1]))
+        };
+        if sig {
+            if let Ok(Some(info)) = signals.read_signal() {
+                if info.ssi_signo as i32 == Signal::SIGWINCH as i32 {
+                    stdio.resize();
+                } else {
+                    let _ = chan.send(ControlRequest::Signal(info.ssi_signo as i32));
+                }
+            }
+        }
+        if sock {
+            match chan.recv() {
+                Ok(ControlEvent::Started { pid }) => {
+                    if let Some(p) = pid_file {
+                        std::fs::write(p, format!("{pid}\n"))
+                            .with_context(|| format!("writing {}", p.display()))?;
+                    }
+                }
+                Ok(ControlEvent::Exited(status)) => break status.as_code(),
+                Ok(ControlEvent::Failed(e)) => {
+                    eprintln!("pallium: {}", e.chain.join(": "));
+                    break supervise::exit_code_for_spawn_error(&e);
+                }
+                Ok(other) => bail!("session sent {other:?} unexpectedly"),
+                Err(_) => bail!("the session ended before the command finished"),
+            }
+        }
+    };
+    stdio.finish();
+    Ok(code)
+}
+
+/// Ask the session to end, and wait until it has.
+pub(crate) fn stop(dir: &Path) -> Result<()> {
+    let mut chan = connect(dir)?;
+    chan.send(ControlRequest::Stop)?;
+    let _ = chan.recv();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runtime::session_alive(dir) {
+        if Instant::now() > deadline {
+            bail!("the session did not end within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// The session's processes with their roles.
+pub(crate) fn audit(dir: &Path) -> Result<Vec<ProcEntry>> {
+    let mut chan = connect(dir)?;
+    chan.send(ControlRequest::Audit)?;
+    match chan.recv()? {
+        ControlEvent::Audit(v) => Ok(v),
+        ControlEvent::Failed(e) => Err(anyhow!("{e}")),
+        other => bail!("session sent {other:?} instead of an audit"),
+    }
+}

@@ -1,0 +1,183 @@
+//! Session registry: take the lowest free index of a profile under a lock,
+//! record what `pallium list` shows, and find running sessions.
+
+use std::fs::{self, File};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::Flock;
+use proto::control::SessionInfo;
+
+use crate::runtime;
+
+/// Highest session index tried, as in the original.
+const MAX_SESSIONS: u32 = 1024;
+
+/// A session this process owns: alive while `_lock` is held.
+#[derive(Debug)]
+pub(crate) struct OwnedSession {
+    pub(crate) index: u32,
+    pub(crate) dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl OwnedSession {
+    pub(crate) fn control_path(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// Record what `pallium list` shows without asking the supervisor.
+    pub(crate) fn write_info(&self, info: &SessionInfo) -> Result<()> {
+        let json = serde_json::json!({
+            "profile": info.profile,
+            "index": info.index,
+            "supervisor_pid": info.supervisor_pid,
+            "hops": info.hops,
+            "started_unix": info.started_unix,
+            "links": info.links,
+        });
+        let tmp = self.dir.join("info.json.tmp");
+        fs::write(&tmp, json.to_string()).context("writing session info")?;
+        fs::rename(&tmp, self.dir.join("info.json")).context("writing session info")?;
+        Ok(())
+    }
+}
+
+impl Drop for OwnedSession {
+    fn drop(&mut self) {
+        let Some(pdir) = self.dir.parent() else {
+            return;
+        };
+        let Some(run) = pdir.parent() else { return };
+        // Under the registry lock, so no other process is creating a session
+        // in the profile directory we may remove.
+        let _guard = runtime::registry_lock(run);
+        let _ = fs::remove_dir_all(&self.dir);
+        let _ = fs::remove_dir(pdir); // only succeeds when no other session is left
+    }
+}
+
+/// Take a session of the profile `pseudo_path`: index 0 (failing if it is
+/// running) or, with `new_session`, the lowest free index.
+pub(crate) fn create(pseudo_path: &str, new_session: bool) -> Result<OwnedSession> {
+    let run = runtime::run_dir()?;
+    let _guard = runtime::registry_lock(&run)?;
+    runtime::collect_garbage(&run);
+    let pdir = profile_dir(&run, pseudo_path);
+    runtime::ensure_private_dir(&pdir, 0o711)?;
+    let range = if new_session { 0..MAX_SESSIONS } else { 0..1 };
+    for index in range {
+        let dir = pdir.join(format!("session_{index}"));
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if runtime::session_alive(&dir) {
+                    continue;
+                }
+                // A dead session's leftovers: reclaim the index.
+                let _ = fs::remove_dir_all(&dir);
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        }
+        let lock = runtime::try_lock(runtime::open_lock(&dir.join("lock"))?)?
+            .context("session lock taken by another process")?;
+        return Ok(OwnedSession {
+            index,
+            dir,
+            _lock: lock,
+        });
+    }
+    if new_session {
+        bail!("cannot create a new session: all {MAX_SESSIONS} session indexes are in use");
+    }
+    bail!("the profile is already running (session 0). To open another session, use --new-session; to enter it, use `pallium exec`/`pallium shell`")
+}
+
+/// The directory of a profile's sessions.
+pub(crate) fn profile_dir(run: &Path, pseudo_path: &str) -> PathBuf {
+    run.join(format!("profile_{}", runtime::profile_id(pseudo_path)))
+}
+
+/// The directory of a running session, or a clear error saying how to start one.
+pub(crate) fn find(pseudo_path: &str, display: &str, index: u32) -> Result<PathBuf> {
+    let run = runtime::run_dir()?;
+    let dir = profile_dir(&run, pseudo_path).join(format!("session_{index}"));
+    if runtime::session_alive(&dir) {
+        return Ok(dir);
+    }
+    let running = running_indexes(&run, pseudo_path);
+    if running.is_empty() {
+        bail!("no session of profile {display} is running; start one with `pallium run {display}`, or use `pallium exec --one-shot {display} -- CMD`")
+    }
+    let list: Vec<String> = running.iter().map(u32::to_string).collect();
+    bail!("session {index} of profile {display} does not exist; running sessions: {} (choose one with -s N)", list.join(", "))
+}
+
+fn running_indexes(run: &Path, pseudo_path: &str) -> Vec<u32> {
+    let pdir = profile_dir(run, pseudo_path);
+    let mut out: Vec<u32> = fs::read_dir(&pdir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("session_")?
+                .parse()
+                .ok()
+        })
+        .filter(|i| runtime::session_alive(&pdir.join(format!("session_{i}"))))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// Every running session's recorded info, sorted by profile then index.
+pub(crate) fn list_all() -> Result<Vec<SessionInfo>> {
+    let run = runtime::run_dir()?;
+    {
+        let _guard = runtime::registry_lock(&run)?;
+        runtime::collect_garbage(&run);
+    }
+    let mut out = Vec::new();
+    for p in fs::read_dir(&run).into_iter().flatten().flatten() {
+        for s in fs::read_dir(p.path()).into_iter().flatten().flatten() {
+            let dir = s.path();
+            if !runtime::session_alive(&dir) {
+                continue;
+            }
+            if let Some(info) = read_info(&dir) {
+                out.push(info);
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.profile, a.index).cmp(&(&b.profile, b.index)));
+    Ok(out)
+}
+
+fn read_info(dir: &Path) -> Option<SessionInfo> {
+    let v: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("info.json")).ok()?).ok()?;
+    let strings = |k: &str| -> Vec<String> {
+        v[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Some(SessionInfo {
+        profile: v["profile"].as_str()?.to_string(),
+        index: v["index"].as_u64()? as u32,
+        supervisor_pid: v["supervisor_pid"].as_i64()? as i32,
+        hops: strings("hops"),
+        started_unix: v["started_unix"].as_u64()?,
+        links: strings("links"),
+    })
+}

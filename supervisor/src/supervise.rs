@@ -1,0 +1,513 @@
+//! A running session's supervisor: spawns the netbroker and the sandboxer,
+//! drives the build (chain, then sandbox), runs the command, serves the
+//! control socket, relays signals, and returns the command's exit code.
+//!
+//! It holds no capabilities once both helpers are up, and is the only process
+//! that talks to clients; the helpers only ever hear from it.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+use proto::broker::{BrokerEvent, BrokerRequest, BuildChain, ChainReady, ProcEntry, Uplink};
+use proto::control::{ControlEvent, ControlRequest, SessionInfo};
+use proto::policy::Role;
+use proto::sandbox::{SandboxEvent, SandboxRequest, Setup, Spawn};
+use proto::Channel;
+
+use crate::profile_source::Loaded;
+use crate::session::OwnedSession;
+use crate::spawn::{self, Helper};
+use crate::terminal;
+
+/// Signals we relay to the command instead of dying of them.
+const RELAYED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+/// What to run and how.
+pub(crate) struct Plan {
+    pub(crate) loaded: Loaded,
+    pub(crate) session: OwnedSession,
+    pub(crate) argv: Vec<String>,
+    pub(crate) quiet: bool,
+    pub(crate) root: bool,
+    pub(crate) pid_file: Option<PathBuf>,
+}
+
+/// The signals the supervisor and exec clients take through a signalfd.
+pub(crate) fn block_signals() -> Result<SignalFd> {
+    let mut set = SigSet::empty();
+    for s in RELAYED {
+        set.add(s);
+    }
+    set.add(Signal::SIGWINCH);
+    set.thread_block().context("blocking signals")?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC).context("signalfd")
+}
+
+type Broker = Helper<BrokerRequest, BrokerEvent>;
+type Sandbox = Helper<SandboxRequest, SandboxEvent>;
+
+/// Build the session, run the command, tear down; the command's exit code.
+pub(crate) fn run(plan: Plan) -> Result<i32> {
+    let signals = block_signals()?;
+    let rootless = !nix::unistd::getuid().is_root();
+    let uplink = choose_uplink(rootless, plan.loaded.profile.network.force_slirp)?;
+    // Both helpers start in parallel; the handshakes wait for both.
+    let mut broker: Broker = spawn::spawn("pallium-netbroker")?;
+    let mut sandbox: Sandbox = spawn::spawn("pallium-sandboxer")?;
+    let result = run_with(&plan, &mut broker, &mut sandbox, signals, rootless, uplink);
+    let _ = broker.chan.send(BrokerRequest::Shutdown);
+    let _ = sandbox.chan.send(SandboxRequest::Shutdown);
+    reap(&mut broker.child);
+    reap(&mut sandbox.child);
+    result
+}
+
+fn run_with(
+    plan: &Plan,
+    broker: &mut Broker,
+    sandbox: &mut Sandbox,
+    signals: SignalFd,
+    rootless: bool,
+    uplink: Uplink,
+) -> Result<i32> {
+    broker.handshake("netbroker")?;
+    sandbox.handshake("sandboxer")?;
+    // Both helpers hold what they need; we keep nothing.
+    proto::policy::drop_to(Role::Supervisor).context("dropping the supervisor's capabilities")?;
+
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    let profile = &plan.loaded.profile;
+    broker.chan.send(BrokerRequest::BuildChain(BuildChain {
+        session_id: session_id(plan),
+        rootless,
+        uid,
+        gid,
+        uplink,
+        chain: profile.network.chain.clone(),
+        routes: None,
+        quiet: plan.quiet,
+    }))?;
+    let chain = wait_chain(broker, plan.quiet)?;
+    let hostname = profile.sandbox.hostname.clone();
+    sandbox.chan.send(SandboxRequest::Setup(Setup {
+        netns: chain.netns,
+        userns: chain.userns,
+        hosts: hosts_file(&hostname),
+        hostname,
+        resolv_conf: chain.resolv_conf,
+        uid,
+        gid,
+    }))?;
+    let init_pid = match sandbox.chan.recv().context("sandboxer")? {
+        SandboxEvent::Ready { init_pid } => init_pid,
+        SandboxEvent::Failed { error, .. } => return Err(anyhow!("{error}")),
+        other => bail!("sandboxer sent {other:?} instead of Ready"),
+    };
+
+    let listener = listen(&plan.session.control_path())?;
+    let info = SessionInfo {
+        profile: plan.loaded.display.clone(),
+        index: plan.session.index,
+        supervisor_pid: std::process::id() as i32,
+        hops: Vec::new(),
+        started_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        links: chain.links,
+    };
+    plan.session.write_info(&info)?;
+    if let Some(p) = &plan.pid_file {
+        std::fs::write(p, format!("{init_pid}\n"))
+            .with_context(|| format!("writing --pid-file {}", p.display()))?;
+    }
+
+    let mut stdio = terminal::setup()?;
+    sandbox.chan.send(SandboxRequest::Spawn(Spawn {
+        id: 0,
+        argv: plan.argv.clone(),
+        env: std::env::vars().collect(),
+        cwd: workdir(plan),
+        stdio: stdio.take_fds(),
+        tty: stdio.tty,
+        root: plan.root,
+    }))?;
+    let mut lp = Loop {
+        broker,
+        sandbox,
+        listener,
+        signals,
+        info,
+        clients: HashMap::new(),
+        next_id: 1,
+        audits: Vec::new(),
+        stdio,
+    };
+    let status = lp.serve();
+    let Loop { stdio, .. } = lp;
+    stdio.finish();
+    status
+}
+
+/// pasta, else slirp4netns, for rootless (and `force_slirp`); veth as root.
+fn choose_uplink(rootless: bool, force_slirp: bool) -> Result<Uplink> {
+    if !rootless && !force_slirp {
+        return Ok(Uplink::Veth);
+    }
+    if which("pasta").is_some() {
+        return Ok(Uplink::Pasta);
+    }
+    if which("slirp4netns").is_some() {
+        return Ok(Uplink::Slirp4netns);
+    }
+    let why = if rootless {
+        "rootless mode"
+    } else {
+        "network.force_slirp"
+    };
+    bail!("{why} needs pasta or slirp4netns, and neither is installed: apt-get install passt (or slirp4netns)")
+}
+
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn session_id(plan: &Plan) -> String {
+    let id = plan
+        .session
+        .dir
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    format!(
+        "{}-{}",
+        id.unwrap_or_default().trim_start_matches("profile_"),
+        plan.session.index
+    )
+}
+
+fn hosts_file(hostname: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    )
+}
+
+fn workdir(plan: &Plan) -> Option<String> {
+    match plan.loaded.profile.sandbox.workdir.as_deref() {
+        Some(w) if !w.is_empty() => Some(w.to_string()),
+        _ => std::env::current_dir()
+            .ok()
+            .map(|p| p.display().to_string()),
+    }
+}
+
+fn wait_chain(broker: &mut Broker, quiet: bool) -> Result<ChainReady> {
+    loop {
+        match broker.chan.recv().context("netbroker")? {
+            BrokerEvent::Progress(p) if !quiet => eprintln!("pallium: {}", p.message),
+            BrokerEvent::Progress(_) => {}
+            BrokerEvent::ChainReady(c) => return Ok(c),
+            BrokerEvent::Failed(e) => return Err(anyhow!("{e}")),
+            other => bail!("netbroker sent {other:?} while building the chain"),
+        }
+    }
+}
+
+fn listen(path: &Path) -> Result<OwnedFd> {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::bind(fd.as_raw_fd(), &UnixAddr::new(path)?)
+        .with_context(|| format!("binding {}", path.display()))?;
+    socket::listen(&fd, Backlog::new(16)?)?;
+    Ok(fd)
+}
+
+fn reap(child: &mut std::process::Child) {
+    for _ in 0..200 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+struct Client {
+    chan: Channel<ControlEvent, ControlRequest>,
+    /// The spawn this client started, if any.
+    exec_id: Option<u32>,
+}
+
+struct Loop<'a> {
+    broker: &'a mut Broker,
+    sandbox: &'a mut Sandbox,
+    listener: OwnedFd,
+    signals: SignalFd,
+    info: SessionInfo,
+    clients: HashMap<u64, Client>,
+    next_id: u32,
+    /// Clients waiting for an audit, with the entries gathered so far and how
+    /// many answers (broker, sandboxer) are still due.
+    audits: Vec<(u64, Vec<ProcEntry>, u8)>,
+    stdio: terminal::Stdio,
+}
+
+enum Next {
+    Continue,
+    Exit(i32),
+}
+
+impl Loop<'_> {
+    fn serve(&mut self) -> Result<i32> {
+        let mut next_client = 0u64;
+        loop {
+            let keys: Vec<u64> = self.clients.keys().copied().collect();
+            let ready: Vec<bool> = {
+                let mut fds = vec![
+                    PollFd::new(self.broker.chan.fd(), PollFlags::POLLIN),
+                    PollFd::new(self.sandbox.chan.fd(), PollFlags::POLLIN),
+                    PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                ];
+                fds.extend(
+                    keys.iter()
+                        .map(|k| PollFd::new(self.clients[k].chan.fd(), PollFlags::POLLIN)),
+                );
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) | Err(nix::Error::EINTR) => {}
+                    Err(e) => return Err(e).context("poll"),
+                }
+                fds.iter()
+                    .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                    .collect()
+            };
+            if ready[3] {
+                self.on_signal();
+            }
+            if ready[0] {
+                self.on_broker()?;
+            }
+            if ready[1] {
+                if let Next::Exit(c) = self.on_sandbox()? {
+                    return Ok(c);
+                }
+            }
+            if ready[2] {
+                if let Some(c) = self.accept() {
+                    self.clients.insert(next_client, c);
+                    next_client += 1;
+                }
+            }
+            for (k, _) in keys.iter().zip(&ready[4..]).filter(|(_, r)| **r) {
+                if let Next::Exit(c) = self.on_client(*k)? {
+                    return Ok(c);
+                }
+            }
+        }
+    }
+
+    fn on_signal(&mut self) {
+        let Ok(Some(info)) = self.signals.read_signal() else {
+            return;
+        };
+        let signo = info.ssi_signo as i32;
+        if signo == Signal::SIGWINCH as i32 {
+            self.stdio.resize();
+        } else {
+            let _ = self.sandbox.chan.send(SandboxRequest::Signal {
+                id: 0,
+                signal: signo,
+            });
+        }
+    }
+
+    fn on_broker(&mut self) -> Result<()> {
+        match self.broker.chan.recv() {
+            Ok(BrokerEvent::Pids(p)) => self.audit_part(p),
+            Ok(BrokerEvent::Progress(p)) => tracing::info!("{}", p.message),
+            Ok(BrokerEvent::Failed(e)) => bail!("{e}"),
+            Ok(other) => bail!("netbroker sent {other:?} unexpectedly"),
+            Err(e) => bail!("the netbroker ended ({e}); the session is torn down so no traffic can leave unprotected"),
+        }
+        Ok(())
+    }
+
+    fn on_sandbox(&mut self) -> Result<Next> {
+        let ev = self
+            .sandbox
+            .chan
+            .recv()
+            .map_err(|e| anyhow!("the sandboxer ended ({e}); the session is torn down"))?;
+        match ev {
+            SandboxEvent::Spawned { id, pid } => self.to_client(id, ControlEvent::Started { pid }),
+            SandboxEvent::Exited { id: 0, status } => return Ok(Next::Exit(status.as_code())),
+            SandboxEvent::Exited { id, status } => self.to_client(id, ControlEvent::Exited(status)),
+            SandboxEvent::Failed { id: Some(0), error } => {
+                eprintln!("pallium: {}", error.chain.join(": "));
+                return Ok(Next::Exit(exit_code_for_spawn_error(&error)));
+            }
+            SandboxEvent::Failed {
+                id: Some(id),
+                error,
+            } => self.to_client(id, ControlEvent::Failed(error)),
+            SandboxEvent::Failed { id: None, error } => bail!("{error}"),
+            SandboxEvent::Pids(p) => self.audit_part(p),
+            SandboxEvent::Ready { .. } => bail!("sandboxer sent Ready twice"),
+        }
+        Ok(Next::Continue)
+    }
+
+    fn to_client(&mut self, id: u32, ev: ControlEvent) {
+        if let Some((_, c)) = self.clients.iter().find(|(_, c)| c.exec_id == Some(id)) {
+            let _ = c.chan.send(ev);
+        }
+    }
+
+    fn accept(&mut self) -> Option<Client> {
+        let fd = crate::sys::owned(
+            socket::accept4(self.listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC).ok()?,
+        );
+        let cred = socket::getsockopt(&fd, sockopt::PeerCredentials).ok()?;
+        let me = nix::unistd::getuid().as_raw();
+        if cred.uid() != me && cred.uid() != 0 {
+            tracing::warn!("refused a control connection from uid {}", cred.uid());
+            return None;
+        }
+        let _ = socket::setsockopt(
+            &fd,
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(2, 0),
+        );
+        let mut chan: Channel<ControlEvent, ControlRequest> = Channel::new(fd);
+        chan.handshake("supervisor", "client").ok()?;
+        let _ = socket::setsockopt(
+            &chan.fd(),
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(0, 0),
+        );
+        Some(Client {
+            chan,
+            exec_id: None,
+        })
+    }
+
+    fn on_client(&mut self, key: u64) -> Result<Next> {
+        let Some(client) = self.clients.get_mut(&key) else {
+            return Ok(Next::Continue);
+        };
+        let req = match client.chan.recv() {
+            Ok(r) => r,
+            Err(_) => {
+                // The client went away: its command gets SIGHUP, as a closed terminal would.
+                if let Some(id) = client.exec_id {
+                    let _ = self.sandbox.chan.send(SandboxRequest::Signal {
+                        id,
+                        signal: libc::SIGHUP,
+                    });
+                }
+                self.clients.remove(&key);
+                return Ok(Next::Continue);
+            }
+        };
+        match req {
+            ControlRequest::Exec(e) => {
+                if client.exec_id.is_some() {
+                    let _ = client
+                        .chan
+                        .send(ControlEvent::Failed(proto::RemoteError::msg(
+                            "session",
+                            "one command per connection",
+                        )));
+                    return Ok(Next::Continue);
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                client.exec_id = Some(id);
+                self.sandbox.chan.send(SandboxRequest::Spawn(Spawn {
+                    id,
+                    argv: e.argv,
+                    env: e.env,
+                    cwd: e.cwd,
+                    stdio: e.stdio,
+                    tty: e.tty,
+                    root: e.root,
+                }))?;
+            }
+            ControlRequest::Signal(sig) => {
+                if let Some(id) = client.exec_id {
+                    self.sandbox
+                        .chan
+                        .send(SandboxRequest::Signal { id, signal: sig })?;
+                }
+            }
+            ControlRequest::Stop => {
+                let _ = client.chan.send(ControlEvent::Stopping);
+                return Ok(Next::Exit(128 + libc::SIGTERM));
+            }
+            ControlRequest::Info => {
+                let _ = client.chan.send(ControlEvent::Info(self.info.clone()));
+            }
+            ControlRequest::Audit => {
+                let me = ProcEntry {
+                    pid: std::process::id() as i32,
+                    role: "supervisor".into(),
+                };
+                self.audits.push((key, vec![me], 2));
+                self.broker.chan.send(BrokerRequest::ListPids)?;
+                self.sandbox.chan.send(SandboxRequest::ListPids)?;
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    /// One helper's process list arrived: add it to the oldest pending audit.
+    fn audit_part(&mut self, pids: Vec<ProcEntry>) {
+        let Some(first) = self.audits.first_mut() else {
+            return;
+        };
+        first.1.extend(pids);
+        first.2 -= 1;
+        if first.2 == 0 {
+            let (key, entries, _) = self.audits.remove(0);
+            if let Some(c) = self.clients.get(&key) {
+                let _ = c.chan.send(ControlEvent::Audit(entries));
+            }
+        }
+    }
+}
+
+/// 127 when the command was not found, 126 when it could not be run, as shells do.
+pub(crate) fn exit_code_for_spawn_error(e: &proto::RemoteError) -> i32 {
+    if e.chain
+        .iter()
+        .any(|c| c.contains("No such file") || c.contains("not found"))
+    {
+        127
+    } else {
+        126
+    }
+}

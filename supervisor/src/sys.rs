@@ -1,0 +1,80 @@
+//! The supervisor's only `unsafe`: the code that runs between fork and exec of
+//! a helper, and a few terminal ioctls. Each function wraps one step.
+
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+
+/// Make `cmd`'s child receive `channel` as fd 3, die with us (SIGKILL), and
+/// start with no blocked signals (we block some for our signalfd).
+pub(crate) fn prepare_helper(cmd: &mut Command, channel: RawFd) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // async-signal-safe functions (prctl, getppid, kill, sigprocmask, dup2);
+    // it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // We may have died between fork and prctl: then nobody would kill us.
+            if nix::unistd::getppid() != parent {
+                let _ = nix::sys::signal::raise(Signal::SIGKILL);
+            }
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+            if libc::dup2(channel, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Put `fd` on standard input.
+pub(crate) fn dup_onto_stdin(fd: BorrowedFd<'_>) {
+    // SAFETY: dup2 onto fd 0 only replaces our standard input, which no Rust
+    // object owns exclusively (std's Stdin borrows fd 0 by number).
+    unsafe {
+        libc::dup2(fd.as_raw_fd(), 0);
+    }
+}
+
+/// Standard input from /dev/null.
+pub(crate) fn stdin_from_dev_null() {
+    if let Ok(f) = std::fs::File::open("/dev/null") {
+        use std::os::fd::AsFd;
+        dup_onto_stdin(f.as_fd());
+    }
+}
+
+nix::ioctl_read_bad!(tiocgwinsz, libc::TIOCGWINSZ, libc::winsize);
+nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
+
+/// The window size of terminal `fd`.
+pub(crate) fn get_winsize(fd: BorrowedFd<'_>) -> Option<libc::winsize> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the valid pointer we pass.
+    unsafe { tiocgwinsz(fd.as_raw_fd(), &mut ws) }.ok()?;
+    Some(ws)
+}
+
+/// Set the window size of terminal `fd` (a PTY master: the kernel then sends
+/// SIGWINCH to the PTY's foreground process group).
+pub(crate) fn set_winsize(fd: BorrowedFd<'_>, ws: &libc::winsize) {
+    // SAFETY: TIOCSWINSZ reads one `winsize` from the valid pointer we pass.
+    let _ = unsafe { tiocswinsz(fd.as_raw_fd(), ws) };
+}
+
+/// Own a descriptor a syscall just returned.
+pub(crate) fn owned(fd: RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `fd` was just returned by accept4/socket and has no other owner.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}

@@ -1,0 +1,134 @@
+//! The caller's terminal: when standard input is a terminal, the command gets
+//! a fresh PTY (its own session and controlling terminal, so job control works
+//! and it cannot inject keystrokes into ours) and we relay bytes, with our
+//! terminal in raw mode and window-size changes forwarded. Otherwise the
+//! command gets our standard descriptors directly, with no copying at all.
+
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use nix::sys::termios::{self, SetArg, Termios};
+use proto::Fd;
+
+/// The command's stdio and whatever keeps it working.
+pub(crate) struct Stdio {
+    pub(crate) fds: [Fd; 3],
+    pub(crate) tty: bool,
+    pty: Option<PtyRelay>,
+}
+
+struct PtyRelay {
+    master: Arc<OwnedFd>,
+    saved: Option<Termios>,
+    output: JoinHandle<()>,
+}
+
+/// Prepare stdio for a command run from this process.
+pub(crate) fn setup() -> Result<Stdio> {
+    let stdin = std::io::stdin();
+    if !nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
+        let dup = |fd: std::os::fd::BorrowedFd<'_>| -> Result<Fd> {
+            Ok(Fd(fd.try_clone_to_owned().context("dup stdio")?))
+        };
+        let fds = [
+            dup(stdin.as_fd())?,
+            dup(std::io::stdout().as_fd())?,
+            dup(std::io::stderr().as_fd())?,
+        ];
+        return Ok(Stdio {
+            fds,
+            tty: false,
+            pty: None,
+        });
+    }
+    let pty = nix::pty::openpty(None, None).context("cannot allocate a pseudo-terminal")?;
+    let master = Arc::new(pty.master);
+    if let Some(ws) = crate::sys::get_winsize(stdin.as_fd()) {
+        crate::sys::set_winsize(master.as_fd(), &ws);
+    }
+    let saved = termios::tcgetattr(stdin.as_fd()).ok();
+    if let Some(orig) = &saved {
+        let mut raw = orig.clone();
+        termios::cfmakeraw(&mut raw);
+        let _ = termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw);
+    }
+    // Keystrokes → PTY. This thread may block in read() until we exit.
+    let m = Arc::clone(&master);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut stdin = std::io::stdin().lock();
+        while let Ok(n @ 1..) = stdin.read(&mut buf) {
+            if nix::unistd::write(&*m, &buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    // PTY → screen, until every holder of the slave has closed it (EIO).
+    let m = Arc::clone(&master);
+    let output = std::thread::spawn(move || {
+        let mut buf = [0u8; 16384];
+        let mut out = std::io::stdout().lock();
+        while let Ok(n @ 1..) = nix::unistd::read(&*m, &mut buf) {
+            if out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
+                break;
+            }
+        }
+    });
+    let slave = pty.slave;
+    let fds = [Fd(slave.try_clone()?), Fd(slave.try_clone()?), Fd(slave)];
+    Ok(Stdio {
+        fds,
+        tty: true,
+        pty: Some(PtyRelay {
+            master,
+            saved,
+            output,
+        }),
+    })
+}
+
+impl Stdio {
+    /// Take the descriptors to send (ours close once sent).
+    pub(crate) fn take_fds(&mut self) -> [Fd; 3] {
+        let null = || Fd(std::fs::File::open("/dev/null").expect("/dev/null").into());
+        std::mem::replace(&mut self.fds, [null(), null(), null()])
+    }
+
+    /// Copy our terminal's size to the command's PTY (on SIGWINCH).
+    pub(crate) fn resize(&self) {
+        if let Some(p) = &self.pty {
+            if let Some(ws) = crate::sys::get_winsize(std::io::stdin().as_fd()) {
+                crate::sys::set_winsize(p.master.as_fd(), &ws);
+            }
+        }
+    }
+
+    /// The command has exited: let the last output through, restore our terminal.
+    pub(crate) fn finish(mut self) {
+        if let Some(p) = self.pty.take() {
+            let deadline = std::time::Instant::now() + Duration::from_millis(500);
+            while !p.output.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if let Some(orig) = &p.saved {
+                let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSADRAIN, orig);
+            }
+        }
+    }
+}
+
+impl Drop for Stdio {
+    fn drop(&mut self) {
+        if let Some(p) = self.pty.take() {
+            if let Some(orig) = &p.saved {
+                let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSADRAIN, orig);
+            }
+        }
+    }
+}
