@@ -436,6 +436,11 @@ fn holder_main(sock: OwnedFd, userns: bool) -> Result<(), String> {
     let lo = rtnl.link_index("lo").map_err(|e| format!("lo: {e}"))?;
     rtnl.set_up(lo).map_err(|e| format!("lo up: {e}"))?;
     let fd = sys::netlink_socket_into_fd(rtnl.into_socket());
+    // The daemon opens /proc/<holder>/ns/*: the kernel lets it only if its
+    // permitted capabilities are a superset of ours, so keep none.
+    for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
+        caps::clear(None, set).map_err(|e| format!("drop capabilities: {e}"))?;
+    }
     send_byte(&sock, b'S', Some(fd.as_raw_fd())).map_err(|e| e.to_string())?;
     drop(fd);
     // Wait for 'X' or the parent's end closing.

@@ -176,6 +176,32 @@ fn greeter(addr: &str) -> Result<u16, String> {
     Ok(port)
 }
 
+/// A fake resolver: answers every datagram with its bytes reversed.
+fn udp_reverser(addr: &str) -> Result<(), String> {
+    let dns = UdpSocket::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    std::thread::spawn(move || {
+        let mut b = [0u8; 512];
+        while let Ok((n, from)) = dns.recv_from(&mut b) {
+            b[..n].reverse();
+            let _ = dns.send_to(&b[..n], from);
+        }
+    });
+    Ok(())
+}
+
+/// Send a datagram to `addr` and expect it back reversed.
+fn udp_query(addr: &str) -> Result<(), String> {
+    let u = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+    u.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    u.send_to(b"abc", addr).map_err(|e| e.to_string())?;
+    let mut b = [0u8; 16];
+    let n = u.recv(&mut b).map_err(|e| format!("DNS via {addr}: {e}"))?;
+    if &b[..n] != b"cba" {
+        return Err(format!("DNS via {addr} answered {:?}", &b[..n]));
+    }
+    Ok(())
+}
+
 fn wait_gone(what: &str, check: impl Fn() -> bool) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
@@ -195,14 +221,7 @@ fn veth_uplink_reaches_host_and_vanishes_with_kill_9() {
     in_child(|| {
         // A loopback resolver in the host: the broker must relay to it.
         let dir = throwaway_host("nameserver 127.0.0.53\nsearch example.test\n")?;
-        let dns = UdpSocket::bind("127.0.0.53:53").map_err(|e| e.to_string())?;
-        std::thread::spawn(move || {
-            let mut b = [0u8; 512];
-            while let Ok((n, from)) = dns.recv_from(&mut b) {
-                b[..n].reverse();
-                let _ = dns.send_to(&b[..n], from);
-            }
-        });
+        udp_reverser("127.0.0.53:53")?;
         let port = greeter("[::]:0")?;
         let (mut broker, mut sup) = spawn_broker(&dir.join("run"))?;
         let ready = build(&mut sup, Uplink::Veth)?;
@@ -223,7 +242,6 @@ fn veth_uplink_reaches_host_and_vanishes_with_kill_9() {
         if !sh("nft list tables")?.contains(&format!("table inet {table}")) {
             return Err(format!("no nft table {table}"));
         }
-        if sh("nft list table inet ".to_string().as_str().to_owned().as_str()).is_ok() {}
         let rules = sh(&format!("nft list table inet {table}"))?;
         if !rules.contains(&format!("iifname \"{host_if}\" masquerade")) {
             return Err(format!("rule missing: {rules}"));
@@ -236,14 +254,7 @@ fn veth_uplink_reaches_host_and_vanishes_with_kill_9() {
         inside(&ready.netns.0, move || {
             tcp_echo(format!("{v4}:{port}").parse().unwrap())?;
             tcp_echo(format!("[{v6}]:{port}").parse().unwrap())?;
-            let u = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-            u.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-            u.send_to(b"abc", format!("{v4}:53")).map_err(|e| e.to_string())?;
-            let mut b = [0u8; 16];
-            let n = u.recv(&mut b).map_err(|e| format!("DNS relay: {e}"))?;
-            if &b[..n] != b"cba" {
-                return Err(format!("DNS relay answered {:?}", &b[..n]));
-            }
+            udp_query(&format!("{v4}:53"))?;
             let routes = sh("ip -6 route show default")?;
             if !routes.contains(&v6) {
                 return Err(format!("no IPv6 default route: {routes}"));
@@ -319,7 +330,8 @@ fn pasta_uplink_as_root_reaches_host_and_dies_with_broker() {
         return;
     }
     in_child(|| {
-        let dir = throwaway_host("nameserver 192.0.2.53\n")?;
+        let dir = throwaway_host("nameserver 127.0.0.53\n")?;
+        udp_reverser("127.0.0.53:53")?;
         // pasta copies the host's default-route interface into the namespace.
         sh("ip link add up0 type veth peer name up1 && ip link set up1 up && ip addr add 192.0.2.10/24 dev up0 \
             && ip addr add 192.0.2.20/24 dev up0 && ip link set up0 up \
@@ -336,8 +348,13 @@ fn pasta_uplink_as_root_reaches_host_and_dies_with_broker() {
                 .pid,
             other => return Err(format!("ListPids answered {other:?}")),
         };
+        if ready.resolv_conf != "nameserver 169.254.1.1\n" {
+            return Err(format!("resolv_conf {:?}", ready.resolv_conf));
+        }
         inside(&ready.netns.0, move || {
-            tcp_echo(format!("192.0.2.20:{port}").parse().unwrap())
+            tcp_echo(format!("192.0.2.20:{port}").parse().unwrap())?;
+            // DNS reaches the host's loopback resolver through pasta.
+            udp_query("169.254.1.1:53")
         })?;
         broker.kill().map_err(|e| e.to_string())?;
         broker.wait().map_err(|e| e.to_string())?;
