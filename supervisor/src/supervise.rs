@@ -223,7 +223,10 @@ fn workdir(plan: &Plan) -> Option<String> {
 fn wait_chain(broker: &mut Broker, quiet: bool) -> Result<ChainReady> {
     loop {
         match broker.chan.recv().context("netbroker")? {
-            BrokerEvent::Progress(p) if !quiet => eprintln!("pallium: {}", p.message),
+            // The empty chain's one step is not worth a line; hops' progress is.
+            BrokerEvent::Progress(p) if !quiet && p.hop.is_some() => {
+                eprintln!("pallium: {}", p.message)
+            }
             BrokerEvent::Progress(_) => {}
             BrokerEvent::ChainReady(c) => return Ok(c),
             BrokerEvent::Failed(e) => return Err(anyhow!("{e}")),
