@@ -75,14 +75,26 @@ fn sh(cmd: &str) -> Result<String, String> {
 /// resolv.conf of our choosing.
 fn throwaway_host(resolv_conf: &str) -> Result<PathBuf, String> {
     unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS).map_err(|e| e.to_string())?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| e.to_string())?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| e.to_string())?;
     let dir = std::env::temp_dir().join(format!("pallium-nb-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let rc = dir.join("resolv.conf");
     std::fs::write(&rc, resolv_conf).map_err(|e| e.to_string())?;
-    mount(Some(&rc), "/etc/resolv.conf", None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| format!("bind resolv.conf: {e}"))?;
+    mount(
+        Some(&rc),
+        "/etc/resolv.conf",
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind resolv.conf: {e}"))?;
     sh("ip link set lo up")?;
     Ok(dir)
 }
@@ -93,7 +105,10 @@ fn spawn_broker(run_dir: &Path) -> Result<(Child, Sup), String> {
     let raw = theirs.as_raw_fd();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pallium-netbroker"));
     cmd.env("PALLIUM_RUN_DIR", run_dir)
-        .env("PALLIUM_LOG", std::env::var("PALLIUM_LOG").unwrap_or("info".into()))
+        .env(
+            "PALLIUM_LOG",
+            std::env::var("PALLIUM_LOG").unwrap_or("info".into()),
+        )
         .stdin(Stdio::null());
     // SAFETY: between fork and exec only async-signal-safe dup2/prctl are called.
     unsafe {
@@ -156,7 +171,8 @@ fn tcp_echo(addr: SocketAddr) -> Result<(), String> {
         .map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let mut b = [0u8; 5];
-    s.read_exact(&mut b).map_err(|e| format!("read {addr}: {e}"))?;
+    s.read_exact(&mut b)
+        .map_err(|e| format!("read {addr}: {e}"))?;
     if &b != b"hello" {
         return Err(format!("{addr} said {b:?}"));
     }
@@ -174,6 +190,20 @@ fn greeter(addr: &str) -> Result<u16, String> {
         }
     });
     Ok(port)
+}
+
+/// The pid `ListPids` reports for `role`.
+fn hop_pid(sup: &mut Sup, role: &str) -> Result<i32, String> {
+    sup.send(BrokerRequest::ListPids)
+        .map_err(|e| e.to_string())?;
+    match sup.recv().map_err(|e| e.to_string())? {
+        BrokerEvent::Pids(p) => p
+            .into_iter()
+            .find(|e| e.role == role)
+            .map(|e| e.pid)
+            .ok_or(format!("no {role} in ListPids")),
+        other => Err(format!("ListPids answered {other:?}")),
+    }
 }
 
 /// A fake resolver: answers every datagram with its bytes reversed.
@@ -229,9 +259,23 @@ fn veth_uplink_reaches_host_and_vanishes_with_kill_9() {
             return Err("root mode must not return a user namespace".into());
         }
         let link = ready.links.first().cloned().unwrap_or_default();
-        let host_if = link.split_whitespace().next().unwrap_or_default().to_string();
-        let host_v4 = link.split_whitespace().nth(1).and_then(|a| a.split('/').next()).unwrap_or_default().to_string();
-        let host_v6 = link.split_whitespace().nth(2).and_then(|a| a.split('/').next()).unwrap_or_default().to_string();
+        let host_if = link
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let host_v4 = link
+            .split_whitespace()
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .unwrap_or_default()
+            .to_string();
+        let host_v6 = link
+            .split_whitespace()
+            .nth(2)
+            .and_then(|a| a.split('/').next())
+            .unwrap_or_default()
+            .to_string();
         if !host_if.starts_with("pallium") || host_if.len() != 15 {
             return Err(format!("bad link description {link:?}"));
         }
@@ -246,7 +290,11 @@ fn veth_uplink_reaches_host_and_vanishes_with_kill_9() {
         if !rules.contains(&format!("iifname \"{host_if}\" masquerade")) {
             return Err(format!("rule missing: {rules}"));
         }
-        if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default().trim() != "1" {
+        if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .unwrap_or_default()
+            .trim()
+            != "1"
+        {
             return Err("forwarding not enabled".into());
         }
 
@@ -262,9 +310,12 @@ fn veth_uplink_reaches_host_and_vanishes_with_kill_9() {
             Ok(())
         })?;
 
-        sup.send(BrokerRequest::ListPids).map_err(|e| e.to_string())?;
+        sup.send(BrokerRequest::ListPids)
+            .map_err(|e| e.to_string())?;
         match sup.recv().map_err(|e| e.to_string())? {
-            BrokerEvent::Pids(p) if p.iter().any(|e| e.pid == broker.id() as i32 && e.role == "netbroker") => {}
+            BrokerEvent::Pids(p)
+                if p.iter()
+                    .any(|e| e.pid == broker.id() as i32 && e.role == "netbroker") => {}
             other => return Err(format!("ListPids answered {other:?}")),
         }
 
@@ -273,7 +324,9 @@ fn veth_uplink_reaches_host_and_vanishes_with_kill_9() {
         drop(ready);
         wait_gone("veth", || sh(&format!("ip link show {host_if}")).is_ok())?;
         wait_gone("nft table", || {
-            sh("nft list tables").map(|t| t.contains(&table)).unwrap_or(false)
+            sh("nft list tables")
+                .map(|t| t.contains(&table))
+                .unwrap_or(false)
         })?;
         Ok(())
     });
@@ -307,7 +360,8 @@ fn shutdown_restores_forwarding_and_exits_zero() {
         if !matches!(sup.recv(), Ok(BrokerEvent::Failed(_))) {
             return Err("second BuildChain was not refused".into());
         }
-        sup.send(BrokerRequest::Shutdown).map_err(|e| e.to_string())?;
+        sup.send(BrokerRequest::Shutdown)
+            .map_err(|e| e.to_string())?;
         let st = broker.wait().map_err(|e| e.to_string())?;
         if !st.success() {
             return Err(format!("broker exited {st}"));
@@ -339,15 +393,7 @@ fn pasta_uplink_as_root_reaches_host_and_dies_with_broker() {
         let port = greeter("192.0.2.20:0")?;
         let (mut broker, mut sup) = spawn_broker(&dir.join("run"))?;
         let ready = build(&mut sup, Uplink::Pasta)?;
-        sup.send(BrokerRequest::ListPids).map_err(|e| e.to_string())?;
-        let pasta = match sup.recv().map_err(|e| e.to_string())? {
-            BrokerEvent::Pids(p) => p
-                .into_iter()
-                .find(|e| e.role == "hop:pasta")
-                .ok_or("no hop:pasta in ListPids")?
-                .pid,
-            other => return Err(format!("ListPids answered {other:?}")),
-        };
+        let pasta = hop_pid(&mut sup, "hop:pasta")?;
         if ready.resolv_conf != "nameserver 169.254.1.1\n" {
             return Err(format!("resolv_conf {:?}", ready.resolv_conf));
         }
@@ -358,7 +404,237 @@ fn pasta_uplink_as_root_reaches_host_and_dies_with_broker() {
         })?;
         broker.kill().map_err(|e| e.to_string())?;
         broker.wait().map_err(|e| e.to_string())?;
-        wait_gone("pasta", || Path::new(&format!("/proc/{pasta}/exe")).exists())?;
+        wait_gone("pasta", || {
+            Path::new(&format!("/proc/{pasta}/stat")).exists()
+        })?;
+        Ok(())
+    });
+}
+
+/// The unprivileged account the rootless tests run as (created with `useradd`).
+fn test_user() -> Option<(u32, u32)> {
+    let name = std::env::var("PALLIUM_TEST_USER").unwrap_or("pallium-test".into());
+    match nix::unistd::User::from_name(&name) {
+        Ok(Some(u)) => Some((u.uid.as_raw(), u.gid.as_raw())),
+        _ => {
+            eprintln!("skipped: no user {name} (useradd {name}, or set PALLIUM_TEST_USER)");
+            None
+        }
+    }
+}
+
+/// Stage the broker where the test user can execute it and switch to that user.
+fn become_user(uid: u32, gid: u32, dir: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("pallium-netbroker");
+    std::fs::copy(env!("CARGO_BIN_EXE_pallium-netbroker"), &bin).map_err(|e| e.to_string())?;
+    for p in [dir, bin.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+    }
+    nix::unistd::setgroups(&[]).map_err(|e| e.to_string())?;
+    let (g, u) = (
+        nix::unistd::Gid::from_raw(gid),
+        nix::unistd::Uid::from_raw(uid),
+    );
+    nix::unistd::setresgid(g, g, g).map_err(|e| e.to_string())?;
+    nix::unistd::setresuid(u, u, u).map_err(|e| e.to_string())?;
+    Ok(bin)
+}
+
+fn spawn_broker_at(exe: &Path, run_dir: &Path) -> Result<(Child, Sup), String> {
+    let (ours, theirs) = Sup::pair().map_err(|e| e.to_string())?;
+    let raw = theirs.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.env("PALLIUM_RUN_DIR", run_dir).stdin(Stdio::null());
+    // SAFETY: between fork and exec only async-signal-safe dup2/prctl are called.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, 3) != 3 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| e.to_string())?;
+    drop(theirs);
+    let mut ours = ours;
+    ours.handshake("supervisor", "netbroker")
+        .map_err(|e| format!("handshake: {e}"))?;
+    Ok((child, ours))
+}
+
+fn build_rootless(sup: &mut Sup, uid: u32, gid: u32, uplink: Uplink) -> Result<ChainReady, String> {
+    sup.send(BrokerRequest::BuildChain(BuildChain {
+        session_id: format!("nbrootless-{}", std::process::id()),
+        rootless: true,
+        uid,
+        gid,
+        uplink,
+        chain: vec![],
+        routes: None,
+        quiet: true,
+    }))
+    .map_err(|e| e.to_string())?;
+    loop {
+        match sup.recv().map_err(|e| e.to_string())? {
+            BrokerEvent::Progress(_) => {}
+            BrokerEvent::ChainReady(r) => return Ok(r),
+            BrokerEvent::Failed(e) => return Err(e.to_string()),
+            other => return Err(format!("unexpected {other:?}")),
+        }
+    }
+}
+
+/// Host-like setup for pasta: an interface with a default route and a
+/// second address to connect to.
+fn pasta_host() -> Result<PathBuf, String> {
+    let dir = throwaway_host("nameserver 127.0.0.53\n")?;
+    sh(
+        "ip link add up0 type veth peer name up1 && ip link set up1 up \
+        && ip addr add 192.0.2.10/24 dev up0 && ip addr add 192.0.2.20/24 dev up0 \
+        && ip link set up0 up && ip route add default via 192.0.2.1",
+    )?;
+    Ok(dir)
+}
+
+#[test]
+fn rootless_pasta_uplink_with_user_namespace() {
+    rootless_uplink(Uplink::Pasta, "hop:pasta", "169.254.1.1:53");
+}
+
+#[test]
+fn rootless_slirp4netns_uplink_with_user_namespace() {
+    rootless_uplink(Uplink::Slirp4netns, "hop:slirp4netns", "10.0.2.3:53");
+}
+
+fn rootless_uplink(uplink: Uplink, role: &'static str, dns: &'static str) {
+    if !is_root() {
+        return;
+    }
+    let Some((uid, gid)) = test_user() else {
+        return;
+    };
+    in_child(|| {
+        let dir = pasta_host()?;
+        udp_reverser("127.0.0.53:53")?;
+        let port = greeter("192.0.2.20:0")?;
+        std::fs::create_dir_all(dir.join("bin")).map_err(|e| e.to_string())?;
+        let bin = become_user(uid, gid, &dir.join("bin"))?;
+        if std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .is_err()
+        {
+            eprintln!(
+                "skipped: /dev/net/tun not accessible to uid {uid} (chmod 0666 /dev/net/tun)"
+            );
+            return Ok(());
+        }
+        let (mut broker, mut sup) = spawn_broker_at(&bin, &dir.join("run"))?;
+        let ready = build_rootless(&mut sup, uid, gid, uplink)?;
+        let userns = ready
+            .userns
+            .ok_or("rootless mode must return a user namespace")?;
+        let (netns, userns2) = (ready.netns.0, userns.0);
+        let fds = (netns.try_clone().unwrap(), userns2.try_clone().unwrap());
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            in_child(move || {
+                setns(fds.1.as_fd(), CloneFlags::CLONE_NEWUSER)
+                    .map_err(|e| format!("setns user: {e}"))?;
+                setns(fds.0.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("setns net: {e}"))?;
+                tcp_echo(format!("192.0.2.20:{port}").parse().unwrap())?;
+                udp_query(dns)
+            })
+        }));
+        res.map_err(|_| "rootless namespace checks failed".to_string())?;
+        let pasta = hop_pid(&mut sup, role)?;
+        broker.kill().map_err(|e| e.to_string())?;
+        broker.wait().map_err(|e| e.to_string())?;
+        wait_gone("pasta", || {
+            Path::new(&format!("/proc/{pasta}/stat")).exists()
+        })?;
+        Ok(())
+    });
+}
+
+#[test]
+fn rootless_without_tun_access_fails_with_one_clear_line() {
+    if !is_root() {
+        return;
+    }
+    let Some((uid, gid)) = test_user() else {
+        return;
+    };
+    in_child(|| {
+        let dir = pasta_host()?;
+        // Shadow the tun device with a root-only file in our mount namespace.
+        let fake = dir.join("tun");
+        std::fs::write(&fake, "").map_err(|e| e.to_string())?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| e.to_string())?;
+        mount(
+            Some(&fake),
+            "/dev/net/tun",
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind tun: {e}"))?;
+        std::fs::create_dir_all(dir.join("bin")).map_err(|e| e.to_string())?;
+        let bin = become_user(uid, gid, &dir.join("bin"))?;
+        let (mut broker, mut sup) = spawn_broker_at(&bin, &dir.join("run"))?;
+        let err = match build_rootless(&mut sup, uid, gid, Uplink::Pasta) {
+            Ok(_) => return Err("build succeeded without tun access".into()),
+            Err(e) => e,
+        };
+        let want = format!("/dev/net/tun is not accessible to uid {uid} (mode 0600); rootless networking needs it world read-write as Debian ships it: chmod 0666 /dev/net/tun");
+        if !err.ends_with(&want) {
+            return Err(format!("error was {err:?}"));
+        }
+        sup.send(BrokerRequest::Shutdown)
+            .map_err(|e| e.to_string())?;
+        broker.wait().map_err(|e| e.to_string())?;
+        Ok(())
+    });
+}
+
+#[test]
+fn slirp4netns_uplink_as_root() {
+    if !is_root() {
+        return;
+    }
+    if Command::new("slirp4netns")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: slirp4netns not installed");
+        return;
+    }
+    in_child(|| {
+        let dir = pasta_host()?;
+        udp_reverser("127.0.0.53:53")?;
+        let port = greeter("192.0.2.20:0")?;
+        let (mut broker, mut sup) = spawn_broker(&dir.join("run"))?;
+        let ready = build(&mut sup, Uplink::Slirp4netns)?;
+        if ready.resolv_conf != "nameserver 10.0.2.3\n" {
+            return Err(format!("resolv_conf {:?}", ready.resolv_conf));
+        }
+        let slirp = hop_pid(&mut sup, "hop:slirp4netns")?;
+        inside(&ready.netns.0, move || {
+            tcp_echo(format!("192.0.2.20:{port}").parse().unwrap())?;
+            udp_query("10.0.2.3:53")
+        })?;
+        broker.kill().map_err(|e| e.to_string())?;
+        broker.wait().map_err(|e| e.to_string())?;
+        wait_gone("slirp4netns", || {
+            Path::new(&format!("/proc/{slirp}/stat")).exists()
+        })?;
         Ok(())
     });
 }
