@@ -215,7 +215,7 @@ pub fn build(
     let (resolv_conf, link) = match uplink {
         Uplink::Slirp4netns => (
             format!("nameserver {SLIRP_DNS}\n"),
-            format!("slirp4netns ⇄ tap0 10.0.2.100/24 fd00::100/64"),
+            "slirp4netns ⇄ tap0 10.0.2.100/24 fd00::100/64".to_string(),
         ),
         _ => (
             format!("nameserver {PASTA_DNS}\n"),
@@ -285,10 +285,13 @@ fn wait_ready(
                 let n = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(10u8)).unwrap_or(0);
                 n > 0 && nix::unistd::read(fd, &mut [0u8; 1]).unwrap_or(0) == 1
             }
-            None => rtnl
-                .routes(false)
-                .map(|r| r.iter().any(|p| p.len == 0))
-                .unwrap_or(false),
+            // pasta configures addresses and routes itself: ready once a
+            // default route (IPv4 or, on a v6-only host, IPv6) is in place.
+            None => [false, true].into_iter().any(|v6| {
+                rtnl.routes(v6)
+                    .map(|r| r.iter().any(|p| p.len == 0))
+                    .unwrap_or(false)
+            }),
         };
         if ready {
             return Ok(());
