@@ -328,6 +328,17 @@ impl Testbed {
                 ("net/ipv6/conf/all/forwarding", "1"),
             ],
         );
+        // A new namespace copies the root namespace's IPv4 settings
+        // (net.core.devconf_inherit_init_net=0), which another test may have changed: pin the
+        // host's to those of an ordinary machine, so leftovers() compares against known values.
+        write_sysctls(
+            &h,
+            &[
+                ("net/ipv4/ip_forward", "0"),
+                ("net/ipv6/conf/all/forwarding", "0"),
+                ("net/ipv4/conf/all/route_localnet", "0"),
+            ],
+        );
         cmd::ip_batch(
             None,
             &format!(

@@ -218,3 +218,23 @@ fn cleanup_stale_removes_what_a_dead_test_process_left() {
     assert!(removed.contains(&format!("netns {netns}")), "{removed:?}");
     assert!(!Path::new("/run/netns").join(&netns).exists());
 }
+
+#[test]
+fn global_leftovers_sees_a_pallium_netns() {
+    skip_unless_root!();
+    // Exclusive: no other testbed (so no pallium under test) runs meanwhile.
+    let _tb = Testbed::builder("global_leftovers").exclusive().build();
+    let name = format!("pallium-t{}", std::process::id());
+    let ip = |verb: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", verb, &name])
+            .output()
+            .expect("ip netns");
+        assert!(out.status.success(), "{out:?}");
+    };
+    ip("add");
+    let found = pallium_tests::leftovers();
+    ip("del");
+    assert!(found.contains(&format!("netns {name}")), "{found:?}");
+    assert!(!pallium_tests::leftovers().contains(&format!("netns {name}")));
+}
