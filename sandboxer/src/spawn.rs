@@ -145,6 +145,7 @@ enum Stage {
     Stdio,
     Tty,
     UserNs,
+    IdMaps,
     Caps,
     Signals,
     Exec,
@@ -157,6 +158,7 @@ impl Stage {
             Stage::Stdio,
             Stage::Tty,
             Stage::UserNs,
+            Stage::IdMaps,
             Stage::Caps,
             Stage::Signals,
         ]
@@ -170,7 +172,8 @@ impl Stage {
             Stage::Setsid => "setsid",
             Stage::Stdio => "set up stdin/stdout/stderr",
             Stage::Tty => "acquire the controlling terminal",
-            Stage::UserNs => "map back to the caller's uid",
+            Stage::UserNs => "create the application's user namespace",
+            Stage::IdMaps => "map back to the caller's uid and gid",
             Stage::Caps => "drop capabilities",
             Stage::Signals => "reset signal handling",
             Stage::Exec => "exec",
@@ -205,7 +208,7 @@ fn child(
             sys::set_controlling_tty(std::io::stdin().as_fd()).map_err(at(Stage::Tty))?;
         }
         if let Some((uid, gid)) = map_back {
-            map_back_real(uid, gid).map_err(at(Stage::UserNs))?;
+            map_back_real(uid, gid)?;
         }
         drop_to(Role::App).map_err(|_| (Stage::Caps, Errno::EPERM))?;
         let cwd = req.cwd.as_deref().unwrap_or("/");
@@ -240,10 +243,19 @@ fn exec_path(candidates: &[CString], argv: &[CString], env: &[CString]) -> Errno
 /// The original's `map_back_real`: a user namespace of our own in which the
 /// caller's uid/gid map to the sandbox's root, so the command runs as the
 /// caller and cannot touch the sandbox's mounts or network.
-fn map_back_real(uid: u32, gid: u32) -> Result<(), Errno> {
-    unshare(CloneFlags::CLONE_NEWUSER)?;
+///
+/// Mapping the parent's uid 0 needs CAP_SETFCAP when the namespace is
+/// created (kernel `verify_root_map`), hence that capability in the
+/// sandboxer's policy.
+fn map_back_real(uid: u32, gid: u32) -> Result<(), (Stage, Errno)> {
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| (Stage::UserNs, e))?;
     let write = |file: &str, s: String| {
-        std::fs::write(file, s).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+        std::fs::write(file, s).map_err(|e| {
+            (
+                Stage::IdMaps,
+                Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+            )
+        })
     };
     write("/proc/self/setgroups", "deny".into())?;
     write("/proc/self/uid_map", format!("{uid} 0 1"))?;

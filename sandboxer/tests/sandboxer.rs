@@ -12,6 +12,7 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::socket::{setsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
 use nix::sys::time::TimeVal;
 use proto::broker::ProcEntry;
+use proto::policy::{Cap, Role};
 use proto::sandbox::{ExitStatus, SandboxEvent, SandboxRequest, Setup, Spawn};
 use proto::{Channel, Fd};
 
@@ -327,5 +328,121 @@ fn eof_on_the_channel_ends_the_sandbox() {
     let init = sb.setup(new_netns(), None, 0, 0);
     nix::sys::socket::shutdown(sb.chan.fd().as_raw_fd(), nix::sys::socket::Shutdown::Both).unwrap();
     assert!(sb.proc.wait().unwrap().success());
+    assert!(!Path::new(&format!("/proc/{init}")).exists());
+}
+
+/// An unprivileged user for the rootless test, created once.
+fn test_user() -> (u32, u32) {
+    const NAME: &str = "pallium-sbxtest";
+    let id = |flag| {
+        let out = Command::new("id").args([flag, NAME]).output().unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .ok()
+    };
+    if id("-u").is_none() {
+        let st = Command::new("useradd")
+            .args(["-M", "-s", "/usr/sbin/nologin", NAME])
+            .status()
+            .unwrap();
+        assert!(st.success() || id("-u").is_some(), "useradd failed");
+    }
+    (id("-u").unwrap(), id("-g").unwrap())
+}
+
+/// The user and network namespaces a rootless netbroker would hand over:
+/// owned by `uid`, mapping it to 0.
+fn user_owned_namespaces(uid: u32, gid: u32) -> (OwnedFd, OwnedFd) {
+    let mut holder = Command::new("setpriv")
+        .args([
+            "--reuid",
+            &uid.to_string(),
+            "--regid",
+            &gid.to_string(),
+            "--clear-groups",
+        ])
+        .args(["--", "unshare", "--user", "--net", "sleep", "600"])
+        .spawn()
+        .unwrap();
+    let pid = holder.id();
+    let ours = std::fs::read_link("/proc/self/ns/user").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(format!("/proc/{pid}/ns/user"))
+        .ok()
+        .as_ref()
+        == Some(&ours)
+    {
+        assert!(Instant::now() < deadline, "unshare did not happen");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::write(format!("/proc/{pid}/setgroups"), "deny").unwrap();
+    std::fs::write(format!("/proc/{pid}/uid_map"), format!("0 {uid} 1")).unwrap();
+    std::fs::write(format!("/proc/{pid}/gid_map"), format!("0 {gid} 1")).unwrap();
+    let open =
+        |ns: &str| OwnedFd::from(std::fs::File::open(format!("/proc/{pid}/ns/{ns}")).unwrap());
+    let fds = (open("user"), open("net"));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    fds
+}
+
+#[test]
+fn rootless_app_runs_as_the_callers_uid() {
+    if !root() {
+        return;
+    }
+    if !proto::policy::allowed(Role::Sandboxer).contains(&Cap::Setfcap) {
+        // The kernel lets a new user namespace map the parent's uid 0 only if
+        // its creator held CAP_SETFCAP: the sandboxer's policy must allow it.
+        eprintln!("skipping: rootless map-back needs CAP_SETFCAP in the sandboxer's policy");
+        return;
+    }
+    let (uid, gid) = test_user();
+    // /root is not searchable by the test user: run a staged copy.
+    let dir = std::env::temp_dir().join(format!("pallium-test-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("pallium-sandboxer");
+    std::fs::copy(BIN, &bin).unwrap();
+    let (userns, netns) = user_owned_namespaces(uid, gid);
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        &uid.to_string(),
+        "--regid",
+        &gid.to_string(),
+        "--init-groups",
+        "--",
+    ])
+    .arg(&bin);
+    let mut sb = Sandboxer::start(cmd);
+    let init = sb.setup(netns, Some(userns), uid, gid);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (status, out) = sb.run(
+        1,
+        "id -u; id -g; hostname; cat /etc/resolv.conf; ls /sys/class/net; echo $$",
+    );
+    assert_eq!(status, ExitStatus::Code(0), "{out}");
+    let expected = format!("{uid}\n{gid}\npallium\n{RESOLV}lo\n");
+    assert!(out.starts_with(&expected), "{out}");
+    let (_, r) = sb.spawn_sh(2, "id -u", true).unwrap();
+    let mut root_out = String::new();
+    std::fs::File::from(r)
+        .read_to_string(&mut root_out)
+        .unwrap();
+    assert_eq!(sb.exited(2), ExitStatus::Code(0));
+    assert_eq!(
+        root_out, "0\n",
+        "--root stays uid 0 in the session's user namespace"
+    );
+    let sandboxer_uid = std::fs::read_to_string(format!("/proc/{}/status", sb.proc.id())).unwrap();
+    assert!(
+        sandboxer_uid
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains(&uid.to_string())),
+        "the sandboxer runs as the user"
+    );
+    assert!(sb.shutdown().success());
     assert!(!Path::new(&format!("/proc/{init}")).exists());
 }
