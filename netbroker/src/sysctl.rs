@@ -177,11 +177,15 @@ pub fn any_session_alive(run_dir: &Path, except: Option<&Path>) -> bool {
 /// The lock file of session `session_id` ("<profile id>-<index>"), as the
 /// supervisor lays it out: `<run_dir>/<profile id>/session_<index>/lock`.
 pub fn session_lock_path(run_dir: &Path, session_id: &str) -> Option<PathBuf> {
-    let (profile, index) = session_id.rsplit_once('-')?;
-    let index: u32 = index.parse().ok()?;
+    // The supervisor's session id is "<profile id>-<index>-<nonce>"; its lock
+    // is <run>/profile_<profile id>/session_<index>/lock.
+    let mut parts = session_id.rsplitn(3, '-');
+    let _nonce = parts.next()?;
+    let index: u32 = parts.next()?.parse().ok()?;
+    let profile = parts.next()?;
     Some(
         run_dir
-            .join(profile)
+            .join(format!("profile_{profile}"))
             .join(format!("session_{index}"))
             .join("lock"),
     )
@@ -280,7 +284,7 @@ mod tests {
         let run = d.join("run");
         let lock = NetLock::acquire(&run).unwrap();
         enable_forwarding(&lock, &proc_sys).unwrap();
-        let other = session_lock_path(&run, "web-1").unwrap();
+        let other = session_lock_path(&run, "web-1-77").unwrap();
         fs::create_dir_all(other.parent().unwrap()).unwrap();
         let held = Flock::lock(File::create(&other).unwrap(), FlockArg::LockExclusive).unwrap();
         assert!(!restore_if_idle(&lock, &proc_sys, None).unwrap());
@@ -296,8 +300,12 @@ mod tests {
 
     #[test]
     fn session_lock_path_splits_at_last_dash() {
-        let p = session_lock_path(Path::new("/run/pallium"), "my-profile-3").unwrap();
-        assert_eq!(p, Path::new("/run/pallium/my-profile/session_3/lock"));
+        let p = session_lock_path(Path::new("/run/pallium"), "my-profile-3-4242").unwrap();
+        assert_eq!(
+            p,
+            Path::new("/run/pallium/profile_my-profile/session_3/lock")
+        );
         assert!(session_lock_path(Path::new("/r"), "noindex").is_none());
+        assert!(session_lock_path(Path::new("/r"), "p-x-1").is_none());
     }
 }

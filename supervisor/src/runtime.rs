@@ -118,6 +118,51 @@ pub(crate) fn collect_garbage(run: &Path) {
         }
         let _ = fs::remove_dir(&pdir); // only succeeds when empty
     }
+    restore_forwarding_if_idle(run);
+}
+
+/// The sysctls the netbroker may have switched on for the host, and only these.
+const FORWARDING: [&str; 2] = ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"];
+
+/// Mirror of the netbroker's restore (netbroker/src/sysctl.rs) for a broker
+/// that was killed before it could restore: when no session is alive, write
+/// back the values recorded in `sysctl.saved` and remove the record. Runs in
+/// the namespace pallium was started in, as the broker's host side did.
+fn restore_forwarding_if_idle(run: &Path) {
+    let saved = run.join("sysctl.saved");
+    if !saved.exists() || !nix::unistd::getuid().is_root() {
+        return;
+    }
+    let Ok(lock) = open_lock(&run.join("net.lock")) else {
+        return;
+    };
+    let Ok(_guard) = lock_exclusive(lock) else {
+        return;
+    };
+    if any_session_alive(run) {
+        return;
+    }
+    let Ok(text) = fs::read_to_string(&saved) else {
+        return;
+    };
+    for line in text.lines() {
+        if let Some((key, value)) = line.split_once(' ') {
+            if FORWARDING.contains(&key) && matches!(value, "0" | "1") {
+                let _ = fs::write(Path::new("/proc/sys").join(key), format!("{value}\n"));
+            }
+        }
+    }
+    let _ = fs::remove_file(&saved);
+}
+
+fn any_session_alive(run: &Path) -> bool {
+    fs::read_dir(run).into_iter().flatten().flatten().any(|p| {
+        fs::read_dir(p.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|s| session_alive(&s.path()))
+    })
 }
 
 #[cfg(test)]

@@ -192,16 +192,18 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn session_id(plan: &Plan) -> String {
-    let id = plan
-        .session
-        .dir
-        .parent()
-        .and_then(|p| p.file_name())
-        .map(|n| n.to_string_lossy().into_owned());
+    let dir = plan.session.dir.parent().and_then(|p| p.file_name());
+    let id = dir
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // "<profile id>-<index>-<nonce>": the pid keeps link names unique even
+    // while the kernel still tears down a previous session's namespace
+    // (asynchronously); the netbroker derives our lock path from the rest.
     format!(
-        "{}-{}",
-        id.unwrap_or_default().trim_start_matches("profile_"),
-        plan.session.index
+        "{}-{}-{}",
+        id.trim_start_matches("profile_"),
+        plan.session.index,
+        std::process::id()
     )
 }
 
