@@ -61,9 +61,11 @@ pub fn allowed(role: Role) -> &'static [Cap] {
         Role::Netbroker => &[NetAdmin, SysAdmin, NetRaw, Setuid, Setgid, NetBindService],
         // Mounts and pivot_root (SYS_ADMIN, SYS_CHROOT), virtual users
         // (SETUID/SETGID/CHOWN), reading the caller's files for binds
-        // (DAC_OVERRIDE), and emptying the application's bounding set (SETPCAP).
+        // (DAC_OVERRIDE), emptying the application's bounding set (SETPCAP),
+        // and, rootless, mapping the application back to the caller's uid (a
+        // uid_map that maps the parent namespace's root needs SETFCAP).
         // Never NET_ADMIN: the sandbox cannot touch the network.
-        Role::Sandboxer | Role::Init => &[
+        Role::Sandboxer => &[
             SysAdmin,
             Setuid,
             Setgid,
@@ -71,7 +73,10 @@ pub fn allowed(role: Role) -> &'static [Cap] {
             Chown,
             DacOverride,
             Setpcap,
+            Setfcap,
         ],
+        // The sandbox's PID 1 mounts /proc, then only reaps: nothing.
+        Role::Init => &[],
         Role::App => &[],
         // Hop daemons run unprivileged (tor drops to its user; pasta is unprivileged).
         Role::Hop => &[],

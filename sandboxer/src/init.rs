@@ -44,10 +44,11 @@ pub fn run(proc_target: &Path, report: OwnedFd) -> ! {
 fn prepare(proc_target: &Path) -> Result<(), String> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("set parent-death signal: {e}"))?;
-    drop_to(Role::Init).map_err(|e| e.to_string())?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("proc"), proc_target, Some("proc"), flags, None::<&str>)
-        .map_err(|e| format!("mount proc at {}: {e}", proc_target.display()))
+        .map_err(|e| format!("mount proc at {}: {e}", proc_target.display()))?;
+    // From here on the init only reaps: it keeps no capability at all.
+    drop_to(Role::Init).map_err(|e| e.to_string())
 }
 
 /// Reap every child (orphans are re-parented to us); sleep on a blocked

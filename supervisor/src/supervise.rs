@@ -368,9 +368,13 @@ impl Loop<'_> {
             .recv()
             .map_err(|e| anyhow!("the sandboxer ended ({e}); the session is torn down"))?;
         match ev {
-            SandboxEvent::Spawned { id, pid } => self.to_client(id, ControlEvent::Started { pid }),
+            SandboxEvent::Spawned { id, pid } => {
+                self.tell_client(id, ControlEvent::Started { pid })
+            }
             SandboxEvent::Exited { id: 0, status } => return Ok(Next::Exit(status.as_code())),
-            SandboxEvent::Exited { id, status } => self.to_client(id, ControlEvent::Exited(status)),
+            SandboxEvent::Exited { id, status } => {
+                self.tell_client(id, ControlEvent::Exited(status))
+            }
             SandboxEvent::Failed { id: Some(0), error } => {
                 eprintln!("pallium: {}", error.chain.join(": "));
                 return Ok(Next::Exit(exit_code_for_spawn_error(&error)));
@@ -378,7 +382,7 @@ impl Loop<'_> {
             SandboxEvent::Failed {
                 id: Some(id),
                 error,
-            } => self.to_client(id, ControlEvent::Failed(error)),
+            } => self.tell_client(id, ControlEvent::Failed(error)),
             SandboxEvent::Failed { id: None, error } => bail!("{error}"),
             SandboxEvent::Pids(p) => self.audit_part(p),
             SandboxEvent::Ready { .. } => bail!("sandboxer sent Ready twice"),
@@ -386,7 +390,7 @@ impl Loop<'_> {
         Ok(Next::Continue)
     }
 
-    fn to_client(&mut self, id: u32, ev: ControlEvent) {
+    fn tell_client(&self, id: u32, ev: ControlEvent) {
         if let Some((_, c)) = self.clients.iter().find(|(_, c)| c.exec_id == Some(id)) {
             let _ = c.chan.send(ev);
         }
