@@ -1,6 +1,9 @@
 //! IP forwarding in the host namespace for root-mode veth links: switched on
-//! only if off, the original values recorded in `/run/pallium/sysctl.saved`,
-//! and restored once no pallium session is alive any more.
+//! only if off, the original values recorded in
+//! `/run/pallium/sysctl.<netns inode>.saved`, and restored once no pallium
+//! session started in that network namespace is alive any more (sysctls are
+//! per network namespace; each session directory records its namespace in a
+//! `netns` file).
 //!
 //! Protocol shared with the supervisor's garbage collector (which may call the
 //! same logic, see [`restore_if_idle`]): all reads and writes of the sysctls
@@ -57,6 +60,8 @@ pub enum SysctlError {
 pub struct NetLock {
     _lock: Flock<File>,
     run_dir: PathBuf,
+    /// Inode of the calling thread's network namespace: the sysctls' scope.
+    scope: u64,
 }
 
 impl NetLock {
@@ -88,11 +93,12 @@ impl NetLock {
         Ok(NetLock {
             _lock: lock,
             run_dir: run_dir.into(),
+            scope: current_netns(),
         })
     }
 
     fn saved_path(&self) -> PathBuf {
-        self.run_dir.join("sysctl.saved")
+        self.run_dir.join(format!("sysctl.{}.saved", self.scope))
     }
 }
 
@@ -122,14 +128,14 @@ pub fn enable_forwarding(lock: &NetLock, proc_sys: &Path) -> Result<(), SysctlEr
 /// and remove the record. Returns whether it restored. Call under [`NetLock`].
 ///
 /// The supervisor's garbage collector mirrors this: take `net.lock`, check
-/// [`any_session_alive`], write each `key value` line of `sysctl.saved` to
+/// [`any_session_alive`], write each `key value` line of `sysctl.<netns>.saved` to
 /// `/proc/sys/<key>` in the host namespace, delete the file.
 pub fn restore_if_idle(
     lock: &NetLock,
     proc_sys: &Path,
     own_lock: Option<&Path>,
 ) -> Result<bool, SysctlError> {
-    if any_session_alive(&lock.run_dir, own_lock) {
+    if any_session_alive(&lock.run_dir, own_lock, lock.scope) {
         return Ok(false);
     }
     let saved_path = lock.saved_path();
@@ -150,9 +156,19 @@ pub fn restore_if_idle(
     }
 }
 
+/// Inode of the calling thread's network namespace (0 if unknown).
+pub fn current_netns() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/thread-self/ns/net")
+        .map(|m| m.ino())
+        .unwrap_or(0)
+}
+
 /// Whether any `lock` file below `run_dir` (other than `except`) is flocked
-/// by someone: that is a live session.
-pub fn any_session_alive(run_dir: &Path, except: Option<&Path>) -> bool {
+/// by someone and belongs to a session started in network namespace `scope`
+/// (a session directory without a `netns` record counts, to be safe): that
+/// is a live session using these sysctls.
+pub fn any_session_alive(run_dir: &Path, except: Option<&Path>, scope: u64) -> bool {
     let mut stack = vec![run_dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = fs::read_dir(&dir) else {
@@ -164,6 +180,10 @@ pub fn any_session_alive(run_dir: &Path, except: Option<&Path>) -> bool {
             if ft.is_dir() {
                 stack.push(path);
             } else if ft.is_file() && e.file_name() == "lock" && Some(path.as_path()) != except {
+                let recorded = fs::read_to_string(dir.join("netns")).ok();
+                if recorded.is_some_and(|r| r.trim() != scope.to_string()) {
+                    continue;
+                }
                 let Ok(f) = File::open(&path) else { continue };
                 if Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err() {
                     return true;
@@ -262,18 +282,24 @@ mod tests {
         enable_forwarding(&lock, &proc_sys).unwrap();
         let v4 = proc_sys.join(FORWARDING[0]);
         assert_eq!(fs::read_to_string(&v4).unwrap(), "1\n");
-        let saved = fs::read_to_string(run.join("sysctl.saved")).unwrap();
+        let saved =
+            fs::read_to_string(run.join(format!("sysctl.{}.saved", current_netns()))).unwrap();
         assert_eq!(saved, "net/ipv4/ip_forward 0\n");
         // A second session finds it on and records nothing new.
         enable_forwarding(&lock, &proc_sys).unwrap();
-        assert_eq!(fs::read_to_string(run.join("sysctl.saved")).unwrap(), saved);
+        assert_eq!(
+            fs::read_to_string(run.join(format!("sysctl.{}.saved", current_netns()))).unwrap(),
+            saved
+        );
         assert!(restore_if_idle(&lock, &proc_sys, None).unwrap());
         assert_eq!(fs::read_to_string(&v4).unwrap(), "0\n");
         assert_eq!(
             fs::read_to_string(proc_sys.join(FORWARDING[1])).unwrap(),
             "1\n"
         );
-        assert!(!run.join("sysctl.saved").exists());
+        assert!(!run
+            .join(format!("sysctl.{}.saved", current_netns()))
+            .exists());
         let _ = fs::remove_dir_all(&d);
     }
 

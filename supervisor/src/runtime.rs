@@ -124,12 +124,20 @@ pub(crate) fn collect_garbage(run: &Path) {
 /// The sysctls the netbroker may have switched on for the host, and only these.
 const FORWARDING: [&str; 2] = ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"];
 
+/// Inode of our network namespace: the scope of the forwarding sysctls.
+pub(crate) fn current_netns() -> u64 {
+    fs::metadata("/proc/thread-self/ns/net")
+        .map(|m| m.ino())
+        .unwrap_or(0)
+}
+
 /// Mirror of the netbroker's restore (netbroker/src/sysctl.rs) for a broker
-/// that was killed before it could restore: when no session is alive, write
-/// back the values recorded in `sysctl.saved` and remove the record. Runs in
-/// the namespace pallium was started in, as the broker's host side did.
+/// that was killed before it could restore: when no session started in our
+/// network namespace is alive, write back the values recorded in
+/// `sysctl.<netns>.saved` and remove the record.
 fn restore_forwarding_if_idle(run: &Path) {
-    let saved = run.join("sysctl.saved");
+    let scope = current_netns();
+    let saved = run.join(format!("sysctl.{scope}.saved"));
     if !saved.exists() || !nix::unistd::getuid().is_root() {
         return;
     }
@@ -139,7 +147,7 @@ fn restore_forwarding_if_idle(run: &Path) {
     let Ok(_guard) = lock_exclusive(lock) else {
         return;
     };
-    if any_session_alive(run) {
+    if any_session_alive(run, scope) {
         return;
     }
     let Ok(text) = fs::read_to_string(&saved) else {
@@ -155,40 +163,17 @@ fn restore_forwarding_if_idle(run: &Path) {
     let _ = fs::remove_file(&saved);
 }
 
-fn any_session_alive(run: &Path) -> bool {
+/// A live session started in network namespace `scope` (one without a
+/// `netns` record counts, to be safe).
+fn any_session_alive(run: &Path, scope: u64) -> bool {
     fs::read_dir(run).into_iter().flatten().flatten().any(|p| {
         fs::read_dir(p.path())
             .into_iter()
             .flatten()
             .flatten()
-            .any(|s| session_alive(&s.path()))
+            .any(|s| {
+                let recorded = fs::read_to_string(s.path().join("netns")).ok();
+                recorded.is_none_or(|r| r.trim() == scope.to_string()) && session_alive(&s.path())
+            })
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn profile_id_is_stable_and_distinct() {
-        assert_eq!(profile_id("file:///a.json"), profile_id("file:///a.json"));
-        assert_ne!(profile_id("file:///a.json"), profile_id("file:///b.json"));
-        assert_eq!(profile_id("x").len(), 16);
-    }
-
-    #[test]
-    fn garbage_collection_removes_only_dead_sessions() {
-        let run = std::env::temp_dir().join(format!("pallium-gc-test-{}", std::process::id()));
-        let live = run.join("profile_a/session_0");
-        let _ = fs::remove_dir_all(&run);
-        let dead = run.join("profile_a/session_1");
-        fs::create_dir_all(&live).unwrap();
-        fs::create_dir_all(&dead).unwrap();
-        let _held = lock_exclusive(open_lock(&live.join("lock")).unwrap()).unwrap();
-        File::create(dead.join("lock")).unwrap();
-        collect_garbage(&run);
-        assert!(live.exists());
-        assert!(!dead.exists());
-        fs::remove_dir_all(&run).unwrap();
-    }
 }

@@ -86,6 +86,10 @@ pub(crate) fn create(pseudo_path: &str, new_session: bool) -> Result<OwnedSessio
         }
         let lock = runtime::try_lock(runtime::open_lock(&dir.join("lock"))?)?
             .context("session lock taken by another process")?;
+        // The network namespace we run in: the scope of host sysctls the
+        // netbroker may change for this session.
+        fs::write(dir.join("netns"), runtime::current_netns().to_string())
+            .context("writing the session's netns record")?;
         return Ok(OwnedSession {
             index,
             dir,
