@@ -10,6 +10,7 @@ pub mod dns;
 pub mod names;
 pub mod netns;
 pub mod nft;
+pub mod orphan;
 pub mod pool;
 pub mod root;
 pub mod rootless;
@@ -40,6 +41,10 @@ pub enum Error {
 /// The whole program after logging is set up.
 pub fn run() -> Result<(), Error> {
     drop_to(Role::Netbroker)?;
+    // Our parent-death signal is SIGTERM, and we ignore it: the supervisor's
+    // death also closes our channel, and on that EOF we tear down and restore
+    // the host's sysctls, which a SIGKILL would leave changed.
+    sys::ignore_sigterm();
     let sock = sys::take_channel_fd().map_err(Error::Channel)?;
     let mut chan = Channel::<BrokerEvent, BrokerRequest>::new(sock);
     chan.handshake("netbroker", "supervisor")

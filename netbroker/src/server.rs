@@ -41,17 +41,23 @@ pub fn serve(
     paths: &HostPaths,
 ) -> Result<(), ServeError> {
     let mut state = State::Configured;
+    let mut session_dir = None;
+    let mut orphaned = false;
     let result = loop {
         let req = match chan.recv() {
             Ok(r) => r,
             Err(WireError::Closed) => {
                 tracing::info!("supervisor closed the channel");
+                orphaned = true;
                 break Ok(());
             }
             Err(e) => break Err(e.into()),
         };
         let step = match req {
-            BrokerRequest::BuildChain(b) => handle_build_chain(chan, &mut state, b, paths),
+            BrokerRequest::BuildChain(b) => {
+                session_dir = b.session_dir.clone().map(std::path::PathBuf::from);
+                handle_build_chain(chan, &mut state, b, paths)
+            }
             BrokerRequest::ListPids => handle_list_pids(chan, &state),
             BrokerRequest::Shutdown => break Ok(()),
         };
@@ -60,6 +66,9 @@ pub fn serve(
         }
     };
     teardown(state, paths);
+    if let (true, Some(dir)) = (orphaned, session_dir) {
+        crate::orphan::remove_dead_session(&dir);
+    }
     result
 }
 

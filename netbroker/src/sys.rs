@@ -89,3 +89,10 @@ pub fn owned_from_received(fd: RawFd) -> OwnedFd {
     // nothing else in the process refers to it, so it has exactly one owner.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
+
+/// Ignore SIGTERM (our parent-death signal; see `run`).
+pub fn ignore_sigterm() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_IGN installs no handler, so no code runs in signal context.
+    let _ = unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) };
+}

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result};
+use nix::sys::signal::Signal;
 use serde::{de::DeserializeOwned, Serialize};
 
 use proto::Channel;
@@ -40,7 +41,14 @@ pub(crate) fn spawn<S: Serialize, R: DeserializeOwned>(name: &str) -> Result<Hel
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    crate::sys::prepare_helper(&mut cmd, theirs.as_raw_fd());
+    // The netbroker ends on our channel's EOF (it restores host sysctls
+    // first), so its death signal is one it ignores; everything else dies.
+    let death = if name == "pallium-netbroker" {
+        Signal::SIGTERM
+    } else {
+        Signal::SIGKILL
+    };
+    crate::sys::prepare_helper(&mut cmd, theirs.as_raw_fd(), death);
     let child = cmd
         .spawn()
         .with_context(|| format!("cannot start {}", path.display()))?;

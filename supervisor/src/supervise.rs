@@ -101,6 +101,7 @@ fn run_with(
         chain: profile.network.chain.clone(),
         routes: None,
         quiet: plan.quiet,
+        session_dir: Some(plan.session.dir.display().to_string()),
     }))?;
     let chain = wait_chain(broker, plan.quiet)?;
     let hostname = profile.sandbox.hostname.clone();

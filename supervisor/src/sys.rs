@@ -9,20 +9,23 @@ use std::process::Command;
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
-/// Make `cmd`'s child receive `channel` as fd 3, die with us (SIGKILL), and
-/// start with no blocked signals (we block some for our signalfd).
-pub(crate) fn prepare_helper(cmd: &mut Command, channel: RawFd) {
+/// Make `cmd`'s child receive `channel` as fd 3, get `death_signal` when we
+/// die, run in its own process group (so a Ctrl-C meant for the command does
+/// not hit it), and start with no blocked signals (we block some for our
+/// signalfd).
+pub(crate) fn prepare_helper(cmd: &mut Command, channel: RawFd, death_signal: Signal) {
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and only calls
     // async-signal-safe functions (prctl, getppid, kill, sigprocmask, dup2);
-    // it allocates nothing.
+    // it allocates nothing. `death_signal` is copied in.
     unsafe {
         cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-            // We may have died between fork and prctl: then nobody would kill us.
+            nix::sys::prctl::set_pdeathsig(death_signal)?;
+            // We may have died between fork and prctl: then nobody would signal.
             if nix::unistd::getppid() != parent {
-                let _ = nix::sys::signal::raise(Signal::SIGKILL);
+                let _ = nix::sys::signal::raise(death_signal);
             }
+            nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
             if libc::dup2(channel, 3) < 0 {
                 return Err(std::io::Error::last_os_error());

@@ -59,3 +59,34 @@ pub(crate) fn run(args: &[&str]) -> Output {
         .output()
         .expect("run pallium")
 }
+
+/// Run `pallium ARGS` here with `stdin` piped in.
+pub(crate) fn run_with_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(pallium())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn pallium");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The supervisor's profile id for a profile file (FNV-1a of its pseudo path),
+/// which names its directory under the runtime dir.
+pub(crate) fn profile_dir_name(path: &std::path::Path) -> String {
+    let pseudo = format!("file://{}", path.display());
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in pseudo.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("profile_{h:016x}")
+}

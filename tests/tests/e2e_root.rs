@@ -1,0 +1,450 @@
+//! End to end, as root, on the fake internet: `pallium` started inside the
+//! testbed's host namespace reaches the web host through its own namespace,
+//! names resolve through the host's resolvers, sessions work, and nothing is
+//! left behind — also when a pallium process is killed with SIGKILL.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{pallium, profile_dir_name, profile_file, text};
+use pallium_tests::{skip_unless_root, Resolver, Testbed, WEB4_NAME, WEB6_NAME};
+
+fn p() -> String {
+    pallium().display().to_string()
+}
+
+fn out(mut c: Command) -> Output {
+    c.stdin(Stdio::null()).output().expect("run")
+}
+
+/// `pallium ARGS` in the testbed's host namespace.
+fn pal(tb: &Testbed, args: &[&str]) -> Command {
+    let mut argv = vec![p()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    tb.host_exec(argv)
+}
+
+/// Poll until the testbed's host namespace is as it was (the kernel removes
+/// a dead namespace's links asynchronously); the findings if it never is.
+fn wait_clean(tb: &Testbed) -> Vec<String> {
+    wait_clean_except(tb, |_| false)
+}
+
+/// Like [`wait_clean`], but returns as soon as only `allowed` findings remain.
+fn wait_clean_except(tb: &Testbed, allowed: fn(&String) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = tb.leftovers();
+        if left.iter().all(allowed) || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Wait until `pallium exec PROFILE -- true` works in session `index`.
+fn wait_session(tb: &Testbed, profile: &str, index: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if out(pal(tb, &["exec", "-s", index, profile, "--", "true"]))
+            .status
+            .success()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    panic!("session {index} of {profile} never became ready");
+}
+
+fn spawn_run(tb: &Testbed, args: &[&str]) -> Child {
+    pal(tb, args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn run")
+}
+
+#[test]
+fn exec_reaches_the_web_host_by_name_over_ipv4_and_ipv6() {
+    skip_unless_root!();
+    let tb = Testbed::new("e2eweb");
+    let url4 = format!("http://{WEB4_NAME}/");
+    let url6 = format!("http://{WEB6_NAME}/");
+    let script = format!("curl -sS -4 --max-time 5 {url4}; echo; curl -sS -6 --max-time 5 {url6}");
+    let o = out(pal(
+        &tb,
+        &["exec", "--one-shot", "default", "--", "sh", "-c", &script],
+    ));
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
+    // Masqueraded: the web host sees the host namespace's addresses.
+    assert_eq!(
+        lines,
+        [tb.host_v4().to_string(), tb.host_v6().to_string()],
+        "{stderr}"
+    );
+    // The names were resolved through the host's resolver, from the host's address.
+    let q = tb.dns_queries();
+    assert!(
+        q.iter()
+            .any(|q| q.name == WEB4_NAME && q.client == std::net::IpAddr::V4(tb.host_v4())),
+        "{q:?}"
+    );
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
+#[test]
+fn a_loopback_resolver_on_the_host_is_relayed() {
+    skip_unless_root!();
+    let tb = Testbed::builder("e2estub")
+        .resolver(Resolver::Loopback)
+        .build();
+    let url = format!("http://{WEB4_NAME}/");
+    let o = out(pal(
+        &tb,
+        &[
+            "exec",
+            "--one-shot",
+            "default",
+            "--",
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            &url,
+        ],
+    ));
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), tb.host_v4().to_string());
+    assert!(
+        tb.stub_queries().iter().any(|q| q.name == WEB4_NAME),
+        "{:?}",
+        tb.stub_queries()
+    );
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
+#[test]
+fn exit_codes_stdin_and_the_sandbox_basics() {
+    skip_unless_root!();
+    let tb = Testbed::new("e2ecodes");
+    let code = |args: &[&str]| out(pal(&tb, args)).status.code();
+    assert_eq!(
+        code(&["exec", "--one-shot", "default", "--", "sh", "-c", "exit 7"]),
+        Some(7)
+    );
+    assert_eq!(
+        code(&[
+            "exec",
+            "--one-shot",
+            "default",
+            "--",
+            "sh",
+            "-c",
+            "kill -9 $$"
+        ]),
+        Some(137)
+    );
+    assert_eq!(
+        code(&["exec", "--one-shot", "default", "--", "no-such-command-xyz"]),
+        Some(127)
+    );
+    // stdin is piped through untouched.
+    let mut c = pal(
+        &tb,
+        &[
+            "exec",
+            "--one-shot",
+            "default",
+            "--",
+            "sh",
+            "-c",
+            "tr a-z A-Z; echo $$; hostname; ls /sys/class/net",
+        ],
+    );
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "HELLO");
+    assert!(
+        lines[1].parse::<u32>().unwrap() < 10,
+        "own PID namespace: {stdout}"
+    );
+    assert_eq!(lines[2], "pallium");
+    assert_eq!(
+        &lines[3..],
+        ["eth0", "lo"],
+        "own network namespace: {stdout}"
+    );
+    // An inline profile's hostname.
+    let o = out(pal(
+        &tb,
+        &[
+            "exec",
+            r#"{"sandbox": {"hostname": "box"}}"#,
+            "--",
+            "hostname",
+        ],
+    ));
+    assert_eq!(text(&o).0.trim(), "box");
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
+#[test]
+fn run_exec_list_stop_and_two_concurrent_sessions() {
+    skip_unless_root!();
+    let tb = Testbed::new("e2esess");
+    let prof = profile_file("e2esess", r#"{"run": {"command": ["sleep", "infinity"]}}"#);
+    let prof = prof.to_str().unwrap();
+    let mut s0 = spawn_run(&tb, &["run", prof]);
+    wait_session(&tb, prof, "0");
+    // A second `run` without --new-session is refused.
+    let o = out(pal(&tb, &["run", prof]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("--new-session"), "{}", text(&o).1);
+    let mut s1 = spawn_run(&tb, &["run", "--new-session", prof]);
+    wait_session(&tb, prof, "1");
+
+    let o = out(pal(
+        &tb,
+        &["exec", prof, "--", "sh", "-c", "echo $$; hostname; exit 5"],
+    ));
+    assert_eq!(o.status.code(), Some(5));
+    let (stdout, _) = text(&o);
+    assert!(
+        stdout.lines().next().unwrap().parse::<u32>().unwrap() < 20,
+        "{stdout}"
+    );
+    let list = text(&out(pal(&tb, &["list"]))).0;
+    let mine: Vec<&str> = list.lines().filter(|l| l.starts_with(prof)).collect();
+    assert_eq!(mine.len(), 2, "{list}");
+    assert!(
+        mine[0].contains("| 0 ") && mine[1].contains("| 1 "),
+        "{list}"
+    );
+    // An index that does not exist.
+    let o = out(pal(&tb, &["exec", "-s", "7", prof, "--", "true"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).1.contains("session 7") && text(&o).1.contains("0, 1"),
+        "{}",
+        text(&o).1
+    );
+
+    assert!(out(pal(&tb, &["stop", prof])).status.success());
+    assert!(out(pal(&tb, &["stop", "-s", "1", prof])).status.success());
+    assert_eq!(s0.wait().unwrap().code(), Some(143));
+    assert_eq!(s1.wait().unwrap().code(), Some(143));
+    let o = out(pal(&tb, &["exec", prof, "--", "true"]));
+    assert!(text(&o).1.contains("pallium run"), "{}", text(&o).1);
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+    assert!(!std::path::Path::new("/run/pallium")
+        .join(profile_dir_name(std::path::Path::new(prof)))
+        .exists());
+}
+
+/// Every process of a session, read from `/proc/PID/status` by the test itself.
+#[test]
+fn audit_matches_proc_status_and_the_policy() {
+    skip_unless_root!();
+    let tb = Testbed::new("e2eaudit");
+    let prof = profile_file(
+        "e2eaudit",
+        r#"{"run": {"command": ["sh", "-c", "sleep infinity & wait"]}}"#,
+    );
+    let prof = prof.to_str().unwrap();
+    let mut s = spawn_run(&tb, &["run", prof]);
+    wait_session(&tb, prof, "0");
+    let o = out(pal(&tb, &["audit", prof]));
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("within policy"), "{stdout}");
+    let procs: Vec<(u32, String)> = stdout
+        .lines()
+        .filter(|l| !l.starts_with(' '))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.parse().ok()?, w.next()?.to_string()))
+        })
+        .collect();
+    let roles: Vec<&str> = procs.iter().map(|(_, r)| r.as_str()).collect();
+    for r in ["supervisor", "netbroker", "sandboxer", "init", "app"] {
+        assert!(roles.contains(&r), "{r} missing: {stdout}");
+    }
+    assert!(
+        roles.iter().filter(|r| **r == "app").count() >= 2,
+        "the app's child too: {stdout}"
+    );
+    for (pid, role) in &procs {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap()
+        };
+        let eff = u64::from_str_radix(&field("CapEff:"), 16).unwrap();
+        let bnd = u64::from_str_radix(&field("CapBnd:"), 16).unwrap();
+        assert_eq!(field("NoNewPrivs:"), "1", "{role} {pid}");
+        const NET_ADMIN: u64 = 1 << 12;
+        match role.as_str() {
+            "supervisor" | "init" | "app" => assert_eq!(eff, 0, "{role} holds {eff:#x}"),
+            "sandboxer" => assert_eq!(
+                eff & NET_ADMIN,
+                0,
+                "sandboxer must never hold CAP_NET_ADMIN"
+            ),
+            "netbroker" => assert_ne!(eff & NET_ADMIN, 0),
+            _ => {}
+        }
+        if role == "app" {
+            assert_eq!(bnd, 0, "the app can never regain a capability");
+        }
+    }
+    assert!(out(pal(&tb, &["stop", prof])).status.success());
+    s.wait().unwrap();
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
+/// Pids of processes named `comm` that carry this testbed's tag.
+fn tagged(tb: &Testbed, comm: &str) -> Vec<u32> {
+    let tag = format!("{}={}", pallium_tests::TESTBED_ENV, tb.name());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == tag.as_bytes()))
+        })
+        .collect()
+}
+
+/// SIGKILL of the supervisor, the netbroker or the sandboxer, at several
+/// points of startup and once the session runs, leaves nothing behind; the
+/// next run of the same profile works.
+#[test]
+fn kill_9_of_any_process_at_any_time_leaves_nothing() {
+    skip_unless_root!();
+    let tb = Testbed::new("e2ekill");
+    let prof = profile_file("e2ekill", r#"{"run": {"command": ["sleep", "infinity"]}}"#);
+    let prof = prof.to_str().unwrap();
+    let mut rounds = 0;
+    for victim in ["pallium", "pallium-netbrok", "pallium-sandbox"] {
+        for delay_ms in [0u64, 2, 5, 10, 25, 200] {
+            let mut run = spawn_run(&tb, &["run", prof]);
+            let pid = if victim == "pallium" {
+                Some(run.id())
+            } else {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    // The sandboxer's init shares its name: the oldest is the sandboxer.
+                    if let Some(p) = tagged(&tb, victim).into_iter().min() {
+                        break Some(p);
+                    }
+                    if Instant::now() > deadline || run.try_wait().unwrap().is_some() {
+                        break None;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            };
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            // The supervisor notices and tears down (or was the victim).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while run.try_wait().unwrap().is_none() {
+                assert!(
+                    Instant::now() < deadline,
+                    "{victim} killed after {delay_ms} ms: the session did not end"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // The session's directory: removed by whoever survives.
+            let sdir = Path::new("/run/pallium").join(profile_dir_name(Path::new(prof)));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while sdir.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(
+                !sdir.exists(),
+                "{} left after killing {victim} at {delay_ms} ms",
+                sdir.display()
+            );
+            if victim == "pallium-netbrok" {
+                // Only a privileged process can write the host's forwarding
+                // sysctls back, and the netbroker was it: the next pallium
+                // command (here `list`) restores them.
+                let sysctl_only = |l: &String| {
+                    l.contains("forwarding") || l.contains("ip_forward") || l.contains("anycast")
+                };
+                let left = wait_clean_except(&tb, sysctl_only);
+                assert!(left.iter().all(sysctl_only), "{left:?}");
+                assert!(out(pal(&tb, &["list"])).status.success());
+            }
+            assert_eq!(
+                wait_clean(&tb),
+                Vec::<String>::new(),
+                "{victim} killed after {delay_ms} ms"
+            );
+            for comm in ["pallium", "pallium-netbrok", "pallium-sandbox", "sleep"] {
+                assert_eq!(
+                    tagged(&tb, comm),
+                    Vec::<u32>::new(),
+                    "{comm} left after killing {victim} at {delay_ms} ms"
+                );
+            }
+            rounds += 1;
+        }
+    }
+    // And the profile runs again.
+    let o = out(pal(&tb, &["exec", "--one-shot", prof, "--", "true"]));
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert_eq!(rounds, 18);
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
+#[test]
+fn the_setuid_bit_is_refused() {
+    skip_unless_root!();
+    let dir = std::env::temp_dir().join(format!("pallium-suid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for b in common::binaries() {
+        std::fs::copy(&b, dir.join(b.file_name().unwrap())).unwrap();
+    }
+    let exe = dir.join("pallium");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let o = Command::new(&exe)
+        .args(["exec", "--one-shot", "default", "--", "true"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr.contains("setuid"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
