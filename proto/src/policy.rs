@@ -78,8 +78,10 @@ pub fn allowed(role: Role) -> &'static [Cap] {
         // The sandbox's PID 1 mounts /proc, then only reaps: nothing.
         Role::Init => &[],
         Role::App => &[],
-        // Hop daemons run unprivileged (tor drops to its user; pasta is unprivileged).
-        Role::Hop => &[],
+        // Hop daemons. pasta keeps NET_BIND_SERVICE and SYS_ADMIN inside the
+        // user namespace it joins (rootless: the session's own, which grants
+        // nothing on the host) to bind ports and re-enter its namespaces.
+        Role::Hop => &[NetBindService, SysAdmin],
     }
 }
 
