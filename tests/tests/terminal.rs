@@ -1,0 +1,155 @@
+//! An interactive `pallium shell` has a working terminal: line editing, job
+//! control and window resizes, in a one-shot session and when it joins a
+//! running session. Driven through tmux, as a person at a terminal would.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{pallium, profile_file};
+
+struct Tmux(String);
+
+impl Tmux {
+    fn start(name: &str, cmd: &str) -> Tmux {
+        let t = Tmux(format!("pallium-{name}-{}", std::process::id()));
+        let ok = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &t.0,
+                "-x",
+                "100",
+                "-y",
+                "30",
+                cmd,
+            ])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        t
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.0];
+        args.extend_from_slice(keys);
+        assert!(Command::new("tmux").args(&args).status().unwrap().success());
+    }
+
+    fn screen(&self) -> String {
+        let o = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.0])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Wait until the screen shows `needle`.
+    fn expect(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.screen();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never saw {needle:?} on screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}
+
+fn have_tmux() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The prompt shows the sandbox's hostname. Line editing (C-a moves to the start of the line), job control (C-z,
+/// jobs, kill %1), resize (stty size follows the window), and the exit code.
+fn exercise(t: &Tmux) {
+    t.expect("@pallium");
+    t.keys(&["stty size; sleep 100", "Enter"]);
+    t.expect("30 100");
+    t.keys(&["C-z"]);
+    t.expect("Stopped");
+    t.keys(&["jobs; echo edited-line", "C-a", "echo ", "Enter"]);
+    t.expect("edited-line");
+    assert!(Command::new("tmux")
+        .args(["resize-window", "-t", &t.0, "-x", "120", "-y", "40"])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(200));
+    t.keys(&["kill %1; stty size", "Enter"]);
+    t.expect("40 120");
+    t.expect("Terminated");
+    t.keys(&["exit 3", "Enter"]);
+    t.expect("EXITED=3");
+}
+
+#[test]
+fn an_interactive_one_shot_shell_has_a_working_terminal() {
+    pallium_tests::skip_unless_root!();
+    if !have_tmux() {
+        pallium_tests::skip("tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let cmd = format!(
+        "env SHELL=/bin/bash {} shell --one-shot default; echo EXITED=$?; sleep 30",
+        pallium().display()
+    );
+    let t = Tmux::start("oneshot", &cmd);
+    exercise(&t);
+}
+
+#[test]
+fn a_shell_joining_a_running_session_has_a_working_terminal() {
+    pallium_tests::skip_unless_root!();
+    if !have_tmux() {
+        pallium_tests::skip("tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let prof = profile_file("termsess", r#"{"run": {"command": ["sleep", "infinity"]}}"#);
+    let prof = prof.to_str().unwrap().to_string();
+    let mut run = Command::new(pallium())
+        .args(["run", &prof])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !Command::new(pallium())
+        .args(["exec", &prof, "--", "true"])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let cmd = format!(
+        "env SHELL=/bin/bash {} shell {prof}; echo EXITED=$?; sleep 30",
+        pallium().display()
+    );
+    let t = Tmux::start("join", &cmd);
+    exercise(&t);
+    assert!(Command::new(pallium())
+        .args(["stop", &prof])
+        .status()
+        .unwrap()
+        .success());
+    run.wait().unwrap();
+}
