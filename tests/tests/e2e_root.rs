@@ -448,3 +448,54 @@ fn the_setuid_bit_is_refused() {
     assert!(stderr.contains("setuid"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// SIGTERM and SIGINT sent to pallium reach the command, whose death by that
+/// signal becomes pallium's exit code (128+N).
+#[test]
+fn signals_reach_the_command() {
+    skip_unless_root!();
+    let tb = Testbed::new("e2esig");
+    for (sig, code) in [
+        (nix::sys::signal::Signal::SIGTERM, 143),
+        (nix::sys::signal::Signal::SIGINT, 130),
+    ] {
+        let mut c = pal(&tb, &["exec", "--one-shot", "default", "--", "sleep", "30"]);
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Signal once the command runs (its sleep carries the testbed's tag).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tagged(&tb, "sleep").is_empty() {
+            assert!(Instant::now() < deadline, "the command never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(code), "{sig:?}: {}", text(&o).1);
+    }
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
+/// A missing helper binary is named, with where pallium looked for it.
+#[test]
+fn a_missing_helper_is_named() {
+    skip_unless_root!();
+    let dir = std::env::temp_dir().join(format!("pallium-nohelper-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(pallium(), dir.join("pallium")).unwrap();
+    let o = Command::new(dir.join("pallium"))
+        .args(["exec", "--one-shot", "default", "--", "true"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr.contains("pallium-netbroker is missing") && stderr.contains(dir.to_str().unwrap()),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -224,3 +224,19 @@ fn rootless_without_pasta_or_slirp4netns_names_the_package() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn rootless_refuses_a_root_only_key_before_setting_anything_up() {
+    rootless_prelude!();
+    let tb = Testbed::new("rlbridge");
+    let prof = profile_file("rlbridge", r#"{"network": {"bridge": {"name": "br0"}}}"#);
+    let o = out(pal(
+        &tb,
+        &["exec", "--one-shot", prof.to_str().unwrap(), "--", "true"],
+    ));
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr.contains("network.bridge needs root"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}

@@ -53,6 +53,19 @@ pub(crate) fn shell() -> String {
 
 /// Refuse, before anything is set up, a profile using what is not built yet.
 pub(crate) fn ensure_runnable(loaded: &Loaded) -> Result<()> {
+    let net = &loaded.profile.network;
+    if !nix::unistd::getuid().is_root() {
+        let root_only = [
+            (net.bridge.is_some(), "network.bridge"),
+            (
+                net.outbound_interface.is_some(),
+                "network.outbound_interface",
+            ),
+        ];
+        if let Some((_, key)) = root_only.iter().find(|(used, _)| *used) {
+            bail!("profile {}: {key} needs root (it changes the host's links and routes); run pallium as root or remove the key", loaded.display);
+        }
+    }
     let missing = loaded.profile.unsupported();
     if let Some(first) = missing.first() {
         let more = if missing.len() > 1 {
