@@ -48,12 +48,18 @@ echo '{"run": {"command": ["sleep", "infinity"]}}' > "$PROFILE"
 RUN_PID=$!
 for _ in $(seq 200); do "$BIN/pallium" exec "$PROFILE" -- true 2>/dev/null && break; sleep 0.05; done
 row "pallium exec into a running session (root)" "$(median_ms "$BIN/pallium" exec "$PROFILE" -- true)" "10"
-# RSS of every process of the session except the application (sleep).
-pids="$RUN_PID $(pgrep -f -d ' ' 'pallium-(netbroker|sandboxer)' || true)"
-rss=0
+# RSS and PSS of this session's pallium processes: the supervisor, its two
+# helpers, and the sandbox's init (the application, sleep, is not counted).
+helpers=$(pgrep -P "$RUN_PID" -d ' ' 'pallium-' || true)
+init=$(for h in $helpers; do pgrep -P "$h" -d ' ' 'pallium-' || true; done)
+pids="$RUN_PID $helpers $init"
+rss=0 pss=0
 for p in $pids; do
     r=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0); rss=$((rss + r))
+    q=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0); pss=$((pss + q))
 done
+echo "(processes counted: $(echo $pids | wc -w): $pids)"
+row "PSS of an idle session (same processes, MiB)" "$(awk -v k="$pss" 'BEGIN {printf "%.1f", k/1024}')" "-"
 row "RSS of an idle session: supervisor+helpers+init (MiB)" "$(awk -v k="$rss" 'BEGIN {printf "%.1f", k/1024}')" "15"
 "$BIN/pallium" stop "$PROFILE" || kill "$RUN_PID"
 wait "$RUN_PID" 2>/dev/null || true

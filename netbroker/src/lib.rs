@@ -47,8 +47,17 @@ pub fn run() -> Result<(), Error> {
     sys::ignore_sigterm();
     let sock = sys::take_channel_fd().map_err(Error::Channel)?;
     let mut chan = Channel::<BrokerEvent, BrokerRequest>::new(sock);
-    chan.handshake("netbroker", "supervisor")
-        .map_err(Error::Handshake)?;
+    if let Err(e) = chan.handshake("netbroker", "supervisor") {
+        // The supervisor died before it could even say hello.
+        if let Some(dir) = std::env::var_os("PALLIUM_SESSION_DIR") {
+            orphan::remove_dead_session(std::path::Path::new(&dir));
+        }
+        if matches!(e, proto::WireError::Closed) {
+            tracing::info!("the supervisor went away before the handshake");
+            return Ok(());
+        }
+        return Err(Error::Handshake(e));
+    }
     let mut paths = root::HostPaths::default();
     // Test hook: integration tests keep their state out of /run/pallium.
     if let Some(dir) = std::env::var_os("PALLIUM_RUN_DIR") {

@@ -41,25 +41,28 @@ pub fn serve(
     paths: &HostPaths,
 ) -> Result<(), ServeError> {
     let mut state = State::Configured;
-    let mut session_dir = None;
-    let mut orphaned = false;
+    // Set by the supervisor at spawn: its session directory, which we remove
+    // if it dies (EOF without Shutdown) — whenever that happens.
+    let session_dir = std::env::var_os("PALLIUM_SESSION_DIR").map(std::path::PathBuf::from);
+    // Without a Shutdown, the supervisor is gone (EOF, or a send that found
+    // the channel closed): then we clean up after it too.
+    let mut orphaned = true;
     let result = loop {
         let req = match chan.recv() {
             Ok(r) => r,
             Err(WireError::Closed) => {
                 tracing::info!("supervisor closed the channel");
-                orphaned = true;
                 break Ok(());
             }
             Err(e) => break Err(e.into()),
         };
         let step = match req {
-            BrokerRequest::BuildChain(b) => {
-                session_dir = b.session_dir.clone().map(std::path::PathBuf::from);
-                handle_build_chain(chan, &mut state, b, paths)
-            }
+            BrokerRequest::BuildChain(b) => handle_build_chain(chan, &mut state, b, paths),
             BrokerRequest::ListPids => handle_list_pids(chan, &state),
-            BrokerRequest::Shutdown => break Ok(()),
+            BrokerRequest::Shutdown => {
+                orphaned = false;
+                break Ok(());
+            }
         };
         if let Err(e) = step {
             break Err(e);

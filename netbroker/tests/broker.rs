@@ -138,7 +138,6 @@ fn build(sup: &mut Sup, uplink: Uplink) -> Result<ChainReady, String> {
         chain: vec![],
         routes: None,
         quiet: true,
-        session_dir: None,
     }))
     .map_err(|e| e.to_string())?;
     loop {
@@ -356,7 +355,6 @@ fn shutdown_restores_forwarding_and_exits_zero() {
             chain: vec![],
             routes: None,
             quiet: true,
-            session_dir: None,
         }))
         .map_err(|e| e.to_string())?;
         if !matches!(sup.recv(), Ok(BrokerEvent::Failed(_))) {
@@ -477,7 +475,6 @@ fn build_rootless(sup: &mut Sup, uid: u32, gid: u32, uplink: Uplink) -> Result<C
         chain: vec![],
         routes: None,
         quiet: true,
-        session_dir: None,
     }))
     .map_err(|e| e.to_string())?;
     loop {

@@ -64,10 +64,6 @@ pub struct BuildChain {
     pub routes: Option<Vec<String>>,
     /// Suppress helper tools' output.
     pub quiet: bool,
-    /// The supervisor's session directory (its `lock` is flocked while the
-    /// supervisor lives). If the supervisor dies, the netbroker — which then
-    /// sees EOF — removes it, so even `kill -9` leaves no runtime file.
-    pub session_dir: Option<String>,
 }
 
 /// A progress line from the build.

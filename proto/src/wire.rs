@@ -342,7 +342,6 @@ mod tests {
             chain: vec![],
             routes: Some(vec!["10.0.0.0/8".into()]),
             quiet: false,
-            session_dir: None,
         })
     }
 

@@ -60,41 +60,48 @@ impl Drop for OwnedSession {
 
 /// Take a session of the profile `pseudo_path`: index 0 (failing if it is
 /// running) or, with `new_session`, the lowest free index.
-pub(crate) fn create(pseudo_path: &str, new_session: bool) -> Result<OwnedSession> {
+///
+/// `before_claim` runs with the chosen directory before anything exists on
+/// disk (it starts the netbroker, which removes the directory if we die), so
+/// a SIGKILL at any moment leaves nothing behind.
+pub(crate) fn create<T>(
+    pseudo_path: &str,
+    new_session: bool,
+    before_claim: impl FnOnce(&Path) -> Result<T>,
+) -> Result<(OwnedSession, T)> {
     let run = runtime::run_dir()?;
     let _guard = runtime::registry_lock(&run)?;
     runtime::collect_garbage(&run);
     let pdir = profile_dir(&run, pseudo_path);
-    runtime::ensure_private_dir(&pdir, 0o711)?;
     let range = if new_session { 0..MAX_SESSIONS } else { 0..1 };
-    for index in range {
+    let free = range.into_iter().find(|i| {
+        let dir = pdir.join(format!("session_{i}"));
+        !dir.exists() || !runtime::session_alive(&dir)
+    });
+    if let Some(index) = free {
         let dir = pdir.join(format!("session_{index}"));
-        match fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                if runtime::session_alive(&dir) {
-                    continue;
-                }
-                // A dead session's leftovers: reclaim the index.
-                let _ = fs::remove_dir_all(&dir);
-                fs::DirBuilder::new()
-                    .mode(0o700)
-                    .create(&dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
-        }
+        let extra = before_claim(&dir)?;
+        runtime::ensure_private_dir(&pdir, 0o711)?;
+        // A dead session's leftovers: reclaim the index.
+        let _ = fs::remove_dir_all(&dir);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let lock = runtime::try_lock(runtime::open_lock(&dir.join("lock"))?)?
             .context("session lock taken by another process")?;
         // The network namespace we run in: the scope of host sysctls the
         // netbroker may change for this session.
         fs::write(dir.join("netns"), runtime::current_netns().to_string())
             .context("writing the session's netns record")?;
-        return Ok(OwnedSession {
-            index,
-            dir,
-            _lock: lock,
-        });
+        return Ok((
+            OwnedSession {
+                index,
+                dir,
+                _lock: lock,
+            },
+            extra,
+        ));
     }
     if new_session {
         bail!("cannot create a new session: all {MAX_SESSIONS} session indexes are in use");

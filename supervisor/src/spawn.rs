@@ -27,7 +27,10 @@ fn exe_dir() -> Result<PathBuf> {
 
 /// Spawn `name` (e.g. `pallium-netbroker`) and return it before the
 /// handshake, so both helpers can start in parallel.
-pub(crate) fn spawn<S: Serialize, R: DeserializeOwned>(name: &str) -> Result<Helper<S, R>> {
+pub(crate) fn spawn<S: Serialize, R: DeserializeOwned>(
+    name: &str,
+    env: &[(&str, &str)],
+) -> Result<Helper<S, R>> {
     let dir = exe_dir()?;
     let path = dir.join(name);
     if !path.exists() {
@@ -38,6 +41,7 @@ pub(crate) fn spawn<S: Serialize, R: DeserializeOwned>(name: &str) -> Result<Hel
     }
     let (chan, theirs): (Channel<S, R>, OwnedFd) = Channel::pair().context("socketpair")?;
     let mut cmd = Command::new(&path);
+    cmd.envs(env.iter().copied());
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());

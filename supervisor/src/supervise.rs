@@ -40,6 +40,8 @@ const RELAYED: [Signal; 4] = [
 pub(crate) struct Plan {
     pub(crate) loaded: Loaded,
     pub(crate) session: OwnedSession,
+    /// Started by [`spawn_broker`] before the session directory existed.
+    pub(crate) broker: Broker,
     pub(crate) argv: Vec<String>,
     pub(crate) quiet: bool,
     pub(crate) root: bool,
@@ -57,7 +59,25 @@ pub(crate) fn block_signals() -> Result<SignalFd> {
     SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC).context("signalfd")
 }
 
-type Broker = Helper<BrokerRequest, BrokerEvent>;
+pub(crate) type Broker = Helper<BrokerRequest, BrokerEvent>;
+
+/// Start the netbroker for the session that will live in `session_dir`. It
+/// learns the directory at once: if we die at any point after this, it
+/// removes the directory (netbroker/src/orphan.rs).
+pub(crate) fn spawn_broker(session_dir: &Path) -> Result<Broker> {
+    let dir = session_dir.display().to_string();
+    spawn::spawn("pallium-netbroker", &[("PALLIUM_SESSION_DIR", &dir)])
+}
+
+/// [`Plan`] once the netbroker has been taken out of it.
+struct Plan2 {
+    loaded: Loaded,
+    session: OwnedSession,
+    argv: Vec<String>,
+    quiet: bool,
+    root: bool,
+    pid_file: Option<PathBuf>,
+}
 type Sandbox = Helper<SandboxRequest, SandboxEvent>;
 
 /// Build the session, run the command, tear down; the command's exit code.
@@ -66,18 +86,38 @@ pub(crate) fn run(plan: Plan) -> Result<i32> {
     let rootless = !nix::unistd::getuid().is_root();
     let uplink = choose_uplink(rootless, plan.loaded.profile.network.force_slirp)?;
     // Both helpers start in parallel; the handshakes wait for both.
-    let mut broker: Broker = spawn::spawn("pallium-netbroker")?;
-    let mut sandbox: Sandbox = spawn::spawn("pallium-sandboxer")?;
+    let Plan {
+        loaded,
+        session,
+        mut broker,
+        argv,
+        quiet,
+        root,
+        pid_file,
+    } = plan;
+    let plan = Plan2 {
+        loaded,
+        session,
+        argv,
+        quiet,
+        root,
+        pid_file,
+    };
+    let mut sandbox: Sandbox = spawn::spawn("pallium-sandboxer", &[])?;
     let result = run_with(&plan, &mut broker, &mut sandbox, signals, rootless, uplink);
     let _ = broker.chan.send(BrokerRequest::Shutdown);
     let _ = sandbox.chan.send(SandboxRequest::Shutdown);
-    reap(&mut broker.child);
-    reap(&mut sandbox.child);
+    // The sandbox must be gone before we return: its PID namespace ends with
+    // the sandboxer. The netbroker finishes on its own: closing its
+    // kernel-owned nftables table takes ~10 ms of RCU grace periods that the
+    // user need not wait for, and it restores the host before it exits.
+    reap(&mut sandbox.child, sandbox.chan.fd());
+    let _ = broker.child.try_wait();
     result
 }
 
 fn run_with(
-    plan: &Plan,
+    plan: &Plan2,
     broker: &mut Broker,
     sandbox: &mut Sandbox,
     signals: SignalFd,
@@ -101,7 +141,6 @@ fn run_with(
         chain: profile.network.chain.clone(),
         routes: None,
         quiet: plan.quiet,
-        session_dir: Some(plan.session.dir.display().to_string()),
     }))?;
     let chain = wait_chain(broker, plan.quiet)?;
     let hostname = profile.sandbox.hostname.clone();
@@ -166,7 +205,7 @@ fn run_with(
 }
 
 /// pasta, else slirp4netns, for rootless (and `force_slirp`); veth as root.
-fn choose_uplink(rootless: bool, force_slirp: bool) -> Result<Uplink> {
+pub(crate) fn choose_uplink(rootless: bool, force_slirp: bool) -> Result<Uplink> {
     if !rootless && !force_slirp {
         return Ok(Uplink::Veth);
     }
@@ -192,7 +231,7 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn session_id(plan: &Plan) -> String {
+fn session_id(plan: &Plan2) -> String {
     let dir = plan.session.dir.parent().and_then(|p| p.file_name());
     let id = dir
         .map(|n| n.to_string_lossy().into_owned())
@@ -214,7 +253,7 @@ fn hosts_file(hostname: &str) -> String {
     )
 }
 
-fn workdir(plan: &Plan) -> Option<String> {
+fn workdir(plan: &Plan2) -> Option<String> {
     match plan.loaded.profile.sandbox.workdir.as_deref() {
         Some(w) if !w.is_empty() => Some(w.to_string()),
         _ => std::env::current_dir()
@@ -251,14 +290,28 @@ fn listen(path: &Path) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-fn reap(child: &mut std::process::Child) {
-    for _ in 0..200 {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+/// Wait for a helper told to shut down: its channel hangs up when it exits;
+/// one that is still there after 2 s is killed.
+fn reap(child: &mut std::process::Child, chan: std::os::fd::BorrowedFd<'_>) {
+    let mut fds = [PollFd::new(chan, PollFlags::POLLIN)];
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while child.try_wait().ok().flatten().is_none() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            let _ = child.kill();
+            break;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        // Readable data (a late event) is discarded by the helper's exit anyway;
+        // poll returns on it or on the hang-up, then we check again.
+        let ms = u16::try_from(left.as_millis().min(50)).unwrap_or(50);
+        let _ = poll(&mut fds, PollTimeout::from(ms));
+        if fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+        {
+            break;
+        }
     }
-    let _ = child.kill();
     let _ = child.wait();
 }
 

@@ -20,6 +20,12 @@ pub(crate) fn prepare_helper(cmd: &mut Command, channel: RawFd, death_signal: Si
     // it allocates nothing. `death_signal` is copied in.
     unsafe {
         cmd.pre_exec(move || {
+            if death_signal == Signal::SIGTERM {
+                // A helper that outlives us to clean up ignores its death
+                // signal from before exec on, leaving no window where it
+                // would still be fatal (SIG_IGN survives exec).
+                libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            }
             nix::sys::prctl::set_pdeathsig(death_signal)?;
             // We may have died between fork and prctl: then nobody would signal.
             if nix::unistd::getppid() != parent {

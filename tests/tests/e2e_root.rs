@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_dir_name, profile_file, text};
+use common::{pallium, profile_dir_name, profile_file, text, wait_clean, wait_clean_except};
 use pallium_tests::{skip_unless_root, Resolver, Testbed, WEB4_NAME, WEB6_NAME};
 
 fn p() -> String {
@@ -25,24 +25,6 @@ fn pal(tb: &Testbed, args: &[&str]) -> Command {
     let mut argv = vec![p()];
     argv.extend(args.iter().map(|s| s.to_string()));
     tb.host_exec(argv)
-}
-
-/// Poll until the testbed's host namespace is as it was (the kernel removes
-/// a dead namespace's links asynchronously); the findings if it never is.
-fn wait_clean(tb: &Testbed) -> Vec<String> {
-    wait_clean_except(tb, |_| false)
-}
-
-/// Like [`wait_clean`], but returns as soon as only `allowed` findings remain.
-fn wait_clean_except(tb: &Testbed, allowed: fn(&String) -> bool) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = tb.leftovers();
-        if left.iter().all(allowed) || Instant::now() > deadline {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Wait until `pallium exec PROFILE -- true` works in session `index`.

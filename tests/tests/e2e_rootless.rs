@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{profile_file, text};
+use common::{profile_file, text, wait_clean};
 use pallium_tests::{skip_unless_root, Resolver, TestUser, Testbed, WEB4_NAME, WEB6_NAME};
 
 /// The binaries, staged where the test user can run them.
@@ -28,17 +28,6 @@ fn pal(tb: &Testbed, args: &[&str]) -> Command {
     let mut argv = vec![staged().join("pallium").display().to_string()];
     argv.extend(args.iter().map(|s| s.to_string()));
     tb.host_exec_as(TestUser::get(), argv)
-}
-
-fn wait_clean(tb: &Testbed) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = tb.leftovers();
-        if left.is_empty() || Instant::now() > deadline {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn tun_usable() -> bool {

@@ -125,11 +125,13 @@ fn a_shell_joining_a_running_session_has_a_working_terminal() {
     }
     let prof = profile_file("termsess", r#"{"run": {"command": ["sleep", "infinity"]}}"#);
     let prof = prof.to_str().unwrap().to_string();
-    let mut run = Command::new(pallium())
-        .args(["run", &prof])
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = KillOnDrop(
+        Command::new(pallium())
+            .args(["run", &prof])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !Command::new(pallium())
         .args(["exec", &prof, "--", "true"])
@@ -151,5 +153,20 @@ fn a_shell_joining_a_running_session_has_a_working_terminal() {
         .status()
         .unwrap()
         .success());
-    run.wait().unwrap();
+    run.0.wait().unwrap();
+}
+
+/// Ends the session's supervisor (SIGTERM: it tears down) if the test panics.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = self.0.wait();
+        }
+    }
 }

@@ -18,9 +18,10 @@ pub(crate) fn exec(t: Target, profile: &str, command: Vec<String>) -> Result<i32
             Some(p) => p.clone(),
             None => format!("mem://{}", std::process::id()),
         };
-        let session = session::create(&pseudo, true)?;
+        let (session, broker) = session::create(&pseudo, true, supervise::spawn_broker)?;
         let quiet = t.quiet || loaded.profile.run.quiet;
         return supervise::run(supervise::Plan {
+            broker,
             loaded,
             session,
             argv: command,

@@ -66,6 +66,8 @@ pub(crate) fn ensure_runnable(loaded: &Loaded) -> Result<()> {
             bail!("profile {}: {key} needs root (it changes the host's links and routes); run pallium as root or remove the key", loaded.display);
         }
     }
+    // A missing uplink tool is reported before anything starts.
+    crate::supervise::choose_uplink(!nix::unistd::getuid().is_root(), net.force_slirp)?;
     let missing = loaded.profile.unsupported();
     if let Some(first) = missing.first() {
         let more = if missing.len() > 1 {

@@ -18,9 +18,10 @@ pub(crate) fn run(a: RunArgs) -> Result<i32> {
         .pseudo_path
         .clone()
         .unwrap_or_else(|| format!("mem://{}", std::process::id()));
-    let session = session::create(&pseudo, a.new_session)?;
+    let (session, broker) = session::create(&pseudo, a.new_session, supervise::spawn_broker)?;
     let quiet = a.quiet || loaded.profile.run.quiet;
     supervise::run(supervise::Plan {
+        broker,
         loaded,
         session,
         argv,

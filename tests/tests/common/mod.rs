@@ -90,3 +90,24 @@ pub(crate) fn profile_dir_name(path: &std::path::Path) -> String {
     }
     format!("profile_{h:016x}")
 }
+
+/// Poll until the testbed's host namespace is as it was (the kernel removes
+/// a dead namespace's links asynchronously); the findings if it never is.
+pub(crate) fn wait_clean(tb: &pallium_tests::Testbed) -> Vec<String> {
+    wait_clean_except(tb, |_| false)
+}
+
+/// Like [`wait_clean`], but returns as soon as only `allowed` findings remain.
+pub(crate) fn wait_clean_except(
+    tb: &pallium_tests::Testbed,
+    allowed: fn(&String) -> bool,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = tb.leftovers();
+        if left.iter().all(allowed) || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
