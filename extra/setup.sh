@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what pallium needs on Debian 12 and build it (release).
-# Usage: sudo ./extra/setup.sh
+# Usage (as root): ./extra/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive

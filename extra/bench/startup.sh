@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Startup and memory benchmark (DESIGN §8). Run as root from the repository:
-#   sudo ./extra/bench/startup.sh [RUNS]
+#   ./extra/bench/startup.sh [RUNS]   (as root)
 # Prints, in one run: `pallium exec --one-shot` of the empty profile as root and
 # rootless against `unshare -n true` and `bwrap --unshare-all`, `exec` into a
 # running session, and the total RSS of one idle session's pallium processes.
