@@ -51,6 +51,9 @@ pub struct Setup {
     /// The caller's real uid/gid: rootless applications are mapped back to it.
     pub uid: u32,
     pub gid: u32,
+    /// The profile's `sandbox` section (virtual user, paths, seccomp, …),
+    /// validated by the supervisor; the sandboxer builds what it asks for.
+    pub profile: crate::profile::Sandbox,
 }
 
 /// One process to start inside the sandbox.

@@ -79,6 +79,7 @@ impl Sandboxer {
                 hosts: HOSTS.into(),
                 uid,
                 gid,
+                profile: Default::default(),
             }))
             .unwrap();
         match self.chan.recv().unwrap() {

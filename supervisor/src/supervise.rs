@@ -152,6 +152,7 @@ fn run_with(
         resolv_conf: chain.resolv_conf,
         uid,
         gid,
+        profile: profile.sandbox.clone(),
     }))?;
     let init_pid = match sandbox.chan.recv().context("sandboxer")? {
         SandboxEvent::Ready { init_pid } => init_pid,
