@@ -7,7 +7,8 @@
 //! * [`server`]: channel, request state machine, poll loop;
 //! * [`setup`]: namespaces, then [`plan`] (the file view as data) run by
 //!   [`mount`], and the [`init`];
-//! * [`spawn`]: the application's processes; [`procs`]: `ListPids`;
+//! * [`spawn`]: the application's processes, under the [`seccomp`] filter;
+//!   [`procs`]: `ListPids`;
 //! * `sys`: every `unsafe` syscall wrapper.
 
 // Every module but `sys` forbids unsafe code itself.
@@ -17,6 +18,7 @@ pub mod init;
 pub mod mount;
 pub mod plan;
 pub mod procs;
+pub mod seccomp;
 pub mod server;
 pub mod setup;
 pub mod spawn;

@@ -17,6 +17,7 @@ use proto::policy::{drop_to, PolicyError, Role};
 use proto::sandbox::{ExitStatus, SandboxEvent, SandboxRequest};
 use proto::{Channel, RemoteError, WireError};
 
+use crate::seccomp::{Filter, SeccompError};
 use crate::setup::{self, Sandbox, SetupError};
 use crate::spawn::{self, Child};
 use crate::{procs, sys};
@@ -64,6 +65,7 @@ pub fn run() -> Result<(), ServerError> {
         chan,
         host_proc,
         sandbox: None,
+        seccomp: None,
         children: Vec::new(),
     }
     .serve()
@@ -74,6 +76,9 @@ struct Server {
     host_proc: OwnedFd,
     /// `None` until `Setup` succeeded.
     sandbox: Option<Sandbox>,
+    /// The application's seccomp filter, compiled at `Setup`; an error
+    /// (an unknown system call name) fails every `Spawn`.
+    seccomp: Option<Result<Filter, SeccompError>>,
     children: Vec<Child>,
 }
 
@@ -165,6 +170,7 @@ impl Server {
         if self.sandbox.is_some() {
             return self.violation(None, "Setup is legal once");
         }
+        let seccomp = Filter::compile(&req.profile);
         match setup::setup(req) {
             Ok(sb) => {
                 tracing::info!(init = sb.init.as_raw(), "sandbox ready");
@@ -172,6 +178,7 @@ impl Server {
                     init_pid: sb.init.as_raw(),
                 })?;
                 self.sandbox = Some(sb);
+                self.seccomp = Some(seccomp);
                 Ok(Flow::Continue)
             }
             Err(e) => {
@@ -186,14 +193,25 @@ impl Server {
 
     fn handle_spawn(&mut self, req: proto::sandbox::Spawn) -> Result<Flow, ServerError> {
         let id = req.id;
-        let Some(sb) = &self.sandbox else {
+        let (Some(sb), Some(seccomp)) = (&self.sandbox, &self.seccomp) else {
             return self.violation(Some(id), "Spawn before Setup");
         };
         if self.children.iter().any(|c| c.id == id) {
             return self.violation(Some(id), "Spawn id already in use");
         }
         let map_back = sb.map_back.filter(|_| !req.root);
-        match spawn::spawn(req, map_back) {
+        let filter = match seccomp {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::info!(id, "spawn refused: {e}");
+                self.chan.send(SandboxEvent::Failed {
+                    id: Some(id),
+                    error: RemoteError::msg("sandboxer: spawn", e.to_string()),
+                })?;
+                return Ok(Flow::Continue);
+            }
+        };
+        match spawn::spawn(req, map_back, filter) {
             Ok(child) => {
                 tracing::info!(id, pid = child.pid.as_raw(), "spawned");
                 self.chan.send(SandboxEvent::Spawned {

@@ -1,6 +1,7 @@
 //! `Spawn`: fork a process into the sandbox, make it a session leader with
 //! the given stdio, map it back to the caller's uid (rootless), drop every
-//! capability and exec it. A failure before or at exec comes back through a
+//! capability, install the [`seccomp`](crate::seccomp) filter and exec it.
+//! A failure before or at exec comes back through a
 //! close-on-exec pipe, so the supervisor gets `Failed` instead of `Spawned`.
 
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ use nix::unistd::{ForkResult, Pid};
 use proto::policy::{drop_to, Role};
 use proto::sandbox::Spawn;
 
+use crate::seccomp::Filter;
 use crate::sys;
 
 /// Searched when the application's environment has no `PATH` (glibc's
@@ -57,8 +59,13 @@ pub enum SpawnError {
 }
 
 /// Start `req` in the sandbox. `map_back`: rootless, not `--root` — run as
-/// this uid/gid in a user namespace of its own.
-pub fn spawn(req: Spawn, map_back: Option<(u32, u32)>) -> Result<Child, SpawnError> {
+/// this uid/gid in a user namespace of its own. `filter`: compiled once at
+/// `Setup`, installed right before exec.
+pub fn spawn(
+    req: Spawn,
+    map_back: Option<(u32, u32)>,
+    filter: &Filter,
+) -> Result<Child, SpawnError> {
     let id = req.id;
     let cmd = req.argv.first().ok_or(SpawnError::EmptyArgv)?.clone();
     let argv = cstrings(req.argv.iter().cloned())?;
@@ -79,7 +86,7 @@ pub fn spawn(req: Spawn, map_back: Option<(u32, u32)>) -> Result<Child, SpawnErr
     let pid = match sys::fork().map_err(sys_err("fork"))? {
         ForkResult::Child => {
             drop(r);
-            let (stage, errno) = child(&req, map_back, &candidates, &argv, &env);
+            let (stage, errno) = child(&req, map_back, filter, &candidates, &argv, &env);
             let mut buf = [0u8; 5];
             buf[0] = stage as u8;
             buf[1..].copy_from_slice(&(errno as i32).to_le_bytes());
@@ -148,6 +155,7 @@ enum Stage {
     IdMaps,
     Caps,
     Signals,
+    Seccomp,
     Exec,
 }
 
@@ -161,6 +169,7 @@ impl Stage {
             Stage::IdMaps,
             Stage::Caps,
             Stage::Signals,
+            Stage::Seccomp,
         ]
         .into_iter()
         .find(|s| *s as u8 == b)
@@ -176,6 +185,7 @@ impl Stage {
             Stage::IdMaps => "map back to the caller's uid and gid",
             Stage::Caps => "drop capabilities",
             Stage::Signals => "reset signal handling",
+            Stage::Seccomp => "install the seccomp filter",
             Stage::Exec => "exec",
         }
     }
@@ -185,6 +195,7 @@ impl Stage {
 fn child(
     req: &Spawn,
     map_back: Option<(u32, u32)>,
+    filter: &Filter,
     candidates: &[CString],
     argv: &[CString],
     env: &[CString],
@@ -217,6 +228,9 @@ fn child(
         }
         sys::reset_signals().map_err(at(Stage::Signals))?;
         sys::cloexec_from(3).map_err(at(Stage::Signals))?;
+        // Last: after NO_NEW_PRIVS (the capability drop), so no capability
+        // is needed, and after everything above that the filter may deny.
+        filter.apply().map_err(at(Stage::Seccomp))?;
         Err((Stage::Exec, exec_path(candidates, argv, env)))
     };
     match run() {
@@ -324,7 +338,13 @@ mod tests {
 
     #[test]
     fn stages_round_trip_through_the_report_byte() {
-        for s in [Stage::Setsid, Stage::Tty, Stage::UserNs, Stage::Exec] {
+        for s in [
+            Stage::Setsid,
+            Stage::Tty,
+            Stage::UserNs,
+            Stage::Seccomp,
+            Stage::Exec,
+        ] {
             assert_eq!(Stage::from_u8(s as u8), s);
         }
     }
