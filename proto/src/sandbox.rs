@@ -11,8 +11,9 @@ use crate::{broker::ProcEntry, error::RemoteError, wire::Fd};
 /// Requests from the supervisor to the sandboxer.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum SandboxRequest {
-    /// Join the network namespace and build the sandbox around it.
-    Setup(Setup),
+    /// Join the network namespace and build the sandbox around it (boxed: it
+    /// carries the profile's sandbox section, far larger than the others).
+    Setup(Box<Setup>),
     /// Start a process in the sandbox.
     Spawn(Spawn),
     /// Deliver a signal to a spawned process (its process group).

@@ -16,6 +16,7 @@
 
 pub mod init;
 pub mod mount;
+pub mod paths;
 pub mod plan;
 pub mod procs;
 pub mod seccomp;
@@ -24,5 +25,6 @@ pub mod setup;
 pub mod spawn;
 #[allow(unsafe_code)] // the one module with raw syscalls, each with a SAFETY note
 mod sys;
+pub mod virtuser;
 
 pub use server::{run, ServerError};

@@ -14,7 +14,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::Mode;
 use nix::unistd::{chdir, fchdir, pivot_root};
 
-use crate::plan::{MountOp, Propagation, OLD_ROOT};
+use crate::plan::{MountOp, Propagation, INACCESSIBLE_DIR, INACCESSIBLE_FILE, OLD_ROOT};
 
 /// A failed step of the file view.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,15 @@ pub enum MountError {
         #[source]
         source: io::Error,
     },
+    #[error("mount a fresh {fstype} at {path}: {source}")]
+    Fs {
+        fstype: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("copy the virtual user's skeleton: {0}")]
+    Copy(String),
     #[error("mount /proc in the sandbox: {0}")]
     Proc(String),
 }
@@ -88,6 +97,12 @@ fn run(op: &MountOp, proc: &mut dyn FnMut(&Path) -> Result<(), String>) -> Resul
             }
             _ => Ok(()),
         },
+        MountOp::MakeDirAll { path } => fs::DirBuilder::new()
+            .mode(0o755)
+            .recursive(true)
+            .create(path)
+            .map_err(step("create directory", path)),
+        MountOp::MakeFile { path } if fs::symlink_metadata(path).is_ok() => Ok(()),
         MountOp::MakeFile { path } => fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -113,6 +128,26 @@ fn run(op: &MountOp, proc: &mut dyn FnMut(&Path) -> Result<(), String>) -> Resul
                 return Ok(());
             }
             bind(source, target)
+        }
+        MountOp::MakeInaccessible => make_inaccessible(),
+        MountOp::CopyTree { from, to } => {
+            crate::virtuser::copy_tree(from, to).map_err(|e| MountError::Copy(e.to_string()))
+        }
+        MountOp::Hide { root, path } => hide(root, path),
+        MountOp::Fs { fstype, target } => {
+            let data = (fstype == "devpts").then_some("newinstance,ptmxmode=0666,mode=0620");
+            mount(
+                Some(fstype.as_str()),
+                target,
+                Some(fstype.as_str()),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                data,
+            )
+            .map_err(|e| MountError::Fs {
+                fstype: fstype.clone(),
+                path: target.clone(),
+                source: e.into(),
+            })
         }
         MountOp::Sysfs { target, fallback } => {
             let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -153,6 +188,70 @@ fn bind(source: &Path, target: &Path) -> Result<(), MountError> {
         to: target.to_path_buf(),
         source: e.into(),
     })
+}
+
+/// Create the empty mode-000 directory and file in the base tmpfs and make
+/// each a read-only bind of itself, so every bind of them is read-only too.
+fn make_inaccessible() -> Result<(), MountError> {
+    let (dir, file) = (Path::new(INACCESSIBLE_DIR), Path::new(INACCESSIBLE_FILE));
+    fs::DirBuilder::new()
+        .mode(0o000)
+        .create(dir)
+        .map_err(step("create directory", dir))?;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o000)
+        .open(file)
+        .map_err(step("create", file))?;
+    for p in [dir, file] {
+        bind(p, p)?;
+        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        mount(NONE, p, NONE, ro, NONE).map_err(nix_step("make read-only", p))?;
+    }
+    Ok(())
+}
+
+/// Bind the inaccessible directory or file over `path` resolved in `root`.
+fn hide(root: &Path, path: &Path) -> Result<(), MountError> {
+    let Some(target) = open_in_root(root, path)? else {
+        return Ok(());
+    };
+    let st = nix::sys::stat::fstat(&target).map_err(nix_step("stat", path))?;
+    let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    let source = Path::new(if is_dir {
+        INACCESSIBLE_DIR
+    } else {
+        INACCESSIBLE_FILE
+    });
+    let via = Path::new(OLD_ROOT).join(format!("proc/self/fd/{}", target.as_raw_fd()));
+    bind(source, &via).map_err(|e| match e {
+        MountError::Bind { from, source, .. } => MountError::Bind {
+            from,
+            to: path.to_path_buf(),
+            source,
+        },
+        other => other,
+    })
+}
+
+/// `path` opened `O_PATH` inside `root` (symlinks resolved as if `root` were
+/// `/`); None when it does not exist.
+fn open_in_root(root: &Path, path: &Path) -> Result<Option<std::os::fd::OwnedFd>, MountError> {
+    let rootfd = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(nix_step("open", root))?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    match nix::fcntl::openat2(&rootfd, path, how) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(nix::Error::ENOENT) => Ok(None),
+        Err(e) => Err(nix_step("resolve", path)(e)),
+    }
 }
 
 /// Resolve `path` inside `root` with `RESOLVE_IN_ROOT` (so a host

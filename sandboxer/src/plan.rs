@@ -15,6 +15,10 @@ pub const BASE: &str = "/tmp";
 pub const OLD_ROOT: &str = "/oldroot";
 /// The sandbox's future root, a tmpfs on the base.
 pub const NEW_ROOT: &str = "/newroot";
+/// The empty mode-000 directory bound over hidden directories (base tmpfs).
+pub const INACCESSIBLE_DIR: &str = "/inaccessible-dir";
+/// The empty mode-000 file bound over hidden files (base tmpfs).
+pub const INACCESSIBLE_FILE: &str = "/inaccessible-file";
 
 /// One step of building the sandbox's file view.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +29,20 @@ pub enum MountOp {
     Tmpfs { target: PathBuf },
     /// Create a directory (mode 0755); an existing one is fine.
     MakeDir { path: PathBuf },
-    /// Create an empty file to bind a non-directory onto.
+    /// Create a directory and its missing parents (mode 0755).
+    MakeDirAll { path: PathBuf },
+    /// Create [`INACCESSIBLE_DIR`] and [`INACCESSIBLE_FILE`] (mode 000, empty)
+    /// in the base tmpfs, the sources of [`MountOp::Hide`].
+    MakeInaccessible,
+    /// Hide `path` resolved inside `root`: bind the inaccessible directory or
+    /// file over it, read-only. Skipped when it does not exist there.
+    Hide { root: PathBuf, path: PathBuf },
+    /// Copy the contents of directory `from` into directory `to`.
+    CopyTree { from: PathBuf, to: PathBuf },
+    /// Mount a fresh file system of type `fstype` (nosuid, nodev).
+    Fs { fstype: String, target: PathBuf },
+    /// Create an empty file to bind a non-directory onto (an existing one is
+    /// left alone).
     MakeFile { path: PathBuf },
     /// Create a symbolic link at `link` pointing to `target`.
     Symlink { link: PathBuf, target: PathBuf },
@@ -100,42 +117,10 @@ pub struct PrivateFiles {
 /// `/etc/resolv.conf` and `/etc/hosts`. Entries come sorted by name so the
 /// plan is deterministic.
 pub fn default_view(entries: &[HostEntry], files: &PrivateFiles) -> Vec<MountOp> {
-    let base = Path::new(BASE);
     let old = Path::new(OLD_ROOT);
     let new = Path::new(NEW_ROOT);
-    let rel = |p: &str| p.trim_start_matches('/').to_string();
-    let mut ops = vec![
-        MountOp::Propagation {
-            target: "/".into(),
-            kind: Propagation::Slave,
-        },
-        MountOp::Tmpfs {
-            target: base.into(),
-        },
-        MountOp::Propagation {
-            target: base.into(),
-            kind: Propagation::Private,
-        },
-        MountOp::MakeDir {
-            path: base.join(rel(OLD_ROOT)),
-        },
-        MountOp::MakeDir {
-            path: base.join(rel(NEW_ROOT)),
-        },
-        MountOp::PivotRoot {
-            new_root: base.into(),
-            put_old: base.join(rel(OLD_ROOT)),
-        },
-        MountOp::WriteFile {
-            path: "/resolv.conf".into(),
-            contents: files.resolv_conf.clone(),
-        },
-        MountOp::WriteFile {
-            path: "/hosts".into(),
-            contents: files.hosts.clone(),
-        },
-        MountOp::Tmpfs { target: new.into() },
-    ];
+    let mut ops = prelude(files);
+    ops.push(MountOp::Tmpfs { target: new.into() });
 
     let mut sorted: Vec<&HostEntry> = entries.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
@@ -184,8 +169,63 @@ pub fn default_view(entries: &[HostEntry], files: &PrivateFiles) -> Vec<MountOp>
             }
         }
     }
+    // The full view has no whitelist to expose them with.
+    for h in crate::paths::HIDDEN {
+        ops.push(MountOp::Hide {
+            root: new.into(),
+            path: h.into(),
+        });
+    }
+    ops.extend(epilogue());
+    ops
+}
 
-    ops.extend([
+/// The common start of every view: a private base tmpfs we pivot into (the
+/// host's root at [`OLD_ROOT`]), the private files and the inaccessible
+/// sources written into it.
+pub fn prelude(files: &PrivateFiles) -> Vec<MountOp> {
+    let base = Path::new(BASE);
+    let rel = |p: &str| p.trim_start_matches('/').to_string();
+    vec![
+        MountOp::Propagation {
+            target: "/".into(),
+            kind: Propagation::Slave,
+        },
+        MountOp::Tmpfs {
+            target: base.into(),
+        },
+        MountOp::Propagation {
+            target: base.into(),
+            kind: Propagation::Private,
+        },
+        MountOp::MakeDir {
+            path: base.join(rel(OLD_ROOT)),
+        },
+        MountOp::MakeDir {
+            path: base.join(rel(NEW_ROOT)),
+        },
+        MountOp::PivotRoot {
+            new_root: base.into(),
+            put_old: base.join(rel(OLD_ROOT)),
+        },
+        MountOp::WriteFile {
+            path: "/resolv.conf".into(),
+            contents: files.resolv_conf.clone(),
+        },
+        MountOp::WriteFile {
+            path: "/hosts".into(),
+            contents: files.hosts.clone(),
+        },
+        MountOp::MakeInaccessible,
+    ]
+}
+
+/// The common end: a fresh `/proc` (while the host's is still attached),
+/// pallium's resolv.conf and hosts, then the host's root detached.
+pub fn epilogue() -> Vec<MountOp> {
+    let old = Path::new(OLD_ROOT);
+    let new = Path::new(NEW_ROOT);
+    vec![
         MountOp::MakeDir {
             path: new.join("proc"),
         },
@@ -210,8 +250,7 @@ pub fn default_view(entries: &[HostEntry], files: &PrivateFiles) -> Vec<MountOp>
         MountOp::EnterRoot {
             new_root: new.into(),
         },
-    ]);
-    ops
+    ]
 }
 
 #[cfg(test)]

@@ -158,7 +158,7 @@ impl Server {
 
     fn handle(&mut self, req: SandboxRequest) -> Result<Flow, ServerError> {
         match req {
-            SandboxRequest::Setup(s) => self.handle_setup(s),
+            SandboxRequest::Setup(s) => self.handle_setup(*s),
             SandboxRequest::Spawn(s) => self.handle_spawn(s),
             SandboxRequest::Signal { id, signal } => self.handle_signal(id, signal),
             SandboxRequest::ListPids => self.handle_list_pids(),
@@ -200,6 +200,13 @@ impl Server {
             return self.violation(Some(id), "Spawn id already in use");
         }
         let map_back = sb.map_back.filter(|_| !req.root);
+        let mut req = req;
+        crate::virtuser::apply(
+            sb.user.as_ref(),
+            sb.workdir.as_deref(),
+            &mut req.env,
+            &mut req.cwd,
+        );
         let filter = match seccomp {
             Ok(f) => f,
             Err(e) => {

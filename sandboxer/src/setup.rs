@@ -17,8 +17,9 @@ use proto::policy::{drop_to, PolicyError, Role};
 use proto::sandbox::Setup;
 
 use crate::mount::{self, MountError};
+use crate::paths::{self, HostFs, HostKind};
 use crate::plan::{self, EntryKind, HostEntry, PrivateFiles};
-use crate::{init, sys};
+use crate::{init, sys, virtuser};
 
 /// The sandbox as built by `Setup`.
 #[derive(Debug)]
@@ -29,6 +30,10 @@ pub struct Sandbox {
     pub init_pidfd: OwnedFd,
     /// Rootless: applications are mapped back to this uid/gid (unless `--root`).
     pub map_back: Option<(u32, u32)>,
+    /// `sandbox.workdir`.
+    pub workdir: Option<String>,
+    /// The virtual user, if any.
+    pub user: Option<virtuser::Prepared>,
 }
 
 /// A failed step of `Setup`.
@@ -52,6 +57,10 @@ pub enum SetupError {
     },
     #[error("list the host's root directory: {0}")]
     ListRoot(#[source] std::io::Error),
+    #[error("plan the file view")]
+    Paths(#[from] paths::PathsError),
+    #[error("prepare the virtual user")]
+    Virtuser(#[from] virtuser::VirtuserError),
     #[error("build the file view")]
     Mount(#[from] MountError),
 }
@@ -81,13 +90,28 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         source,
     })?;
 
-    let ops = plan::default_view(
-        &host_entries(Path::new("/")).map_err(SetupError::ListRoot)?,
-        &PrivateFiles {
-            resolv_conf: req.resolv_conf,
-            hosts: req.hosts,
-        },
-    );
+    let files = PrivateFiles {
+        resolv_conf: req.resolv_conf,
+        hosts: req.hosts,
+    };
+    let sb = &req.profile;
+    let user = match &sb.virtuser {
+        Some(v) => Some(virtuser::prepare(v, req.uid, req.gid, &req.hostname)?),
+        None => None,
+    };
+    let ops = if user.is_none() && sb.paths.is_none() {
+        plan::default_view(
+            &host_entries(Path::new("/")).map_err(SetupError::ListRoot)?,
+            &files,
+        )
+    } else {
+        let (extra, private, post) = user
+            .as_ref()
+            .map(|u| (&u.extra[..], &u.private[..], &u.post[..]))
+            .unwrap_or_default();
+        let tree = paths::tree(&sb.paths.clone().unwrap_or_default(), extra, &RealFs)?;
+        paths::view(&tree, &files, private, post)
+    };
     let mut init = None;
     mount::execute(&ops, &mut |target| {
         init = Some(fork_init(target)?);
@@ -98,7 +122,35 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         init,
         init_pidfd,
         map_back: rootless.then_some((req.uid, req.gid)),
+        workdir: req.profile.workdir.clone(),
+        user,
     })
+}
+
+/// The host's file system as the planner sees it (before any mount).
+struct RealFs;
+
+impl HostFs for RealFs {
+    fn lstat(&self, path: &Path) -> Option<HostKind> {
+        let m = fs::symlink_metadata(path).ok()?;
+        Some(if m.is_symlink() {
+            HostKind::Symlink(fs::read_link(path).ok()?)
+        } else if m.is_dir() {
+            HostKind::Dir
+        } else {
+            HostKind::File
+        })
+    }
+
+    fn list(&self, path: &Path) -> Vec<std::ffi::OsString> {
+        fs::read_dir(path)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
+            .unwrap_or_default()
+    }
+
+    fn canonicalize(&self, path: &Path) -> Option<std::path::PathBuf> {
+        fs::canonicalize(path).ok()
+    }
 }
 
 /// The entries of `root`, classified for the plan.

@@ -71,7 +71,7 @@ impl Sandboxer {
 
     fn setup(&mut self, netns: OwnedFd, userns: Option<OwnedFd>, uid: u32, gid: u32) -> i32 {
         self.chan
-            .send(SandboxRequest::Setup(Setup {
+            .send(SandboxRequest::Setup(Box::new(Setup {
                 netns: Fd(netns),
                 userns: userns.map(Fd),
                 hostname: "pallium".into(),
@@ -80,7 +80,7 @@ impl Sandboxer {
                 uid,
                 gid,
                 profile: Default::default(),
-            }))
+            })))
             .unwrap();
         match self.chan.recv().unwrap() {
             SandboxEvent::Ready { init_pid } => init_pid,

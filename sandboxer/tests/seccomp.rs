@@ -77,7 +77,7 @@ impl Sandboxer {
         chan.handshake("supervisor", "sandboxer").unwrap();
         let mut sb = Sandboxer { chan, proc };
         sb.chan
-            .send(SandboxRequest::Setup(Setup {
+            .send(SandboxRequest::Setup(Box::new(Setup {
                 netns: Fd(new_netns()),
                 userns: None,
                 hostname: "pallium".into(),
@@ -86,7 +86,7 @@ impl Sandboxer {
                 uid: 0,
                 gid: 0,
                 profile,
-            }))
+            })))
             .unwrap();
         match sb.chan.recv().unwrap() {
             SandboxEvent::Ready { .. } => sb,

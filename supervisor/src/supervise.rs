@@ -144,7 +144,7 @@ fn run_with(
     }))?;
     let chain = wait_chain(broker, plan.quiet)?;
     let hostname = profile.sandbox.hostname.clone();
-    sandbox.chan.send(SandboxRequest::Setup(Setup {
+    sandbox.chan.send(SandboxRequest::Setup(Box::new(Setup {
         netns: chain.netns,
         userns: chain.userns,
         hosts: hosts_file(&hostname),
@@ -153,7 +153,7 @@ fn run_with(
         uid,
         gid,
         profile: profile.sandbox.clone(),
-    }))?;
+    })))?;
     let init_pid = match sandbox.chan.recv().context("sandboxer")? {
         SandboxEvent::Ready { init_pid } => init_pid,
         SandboxEvent::Failed { error, .. } => return Err(anyhow!("{error}")),

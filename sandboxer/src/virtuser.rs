@@ -1,0 +1,321 @@
+//! Virtual users (ORIGINAL.md §4.1): a persistent home under the caller's
+//! `~/.config/pallium/virtuser/NAME/home` (`/etc/pallium/…` as root) or a
+//! tmpfs one (`$tmp`), mounted at `/home/NAME`, with generated `/etc/passwd`,
+//! `/etc/group` and `/etc/hostname`, and `HOME`/`USER`/cwd for the command.
+
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use proto::profile::{Virtuser, VirtuserName};
+
+use crate::paths::{Class, HostKind};
+use crate::plan::{MountOp, NEW_ROOT, OLD_ROOT};
+
+/// A failed preparation of the virtual user's home.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtuserError {
+    #[error("{step} {path}: {source}")]
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What the file view and the spawned commands need of a virtual user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    pub name: String,
+    /// `/home/NAME`.
+    pub home: String,
+    /// Tree entries added after the user's.
+    pub extra: Vec<(PathBuf, Class)>,
+    /// Files written into the base tmpfs (bound by `extra`).
+    pub private: Vec<(PathBuf, String)>,
+    /// Ops run once the tree is mounted (the `$tmp` skeleton copy).
+    pub post: Vec<MountOp>,
+}
+
+/// The caller's home directory and shell from the host's `/etc/passwd`.
+pub fn caller(passwd: &str, uid: u32) -> (Option<String>, String) {
+    for line in passwd.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() >= 7 && f[2].parse() == Ok(uid) {
+            let shell = if f[6].is_empty() { "/bin/sh" } else { f[6] };
+            return (
+                Some(f[5].to_string()).filter(|h| !h.is_empty()),
+                shell.into(),
+            );
+        }
+    }
+    (None, "/bin/sh".into())
+}
+
+/// The pure part: entries, generated files and post-ops for `v`, given the
+/// host directory holding a persistent home (None for `$tmp`).
+pub fn describe(
+    v: &Virtuser,
+    host_home: Option<&Path>,
+    uid: u32,
+    gid: u32,
+    shell: &str,
+    hostname: &str,
+) -> Prepared {
+    let name = v.name.as_str().to_string();
+    let home = format!("/home/{name}");
+    let mut extra = Vec::new();
+    let mut post = Vec::new();
+    match host_home {
+        Some(dir) => extra.push((
+            PathBuf::from(&home),
+            Class::Bind {
+                src: dir.into(),
+                kind: HostKind::Dir,
+                label: "bind",
+            },
+        )),
+        None => {
+            extra.push((PathBuf::from(&home), Class::Fs("tmpfs".into())));
+            if let Some(skel) = &v.skeleton {
+                post.push(MountOp::CopyTree {
+                    from: Path::new(OLD_ROOT).join(skel.trim_start_matches('/')),
+                    to: Path::new(NEW_ROOT).join(home.trim_start_matches('/')),
+                });
+            }
+        }
+    }
+    let private = vec![
+        (
+            PathBuf::from("/virtuser-passwd"),
+            format!("{name}:x:{uid}:{gid}::{home}:{shell}\n"),
+        ),
+        (
+            PathBuf::from("/virtuser-group"),
+            format!("{name}:x:{gid}:\n"),
+        ),
+        (PathBuf::from("/virtuser-hostname"), format!("{hostname}\n")),
+    ];
+    for (file, private_path) in ["passwd", "group", "hostname"].iter().zip(&private) {
+        extra.push((
+            PathBuf::from("/etc").join(file),
+            Class::Private(private_path.0.clone()),
+        ));
+    }
+    Prepared {
+        name,
+        home,
+        extra,
+        private,
+        post,
+    }
+}
+
+/// Create the persistent home on first use (0700, the skeleton copied) and
+/// describe the user. Runs before the file view is built, as the caller
+/// (rootless) or as root.
+pub fn prepare(
+    v: &Virtuser,
+    uid: u32,
+    gid: u32,
+    hostname: &str,
+) -> Result<Prepared, VirtuserError> {
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let (caller_home, shell) = caller(&passwd, uid);
+    let host_home = match &v.name {
+        VirtuserName::Temporary => None,
+        VirtuserName::Named(n) => {
+            let base = match (uid, caller_home) {
+                (0, _) | (_, None) => PathBuf::from("/etc/pallium"),
+                (_, Some(h)) => Path::new(&h).join(".config/pallium"),
+            };
+            let dir = base.join("virtuser").join(n).join("home");
+            if fs::symlink_metadata(&dir).is_err() {
+                create_home(&dir, v.skeleton.as_deref())?;
+            }
+            Some(dir)
+        }
+    };
+    Ok(describe(
+        v,
+        host_home.as_deref(),
+        uid,
+        gid,
+        &shell,
+        hostname,
+    ))
+}
+
+fn io_step<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> VirtuserError + 'a {
+    move |source| VirtuserError::Io {
+        step,
+        path: path.into(),
+        source,
+    }
+}
+
+fn create_home(dir: &Path, skeleton: Option<&str>) -> Result<(), VirtuserError> {
+    if let Some(parent) = dir.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(io_step("create directory", parent))?;
+    }
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_step("create directory", dir))?;
+    match skeleton {
+        Some(skel) if Path::new(skel).is_dir() => copy_tree(Path::new(skel), dir),
+        Some(skel) => {
+            tracing::error!("virtual user skeleton {skel} is not a directory; home left empty");
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Copy the contents of `from` into the existing directory `to`: files,
+/// directories and symbolic links, with their permission bits.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<(), VirtuserError> {
+    for e in fs::read_dir(from).map_err(io_step("read directory", from))? {
+        let e = e.map_err(io_step("read directory", from))?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let meta = fs::symlink_metadata(&src).map_err(io_step("stat", &src))?;
+        if meta.is_symlink() {
+            let target = fs::read_link(&src).map_err(io_step("read link", &src))?;
+            std::os::unix::fs::symlink(target, &dst).map_err(io_step("create symlink", &dst))?;
+        } else if meta.is_dir() {
+            fs::create_dir(&dst).map_err(io_step("create directory", &dst))?;
+            copy_tree(&src, &dst)?;
+            fs::set_permissions(&dst, meta.permissions()).map_err(io_step("chmod", &dst))?;
+        } else if meta.is_file() {
+            fs::copy(&src, &dst).map_err(io_step("copy to", &dst))?;
+            let mode = meta.permissions().mode() & 0o7777;
+            fs::set_permissions(&dst, fs::Permissions::from_mode(mode))
+                .map_err(io_step("chmod", &dst))?;
+        }
+    }
+    Ok(())
+}
+
+/// `HOME`, `USER` and the working directory of a spawned command:
+/// `workdir` if set (`""` = the caller's), else the virtual user's home,
+/// else the caller's.
+pub fn apply(
+    user: Option<&Prepared>,
+    workdir: Option<&str>,
+    env: &mut Vec<(String, String)>,
+    cwd: &mut Option<String>,
+) {
+    if let Some(u) = user {
+        env.retain(|(k, _)| k != "HOME" && k != "USER" && k != "LOGNAME");
+        env.push(("HOME".into(), u.home.clone()));
+        env.push(("USER".into(), u.name.clone()));
+        env.push(("LOGNAME".into(), u.name.clone()));
+    }
+    match (workdir, user) {
+        (Some(""), _) => {}
+        (Some(w), _) => *cwd = Some(w.into()),
+        (None, Some(u)) => *cwd = Some(u.home.clone()),
+        (None, None) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(skel: Option<&str>) -> Virtuser {
+        Virtuser {
+            name: VirtuserName::Named("johndoe".into()),
+            skeleton: skel.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn caller_home_and_shell_come_from_passwd() {
+        let pw = "root:x:0:0:root:/root:/bin/bash\nme:x:1000:1000::/home/me:/bin/zsh\n";
+        assert_eq!(
+            caller(pw, 1000),
+            (Some("/home/me".into()), "/bin/zsh".into())
+        );
+        assert_eq!(caller(pw, 5), (None, "/bin/sh".into()));
+    }
+
+    #[test]
+    fn named_user_binds_its_host_home_and_generated_files() {
+        let p = describe(
+            &named(Some("/etc/skel")),
+            Some(Path::new("/h/.config/pallium/virtuser/johndoe/home")),
+            1000,
+            100,
+            "/bin/bash",
+            "box",
+        );
+        assert_eq!(p.home, "/home/johndoe");
+        assert!(p.post.is_empty());
+        assert_eq!(
+            p.extra[0].1,
+            Class::Bind {
+                src: "/h/.config/pallium/virtuser/johndoe/home".into(),
+                kind: HostKind::Dir,
+                label: "bind"
+            }
+        );
+        assert_eq!(
+            p.private[0].1,
+            "johndoe:x:1000:100::/home/johndoe:/bin/bash\n"
+        );
+        assert_eq!(p.private[1].1, "johndoe:x:100:\n");
+        assert_eq!(p.private[2].1, "box\n");
+        assert!(p.extra.contains(&(
+            "/etc/passwd".into(),
+            Class::Private("/virtuser-passwd".into())
+        )));
+    }
+
+    #[test]
+    fn temporary_user_gets_a_tmpfs_home_with_the_skeleton() {
+        let v = Virtuser {
+            name: VirtuserName::Temporary,
+            skeleton: Some("/etc/skel".into()),
+        };
+        let p = describe(&v, None, 0, 0, "/bin/sh", "pallium");
+        assert_eq!(p.extra[0], ("/home/tmp".into(), Class::Fs("tmpfs".into())));
+        assert_eq!(
+            p.post,
+            [MountOp::CopyTree {
+                from: "/oldroot/etc/skel".into(),
+                to: "/newroot/home/tmp".into()
+            }]
+        );
+        let v = Virtuser {
+            skeleton: None,
+            ..v
+        };
+        assert!(describe(&v, None, 0, 0, "/bin/sh", "p").post.is_empty());
+    }
+
+    #[test]
+    fn environment_and_working_directory() {
+        let p = describe(&named(None), Some(Path::new("/x")), 1, 1, "/bin/sh", "h");
+        let mut env = vec![("HOME".into(), "/root".into()), ("A".into(), "b".into())];
+        let mut cwd = Some("/caller".to_string());
+        apply(Some(&p), None, &mut env, &mut cwd);
+        assert!(env.contains(&("HOME".into(), "/home/johndoe".into())));
+        assert!(env.contains(&("USER".into(), "johndoe".into())));
+        assert!(!env.contains(&("HOME".into(), "/root".into())));
+        assert_eq!(cwd.as_deref(), Some("/home/johndoe"));
+        let mut cwd = Some("/caller".to_string());
+        apply(Some(&p), Some(""), &mut env, &mut cwd);
+        assert_eq!(cwd.as_deref(), Some("/caller"));
+        apply(None, Some("/srv"), &mut env, &mut cwd);
+        assert_eq!(cwd.as_deref(), Some("/srv"));
+    }
+}
