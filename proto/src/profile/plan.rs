@@ -26,23 +26,11 @@ const UNSUPPORTED: &[(&str, fn(&Profile) -> bool)] = &[
     ("network.outbound_interface is not supported yet", |p| {
         p.network.outbound_interface.is_some()
     }),
-    ("sandbox.virtuser is not supported yet", |p| {
-        p.sandbox.virtuser.is_some()
-    }),
-    ("sandbox.paths is not supported yet", |p| {
-        p.sandbox.paths.is_some()
-    }),
     ("sandbox.gvisor is not supported yet", |p| p.sandbox.gvisor),
     ("sandbox.gui is not supported yet", |p| {
         p.sandbox.gui != Gui::Off
     }),
     ("sandbox.audio is not supported yet", |p| p.sandbox.audio),
-    ("sandbox.unpriv_user_ns=false is not supported yet", |p| {
-        !p.sandbox.unpriv_user_ns
-    }),
-    ("sandbox.seccomp is not supported yet", |p| {
-        !p.sandbox.seccomp.is_empty()
-    }),
 ];
 
 impl Profile {

@@ -502,7 +502,7 @@ fn nulls_mean_default() {
 
 #[test]
 fn unsupported_lists_each_feature_once() {
-    assert!(ok(r#"{"run": {"command": ["true"], "quiet": true}, "network": {"force_slirp": true, "kill_switch": false}, "sandbox": {"hostname": "h", "workdir": "/"}}"#).profile.unsupported().is_empty());
+    assert!(ok(r#"{"run": {"command": ["true"], "quiet": true}, "network": {"force_slirp": true, "kill_switch": false}, "sandbox": {"hostname": "h", "workdir": "/", "virtuser": "$tmp", "paths": {"mode": "base"}, "seccomp": ["uname"], "unpriv_user_ns": false}}"#).profile.unsupported().is_empty());
     let u = ok(EXAMPLES[1].1).profile.unsupported();
     assert_eq!(
         u,
@@ -510,7 +510,6 @@ fn unsupported_lists_each_feature_once() {
             "hop type 'socks' is not supported yet",
             "hop type 'tor' is not supported yet",
             "hop type 'openvpn' is not supported yet",
-            "sandbox.virtuser is not supported yet",
             "sandbox.gui is not supported yet",
             "sandbox.audio is not supported yet",
         ]

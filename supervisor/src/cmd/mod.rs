@@ -66,6 +66,18 @@ pub(crate) fn ensure_runnable(loaded: &Loaded) -> Result<()> {
             bail!("profile {}: {key} needs root (it changes the host's links and routes); run pallium as root or remove the key", loaded.display);
         }
     }
+    // A bind source that does not exist is reported before anything starts.
+    if let Some(paths) = &loaded.profile.sandbox.paths {
+        for (i, b) in paths.bind.iter().enumerate() {
+            if std::fs::symlink_metadata(&b.src).is_err() {
+                bail!(
+                    "profile {}: sandbox.paths.bind[{i}]: source {} does not exist (a bind is [destination in the sandbox, source on the host])",
+                    loaded.display,
+                    b.src
+                );
+            }
+        }
+    }
     // A missing uplink tool is reported before anything starts.
     crate::supervise::choose_uplink(!nix::unistd::getuid().is_root(), net.force_slirp)?;
     let missing = loaded.profile.unsupported();

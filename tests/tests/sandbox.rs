@@ -1,0 +1,162 @@
+//! The sandbox keys through the CLI, as root and rootless: virtual users,
+//! paths, seccomp and `unpriv_user_ns` (the original's sandbox and CLI tests,
+//! ORIGINAL.md §5), and their bad input refused before anything is set up.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use common::{pallium, profile_file, text};
+use pallium_tests::{skip_unless_root, TestUser, Testbed};
+
+fn out(mut c: Command) -> Output {
+    c.stdin(Stdio::null()).output().expect("run")
+}
+
+/// `pallium exec --one-shot PROFILE -- ARGV` as root in the testbed's host namespace.
+fn exec_root(tb: &Testbed, profile: &str, argv: &[&str]) -> Output {
+    let mut a = vec![
+        pallium().display().to_string(),
+        "exec".into(),
+        "--one-shot".into(),
+        profile.into(),
+        "--".into(),
+    ];
+    a.extend(argv.iter().map(|s| s.to_string()));
+    out(tb.host_exec(a))
+}
+
+/// The same as the test user, with the binaries staged where it can run them.
+fn exec_user(tb: &Testbed, profile: &str, argv: &[&str]) -> Output {
+    let dir = TestUser::get().stage_binaries(&common::binaries());
+    let mut a = vec![
+        dir.join("pallium").display().to_string(),
+        "exec".into(),
+        "--one-shot".into(),
+        profile.into(),
+        "--".into(),
+    ];
+    a.extend(argv.iter().map(|s| s.to_string()));
+    out(tb.host_exec_as(TestUser::get(), a))
+}
+
+fn tun_usable() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
+}
+
+#[test]
+fn virtual_user_whoami_and_home_rootless() {
+    skip_unless_root!();
+    if !tun_usable() {
+        pallium_tests::skip("/dev/net/tun is not world read-write");
+        return;
+    }
+    let tb = Testbed::new("sbxvu");
+    // ORIGINAL.md §5 test_virtuser, through an inline profile.
+    let prof = r#"{"sandbox": {"virtuser": {"name": "johndoe", "skeleton": false}}}"#;
+    let o = exec_user(&tb, prof, &["sh", "-c", "whoami; echo $HOME; pwd"]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["johndoe", "/home/johndoe", "/home/johndoe"],
+        "{stderr}"
+    );
+    // The persistent home lives in the caller's config directory.
+    assert!(TestUser::get()
+        .home()
+        .join(".config/pallium/virtuser/johndoe/home")
+        .is_dir());
+}
+
+#[test]
+fn temporary_virtual_user_as_root() {
+    skip_unless_root!();
+    let tb = Testbed::new("sbxtmp");
+    let o = exec_root(
+        &tb,
+        r#"{"sandbox": {"virtuser": "$tmp"}}"#,
+        &["sh", "-c", "echo $HOME; ls -d /home/*"],
+    );
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.lines().next(), Some("/home/tmp"), "{stdout}");
+}
+
+#[test]
+fn paths_base_mode_and_binds() {
+    skip_unless_root!();
+    let tb = Testbed::new("sbxpaths");
+    // ORIGINAL.md §4.2: base mode with a minimal whitelist has no /tmp.
+    let base = r#"{"sandbox": {"paths": {"mode": "base", "whitelist": ["/usr", "/bin", "/lib64", "/lib", "/dev/null"]}}}"#;
+    let o = exec_root(&tb, base, &["ls", "/tmp"]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    // A host file bound at a path that does not exist on the host.
+    let host_file = profile_file("sbx-bound", "{}");
+    let bind = format!(
+        r#"{{"sandbox": {{"paths": {{"bind": [["/doesnotexist/pallium-test", "{}"]]}}}}}}"#,
+        host_file.display()
+    );
+    let o = exec_root(&tb, &bind, &["cat", "/doesnotexist/pallium-test"]);
+    assert_eq!(text(&o).0.trim(), "{}", "{:?}", text(&o));
+    assert!(
+        !std::path::Path::new("/doesnotexist").exists(),
+        "the host is unchanged"
+    );
+}
+
+#[test]
+fn seccomp_and_unpriv_user_ns() {
+    skip_unless_root!();
+    let tb = Testbed::new("sbxsec");
+    let o = exec_root(&tb, "{}", &["sh", "-c", "grep Seccomp: /proc/self/status"]);
+    assert!(text(&o).0.contains("2"), "{:?}", text(&o));
+    let o = exec_root(&tb, r#"{"sandbox": {"seccomp": ["uname"]}}"#, &["uname"]);
+    assert_ne!(o.status.code(), Some(0), "{:?}", text(&o));
+    let o = exec_root(
+        &tb,
+        r#"{"sandbox": {"unpriv_user_ns": false}}"#,
+        &["unshare", "-U", "true"],
+    );
+    assert_ne!(o.status.code(), Some(0), "{:?}", text(&o));
+    let o = exec_root(&tb, "{}", &["unshare", "-U", "true"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "by default nested user namespaces work: {:?}",
+        text(&o)
+    );
+}
+
+#[test]
+fn bad_sandbox_input_is_refused_before_anything_is_set_up() {
+    skip_unless_root!();
+    let tb = Testbed::new("sbxbad");
+    let cases = [
+        (
+            r#"{"sandbox": {"paths": {"bind": [["/x", "/no/such/source"]]}}}"#,
+            "sandbox.paths.bind[0]",
+        ),
+        (
+            r#"{"sandbox": {"paths": {"whitelist": ["relative/path"]}}}"#,
+            "sandbox.paths.whitelist[0]",
+        ),
+        (
+            r#"{"sandbox": {"paths": {"whitelist": ["/usr/../etc"]}}}"#,
+            "sandbox.paths.whitelist[0]",
+        ),
+        (
+            r#"{"sandbox": {"virtuser": "Bad Name"}}"#,
+            "sandbox.virtuser",
+        ),
+    ];
+    for (prof, key) in cases {
+        let o = exec_root(&tb, prof, &["true"]);
+        let (_, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{prof}: {stderr}");
+        assert!(stderr.contains(key), "{prof}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    assert_eq!(common::wait_clean(&tb), Vec::<String>::new());
+}
