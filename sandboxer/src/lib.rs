@@ -7,7 +7,8 @@
 //! * [`server`]: channel, request state machine, poll loop;
 //! * [`setup`]: namespaces, then [`plan`] (the file view as data) run by
 //!   [`mount`], and the [`init`];
-//! * [`spawn`]: the application's processes, under the [`seccomp`] filter;
+//! * [`spawn`]: the application's processes, under the [`seccomp`] filter
+//!   and the [`landlock`] ruleset that mirrors the file view;
 //!   [`procs`]: `ListPids`;
 //! * `sys`: every `unsafe` syscall wrapper.
 
@@ -15,6 +16,7 @@
 #![deny(unsafe_code)]
 
 pub mod init;
+pub mod landlock;
 pub mod mount;
 pub mod paths;
 pub mod plan;

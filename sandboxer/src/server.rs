@@ -218,9 +218,14 @@ impl Server {
                 return Ok(Flow::Continue);
             }
         };
-        match spawn::spawn(req, map_back, filter) {
+        match spawn::spawn(req, map_back, filter, &sb.landlock) {
             Ok(child) => {
                 tracing::info!(id, pid = child.pid.as_raw(), "spawned");
+                tracing::debug!(
+                    id,
+                    landlock = sb.landlock.enforced(),
+                    "file view confinement"
+                );
                 self.chan.send(SandboxEvent::Spawned {
                     id,
                     pid: child.pid.as_raw(),

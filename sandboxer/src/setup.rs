@@ -16,6 +16,7 @@ use nix::unistd::{ForkResult, Pid};
 use proto::policy::{drop_to, PolicyError, Role};
 use proto::sandbox::Setup;
 
+use crate::landlock::{self, Landlock, LandlockError};
 use crate::mount::{self, MountError};
 use crate::paths::{self, HostFs, HostKind};
 use crate::plan::{self, EntryKind, HostEntry, PrivateFiles};
@@ -34,6 +35,8 @@ pub struct Sandbox {
     pub workdir: Option<String>,
     /// The virtual user, if any.
     pub user: Option<virtuser::Prepared>,
+    /// The landlock ruleset that mirrors the file view.
+    pub landlock: Landlock,
 }
 
 /// A failed step of `Setup`.
@@ -63,6 +66,8 @@ pub enum SetupError {
     Virtuser(#[from] virtuser::VirtuserError),
     #[error("build the file view")]
     Mount(#[from] MountError),
+    #[error("prepare the landlock ruleset")]
+    Landlock(#[from] LandlockError),
 }
 
 /// Run `Setup` in the calling (single-threaded) process.
@@ -118,12 +123,15 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         Ok(())
     })?;
     let (init, init_pidfd) = init.ok_or(MountError::Proc("the plan mounts no /proc".into()))?;
+    // We are in the sandbox's root now: the rules' paths resolve there.
+    let landlock = Landlock::prepare(&landlock::rules(&ops))?;
     Ok(Sandbox {
         init,
         init_pidfd,
         map_back: rootless.then_some((req.uid, req.gid)),
         workdir: req.profile.workdir.clone(),
         user,
+        landlock,
     })
 }
 

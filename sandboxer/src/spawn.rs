@@ -1,6 +1,7 @@
 //! `Spawn`: fork a process into the sandbox, make it a session leader with
 //! the given stdio, map it back to the caller's uid (rootless), drop every
-//! capability, install the [`seccomp`](crate::seccomp) filter and exec it.
+//! capability, enter the [`landlock`](crate::landlock) ruleset, install the
+//! [`seccomp`](crate::seccomp) filter and exec it.
 //! A failure before or at exec comes back through a
 //! close-on-exec pipe, so the supervisor gets `Failed` instead of `Spawned`.
 
@@ -19,6 +20,7 @@ use nix::unistd::{ForkResult, Pid};
 use proto::policy::{drop_to, Role};
 use proto::sandbox::Spawn;
 
+use crate::landlock::Landlock;
 use crate::seccomp::Filter;
 use crate::sys;
 
@@ -60,11 +62,13 @@ pub enum SpawnError {
 
 /// Start `req` in the sandbox. `map_back`: rootless, not `--root` — run as
 /// this uid/gid in a user namespace of its own. `filter`: compiled once at
-/// `Setup`, installed right before exec.
+/// `Setup`, installed right before exec; `landlock`: created at `Setup`,
+/// entered right before the filter.
 pub fn spawn(
     req: Spawn,
     map_back: Option<(u32, u32)>,
     filter: &Filter,
+    landlock: &Landlock,
 ) -> Result<Child, SpawnError> {
     let id = req.id;
     let cmd = req.argv.first().ok_or(SpawnError::EmptyArgv)?.clone();
@@ -86,7 +90,8 @@ pub fn spawn(
     let pid = match sys::fork().map_err(sys_err("fork"))? {
         ForkResult::Child => {
             drop(r);
-            let (stage, errno) = child(&req, map_back, filter, &candidates, &argv, &env);
+            let (stage, errno) =
+                child(&req, map_back, (landlock, filter), &candidates, &argv, &env);
             let mut buf = [0u8; 5];
             buf[0] = stage as u8;
             buf[1..].copy_from_slice(&(errno as i32).to_le_bytes());
@@ -155,6 +160,7 @@ enum Stage {
     IdMaps,
     Caps,
     Signals,
+    Landlock,
     Seccomp,
     Exec,
 }
@@ -169,6 +175,7 @@ impl Stage {
             Stage::IdMaps,
             Stage::Caps,
             Stage::Signals,
+            Stage::Landlock,
             Stage::Seccomp,
         ]
         .into_iter()
@@ -185,6 +192,7 @@ impl Stage {
             Stage::IdMaps => "map back to the caller's uid and gid",
             Stage::Caps => "drop capabilities",
             Stage::Signals => "reset signal handling",
+            Stage::Landlock => "enter the landlock ruleset",
             Stage::Seccomp => "install the seccomp filter",
             Stage::Exec => "exec",
         }
@@ -195,7 +203,7 @@ impl Stage {
 fn child(
     req: &Spawn,
     map_back: Option<(u32, u32)>,
-    filter: &Filter,
+    (landlock, filter): (&Landlock, &Filter),
     candidates: &[CString],
     argv: &[CString],
     env: &[CString],
@@ -228,6 +236,9 @@ fn child(
         }
         sys::reset_signals().map_err(at(Stage::Signals))?;
         sys::cloexec_from(3).map_err(at(Stage::Signals))?;
+        // After NO_NEW_PRIVS (set by the capability drop), before seccomp,
+        // which would otherwise have to allow landlock_restrict_self.
+        landlock.restrict().map_err(at(Stage::Landlock))?;
         // Last: after NO_NEW_PRIVS (the capability drop), so no capability
         // is needed, and after everything above that the filter may deny.
         filter.apply().map_err(at(Stage::Seccomp))?;
