@@ -52,4 +52,7 @@ pub struct SessionInfo {
     pub hops: Vec<String>,
     pub started_unix: u64,
     pub links: Vec<String>,
+    /// The sandbox's init process (pid in the supervisor's pid namespace):
+    /// `pallium cp`/`mv` reach the sandbox's files through its root.
+    pub init_pid: i32,
 }

@@ -57,6 +57,55 @@ pub(crate) enum Command {
     /// no_new_privs, seccomp mode and namespaces, marking anything the policy
     /// does not allow.
     Audit(SessionArgs),
+    /// Copy a file (or, with -r, a directory tree) between the host and a
+    /// running session's sandbox.
+    ///
+    /// Exactly one side is in the sandbox: --from PROFILE (SRC is in it),
+    /// --to PROFILE (DST is in it), or PROFILE:PATH on either side. A DST that
+    /// is a directory receives basename(SRC); with -r, DST must not exist.
+    /// Sandbox paths are resolved inside the sandbox's root: its symbolic
+    /// links never lead to the host's files.
+    #[command(after_help = CP_EXAMPLES)]
+    Cp(CpArgs),
+    /// Move a file or directory between the host and a running session's
+    /// sandbox (copy, then remove the source).
+    #[command(after_help = CP_EXAMPLES)]
+    Mv(TransferArgs),
+}
+
+const CP_EXAMPLES: &str = "\
+Examples:
+  pallium cp notes.txt --to work /tmp/notes.txt     host file into session 0 of 'work'
+  pallium cp -r --from work /home/me/out ./out      a directory tree out of the sandbox
+  pallium cp work:/etc/hostname .                   the PROFILE:PATH form
+  pallium mv report.pdf work:/tmp/ -s 1             into session 1 (then gone from the host)
+
+A host path containing ':' before any '/' is read as PROFILE:PATH; write ./NAME.";
+
+#[derive(Debug, Args)]
+pub(crate) struct CpArgs {
+    /// Copy a directory and everything below it.
+    #[arg(short, long)]
+    pub(crate) recursive: bool,
+    #[command(flatten)]
+    pub(crate) transfer: TransferArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TransferArgs {
+    /// Session index.
+    #[arg(short, long, default_value_t = 0)]
+    pub(crate) session: u32,
+    /// SRC is a path in this profile's sandbox.
+    #[arg(long, value_name = "PROFILE", conflicts_with = "to")]
+    pub(crate) from: Option<String>,
+    /// DST is a path in this profile's sandbox.
+    #[arg(long, value_name = "PROFILE")]
+    pub(crate) to: Option<String>,
+    /// Source path (or PROFILE:PATH).
+    pub(crate) src: String,
+    /// Destination path (or PROFILE:PATH).
+    pub(crate) dst: String,
 }
 
 #[derive(Debug, Args)]
@@ -158,5 +207,17 @@ mod tests {
             panic!()
         };
         assert_eq!(s.target.namespace, -2);
+    }
+
+    #[test]
+    fn mv_takes_options_between_paths() {
+        let c = Cli::parse_from(["pallium", "mv", "a", "--to", "p", "/tmp/b", "-s", "1"]);
+        let Command::Mv(m) = c.command else { panic!() };
+        assert_eq!((m.src.as_str(), m.dst.as_str()), ("a", "/tmp/b"));
+        assert_eq!((m.to.as_deref(), m.session), (Some("p"), 1));
+        assert!(
+            Cli::try_parse_from(["pallium", "cp", "--from", "p", "--to", "q", "a", "b"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["pallium", "mv", "-r", "a", "p:b"]).is_err());
     }
 }

@@ -16,6 +16,7 @@ mod spawn;
 mod supervise;
 mod sys;
 mod terminal;
+mod transfer;
 
 use clap::Parser;
 

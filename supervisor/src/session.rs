@@ -36,6 +36,7 @@ impl OwnedSession {
             "hops": info.hops,
             "started_unix": info.started_unix,
             "links": info.links,
+            "init_pid": info.init_pid,
         });
         let tmp = self.dir.join("info.json.tmp");
         fs::write(&tmp, json.to_string()).context("writing session info")?;
@@ -171,7 +172,7 @@ pub(crate) fn list_all() -> Result<Vec<SessionInfo>> {
     Ok(out)
 }
 
-fn read_info(dir: &Path) -> Option<SessionInfo> {
+pub(crate) fn read_info(dir: &Path) -> Option<SessionInfo> {
     let v: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(dir.join("info.json")).ok()?).ok()?;
     let strings = |k: &str| -> Vec<String> {
@@ -190,5 +191,6 @@ fn read_info(dir: &Path) -> Option<SessionInfo> {
         hops: strings("hops"),
         started_unix: v["started_unix"].as_u64()?,
         links: strings("links"),
+        init_pid: v["init_pid"].as_i64().unwrap_or(0) as i32,
     })
 }

@@ -171,6 +171,7 @@ fn run_with(
             .map(|d| d.as_secs())
             .unwrap_or(0),
         links: chain.links,
+        init_pid,
     };
     plan.session.write_info(&info)?;
     if let Some(p) = &plan.pid_file {

@@ -4,6 +4,7 @@
 
 mod audit;
 mod check;
+mod cp;
 mod exec;
 mod list;
 mod run;
@@ -27,6 +28,8 @@ pub(crate) fn run(cli: Cli) -> Result<i32> {
         Command::List => list::list(),
         Command::Check(a) => check::check(a),
         Command::Audit(a) => audit::audit(a),
+        Command::Cp(a) => cp::transfer(a.transfer, a.recursive, false),
+        Command::Mv(a) => cp::transfer(a, true, true),
     }
 }
 
