@@ -41,6 +41,18 @@ fi
 row "pallium exec --one-shot default -- true (root)" "$(median_ms "$BIN/pallium" exec --quiet --one-shot default -- true)" "20"
 row "pallium exec --one-shot default -- true (rootless)" "$(median_ms setpriv --reuid "$UID_N" --regid "$(id -g "$USER_NAME")" --init-groups env HOME="/home/$USER_NAME" XDG_RUNTIME_DIR="/run/user/$UID_N" "$BIN/pallium" exec --quiet --one-shot default -- true)" "60"
 
+# The sandbox with a virtual user and a whitelist, against bwrap building an
+# equivalent view (tmpfs root, /usr and /etc, /opt, own /proc, /dev, /tmp, home).
+VU=$(mktemp /tmp/pallium-bench-vu-XXXX.json)
+echo '{"sandbox": {"virtuser": "$tmp", "paths": {"whitelist": ["/opt"]}}}' > "$VU"
+row "pallium exec --one-shot, virtuser \$tmp + whitelist (root)" "$(median_ms "$BIN/pallium" exec --quiet --one-shot "$VU" -- true)" "-"
+if command -v bwrap >/dev/null; then
+    row "bwrap, equivalent view (root)" "$(median_ms bwrap --unshare-all --ro-bind /usr /usr --ro-bind /etc /etc \
+        --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 --symlink usr/sbin /sbin \
+        --bind /opt /opt --proc /proc --dev /dev --tmpfs /tmp --tmpfs /run --tmpfs /home/tmp --hostname pallium true)" "-"
+fi
+rm -f "$VU"
+
 # A running session for exec-into and memory.
 PROFILE=$(mktemp /tmp/pallium-bench-XXXX.json)
 echo '{"run": {"command": ["sleep", "infinity"]}}' > "$PROFILE"
