@@ -1,0 +1,240 @@
+//! The harness the sandboxer's integration tests share: start the built
+//! sandboxer with its channel on fd 3, handshake as the supervisor, set up,
+//! spawn scripts, collect their output and status, shut down.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::socket::{setsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
+use nix::sys::time::TimeVal;
+use proto::broker::ProcEntry;
+use proto::profile::{BindMount, Paths, PathsMode, Sandbox};
+use proto::sandbox::{ExitStatus, SandboxEvent, SandboxRequest, Setup, Spawn};
+use proto::{Channel, Fd};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pallium-sandboxer");
+pub const RESOLV: &str = "nameserver 192.0.2.53\noptions edns0\n";
+pub const HOSTS: &str = "127.0.0.1 localhost\n192.0.2.80 pallium-test.example\n";
+
+pub fn root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipping: the sandboxer tests need root");
+    false
+}
+
+/// A running sandboxer and our end of its channel.
+pub struct Sandboxer {
+    pub chan: Channel<SandboxRequest, SandboxEvent>,
+    pub proc: Child,
+}
+
+impl Sandboxer {
+    /// Start `cmd` (the sandboxer, maybe behind setpriv) with the channel on fd 3.
+    pub fn start(mut cmd: Command) -> Sandboxer {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        // A hung sandboxer fails the test instead of hanging it.
+        setsockopt(&ours, sockopt::ReceiveTimeout, &TimeVal::new(20, 0)).unwrap();
+        let raw = theirs.as_raw_fd();
+        // SAFETY: between fork and exec the closure only calls dup2 and prctl,
+        // both async-signal-safe, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(raw, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let proc = cmd.stdin(Stdio::null()).spawn().unwrap();
+        drop(theirs);
+        let mut chan = Channel::new(ours);
+        chan.handshake("supervisor", "sandboxer").unwrap();
+        Sandboxer { chan, proc }
+    }
+
+    pub fn root_mode() -> Sandboxer {
+        Sandboxer::start(Command::new(BIN))
+    }
+
+    /// `Setup` with the default sandbox profile.
+    pub fn setup(&mut self, netns: OwnedFd, userns: Option<OwnedFd>, uid: u32, gid: u32) -> i32 {
+        self.setup_with(netns, userns, uid, gid, Default::default())
+    }
+
+    /// `Setup` in root mode in a fresh network namespace with `profile`.
+    pub fn setup_profile(&mut self, profile: Sandbox) -> i32 {
+        self.setup_with(new_netns(), None, 0, 0, profile)
+    }
+
+    pub fn setup_with(
+        &mut self,
+        netns: OwnedFd,
+        userns: Option<OwnedFd>,
+        uid: u32,
+        gid: u32,
+        profile: Sandbox,
+    ) -> i32 {
+        self.chan
+            .send(SandboxRequest::Setup(Box::new(Setup {
+                netns: Fd(netns),
+                userns: userns.map(Fd),
+                hostname: "pallium".into(),
+                resolv_conf: RESOLV.into(),
+                hosts: HOSTS.into(),
+                uid,
+                gid,
+                profile,
+            })))
+            .unwrap();
+        match self.chan.recv().unwrap() {
+            SandboxEvent::Ready { init_pid } => init_pid,
+            other => panic!("setup: {other:?}"),
+        }
+    }
+
+    /// Spawn `sh -c script` with stdout+stderr to a pipe; returns the read end.
+    pub fn spawn_sh(
+        &mut self,
+        id: u32,
+        script: &str,
+        root: bool,
+    ) -> Result<(i32, OwnedFd), String> {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        self.chan
+            .send(SandboxRequest::Spawn(Spawn {
+                id,
+                argv: vec!["sh".into(), "-c".into(), script.into()],
+                env: vec![("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into())],
+                cwd: Some("/does/not/exist".into()),
+                stdio: [Fd(null), Fd(w.try_clone().unwrap()), Fd(w)],
+                tty: false,
+                root,
+            }))
+            .unwrap();
+        match self.chan.recv().unwrap() {
+            SandboxEvent::Spawned { id: got, pid } if got == id => Ok((pid, r)),
+            SandboxEvent::Failed {
+                id: Some(got),
+                error,
+            } if got == id => Err(error.to_string()),
+            other => panic!("spawn: {other:?}"),
+        }
+    }
+
+    pub fn exited(&mut self, id: u32) -> ExitStatus {
+        match self.chan.recv().unwrap() {
+            SandboxEvent::Exited { id: got, status } if got == id => status,
+            other => panic!("expected Exited({id}): {other:?}"),
+        }
+    }
+
+    /// Run a script to completion: (status, output).
+    pub fn run(&mut self, id: u32, script: &str) -> (ExitStatus, String) {
+        let (_, r) = self.spawn_sh(id, script, false).unwrap();
+        let mut out = String::new();
+        std::fs::File::from(r).read_to_string(&mut out).unwrap();
+        (self.exited(id), out)
+    }
+
+    pub fn pids(&mut self) -> Vec<ProcEntry> {
+        self.chan.send(SandboxRequest::ListPids).unwrap();
+        match self.chan.recv().unwrap() {
+            SandboxEvent::Pids(p) => p,
+            other => panic!("pids: {other:?}"),
+        }
+    }
+
+    /// `Shutdown`, and the exit status of the sandboxer.
+    pub fn shutdown(mut self) -> std::process::ExitStatus {
+        self.chan.send(SandboxRequest::Shutdown).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.proc.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "sandboxer did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Sandboxer {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+/// A fresh network namespace, made on a throwaway thread (unshare is per thread).
+pub fn new_netns() -> OwnedFd {
+    std::thread::spawn(|| {
+        unshare(CloneFlags::CLONE_NEWNET).unwrap();
+        OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/net").unwrap())
+    })
+    .join()
+    .unwrap()
+}
+
+pub fn mountinfo_len() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        // Network namespaces other tests (or the testbed) create are bind
+        // mounts too; they are not ours to count.
+        .filter(|l| !l.contains(" /run/netns"))
+        .count()
+}
+
+/// A `sandbox.paths` profile.
+pub fn paths(
+    mode: PathsMode,
+    whitelist: &[&str],
+    blacklist: &[&str],
+    bind: &[(&str, &str)],
+) -> Sandbox {
+    Sandbox {
+        paths: Some(Paths {
+            mode,
+            whitelist: whitelist.iter().map(|s| s.to_string()).collect(),
+            blacklist: blacklist.iter().map(|s| s.to_string()).collect(),
+            bind: bind
+                .iter()
+                .map(|(d, s)| BindMount {
+                    dst: d.to_string(),
+                    src: s.to_string(),
+                })
+                .collect(),
+            ..Paths::default()
+        }),
+        ..Sandbox::default()
+    }
+}
+
+/// Run `script` in a sandbox built from `profile`: (exit code, output).
+pub fn run_in(profile: Sandbox, script: &str) -> (i32, String) {
+    let mounts = mountinfo_len();
+    let mut sb = Sandboxer::root_mode();
+    sb.setup_profile(profile);
+    let (status, out) = sb.run(1, script);
+    assert!(sb.shutdown().success());
+    assert_eq!(mountinfo_len(), mounts, "the host's mounts changed");
+    (status.as_code(), out)
+}
+
+pub const BASE_MIN: &[&str] = &["/usr", "/bin", "/lib64", "/lib", "/dev/null"];
