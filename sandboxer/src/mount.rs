@@ -258,25 +258,12 @@ fn open_in_root(root: &Path, path: &Path) -> Result<Option<std::os::fd::OwnedFd>
 /// `/etc/resolv.conf -> /run/...` symlink lands in the sandbox's `/run`), then
 /// mount over the resolved file through the host's `/proc/self/fd`.
 fn bind_in_root(source: &Path, root: &Path, path: &Path) -> Result<(), MountError> {
-    let rootfd = nix::fcntl::open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(nix_step("open", root))?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT);
-    let target = match nix::fcntl::openat2(&rootfd, path, how) {
-        Ok(fd) => fd,
-        Err(nix::Error::ENOENT) => {
-            tracing::warn!(
-                "{} does not exist in the sandbox; not providing pallium's version",
-                path.display()
-            );
-            return Ok(());
-        }
-        Err(e) => return Err(nix_step("resolve", path)(e)),
+    let Some(target) = open_in_root(root, path)? else {
+        tracing::warn!(
+            "{} does not exist in the sandbox; not providing pallium's version",
+            path.display()
+        );
+        return Ok(());
     };
     let via = Path::new(OLD_ROOT).join(format!("proc/self/fd/{}", target.as_raw_fd()));
     bind(source, &via).map_err(|e| match e {

@@ -146,10 +146,22 @@ impl Sandboxer {
 
     /// Run a script to completion: (status, output).
     pub fn run(&mut self, id: u32, script: &str) -> (ExitStatus, String) {
-        let (_, r) = self.spawn_sh(id, script, false).unwrap();
+        self.try_run(id, script).unwrap()
+    }
+
+    /// Like [`Sandboxer::run`], but a failed spawn is the sandboxer's error.
+    pub fn try_run(&mut self, id: u32, script: &str) -> Result<(ExitStatus, String), String> {
+        let (_, r) = self.spawn_sh(id, script, false)?;
         let mut out = String::new();
         std::fs::File::from(r).read_to_string(&mut out).unwrap();
-        (self.exited(id), out)
+        Ok((self.exited(id), out))
+    }
+
+    /// Run a script that must succeed; its output.
+    pub fn ok(&mut self, id: u32, script: &str) -> String {
+        let (status, out) = self.run(id, script);
+        assert_eq!(status, ExitStatus::Code(0), "{script}: {out}");
+        out
     }
 
     pub fn pids(&mut self) -> Vec<ProcEntry> {
