@@ -66,6 +66,11 @@ impl Dnsmasq {
         self.child.id()
     }
 
+    /// The log file (queries and status lines).
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// Every query logged so far.
     pub(crate) fn queries(&self) -> Vec<DnsQuery> {
         std::fs::read_to_string(&self.log)

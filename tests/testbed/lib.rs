@@ -5,8 +5,13 @@
 //!
 //! ```text
 //!   host 192.0.2.2 / fd00:db8::2 ──┐
-//!                                  router ── web 203.0.113.10 / fd00:db8:1::10  (HTTP :80)
-//!                                         └─ dns 198.51.100.53 / fd00:db8:2::53 (dnsmasq :53)
+//!                                  router ── web 203.0.113.10 / fd00:db8:1::10  (HTTP :80, UDP echo :7)
+//!                                    │
+//!                                  bridge ── dns 198.51.100.53 / fd00:db8:2::53 (dnsmasq :53)
+//!                                         ├─ proxies 198.51.100.10–99 (on demand: microsocks,
+//!                                         │  dante, tinyproxy, sshd; `<kind>.pallium.test`)
+//!                                         └─ Tor nodes 198.51.100.100– (on demand: a private
+//!                                            Tor network with an onion service for the web host)
 //! ```
 //!
 //! Every test builds its own [`Testbed`] (unique names embed the test process's pid, so tests run
@@ -25,10 +30,15 @@
 //! ```
 
 mod cmd;
+mod daemon;
 mod dns;
+mod hosts;
 mod leftovers;
 mod names;
 mod net;
+mod proxy;
+mod tor;
+mod udp;
 mod user;
 mod web;
 
@@ -40,6 +50,8 @@ pub use names::cleanup_stale;
 pub use net::{
     Resolver, Testbed, TestbedBuilder, TESTBED_ENV, WEB4_NAME, WEB6_NAME, WEB_NAME, ZONE,
 };
+pub use proxy::{Auth, Proxy, Socks, SshServer};
+pub use tor::TorNetwork;
 pub use user::TestUser;
 
 /// Environment variable naming a file that [`skip`] appends its reasons to, so that

@@ -104,11 +104,13 @@ pub(crate) fn kill_netns_pids(netns: &str) -> Vec<u32> {
 
 /// SIGKILL, ignoring a process that is already gone.
 pub(crate) fn kill(pid: u32) {
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Sends `sig` to `pid`, ignoring a process that is already gone.
+pub(crate) fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     if let Ok(pid) = i32::try_from(pid) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
     }
 }
 

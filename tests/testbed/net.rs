@@ -1,18 +1,20 @@
-//! The [`Testbed`]: four network namespaces joined by a router, the servers in them, and their
-//! teardown.
+//! The [`Testbed`]: four network namespaces joined by a router, the servers in them, extra hosts
+//! on demand (proxies, Tor nodes: see `hosts.rs`), and their teardown.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, Once};
+use std::sync::{Arc, Mutex, Once};
 
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::cmd::{self, netns_exec};
 use crate::dns::{DnsQuery, Dnsmasq};
+use crate::hosts::{DnsReload, Host, Pool, Registry, SERVICES_BRIDGE};
 use crate::names::{self, Names, ETC_NETNS_DIR, NETNS_DIR};
+use crate::udp::UdpEcho;
 use crate::web::WebServer;
 use crate::TestUser;
 
@@ -34,14 +36,23 @@ pub const TESTBED_ENV: &str = "PALLIUM_TESTBED";
 
 const HOST_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const HOST_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xdb8, 0, 0, 0, 0, 0, 2);
-const WEB_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub(crate) const WEB_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const WEB_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xdb8, 1, 0, 0, 0, 0, 0x10);
-const DNS_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
+pub(crate) const DNS_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
 const DNS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xdb8, 2, 0, 0, 0, 0, 0x53);
 const STUB_V4: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 53);
 /// Serialises testbeds that need the whole machine to themselves against all others, across
 /// test processes (see [`TestbedBuilder::exclusive`]).
 const LOCK_FILE: &str = "/run/ptestbed.lock";
+/// The web host's UDP echo port.
+const UDP_ECHO_PORT: u16 = 7;
+/// The router's MAC on the services bridge, fixed so that adding a port never changes it (a
+/// bridge otherwise takes its lowest port's MAC, invalidating its neighbours' ARP entries).
+const BRIDGE_MAC: &str = "02:00:5e:00:64:01";
+
+/// `ip netns add` makes /run/netns a shared mount on first use; serialise it so concurrent
+/// first uses do not stack mounts.
+pub(crate) static NETNS_ADD: Mutex<()> = Mutex::new(());
 
 /// Which resolver the host namespace's `/etc/resolv.conf` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,8 +103,10 @@ impl TestbedBuilder {
             resolver: self.resolver,
             netns_created: false,
             web: None,
+            udp: None,
             dns: None,
             stub: None,
+            hosts: Arc::default(),
             baseline: Baseline::default(),
             _lock: lock,
         };
@@ -111,8 +124,11 @@ impl TestbedBuilder {
 /// | router | `…-r`            | .1 on each link  | ::1 on each link  |
 /// | web    | `…-w`            | 203.0.113.10/24  | fd00:db8:1::10/64 |
 /// | dns    | `…-d`            | 198.51.100.53/24 | fd00:db8:2::53/64 |
+/// | proxies| `…-<kind>`       | 198.51.100.10–99 | fd00:db8:2::10–99 |
+/// | Tor    | `…-tor-…`        | 198.51.100.100–  | fd00:db8:2::100–  |
 ///
-/// The host has default routes (IPv4 and IPv6) via the router and IP forwarding off, like an
+/// The dns host, the proxies ([`Testbed::start_socks`], …) and the Tor nodes
+/// ([`Testbed::start_tor`]) share one LAN, a bridge in the router. The host has default routes (IPv4 and IPv6) via the router and IP forwarding off, like an
 /// ordinary machine; the router forwards both families. IPv6 duplicate address detection is off,
 /// so addresses work at once. `198.18.0.0/15` is left free for pallium's virtual-DNS pool.
 ///
@@ -123,8 +139,10 @@ pub struct Testbed {
     resolver: Resolver,
     netns_created: bool,
     web: Option<WebServer>,
+    udp: Option<UdpEcho>,
     dns: Option<Dnsmasq>,
     stub: Option<Dnsmasq>,
+    hosts: Arc<Registry>,
     pub(crate) baseline: Baseline,
     _lock: Flock<File>,
 }
@@ -280,6 +298,34 @@ impl Testbed {
         self.web.as_ref().map(WebServer::seen).unwrap_or_default()
     }
 
+    /// The web host's UDP echo port (7, both families): every datagram comes back unchanged.
+    pub fn udp_echo_port(&self) -> u16 {
+        UDP_ECHO_PORT
+    }
+
+    /// Source addresses of the datagrams the web host's UDP echo server answered, in order.
+    pub fn udp_seen(&self) -> Vec<String> {
+        self.udp.as_ref().map(UdpEcho::seen).unwrap_or_default()
+    }
+
+    /// Runs `f` on a thread in network namespace `netns` (e.g. [`Testbed::host_netns`]): the
+    /// sockets it creates belong to that namespace, as if a program there had made them.
+    pub fn in_netns<T: Send>(&self, netns: &str, f: impl FnOnce() -> T + Send) -> T {
+        in_netns(netns, f)
+    }
+
+    /// A new extra host on the services LAN (see `hosts.rs`).
+    pub(crate) fn add_host(&self, kind: &str, pool: Pool, dns: bool) -> Host {
+        Host::create(
+            &self.hosts,
+            &self.names.base,
+            &self.names.state_dir,
+            kind,
+            pool,
+            dns,
+        )
+    }
+
     /// The queries the authoritative DNS server received.
     pub fn dns_queries(&self) -> Vec<DnsQuery> {
         self.dns.as_ref().map(Dnsmasq::queries).unwrap_or_default()
@@ -300,9 +346,7 @@ impl Testbed {
         let [h, r, w, d] = ['h', 'r', 'w', 'd'].map(|role| self.names.netns(role));
 
         // Namespaces and the veth pairs, each end created directly in its namespace so that no
-        // name ever exists in the root namespace. `ip netns add` makes /run/netns a shared mount
-        // on first use; serialise it so concurrent first uses do not stack mounts.
-        static NETNS_ADD: Mutex<()> = Mutex::new(());
+        // name ever exists in the root namespace.
         {
             let _guard = NETNS_ADD.lock().unwrap_or_else(|e| e.into_inner());
             self.netns_created = true;
@@ -348,12 +392,19 @@ impl Testbed {
             ),
             false,
         );
+        // The dns host's link is a port of the services bridge, which extra hosts join later.
         cmd::ip_batch(
             Some(&r),
-            "link set lo up\nlink set veth-host up\nlink set veth-web up\nlink set veth-dns up\n\
-             addr add 192.0.2.1/24 dev veth-host\naddr add fd00:db8::1/64 dev veth-host nodad\n\
-             addr add 203.0.113.1/24 dev veth-web\naddr add fd00:db8:1::1/64 dev veth-web nodad\n\
-             addr add 198.51.100.1/24 dev veth-dns\naddr add fd00:db8:2::1/64 dev veth-dns nodad\n",
+            &format!(
+                "link set lo up\nlink set veth-host up\nlink set veth-web up\n\
+                 link add {SERVICES_BRIDGE} address {BRIDGE_MAC} type bridge\n\
+                 link set veth-dns master {SERVICES_BRIDGE}\nlink set veth-dns up\n\
+                 link set {SERVICES_BRIDGE} up\n\
+                 addr add 192.0.2.1/24 dev veth-host\naddr add fd00:db8::1/64 dev veth-host nodad\n\
+                 addr add 203.0.113.1/24 dev veth-web\naddr add fd00:db8:1::1/64 dev veth-web nodad\n\
+                 addr add 198.51.100.1/24 dev {SERVICES_BRIDGE}\n\
+                 addr add fd00:db8:2::1/64 dev {SERVICES_BRIDGE} nodad\n"
+            ),
             false,
         );
         for (ns, v4, v6, gw4, gw6) in [
@@ -391,18 +442,29 @@ impl Testbed {
         }
 
         self.web = Some(WebServer::start(&w, 80));
-        self.dns = Some(Dnsmasq::start(
+        self.udp = Some(UdpEcho::start(&w, UDP_ECHO_PORT));
+        // Extra hosts' names go into this file, which dnsmasq re-reads on SIGHUP.
+        let hosts_file = self.names.state_dir.join("dns-extra-hosts");
+        std::fs::write(&hosts_file, "").expect("create the extra hosts file");
+        let dns = Dnsmasq::start(
             &d,
             &self.names.state_dir,
             "dns",
             &[
+                format!("--addn-hosts={}", hosts_file.display()),
                 format!("--local=/{ZONE}/"),
                 format!("--host-record={WEB_NAME},{WEB_V4},{WEB_V6}"),
                 format!("--host-record={WEB4_NAME},{WEB_V4}"),
                 format!("--host-record={WEB6_NAME},{WEB_V6}"),
                 format!("--host-record=dns.{ZONE},{DNS_V4},{DNS_V6}"),
             ],
-        ));
+        );
+        self.hosts.set_dns(DnsReload {
+            pid: dns.pid(),
+            log: dns.log_path().to_owned(),
+            hosts_file,
+        });
+        self.dns = Some(dns);
         if self.resolver == Resolver::Loopback {
             self.stub = Some(Dnsmasq::start(
                 &h,
@@ -441,11 +503,18 @@ impl Testbed {
         for (pid, _) in &strays {
             names::kill(*pid);
         }
+        let extra = self.hosts.teardown();
         self.web = None;
+        self.udp = None;
         self.dns = None;
         self.stub = None;
         if self.netns_created {
             let mut script = String::new();
+            for ns in extra {
+                if Path::new(NETNS_DIR).join(&ns).exists() {
+                    script.push_str(&format!("netns del {ns}\n"));
+                }
+            }
             for role in ['h', 'r', 'w', 'd'] {
                 let ns = self.names.netns(role);
                 if Path::new(NETNS_DIR).join(&ns).exists() {

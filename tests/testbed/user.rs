@@ -136,15 +136,57 @@ impl TestUser {
     }
 }
 
-fn create() -> TestUser {
+/// The system account `pallium-proxy` (no home, password [`PROXY_PASSWORD`]) that dante
+/// authenticates SOCKS users against and sshd lets in, created on first use. Idempotent and safe
+/// from parallel tests and processes. Needs root.
+pub(crate) fn proxy_account() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let _lock = user_lock();
+        if User::from_name(PROXY_USER).ok().flatten().is_none() {
+            cmd::run(Command::new("useradd").args([
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/bin/sh",
+                PROXY_USER,
+            ]));
+        }
+        // Every time (once per process): a password set by an older checkout would lock us
+        // out, and rewriting the same one is harmless to parallel users.
+        let out = cmd::output(
+            &mut Command::new("chpasswd"),
+            Some(&format!("{PROXY_USER}:{PROXY_PASSWORD}\n")),
+        );
+        assert!(
+            out.status.success(),
+            "chpasswd {PROXY_USER}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    });
+    PROXY_USER
+}
+
+/// The name of the account [`proxy_account`] makes.
+pub(crate) const PROXY_USER: &str = "pallium-proxy";
+/// Its password, which is also dante's SOCKS password.
+pub(crate) const PROXY_PASSWORD: &str = "pallium-proxy-pass";
+
+fn user_lock() -> Flock<File> {
     let lock = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(USER_LOCK)
         .unwrap_or_else(|e| panic!("open {USER_LOCK}: {e}"));
-    let _lock = Flock::lock(lock, FlockArg::LockExclusive)
-        .unwrap_or_else(|(_, e)| panic!("flock {USER_LOCK}: {e}"));
+    Flock::lock(lock, FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, e)| panic!("flock {USER_LOCK}: {e}"))
+}
+
+fn create() -> TestUser {
+    let _lock = user_lock();
     let name = TestUser::NAME;
     if User::from_name(name).ok().flatten().is_none() {
         cmd::run(Command::new("useradd").args(["-m", "-s", "/bin/bash", name]));
