@@ -55,6 +55,9 @@ pub struct Setup {
     /// The profile's `sandbox` section (virtual user, paths, seccomp, …),
     /// validated by the supervisor; the sandboxer builds what it asks for.
     pub profile: crate::profile::Sandbox,
+    /// `sandbox.gvisor`: the host path of `runsc`, found by the supervisor;
+    /// the sandboxer opens it before the file view replaces the host's.
+    pub runsc: Option<String>,
 }
 
 /// One process to start inside the sandbox.
@@ -70,8 +73,9 @@ pub struct Spawn {
     pub stdio: [Fd; 3],
     /// stdio is a terminal: make it the controlling terminal of a new session.
     pub tty: bool,
-    /// `--root`: stay uid 0 in the sandbox's user namespace instead of mapping
-    /// back to the caller's uid (rootless only; as root the app is root anyway).
+    /// `--root`: stay uid 0 — rootless, in the sandbox's user namespace
+    /// instead of mapping back to the caller's uid; as root, instead of
+    /// becoming the virtual user's unprivileged uid.
     pub root: bool,
 }
 

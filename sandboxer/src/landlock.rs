@@ -26,10 +26,10 @@ pub enum Access {
     /// List directories only: the sandbox's own root tmpfs and the tmpfs
     /// that stand in for hidden directories with visible entries below.
     List,
-    /// Read and execute: pallium's read-only private files, sysfs.
+    /// Read and execute: read-only binds, pallium's private files, sysfs.
     Read,
-    /// Everything: what the view leaves writable (binds are not read-only,
-    /// so the host's permissions decide there; fresh file systems; /proc).
+    /// Everything: what the view leaves writable (writable binds, where the
+    /// host's permissions decide; fresh file systems; /proc).
     ReadWrite,
 }
 
@@ -62,6 +62,11 @@ fn access_of(op: &MountOp) -> Option<(PathBuf, Option<Access>)> {
         }
         MountOp::Tmpfs { target } => Some((inside(target)?, None)),
         MountOp::Hide { path, .. } => Some((path.clone(), None)),
+        MountOp::Bind {
+            target,
+            readonly: true,
+            ..
+        } => Some((inside(target)?, Some(Access::Read))),
         MountOp::Bind { target, .. } => Some((inside(target)?, Some(Access::ReadWrite))),
         MountOp::Fs { target, .. } => Some((inside(target)?, Some(Access::ReadWrite))),
         MountOp::Proc { target } => Some((inside(target)?, Some(Access::ReadWrite))),
@@ -202,7 +207,7 @@ mod tests {
             ..Default::default()
         };
         let tree = paths::tree(&p, &[], &Fake).unwrap();
-        paths::view(&tree, &files(), &[], &[])
+        paths::view(&tree, &files(), &[], &[], false)
     }
 
     #[test]
@@ -233,7 +238,7 @@ mod tests {
             ..Default::default()
         };
         let tree = paths::tree(&p, &[], &Fake).unwrap();
-        let r = rules(&paths::view(&tree, &files(), &[], &[]));
+        let r = rules(&paths::view(&tree, &files(), &[], &[], false));
         assert!(r.contains(&rule("/tmp", Access::ReadWrite)));
         assert!(r.contains(&rule("/dev/pts", Access::ReadWrite)));
         assert!(r.contains(&rule("/sys", Access::Read)));
@@ -246,6 +251,7 @@ mod tests {
                 source: "/oldroot/run".into(),
                 target: "/newroot/run".into(),
                 optional: false,
+                readonly: false,
             },
             MountOp::Hide {
                 root: NEW_ROOT.into(),
@@ -267,8 +273,10 @@ mod tests {
                 kind: EntryKind::Symlink("usr/bin".into()),
             },
         ];
-        let r = rules(&plan::default_view(&entries, &files()));
+        let r = rules(&plan::default_view(&entries, &files(), false));
         assert!(r.contains(&rule("/usr", Access::ReadWrite)));
+        let r = rules(&plan::default_view(&entries, &files(), true));
+        assert!(r.contains(&rule("/usr", Access::Read)));
         // A symbolic link grants nothing itself; its target does.
         assert!(!r.iter().any(|r| r.path == Path::new("/bin")));
         assert!(!r.iter().any(|r| r.path.starts_with("/oldroot")));

@@ -8,13 +8,15 @@
 //! * [`setup`]: namespaces, then [`plan`] (the file view as data) run by
 //!   [`mount`], and the [`init`];
 //! * [`spawn`]: the application's processes, under the [`seccomp`] filter
-//!   and the [`landlock`] ruleset that mirrors the file view;
+//!   and the [`landlock`] ruleset that mirrors the file view, or under
+//!   gVisor's runsc ([`gvisor`]);
 //!   [`procs`]: `ListPids`;
 //! * `sys`: every `unsafe` syscall wrapper.
 
 // Every module but `sys` forbids unsafe code itself.
 #![deny(unsafe_code)]
 
+pub mod gvisor;
 pub mod init;
 pub mod landlock;
 pub mod mount;

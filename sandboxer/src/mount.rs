@@ -40,7 +40,7 @@ pub enum MountError {
         #[source]
         source: io::Error,
     },
-    #[error("copy the virtual user's skeleton: {0}")]
+    #[error("prepare the virtual user's home: {0}")]
     Copy(String),
     #[error("mount /proc in the sandbox: {0}")]
     Proc(String),
@@ -123,16 +123,24 @@ fn run(op: &MountOp, proc: &mut dyn FnMut(&Path) -> Result<(), String>) -> Resul
             source,
             target,
             optional,
+            readonly,
         } => {
             if *optional && fs::symlink_metadata(source).is_err() {
                 return Ok(());
             }
-            bind(source, target)
+            bind(source, target)?;
+            if *readonly {
+                crate::sys::make_read_only_recursive(target)
+                    .map_err(step("make read-only", target))?;
+            }
+            Ok(())
         }
         MountOp::MakeInaccessible => make_inaccessible(),
         MountOp::CopyTree { from, to } => {
             crate::virtuser::copy_tree(from, to).map_err(|e| MountError::Copy(e.to_string()))
         }
+        MountOp::ChownTree { path, uid, gid } => crate::virtuser::chown_tree(path, *uid, *gid)
+            .map_err(|e| MountError::Copy(e.to_string())),
         MountOp::Hide { root, path } => hide(root, path),
         MountOp::Fs { fstype, target } => {
             let data = (fstype == "devpts").then_some("newinstance,ptmxmode=0666,mode=0620");

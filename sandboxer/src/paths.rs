@@ -203,11 +203,17 @@ pub fn tree(
 }
 
 /// The ops for a tree; the same frame as [`plan::default_view`].
+/// `read_only`: root mode, where an application running as uid 0 would own
+/// the host's files — whitelisted host paths (default, glob or explicit) and
+/// pallium's generated files are bound read-only; what the profile asks to
+/// be writable stays so: `bind` entries (the virtual user's home among them)
+/// and fresh file systems; and device nodes (`/dev/null`, …).
 pub fn view(
     tree: &Tree,
     files: &PrivateFiles,
     private: &[(PathBuf, String)],
     post: &[MountOp],
+    read_only: bool,
 ) -> Vec<MountOp> {
     let new = Path::new(NEW_ROOT);
     let old = Path::new(OLD_ROOT);
@@ -246,13 +252,16 @@ pub fn view(
                     });
                 }
             }
-            Class::Bind { src, kind, .. } => {
+            Class::Bind { src, kind, label } => {
                 let source = old.join(src.strip_prefix("/").unwrap_or(src));
                 mount_point(&mut ops, &target, *kind == HostKind::Dir);
                 ops.push(MountOp::Bind {
                     source,
                     target,
                     optional: false,
+                    // Device nodes are written through a read-only mount
+                    // anyway; landlock would deny it.
+                    readonly: read_only && *label != "bind" && !path.starts_with("/dev"),
                 });
             }
             Class::Private(src) => {
@@ -261,6 +270,7 @@ pub fn view(
                     source: src.clone(),
                     target,
                     optional: false,
+                    readonly: read_only,
                 });
             }
             Class::Fs(fstype) => {
@@ -762,14 +772,15 @@ mod tests {
             ..base()
         };
         let t = tree(&p, &[], &host()).unwrap();
-        let ops = view(&t, &files(), &[], &[]);
+        let ops = view(&t, &files(), &[], &[], false);
         assert!(ops.contains(&MountOp::Tmpfs {
             target: "/newroot/home/me".into()
         }));
         assert!(ops.contains(&MountOp::Bind {
             source: "/oldroot/home/me/docs".into(),
             target: "/newroot/home/me/docs".into(),
-            optional: false
+            optional: false,
+            readonly: false
         }));
         assert!(ops.contains(&MountOp::Hide {
             root: "/newroot".into(),
@@ -797,7 +808,7 @@ mod tests {
             bind: vec![bind("/doesnotexist/x", "/home/me/a.txt")],
             ..base()
         };
-        let ops = view(&tree(&p, &[], &host()).unwrap(), &files(), &[], &[]);
+        let ops = view(&tree(&p, &[], &host()).unwrap(), &files(), &[], &[], false);
         let mk = ops
             .iter()
             .position(|o| {
@@ -834,7 +845,7 @@ mod tests {
         assert_eq!(class(&t, "/etc"), Some(Class::Blacklist));
         assert_eq!(class(&t, "/etc/passwd"), Some(wl("/etc/passwd")));
         assert_eq!(class(&t, "/etc/ssl"), Some(wl("/etc/ssl")));
-        let ops = view(&t, &files(), &[], &[]);
+        let ops = view(&t, &files(), &[], &[], false);
         assert!(ops.contains(&MountOp::Tmpfs {
             target: "/newroot/etc".into()
         }));
@@ -856,7 +867,7 @@ mod tests {
         };
         let t = tree(&p, &[], &host()).unwrap();
         assert_eq!(class(&t, "/run/nscd"), Some(Class::Blacklist));
-        let ops = view(&t, &files(), &[], &[]);
+        let ops = view(&t, &files(), &[], &[], false);
         assert!(ops.contains(&MountOp::Hide {
             root: "/newroot".into(),
             path: "/run/systemd/resolve".into()
@@ -877,11 +888,12 @@ mod tests {
             from: "/a".into(),
             to: "/b".into(),
         }];
-        let ops = view(&t, &files(), &[("/vp".into(), "x".into())], &post);
+        let ops = view(&t, &files(), &[("/vp".into(), "x".into())], &post, false);
         assert!(ops.contains(&MountOp::Bind {
             source: "/vp".into(),
             target: "/newroot/etc/passwd".into(),
-            optional: false
+            optional: false,
+            readonly: false
         }));
         let copy = ops.iter().position(|o| *o == post[0]).unwrap();
         let proc = ops
@@ -890,6 +902,31 @@ mod tests {
             .unwrap();
         assert!(copy < proc);
         assert!(matches!(ops.last(), Some(MountOp::EnterRoot { .. })));
+    }
+
+    #[test]
+    fn root_mode_binds_whitelists_read_only_and_binds_writable() {
+        let p = Paths {
+            whitelist: vec!["/home/me/docs".into()],
+            bind: vec![bind("/data", "/home/me")],
+            ..Paths::default()
+        };
+        let t = tree(&p, &[], &host()).unwrap();
+        let ops = view(&t, &files(), &[], &[], true);
+        let ro = |target: &str| {
+            ops.iter().find_map(|o| match o {
+                MountOp::Bind {
+                    target: t,
+                    readonly,
+                    ..
+                } if t == Path::new(target) => Some(*readonly),
+                _ => None,
+            })
+        };
+        // Default whitelist, explicit whitelist: read-only; `bind`: writable.
+        assert_eq!(ro("/newroot/usr"), Some(true));
+        assert_eq!(ro("/newroot/home/me/docs"), Some(true));
+        assert_eq!(ro("/newroot/data"), Some(false));
     }
 
     #[test]

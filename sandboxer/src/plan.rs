@@ -39,6 +39,9 @@ pub enum MountOp {
     Hide { root: PathBuf, path: PathBuf },
     /// Copy the contents of directory `from` into directory `to`.
     CopyTree { from: PathBuf, to: PathBuf },
+    /// Give `path` and everything below it (symbolic links themselves, not
+    /// followed) to `uid`/`gid`: a root-mode virtual user's tmpfs home.
+    ChownTree { path: PathBuf, uid: u32, gid: u32 },
     /// Mount a fresh file system of type `fstype` (nosuid, nodev).
     Fs { fstype: String, target: PathBuf },
     /// Create an empty file to bind a non-directory onto (an existing one is
@@ -49,11 +52,13 @@ pub enum MountOp {
     /// Create a file holding `contents` (mode 0644).
     WriteFile { path: PathBuf, contents: String },
     /// Recursive bind mount (`MS_BIND|MS_REC`); an `optional` one is skipped
-    /// when the source does not exist.
+    /// when the source does not exist; a `readonly` one is then made
+    /// read-only with everything below it (bubblewrap's `--ro-bind`).
     Bind {
         source: PathBuf,
         target: PathBuf,
         optional: bool,
+        readonly: bool,
     },
     /// A fresh sysfs, so `/sys/class/net` shows the sandbox's network
     /// namespace; where the kernel refuses (some rootless setups), bind
@@ -111,12 +116,19 @@ pub struct PrivateFiles {
     pub hosts: String,
 }
 
+/// Top-level host directories that stay writable in a read-only default
+/// view: device nodes, ptys and shared memory, and the host's world-writable
+/// `/tmp` (X11 and other sockets live there).
+pub const WRITABLE_IN_READ_ONLY_VIEW: &[&str] = &["dev", "tmp"];
+
 /// The original pallium's default view (`blacklist /`, `whitelist /*`,
 /// `whitelist /.*`): a tmpfs root with every top-level host entry bound back
 /// recursively, except a fresh `/proc` and `/sys` and private
 /// `/etc/resolv.conf` and `/etc/hosts`. Entries come sorted by name so the
-/// plan is deterministic.
-pub fn default_view(entries: &[HostEntry], files: &PrivateFiles) -> Vec<MountOp> {
+/// plan is deterministic. `read_only`: root mode, where the application is
+/// uid 0 and owns the host's files — every bind but
+/// [`WRITABLE_IN_READ_ONLY_VIEW`] is read-only.
+pub fn default_view(entries: &[HostEntry], files: &PrivateFiles, read_only: bool) -> Vec<MountOp> {
     let old = Path::new(OLD_ROOT);
     let new = Path::new(NEW_ROOT);
     let mut ops = prelude(files);
@@ -141,20 +153,23 @@ pub fn default_view(entries: &[HostEntry], files: &PrivateFiles) -> Vec<MountOp>
                     source: source.join("fs/cgroup"),
                     target: target.join("fs/cgroup"),
                     optional: true,
+                    readonly: read_only,
                 });
             }
             (EntryKind::Symlink(to), _) => ops.push(MountOp::Symlink {
                 link: target,
                 target: to.clone(),
             }),
-            (EntryKind::Dir, _) => {
+            (EntryKind::Dir, name) => {
                 ops.push(MountOp::MakeDir {
                     path: target.clone(),
                 });
+                let writable = name.is_some_and(|n| WRITABLE_IN_READ_ONLY_VIEW.contains(&n));
                 ops.push(MountOp::Bind {
                     source,
                     target,
                     optional: false,
+                    readonly: read_only && !writable,
                 });
             }
             (EntryKind::File, _) => {
@@ -165,6 +180,7 @@ pub fn default_view(entries: &[HostEntry], files: &PrivateFiles) -> Vec<MountOp>
                     source,
                     target,
                     optional: false,
+                    readonly: read_only,
                 });
             }
         }
@@ -288,19 +304,41 @@ mod tests {
 
     #[test]
     fn every_directory_is_bound_back_recursively() {
-        let ops = default_view(&host(), &files());
+        let ops = default_view(&host(), &files(), false);
         for name in ["usr", "etc"] {
             assert!(ops.contains(&MountOp::Bind {
                 source: Path::new("/oldroot").join(name),
                 target: Path::new("/newroot").join(name),
                 optional: false,
+                readonly: false,
             }));
         }
     }
 
     #[test]
+    fn read_only_view_keeps_only_dev_and_tmp_writable() {
+        let mut h = host();
+        h.push(entry("dev", EntryKind::Dir));
+        h.push(entry("tmp", EntryKind::Dir));
+        let ops = default_view(&h, &files(), true);
+        let ro = |name: &str| {
+            ops.iter().find_map(|o| match o {
+                MountOp::Bind {
+                    target, readonly, ..
+                } if target == &Path::new("/newroot").join(name) => Some(*readonly),
+                _ => None,
+            })
+        };
+        assert_eq!(ro("usr"), Some(true));
+        assert_eq!(ro("etc"), Some(true));
+        assert_eq!(ro(".dockerenv"), Some(true));
+        assert_eq!(ro("dev"), Some(false));
+        assert_eq!(ro("tmp"), Some(false));
+    }
+
+    #[test]
     fn dot_files_are_bound_onto_created_files() {
-        let ops = default_view(&host(), &files());
+        let ops = default_view(&host(), &files(), false);
         let mk = position(&ops, |o| {
             *o == MountOp::MakeFile {
                 path: "/newroot/.dockerenv".into(),
@@ -315,7 +353,7 @@ mod tests {
 
     #[test]
     fn symlinks_are_recreated_not_bound() {
-        let ops = default_view(&host(), &files());
+        let ops = default_view(&host(), &files(), false);
         assert!(ops.contains(&MountOp::Symlink {
             link: "/newroot/bin".into(),
             target: "usr/bin".into(),
@@ -327,7 +365,7 @@ mod tests {
 
     #[test]
     fn host_proc_is_never_bound_and_a_fresh_one_is_mounted() {
-        let ops = default_view(&host(), &files());
+        let ops = default_view(&host(), &files(), false);
         assert!(!ops.iter().any(
             |o| matches!(o, MountOp::Bind { source, .. } if source.starts_with("/oldroot/proc"))
         ));
@@ -340,7 +378,7 @@ mod tests {
     fn proc_is_mounted_while_the_host_proc_is_still_visible() {
         // Mounting procfs inside a user namespace needs a fully visible procfs
         // in the mount namespace: the old root must still be attached.
-        let ops = default_view(&host(), &files());
+        let ops = default_view(&host(), &files(), false);
         let proc = position(&ops, |o| matches!(o, MountOp::Proc { .. }));
         let detach = position(&ops, |o| matches!(o, MountOp::Detach { .. }));
         assert!(proc < detach);
@@ -348,7 +386,7 @@ mod tests {
 
     #[test]
     fn sys_is_fresh_with_a_fallback_to_the_host_one() {
-        let ops = default_view(&host(), &files());
+        let ops = default_view(&host(), &files(), false);
         assert!(ops.contains(&MountOp::Sysfs {
             target: "/newroot/sys".into(),
             fallback: "/oldroot/sys".into(),
@@ -357,7 +395,7 @@ mod tests {
 
     #[test]
     fn resolv_conf_and_hosts_come_from_the_private_tmpfs() {
-        let ops = default_view(&host(), &files());
+        let ops = default_view(&host(), &files(), false);
         let write = position(&ops, |o| {
             *o == MountOp::WriteFile {
                 path: "/resolv.conf".into(),
@@ -378,7 +416,7 @@ mod tests {
 
     #[test]
     fn private_files_are_bound_after_etc() {
-        let ops = default_view(&host(), &files());
+        let ops = default_view(&host(), &files(), false);
         let etc = position(
             &ops,
             |o| matches!(o, MountOp::Bind { target, .. } if target == Path::new("/newroot/etc")),
@@ -389,7 +427,7 @@ mod tests {
 
     #[test]
     fn plan_starts_slave_and_pivots_into_the_base_tmpfs() {
-        let ops = default_view(&[], &files());
+        let ops = default_view(&[], &files(), false);
         assert_eq!(
             ops[0],
             MountOp::Propagation {
@@ -411,7 +449,7 @@ mod tests {
 
     #[test]
     fn binds_come_sorted_by_name() {
-        let ops = default_view(&host(), &files());
+        let ops = default_view(&host(), &files(), false);
         let targets: Vec<_> = ops
             .iter()
             .filter_map(|o| match o {

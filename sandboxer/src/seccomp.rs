@@ -1,7 +1,8 @@
 //! The application's seccomp filter: which system calls fail, as data.
 //!
-//! Scope: every process `Spawn` starts (the application, `--root` ones too);
-//! not the sandboxer or the sandbox's init. Everything not listed here is
+//! Scope: every process `Spawn` starts (the application, `--root` ones too;
+//! under gVisor, `runsc`: see [`GVISOR_NEEDS`]); not the sandboxer or the
+//! sandbox's init. Everything not listed here is
 //! allowed — a deny list of kernel attack surface an application has no
 //! business with, not an allow list. Denied calls fail with an errno rather
 //! than killing the caller, so programs that probe for a feature degrade
@@ -104,6 +105,25 @@ pub const DEFAULT_DENY: &[(&str, &str)] = &[
     ("mount_setattr", "changes mount flags of the file view"),
 ];
 
+/// Under gVisor the filter confines `runsc`, not the application (whose
+/// system calls gVisor's kernel serves): these [`DEFAULT_DENY`] entries are
+/// left out, as runsc's gofer and sandbox build their own mount namespaces
+/// (and then install much stricter filters of their own). The profile's
+/// `seccomp` and `unpriv_user_ns: false` are refused with gVisor when the
+/// profile is read.
+pub const GVISOR_NEEDS: &[&str] = &[
+    "mount",
+    "umount2",
+    "pivot_root",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+];
+
 /// With `sandbox.unpriv_user_ns: false`, unconditionally denied (EPERM):
 /// no joining or creating namespaces. `clone` is handled by
 /// [`CLONE_NEWUSER`] on its first argument, `clone3` by ENOSYS.
@@ -185,18 +205,21 @@ impl Filter {
         let mut eperm = Rules::new();
         let mut enosys = Rules::new();
         for (name, _why) in DEFAULT_DENY {
+            if profile.gvisor && GVISOR_NEEDS.contains(name) {
+                continue;
+            }
             if let Some(nr) = lookup(table, name) {
                 deny_always(&mut eperm, nr);
             }
         }
-        for name in &profile.seccomp {
+        for name in profile.seccomp.iter().filter(|_| !profile.gvisor) {
             let nr = lookup(table, name).ok_or_else(|| SeccompError::UnknownSyscall {
                 name: name.clone(),
                 arch: arch_name,
             })?;
             deny_always(&mut eperm, nr);
         }
-        if !profile.unpriv_user_ns {
+        if !profile.unpriv_user_ns && !profile.gvisor {
             for (name, _why) in NO_USER_NS {
                 if let Some(nr) = lookup(table, name) {
                     deny_always(&mut eperm, nr);

@@ -193,13 +193,20 @@ impl Server {
 
     fn handle_spawn(&mut self, req: proto::sandbox::Spawn) -> Result<Flow, ServerError> {
         let id = req.id;
-        let (Some(sb), Some(seccomp)) = (&self.sandbox, &self.seccomp) else {
+        let (Some(sb), Some(seccomp)) = (&mut self.sandbox, &self.seccomp) else {
             return self.violation(Some(id), "Spawn before Setup");
         };
         if self.children.iter().any(|c| c.id == id) {
             return self.violation(Some(id), "Spawn id already in use");
         }
-        let map_back = sb.map_back.filter(|_| !req.root);
+        let mut map_back = sb.map_back.filter(|_| !req.root);
+        let mut run_as = sb.run_as.filter(|_| !req.root);
+        if let Some(g) = &sb.gvisor {
+            // runsc always runs unprivileged; inside gVisor the command is
+            // gVisor's root either way, so `--root` changes nothing there.
+            map_back = sb.map_back;
+            run_as = g.run_as;
+        }
         let mut req = req;
         crate::virtuser::apply(
             sb.user.as_ref(),
@@ -218,7 +225,29 @@ impl Server {
                 return Ok(Flow::Continue);
             }
         };
-        match spawn::spawn(req, map_back, filter, &sb.landlock) {
+        let ids = spawn::Identity { map_back, run_as };
+        let runsc = match sb.gvisor.as_mut().map(|g| g.command(&req)) {
+            None => None,
+            Some(Ok(argv)) => sb
+                .gvisor
+                .as_ref()
+                .map(|g| spawn::Runsc { fd: &g.runsc, argv }),
+            Some(Err(e)) => {
+                tracing::info!(id, "spawn refused: {e}");
+                self.chan.send(SandboxEvent::Failed {
+                    id: Some(id),
+                    error: RemoteError::new("sandboxer: gVisor", &e),
+                })?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let result = spawn::spawn(req, ids, filter, &sb.landlock, runsc);
+        if result.is_err() {
+            if let Some(g) = sb.gvisor.as_mut() {
+                g.failed(id);
+            }
+        }
+        match result {
             Ok(child) => {
                 tracing::info!(id, pid = child.pid.as_raw(), "spawned");
                 tracing::debug!(
@@ -286,6 +315,9 @@ impl Server {
             return;
         };
         let child = self.children.remove(pos);
+        if let Some(g) = self.sandbox.as_mut().and_then(|s| s.gvisor.as_mut()) {
+            g.exited(child.id);
+        }
         let status = match waitpid(pid, None) {
             Ok(WaitStatus::Exited(_, code)) => ExitStatus::Code(code),
             Ok(WaitStatus::Signaled(_, sig, _)) => ExitStatus::Signal(sig as i32),

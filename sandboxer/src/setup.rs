@@ -16,6 +16,7 @@ use nix::unistd::{ForkResult, Pid};
 use proto::policy::{drop_to, PolicyError, Role};
 use proto::sandbox::Setup;
 
+use crate::gvisor::{Gvisor, GvisorError};
 use crate::landlock::{self, Landlock, LandlockError};
 use crate::mount::{self, MountError};
 use crate::paths::{self, HostFs, HostKind};
@@ -31,12 +32,17 @@ pub struct Sandbox {
     pub init_pidfd: OwnedFd,
     /// Rootless: applications are mapped back to this uid/gid (unless `--root`).
     pub map_back: Option<(u32, u32)>,
+    /// Root mode with a virtual user: applications run as its unprivileged
+    /// uid/gid (unless `--root`).
+    pub run_as: Option<(u32, u32)>,
     /// `sandbox.workdir`.
     pub workdir: Option<String>,
     /// The virtual user, if any.
     pub user: Option<virtuser::Prepared>,
     /// The landlock ruleset that mirrors the file view.
     pub landlock: Landlock,
+    /// `sandbox.gvisor`: runsc and its containers.
+    pub gvisor: Option<Gvisor>,
 }
 
 /// A failed step of `Setup`.
@@ -68,6 +74,8 @@ pub enum SetupError {
     Mount(#[from] MountError),
     #[error("prepare the landlock ruleset")]
     Landlock(#[from] LandlockError),
+    #[error("prepare gVisor")]
+    Gvisor(#[from] GvisorError),
 }
 
 /// Run `Setup` in the calling (single-threaded) process.
@@ -101,13 +109,37 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
     };
     let sb = &req.profile;
     let user = match &sb.virtuser {
-        Some(v) => Some(virtuser::prepare(v, req.uid, req.gid, &req.hostname)?),
+        Some(v) => Some(virtuser::prepare(
+            v,
+            (req.uid, req.gid),
+            !rootless,
+            &req.hostname,
+        )?),
         None => None,
     };
-    let ops = if user.is_none() && sb.paths.is_none() {
+    // Root mode: the application may be uid 0, which owns the host's files;
+    // what the profile did not ask to be writable is bound read-only.
+    let read_only = !rootless;
+    // Root mode: runsc runs unprivileged, as the virtual user or as a uid of
+    // its own (rootless needs no change of uid: the caller is mapped back).
+    let gvisor = if sb.gvisor {
+        let run_as = (!rootless).then(|| match &user {
+            Some(u) => (u.uid, u.gid),
+            None => {
+                let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+                let uid = virtuser::root_mode_uid("$gvisor", &passwd);
+                (uid, uid)
+            }
+        });
+        Some(Gvisor::open(req.runsc.as_deref(), run_as, &req.hostname)?)
+    } else {
+        None
+    };
+    let mut ops = if user.is_none() && sb.paths.is_none() {
         plan::default_view(
             &host_entries(Path::new("/")).map_err(SetupError::ListRoot)?,
             &files,
+            read_only,
         )
     } else {
         let (extra, private, post) = user
@@ -115,8 +147,13 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
             .map(|u| (&u.extra[..], &u.private[..], &u.post[..]))
             .unwrap_or_default();
         let tree = paths::tree(&sb.paths.clone().unwrap_or_default(), extra, &RealFs)?;
-        paths::view(&tree, &files, private, post)
+        paths::view(&tree, &files, private, post, read_only)
     };
+    if let Some(g) = &gvisor {
+        // Before the last step, which enters the view.
+        let at = ops.len().saturating_sub(1);
+        ops.splice(at..at, g.state_ops());
+    }
     let mut init = None;
     mount::execute(&ops, &mut |target| {
         init = Some(fork_init(target)?);
@@ -129,9 +166,11 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         init,
         init_pidfd,
         map_back: rootless.then_some((req.uid, req.gid)),
+        run_as: user.as_ref().filter(|_| !rootless).map(|u| (u.uid, u.gid)),
         workdir: req.profile.workdir.clone(),
         user,
         landlock,
+        gvisor,
     })
 }
 

@@ -1,5 +1,6 @@
 //! `Spawn`: fork a process into the sandbox, make it a session leader with
-//! the given stdio, map it back to the caller's uid (rootless), drop every
+//! the given stdio, map it back to the caller's uid (rootless) or become the
+//! virtual user's unprivileged uid (root mode), drop every
 //! capability, enter the [`landlock`](crate::landlock) ruleset, install the
 //! [`seccomp`](crate::seccomp) filter and exec it.
 //! A failure before or at exec comes back through a
@@ -60,25 +61,62 @@ pub enum SpawnError {
     },
 }
 
-/// Start `req` in the sandbox. `map_back`: rootless, not `--root` — run as
-/// this uid/gid in a user namespace of its own. `filter`: compiled once at
-/// `Setup`, installed right before exec; `landlock`: created at `Setup`,
-/// entered right before the filter.
+/// Who a spawned process is (both None: whoever the sandboxer is — root
+/// mode without a virtual user, or `--root`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Identity {
+    /// Rootless, not `--root`: this uid/gid in a user namespace of its own.
+    pub map_back: Option<(u32, u32)>,
+    /// Root mode with a virtual user, not `--root`: this real unprivileged
+    /// uid/gid (`setresuid`), without supplementary groups.
+    pub run_as: Option<(u32, u32)>,
+}
+
+/// Under gVisor: runsc (opened at `Setup`) and its argv, which replace the
+/// command (written into runsc's bundle).
+#[derive(Debug)]
+pub struct Runsc<'a> {
+    pub fd: &'a OwnedFd,
+    pub argv: Vec<String>,
+}
+
+/// runsc's own environment (the command's is in its bundle).
+const RUNSC_ENV: &str = "PATH=/usr/local/bin:/usr/bin:/bin";
+
+/// Start `req` in the sandbox as `ids`. `filter`: compiled once at `Setup`,
+/// installed right before exec; `landlock`: created at `Setup`, entered
+/// right before the filter — except under gVisor (`runsc`), where runsc's
+/// own gofer, which serves only the view, stands in for it (runsc itself
+/// lives outside the view, where a landlock domain would not let it run).
 pub fn spawn(
     req: Spawn,
-    map_back: Option<(u32, u32)>,
+    ids: Identity,
     filter: &Filter,
     landlock: &Landlock,
+    runsc: Option<Runsc<'_>>,
 ) -> Result<Child, SpawnError> {
     let id = req.id;
     let cmd = req.argv.first().ok_or(SpawnError::EmptyArgv)?.clone();
-    let argv = cstrings(req.argv.iter().cloned())?;
-    let env = cstrings(req.env.iter().map(|(k, v)| format!("{k}={v}")))?;
-    let candidates = cstrings(
-        exec_candidates(&cmd, &req.env)
-            .into_iter()
-            .map(|p| p.to_string_lossy().into_owned()),
-    )?;
+    let (argv, env, candidates) = match &runsc {
+        Some(r) => (
+            cstrings(r.argv.iter().cloned())?,
+            cstrings(std::iter::once(RUNSC_ENV.to_string()))?,
+            Vec::new(),
+        ),
+        None => (
+            cstrings(req.argv.iter().cloned())?,
+            cstrings(req.env.iter().map(|(k, v)| format!("{k}={v}")))?,
+            cstrings(
+                exec_candidates(&cmd, &req.env)
+                    .into_iter()
+                    .map(|p| p.to_string_lossy().into_owned()),
+            )?,
+        ),
+    };
+    let exec = match &runsc {
+        Some(r) => Exec::Fd(r.fd),
+        None => Exec::Path(&candidates),
+    };
     let sys_err = |step| {
         move |e: nix::Error| SpawnError::Sys {
             step,
@@ -90,8 +128,7 @@ pub fn spawn(
     let pid = match sys::fork().map_err(sys_err("fork"))? {
         ForkResult::Child => {
             drop(r);
-            let (stage, errno) =
-                child(&req, map_back, (landlock, filter), &candidates, &argv, &env);
+            let (stage, errno) = child(&req, ids, (landlock, filter), exec, &argv, &env);
             let mut buf = [0u8; 5];
             buf[0] = stage as u8;
             buf[1..].copy_from_slice(&(errno as i32).to_le_bytes());
@@ -158,6 +195,7 @@ enum Stage {
     Tty,
     UserNs,
     IdMaps,
+    SetUid,
     Caps,
     Signals,
     Landlock,
@@ -173,6 +211,7 @@ impl Stage {
             Stage::Tty,
             Stage::UserNs,
             Stage::IdMaps,
+            Stage::SetUid,
             Stage::Caps,
             Stage::Signals,
             Stage::Landlock,
@@ -190,6 +229,7 @@ impl Stage {
             Stage::Tty => "acquire the controlling terminal",
             Stage::UserNs => "create the application's user namespace",
             Stage::IdMaps => "map back to the caller's uid and gid",
+            Stage::SetUid => "switch to the virtual user's uid and gid",
             Stage::Caps => "drop capabilities",
             Stage::Signals => "reset signal handling",
             Stage::Landlock => "enter the landlock ruleset",
@@ -199,12 +239,21 @@ impl Stage {
     }
 }
 
+/// What the child executes.
+#[derive(Clone, Copy)]
+enum Exec<'a> {
+    /// The first of these that exists (`execvpe`).
+    Path(&'a [CString]),
+    /// This open file (runsc), without landlock.
+    Fd(&'a OwnedFd),
+}
+
 /// The forked child up to exec; returns only on failure.
 fn child(
     req: &Spawn,
-    map_back: Option<(u32, u32)>,
+    ids: Identity,
     (landlock, filter): (&Landlock, &Filter),
-    candidates: &[CString],
+    exec: Exec<'_>,
     argv: &[CString],
     env: &[CString],
 ) -> (Stage, Errno) {
@@ -226,8 +275,11 @@ fn child(
         if req.tty {
             sys::set_controlling_tty(std::io::stdin().as_fd()).map_err(at(Stage::Tty))?;
         }
-        if let Some((uid, gid)) = map_back {
+        if let Some((uid, gid)) = ids.map_back {
             map_back_real(uid, gid)?;
+        }
+        if let Some((uid, gid)) = ids.run_as {
+            become_user(uid, gid)?;
         }
         drop_to(Role::App).map_err(|_| (Stage::Caps, Errno::EPERM))?;
         let cwd = req.cwd.as_deref().unwrap_or("/");
@@ -238,11 +290,22 @@ fn child(
         sys::cloexec_from(3).map_err(at(Stage::Signals))?;
         // After NO_NEW_PRIVS (set by the capability drop), before seccomp,
         // which would otherwise have to allow landlock_restrict_self.
-        landlock.restrict().map_err(at(Stage::Landlock))?;
+        if let Exec::Path(_) = exec {
+            landlock.restrict().map_err(at(Stage::Landlock))?;
+        }
         // Last: after NO_NEW_PRIVS (the capability drop), so no capability
         // is needed, and after everything above that the filter may deny.
         filter.apply().map_err(at(Stage::Seccomp))?;
-        Err((Stage::Exec, exec_path(candidates, argv, env)))
+        Err((
+            Stage::Exec,
+            match exec {
+                Exec::Path(candidates) => exec_path(candidates, argv, env),
+                Exec::Fd(fd) => match nix::unistd::fexecve(fd, argv, env) {
+                    Err(e) => e,
+                    Ok(never) => match never {},
+                },
+            },
+        ))
     };
     match run() {
         Ok(()) => (Stage::Exec, Errno::UnknownErrno),
@@ -285,6 +348,19 @@ fn map_back_real(uid: u32, gid: u32) -> Result<(), (Stage, Errno)> {
     write("/proc/self/setgroups", "deny".into())?;
     write("/proc/self/uid_map", format!("{uid} 0 1"))?;
     write("/proc/self/gid_map", format!("{gid} 0 1"))
+}
+
+/// Root mode: become `uid`/`gid` for real. The bounding set goes first,
+/// while CAP_SETPCAP is effective; leaving uid 0 then clears the permitted
+/// and effective sets, and [`drop_to`] the rest.
+fn become_user(uid: u32, gid: u32) -> Result<(), (Stage, Errno)> {
+    let at = |e| (Stage::SetUid, e);
+    sys::drop_bounding_set().map_err(at)?;
+    nix::unistd::setgroups(&[]).map_err(at)?;
+    let g = nix::unistd::Gid::from_raw(gid);
+    nix::unistd::setresgid(g, g, g).map_err(at)?;
+    let u = nix::unistd::Uid::from_raw(uid);
+    nix::unistd::setresuid(u, u, u).map_err(at)
 }
 
 fn cstrings(items: impl Iterator<Item = String>) -> Result<Vec<CString>, SpawnError> {

@@ -121,3 +121,67 @@ pub(crate) fn init_close_from(first: RawFd) -> nix::Result<()> {
     };
     Errno::result(r).map(drop)
 }
+
+/// The kernel's `struct mount_attr` (include/uapi/linux/mount.h).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `MOUNT_ATTR_RDONLY`.
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// Make the mount at `path` and every mount below it read-only
+/// (`mount_setattr(AT_FDCWD, path, AT_RECURSIVE, {attr_set: RDONLY})`):
+/// bubblewrap's `--ro-bind` for a recursive bind.
+pub(crate) fn make_read_only_recursive(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `c` is a NUL-terminated path and `attr` a correctly laid out
+    // `struct mount_attr`, both alive for the call, whose size is passed;
+    // the kernel only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Empty the bounding set (`PR_CAPBSET_DROP` for every capability the kernel
+/// knows), while CAP_SETPCAP is still effective: the application must not
+/// keep a bounding set after it leaves uid 0 (which clears the rest).
+pub(crate) fn drop_bounding_set() -> nix::Result<()> {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::c_ulong>().ok())
+        .unwrap_or(63);
+    for cap in 0..=last {
+        // SAFETY: PR_CAPBSET_DROP takes an integer capability number; no
+        // memory is passed.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        match Errno::result(r) {
+            Ok(_) | Err(Errno::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

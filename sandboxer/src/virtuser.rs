@@ -2,12 +2,17 @@
 //! `~/.config/pallium/virtuser/NAME/home` (`/etc/pallium/…` as root) or a
 //! tmpfs one (`$tmp`), mounted at `/home/NAME`, with generated `/etc/passwd`,
 //! `/etc/group` and `/etc/hostname`, and `HOME`/`USER`/cwd for the command.
+//!
+//! Identity: rootless, the virtual user is the caller's uid (the application
+//! is mapped back to it). As root, it is a real unprivileged uid of its own
+//! ([`root_mode_uid`]), which owns its home; the application runs as that
+//! uid unless `--root`, so it owns nothing of the host's.
 
 #![forbid(unsafe_code)]
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use proto::profile::{Virtuser, VirtuserName};
@@ -39,6 +44,36 @@ pub struct Prepared {
     pub private: Vec<(PathBuf, String)>,
     /// Ops run once the tree is mounted (the `$tmp` skeleton copy).
     pub post: Vec<MountOp>,
+    /// The uid and gid the user has (and, root mode, the application runs as).
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Root mode: the first uid of the range virtual users are given. Far above
+/// the ranges distributions hand out to users, system accounts and
+/// `/etc/subuid` (100000 + 65536·n), so no host account owns anything there.
+pub const ROOT_MODE_UID_BASE: u32 = 0x5000_0000;
+/// The size of that range.
+const ROOT_MODE_UID_SPAN: u32 = 0x0100_0000;
+
+/// Root mode: the uid (and gid) of virtual user `key` (its name, or `$tmp`):
+/// a hash of the name into the range, stepping past any uid the host's
+/// `passwd` names. A persistent home keeps the uid it was given first
+/// ([`prepare`] reads its owner), so this only decides a new user's.
+pub fn root_mode_uid(key: &str, passwd: &str) -> u32 {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let hash = key.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let taken: Vec<u32> = passwd
+        .lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+        .collect();
+    let mut uid = ROOT_MODE_UID_BASE + hash % ROOT_MODE_UID_SPAN;
+    while taken.contains(&uid) {
+        uid = ROOT_MODE_UID_BASE + (uid - ROOT_MODE_UID_BASE + 1) % ROOT_MODE_UID_SPAN;
+    }
+    uid
 }
 
 /// The caller's home directory and shell from the host's `/etc/passwd`.
@@ -58,11 +93,13 @@ pub fn caller(passwd: &str, uid: u32) -> (Option<String>, String) {
 
 /// The pure part: entries, generated files and post-ops for `v`, given the
 /// host directory holding a persistent home (None for `$tmp`).
+/// `own_home`: root mode, where the `$tmp` home (made by root) is given to
+/// the user once mounted.
 pub fn describe(
     v: &Virtuser,
     host_home: Option<&Path>,
-    uid: u32,
-    gid: u32,
+    (uid, gid): (u32, u32),
+    own_home: bool,
     shell: &str,
     hostname: &str,
 ) -> Prepared {
@@ -81,10 +118,18 @@ pub fn describe(
         )),
         None => {
             extra.push((PathBuf::from(&home), Class::Fs("tmpfs".into())));
+            let mounted = Path::new(NEW_ROOT).join(home.trim_start_matches('/'));
             if let Some(skel) = &v.skeleton {
                 post.push(MountOp::CopyTree {
                     from: Path::new(OLD_ROOT).join(skel.trim_start_matches('/')),
-                    to: Path::new(NEW_ROOT).join(home.trim_start_matches('/')),
+                    to: mounted.clone(),
+                });
+            }
+            if own_home {
+                post.push(MountOp::ChownTree {
+                    path: mounted,
+                    uid,
+                    gid,
                 });
             }
         }
@@ -112,20 +157,33 @@ pub fn describe(
         extra,
         private,
         post,
+        uid,
+        gid,
     }
 }
 
 /// Create the persistent home on first use (0700, the skeleton copied) and
 /// describe the user. Runs before the file view is built, as the caller
-/// (rootless) or as root.
+/// (rootless) or as root (`root_mode`: the user gets a uid of its own, which
+/// owns the home).
 pub fn prepare(
     v: &Virtuser,
-    uid: u32,
-    gid: u32,
+    (uid, gid): (u32, u32),
+    root_mode: bool,
     hostname: &str,
 ) -> Result<Prepared, VirtuserError> {
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let (caller_home, shell) = caller(&passwd, uid);
+    let key = match &v.name {
+        VirtuserName::Temporary => "$tmp",
+        VirtuserName::Named(n) => n.as_str(),
+    };
+    let mut id = if root_mode {
+        let u = root_mode_uid(key, &passwd);
+        (u, u)
+    } else {
+        (uid, gid)
+    };
     let host_home = match &v.name {
         VirtuserName::Temporary => None,
         VirtuserName::Named(n) => {
@@ -134,8 +192,18 @@ pub fn prepare(
                 (_, Some(h)) => Path::new(&h).join(".config/pallium"),
             };
             let dir = base.join("virtuser").join(n).join("home");
-            if fs::symlink_metadata(&dir).is_err() {
-                create_home(&dir, v.skeleton.as_deref())?;
+            match fs::symlink_metadata(&dir) {
+                Err(_) => {
+                    create_home(&dir, v.skeleton.as_deref())?;
+                    if root_mode {
+                        chown_tree(&dir, id.0, id.1)?;
+                    }
+                }
+                // An existing home keeps its user; one made as root by an
+                // older pallium is handed to the user now.
+                Ok(m) if root_mode && m.uid() != 0 => id = (m.uid(), m.gid()),
+                Ok(_) if root_mode => chown_tree(&dir, id.0, id.1)?,
+                Ok(_) => {}
             }
             Some(dir)
         }
@@ -143,11 +211,25 @@ pub fn prepare(
     Ok(describe(
         v,
         host_home.as_deref(),
-        uid,
-        gid,
+        id,
+        root_mode,
         &shell,
         hostname,
     ))
+}
+
+/// `lchown` `path` and everything below it (symbolic links are not
+/// followed) to `uid`/`gid`.
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), VirtuserError> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io_step("chown", path))?;
+    let meta = fs::symlink_metadata(path).map_err(io_step("stat", path))?;
+    if meta.is_dir() {
+        for e in fs::read_dir(path).map_err(io_step("read directory", path))? {
+            let e = e.map_err(io_step("read directory", path))?;
+            chown_tree(&e.path(), uid, gid)?;
+        }
+    }
+    Ok(())
 }
 
 fn io_step<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> VirtuserError + 'a {
@@ -253,8 +335,8 @@ mod tests {
         let p = describe(
             &named(Some("/etc/skel")),
             Some(Path::new("/h/.config/pallium/virtuser/johndoe/home")),
-            1000,
-            100,
+            (1000, 100),
+            false,
             "/bin/bash",
             "box",
         );
@@ -286,7 +368,7 @@ mod tests {
             name: VirtuserName::Temporary,
             skeleton: Some("/etc/skel".into()),
         };
-        let p = describe(&v, None, 0, 0, "/bin/sh", "pallium");
+        let p = describe(&v, None, (0, 0), false, "/bin/sh", "pallium");
         assert_eq!(p.extra[0], ("/home/tmp".into(), Class::Fs("tmpfs".into())));
         assert_eq!(
             p.post,
@@ -299,12 +381,43 @@ mod tests {
             skeleton: None,
             ..v
         };
-        assert!(describe(&v, None, 0, 0, "/bin/sh", "p").post.is_empty());
+        assert!(describe(&v, None, (0, 0), false, "/bin/sh", "p")
+            .post
+            .is_empty());
+        // Root mode: the tmpfs home is given to the user's own uid.
+        let p = describe(&v, None, (7, 8), true, "/bin/sh", "p");
+        assert_eq!(
+            p.post,
+            [MountOp::ChownTree {
+                path: "/newroot/home/tmp".into(),
+                uid: 7,
+                gid: 8
+            }]
+        );
+        assert_eq!(p.private[0].1, "tmp:x:7:8::/home/tmp:/bin/sh\n");
+    }
+
+    #[test]
+    fn root_mode_uids_are_unprivileged_stable_and_free() {
+        let a = root_mode_uid("johndoe", "");
+        assert!((ROOT_MODE_UID_BASE..ROOT_MODE_UID_BASE + ROOT_MODE_UID_SPAN).contains(&a));
+        assert_eq!(a, root_mode_uid("johndoe", "root:x:0:0::/root:/bin/sh\n"));
+        assert_ne!(a, root_mode_uid("$tmp", ""));
+        // A uid the host already names is skipped.
+        let taken = format!("x:x:{a}:{a}::/:/bin/sh\n");
+        assert_eq!(root_mode_uid("johndoe", &taken), a + 1);
     }
 
     #[test]
     fn environment_and_working_directory() {
-        let p = describe(&named(None), Some(Path::new("/x")), 1, 1, "/bin/sh", "h");
+        let p = describe(
+            &named(None),
+            Some(Path::new("/x")),
+            (1, 1),
+            false,
+            "/bin/sh",
+            "h",
+        );
         let mut env = vec![("HOME".into(), "/root".into()), ("A".into(), "b".into())];
         let mut cwd = Some("/caller".to_string());
         apply(Some(&p), None, &mut env, &mut cwd);

@@ -39,21 +39,27 @@ fn landlock_mirrors_the_file_view() {
     let d = dir.to_str().unwrap();
     let mut whitelist = BASE_MIN.to_vec();
     whitelist.push(d);
+    // Root mode: the whitelisted directory is read-only; bound (`bind`) at
+    // a second place, it is writable.
     let script = format!(
         "cat {d}/f; \
-         echo w > {d}/w && echo bound-dir-writable; \
+         (echo w > {d}/w) 2>/dev/null || echo whitelist-read-only; \
+         echo w > /rw/w && echo bound-dir-writable; \
          ls / >/dev/null && echo root-listable; \
          mkdir /probe 2>/dev/null || echo root-tmpfs-denied; \
          touch /tmp/probe 2>/dev/null || echo stand-in-tmpfs-denied"
     );
-    let (code, out) = run_in(paths(PathsMode::Base, &whitelist, &[], &[]), &script);
+    let (code, out) = run_in(
+        paths(PathsMode::Base, &whitelist, &[], &[("/rw", d)]),
+        &script,
+    );
     let written = std::fs::read_to_string(dir.join("w"));
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(code, 0, "{out}");
-    // The view itself: a whitelisted file is readable, its writable host
-    // directory stays writable, the root lists.
+    // The view itself: a whitelisted file is readable, the whitelisted
+    // directory read-only and the bound one writable, the root lists.
     assert!(
-        out.starts_with("hello\nbound-dir-writable\nroot-listable\n"),
+        out.starts_with("hello\nwhitelist-read-only\nbound-dir-writable\nroot-listable\n"),
         "{out}"
     );
     assert_eq!(written.unwrap(), "w\n");

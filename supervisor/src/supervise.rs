@@ -153,6 +153,12 @@ fn run_with(
         uid,
         gid,
         profile: profile.sandbox.clone(),
+        runsc: profile
+            .sandbox
+            .gvisor
+            .then(crate::cmd::find_runsc)
+            .flatten()
+            .map(|p| p.display().to_string()),
     })))?;
     let init_pid = match sandbox.chan.recv().context("sandboxer")? {
         SandboxEvent::Ready { init_pid } => init_pid,

@@ -26,7 +26,6 @@ const UNSUPPORTED: &[(&str, fn(&Profile) -> bool)] = &[
     ("network.outbound_interface is not supported yet", |p| {
         p.network.outbound_interface.is_some()
     }),
-    ("sandbox.gvisor is not supported yet", |p| p.sandbox.gvisor),
     ("sandbox.gui is not supported yet", |p| {
         p.sandbox.gui != Gui::Off
     }),

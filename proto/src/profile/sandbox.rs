@@ -173,6 +173,12 @@ pub(crate) fn sandbox(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<Sandbox> {
     };
     s.audio = o.bool(cx, "audio", false)?;
     s.unpriv_user_ns = o.bool(cx, "unpriv_user_ns", true)?;
+    if s.gvisor && !s.unpriv_user_ns {
+        return Err(cx.err(
+            &o.at("unpriv_user_ns"),
+            "unpriv_user_ns: false is not supported with sandbox.gvisor (gVisor's kernel serves the application's system calls; remove one of the two keys)",
+        ));
+    }
     s.workdir = o.str(cx, "workdir")?;
     if let Some(h) = o.str(cx, "hostname")? {
         if h.len() > 64 {
@@ -195,6 +201,12 @@ pub(crate) fn sandbox(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<Sandbox> {
                     format!("{name:?} is not a system call name (e.g. \"ptrace\")"),
                 ));
             }
+        }
+        if s.gvisor && !s.seccomp.is_empty() {
+            return Err(cx.err(
+                &p,
+                "seccomp additions are not supported with sandbox.gvisor (gVisor's kernel serves the application's system calls; remove one of the two keys)",
+            ));
         }
     }
     Ok(s)
@@ -382,6 +394,18 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn gvisor_refuses_user_namespace_and_seccomp_restrictions() {
+        let e = err(r#"{"sandbox": {"gvisor": true, "unpriv_user_ns": false}}"#);
+        assert!(
+            e.contains("sandbox.unpriv_user_ns") && e.contains("gvisor"),
+            "{e}"
+        );
+        let e = err(r#"{"sandbox": {"gvisor": true, "seccomp": ["uname"]}}"#);
+        assert!(e.contains("sandbox.seccomp") && e.contains("gvisor"), "{e}");
+        assert!(!ok(r#"{"sandbox": {"gvisor": false, "unpriv_user_ns": false}}"#).gvisor);
     }
 
     #[test]

@@ -98,6 +98,7 @@ impl Sandboxer {
                 hosts: HOSTS.into(),
                 uid,
                 gid,
+                runsc: profile.gvisor.then(|| "/usr/bin/runsc".to_string()),
                 profile,
             })))
             .unwrap();

@@ -81,6 +81,13 @@ pub(crate) fn ensure_runnable(loaded: &Loaded) -> Result<()> {
             }
         }
     }
+    // So is a missing runsc.
+    if loaded.profile.sandbox.gvisor && find_runsc().is_none() {
+        bail!(
+            "profile {}: sandbox.gvisor needs gVisor's runsc, which is not in PATH (Debian package: runsc)",
+            loaded.display
+        );
+    }
     // A missing uplink tool is reported before anything starts.
     crate::supervise::choose_uplink(!nix::unistd::getuid().is_root(), net.force_slirp)?;
     let missing = loaded.profile.unsupported();
@@ -93,6 +100,14 @@ pub(crate) fn ensure_runnable(loaded: &Loaded) -> Result<()> {
         bail!("profile {}: {first}{more}", loaded.display);
     }
     Ok(())
+}
+
+/// gVisor's `runsc` in the caller's `PATH`.
+pub(crate) fn find_runsc() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("runsc"))
+        .find(|p| p.is_file())
 }
 
 /// Python-style namespace index: with the empty chain there is one network

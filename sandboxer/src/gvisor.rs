@@ -1,0 +1,281 @@
+//! `sandbox.gvisor` (ORIGINAL.md §4.3): every spawned command runs under
+//! gVisor's `runsc`, whose root is the prepared file view and whose network
+//! is the session's namespace (`--network=host` inside it). The first spawn
+//! creates a container (`runsc run`); while it runs, later spawns join it
+//! (`runsc exec`), as `pallium exec` into a running session should.
+//!
+//! runsc runs as the application would, unprivileged (`--rootless`: it
+//! makes its own user namespace); its state and bundles live in a tmpfs at
+//! [`STATE_DIR`] that the container sees masked. Inside gVisor the command
+//! is gVisor's uid 0 without capabilities and with `noNewPrivileges`, which
+//! is the application's unprivileged uid on the host.
+
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use proto::sandbox::Spawn;
+use serde_json::{json, Value};
+
+use crate::plan::{MountOp, NEW_ROOT};
+
+/// runsc's state directory and bundles, a tmpfs at the top of the view.
+pub const STATE_DIR: &str = "/.pallium-gvisor";
+
+/// runsc's global flags: rootless (its own user namespace), the session's
+/// network namespace as the container's, no cgroups (an unprivileged user
+/// has none to configure), the view shared with the host (`pallium cp`,
+/// binds) and written through, connecting to the view's Unix sockets only.
+const FLAGS: &[&str] = &[
+    "--rootless",
+    "--network=host",
+    "--ignore-cgroups",
+    "--file-access=shared",
+    "--overlay2=none",
+    "--host-uds=open",
+];
+
+/// A failed gVisor step.
+#[derive(Debug, thiserror::Error)]
+pub enum GvisorError {
+    #[error("sandbox.gvisor: no runsc was given to the sandboxer")]
+    NoRunsc,
+    #[error("open runsc at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("write the gVisor bundle {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The session's gVisor state.
+#[derive(Debug)]
+pub struct Gvisor {
+    /// `runsc`, opened before the view was built: it need not be in the view.
+    pub runsc: OwnedFd,
+    /// Root mode: the uid/gid runsc runs as (the virtual user's, or one of
+    /// its own); rootless: None, runsc is the caller mapped back.
+    pub run_as: Option<(u32, u32)>,
+    hostname: String,
+    /// The running container: (spawn id of its `runsc run`, container id).
+    running: Option<(u32, String)>,
+    /// Containers and exec'd processes started so far (unique file names).
+    count: u32,
+}
+
+impl Gvisor {
+    /// Open `runsc` (before the view replaces the host's root).
+    pub fn open(
+        runsc: Option<&str>,
+        run_as: Option<(u32, u32)>,
+        hostname: &str,
+    ) -> Result<Gvisor, GvisorError> {
+        let path = runsc.ok_or(GvisorError::NoRunsc)?;
+        let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).map_err(
+            |source| GvisorError::Open {
+                path: path.into(),
+                source,
+            },
+        )?;
+        Ok(Gvisor {
+            runsc: fd,
+            run_as,
+            hostname: hostname.into(),
+            running: None,
+            count: 0,
+        })
+    }
+
+    /// The plan steps for [`STATE_DIR`], inserted before the view is entered.
+    pub fn state_ops(&self) -> Vec<MountOp> {
+        let dir = Path::new(NEW_ROOT).join(STATE_DIR.trim_start_matches('/'));
+        let mut ops = vec![
+            MountOp::MakeDir { path: dir.clone() },
+            MountOp::Tmpfs {
+                target: dir.clone(),
+            },
+            MountOp::MakeDir {
+                path: dir.join("state"),
+            },
+        ];
+        if let Some((uid, gid)) = self.run_as {
+            ops.push(MountOp::ChownTree {
+                path: dir,
+                uid,
+                gid,
+            });
+        }
+        ops
+    }
+
+    /// Write what runsc needs for `req` (run in the sandbox's root) and
+    /// return runsc's argv: `run` for a new container, `exec` into the
+    /// running one.
+    pub fn command(&mut self, req: &Spawn) -> Result<Vec<String>, GvisorError> {
+        self.count += 1;
+        let n = self.count;
+        let process = process(req);
+        let state = format!("{STATE_DIR}/state");
+        let mut argv: Vec<String> = std::iter::once("runsc")
+            .chain(FLAGS.iter().copied())
+            .map(String::from)
+            .collect();
+        argv.push(format!("--root={state}"));
+        if let Some((_, cid)) = &self.running {
+            let file = PathBuf::from(format!("{STATE_DIR}/process-{n}.json"));
+            write_json(&file, &process)?;
+            argv.extend([
+                "exec".into(),
+                "--process".into(),
+                file.display().to_string(),
+                cid.clone(),
+            ]);
+            return Ok(argv);
+        }
+        let bundle = PathBuf::from(format!("{STATE_DIR}/bundle-{n}"));
+        mkdir(&bundle)?;
+        write_json(
+            &bundle.join("config.json"),
+            &config(process, &self.hostname),
+        )?;
+        let cid = format!("pallium-{n}");
+        argv.extend([
+            "run".into(),
+            "--bundle".into(),
+            bundle.display().to_string(),
+            cid.clone(),
+        ]);
+        self.running = Some((req.id, cid));
+        Ok(argv)
+    }
+
+    /// A spawned process ended: when it was the container's `runsc run`, the
+    /// container is gone and the next spawn starts a new one.
+    pub fn exited(&mut self, id: u32) {
+        if self.running.as_ref().is_some_and(|(run, _)| *run == id) {
+            self.running = None;
+        }
+    }
+
+    /// A spawn failed before it ran.
+    pub fn failed(&mut self, id: u32) {
+        self.exited(id);
+    }
+}
+
+/// The OCI `process` of `req`: inside gVisor, uid 0 without capabilities.
+fn process(req: &Spawn) -> Value {
+    let cwd = req
+        .cwd
+        .as_deref()
+        .filter(|c| c.starts_with('/') && Path::new(c).is_dir())
+        .unwrap_or("/");
+    let env: Vec<String> = req.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let none: [&str; 0] = [];
+    json!({
+        "terminal": req.tty,
+        "user": {"uid": 0, "gid": 0},
+        "args": req.argv,
+        "env": env,
+        "cwd": cwd,
+        "capabilities": {
+            "bounding": none, "effective": none, "inheritable": none,
+            "permitted": none, "ambient": none
+        },
+        "noNewPrivileges": true,
+    })
+}
+
+/// The bundle's `config.json`: the view's `/` as the container's root, a
+/// fresh `/proc`, [`STATE_DIR`] masked, gVisor's own PID, IPC, UTS and mount
+/// namespaces and no network namespace (`--network=host`).
+fn config(process: Value, hostname: &str) -> Value {
+    json!({
+        "ociVersion": "1.0.0",
+        "process": process,
+        "root": {"path": "/", "readonly": false},
+        "hostname": hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": STATE_DIR, "type": "tmpfs", "source": "tmpfs"},
+        ],
+        "linux": {"namespaces": [
+            {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}
+        ]},
+    })
+}
+
+fn mkdir(path: &Path) -> Result<(), GvisorError> {
+    match fs::create_dir(path) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(GvisorError::Write {
+            path: path.into(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn write_json(path: &Path, v: &Value) -> Result<(), GvisorError> {
+    fs::write(path, v.to_string()).map_err(|source| GvisorError::Write {
+        path: path.into(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spawn(argv: &[&str], tty: bool) -> Spawn {
+        let fd = || proto::wire::Fd(nix::unistd::dup(std::io::stdin()).unwrap());
+        Spawn {
+            id: 1,
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            env: vec![("PATH".into(), "/bin".into())],
+            cwd: Some("/no/such/dir".into()),
+            stdio: [fd(), fd(), fd()],
+            tty,
+            root: false,
+        }
+    }
+
+    #[test]
+    fn process_is_root_in_gvisor_without_capabilities() {
+        let p = process(&spawn(&["sh", "-c", "true"], true));
+        assert_eq!(p["user"]["uid"], 0);
+        assert_eq!(p["terminal"], true);
+        assert_eq!(p["noNewPrivileges"], true);
+        assert_eq!(p["capabilities"]["bounding"], json!([]));
+        assert_eq!(p["env"], json!(["PATH=/bin"]));
+        // A working directory missing from the view falls back to /.
+        assert_eq!(p["cwd"], "/");
+    }
+
+    #[test]
+    fn config_masks_the_state_and_uses_the_host_network() {
+        let c = config(json!({}), "box");
+        assert_eq!(c["root"]["path"], "/");
+        assert_eq!(c["hostname"], "box");
+        assert!(c["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == STATE_DIR));
+        assert!(!c["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network"));
+    }
+}
