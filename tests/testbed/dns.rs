@@ -15,7 +15,8 @@ use crate::cmd::netns_exec;
 pub struct DnsQuery {
     /// The address the query came from, as the server saw it.
     pub client: IpAddr,
-    /// The queried name, e.g. `web.pallium.test`.
+    /// The queried name in lower case, e.g. `web.pallium.test` (tor's resolver randomises the
+    /// case of the names it asks for, as DNS 0x20 hardening).
     pub name: String,
     /// The query type as dnsmasq logs it: `A`, `AAAA`, `PTR`, …
     pub qtype: String,
@@ -117,7 +118,7 @@ fn parse_query(line: &str) -> Option<DnsQuery> {
     let client = words.next()?.parse().ok()?;
     Some(DnsQuery {
         client,
-        name: name.to_owned(),
+        name: name.to_ascii_lowercase(),
         qtype: qtype.to_owned(),
     })
 }
@@ -135,6 +136,13 @@ mod tests {
         assert_eq!(q.client.to_string(), "fd00:db8::2");
         assert_eq!(q.name, "web.pallium.test");
         assert_eq!(q.qtype, "AAAA");
+    }
+
+    #[test]
+    fn parse_query_lowers_the_name() {
+        let q = parse_query("Nov 25 dnsmasq[1]: query[A] weB4.pAlLIum.test from 198.51.100.103")
+            .unwrap();
+        assert_eq!(q.name, "web4.pallium.test");
     }
 
     #[test]
