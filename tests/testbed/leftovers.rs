@@ -39,7 +39,9 @@ impl Testbed {
     /// - the forwarding and `route_localnet` sysctls changed;
     /// - processes whose network namespace is the host namespace, or whose initial environment
     ///   carries this testbed's [`TESTBED_ENV`] tag (children of [`Testbed::host_exec`] wherever
-    ///   they went), except the testbed's own servers.
+    ///   they went), except the testbed's own servers. The proxy servers and Tor nodes run in
+    ///   namespaces of their own and untagged, so they never count; processes pallium starts
+    ///   (its own tor or ssh for a hop) inherit the tag and do.
     pub fn leftovers(&self) -> Vec<String> {
         let mut found = Vec::new();
         let now = self.snapshot();

@@ -51,6 +51,7 @@ const NODES: &[(&str, Role)] = &[
 #[derive(Debug)]
 pub struct TorNetwork {
     nodes: Vec<Node>,
+    started: Instant,
     dir_authorities: Vec<String>,
 }
 
@@ -67,6 +68,7 @@ impl Testbed {
     /// Starts a private Tor network on this testbed (hosts 198.51.100.100–107). Returns once
     /// every node runs; call [`TorNetwork::wait_ready`] before using it.
     pub fn start_tor(&self) -> TorNetwork {
+        let started = Instant::now();
         let hosts: Vec<(Host, Role, &'static str)> = NODES
             .iter()
             .map(|&(nick, role)| (self.add_host(nick, Pool::Tor, false), role, nick))
@@ -110,6 +112,7 @@ impl Testbed {
             .collect();
         TorNetwork {
             nodes,
+            started,
             dir_authorities,
         }
     }
@@ -234,7 +237,13 @@ impl TorNetwork {
             if web_ok {
                 let url = format!("http://{}/", self.onion_hostname());
                 match self.fetch(client, &url) {
-                    Ok(seen) if seen == self.onion_service_addr().to_string() => return,
+                    Ok(seen) if seen == self.onion_service_addr().to_string() => {
+                        eprintln!(
+                            "private Tor network ready {:.1} s after start",
+                            self.started.elapsed().as_secs_f64()
+                        );
+                        return;
+                    }
                     Ok(seen) => onion_err = format!("web host saw {seen}"),
                     Err(e) => onion_err = e,
                 }
