@@ -147,7 +147,7 @@ fn teardown_removes_everything_even_on_panic() {
     let socks = tb.start_microsocks();
     let socks_netns = socks.netns().to_owned();
     let socks_pid = socks.pid().to_string();
-    assert_eq!(pids_in(&socks_netns), [socks_pid.clone()]);
+    assert_eq!(pids_in(&socks_netns), std::slice::from_ref(&socks_pid));
     let mut netns = netns;
     netns.push(socks_netns.clone());
 
