@@ -18,6 +18,8 @@ pub mod rtnl;
 pub mod server;
 pub mod sys;
 pub mod sysctl;
+pub mod tun;
+pub mod tun2socks;
 #[cfg(test)]
 mod testutil;
 

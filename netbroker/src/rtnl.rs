@@ -137,6 +137,35 @@ impl Rtnl {
         .map(drop)
     }
 
+    /// Set the MTU of interface `index`.
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
+    }
+
+    /// Add a default route (IPv6 if `v6`) straight out of interface `oif`,
+    /// with no gateway (a point-to-point device such as a TUN).
+    pub fn add_default_dev_route(&mut self, v6: bool, oif: u32) -> io::Result<()> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = if v6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Static;
+        msg.header.scope = RouteScope::Link;
+        msg.header.kind = RouteType::Unicast;
+        msg.attributes.push(RouteAttribute::Oif(oif));
+        self.request(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
     /// Every address configured in this namespace.
     pub fn addresses(&mut self) -> io::Result<Vec<Prefix>> {
         let replies = self.request(

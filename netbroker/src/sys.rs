@@ -96,3 +96,35 @@ pub fn ignore_sigterm() {
     // SAFETY: SIG_IGN installs no handler, so no code runs in signal context.
     let _ = unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) };
 }
+
+/// `TUNSETIFF`: attach the open `/dev/net/tun` descriptor `fd` to a new TUN
+/// device (layer 3, no packet-information header) called `name`. Returns the
+/// name the kernel gave it.
+pub fn tun_set_iff(fd: std::os::fd::BorrowedFd<'_>, name: &str) -> io::Result<String> {
+    use std::os::fd::AsRawFd;
+    nix::ioctl_readwrite_bad!(tunsetiff, libc::TUNSETIFF, libc::ifreq);
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid interface name {name:?}"),
+        ));
+    }
+    // SAFETY: ifreq is a plain C struct (a name array and a union of integers
+    // and pointers); all-zero bytes are a valid value of it.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: `fd` is an open descriptor borrowed for the call, and `req` is a
+    // properly initialised ifreq that outlives it; TUNSETIFF reads it and
+    // writes the final name back into it.
+    unsafe { tunsetiff(fd.as_raw_fd(), &mut req) }.map_err(io::Error::from)?;
+    let end = req
+        .ifr_name
+        .iter()
+        .position(|c| *c == 0)
+        .unwrap_or(req.ifr_name.len());
+    Ok(req.ifr_name[..end].iter().map(|c| *c as u8 as char).collect())
+}

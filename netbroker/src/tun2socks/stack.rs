@@ -1,0 +1,898 @@
+//! The engine loop: one thread, one epoll set over the TUN descriptor, the
+//! proxy sockets and a wake-up eventfd; smoltcp terminates the application's
+//! TCP connections, and each is spliced to a proxied stream by copying
+//! straight between smoltcp's socket buffers and the kernel socket (no
+//! per-packet allocation). Proxy handshakes run on short-lived threads (they
+//! inherit the dial namespace) and report back through a channel.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
+
+use super::dns::{self, FakePool};
+use super::proxy::{Proxy, Target};
+use super::udp::{self, Kind};
+use super::{Config, DnsConfig, Shared, Tun2socksError, DNS_V4, DNS_V6, FAKE_POOL};
+use crate::tun::Tun;
+
+/// Per-connection buffer sizes (each way). Large enough for window scaling
+/// to keep a loopback-speed path busy, small enough for the memory budget.
+const TCP_RX_BUF: usize = 512 * 1024;
+const TCP_TX_BUF: usize = 512 * 1024;
+/// Packets read from the TUN per loop iteration before the sockets are
+/// served again.
+const TUN_BATCH: usize = 64;
+/// Datagrams queued per UDP flow while its association is being set up.
+const UDP_PENDING: usize = 32;
+const UDP_IDLE: Duration = Duration::from_secs(120);
+/// smoltcp's own addresses: the "router" that AnyIP routes everything via.
+const ROUTER_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 3);
+const ROUTER_V6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0xfd00, 0x7061, 0x6c6c, 0, 0, 0, 0, 3);
+
+const TOKEN_TUN: u64 = 0;
+const TOKEN_WAKE: u64 = 1;
+const KIND_TCP: u64 = 0;
+const KIND_UDP: u64 = 1;
+const KIND_CTL: u64 = 2;
+
+fn token(id: u64, kind: u64) -> u64 {
+    (id << 2) | kind
+}
+
+/// What a helper thread reports.
+enum Done {
+    Tcp(u64, Result<TcpStream, Tun2socksError>),
+    Udp(u64, Result<(TcpStream, UdpSocket), Tun2socksError>),
+    Dns {
+        app: SocketAddr,
+        server: SocketAddr,
+        reply: Vec<u8>,
+    },
+}
+
+/// The TUN descriptor as a smoltcp device holding one received packet.
+struct TunDevice {
+    fd: OwnedFd,
+    rx: Vec<u8>,
+    rx_len: usize,
+    tx: Vec<u8>,
+    mtu: usize,
+}
+
+struct Rx<'a>(&'a [u8]);
+struct Tx<'a> {
+    fd: &'a OwnedFd,
+    buf: &'a mut [u8],
+}
+
+impl smoltcp::phy::RxToken for Rx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
+
+impl smoltcp::phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let buf = &mut self.buf[..len];
+        let r = f(buf);
+        // A packet the kernel cannot take now is lost; TCP retransmits.
+        let _ = nix::unistd::write(self.fd, buf);
+        r
+    }
+}
+
+impl Device for TunDevice {
+    type RxToken<'a> = Rx<'a>;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
+        if self.rx_len == 0 {
+            return None;
+        }
+        let len = std::mem::take(&mut self.rx_len);
+        Some((
+            Rx(&self.rx[..len]),
+            Tx {
+                fd: &self.fd,
+                buf: &mut self.tx,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
+        Some(Tx {
+            fd: &self.fd,
+            buf: &mut self.tx,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = self.mtu;
+        // The kernel hands the TUN complete, verified packets: checksums are
+        // computed for what we send but not checked again on receipt.
+        let mut ck = ChecksumCapabilities::default();
+        ck.ipv4 = Checksum::Tx;
+        ck.tcp = Checksum::Tx;
+        ck.udp = Checksum::Tx;
+        ck.icmpv4 = Checksum::Tx;
+        ck.icmpv6 = Checksum::Tx;
+        caps.checksum = ck;
+        caps
+    }
+}
+
+/// One TCP connection of the application.
+struct Conn {
+    handle: SocketHandle,
+    key: (SocketAddr, SocketAddr),
+    stream: Option<TcpStream>,
+    readable: bool,
+    writable: bool,
+    /// We shut down the proxy stream's write side (the app sent FIN).
+    shut_wr: bool,
+    /// The proxy stream reached EOF (we closed the app side).
+    eof: bool,
+    /// The handshake failed or the stream broke: reap once the RST is out.
+    failed: bool,
+    born: StdInstant,
+}
+
+/// One UDP flow of the application (by its source address).
+struct Flow {
+    app: SocketAddr,
+    pending: Vec<(Target, Vec<u8>)>,
+    ready: Option<(TcpStream, UdpSocket)>,
+    /// Fake destinations the app sent to, by port: replies from the real
+    /// address are shown as coming from the fake one.
+    fake: Vec<SocketAddr>,
+    last: StdInstant,
+}
+
+pub(crate) struct Engine {
+    dev: TunDevice,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    conns: HashMap<u64, Conn>,
+    by_key: HashMap<(SocketAddr, SocketAddr), u64>,
+    flows: HashMap<u64, Flow>,
+    flow_by_app: HashMap<SocketAddr, u64>,
+    udp_refused: bool,
+    next_id: u64,
+    epoll: Epoll,
+    proxy: Arc<Proxy>,
+    shared: Arc<Shared>,
+    done_tx: Sender<Done>,
+    done_rx: Receiver<Done>,
+    pool: Option<FakePool>,
+    forwarder: Option<Sender<(SocketAddr, SocketAddr, Vec<u8>)>>,
+    scratch: Vec<u8>,
+    frame: Vec<u8>,
+    last_sweep: StdInstant,
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(Errno) -> Tun2socksError {
+    move |e| Tun2socksError::Io {
+        what,
+        source: e.into(),
+    }
+}
+
+fn now() -> Instant {
+    Instant::now()
+}
+
+impl Engine {
+    pub(crate) fn new(
+        tun: Tun,
+        proxy: Proxy,
+        cfg: &Config,
+        shared: Arc<Shared>,
+    ) -> Result<Engine, Tun2socksError> {
+        let mtu = tun.mtu as usize;
+        let mut dev = TunDevice {
+            fd: tun.fd,
+            rx: vec![0; mtu.max(1500)],
+            rx_len: 0,
+            tx: vec![0; mtu.max(1500)],
+            mtu,
+        };
+        let mut iface = Interface::new(IfaceConfig::new(HardwareAddress::Ip), &mut dev, now());
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::Ipv4(ROUTER_V4), 32));
+            let _ = a.push(IpCidr::new(IpAddress::Ipv6(ROUTER_V6), 128));
+        });
+        let routes = iface.routes_mut();
+        let _ = routes.add_default_ipv4_route(ROUTER_V4);
+        let _ = routes.add_default_ipv6_route(ROUTER_V6);
+        iface.set_any_ip(true);
+
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io_err("create epoll"))?;
+        epoll
+            .add(
+                dev.fd.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_TUN),
+            )
+            .map_err(io_err("watch the TUN device"))?;
+        epoll
+            .add(
+                shared.wake.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WAKE),
+            )
+            .map_err(io_err("watch the eventfd"))?;
+        let (done_tx, done_rx) = channel();
+        let proxy = Arc::new(proxy);
+        let (pool, forwarder) = match &cfg.dns {
+            DnsConfig::Virtual { .. } => (Some(FakePool::new(FAKE_POOL.0, FAKE_POOL.1)), None),
+            DnsConfig::Forward(servers) => {
+                let servers: Vec<SocketAddr> = servers.iter().map(|(a, _)| *a).collect();
+                (
+                    None,
+                    Some(spawn_forwarder(
+                        proxy.clone(),
+                        servers,
+                        cfg.connect_timeout,
+                        done_tx.clone(),
+                        shared.clone(),
+                    )?),
+                )
+            }
+        };
+        Ok(Engine {
+            dev,
+            iface,
+            sockets: SocketSet::new(vec![]),
+            conns: HashMap::new(),
+            by_key: HashMap::new(),
+            flows: HashMap::new(),
+            flow_by_app: HashMap::new(),
+            udp_refused: false,
+            next_id: 1,
+            epoll,
+            proxy,
+            shared,
+            done_tx,
+            done_rx,
+            pool,
+            forwarder,
+            scratch: vec![0; 65536 + 64],
+            frame: Vec::with_capacity(65536 + 300),
+            last_sweep: StdInstant::now(),
+        })
+    }
+
+    /// Run until stopped (Ok) or the TUN device fails (Err).
+    pub(crate) fn run(&mut self) -> Result<(), Tun2socksError> {
+        let mut events = vec![EpollEvent::empty(); 256];
+        let mut busy = true;
+        loop {
+            let timeout = if busy {
+                EpollTimeout::ZERO
+            } else {
+                let d = self
+                    .iface
+                    .poll_delay(now(), &self.sockets)
+                    .map(|d| d.total_millis())
+                    .unwrap_or(1000)
+                    .min(1000);
+                EpollTimeout::from(d as u16)
+            };
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => return Err(io_err("wait for events")(e)),
+            };
+            if self.shared.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            for ev in &events[..n] {
+                let t = ev.data();
+                let f = ev.events();
+                match t {
+                    TOKEN_TUN => {}
+                    TOKEN_WAKE => {
+                        let _ = self.shared.wake.read();
+                    }
+                    _ => self.on_event(t >> 2, t & 3, f),
+                }
+            }
+            self.finish_helpers();
+            let more_tun = self.read_tun()?;
+            let ts = now();
+            let pumped = self.pump();
+            while self.iface.poll_egress(ts, &mut self.dev, &mut self.sockets)
+                != smoltcp::iface::PollResult::None
+            {}
+            self.reap();
+            if self.last_sweep.elapsed() > Duration::from_secs(5) {
+                self.sweep();
+            }
+            busy = more_tun || pumped;
+        }
+    }
+
+    fn on_event(&mut self, id: u64, kind: u64, f: EpollFlags) {
+        let rd = f.intersects(
+            EpollFlags::EPOLLIN
+                | EpollFlags::EPOLLHUP
+                | EpollFlags::EPOLLERR
+                | EpollFlags::EPOLLRDHUP,
+        );
+        let wr = f.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR);
+        match kind {
+            KIND_TCP => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.readable |= rd;
+                    c.writable |= wr;
+                }
+            }
+            KIND_UDP => self.udp_from_relay(id),
+            KIND_CTL => {
+                // The association's control connection: any data or EOF ends it.
+                let dead = match self.flows.get_mut(&id).and_then(|fl| fl.ready.as_mut()) {
+                    Some((ctl, _)) => {
+                        let mut b = [0u8; 64];
+                        !matches!((&*ctl).read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                    }
+                    None => false,
+                };
+                if dead {
+                    self.drop_flow(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Read up to a batch of packets from the TUN; true if more may wait.
+    fn read_tun(&mut self) -> Result<bool, Tun2socksError> {
+        for _ in 0..TUN_BATCH {
+            let n = match nix::unistd::read(&self.dev.fd, &mut self.dev.rx) {
+                Ok(0) => return Err(io_err("read the TUN device")(Errno::EIO)),
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => return Ok(false),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(io_err("read the TUN device")(e)),
+            };
+            match udp::classify(&self.dev.rx[..n]) {
+                Some((src, dst, Kind::Tcp { syn })) => {
+                    if syn {
+                        self.on_syn(src, dst);
+                    }
+                    self.dev.rx_len = n;
+                    let _ = self
+                        .iface
+                        .poll_ingress_single(now(), &mut self.dev, &mut self.sockets);
+                    self.dev.rx_len = 0;
+                }
+                Some((
+                    src,
+                    dst,
+                    Kind::Udp {
+                        payload: (off, len),
+                    },
+                )) => {
+                    let rx = std::mem::take(&mut self.dev.rx);
+                    self.on_udp(src, dst, &rx[off..off + len]);
+                    self.dev.rx = rx;
+                }
+                // ICMP and anything else is not relayed.
+                _ => {}
+            }
+        }
+        Ok(true)
+    }
+
+    fn target_for(&self, dst: SocketAddr) -> Option<Target> {
+        match (dst.ip(), &self.pool) {
+            (IpAddr::V4(ip), Some(pool)) if pool.contains(ip) => pool
+                .name_of(ip)
+                .map(|n| Target::Name(n.to_string(), dst.port())),
+            _ => Some(Target::Ip(dst)),
+        }
+    }
+
+    fn is_dns_addr(ip: IpAddr) -> bool {
+        ip == IpAddr::V4(DNS_V4) || ip == IpAddr::V6(DNS_V6)
+    }
+
+    /// A connection request: a listening socket for exactly this destination,
+    /// and the proxy handshake started at once.
+    fn on_syn(&mut self, src: SocketAddr, dst: SocketAddr) {
+        if self.by_key.contains_key(&(src, dst)) || Self::is_dns_addr(dst.ip()) {
+            return;
+        }
+        // A fake address nobody was given: smoltcp answers with a reset.
+        let Some(target) = self.target_for(dst) else {
+            return;
+        };
+        let mut sock = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; TCP_RX_BUF]),
+            tcp::SocketBuffer::new(vec![0; TCP_TX_BUF]),
+        );
+        sock.set_nagle_enabled(false);
+        sock.set_ack_delay(None);
+        sock.set_keep_alive(Some(smoltcp::time::Duration::from_secs(60)));
+        let ep = IpListenEndpoint {
+            addr: Some(IpAddress::from(dst.ip())),
+            port: dst.port(),
+        };
+        if sock.listen(ep).is_err() {
+            return;
+        }
+        let handle = self.sockets.add(sock);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_key.insert((src, dst), id);
+        self.conns.insert(
+            id,
+            Conn {
+                handle,
+                key: (src, dst),
+                stream: None,
+                readable: false,
+                writable: false,
+                shut_wr: false,
+                eof: false,
+                failed: false,
+                born: StdInstant::now(),
+            },
+        );
+        self.shared
+            .counters
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
+        let proxy = self.proxy.clone();
+        let tx = self.done_tx.clone();
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                let r = proxy.connect(&target);
+                if tx.send(Done::Tcp(id, r)).is_ok() {
+                    let _ = shared.wake.write(1);
+                }
+            });
+        if spawned.is_err() {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.failed = true;
+                self.sockets.get_mut::<tcp::Socket>(c.handle).abort();
+            }
+        }
+    }
+
+    fn finish_helpers(&mut self) {
+        while let Ok(done) = self.done_rx.try_recv() {
+            match done {
+                Done::Tcp(id, r) => self.finish_tcp(id, r),
+                Done::Udp(id, r) => self.finish_udp(id, r),
+                Done::Dns { app, server, reply } => {
+                    self.shared
+                        .counters
+                        .dns_queries
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.send_udp_to_app(server, app, &reply);
+                }
+            }
+        }
+    }
+
+    fn finish_tcp(&mut self, id: u64, r: Result<TcpStream, Tun2socksError>) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
+        match r {
+            Ok(stream) if sock.state() != tcp::State::Closed => {
+                let ok = stream.set_nonblocking(true).is_ok()
+                    && self
+                        .epoll
+                        .add(
+                            stream.as_fd(),
+                            EpollEvent::new(
+                                EpollFlags::EPOLLIN
+                                    | EpollFlags::EPOLLOUT
+                                    | EpollFlags::EPOLLRDHUP
+                                    | EpollFlags::EPOLLET,
+                                token(id, KIND_TCP),
+                            ),
+                        )
+                        .is_ok();
+                if ok {
+                    c.stream = Some(stream);
+                    c.readable = true;
+                    c.writable = true;
+                } else {
+                    c.failed = true;
+                    sock.abort();
+                }
+            }
+            Ok(_) => c.failed = true,
+            Err(e) => {
+                tracing::debug!("tun2socks: {} -> {}: {e}", c.key.0, c.key.1);
+                c.failed = true;
+                sock.abort();
+            }
+        }
+    }
+
+    /// Move data both ways for every connection; true if some could move
+    /// further right away.
+    fn pump(&mut self) -> bool {
+        let mut more = false;
+        let mut up = 0u64;
+        let mut down = 0u64;
+        for c in self.conns.values_mut() {
+            let Some(stream) = c.stream.as_ref() else {
+                continue;
+            };
+            let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
+            let mut broken = false;
+            // Application -> proxy.
+            let mut rounds = 0;
+            while c.writable && sock.can_recv() && rounds < 4 {
+                rounds += 1;
+                let r = sock.recv(|buf| match (&*stream).write(buf) {
+                    Ok(n) => (n, Ok(n)),
+                    Err(e) => (0, Err(e)),
+                });
+                match r {
+                    Ok(Ok(n)) => up += n as u64,
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => c.writable = false,
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(Err(_)) | Err(_) => {
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+            if c.writable && sock.can_recv() {
+                more = true;
+            }
+            // The application's FIN, once everything before it is delivered.
+            if !c.shut_wr
+                && sock.recv_queue() == 0
+                && matches!(
+                    sock.state(),
+                    tcp::State::CloseWait
+                        | tcp::State::LastAck
+                        | tcp::State::Closing
+                        | tcp::State::TimeWait
+                )
+            {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                c.shut_wr = true;
+            }
+            // Proxy -> application.
+            let mut rounds = 0;
+            while !broken && c.readable && !c.eof && sock.can_send() && rounds < 4 {
+                rounds += 1;
+                let r = sock.send(|buf| match (&*stream).read(buf) {
+                    Ok(n) => (n, Ok(n)),
+                    Err(e) => (0, Err(e)),
+                });
+                match r {
+                    Ok(Ok(0)) => {
+                        c.eof = true;
+                        sock.close();
+                    }
+                    Ok(Ok(n)) => down += n as u64,
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(Err(_)) | Err(_) => broken = true,
+                }
+            }
+            if c.readable && !c.eof && sock.can_send() {
+                more = true;
+            }
+            if broken {
+                c.failed = true;
+                sock.abort();
+            }
+        }
+        let ctr = &self.shared.counters;
+        ctr.bytes_up.fetch_add(up, Ordering::Relaxed);
+        ctr.bytes_down.fetch_add(down, Ordering::Relaxed);
+        more
+    }
+
+    /// Forget connections whose application side is gone.
+    fn reap(&mut self) {
+        let mut gone = Vec::new();
+        for (id, c) in &self.conns {
+            let sock = self.sockets.get::<tcp::Socket>(c.handle);
+            let state = sock.state();
+            let done = match state {
+                tcp::State::Closed => c.stream.is_some() || c.failed,
+                tcp::State::TimeWait => c.shut_wr,
+                // A SYN that smoltcp never took (it dropped the segment).
+                tcp::State::Listen => c.born.elapsed() > Duration::from_secs(30),
+                _ => false,
+            };
+            if done {
+                gone.push(*id);
+            }
+        }
+        for id in gone {
+            if let Some(c) = self.conns.remove(&id) {
+                self.by_key.remove(&c.key);
+                self.sockets.remove(c.handle);
+                // Dropping the stream closes it (and removes it from epoll).
+            }
+        }
+    }
+
+    fn sweep(&mut self) {
+        self.last_sweep = StdInstant::now();
+        let idle: Vec<u64> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.last.elapsed() > UDP_IDLE)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            self.drop_flow(id);
+        }
+    }
+
+    fn send_udp_to_app(&mut self, from: SocketAddr, to: SocketAddr, payload: &[u8]) {
+        let n = udp::emit(&mut self.scratch, from, to, payload);
+        if n > 0 {
+            let _ = nix::unistd::write(&self.dev.fd, &self.scratch[..n]);
+        }
+    }
+
+    fn on_udp(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) {
+        if Self::is_dns_addr(dst.ip()) {
+            if dst.port() == 53 {
+                self.on_dns(src, dst, payload);
+            }
+            return;
+        }
+        if self.udp_refused || self.proxy.protocol != super::Protocol::Socks5 {
+            return;
+        }
+        let Some(target) = self.target_for(dst) else {
+            return;
+        };
+        let id = match self.flow_by_app.get(&src) {
+            Some(id) => *id,
+            None => self.new_flow(src),
+        };
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return;
+        };
+        flow.last = StdInstant::now();
+        if matches!(target, Target::Name(..)) && !flow.fake.contains(&dst) {
+            flow.fake.push(dst);
+        }
+        match &flow.ready {
+            Some((_, sock)) if udp::socks5_frame(&mut self.frame, &target, payload) => {
+                let _ = sock.send(&self.frame);
+                self.shared
+                    .counters
+                    .udp_datagrams
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Some(_) => {}
+            None if flow.pending.len() < UDP_PENDING => {
+                flow.pending.push((target, payload.to_vec()));
+            }
+            None => {}
+        }
+    }
+
+    fn new_flow(&mut self, app: SocketAddr) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.flows.insert(
+            id,
+            Flow {
+                app,
+                pending: Vec::new(),
+                ready: None,
+                fake: Vec::new(),
+                last: StdInstant::now(),
+            },
+        );
+        self.flow_by_app.insert(app, id);
+        let proxy = self.proxy.clone();
+        let tx = self.done_tx.clone();
+        let shared = self.shared.clone();
+        let _ = std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                let r = proxy.udp_associate();
+                if tx.send(Done::Udp(id, r)).is_ok() {
+                    let _ = shared.wake.write(1);
+                }
+            });
+        id
+    }
+
+    fn finish_udp(&mut self, id: u64, r: Result<(TcpStream, UdpSocket), Tun2socksError>) {
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return;
+        };
+        match r {
+            Ok((ctl, sock)) => {
+                let ok = ctl.set_nonblocking(true).is_ok()
+                    && sock.set_nonblocking(true).is_ok()
+                    && self
+                        .epoll
+                        .add(
+                            sock.as_fd(),
+                            EpollEvent::new(EpollFlags::EPOLLIN, token(id, KIND_UDP)),
+                        )
+                        .is_ok()
+                    && self
+                        .epoll
+                        .add(
+                            ctl.as_fd(),
+                            EpollEvent::new(
+                                EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
+                                token(id, KIND_CTL),
+                            ),
+                        )
+                        .is_ok();
+                if !ok {
+                    self.drop_flow(id);
+                    return;
+                }
+                for (target, payload) in std::mem::take(&mut flow.pending) {
+                    if udp::socks5_frame(&mut self.frame, &target, &payload) {
+                        let _ = sock.send(&self.frame);
+                        self.shared
+                            .counters
+                            .udp_datagrams
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                flow.ready = Some((ctl, sock));
+            }
+            Err(e) => {
+                if matches!(&e, Tun2socksError::Protocol { what, .. } if what.contains("refused UDP") || what.contains("does not relay"))
+                {
+                    tracing::warn!("tun2socks: {e}; UDP other than DNS is dropped");
+                    self.udp_refused = true;
+                } else {
+                    tracing::debug!("tun2socks: UDP association failed: {e}");
+                }
+                self.drop_flow(id);
+            }
+        }
+    }
+
+    fn drop_flow(&mut self, id: u64) {
+        if let Some(f) = self.flows.remove(&id) {
+            self.flow_by_app.remove(&f.app);
+        }
+    }
+
+    fn udp_from_relay(&mut self, id: u64) {
+        let mut buf = std::mem::take(&mut self.frame);
+        buf.resize(65536 + 300, 0);
+        while let Some(flow) = self.flows.get_mut(&id) {
+            let Some((_, sock)) = &flow.ready else {
+                break;
+            };
+            let n = match sock.recv(&mut buf) {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            let Some((from, off)) = udp::socks5_unframe(&buf[..n]) else {
+                continue;
+            };
+            flow.last = StdInstant::now();
+            // Replies to a fake address come back from the real one.
+            let shown = match flow.fake.iter().find(|f| f.port() == from.port()) {
+                Some(f) if !flow.fake.contains(&from) => *f,
+                _ => from,
+            };
+            let app = flow.app;
+            self.shared
+                .counters
+                .udp_datagrams
+                .fetch_add(1, Ordering::Relaxed);
+            self.send_udp_to_app(shown, app, &buf[off..n]);
+        }
+        buf.clear();
+        self.frame = buf;
+    }
+
+    fn on_dns(&mut self, app: SocketAddr, server: SocketAddr, query: &[u8]) {
+        if let Some(pool) = &mut self.pool {
+            if let Some(reply) = pool.answer(query) {
+                self.shared
+                    .counters
+                    .dns_queries
+                    .fetch_add(1, Ordering::Relaxed);
+                self.send_udp_to_app(server, app, &reply);
+            }
+        } else if let Some(fw) = &self.forwarder {
+            let _ = fw.send((app, server, query.to_vec()));
+        }
+    }
+}
+
+/// The DNS forwarder: queries go to the configured servers as DNS over TCP
+/// through the proxy, over one pooled connection per server.
+fn spawn_forwarder(
+    proxy: Arc<Proxy>,
+    servers: Vec<SocketAddr>,
+    timeout: Duration,
+    done: Sender<Done>,
+    shared: Arc<Shared>,
+) -> Result<Sender<(SocketAddr, SocketAddr, Vec<u8>)>, Tun2socksError> {
+    let (tx, rx) = channel::<(SocketAddr, SocketAddr, Vec<u8>)>();
+    std::thread::Builder::new()
+        .name("tun2socks-dns".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let mut pool: HashMap<SocketAddr, TcpStream> = HashMap::new();
+            while let Ok((app, dns_addr, query)) = rx.recv() {
+                let mut reply = None;
+                'servers: for server in &servers {
+                    for _attempt in 0..2 {
+                        let s = match pool.remove(server) {
+                            Some(s) => s,
+                            None => match proxy.connect(&Target::Ip(*server)) {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    tracing::debug!("tun2socks: DNS server {server}: {e}");
+                                    continue 'servers;
+                                }
+                            },
+                        };
+                        let mut s = s;
+                        let _ = s.set_read_timeout(Some(timeout));
+                        match dns::tcp_exchange(&mut s, &query) {
+                            Ok(r) => {
+                                pool.insert(*server, s);
+                                reply = Some(r);
+                                break 'servers;
+                            }
+                            // A pooled connection the server closed: once more.
+                            Err(_) => continue,
+                        }
+                    }
+                }
+                let Some(reply) = reply.or_else(|| dns::servfail(&query)) else {
+                    continue;
+                };
+                if done
+                    .send(Done::Dns {
+                        app,
+                        server: dns_addr,
+                        reply,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+                let _ = shared.wake.write(1);
+            }
+        })
+        .map_err(|source| Tun2socksError::Io {
+            what: "spawn the DNS forwarder",
+            source,
+        })?;
+    Ok(tx)
+}

@@ -1,0 +1,600 @@
+//! End-to-end tests of the in-process tun2socks engine against real proxies
+//! (microsocks, dante, tinyproxy). Each test makes its own pair of network
+//! namespaces with `ip netns`: a "dial" namespace holding the proxy and a web
+//! server on a veth interface (203.0.113.80, 2001:db8::80), and an "app"
+//! namespace whose only routes lead into the engine's TUN device. Clients run
+//! in the app namespace with `ip netns exec`. Root only; the namespaces and
+//! processes are removed even when a test panics.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use pallium_netbroker::rtnl::Rtnl;
+use pallium_netbroker::tun2socks::{
+    self, Config, DnsConfig, Engine, Protocol, ProxyConfig, Tun2socksError,
+};
+use pallium_netbroker::{netns, tun};
+use proto::profile::{Endpoint, Host};
+
+const WEB_V4: &str = "203.0.113.80";
+const WEB_V6: &str = "2001:db8::80";
+
+fn is_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipped: needs root (network namespaces, TUN devices)");
+    false
+}
+
+/// The servers of the dial namespace: `http` answers every request with the
+/// peer's address and logs it; `sink` reads until EOF, answers with the
+/// SHA-256 of what it read and then sends `N` bytes of seeded random data;
+/// `udp` echoes datagrams reversed.
+const SERVER_PY: &str = r#"
+import hashlib, random, socket, sys, threading
+mode, port, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def note(peer):
+    with open(log, "a") as f:
+        f.write(peer + "\n")
+if mode == "udp":
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
+    while True:
+        d, a = s.recvfrom(65535)
+        note(a[0])
+        s.sendto(d[::-1], a)
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", port))
+s.listen(64)
+def serve(c, a):
+    note(a[0])
+    if mode == "http":
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = c.recv(4096)
+            if not d:
+                break
+            buf += d
+        body = ("peer=%s\n" % a[0]).encode()
+        c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    else:
+        h = hashlib.sha256()
+        while True:
+            d = c.recv(1 << 20)
+            if not d:
+                break
+            h.update(d)
+        c.sendall(h.hexdigest().encode() + b"\n")
+        c.sendall(random.Random(2).randbytes(int(mode.split(":")[1])))
+    c.close()
+while True:
+    c, a = s.accept()
+    threading.Thread(target=serve, args=(c, a), daemon=True).start()
+"#;
+
+/// Client of the `sink` server: sends N seeded random bytes, shuts down its
+/// write side, then checks the digest and the N bytes that come back.
+const SINK_CLIENT_PY: &str = r#"
+import hashlib, random, socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+up = random.Random(1).randbytes(n)
+c = socket.create_connection((host, port), timeout=60)
+c.sendall(up)
+c.shutdown(socket.SHUT_WR)
+got = bytearray()
+while True:
+    d = c.recv(1 << 20)
+    if not d:
+        break
+    got += d
+line, _, rest = bytes(got).partition(b"\n")
+assert line.decode() == hashlib.sha256(up).hexdigest(), "upload digest differs"
+assert len(rest) == n, "downloaded %d of %d bytes" % (len(rest), n)
+assert rest == random.Random(2).randbytes(n), "download differs"
+print("ok")
+"#;
+
+const UDP_CLIENT_PY: &str = r#"
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+s.settimeout(3)
+for i in range(5):
+    s.sendto(b"hello-%d" % i, (host, port))
+    try:
+        d, a = s.recvfrom(2048)
+        print(d.decode(), a[0])
+        break
+    except socket.timeout:
+        continue
+"#;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A dial namespace with servers and an app namespace, removed on drop.
+struct Net {
+    dial: String,
+    app: String,
+    dir: PathBuf,
+    children: Vec<(String, Child)>,
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let o = run(cmd);
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn ip(args: &str) {
+    ok(Command::new("ip").args(args.split_whitespace()));
+}
+
+impl Net {
+    fn new() -> Net {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("t2s{}x{n}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("pallium-{tag}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let net = Net {
+            dial: format!("{tag}d"),
+            app: format!("{tag}a"),
+            dir,
+            children: Vec::new(),
+        };
+        ip(&format!("netns add {}", net.dial));
+        ip(&format!("netns add {}", net.app));
+        let d = &net.dial;
+        ip(&format!("-n {d} link set lo up"));
+        ip(&format!("-n {} link set lo up", net.app));
+        ip(&format!("-n {d} link add web0 type veth peer name web1"));
+        ip(&format!("-n {d} link set web1 up"));
+        ip(&format!("-n {d} addr add {WEB_V4}/24 dev web0"));
+        ip(&format!("-n {d} addr add {WEB_V6}/64 dev web0 nodad"));
+        ip(&format!("-n {d} link set web0 up"));
+        // Names known only in the dial namespace (the proxy resolves them).
+        let etc = Path::new("/etc/netns").join(d);
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("hosts"),
+            format!("127.0.0.1 localhost\n{WEB_V4} web.test\n"),
+        )
+        .unwrap();
+        let etc = Path::new("/etc/netns").join(&net.app);
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("resolv.conf"),
+            format!("nameserver {}\n", tun2socks::DNS_V4),
+        )
+        .unwrap();
+        std::fs::write(etc.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+        std::fs::write(net.dir.join("server.py"), SERVER_PY).unwrap();
+        std::fs::write(net.dir.join("sink_client.py"), SINK_CLIENT_PY).unwrap();
+        std::fs::write(net.dir.join("udp_client.py"), UDP_CLIENT_PY).unwrap();
+        net
+    }
+
+    fn fd(&self, ns: &str) -> OwnedFd {
+        std::fs::File::open(format!("/run/netns/{ns}"))
+            .unwrap()
+            .into()
+    }
+
+    /// Start `prog args` in namespace `ns` as a child named `name`.
+    fn spawn(&mut self, name: &str, ns: &str, prog: &str, args: &[&str]) {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, prog])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children.push((name.to_string(), child));
+    }
+
+    fn kill(&mut self, name: &str) {
+        for (n, c) in &mut self.children {
+            if n == name {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// Wait until something listens on `addr` in the dial namespace.
+    fn wait_listening(&self, addr: SocketAddr) {
+        let fd = self.fd(&self.dial);
+        for _ in 0..100 {
+            if netns::connect_in(fd.as_fd(), addr, Duration::from_secs(1)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nothing listens on {addr} in the dial namespace");
+    }
+
+    fn server(&mut self, mode: &str, port: u16) -> PathBuf {
+        let log = self.dir.join(format!("peers-{port}.log"));
+        std::fs::write(&log, "").unwrap();
+        let script = self.dir.join("server.py");
+        let (dial, p, l) = (
+            self.dial.clone(),
+            port.to_string(),
+            log.display().to_string(),
+        );
+        self.spawn(
+            &format!("server-{port}"),
+            &dial,
+            "/usr/bin/python3",
+            &[script.to_str().unwrap(), mode, &p, &l],
+        );
+        if mode != "udp" {
+            self.wait_listening(format!("{WEB_V4}:{port}").parse().unwrap());
+        }
+        log
+    }
+
+    fn microsocks(&mut self, port: u16) {
+        let dial = self.dial.clone();
+        self.spawn(
+            "microsocks",
+            &dial,
+            "microsocks",
+            &["-i", "127.0.0.1", "-p", &port.to_string()],
+        );
+        self.wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    }
+
+    /// dante on 127.0.0.1:`port`, `method` "none" or "username".
+    fn dante(&mut self, port: u16, method: &str) {
+        let conf = self.dir.join("danted.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "logoutput: {log}\n\
+                 internal: 127.0.0.1 port = {port}\n\
+                 external: web0\n\
+                 socksmethod: {method}\n\
+                 clientmethod: none\n\
+                 user.privileged: root\n\
+                 user.unprivileged: nobody\n\
+                 client pass {{ from: 0/0 to: 0/0 }}\n\
+                 socks pass {{ from: 0/0 to: 0/0 command: bind connect udpassociate bindreply udpreply }}\n",
+                log = self.dir.join("danted.out").display()
+            ),
+        )
+        .unwrap();
+        let dial = self.dial.clone();
+        let pid = self.dir.join("danted.pid");
+        self.spawn(
+            "danted",
+            &dial,
+            "/usr/sbin/danted",
+            &[
+                "-f",
+                conf.to_str().unwrap(),
+                "-p",
+                pid.to_str().unwrap(),
+                "-N",
+                "1",
+            ],
+        );
+        self.wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    }
+
+    /// tinyproxy on 127.0.0.1:`port` with basic auth alice:s3cret.
+    fn tinyproxy(&mut self, port: u16) {
+        let conf = self.dir.join("tinyproxy.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 60\nMaxClients 50\n\
+                 BasicAuth alice s3cret\nLogLevel Info\n"
+            ),
+        )
+        .unwrap();
+        let dial = self.dial.clone();
+        self.spawn(
+            "tinyproxy",
+            &dial,
+            "/usr/bin/tinyproxy",
+            &["-d", "-c", conf.to_str().unwrap()],
+        );
+        self.wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    }
+
+    fn config(&self, protocol: Protocol, port: u16, user: Option<(&str, &str)>) -> Config {
+        Config {
+            proxy: ProxyConfig {
+                protocol,
+                address: Endpoint {
+                    host: Host::Ip("127.0.0.1".parse().unwrap()),
+                    port,
+                },
+                username: user.map(|u| u.0.to_string()),
+                password: user.map(|u| u.1.to_string()),
+            },
+            dns: DnsConfig::Virtual {
+                fallback: Vec::new(),
+            },
+            resolvers: Vec::new(),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn probe(&self, cfg: &Config) -> Result<(), Tun2socksError> {
+        tun2socks::probe(self.fd(&self.dial).as_fd(), cfg)
+    }
+
+    /// The TUN device in the app namespace and the engine serving it.
+    fn engine(&self, cfg: Config) -> Engine {
+        let app = self.fd(&self.app);
+        let mut rtnl = netns::run_in(app.as_fd(), Rtnl::open).unwrap().unwrap();
+        let tun = tun::create(app.as_fd(), &mut rtnl, "t2s0", 65000).unwrap();
+        tun2socks::start(tun, self.fd(&self.dial), cfg).unwrap()
+    }
+
+    /// Run a command in the app namespace.
+    fn app_run(&self, prog: &str, args: &[&str]) -> Output {
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.app, prog])
+            .args(args))
+    }
+
+    fn curl(&self, url: &str) -> Result<String, String> {
+        let o = self.app_run("curl", &["-sS", "--max-time", "10", url]);
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).into_owned())
+        }
+    }
+
+    fn script(&self, name: &str, args: &[&str]) -> Output {
+        let s = self.dir.join(name);
+        let mut a = vec![s.to_str().unwrap()];
+        a.extend_from_slice(args);
+        self.app_run("/usr/bin/python3", &a)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.dial, &self.app] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn peers(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim_start_matches("::ffff:").to_string())
+        .collect()
+}
+
+#[test]
+fn socks5_carries_http_names_and_ipv6() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    let log = net.server("http", 8080);
+    net.microsocks(1080);
+    let cfg = net.config(Protocol::Socks5, 1080, None);
+    net.probe(&cfg).unwrap();
+    let engine = net.engine(cfg);
+
+    let body = net.curl(&format!("http://{WEB_V4}:8080/")).unwrap();
+    // The web server sees the proxy's address, never the application's.
+    assert_eq!(body.trim(), format!("peer=::ffff:{WEB_V4}"));
+
+    // A name only the dial namespace knows: resolved by the proxy.
+    let body = net.curl("http://web.test:8080/").unwrap();
+    assert!(body.starts_with("peer="), "{body}");
+    let s = engine.stats();
+    assert!(s.dns_queries >= 1, "{s:?}");
+
+    let body = net.curl(&format!("http://[{WEB_V6}]:8080/")).unwrap();
+    assert_eq!(body.trim(), format!("peer={WEB_V6}"));
+
+    let s = engine.stats();
+    assert_eq!(s.connections, 3, "{s:?}");
+    assert!(s.bytes_down > 0 && s.bytes_up > 0, "{s:?}");
+    for p in peers(&log) {
+        assert!(p == WEB_V4 || p == WEB_V6, "the server saw {p}");
+    }
+    assert!(engine.exited().is_none());
+}
+
+#[test]
+fn half_close_and_large_transfers_keep_every_byte() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    let n = 50 * 1024 * 1024;
+    net.server(&format!("sink:{n}"), 9000);
+    net.dante(1081, "none");
+    let engine = net.engine(net.config(Protocol::Socks5, 1081, None));
+    for host in [WEB_V4, WEB_V6] {
+        let o = net.script("sink_client.py", &[host, "9000", &n.to_string()]);
+        assert!(
+            o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "ok",
+            "{host}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let s = engine.stats();
+    assert!(
+        s.bytes_up >= 2 * n as u64 && s.bytes_down >= 2 * n as u64,
+        "{s:?}"
+    );
+}
+
+#[test]
+fn udp_goes_through_dante_and_is_dropped_by_microsocks() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    let log = net.server("udp", 9999);
+    net.dante(1082, "none");
+    net.microsocks(1083);
+    {
+        let engine = net.engine(net.config(Protocol::Socks5, 1082, None));
+        for host in [WEB_V4, WEB_V6] {
+            let o = net.script("udp_client.py", &[host, "9999"]);
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                out.starts_with("0-olleh ") && out.trim().ends_with(host),
+                "{host}: {out}{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        assert!(engine.stats().udp_datagrams >= 4);
+        for p in peers(&log) {
+            assert!(p == WEB_V4 || p == WEB_V6, "the server saw {p}");
+        }
+    }
+    // microsocks has no UDP ASSOCIATE: datagrams are dropped, never sent
+    // another way.
+    let before = peers(&log).len();
+    let _engine = net.engine(net.config(Protocol::Socks5, 1083, None));
+    let o = net.script("udp_client.py", &[WEB_V4, "9999"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "");
+    assert_eq!(peers(&log).len(), before);
+}
+
+#[test]
+fn http_connect_through_tinyproxy_with_basic_auth() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    net.server("http", 8081);
+    net.tinyproxy(3128);
+    let good = net.config(Protocol::HttpConnect, 3128, Some(("alice", "s3cret")));
+    net.probe(&good).unwrap();
+    let bad = net.config(Protocol::HttpConnect, 3128, Some(("alice", "wrong")));
+    assert_eq!(
+        net.probe(&bad).unwrap_err().to_string(),
+        "the HTTP proxy 127.0.0.1:3128 rejected username 'alice'"
+    );
+    let _engine = net.engine(good);
+    let body = net.curl(&format!("http://{WEB_V4}:8081/")).unwrap();
+    assert_eq!(body.trim(), format!("peer=::ffff:{WEB_V4}"));
+    let body = net.curl("http://web.test:8081/").unwrap();
+    assert!(body.starts_with("peer="), "{body}");
+}
+
+#[test]
+fn socks4_through_dante() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    net.server("http", 8082);
+    net.dante(1084, "none");
+    let _engine = net.engine(net.config(Protocol::Socks4, 1084, None));
+    let body = net.curl(&format!("http://{WEB_V4}:8082/")).unwrap();
+    assert_eq!(body.trim(), format!("peer=::ffff:{WEB_V4}"));
+}
+
+#[test]
+fn probe_names_the_proxy_and_the_problem() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    net.dante(1085, "username");
+    // Nothing listens on 1086.
+    let e = net
+        .probe(&net.config(Protocol::Socks5, 1086, None))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cannot reach the SOCKS5 proxy 127.0.0.1:1086: connection refused"
+    );
+    // dante checks the system's users; this one does not exist.
+    let e = net
+        .probe(&net.config(Protocol::Socks5, 1085, Some(("alice", "nope"))))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the SOCKS5 proxy 127.0.0.1:1085 rejected username 'alice'"
+    );
+    let e = net
+        .probe(&net.config(Protocol::Socks5, 1085, None))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the SOCKS5 proxy 127.0.0.1:1085 requires authentication, and no username is configured"
+    );
+}
+
+#[test]
+fn killing_the_proxy_stops_traffic() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    let log = net.server("http", 8083);
+    net.microsocks(1087);
+    let engine = net.engine(net.config(Protocol::Socks5, 1087, None));
+    net.curl(&format!("http://{WEB_V4}:8083/")).unwrap();
+    let before = peers(&log);
+    net.kill("microsocks");
+    let r = net.curl(&format!("http://{WEB_V4}:8083/"));
+    assert!(r.is_err(), "reached the server without the proxy: {r:?}");
+    assert!(net.curl("http://web.test:8083/").is_err());
+    assert_eq!(peers(&log), before, "something reached the server");
+    // The engine itself keeps running and serves again once a proxy is back.
+    assert!(engine.exited().is_none());
+    net.microsocks(1087);
+    net.curl(&format!("http://{WEB_V4}:8083/")).unwrap();
+}
+
+#[test]
+fn dropping_the_engine_removes_the_tun_device() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    net.microsocks(1088);
+    let engine = net.engine(net.config(Protocol::Socks5, 1088, None));
+    let links = ok(Command::new("ip").args(["-n", &net.app, "-o", "link"]));
+    assert!(links.contains("t2s0"), "{links}");
+    drop(engine);
+    let links = ok(Command::new("ip").args(["-n", &net.app, "-o", "link"]));
+    assert!(!links.contains("t2s0"), "{links}");
+}
