@@ -128,8 +128,9 @@ impl TestbedBuilder {
 /// | Tor    | `…-tor-…`        | 198.51.100.100–  | fd00:db8:2::100–  |
 ///
 /// The dns host, the proxies ([`Testbed::start_socks`], …) and the Tor nodes
-/// ([`Testbed::start_tor`]) share one LAN, a bridge in the router. The host has default routes (IPv4 and IPv6) via the router and IP forwarding off, like an
-/// ordinary machine; the router forwards both families. IPv6 duplicate address detection is off,
+/// ([`Testbed::start_tor`]) share one LAN, a bridge in the router; the web host serves HTTP on
+/// port 80 and UDP echo on port 7. The host has default routes (IPv4 and IPv6) via the router
+/// and IP forwarding off, like an ordinary machine; the router forwards both families. IPv6 duplicate address detection is off,
 /// so addresses work at once. `198.18.0.0/15` is left free for pallium's virtual-DNS pool.
 ///
 /// [`host_netns`]: Testbed::host_netns
