@@ -145,9 +145,10 @@ impl Gvisor {
         }
         let bundle = PathBuf::from(format!("{STATE_DIR}/bundle-{n}"));
         mkdir(&bundle)?;
+        let tmp = Path::new("/tmp").is_dir();
         write_json(
             &bundle.join("config.json"),
-            &config(process, &self.hostname),
+            &config(process, &self.hostname, tmp),
         )?;
         let cid = format!("pallium-{n}");
         argv.extend([
@@ -199,17 +200,25 @@ fn process(req: &Spawn) -> Value {
 
 /// The bundle's `config.json`: the view's `/` as the container's root, a
 /// fresh `/proc`, [`STATE_DIR`] masked, gVisor's own PID, IPC, UTS and mount
-/// namespaces and no network namespace (`--network=host`).
-fn config(process: Value, hostname: &str) -> Value {
+/// namespaces and no network namespace (`--network=host`). `tmp`: the view
+/// has a `/tmp`, bound explicitly — gVisor would otherwise put a tmpfs of its
+/// own over an empty one, out of reach of `pallium cp` and the view.
+fn config(process: Value, hostname: &str, tmp: bool) -> Value {
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": STATE_DIR, "type": "tmpfs", "source": "tmpfs"}),
+    ];
+    if tmp {
+        mounts.push(json!({
+            "destination": "/tmp", "type": "bind", "source": "/tmp", "options": ["rbind", "rw"]
+        }));
+    }
     json!({
         "ociVersion": "1.0.0",
         "process": process,
         "root": {"path": "/", "readonly": false},
         "hostname": hostname,
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": STATE_DIR, "type": "tmpfs", "source": "tmpfs"},
-        ],
+        "mounts": mounts,
         "linux": {"namespaces": [
             {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}
         ]},
@@ -264,7 +273,7 @@ mod tests {
 
     #[test]
     fn config_masks_the_state_and_uses_the_host_network() {
-        let c = config(json!({}), "box");
+        let c = config(json!({}), "box", true);
         assert_eq!(c["root"]["path"], "/");
         assert_eq!(c["hostname"], "box");
         assert!(c["mounts"]
@@ -272,6 +281,11 @@ mod tests {
             .unwrap()
             .iter()
             .any(|m| m["destination"] == STATE_DIR));
+        assert!(c["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == "/tmp" && m["type"] == "bind"));
         assert!(!c["linux"]["namespaces"]
             .as_array()
             .unwrap()

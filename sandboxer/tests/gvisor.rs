@@ -1,7 +1,7 @@
-//! `sandbox.gvisor` through the built sandboxer in root mode: the command
-//! runs under runsc (gVisor's kernel answers), with its exit code, in the
-//! prepared view; a second spawn joins the running container. Needs root
-//! and runsc; skips with a message otherwise.
+//! `sandbox.gvisor` through the built sandboxer, in root mode and rootless:
+//! the command runs under runsc (gVisor's kernel answers), with its exit
+//! code, in the prepared view; a second spawn joins the running container.
+//! Needs root and runsc; skips with a message otherwise.
 
 use std::io::Read;
 
@@ -79,5 +79,38 @@ fn a_second_command_joins_the_running_container() {
     std::fs::File::from(r1).read_to_string(&mut out).unwrap();
     assert_eq!(sb.exited(1), ExitStatus::Code(0), "{out}");
     assert!(out.contains("first-saw-it"), "{out}");
+    assert!(sb.shutdown().success());
+}
+
+#[test]
+fn rootless_commands_run_under_gvisor_as_the_caller() {
+    if !root() || !runsc_present() {
+        return;
+    }
+    let (mut sb, uid, _) = rootless_sandboxer(Sandbox {
+        paths: Some(Default::default()),
+        ..gvisor()
+    });
+    let (status, out) = sb.run(
+        1,
+        "dmesg | head -1; id -u; echo x > /tmp/f && stat -c %u /tmp/f; exit 5",
+    );
+    assert_eq!(status, ExitStatus::Code(5), "{out}");
+    assert!(out.contains("Starting gVisor"), "{out}");
+    // Inside gVisor the command is gVisor's uid 0 (without capabilities)…
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[1], "0", "{out}");
+    // … and what it writes belongs to the caller on the host: the file in
+    // the view's /tmp, seen from a plain (non-gVisor) view of the same
+    // mount namespace through the init.
+    let init = sb
+        .pids()
+        .into_iter()
+        .find(|p| p.role == "init")
+        .unwrap()
+        .pid;
+    let meta = std::fs::metadata(format!("/proc/{init}/root/tmp/f")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.uid(), uid, "{out}");
     assert!(sb.shutdown().success());
 }

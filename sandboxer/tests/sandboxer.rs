@@ -2,10 +2,10 @@
 //! drives it. Needs root (namespaces, mounts); skips with a message otherwise.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proto::policy::{Cap, Role};
 use proto::sandbox::{ExitStatus, SandboxEvent, SandboxRequest, Spawn};
@@ -171,63 +171,6 @@ fn eof_on_the_channel_ends_the_sandbox() {
     nix::sys::socket::shutdown(sb.chan.fd().as_raw_fd(), nix::sys::socket::Shutdown::Both).unwrap();
     assert!(sb.proc.wait().unwrap().success());
     assert!(!Path::new(&format!("/proc/{init}")).exists());
-}
-
-/// An unprivileged user for the rootless test, created once.
-fn test_user() -> (u32, u32) {
-    const NAME: &str = "pallium-sbxtest";
-    let id = |flag| {
-        let out = Command::new("id").args([flag, NAME]).output().unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .parse::<u32>()
-            .ok()
-    };
-    if id("-u").is_none() {
-        let st = Command::new("useradd")
-            .args(["-M", "-s", "/usr/sbin/nologin", NAME])
-            .status()
-            .unwrap();
-        assert!(st.success() || id("-u").is_some(), "useradd failed");
-    }
-    (id("-u").unwrap(), id("-g").unwrap())
-}
-
-/// The user and network namespaces a rootless netbroker would hand over:
-/// owned by `uid`, mapping it to 0.
-fn user_owned_namespaces(uid: u32, gid: u32) -> (OwnedFd, OwnedFd) {
-    let mut holder = Command::new("setpriv")
-        .args([
-            "--reuid",
-            &uid.to_string(),
-            "--regid",
-            &gid.to_string(),
-            "--clear-groups",
-        ])
-        .args(["--", "unshare", "--user", "--net", "sleep", "600"])
-        .spawn()
-        .unwrap();
-    let pid = holder.id();
-    let ours = std::fs::read_link("/proc/self/ns/user").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_link(format!("/proc/{pid}/ns/user"))
-        .ok()
-        .as_ref()
-        == Some(&ours)
-    {
-        assert!(Instant::now() < deadline, "unshare did not happen");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::fs::write(format!("/proc/{pid}/setgroups"), "deny").unwrap();
-    std::fs::write(format!("/proc/{pid}/uid_map"), format!("0 {uid} 1")).unwrap();
-    std::fs::write(format!("/proc/{pid}/gid_map"), format!("0 {gid} 1")).unwrap();
-    let open =
-        |ns: &str| OwnedFd::from(std::fs::File::open(format!("/proc/{pid}/ns/{ns}")).unwrap());
-    let fds = (open("user"), open("net"));
-    holder.kill().unwrap();
-    holder.wait().unwrap();
-    fds
 }
 
 #[test]

@@ -251,3 +251,90 @@ pub fn run_in(profile: Sandbox, script: &str) -> (i32, String) {
 }
 
 pub const BASE_MIN: &[&str] = &["/usr", "/bin", "/lib64", "/lib", "/dev/null"];
+
+/// An unprivileged user for the rootless test, created once.
+pub fn test_user() -> (u32, u32) {
+    const NAME: &str = "pallium-sbxtest";
+    let id = |flag| {
+        let out = Command::new("id").args([flag, NAME]).output().unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .ok()
+    };
+    if id("-u").is_none() {
+        let st = Command::new("useradd")
+            .args(["-M", "-s", "/usr/sbin/nologin", NAME])
+            .status()
+            .unwrap();
+        assert!(st.success() || id("-u").is_some(), "useradd failed");
+    }
+    (id("-u").unwrap(), id("-g").unwrap())
+}
+
+/// The user and network namespaces a rootless netbroker would hand over:
+/// owned by `uid`, mapping it to 0.
+pub fn user_owned_namespaces(uid: u32, gid: u32) -> (OwnedFd, OwnedFd) {
+    let mut holder = Command::new("setpriv")
+        .args([
+            "--reuid",
+            &uid.to_string(),
+            "--regid",
+            &gid.to_string(),
+            "--clear-groups",
+        ])
+        .args(["--", "unshare", "--user", "--net", "sleep", "600"])
+        .spawn()
+        .unwrap();
+    let pid = holder.id();
+    let ours = std::fs::read_link("/proc/self/ns/user").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(format!("/proc/{pid}/ns/user"))
+        .ok()
+        .as_ref()
+        == Some(&ours)
+    {
+        assert!(Instant::now() < deadline, "unshare did not happen");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::write(format!("/proc/{pid}/setgroups"), "deny").unwrap();
+    std::fs::write(format!("/proc/{pid}/uid_map"), format!("0 {uid} 1")).unwrap();
+    std::fs::write(format!("/proc/{pid}/gid_map"), format!("0 {gid} 1")).unwrap();
+    let open =
+        |ns: &str| OwnedFd::from(std::fs::File::open(format!("/proc/{pid}/ns/{ns}")).unwrap());
+    let fds = (open("user"), open("net"));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    fds
+}
+
+/// A staged copy of the sandboxer (the test user cannot reach `target/`
+/// under /root), run as `uid`/`gid` with the namespaces a rootless netbroker
+/// hands over, set up with `profile`. The staged copy is removed once set up.
+pub fn rootless_sandboxer(profile: Sandbox) -> (Sandboxer, u32, u32) {
+    let (uid, gid) = test_user();
+    let dir = std::env::temp_dir().join(format!(
+        "pallium-test-bin-{}-{}",
+        std::process::id(),
+        profile.gvisor
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("pallium-sandboxer");
+    std::fs::copy(BIN, &bin).unwrap();
+    let (userns, netns) = user_owned_namespaces(uid, gid);
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        &uid.to_string(),
+        "--regid",
+        &gid.to_string(),
+        "--init-groups",
+        "--",
+    ])
+    .arg(&bin);
+    let mut sb = Sandboxer::start(cmd);
+    sb.setup_with(netns, Some(userns), uid, gid, profile);
+    let _ = std::fs::remove_dir_all(&dir);
+    (sb, uid, gid)
+}
