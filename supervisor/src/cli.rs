@@ -134,8 +134,8 @@ pub(crate) struct Target {
     /// Start a new session just for this command and end it afterwards.
     #[arg(long)]
     pub(crate) one_shot: bool,
-    /// Do not map back to your own uid inside the sandbox (rootless: stay the
-    /// namespace's root; as root: root anyway).
+    /// Stay root inside the sandbox (rootless: the namespace's root instead of
+    /// your own uid; as root: root instead of the virtual user's uid).
     #[arg(short, long)]
     pub(crate) root: bool,
     /// Network namespace to enter, by Python-style index (-1 = the application's).

@@ -248,14 +248,6 @@ fn report(rows: &[Row], note: &str) {
     }
 }
 
-fn cp_present() -> bool {
-    let o = Command::new(pallium()).arg("--help").output().unwrap();
-    text(&o)
-        .0
-        .lines()
-        .any(|l| l.trim_start().starts_with("cp "))
-}
-
 fn run_suite(mode: Mode) {
     let tb = Testbed::new(match mode {
         Mode::Root => "escroot",
@@ -390,15 +382,7 @@ fn run_suite(mode: Mode) {
                 res(r == -1, 'add_key: ' + (os.strerror(e) if r == -1 else str(r)))\n"),
         ),
     ];
-    let mut not_run = String::new();
     if mode == Mode::Root {
-        // Whitelisted paths are bound read-write and the application is uid 0
-        // as root, so it writes into the host's /usr: a known escape, reported,
-        // not asserted here until it is fixed.
-        cases.retain(|(name, _, _)| !name.starts_with("2 write into /usr"));
-        not_run.push_str(
-            "2 write into /usr (whitelisted) | root | not run: known escape (read-write bind, uid 0 owns /usr)\n",
-        );
         cases.insert(
             1,
             (
@@ -465,13 +449,8 @@ fn run_suite(mode: Mode) {
         ));
     }
     rows.push(tiocsti(&tb, mode));
-
-    let note = if cp_present() {
-        "12 symlink escape through pallium cp/mv: `pallium cp` exists now; this suite does not cover it yet\n"
-    } else {
-        "12 symlink escape through pallium cp/mv: not run, `pallium cp` is not in `pallium --help` yet\n"
-    };
-    report(&rows, &format!("{not_run}{note}"));
+    rows.extend(cp_mv_symlinks(&tb, mode, &host));
+    report(&rows, "");
     drop(host);
     let bad: Vec<&Row> = rows.iter().filter(|r| r.blocked != Some(true)).collect();
     assert!(
@@ -481,6 +460,194 @@ fn run_suite(mode: Mode) {
             .map(|r| format!("{}: {:?} {}", r.attempt, r.blocked, r.detail))
             .collect::<Vec<_>>()
     );
+}
+
+/// `pallium ARGS` in the host namespace as root or the test user.
+fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
+    let mut argv = vec![pallium_path(mode)];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    in_host(tb, mode, argv)
+}
+
+/// A running session of a profile with a private /tmp, stopped on drop.
+struct CpSession<'a> {
+    tb: &'a Testbed,
+    mode: Mode,
+    profile: String,
+    child: Child,
+}
+
+impl Drop for CpSession<'_> {
+    fn drop(&mut self) {
+        let _ = pal(self.tb, self.mode, &["stop", &self.profile])
+            .stdin(Stdio::null())
+            .output();
+        let _ = self.child.wait();
+    }
+}
+
+/// 12: symbolic links made inside the sandbox that point at host paths,
+/// used as `pallium cp`/`mv` sources and destinations. The host's secret
+/// must never come out, and nothing may be written on the host through
+/// them. A plain copy through a link to a sandbox file is the control: if
+/// it fails, the rows are errors, not passes.
+fn cp_mv_symlinks(tb: &Testbed, mode: Mode, host: &Host) -> Vec<Row> {
+    let out_name = "12 copy out through a crafted symlink (cp/mv --from)";
+    let in_name = "12 copy in through a crafted symlink (cp --to)";
+    let dir = host.dir.display().to_string();
+    let secret = format!("{dir}/secret");
+    let outdir = host.dir.join("cpout");
+    std::fs::create_dir_all(&outdir).unwrap();
+    std::fs::set_permissions(&outdir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let prof = host.dir.join("cp.json");
+    std::fs::write(
+        &prof,
+        r#"{"sandbox": {"paths": {}}, "run": {"command": ["sleep", "infinity"]}}"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&prof, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let p = prof.display().to_string();
+    let child = pal(tb, mode, &["run", "--quiet", &p])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _session = CpSession {
+        tb,
+        mode,
+        profile: p.clone(),
+        child,
+    };
+    let sh = |script: &str| {
+        pal(tb, mode, &["exec", &p, "--", "/bin/sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let mut ready = false;
+    for _ in 0..500 {
+        if sh("true").status.success() {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    if !ready {
+        let e = "the session never became ready".to_string();
+        return vec![
+            row(out_name, mode, None, e.clone()),
+            row(in_name, mode, None, e),
+        ];
+    }
+    // Links to the host's secret (absolute, ..-laden), to its directory, and
+    // one to a file of the sandbox's own (the control).
+    let links = sh(&format!(
+        "ln -s {secret} /tmp/evil && ln -s ../../../../../../..{secret} /tmp/evil2 && \
+         ln -s {dir} /tmp/evildir && ln -s {dir}/written-in /tmp/evilin && \
+         echo mine > /tmp/mine && ln -s /tmp/mine /tmp/good && echo linked"
+    ));
+    if !text(&links).0.contains("linked") {
+        let e = format!("could not make the links: {:?}", text(&links));
+        return vec![
+            row(out_name, mode, None, e.clone()),
+            row(in_name, mode, None, e),
+        ];
+    }
+    let copy_out = |verb: &str, link: &str, n: usize| {
+        let dst = outdir.join(format!("{verb}-{n}"));
+        let o = pal(tb, mode, &[verb, "--from", &p, link, dst.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        // `mv` moves a link itself: a symbolic link on the host reveals
+        // nothing to the sandbox; only a regular file with the secret would.
+        let is_link = std::fs::symlink_metadata(&dst).is_ok_and(|m| m.file_type().is_symlink());
+        let got = if is_link {
+            format!("(the link itself: -> {:?})", std::fs::read_link(&dst).ok())
+        } else {
+            std::fs::read_to_string(&dst).unwrap_or_default()
+        };
+        (o, got)
+    };
+    // The control: a link to a sandbox file copies that file.
+    let (o, got) = copy_out("cp", "/tmp/good", 0);
+    let out_row = if got != "mine\n" {
+        row(
+            out_name,
+            mode,
+            None,
+            format!("control copy failed: {:?}", text(&o)),
+        )
+    } else {
+        let mut leaked = Vec::new();
+        let mut refused = Vec::new();
+        for (n, link) in ["/tmp/evil", "/tmp/evil2", "/tmp/evildir/secret"]
+            .iter()
+            .enumerate()
+        {
+            for verb in ["cp", "mv"] {
+                let (o, got) = copy_out(verb, link, n + 1);
+                if got.contains(SECRET) {
+                    leaked.push(format!("{verb} {link}"));
+                } else if got.starts_with("(the link itself") {
+                    refused.push(format!("{verb} {link}: moved {got}"));
+                } else {
+                    let e = text(&o).1;
+                    refused.push(format!(
+                        "{verb} {link}: {}",
+                        e.lines().last().unwrap_or("no output")
+                    ));
+                }
+            }
+        }
+        let intact = std::fs::read_to_string(&secret).is_ok_and(|s| s == SECRET);
+        if leaked.is_empty() && intact {
+            row(out_name, mode, Some(true), refused.join("; "))
+        } else {
+            row(
+                out_name,
+                mode,
+                Some(false),
+                format!("host secret copied or moved through {leaked:?} (secret intact: {intact})"),
+            )
+        }
+    };
+    let payload = outdir.join("payload");
+    std::fs::write(&payload, "PAYLOAD\n").unwrap();
+    std::fs::set_permissions(&payload, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut details = Vec::new();
+    for dst in ["/tmp/evilin", "/tmp/evildir/written-in", "/tmp/evil"] {
+        let o = pal(
+            tb,
+            mode,
+            &["cp", payload.to_str().unwrap(), "--to", &p, dst],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+        let e = text(&o).1;
+        details.push(format!(
+            "cp --to {dst}: {}",
+            if o.status.success() {
+                "copied inside the sandbox"
+            } else {
+                e.lines().last().unwrap_or("failed")
+            }
+        ));
+    }
+    let written = host.dir.join("written-in").exists();
+    let intact = std::fs::read_to_string(&secret).is_ok_and(|s| s == SECRET);
+    let in_row = row(
+        in_name,
+        mode,
+        Some(!written && intact),
+        format!(
+            "host file written: {written}, secret intact: {intact}; {}",
+            details.join("; ")
+        ),
+    );
+    vec![out_row, in_row]
 }
 
 /// 10: TIOCSTI into the terminal pallium was started from (`script` gives it

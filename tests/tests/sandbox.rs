@@ -70,6 +70,47 @@ fn virtual_user_whoami_and_home_rootless() {
         .is_dir());
 }
 
+/// Removes a root-mode virtual user's directory on drop, panics included.
+struct VirtuserDir(std::path::PathBuf);
+
+impl Drop for VirtuserDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn persistent_virtual_user_as_root_is_an_unprivileged_uid() {
+    skip_unless_root!();
+    use std::os::unix::fs::MetadataExt;
+    let tb = Testbed::new("sbxvuroot");
+    let name = format!("ptest{}", std::process::id());
+    let dir = VirtuserDir(std::path::Path::new("/etc/pallium/virtuser").join(&name));
+    let home = dir.0.join("home");
+    let prof = format!(r#"{{"sandbox": {{"virtuser": {{"name": "{name}", "skeleton": false}}}}}}"#);
+    let script = "whoami; echo $HOME; id -u; echo kept > ~/f && echo wrote; \
+                  (touch /usr/pallium-vu-probe) 2>/dev/null && echo usr-writable || echo usr-not-writable";
+    let o = exec_root(&tb, &prof, &["sh", "-c", script]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], name, "{stdout}");
+    assert_eq!(lines[1], format!("/home/{name}"), "{stdout}");
+    let uid: u32 = lines[2].parse().unwrap();
+    assert_ne!(uid, 0, "as root, the virtual user is not root");
+    assert_eq!(&lines[3..], ["wrote", "usr-not-writable"], "{stdout}");
+    assert!(!std::path::Path::new("/usr/pallium-vu-probe").exists());
+    // Its home lives under /etc/pallium and belongs to it.
+    let meta = std::fs::metadata(&home).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o700));
+    assert_eq!(std::fs::metadata(home.join("f")).unwrap().uid(), uid);
+    // Persistent: the next session is the same user with the same home.
+    let o = exec_root(&tb, &prof, &["sh", "-c", "id -u; cat ~/f"]);
+    assert_eq!(text(&o).0, format!("{uid}\nkept\n"), "{:?}", text(&o));
+    drop(dir);
+    assert_eq!(common::wait_clean(&tb), Vec::<String>::new());
+}
+
 #[test]
 fn temporary_virtual_user_as_root() {
     skip_unless_root!();

@@ -1,0 +1,250 @@
+//! `sandbox.gvisor` end to end (issue 5, item 6), as root and as the rootless
+//! test user: the command sees gVisor's kernel, not the host's; its exit
+//! code, stdin and stdout are pallium's; its network is the session's (the
+//! testbed's web host answers it with the address it came from); a second
+//! `pallium exec` joins the running gVisor session; without runsc, one clear
+//! line names the package.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{pallium, profile_file, text};
+use pallium_tests::{skip_unless_root, TestUser, Testbed};
+
+const GVISOR: &str = r#"{"sandbox": {"gvisor": true}}"#;
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mode {
+    Root,
+    Rootless,
+}
+
+fn runsc_installed() -> bool {
+    if std::path::Path::new("/usr/bin/runsc").is_file() {
+        return true;
+    }
+    pallium_tests::skip("runsc is not installed (Debian package runsc)");
+    false
+}
+
+fn tun_usable() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let ok =
+        std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006);
+    if !ok {
+        pallium_tests::skip("/dev/net/tun is not world read-write");
+    }
+    ok
+}
+
+fn pallium_path(mode: Mode) -> String {
+    match mode {
+        Mode::Root => pallium().display().to_string(),
+        Mode::Rootless => TestUser::get()
+            .stage_binaries(&common::binaries())
+            .join("pallium")
+            .display()
+            .to_string(),
+    }
+}
+
+/// `pallium ARGS` in the testbed's host namespace, as root or the test user.
+fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
+    let mut argv = vec![pallium_path(mode)];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    match mode {
+        Mode::Root => tb.host_exec(argv),
+        Mode::Rootless => tb.host_exec_as(TestUser::get(), argv),
+    }
+}
+
+/// `pallium exec --one-shot GVISOR -- sh -c SCRIPT` with `input` on stdin.
+fn exec_with_input(tb: &Testbed, mode: Mode, script: &str, input: &str) -> Output {
+    let mut child = pal(
+        tb,
+        mode,
+        &["exec", "--one-shot", GVISOR, "--", "sh", "-c", script],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("run pallium");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn kernel_stdio_exit_code_and_network(mode: Mode) {
+    let tb = Testbed::new(match mode {
+        Mode::Root => "gvroot",
+        Mode::Rootless => "gvuser",
+    });
+    let script = format!(
+        "dmesg | head -1; uname -r; read line; echo \"stdin=$line\"; \
+         curl -sS -4 --max-time 10 {}; echo; exit 42",
+        tb.web4_url()
+    );
+    let o = exec_with_input(&tb, mode, &script, "hello gvisor\n");
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(42), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines.first().is_some_and(|l| l.contains("gVisor")),
+        "{stdout}{stderr}"
+    );
+    let host_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_ne!(lines.get(1).copied(), Some(host_release.trim()), "{stdout}");
+    assert_eq!(
+        lines.get(2).copied(),
+        Some("stdin=hello gvisor"),
+        "{stdout}"
+    );
+    // The web host answers with the client's address: the session's traffic
+    // left through the session's uplink, from the testbed's host.
+    assert_eq!(
+        lines.get(3).copied(),
+        Some(tb.host_v4().to_string().as_str()),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(common::wait_clean(&tb), Vec::<String>::new());
+}
+
+#[test]
+fn gvisor_as_root() {
+    skip_unless_root!();
+    if !runsc_installed() {
+        return;
+    }
+    kernel_stdio_exit_code_and_network(Mode::Root);
+}
+
+#[test]
+fn gvisor_rootless() {
+    skip_unless_root!();
+    if !runsc_installed() || !tun_usable() {
+        return;
+    }
+    kernel_stdio_exit_code_and_network(Mode::Rootless);
+}
+
+/// A running gVisor session (`sleep infinity`), stopped on drop.
+struct Session<'a> {
+    tb: &'a Testbed,
+    profile: String,
+    child: Child,
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        let _ = pal(self.tb, Mode::Root, &["stop", &self.profile])
+            .stdin(Stdio::null())
+            .output();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn exec_joins_a_running_gvisor_session() {
+    skip_unless_root!();
+    if !runsc_installed() {
+        return;
+    }
+    let tb = Testbed::new("gvexec");
+    let prof = profile_file(
+        "gvexec",
+        r#"{"sandbox": {"gvisor": true, "paths": {}}, "run": {"command": ["sh", "-c", "echo first > /tmp/mark; exec sleep infinity"]}}"#,
+    );
+    let p = prof.display().to_string();
+    let child = pal(&tb, Mode::Root, &["run", "--quiet", &p])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Session {
+        tb: &tb,
+        profile: p.clone(),
+        child,
+    };
+    // Until the container runs, `runsc exec` has nothing to join: retry.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        let o = pal(
+            &tb,
+            Mode::Root,
+            &[
+                "exec",
+                &p,
+                "--",
+                "sh",
+                "-c",
+                "cat /tmp/mark; ps -e | grep -c sleep; exit 3",
+            ],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+        if o.status.code() == Some(3) {
+            break text(&o).0;
+        }
+        assert!(Instant::now() < deadline, "never joined: {:?}", text(&o));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The first command's file and its process, seen from inside the same
+    // gVisor kernel.
+    assert_eq!(out, "first\n1\n");
+    drop(s);
+    assert_eq!(common::wait_clean(&tb), Vec::<String>::new());
+}
+
+#[test]
+fn missing_runsc_is_one_clear_line() {
+    skip_unless_root!();
+    let tb = Testbed::new("gvmissing");
+    let o = tb
+        .host_exec([
+            "/usr/bin/env",
+            "PATH=/nonexistent",
+            pallium().to_str().unwrap(),
+            "exec",
+            "--one-shot",
+            GVISOR,
+            "--",
+            "true",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("runsc") && stderr.contains("Debian package: runsc"),
+        "{stderr}"
+    );
+    // Refused at check time, before anything is set up.
+    let o = tb
+        .host_exec([
+            pallium().to_str().unwrap(),
+            "exec",
+            "--one-shot",
+            r#"{"sandbox": {"gvisor": true, "unpriv_user_ns": false}}"#,
+            "--",
+            "true",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("sandbox.unpriv_user_ns"), "{stderr}");
+    assert_eq!(common::wait_clean(&tb), Vec::<String>::new());
+}
