@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# tun2socks benchmark (issue 4, item 10). Run as root from the repository:
+#   ./extra/bench/tun2socks.sh [SECONDS]
+# Builds a throwaway "dial" namespace (dante SOCKS5 on 127.0.0.1:1080, iperf3
+# and a TCP echo server on 203.0.113.80) and an "app" namespace served by the
+# in-process engine (netbroker/benches/tun2socks.rs), then prints iperf3
+# throughput up and down at TUN MTU 65000 and 1500, the time added per new
+# proxied connection, and the engine process's RSS, against the direct path
+# (iperf3 inside the dial namespace) and, when `tun2proxy-bin` is found
+# (PATH, ~/.cargo/bin or /tmp/t2p/bin; `cargo install tun2proxy --root
+# /tmp/t2p`), against tun2proxy through the same dante.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SECS=${1:-5}
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+for c in danted iperf3 python3 ip; do command -v $c >/dev/null || { echo "needs $c" >&2; exit 1; }; done
+
+HOST=$(cargo bench -q -p pallium-netbroker --bench tun2socks --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "tun2socks" and m.get("executable"):
+        print(m["executable"])')
+[ -x "$HOST" ] || { echo "could not build the benchmark host" >&2; exit 1; }
+
+TAG=t2sb$$
+D=${TAG}d A=${TAG}a P=${TAG}p
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    for n in $D $A $P; do ip netns del $n 2>/dev/null || true; rm -rf /etc/netns/$n; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ip netns add $D; ip netns add $A
+ip -n $D link set lo up; ip -n $A link set lo up
+ip -n $D link add web0 type veth peer name web1
+ip -n $D addr add 203.0.113.80/24 dev web0
+ip -n $D link set web0 up; ip -n $D link set web1 up
+cat > "$WORK/danted.conf" <<EOF
+logoutput: $WORK/danted.log
+internal: 127.0.0.1 port = 1080
+internal: 10.200.0.1 port = 1080
+external: web0
+socksmethod: none
+clientmethod: none
+user.privileged: root
+user.unprivileged: nobody
+client pass { from: 0/0 to: 0/0 }
+socks pass { from: 0/0 to: 0/0 command: bind connect udpassociate bindreply udpreply }
+EOF
+# A second app namespace for tun2proxy, which needs a route to the proxy.
+T2P=""
+for c in tun2proxy-bin "$HOME/.cargo/bin/tun2proxy-bin" /tmp/t2p/bin/tun2proxy-bin; do
+    if command -v "$c" >/dev/null 2>&1; then T2P=$(command -v "$c"); break; fi
+done
+ip -n $D link add t2pd type veth peer name t2pa
+ip -n $D addr add 10.200.0.1/30 dev t2pd; ip -n $D link set t2pd up
+ip netns exec $D danted -f "$WORK/danted.conf" -p "$WORK/danted.pid" -N 2 >/dev/null 2>&1 &
+PIDS+=($!)
+ip netns exec $D iperf3 -s -B 203.0.113.80 -p 5201 >/dev/null 2>&1 &
+PIDS+=($!)
+cat > "$WORK/echo.py" <<'EOF'
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("203.0.113.80", 7007)); s.listen(128)
+def serve(c):
+    while True:
+        d = c.recv(4096)
+        if not d: break
+        c.sendall(d)
+    c.close()
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+EOF
+ip netns exec $D python3 "$WORK/echo.py" &
+PIDS+=($!)
+cat > "$WORK/conn.py" <<'EOF'
+import socket, sys, time
+n = int(sys.argv[1]); t0 = time.perf_counter()
+for _ in range(n):
+    c = socket.create_connection(("203.0.113.80", 7007)); c.sendall(b"x")
+    assert c.recv(1) == b"x"; c.close()
+print("%.3f" % ((time.perf_counter() - t0) / n * 1000))
+EOF
+sleep 1
+
+gbps() { python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))'; }
+iperf() { local ns=$1; shift; ip netns exec "$ns" iperf3 -J -c 203.0.113.80 -p 5201 -t "$SECS" "$@" | gbps; }
+rss() { awk '/^VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+printf '%-44s %8s %8s %10s %9s\n' "path" "up Gb/s" "down" "+ms/conn" "RSS MiB"
+DIRECT_MS=$(ip netns exec $D python3 "$WORK/conn.py" 300)
+printf '%-44s %8s %8s %10s %9s\n' "direct (inside the dial namespace)" "$(iperf $D)" "$(iperf $D -R)" "($DIRECT_MS)" "-"
+
+engine() {
+    local mtu=$1
+    rm -f "$WORK/ready" "$WORK/stop"
+    "$HOST" $A $D socks5 127.0.0.1:1080 "$mtu" "$WORK/ready" "$WORK/stop" > "$WORK/host.out" 2>&1 &
+    local hp=$!
+    for _ in $(seq 100); do [ -s "$WORK/ready" ] && break; sleep 0.1; done
+    [ -s "$WORK/ready" ] || { cat "$WORK/host.out"; exit 1; }
+    local up down ms mem
+    up=$(iperf $A); down=$(iperf $A -R)
+    ms=$(ip netns exec $A python3 "$WORK/conn.py" 300)
+    mem=$(rss "$hp")
+    touch "$WORK/stop"; wait $hp || true
+    ip -n $A link del t2s0 2>/dev/null || true
+    printf '%-44s %8s %8s %10s %9s\n' "pallium tun2socks, dante, MTU $mtu" "$up" "$down" \
+        "$(python3 -c "print('%.3f' % ($ms - $DIRECT_MS))")" "$mem"
+}
+engine 65000
+engine 1500
+
+if [ -n "$T2P" ]; then
+    ip netns add $P; ip -n $P link set lo up
+    ip -n $D link set t2pa netns $P
+    ip -n $P addr add 10.200.0.2/30 dev t2pa; ip -n $P link set t2pa up
+    for mtu in 65000 8500 1500; do
+        ip netns exec $P "$T2P" --tun tp0 --proxy socks5://10.200.0.1:1080 --dns virtual \
+            --tun-mtu "$mtu" > "$WORK/t2p.log" 2>&1 &
+        tp=$!
+        for _ in $(seq 50); do ip -n $P link show tp0 >/dev/null 2>&1 && break; sleep 0.1; done
+        ip -n $P addr add 198.18.0.1/15 dev tp0 2>/dev/null || true
+        ip -n $P link set tp0 mtu "$mtu" up
+        ip -n $P route replace default dev tp0
+        sleep 0.5
+        up=$(timeout $((SECS + 20)) bash -c "$(declare -f iperf gbps); SECS=$SECS; iperf $P" || echo fail)
+        down=$(timeout $((SECS + 20)) bash -c "$(declare -f iperf gbps); SECS=$SECS; iperf $P -R" || echo fail)
+        ms=$(timeout 60 ip netns exec $P python3 "$WORK/conn.py" 300 || echo "")
+        mem=$(rss $tp)
+        kill $tp 2>/dev/null; wait $tp 2>/dev/null || true
+        add=$( [ -n "$ms" ] && python3 -c "print('%.3f' % ($ms - $DIRECT_MS))" || echo fail)
+        printf '%-44s %8s %8s %10s %9s\n' "tun2proxy, dante, MTU $mtu" "$up" "$down" "$add" "$mem"
+    done
+else
+    echo "(tun2proxy-bin not found: cargo install tun2proxy --root /tmp/t2p for the comparison)"
+fi
+echo "targets: >= 4 Gb/s both ways through dante, >= 2x tun2proxy, <= 1.5 ms/connection, <= 10 MiB RSS"
