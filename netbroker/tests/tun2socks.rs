@@ -118,6 +118,46 @@ for i in range(5):
         continue
 "#;
 
+/// A DNS server on port 53 (UDP and TCP) answering every A query with the
+/// address given for the name ("name=ip" arguments) or 203.0.113.80, and
+/// AAAA with nothing; it logs "conn" per TCP connection and "q NAME" per query.
+const DNS_PY: &str = r#"
+import socket, struct, sys, threading
+log = sys.argv[1]
+table = dict(a.split("=") for a in sys.argv[2:])
+def note(s):
+    with open(log, "a") as f:
+        f.write(s + "\n")
+def answer(q):
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode()); i += 1 + q[i]
+    name, qtype = ".".join(labels).lower(), struct.unpack(">H", q[i + 1:i + 3])[0]
+    note("q " + name)
+    head = q[:2] + b"\x81\x80" + b"\x00\x01" + (b"\x00\x01" if qtype == 1 else b"\x00\x00") + b"\x00\x00\x00\x00"
+    r = head + q[12:i + 5]
+    if qtype == 1:
+        r += b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + socket.inet_aton(table.get(name, "203.0.113.80"))
+    return r
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("203.0.113.80", 53))
+    while True:
+        q, a = s.recvfrom(4096); s.sendto(answer(q), a)
+def serve(c):
+    note("conn")
+    f = c.makefile("rb")
+    while True:
+        l = f.read(2)
+        if len(l) < 2: break
+        r = answer(f.read(struct.unpack(">H", l)[0]))
+        c.sendall(struct.pack(">H", len(r)) + r)
+threading.Thread(target=udp, daemon=True).start()
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("203.0.113.80", 53)); t.listen(16)
+while True:
+    c, _ = t.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A dial namespace with servers and an app namespace, removed on drop.
@@ -190,6 +230,7 @@ impl Net {
         std::fs::write(net.dir.join("server.py"), SERVER_PY).unwrap();
         std::fs::write(net.dir.join("sink_client.py"), SINK_CLIENT_PY).unwrap();
         std::fs::write(net.dir.join("udp_client.py"), UDP_CLIENT_PY).unwrap();
+        std::fs::write(net.dir.join("dns.py"), DNS_PY).unwrap();
         net
     }
 
@@ -252,6 +293,23 @@ impl Net {
         if mode != "udp" {
             self.wait_listening(format!("{WEB_V4}:{port}").parse().unwrap());
         }
+        log
+    }
+
+    /// The DNS server of [`DNS_PY`] on 203.0.113.80:53; returns its log.
+    fn dns_server(&mut self, table: &[&str]) -> PathBuf {
+        let log = self.dir.join("dns.log");
+        std::fs::write(&log, "").unwrap();
+        let script = self.dir.join("dns.py");
+        let dial = self.dial.clone();
+        let mut args = vec![
+            script.to_str().unwrap().to_string(),
+            log.display().to_string(),
+        ];
+        args.extend(table.iter().map(|t| t.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.spawn("dns", &dial, "/usr/bin/python3", &args);
+        self.wait_listening(format!("{WEB_V4}:53").parse().unwrap());
         log
     }
 
@@ -597,4 +655,79 @@ fn dropping_the_engine_removes_the_tun_device() {
     drop(engine);
     let links = ok(Command::new("ip").args(["-n", &net.app, "-o", "link"]));
     assert!(!links.contains("t2s0"), "{links}");
+}
+
+#[test]
+fn forwarded_dns_uses_one_pooled_connection_through_the_proxy() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    let dns_log = net.dns_server(&["one.test=192.0.2.1", "two.test=192.0.2.2"]);
+    net.microsocks(1089);
+    let mut cfg = net.config(Protocol::Socks5, 1089, None);
+    cfg.dns = DnsConfig::Forward(vec![(format!("{WEB_V4}:53").parse().unwrap(), true)]);
+    let engine = net.engine(cfg);
+    for (name, want) in [
+        ("one.test", "192.0.2.1"),
+        ("two.test", "192.0.2.2"),
+        ("one.test", "192.0.2.1"),
+    ] {
+        let o = net.app_run("getent", &["ahostsv4", name]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.starts_with(want), "{name}: {out}");
+    }
+    let log = std::fs::read_to_string(&dns_log).unwrap();
+    // One connection was the readiness check before the engine started.
+    assert_eq!(log.lines().filter(|l| *l == "conn").count(), 1 + 1, "{log}");
+    assert!(
+        log.lines().filter(|l| l.starts_with("q ")).count() >= 3,
+        "{log}"
+    );
+    assert!(engine.stats().dns_queries >= 3);
+}
+
+#[test]
+fn proxy_host_name_is_resolved_with_the_given_resolvers() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    net.server("http", 8084);
+    net.dns_server(&["proxy.test=127.0.0.1"]);
+    net.microsocks(1090);
+    let mut cfg = net.config(Protocol::Socks5, 1090, None);
+    cfg.proxy.address = Endpoint::parse("proxy.test:1090", None).unwrap();
+    cfg.resolvers = vec![format!("{WEB_V4}:53").parse().unwrap()];
+    net.probe(&cfg).unwrap();
+    let _engine = net.engine(cfg.clone());
+    let body = net.curl(&format!("http://{WEB_V4}:8084/")).unwrap();
+    assert!(body.starts_with("peer="), "{body}");
+    cfg.proxy.address = Endpoint::parse("nowhere.invalid:1090", None).unwrap();
+    cfg.resolvers = vec!["127.0.0.1:53".parse().unwrap()];
+    let e = net.probe(&cfg).unwrap_err().to_string();
+    assert!(
+        e.starts_with("cannot resolve the proxy's host name nowhere.invalid: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn socks4_resolves_names_over_tcp_through_the_proxy() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    net.server("http", 8085);
+    let dns_log = net.dns_server(&[]);
+    net.dante(1091, "none");
+    let mut cfg = net.config(Protocol::Socks4, 1091, None);
+    cfg.dns = DnsConfig::Virtual {
+        fallback: vec![format!("{WEB_V4}:53").parse().unwrap()],
+    };
+    let _engine = net.engine(cfg);
+    let body = net.curl("http://far.test:8085/").unwrap();
+    assert_eq!(body.trim(), format!("peer=::ffff:{WEB_V4}"));
+    let log = std::fs::read_to_string(&dns_log).unwrap();
+    assert!(log.contains("conn\nq far.test"), "{log}");
 }
