@@ -65,6 +65,16 @@ def serve(c, a):
             buf += d
         body = ("peer=%s\n" % a[0]).encode()
         c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    elif mode.startswith("first:"):
+        c.sendall(random.Random(3).randbytes(int(mode.split(":")[1])))
+        c.shutdown(socket.SHUT_WR)
+        h = hashlib.sha256()
+        while True:
+            d = c.recv(1 << 20)
+            if not d:
+                break
+            h.update(d)
+        note("sha " + h.hexdigest())
     else:
         h = hashlib.sha256()
         while True:
@@ -100,6 +110,26 @@ assert line.decode() == hashlib.sha256(up).hexdigest(), "upload digest differs"
 assert len(rest) == n, "downloaded %d of %d bytes" % (len(rest), n)
 assert rest == random.Random(2).randbytes(n), "download differs"
 print("ok")
+"#;
+
+/// Client of the `first` server: reads until the server's FIN, checks it,
+/// then uploads N bytes over its still-open half and prints their SHA-256.
+const FIRST_CLIENT_PY: &str = r#"
+import hashlib, random, socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+c = socket.create_connection((host, port), timeout=60)
+got = bytearray()
+while True:
+    d = c.recv(1 << 20)
+    if not d:
+        break
+    got += d
+assert bytes(got) == random.Random(3).randbytes(n), "download differs"
+up = random.Random(4).randbytes(n)
+c.sendall(up)
+c.shutdown(socket.SHUT_WR)
+c.recv(1)
+print(hashlib.sha256(up).hexdigest())
 "#;
 
 const UDP_CLIENT_PY: &str = r#"
@@ -231,6 +261,7 @@ impl Net {
         std::fs::write(net.dir.join("sink_client.py"), SINK_CLIENT_PY).unwrap();
         std::fs::write(net.dir.join("udp_client.py"), UDP_CLIENT_PY).unwrap();
         std::fs::write(net.dir.join("dns.py"), DNS_PY).unwrap();
+        std::fs::write(net.dir.join("first_client.py"), FIRST_CLIENT_PY).unwrap();
         net
     }
 
@@ -730,4 +761,26 @@ fn socks4_resolves_names_over_tcp_through_the_proxy() {
     assert_eq!(body.trim(), format!("peer=::ffff:{WEB_V4}"));
     let log = std::fs::read_to_string(&dns_log).unwrap();
     assert!(log.contains("conn\nq far.test"), "{log}");
+}
+
+#[test]
+fn the_server_may_half_close_first() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    let n = 4 * 1024 * 1024;
+    let log = net.server(&format!("first:{n}"), 9001);
+    // dante keeps the other half open (microsocks closes both on one EOF).
+    net.dante(1092, "none");
+    let _engine = net.engine(net.config(Protocol::Socks5, 1092, None));
+    let o = net.script("first_client.py", &[WEB_V4, "9001", &n.to_string()]);
+    let sent = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(
+        o.status.success() && sent.len() == 64,
+        "{sent}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let seen = std::fs::read_to_string(&log).unwrap();
+    assert!(seen.contains(&format!("sha {sent}")), "{seen}");
 }
