@@ -7,6 +7,7 @@
 //! after the last fork/unshare.
 
 pub mod dns;
+pub mod hops;
 pub mod names;
 pub mod netns;
 pub mod nft;

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::sched::{setns, unshare, CloneFlags};
 
@@ -27,6 +27,12 @@ pub enum NetnsError {
     Netlink(#[source] io::Error),
     #[error("bring up lo in the new network namespace")]
     Loopback(#[source] io::Error),
+    #[error("enter the session's {what} namespace")]
+    Enter {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
     /// Fatal: the thread is stuck in the wrong namespace.
     #[error("return to the original network namespace")]
     Return(#[source] io::Error),
@@ -65,4 +71,51 @@ pub fn create() -> Result<Netns, NetnsError> {
     })();
     setns(home.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Return(e.into()))?;
     inside
+}
+
+/// Move the whole (single-threaded) netbroker into the session's user
+/// namespace and its first network namespace, so it may create the hops'
+/// namespaces and devices there. Rootless only: the netbroker holds no
+/// capability outside, so nothing is given up; it must happen before any
+/// thread starts (the kernel refuses `setns` into a user namespace otherwise).
+pub fn enter_session(userns: BorrowedFd<'_>, netns: BorrowedFd<'_>) -> Result<(), NetnsError> {
+    setns(userns, CloneFlags::CLONE_NEWUSER).map_err(|e| NetnsError::Enter {
+        what: "user",
+        source: e.into(),
+    })?;
+    setns(netns, CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Enter {
+        what: "network",
+        source: e.into(),
+    })
+}
+
+/// Run `f` on a short-lived thread inside `netns`: the sockets it creates
+/// belong there. (`setns` is per thread; the caller's thread stays put.)
+pub fn run_in<T: Send>(netns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            setns(netns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("namespace worker thread panicked")))
+    })
+}
+
+/// Connect to `addr` from inside `netns` (to check a daemon listens).
+pub fn connect_in(
+    netns: BorrowedFd<'_>,
+    addr: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> io::Result<std::net::TcpStream> {
+    run_in(netns, || {
+        std::net::TcpStream::connect_timeout(&addr, timeout)
+    })?
+}
+
+/// A TCP port on 127.0.0.1 that is free in `netns` right now.
+pub fn free_port_in(netns: BorrowedFd<'_>) -> io::Result<u16> {
+    run_in(netns, || {
+        std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| Ok(l.local_addr()?.port()))
+    })?
 }

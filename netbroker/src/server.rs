@@ -9,6 +9,8 @@ use proto::broker::{
 };
 use proto::{Channel, Fd, RemoteError, WireError};
 
+use crate::hops::{self, Chain, ChainStart};
+use crate::netns;
 use crate::root::{self, HostPaths, VethUplink};
 use crate::rootless::{self, UserspaceUplink};
 
@@ -31,7 +33,14 @@ enum Built {
 #[derive(Debug)]
 enum State {
     Configured,
-    NetworkReady { session_id: String, uplink: Built },
+    NetworkReady {
+        session_id: String,
+        /// Declared before the uplink: the hops stop first.
+        chain: Option<Chain>,
+        uplink: Option<Built>,
+        /// The hops' private directory, removed at teardown.
+        work_dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// Serve the supervisor until `Shutdown` or EOF; tears everything down before
@@ -85,15 +94,18 @@ fn handle_build_chain(
         let e = RemoteError::msg("netbroker: build chain", "the chain is already built");
         return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
     }
-    if !req.chain.is_empty() {
+    if let Some(hop) = req.chain.iter().find(|h| !hops::supported(&h.kind)) {
         let e = RemoteError::msg(
             "netbroker: build chain",
             format!(
-                "{} hop(s) requested; this netbroker only builds the empty chain",
-                req.chain.len()
+                "hop type '{}' is not supported by this netbroker",
+                hop.kind.name()
             ),
         );
         return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
+    }
+    if !req.chain.is_empty() {
+        return handle_build_hops(chan, state, req);
     }
     let progress = |chan: &Channel<BrokerEvent, BrokerRequest>, message: String| {
         let _ = chan.send(BrokerEvent::Progress(Progress { hop: None, message }));
@@ -137,7 +149,9 @@ fn handle_build_chain(
     let ready = chain_ready(&uplink).map_err(ServeError::Dup)?;
     *state = State::NetworkReady {
         session_id: req.session_id,
-        uplink,
+        chain: None,
+        uplink: Some(uplink),
+        work_dir: None,
     };
     chan.send(BrokerEvent::ChainReady(ready))?;
     Ok(())
@@ -151,15 +165,16 @@ fn handle_list_pids(
         pid: std::process::id() as i32,
         role: "netbroker".into(),
     }];
-    if let State::NetworkReady {
-        uplink: Built::Userspace(u),
-        ..
-    } = state
-    {
-        pids.push(ProcEntry {
-            pid: u.daemon.id() as i32,
-            role: u.role.into(),
-        });
+    if let State::NetworkReady { uplink, chain, .. } = state {
+        if let Some(Built::Userspace(u)) = uplink {
+            pids.push(ProcEntry {
+                pid: u.daemon.id() as i32,
+                role: u.role.into(),
+            });
+        }
+        if let Some(c) = chain {
+            pids.extend(c.pids());
+        }
     }
     chan.send(BrokerEvent::Pids(pids)).map_err(Into::into)
 }
@@ -189,10 +204,22 @@ fn chain_ready(uplink: &Built) -> std::io::Result<ChainReady> {
 }
 
 fn teardown(state: State, paths: &HostPaths) {
-    let State::NetworkReady { session_id, uplink } = state else {
+    let State::NetworkReady {
+        session_id,
+        chain,
+        uplink,
+        work_dir,
+    } = state
+    else {
         return;
     };
-    let veth = matches!(uplink, Built::Veth(_));
+    // The hops first (engines, then their daemons), from the application's
+    // end backwards.
+    drop(chain);
+    if let Some(dir) = work_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let veth = matches!(uplink, Some(Built::Veth(_)));
     // Kills the daemon, closes the namespaces (the veth pair goes with them)
     // and the nf_tables socket (the owner table goes with it).
     drop(uplink);
@@ -202,6 +229,121 @@ fn teardown(state: State, paths: &HostPaths) {
             Ok(false) => {}
             Err(e) => tracing::warn!("restore forwarding sysctls: {e}"),
         }
+    }
+}
+
+/// Build a non-empty chain. N0 is the namespace the netbroker started in
+/// (root, veth uplink: the host, no veth needed — hop 1 dials from there), or
+/// the pasta/slirp4netns namespace, which the netbroker then enters together
+/// with its user namespace when rootless.
+fn handle_build_hops(
+    chan: &mut Channel<BrokerEvent, BrokerRequest>,
+    state: &mut State,
+    req: BuildChain,
+) -> Result<(), ServeError> {
+    let progress = |chan: &Channel<BrokerEvent, BrokerRequest>, hop: Option<usize>, message| {
+        let _ = chan.send(BrokerEvent::Progress(Progress { hop, message }));
+    };
+    let fail = |chan: &mut Channel<BrokerEvent, BrokerRequest>, e: RemoteError| {
+        tracing::warn!("{e}");
+        chan.send(BrokerEvent::Failed(e)).map_err(ServeError::from)
+    };
+    let use_host = !req.rootless && req.uplink == Uplink::Veth;
+    let uplink = if use_host {
+        None
+    } else {
+        let tool = if req.uplink == Uplink::Veth {
+            Uplink::Pasta
+        } else {
+            req.uplink
+        };
+        progress(chan, None, format!("starting {}", tool_name(tool)));
+        match rootless::build(tool, req.rootless, req.uid, req.gid) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                let e = RemoteError::new(format!("netbroker: {} uplink", tool_name(tool)), &e);
+                return fail(chan, e);
+            }
+        }
+    };
+    let n0 = match &uplink {
+        Some(u) => u.netns.try_clone(),
+        None => netns::current().map_err(std::io::Error::other),
+    }
+    .map_err(ServeError::Dup)?;
+    let resolvers = match &uplink {
+        Some(u) => hops::nameservers(&u.resolv_conf),
+        None => hops::nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+    };
+    if let Some(UserspaceUplink {
+        userns: Some(userns),
+        netns,
+        ..
+    }) = &uplink
+    {
+        use std::os::fd::AsFd;
+        if let Err(e) = netns::enter_session(userns.as_fd(), netns.as_fd()) {
+            return fail(chan, RemoteError::new("netbroker: rootless chain", &e));
+        }
+        // Entering a user namespace grants every capability in it: back to
+        // the netbroker's row, now relative to the session's namespace.
+        if let Err(e) = proto::policy::drop_to(proto::policy::Role::Netbroker) {
+            return fail(chan, RemoteError::new("netbroker: rootless chain", &e));
+        }
+    }
+    let work_dir = hop_work_dir(&req.session_id);
+    let start = {
+        use std::os::fd::AsFd;
+        ChainStart {
+            netns: n0.as_fd(),
+            resolvers,
+            work_dir: &work_dir,
+            rootless: req.rootless,
+            quiet: req.quiet,
+        }
+    };
+    let built = hops::build(&req.chain, &start, &mut |i, m| progress(chan, Some(i), m));
+    let chain = match built {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&work_dir);
+            return fail(chan, RemoteError::new("netbroker", &e));
+        }
+    };
+    let mut links: Vec<String> = uplink.iter().map(|u| u.link.clone()).collect();
+    links.extend(chain.describe());
+    let ready = ChainReady {
+        netns: Fd(chain
+            .app_netns()
+            .expect("a non-empty chain has a last hop")
+            .try_clone_to_owned()
+            .map_err(ServeError::Dup)?),
+        userns: uplink
+            .as_ref()
+            .and_then(|u| u.userns.as_ref())
+            .map(|f| f.try_clone())
+            .transpose()
+            .map_err(ServeError::Dup)?
+            .map(Fd),
+        resolv_conf: chain.resolv_conf(),
+        links,
+    };
+    *state = State::NetworkReady {
+        session_id: req.session_id,
+        chain: Some(chain),
+        uplink: uplink.map(Built::Userspace),
+        work_dir: Some(work_dir),
+    };
+    chan.send(BrokerEvent::ChainReady(ready))?;
+    Ok(())
+}
+
+/// The hops' private directory: inside the session directory when the
+/// supervisor named one, else in the temporary directory.
+fn hop_work_dir(session_id: &str) -> std::path::PathBuf {
+    match std::env::var_os("PALLIUM_SESSION_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir).join("hops"),
+        None => std::env::temp_dir().join(format!("pallium-hops-{session_id}")),
     }
 }
 

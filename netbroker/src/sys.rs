@@ -97,6 +97,96 @@ pub fn ignore_sigterm() {
     let _ = unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) };
 }
 
+/// How a hop daemon is placed before it execs (see [`daemon_pre_exec`]).
+#[derive(Debug, Clone)]
+pub struct DaemonPlacement {
+    /// The network namespace to run in (an fd kept open by the caller until
+    /// the spawn returns).
+    pub netns: RawFd,
+    /// Rootless: map the caller's real uid/gid back in a nested user
+    /// namespace, so the daemon sees its own name and home (ssh needs that).
+    pub map_back: Option<(u32, u32)>,
+    /// Root: the unprivileged user (uid, gid) to run as.
+    pub user: Option<(u32, u32)>,
+    /// Signal on the netbroker's death.
+    pub death_signal: Signal,
+}
+
+/// Place a hop daemon between fork and exec: enter its network namespace,
+/// map back or drop to its user, and make it die with the netbroker. (std's
+/// own `uid()` would switch users before our hook runs, and then `setns`
+/// would no longer be allowed.)
+pub fn daemon_pre_exec(cmd: &mut Command, p: DaemonPlacement) {
+    let parent = nix::unistd::getpid();
+    // Formatted before the fork: the child must not allocate.
+    let maps = p.map_back.map(|(uid, gid)| {
+        (
+            std::ffi::CString::new(format!("{uid} 0 1\n")).unwrap_or_default(),
+            std::ffi::CString::new(format!("{gid} 0 1\n")).unwrap_or_default(),
+        )
+    });
+    // SAFETY: the closure runs between fork and exec in the child and makes
+    // only async-signal-safe system calls (setns, unshare, open/write/close,
+    // prctl, setgroups/setresgid/setresuid, getppid) on data prepared before
+    // the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(p.netns, libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some((uid_map, gid_map)) = &maps {
+                if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                write_proc(c"/proc/self/uid_map", uid_map)?;
+                write_proc(c"/proc/self/setgroups", c"deny")?;
+                write_proc(c"/proc/self/gid_map", gid_map)?;
+            }
+            // Nothing a daemon execs may gain a capability, whatever its uid.
+            for cap in 0..64 {
+                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+            }
+            if let Some((uid, gid)) = p.user {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setresgid(gid, gid, gid) != 0
+                    || libc::setresuid(uid, uid, uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            nix::sys::prctl::set_pdeathsig(Some(p.death_signal))?;
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::other("netbroker exited while starting a hop"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Write `data` to a /proc file without allocating (for [`daemon_pre_exec`]).
+///
+/// # Safety
+/// Only async-signal-safe calls; may run between fork and exec.
+unsafe fn write_proc(path: &std::ffi::CStr, data: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: `path` is a valid NUL-terminated string; the fd is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let bytes = data.to_bytes();
+    // SAFETY: `bytes` is valid for its length; `fd` is ours.
+    let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    // SAFETY: `fd` was opened above and is closed exactly once.
+    unsafe { libc::close(fd) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `TUNSETIFF`: attach the open `/dev/net/tun` descriptor `fd` to a new TUN
 /// device (layer 3, no packet-information header) called `name`. Returns the
 /// name the kernel gave it.
@@ -126,5 +216,8 @@ pub fn tun_set_iff(fd: std::os::fd::BorrowedFd<'_>, name: &str) -> io::Result<St
         .iter()
         .position(|c| *c == 0)
         .unwrap_or(req.ifr_name.len());
-    Ok(req.ifr_name[..end].iter().map(|c| *c as u8 as char).collect())
+    Ok(req.ifr_name[..end]
+        .iter()
+        .map(|c| *c as u8 as char)
+        .collect())
 }

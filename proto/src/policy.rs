@@ -57,8 +57,22 @@ pub fn allowed(role: Role) -> &'static [Cap] {
         // Parses untrusted input (profiles, control requests): nothing.
         Role::Supervisor => &[],
         // Namespaces and links (NET_ADMIN, SYS_ADMIN for setns/unshare), raw
-        // sockets for ICMP relays, hop daemons started as another user.
-        Role::Netbroker => &[NetAdmin, SysAdmin, NetRaw, Setuid, Setgid, NetBindService],
+        // sockets for ICMP relays, hop daemons started as another user, and
+        // emptying hop daemons' bounding set before they exec (SETPCAP), so
+        // not even a daemon that runs as root (ssh's default) holds anything,
+        // giving a daemon's data directory to its user (CHOWN), and stopping
+        // daemons that run as another user (KILL).
+        Role::Netbroker => &[
+            NetAdmin,
+            SysAdmin,
+            NetRaw,
+            Setuid,
+            Setgid,
+            NetBindService,
+            Setpcap,
+            Chown,
+            Kill,
+        ],
         // Mounts and pivot_root (SYS_ADMIN, SYS_CHROOT), virtual users
         // (SETUID/SETGID/CHOWN), reading the caller's files for binds
         // (DAC_OVERRIDE), emptying the application's bounding set (SETPCAP),

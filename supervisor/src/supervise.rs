@@ -142,7 +142,7 @@ fn run_with(
         routes: None,
         quiet: plan.quiet,
     }))?;
-    let chain = wait_chain(broker, plan.quiet)?;
+    let chain = wait_chain(broker, plan.quiet, &profile.network.chain)?;
     let hostname = profile.sandbox.hostname.clone();
     sandbox.chan.send(SandboxRequest::Setup(Box::new(Setup {
         netns: chain.netns,
@@ -270,12 +270,18 @@ fn workdir(plan: &Plan2) -> Option<String> {
     }
 }
 
-fn wait_chain(broker: &mut Broker, quiet: bool) -> Result<ChainReady> {
+fn wait_chain(
+    broker: &mut Broker,
+    quiet: bool,
+    hops: &[proto::profile::Hop],
+) -> Result<ChainReady> {
     loop {
         match broker.chan.recv().context("netbroker")? {
             // The empty chain's one step is not worth a line; hops' progress is.
             BrokerEvent::Progress(p) if !quiet && p.hop.is_some() => {
-                eprintln!("pallium: {}", p.message)
+                let i = p.hop.unwrap_or(0);
+                let kind = hops.get(i).map_or("?", |h| h.kind.name());
+                eprintln!("pallium: hop {} ({kind}): {}", i + 1, p.message)
             }
             BrokerEvent::Progress(_) => {}
             BrokerEvent::ChainReady(c) => return Ok(c),

@@ -1,0 +1,250 @@
+//! Hop daemons (tor, ssh, socksapp programs): find the binary, start it in
+//! N(i−1) as the right user with its output in a log file, wait until its
+//! SOCKS port answers, and stop it when the hop is dropped.
+
+#![forbid(unsafe_code)]
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use proto::broker::ProcEntry;
+
+use super::{HopCx, HopError};
+use crate::netns;
+use crate::sys::{self, DaemonPlacement};
+
+/// A running hop daemon; dropping it stops it (SIGTERM, then SIGKILL).
+#[derive(Debug)]
+pub(super) struct Daemon {
+    pub(super) child: Child,
+    pub(super) log: PathBuf,
+    pub(super) role: String,
+    /// How long to wait after SIGTERM before SIGKILL.
+    pub(super) grace: Duration,
+}
+
+impl Daemon {
+    /// The last lines of its output (for error messages).
+    pub(super) fn tail(&self) -> String {
+        tail(&self.log, 12)
+    }
+
+    /// Some(status) if it has exited.
+    pub(super) fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(s)) => Some(s.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    pub(super) fn proc_entry(&self) -> ProcEntry {
+        ProcEntry {
+            pid: self.child.id() as i32,
+            role: self.role.clone(),
+        }
+    }
+
+    /// Stop it: SIGTERM, wait up to `grace`, then SIGKILL. Never blocks
+    /// for long: a daemon that cannot be signalled is left to its
+    /// parent-death signal, with a warning.
+    pub(super) fn stop(&mut self) {
+        if self.exited().is_some() {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        for (signal, wait) in [
+            (Signal::SIGTERM, self.grace),
+            (Signal::SIGKILL, Duration::from_secs(1)),
+        ] {
+            if let Err(e) = nix::sys::signal::kill(pid, signal) {
+                tracing::warn!("{}: {signal}: {e}", self.role);
+            }
+            let deadline = Instant::now() + wait;
+            while Instant::now() < deadline {
+                if self.exited().is_some() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+        tracing::warn!(
+            "{} (pid {pid}) did not exit; it dies with the netbroker",
+            self.role
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The binary for `tool`: the hop's `<tool>_path`, else `$PATH` and the
+/// system directories. `package` names the Debian package in the error.
+pub(super) fn find_tool(cx: &HopCx<'_>, tool: &str, package: &str) -> Result<PathBuf, HopError> {
+    if let Some(p) = cx.hop.options.tool_paths.get(tool) {
+        let path = PathBuf::from(p);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(HopError::Failed(format!(
+                "{tool}_path {p} does not exist; fix the path or remove the key"
+            )))
+        };
+    }
+    crate::rootless::find_in_path(tool).ok_or_else(|| {
+        HopError::Failed(format!(
+            "{tool} is not installed (Debian package \"{package}\"); install it or set \"{tool}_path\" in the hop"
+        ))
+    })
+}
+
+/// Who a daemon runs as: root mode — `user` (default `fallback`), never
+/// root unless asked; rootless — the caller, mapped back to their own uid
+/// when `map_back`.
+pub(super) fn placement(
+    cx: &HopCx<'_>,
+    user: Option<&str>,
+    fallback: &str,
+    map_back: bool,
+) -> Result<DaemonPlacement, HopError> {
+    let (user, map_back) = if cx.rootless {
+        let ids = if map_back { real_ids() } else { None };
+        (None, ids)
+    } else {
+        let name = user.unwrap_or(fallback);
+        let u = nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                HopError::Failed(format!(
+                    "user '{name}' does not exist; set the hop's \"user\" to an existing account"
+                ))
+            })?;
+        (Some((u.uid.as_raw(), u.gid.as_raw())), None)
+    };
+    Ok(DaemonPlacement {
+        netns: cx.outer.as_raw_fd(),
+        map_back,
+        user,
+        death_signal: Signal::SIGKILL,
+    })
+}
+
+/// Rootless: the caller's ids on the host, as the netbroker's user namespace
+/// maps them (its uid_map says "0 <uid> 1").
+fn real_ids() -> Option<(u32, u32)> {
+    let first = |path: &str| -> Option<u32> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut w = text.split_whitespace();
+        let (_inside, outside) = (w.next()?, w.next()?);
+        outside.parse().ok()
+    };
+    Some((first("/proc/self/uid_map")?, first("/proc/self/gid_map")?))
+}
+
+/// Start `cmd` placed as `p`, its stdout and stderr appended to `log`.
+pub(super) fn spawn(
+    mut cmd: Command,
+    p: DaemonPlacement,
+    log: &Path,
+    role: &str,
+) -> Result<Daemon, HopError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(log)
+        .map_err(|e| HopError::Failed(format!("create {}: {e}", log.display())))?;
+    if let Some((uid, gid)) = p.user {
+        // The daemon writes its own log only through our descriptor, but
+        // tools that reopen it (tor's Log) need to own it.
+        let _ = nix::unistd::chown(log, Some(uid.into()), Some(gid.into()));
+    }
+    let err = file
+        .try_clone()
+        .map_err(|e| HopError::Failed(format!("duplicate the log descriptor: {e}")))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::from(err));
+    sys::daemon_pre_exec(&mut cmd, p);
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let child = cmd
+        .spawn()
+        .map_err(|e| HopError::Failed(format!("start {program}: {e}")))?;
+    Ok(Daemon {
+        child,
+        log: log.to_path_buf(),
+        role: role.to_string(),
+        grace: Duration::from_secs(2),
+    })
+}
+
+/// Wait until `addr` accepts a TCP connection in N(i−1), the daemon dies, or
+/// `timeout` passes. `what` names the daemon in errors.
+pub(super) fn wait_listening(
+    cx: &HopCx<'_>,
+    daemon: &mut Daemon,
+    addr: SocketAddr,
+    timeout: Duration,
+    what: &str,
+) -> Result<(), HopError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = daemon.exited() {
+            return Err(HopError::Failed(format!(
+                "{what} exited ({status}) before it listened on {addr}: {}",
+                daemon.tail()
+            )));
+        }
+        if netns::connect_in(cx.outer, addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(HopError::Failed(format!(
+                "{what} did not listen on {addr} within {} s: {}",
+                timeout.as_secs(),
+                daemon.tail()
+            )));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A free TCP port on 127.0.0.1 in N(i−1), for a daemon's SOCKS listener.
+pub(super) fn free_port(cx: &HopCx<'_>) -> Result<u16, HopError> {
+    netns::free_port_in(cx.outer)
+        .map_err(|e| HopError::Failed(format!("find a free port for the hop's listener: {e}")))
+}
+
+/// The last `n` lines of a log, joined with " | " for a one-line error.
+pub(super) fn tail(path: &Path, n: usize) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(8192)));
+        let _ = f.read_to_string(&mut text);
+    }
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let start = lines.len().saturating_sub(n);
+    let out = lines[start..].join(" | ");
+    if out.is_empty() {
+        "(no output)".into()
+    } else {
+        out
+    }
+}

@@ -1,0 +1,276 @@
+//! The hop chain (DESIGN §4): one [`HopType`] per hop type, one file each,
+//! and [`build`], which brings the hops up in order, each in a network
+//! namespace of its own.
+//!
+//! Namespaces: N0 is where the chain starts (the host as root, the pasta or
+//! slirp4netns namespace otherwise); hop i gets Ni, whose only way out is the
+//! hop's exit device, and the application runs in the last one. Hop i's
+//! transport connections are opened in N(i−1), so they travel through hops
+//! 1…i−1: the in-process tun2socks serves a TUN in Ni and dials in N(i−1); a
+//! daemon hop (tor, ssh) runs in N(i−1) and is served into Ni by tun2socks.
+//! No veth, no NAT and no forwarding per hop.
+
+#![forbid(unsafe_code)]
+
+mod daemon;
+mod http;
+mod proxy;
+mod socks;
+mod socksapp;
+mod ssh;
+mod tor;
+mod tun2socks;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use proto::broker::ProcEntry;
+use proto::profile::{Hop, HopKind};
+
+use crate::netns::{self, Netns, NetnsError};
+
+/// What failed while bringing a hop up. Messages name the hop's own terms
+/// (proxy address, daemon); [`ChainError`] adds which hop it was.
+#[derive(Debug, thiserror::Error)]
+pub enum HopError {
+    #[error("create the hop's network namespace")]
+    Netns(#[source] NetnsError),
+    #[error("create the hop's TUN device")]
+    Tun(#[source] crate::tun::TunError),
+    #[error(transparent)]
+    Proxy(#[from] crate::tun2socks::Tun2socksError),
+    /// A hop daemon or check failed; the message says what and how to fix it.
+    #[error("{0}")]
+    Failed(String),
+    #[error("hop type '{0}' is not supported by this netbroker")]
+    Unsupported(&'static str),
+}
+
+/// A hop that failed, with its position in the chain (1-based, as users count).
+#[derive(Debug, thiserror::Error)]
+#[error("hop {number} ({kind})")]
+pub struct ChainError {
+    pub number: usize,
+    pub kind: &'static str,
+    #[source]
+    pub source: HopError,
+}
+
+/// What a hop type gets to bring itself up.
+pub struct HopCx<'a> {
+    /// 0-based position in the chain.
+    pub index: usize,
+    pub hop: &'a Hop,
+    /// N(i−1): where the hop's transport connections (and daemons) live.
+    pub outer: BorrowedFd<'a>,
+    /// Nameservers that answer in N(i−1) (to resolve a proxy's host name).
+    pub outer_resolvers: &'a [SocketAddr],
+    /// Ni: where the hop's exit device goes; `lo` is up, nothing else.
+    pub inner: &'a mut Netns,
+    /// A private directory for the hop's state (daemon data, sockets, logs).
+    pub work_dir: &'a Path,
+    /// The netbroker runs rootless, inside the session's user namespace.
+    pub rootless: bool,
+    /// Suppress daemons' output (the hop's `quiet`, else the profile's).
+    pub quiet: bool,
+    /// Report a step to the user.
+    pub progress: &'a mut dyn FnMut(String),
+}
+
+impl fmt::Debug for HopCx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HopCx")
+            .field("index", &self.index)
+            .field("hop", &self.hop.kind.name())
+            .field("work_dir", &self.work_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One hop type: brings a hop up between N(i−1) and Ni.
+pub trait HopType: Sync {
+    fn start(&self, cx: &mut HopCx<'_>) -> Result<Box<dyn RunningHop>, HopError>;
+}
+
+/// A hop that is up. Dropping it stops the hop: its engine, its daemons.
+pub trait RunningHop: fmt::Debug + Send {
+    /// The `/etc/resolv.conf` for Ni.
+    fn resolv_conf(&self) -> String;
+    /// Nameservers that answer in Ni (for the next hop).
+    fn resolvers(&self) -> Vec<SocketAddr>;
+    /// One line for `pallium list` and `check`.
+    fn describe(&self) -> String;
+    /// The hop's processes, for `pallium audit`.
+    fn pids(&self) -> Vec<ProcEntry> {
+        Vec::new()
+    }
+    /// Some(reason) once the hop has stopped working on its own.
+    fn exited(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The registry: profile hop type → implementation. Adding a hop type adds a
+/// file and an arm here.
+fn hop_type(kind: &HopKind) -> Option<&'static dyn HopType> {
+    Some(match kind {
+        HopKind::Socks(_) => &socks::SocksHop,
+        HopKind::Http(_) => &http::HttpHop,
+        HopKind::Tun2socks(_) => &tun2socks::Tun2socksHop,
+        HopKind::Tor(_) => &tor::TorHop,
+        HopKind::Ssh(_) => &ssh::SshHop,
+        HopKind::Socksapp(_) => &socksapp::SocksappHop,
+        _ => return None,
+    })
+}
+
+/// Whether this netbroker can build `kind` (the supervisor checks earlier
+/// from proto's table; this is the last word).
+pub fn supported(kind: &HopKind) -> bool {
+    hop_type(kind).is_some()
+}
+
+/// One hop that is up, and the namespace it serves.
+#[derive(Debug)]
+pub struct BuiltHop {
+    pub netns: OwnedFd,
+    pub kind: &'static str,
+    pub running: Box<dyn RunningHop>,
+}
+
+/// The chain, hops closest to N0 first. Dropping it stops the hops from the
+/// application's end backwards, so no hop outlives one it depends on.
+#[derive(Debug, Default)]
+pub struct Chain {
+    pub hops: Vec<BuiltHop>,
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        while let Some(hop) = self.hops.pop() {
+            drop(hop);
+        }
+    }
+}
+
+impl Chain {
+    /// The application's namespace: the last hop's.
+    pub fn app_netns(&self) -> Option<BorrowedFd<'_>> {
+        self.hops.last().map(|h| h.netns.as_fd())
+    }
+
+    pub fn resolv_conf(&self) -> String {
+        self.hops
+            .last()
+            .map(|h| h.running.resolv_conf())
+            .unwrap_or_default()
+    }
+
+    pub fn describe(&self) -> Vec<String> {
+        self.hops
+            .iter()
+            .enumerate()
+            .map(|(i, h)| format!("hop {} {}: {}", i + 1, h.kind, h.running.describe()))
+            .collect()
+    }
+
+    pub fn pids(&self) -> Vec<ProcEntry> {
+        self.hops.iter().flat_map(|h| h.running.pids()).collect()
+    }
+}
+
+/// Everything [`build`] needs besides the hops.
+#[derive(Debug)]
+pub struct ChainStart<'a> {
+    /// N0.
+    pub netns: BorrowedFd<'a>,
+    /// Nameservers that answer in N0.
+    pub resolvers: Vec<SocketAddr>,
+    /// Parent of the hops' private directories (hop i uses `hop<i>`).
+    pub work_dir: &'a Path,
+    pub rootless: bool,
+    pub quiet: bool,
+}
+
+/// Bring `hops` up in order. On error everything built so far is stopped
+/// (dropped) before returning.
+pub fn build(
+    hops: &[Hop],
+    start: &ChainStart<'_>,
+    progress: &mut dyn FnMut(usize, String),
+) -> Result<Chain, ChainError> {
+    let mut chain = Chain::default();
+    let mut resolvers = start.resolvers.clone();
+    for (index, hop) in hops.iter().enumerate() {
+        let fail = |source| ChainError {
+            number: index + 1,
+            kind: hop.kind.name(),
+            source,
+        };
+        let ty = hop_type(&hop.kind).ok_or_else(|| fail(HopError::Unsupported(hop.kind.name())))?;
+        let outer = match chain.hops.last() {
+            Some(h) => h.netns.as_fd(),
+            None => start.netns,
+        };
+        let mut inner = netns::create().map_err(|e| fail(HopError::Netns(e)))?;
+        let work_dir = start.work_dir.join(format!("hop{}", index + 1));
+        std::fs::create_dir_all(&work_dir).map_err(|e| {
+            fail(HopError::Failed(format!(
+                "create {}: {e}",
+                work_dir.display()
+            )))
+        })?;
+        let mut report = |m: String| progress(index, m);
+        let mut cx = HopCx {
+            index,
+            hop,
+            outer,
+            outer_resolvers: &resolvers,
+            inner: &mut inner,
+            work_dir: &work_dir,
+            rootless: start.rootless,
+            quiet: hop.options.quiet.unwrap_or(start.quiet),
+            progress: &mut report,
+        };
+        let running = ty.start(&mut cx).map_err(fail)?;
+        resolvers = running.resolvers();
+        chain.hops.push(BuiltHop {
+            netns: inner.fd,
+            kind: hop.kind.name(),
+            running,
+        });
+    }
+    Ok(chain)
+}
+
+/// The nameservers of a resolv.conf text, on port 53.
+pub fn nameservers(resolv_conf: &str) -> Vec<SocketAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("nameserver")).then(|| words.next())?
+        })
+        .filter_map(|a| a.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nameservers_are_read_from_resolv_conf() {
+        let text = "# c\nnameserver 192.0.2.53\nsearch x\nnameserver fd00::53\nnameserver bogus\n";
+        assert_eq!(
+            nameservers(text),
+            vec![
+                "192.0.2.53:53".parse().unwrap(),
+                "[fd00::53]:53".parse().unwrap()
+            ]
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! What every proxy-served hop shares: check the proxy, put a TUN in Ni and
+//! serve it with the in-process tun2socks engine dialling in N(i−1). socks,
+//! http and tun2socks hops are this with their own [`ProxyConfig`]; tor and
+//! ssh hops start their daemon first and then serve it the same way.
+
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use proto::profile::{DnsServer, Endpoint, HopOptions, Host};
+
+use super::{HopCx, HopError, RunningHop};
+use crate::tun;
+use crate::tun2socks::{self, Config, DnsConfig, Engine, Protocol, ProxyConfig};
+
+/// The TUN's MTU: it never meets a physical link, and large segments are
+/// what make a userspace stack fast.
+pub(super) const TUN_MTU: u32 = 65000;
+/// The TUN device's name in every hop namespace.
+pub(super) const TUN_NAME: &str = "tun0";
+/// How long reaching and authenticating with a proxy may take.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A hop served by tun2socks.
+#[derive(Debug)]
+pub(super) struct ProxyHop {
+    engine: Engine,
+    resolv_conf: String,
+    resolvers: Vec<SocketAddr>,
+    description: String,
+}
+
+/// `socks5 192.0.2.9:1080` as users write it.
+pub(super) fn proxy_name(p: &ProxyConfig) -> String {
+    let scheme = match p.protocol {
+        Protocol::Socks4 => "SOCKS4",
+        Protocol::Socks4a => "SOCKS4a",
+        Protocol::Socks5 => "SOCKS5",
+        Protocol::HttpConnect => "HTTP",
+    };
+    format!("{scheme} proxy {}", endpoint(&p.address))
+}
+
+fn endpoint(e: &Endpoint) -> String {
+    match &e.host {
+        Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]:{}", e.port),
+        Host::Ip(ip) => format!("{ip}:{}", e.port),
+        Host::Name(n) => format!("{n}:{}", e.port),
+    }
+}
+
+/// The DNS the application gets behind this hop: the hop's `dns` list if
+/// given (forwarded through the proxy), else virtual DNS (names resolved by
+/// the proxy), and what its resolv.conf says.
+fn dns_plan(
+    options: &HopOptions,
+    outer_resolvers: &[SocketAddr],
+) -> (DnsConfig, String, Vec<SocketAddr>) {
+    match &options.dns {
+        Some(list) if !list.is_empty() => {
+            let servers: Vec<(SocketAddr, bool)> = list
+                .iter()
+                .map(|d| match d {
+                    DnsServer::Udp(ip) => (SocketAddr::new(*ip, 53), false),
+                    DnsServer::Tcp(sa) => (*sa, true),
+                })
+                .collect();
+            let mut text = String::new();
+            for (sa, _) in &servers {
+                text += &format!("nameserver {}\n", sa.ip());
+            }
+            let resolvers = servers.iter().map(|(sa, _)| *sa).collect();
+            (DnsConfig::Forward(servers), text, resolvers)
+        }
+        _ => (
+            DnsConfig::Virtual {
+                fallback: outer_resolvers.to_vec(),
+            },
+            format!(
+                "nameserver {}\nnameserver {}\n",
+                tun2socks::DNS_V4,
+                tun2socks::DNS_V6
+            ),
+            vec![SocketAddr::new(tun2socks::DNS_V4.into(), 53)],
+        ),
+    }
+}
+
+/// Check the proxy from N(i−1), then bring up the TUN in Ni and serve it.
+pub(super) fn start(cx: &mut HopCx<'_>, proxy: ProxyConfig) -> Result<ProxyHop, HopError> {
+    let name = proxy_name(&proxy);
+    let (dns, resolv_conf, resolvers) = dns_plan(&cx.hop.options, cx.outer_resolvers);
+    let config = Config {
+        proxy,
+        dns,
+        resolvers: cx.outer_resolvers.to_vec(),
+        connect_timeout: CONNECT_TIMEOUT,
+    };
+    (cx.progress)(format!("connecting to the {name}"));
+    tun2socks::probe(cx.outer, &config)?;
+    let tun = tun::create(cx.inner.fd.as_fd(), &mut cx.inner.rtnl, TUN_NAME, TUN_MTU)
+        .map_err(HopError::Tun)?;
+    let outer = cx
+        .outer
+        .try_clone_to_owned()
+        .map_err(|e| HopError::Failed(format!("duplicate the namespace descriptor: {e}")))?;
+    let engine = tun2socks::start(tun, outer, config)?;
+    (cx.progress)(format!("{TUN_NAME} is served through the {name}"));
+    Ok(ProxyHop {
+        engine,
+        resolv_conf,
+        resolvers,
+        description: format!("{TUN_NAME} (tun2socks, MTU {TUN_MTU}) → {name}"),
+    })
+}
+
+impl RunningHop for ProxyHop {
+    fn resolv_conf(&self) -> String {
+        self.resolv_conf.clone()
+    }
+    fn resolvers(&self) -> Vec<SocketAddr> {
+        self.resolvers.clone()
+    }
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+    fn exited(&self) -> Option<String> {
+        self.engine.exited()
+    }
+}

@@ -1,0 +1,326 @@
+//! `tor`: Debian's `tor` started in N(i−1) with its own data directory (as an
+//! unprivileged user in root mode), watched through its control socket until
+//! it has a circuit (bootstrap percentage reported as progress), then served
+//! into Ni by tun2socks as a SOCKS5 proxy. Names are resolved by Tor (virtual
+//! DNS, SOCKS5 host names), so `.onion` addresses work. Stopped with
+//! `SIGNAL HALT` on the control socket.
+
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use proto::broker::ProcEntry;
+use proto::profile::{Endpoint, HopKind, Host, Tor};
+
+use super::daemon::{self, Daemon};
+use super::proxy::{self, ProxyHop};
+use super::{HopCx, HopError, HopType, RunningHop};
+use crate::tun2socks::{Protocol, ProxyConfig};
+
+pub(super) struct TorHop;
+
+/// A running tor hop.
+#[derive(Debug)]
+struct RunningTor {
+    proxy: ProxyHop,
+    control: Option<Control>,
+    daemon: Daemon,
+}
+
+impl Drop for RunningTor {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.control {
+            // Exit at once (SHUTDOWN would wait for ShutdownWaitLength).
+            let _ = c.command("SIGNAL HALT");
+        }
+        // `proxy` stops with the fields; `daemon` is reaped (or killed).
+    }
+}
+
+impl RunningHop for RunningTor {
+    fn resolv_conf(&self) -> String {
+        self.proxy.resolv_conf()
+    }
+    fn resolvers(&self) -> Vec<SocketAddr> {
+        self.proxy.resolvers()
+    }
+    fn describe(&self) -> String {
+        format!(
+            "tor (pid {}) ← {}",
+            self.daemon.child.id(),
+            self.proxy.describe()
+        )
+    }
+    fn pids(&self) -> Vec<ProcEntry> {
+        vec![self.daemon.proc_entry()]
+    }
+    fn exited(&self) -> Option<String> {
+        self.proxy.exited()
+    }
+}
+
+impl HopType for TorHop {
+    fn start(&self, cx: &mut HopCx<'_>) -> Result<Box<dyn RunningHop>, HopError> {
+        let HopKind::Tor(tor) = &cx.hop.kind else {
+            return Err(HopError::Unsupported(cx.hop.kind.name()));
+        };
+        let tor = tor.clone();
+        let exe = daemon::find_tool(cx, "tor", "tor")?;
+        let fallback = if nix::unistd::User::from_name("debian-tor")
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            "debian-tor"
+        } else {
+            "nobody"
+        };
+        let place = daemon::placement(cx, tor.user.as_deref(), fallback, false)?;
+        let data = cx.work_dir.join("tor");
+        private_dir(cx.work_dir, &data, place.user)?;
+        let port = daemon::free_port(cx)?;
+        let socks = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut cmd = Command::new(&exe);
+        cmd.args(tor_args(&data, socks, &tor));
+        (cx.progress)(format!("starting tor ({})", exe.display()));
+        let mut daemon = daemon::spawn(cmd, place, &cx.work_dir.join("tor.log"), "hop:tor")?;
+        let control = wait_circuit(cx, &mut daemon, &data, &tor)?;
+        daemon::wait_listening(cx, &mut daemon, socks, Duration::from_secs(5), "tor")?;
+        let proxy = proxy::start(
+            cx,
+            ProxyConfig {
+                protocol: Protocol::Socks5,
+                address: Endpoint {
+                    host: Host::Ip(socks.ip()),
+                    port,
+                },
+                username: None,
+                password: None,
+            },
+        )?;
+        Ok(Box::new(RunningTor {
+            proxy,
+            control: Some(control),
+            daemon,
+        }))
+    }
+}
+
+/// tor's command line: no torrc at all (neither the system's nor Debian's
+/// defaults), everything explicit, the user's `tor_args` last so they win.
+fn tor_args(data: &Path, socks: SocketAddr, tor: &Tor) -> Vec<String> {
+    let none = data.join("no-torrc").display().to_string();
+    let d = data.display().to_string();
+    let mut args: Vec<String> = [
+        "-f",
+        &none,
+        "--defaults-torrc",
+        &none,
+        "--ignore-missing-torrc",
+        "--DataDirectory",
+        &d,
+        "--ControlSocket",
+        &format!("unix:{d}/control.sock"),
+        "--CookieAuthentication",
+        "1",
+        "--CookieAuthFile",
+        &format!("{d}/control_auth_cookie"),
+        "--SocksPort",
+        &socks.to_string(),
+        "--CircuitBuildTimeout",
+        &tor.circuit_build_timeout.as_secs().max(10).to_string(),
+        "--Log",
+        "notice stdout",
+        "--RunAsDaemon",
+        "0",
+        "--AvoidDiskWrites",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(tor.tor_args.iter().cloned());
+    args
+}
+
+/// The data directory: 0700, owned by tor's user; its parent traversable.
+fn private_dir(parent: &Path, dir: &Path, owner: Option<(u32, u32)>) -> Result<(), HopError> {
+    let fail = |e: std::io::Error| HopError::Failed(format!("prepare {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+    if let Some((uid, gid)) = owner {
+        // tor's user must reach its directory: the path down to it becomes
+        // traversable (never listable) by others; the session directory
+        // keeps its 0700 otherwise.
+        for dir in parent.ancestors().take(3) {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(fail)?;
+        }
+        nix::unistd::chown(dir, Some(uid.into()), Some(gid.into())).map_err(|e| fail(e.into()))?;
+    }
+    Ok(())
+}
+
+/// Wait for tor's control socket, authenticate, and poll until a circuit is
+/// established, reporting bootstrap progress; SIGHUP-equivalent
+/// (`SIGNAL HUP`) every `circuit_build_timeout`, give up after `timeout`.
+fn wait_circuit(
+    cx: &mut HopCx<'_>,
+    daemon: &mut Daemon,
+    data: &Path,
+    tor: &Tor,
+) -> Result<Control, HopError> {
+    let start = Instant::now();
+    let deadline = start + tor.timeout;
+    let mut control: Option<Control> = None;
+    let mut last_pct = None;
+    let mut phase = String::from("not started");
+    let mut last_hup = Instant::now();
+    loop {
+        if let Some(status) = daemon.exited() {
+            return Err(HopError::Failed(format!(
+                "tor exited ({status}) while bootstrapping: {}",
+                daemon.tail()
+            )));
+        }
+        if control.is_none() {
+            control = Control::connect(data).ok();
+        }
+        if let Some(c) = &mut control {
+            match c.getinfo("status/bootstrap-phase") {
+                Ok(line) => {
+                    let (pct, summary) = bootstrap(&line);
+                    if pct.is_some() && pct != last_pct {
+                        (cx.progress)(format!(
+                            "tor: bootstrapped {}% ({summary})",
+                            pct.unwrap_or(0)
+                        ));
+                        last_pct = pct;
+                    }
+                    phase = format!("{}% ({summary})", pct.unwrap_or(0));
+                }
+                Err(_) => control = None,
+            }
+        }
+        if let Some(c) = &mut control {
+            if c.getinfo("status/circuit-established").ok().as_deref() == Some("1") {
+                (cx.progress)("tor: circuit established".into());
+                return Ok(control.take().expect("checked above"));
+            }
+            if last_hup.elapsed() >= tor.circuit_build_timeout {
+                let _ = c.command("SIGNAL HUP");
+                last_hup = Instant::now();
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(HopError::Failed(format!(
+                "tor did not build a circuit within {} s (\"timeout\"); it got to {phase}: {}",
+                tor.timeout.as_secs(),
+                daemon.tail()
+            )));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// "NOTICE BOOTSTRAP PROGRESS=45 TAG=… SUMMARY=\"Asking for …\"" → (45, summary).
+fn bootstrap(line: &str) -> (Option<u8>, String) {
+    let pct = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("PROGRESS="))
+        .and_then(|p| p.parse().ok());
+    let summary = line
+        .split_once("SUMMARY=\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(s, _)| s.to_string())
+        .unwrap_or_default();
+    (pct, summary)
+}
+
+/// tor's control protocol on its Unix socket, cookie-authenticated.
+#[derive(Debug)]
+struct Control {
+    reader: BufReader<UnixStream>,
+}
+
+impl Control {
+    fn connect(data: &Path) -> std::io::Result<Control> {
+        let cookie = std::fs::read(data.join("control_auth_cookie"))?;
+        let stream = UnixStream::connect(data.join("control.sock"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut c = Control {
+            reader: BufReader::new(stream),
+        };
+        let hex: String = cookie.iter().map(|b| format!("{b:02x}")).collect();
+        c.command(&format!("AUTHENTICATE {hex}"))?;
+        Ok(c)
+    }
+
+    /// Send one command; the reply's lines (without codes) if it is 250.
+    fn command(&mut self, line: &str) -> std::io::Result<Vec<String>> {
+        let stream = self.reader.get_mut();
+        stream.write_all(format!("{line}\r\n").as_bytes())?;
+        let mut out = Vec::new();
+        loop {
+            let mut l = String::new();
+            if self.reader.read_line(&mut l)? == 0 {
+                return Err(std::io::Error::other("tor closed the control socket"));
+            }
+            let l = l.trim_end().to_string();
+            let (code, rest) = l.split_at(l.len().min(3));
+            let sep = rest.chars().next();
+            if code != "250" {
+                return Err(std::io::Error::other(format!("tor control: {l}")));
+            }
+            out.push(rest.get(1..).unwrap_or_default().to_string());
+            if sep == Some(' ') {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// `GETINFO key` → its value.
+    fn getinfo(&mut self, key: &str) -> std::io::Result<String> {
+        let lines = self.command(&format!("GETINFO {key}"))?;
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_string)
+            .ok_or_else(|| std::io::Error::other(format!("tor control: no {key} in reply")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_phase_is_parsed() {
+        let (p, s) = bootstrap(
+            "NOTICE BOOTSTRAP PROGRESS=45 TAG=requesting_descriptors SUMMARY=\"Asking for relay descriptors\"",
+        );
+        assert_eq!(p, Some(45));
+        assert_eq!(s, "Asking for relay descriptors");
+    }
+
+    #[test]
+    fn user_args_come_last() {
+        let t = Tor {
+            timeout: Duration::from_secs(300),
+            circuit_build_timeout: Duration::from_secs(60),
+            builtin_dns: true,
+            user: None,
+            onion_support: true,
+            tor_args: vec!["--TestingTorNetwork".into(), "1".into()],
+        };
+        let a = tor_args(Path::new("/x"), "127.0.0.1:9050".parse().unwrap(), &t);
+        assert_eq!(&a[a.len() - 2..], &["--TestingTorNetwork", "1"]);
+        assert!(a.windows(2).any(|w| w == ["--SocksPort", "127.0.0.1:9050"]));
+    }
+}
