@@ -121,7 +121,7 @@ if [ -n "$T2P" ]; then
     ip -n $P addr add 10.200.0.2/30 dev t2pa; ip -n $P link set t2pa up
     for mtu in 65000 8500 1500; do
         ip netns exec $P "$T2P" --tun tp0 --proxy socks5://10.200.0.1:1080 --dns virtual \
-            --tun-mtu "$mtu" > "$WORK/t2p.log" 2>&1 &
+            --mtu "$mtu" --tcp-mss $((mtu - 40)) > "$WORK/t2p.log" 2>&1 &
         tp=$!
         for _ in $(seq 50); do ip -n $P link show tp0 >/dev/null 2>&1 && break; sleep 0.1; done
         ip -n $P addr add 198.18.0.1/15 dev tp0 2>/dev/null || true
@@ -130,7 +130,7 @@ if [ -n "$T2P" ]; then
         sleep 0.5
         up=$(timeout $((SECS + 20)) bash -c "$(declare -f iperf gbps); SECS=$SECS; iperf $P" || echo fail)
         down=$(timeout $((SECS + 20)) bash -c "$(declare -f iperf gbps); SECS=$SECS; iperf $P -R" || echo fail)
-        ms=$(timeout 60 ip netns exec $P python3 "$WORK/conn.py" 300 || echo "")
+        ms=$(timeout 60 ip netns exec $P python3 "$WORK/conn.py" 50 || echo "")
         mem=$(rss $tp)
         kill $tp 2>/dev/null; wait $tp 2>/dev/null || true
         add=$( [ -n "$ms" ] && python3 -c "print('%.3f' % ($ms - $DIRECT_MS))" || echo fail)

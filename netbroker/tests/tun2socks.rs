@@ -784,3 +784,74 @@ fn the_server_may_half_close_first() {
     let seen = std::fs::read_to_string(&log).unwrap();
     assert!(seen.contains(&format!("sha {sent}")), "{seen}");
 }
+
+/// Ask `name` (type A) of `server` over TCP (`tcp`) or UDP from the app
+/// namespace; the addresses in the answer, as text.
+const DNS_CLIENT_PY: &str = r#"
+import socket, struct, sys
+server, name, tcp = sys.argv[1], sys.argv[2], sys.argv[3] == "tcp"
+q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\x00\x00\x01\x00\x01"
+fam = socket.AF_INET6 if ":" in server else socket.AF_INET
+if tcp:
+    c = socket.socket(fam, socket.SOCK_STREAM); c.settimeout(5); c.connect((server, 53))
+    c.sendall(struct.pack(">H", len(q)) + q)
+    f = c.makefile("rb"); r = f.read(struct.unpack(">H", f.read(2))[0])
+else:
+    c = socket.socket(fam, socket.SOCK_DGRAM); c.settimeout(5); c.sendto(q, (server, 53))
+    r = c.recv(4096)
+assert r[:2] == b"\x12\x34", r
+an = struct.unpack(">H", r[6:8])[0]
+print(" ".join(socket.inet_ntoa(r[-4:]) for _ in range(an)))
+"#;
+
+fn dns_ask(net: &Net, server: &str, name: &str, how: &str) -> String {
+    let script = net.dir.join("dns_client.py");
+    std::fs::write(&script, DNS_CLIENT_PY).unwrap();
+    let o = net.app_run(
+        "/usr/bin/python3",
+        &[script.to_str().unwrap(), server, name, how],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn virtual_dns_answers_over_udp_and_tcp_on_both_families() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    net.microsocks(1093);
+    let _engine = net.engine(net.config(Protocol::Socks5, 1093, None));
+    let v4 = tun2socks::DNS_V4.to_string();
+    let v6 = tun2socks::DNS_V6.to_string();
+    let a = dns_ask(&net, &v4, "a.test", "udp");
+    assert!(a.starts_with("198.18."), "{a}");
+    assert_eq!(dns_ask(&net, &v4, "a.test", "tcp"), a);
+    assert_eq!(dns_ask(&net, &v6, "a.test", "udp"), a);
+    assert_eq!(dns_ask(&net, &v6, "a.test", "tcp"), a);
+    assert_ne!(dns_ask(&net, &v4, "b.test", "tcp"), a);
+}
+
+#[test]
+fn forwarded_dns_over_udp_through_dante() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    let dns_log = net.dns_server(&["one.test=192.0.2.1"]);
+    net.dante(1094, "none");
+    let mut cfg = net.config(Protocol::Socks5, 1094, None);
+    cfg.dns = DnsConfig::Forward(vec![(format!("{WEB_V4}:53").parse().unwrap(), false)]);
+    let engine = net.engine(cfg);
+    let v4 = tun2socks::DNS_V4.to_string();
+    assert_eq!(dns_ask(&net, &v4, "one.test", "udp"), "192.0.2.1");
+    // No TCP connection but the readiness check: the query went over UDP.
+    let log = std::fs::read_to_string(&dns_log).unwrap();
+    assert_eq!(log.lines().filter(|l| *l == "conn").count(), 1, "{log}");
+    assert!(log.contains("q one.test"), "{log}");
+    // DNS over TCP from the application is forwarded over TCP.
+    assert_eq!(dns_ask(&net, &v4, "one.test", "tcp"), "192.0.2.1");
+    assert!(engine.stats().udp_datagrams >= 2);
+}

@@ -91,10 +91,10 @@ pub enum DnsConfig {
     /// (no names) names are resolved with DNS over TCP through the proxy to
     /// the `fallback` servers.
     Virtual { fallback: Vec<SocketAddr> },
-    /// Forward the application's queries to these servers through the proxy
-    /// as DNS over TCP, over one pooled connection per server. (The flag
-    /// asks for TCP explicitly; UDP forwarding through SOCKS5 UDP ASSOCIATE
-    /// is not implemented yet, so TCP is used either way.)
+    /// Forward the application's queries to these servers through the proxy:
+    /// over UDP through SOCKS5 UDP ASSOCIATE to the first server whose flag
+    /// (`tcp`) is false, when the proxy relays UDP; otherwise DNS over TCP,
+    /// over one pooled connection per server, trying them in order.
     Forward(Vec<(SocketAddr, bool)>),
 }
 

@@ -265,6 +265,16 @@ impl Proxy {
         let mut m = vec![5, cmd, 0];
         encode_socks5_addr(&mut m, target).map_err(|w| self.protocol_error(w))?;
         s.write_all(&m).map_err(|e| self.io_error(e))?;
+        self.socks5_reply(s, cmd, target)
+    }
+
+    /// Read the reply to a SOCKS5 request; the bound address.
+    fn socks5_reply(
+        &self,
+        s: &mut TcpStream,
+        cmd: u8,
+        target: &Target,
+    ) -> Result<SocketAddr, Tun2socksError> {
         let mut head = [0u8; 4];
         s.read_exact(&mut head).map_err(|e| self.io_error(e))?;
         if head[1] != 0 {

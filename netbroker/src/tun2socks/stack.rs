@@ -59,11 +59,16 @@ fn token(id: u64, kind: u64) -> u64 {
 enum Done {
     Tcp(u64, Result<TcpStream, Tun2socksError>),
     Udp(u64, Result<(TcpStream, UdpSocket), Tun2socksError>),
-    Dns {
-        app: SocketAddr,
-        server: SocketAddr,
-        reply: Vec<u8>,
-    },
+    Dns(Reply, Vec<u8>),
+}
+
+/// Where the answer to a forwarded DNS query goes.
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    /// A UDP datagram from `server` (the virtual DNS address) to `app`.
+    Udp { app: SocketAddr, server: SocketAddr },
+    /// The application's DNS-over-TCP connection with this id.
+    Tcp(u64),
 }
 
 /// The TUN descriptor as a smoltcp device holding one received packet.
@@ -153,6 +158,9 @@ struct Conn {
     /// The handshake failed or the stream broke: reap once the RST is out.
     failed: bool,
     born: StdInstant,
+    /// A DNS-over-TCP connection to the virtual DNS address, served here:
+    /// the bytes received so far.
+    dns: Option<Vec<u8>>,
 }
 
 /// One UDP flow of the application (by its source address).
@@ -163,6 +171,9 @@ struct Flow {
     /// Fake destinations the app sent to, by port: replies from the real
     /// address are shown as coming from the fake one.
     fake: Vec<SocketAddr>,
+    /// DNS servers asked through this flow, and the virtual DNS address
+    /// their answers are shown from.
+    dns: Vec<(SocketAddr, SocketAddr)>,
     last: StdInstant,
 }
 
@@ -182,7 +193,9 @@ pub(crate) struct Engine {
     done_tx: Sender<Done>,
     done_rx: Receiver<Done>,
     pool: Option<FakePool>,
-    forwarder: Option<Sender<(SocketAddr, SocketAddr, Vec<u8>)>>,
+    forwarder: Option<Sender<(Reply, Vec<u8>)>>,
+    /// Forwarded DNS over UDP through the SOCKS5 relay to this server.
+    udp_dns: Option<SocketAddr>,
     scratch: Vec<u8>,
     frame: Vec<u8>,
     last_sweep: StdInstant,
@@ -239,6 +252,12 @@ impl Engine {
             .map_err(io_err("watch the eventfd"))?;
         let (done_tx, done_rx) = channel();
         let proxy = Arc::new(proxy);
+        let udp_dns = match &cfg.dns {
+            DnsConfig::Forward(servers) if proxy.protocol == super::Protocol::Socks5 => {
+                servers.iter().find(|(_, tcp)| !tcp).map(|(a, _)| *a)
+            }
+            _ => None,
+        };
         let (pool, forwarder) = match &cfg.dns {
             DnsConfig::Virtual { .. } => (Some(FakePool::new(FAKE_POOL.0, FAKE_POOL.1)), None),
             DnsConfig::Forward(servers) => {
@@ -272,6 +291,7 @@ impl Engine {
             done_rx,
             pool,
             forwarder,
+            udp_dns,
             scratch: vec![0; 65536 + 64],
             frame: Vec::with_capacity(65536 + 300),
             last_sweep: StdInstant::now(),
@@ -416,16 +436,25 @@ impl Engine {
     /// A connection request: a listening socket for exactly this destination,
     /// and the proxy handshake started at once.
     fn on_syn(&mut self, src: SocketAddr, dst: SocketAddr) {
-        if self.by_key.contains_key(&(src, dst)) || Self::is_dns_addr(dst.ip()) {
+        if self.by_key.contains_key(&(src, dst)) {
             return;
         }
-        // A fake address nobody was given: smoltcp answers with a reset.
-        let Some(target) = self.target_for(dst) else {
-            return;
+        let dns = Self::is_dns_addr(dst.ip());
+        // Only port 53 of the DNS address is served; a fake address nobody
+        // was given has no target. smoltcp answers both with a reset.
+        let target = match self.target_for(dst) {
+            Some(_) if dns && dst.port() != 53 => return,
+            Some(t) => t,
+            None => return,
+        };
+        let (rx, tx) = if dns {
+            (4096, 65536 + 2)
+        } else {
+            (TCP_RX_BUF, TCP_TX_BUF)
         };
         let mut sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; TCP_RX_BUF]),
-            tcp::SocketBuffer::new(vec![0; TCP_TX_BUF]),
+            tcp::SocketBuffer::new(vec![0; rx]),
+            tcp::SocketBuffer::new(vec![0; tx]),
         );
         sock.set_nagle_enabled(false);
         sock.set_ack_delay(None);
@@ -453,8 +482,12 @@ impl Engine {
                 eof: false,
                 failed: false,
                 born: StdInstant::now(),
+                dns: dns.then(Vec::new),
             },
         );
+        if dns {
+            return;
+        }
         self.shared
             .counters
             .connections
@@ -483,13 +516,7 @@ impl Engine {
             match done {
                 Done::Tcp(id, r) => self.finish_tcp(id, r),
                 Done::Udp(id, r) => self.finish_udp(id, r),
-                Done::Dns { app, server, reply } => {
-                    self.shared
-                        .counters
-                        .dns_queries
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.send_udp_to_app(server, app, &reply);
-                }
+                Done::Dns(to, reply) => self.dns_reply(to, &reply),
             }
         }
     }
@@ -539,7 +566,30 @@ impl Engine {
         let mut more = false;
         let mut up = 0u64;
         let mut down = 0u64;
-        for c in self.conns.values_mut() {
+        let mut queries = Vec::new();
+        for (id, c) in self.conns.iter_mut() {
+            if let Some(buf) = c.dns.as_mut() {
+                let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
+                while sock.can_recv() {
+                    let _ = sock.recv(|b| {
+                        buf.extend_from_slice(b);
+                        (b.len(), ())
+                    });
+                }
+                while buf.len() >= 2 {
+                    let l = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+                    if buf.len() < 2 + l {
+                        break;
+                    }
+                    queries.push((*id, buf[2..2 + l].to_vec()));
+                    buf.drain(..2 + l);
+                }
+                if !c.shut_wr && !sock.may_recv() && sock.state() == tcp::State::CloseWait {
+                    sock.close();
+                    c.shut_wr = true;
+                }
+                continue;
+            }
             let Some(stream) = c.stream.as_ref() else {
                 continue;
             };
@@ -610,6 +660,9 @@ impl Engine {
         let ctr = &self.shared.counters;
         ctr.bytes_up.fetch_add(up, Ordering::Relaxed);
         ctr.bytes_down.fetch_add(down, Ordering::Relaxed);
+        for (id, q) in queries {
+            self.dns_query(Reply::Tcp(id), &q);
+        }
         more
     }
 
@@ -620,7 +673,7 @@ impl Engine {
             let sock = self.sockets.get::<tcp::Socket>(c.handle);
             let state = sock.state();
             let done = match state {
-                tcp::State::Closed => c.stream.is_some() || c.failed,
+                tcp::State::Closed => c.stream.is_some() || c.failed || c.dns.is_some(),
                 tcp::State::TimeWait => c.shut_wr,
                 // A SYN that smoltcp never took (it dropped the segment).
                 tcp::State::Listen => c.born.elapsed() > Duration::from_secs(30),
@@ -672,6 +725,20 @@ impl Engine {
         let Some(target) = self.target_for(dst) else {
             return;
         };
+        self.relay_udp(src, dst, target, payload, None);
+    }
+
+    /// Send a datagram from the application at `src` to `target` (shown to
+    /// the application as `dst`) through the SOCKS5 relay of its flow.
+    /// `dns`: the target is this forwarded DNS server.
+    fn relay_udp(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        target: Target,
+        payload: &[u8],
+        dns: Option<SocketAddr>,
+    ) {
         let id = match self.flow_by_app.get(&src) {
             Some(id) => *id,
             None => self.new_flow(src),
@@ -682,6 +749,11 @@ impl Engine {
         flow.last = StdInstant::now();
         if matches!(target, Target::Name(..)) && !flow.fake.contains(&dst) {
             flow.fake.push(dst);
+        }
+        if let Some(server) = dns {
+            if !flow.dns.contains(&(server, dst)) {
+                flow.dns.push((server, dst));
+            }
         }
         match &flow.ready {
             Some((_, sock)) if udp::socks5_frame(&mut self.frame, &target, payload) => {
@@ -709,6 +781,7 @@ impl Engine {
                 pending: Vec::new(),
                 ready: None,
                 fake: Vec::new(),
+                dns: Vec::new(),
                 last: StdInstant::now(),
             },
         );
@@ -806,6 +879,16 @@ impl Engine {
                 Some(f) if !flow.fake.contains(&from) => *f,
                 _ => from,
             };
+            let shown = match flow.dns.iter().find(|(server, _)| *server == from) {
+                Some((_, virt)) => {
+                    self.shared
+                        .counters
+                        .dns_queries
+                        .fetch_add(1, Ordering::Relaxed);
+                    *virt
+                }
+                None => shown,
+            };
             let app = flow.app;
             self.shared
                 .counters
@@ -818,16 +901,43 @@ impl Engine {
     }
 
     fn on_dns(&mut self, app: SocketAddr, server: SocketAddr, query: &[u8]) {
+        match self.udp_dns {
+            Some(real) if !self.udp_refused => {
+                self.relay_udp(app, server, Target::Ip(real), query, Some(real))
+            }
+            _ => self.dns_query(Reply::Udp { app, server }, query),
+        }
+    }
+
+    /// Answer a query: at once from the virtual pool, or later through the
+    /// forwarder.
+    fn dns_query(&mut self, to: Reply, query: &[u8]) {
         if let Some(pool) = &mut self.pool {
             if let Some(reply) = pool.answer(query) {
-                self.shared
-                    .counters
-                    .dns_queries
-                    .fetch_add(1, Ordering::Relaxed);
-                self.send_udp_to_app(server, app, &reply);
+                self.dns_reply(to, &reply);
             }
         } else if let Some(fw) = &self.forwarder {
-            let _ = fw.send((app, server, query.to_vec()));
+            let _ = fw.send((to, query.to_vec()));
+        }
+    }
+
+    fn dns_reply(&mut self, to: Reply, reply: &[u8]) {
+        self.shared
+            .counters
+            .dns_queries
+            .fetch_add(1, Ordering::Relaxed);
+        match to {
+            Reply::Udp { app, server } => self.send_udp_to_app(server, app, reply),
+            Reply::Tcp(id) => {
+                let Some(c) = self.conns.get(&id) else {
+                    return;
+                };
+                let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
+                if sock.send_capacity() - sock.send_queue() >= reply.len() + 2 {
+                    let _ = sock.send_slice(&(reply.len() as u16).to_be_bytes());
+                    let _ = sock.send_slice(reply);
+                }
+            }
         }
     }
 }
@@ -840,14 +950,14 @@ fn spawn_forwarder(
     timeout: Duration,
     done: Sender<Done>,
     shared: Arc<Shared>,
-) -> Result<Sender<(SocketAddr, SocketAddr, Vec<u8>)>, Tun2socksError> {
-    let (tx, rx) = channel::<(SocketAddr, SocketAddr, Vec<u8>)>();
+) -> Result<Sender<(Reply, Vec<u8>)>, Tun2socksError> {
+    let (tx, rx) = channel::<(Reply, Vec<u8>)>();
     std::thread::Builder::new()
         .name("tun2socks-dns".into())
         .stack_size(256 * 1024)
         .spawn(move || {
             let mut pool: HashMap<SocketAddr, TcpStream> = HashMap::new();
-            while let Ok((app, dns_addr, query)) = rx.recv() {
+            while let Ok((to, query)) = rx.recv() {
                 let mut reply = None;
                 'servers: for server in &servers {
                     for _attempt in 0..2 {
@@ -877,14 +987,7 @@ fn spawn_forwarder(
                 let Some(reply) = reply.or_else(|| dns::servfail(&query)) else {
                     continue;
                 };
-                if done
-                    .send(Done::Dns {
-                        app,
-                        server: dns_addr,
-                        reply,
-                    })
-                    .is_err()
-                {
+                if done.send(Done::Dns(to, reply)).is_err() {
                     break;
                 }
                 let _ = shared.wake.write(1);
