@@ -846,8 +846,28 @@ fn forwarded_dns_over_udp_through_dante() {
     cfg.dns = DnsConfig::Forward(vec![(format!("{WEB_V4}:53").parse().unwrap(), false)]);
     let engine = net.engine(cfg);
     let v4 = tun2socks::DNS_V4.to_string();
-    assert_eq!(dns_ask(&net, &v4, "one.test", "udp"), "192.0.2.1");
-    // No TCP connection but the readiness check: the query went over UDP.
+    for _ in 0..3 {
+        assert_eq!(dns_ask(&net, &v4, "one.test", "udp"), "192.0.2.1");
+    }
+    assert_eq!(
+        dns_ask(&net, &tun2socks::DNS_V6.to_string(), "two.test", "udp"),
+        "203.0.113.80"
+    );
+    // Queries from many source ports share one association.
+    let assoc = ok(Command::new("ip").args([
+        "netns",
+        "exec",
+        &net.dial,
+        "ss",
+        "-Htn",
+        "state",
+        "established",
+        "dport",
+        "=",
+        ":1094",
+    ]));
+    assert_eq!(assoc.lines().count(), 1, "{assoc}");
+    // No TCP connection but the readiness check: the queries went over UDP.
     let log = std::fs::read_to_string(&dns_log).unwrap();
     assert_eq!(log.lines().filter(|l| *l == "conn").count(), 1, "{log}");
     assert!(log.contains("q one.test"), "{log}");

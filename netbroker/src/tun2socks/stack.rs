@@ -171,9 +171,9 @@ struct Flow {
     /// Fake destinations the app sent to, by port: replies from the real
     /// address are shown as coming from the fake one.
     fake: Vec<SocketAddr>,
-    /// DNS servers asked through this flow, and the virtual DNS address
-    /// their answers are shown from.
-    dns: Vec<(SocketAddr, SocketAddr)>,
+    /// The shared association of forwarded DNS queries (answers are matched
+    /// to the application by their rewritten query id).
+    is_dns: bool,
     last: StdInstant,
 }
 
@@ -196,6 +196,12 @@ pub(crate) struct Engine {
     forwarder: Option<Sender<(Reply, Vec<u8>)>>,
     /// Forwarded DNS over UDP through the SOCKS5 relay to this server.
     udp_dns: Option<SocketAddr>,
+    /// The flow all UDP-forwarded queries share.
+    dns_flow: Option<u64>,
+    /// Rewritten query id -> (the application's id, its address, the DNS
+    /// address it asked).
+    dns_ids: HashMap<u16, (u16, SocketAddr, SocketAddr)>,
+    next_dns_id: u16,
     scratch: Vec<u8>,
     frame: Vec<u8>,
     last_sweep: StdInstant,
@@ -292,6 +298,9 @@ impl Engine {
             pool,
             forwarder,
             udp_dns,
+            dns_flow: None,
+            dns_ids: HashMap::new(),
+            next_dns_id: 1,
             scratch: vec![0; 65536 + 64],
             frame: Vec::with_capacity(65536 + 300),
             last_sweep: StdInstant::now(),
@@ -725,36 +734,55 @@ impl Engine {
         let Some(target) = self.target_for(dst) else {
             return;
         };
-        self.relay_udp(src, dst, target, payload, None);
+        self.relay_udp(src, dst, target, payload);
     }
 
     /// Send a datagram from the application at `src` to `target` (shown to
     /// the application as `dst`) through the SOCKS5 relay of its flow.
-    /// `dns`: the target is this forwarded DNS server.
-    fn relay_udp(
-        &mut self,
-        src: SocketAddr,
-        dst: SocketAddr,
-        target: Target,
-        payload: &[u8],
-        dns: Option<SocketAddr>,
-    ) {
+    fn relay_udp(&mut self, src: SocketAddr, dst: SocketAddr, target: Target, payload: &[u8]) {
         let id = match self.flow_by_app.get(&src) {
             Some(id) => *id,
-            None => self.new_flow(src),
+            None => self.new_flow(src, false),
         };
+        if let Some(flow) = self.flows.get_mut(&id) {
+            if matches!(target, Target::Name(..)) && !flow.fake.contains(&dst) {
+                flow.fake.push(dst);
+            }
+        }
+        self.send_on_flow(id, target, payload);
+    }
+
+    /// Forward a DNS query over the shared DNS association, its id rewritten
+    /// so the answer finds its way back.
+    fn relay_dns(&mut self, app: SocketAddr, virt: SocketAddr, real: SocketAddr, query: &[u8]) {
+        if query.len() < 12 {
+            return;
+        }
+        if self.dns_ids.len() > 4096 {
+            self.dns_ids.clear();
+        }
+        let id = self.next_dns_id;
+        self.next_dns_id = self.next_dns_id.wrapping_add(1);
+        self.dns_ids
+            .insert(id, (u16::from_be_bytes([query[0], query[1]]), app, virt));
+        let mut q = query.to_vec();
+        q[..2].copy_from_slice(&id.to_be_bytes());
+        let flow = match self.dns_flow {
+            Some(f) => f,
+            None => {
+                let f = self.new_flow(SocketAddr::from(([0, 0, 0, 0], 0)), true);
+                self.dns_flow = Some(f);
+                f
+            }
+        };
+        self.send_on_flow(flow, Target::Ip(real), &q);
+    }
+
+    fn send_on_flow(&mut self, id: u64, target: Target, payload: &[u8]) {
         let Some(flow) = self.flows.get_mut(&id) else {
             return;
         };
         flow.last = StdInstant::now();
-        if matches!(target, Target::Name(..)) && !flow.fake.contains(&dst) {
-            flow.fake.push(dst);
-        }
-        if let Some(server) = dns {
-            if !flow.dns.contains(&(server, dst)) {
-                flow.dns.push((server, dst));
-            }
-        }
         match &flow.ready {
             Some((_, sock)) if udp::socks5_frame(&mut self.frame, &target, payload) => {
                 let _ = sock.send(&self.frame);
@@ -771,7 +799,7 @@ impl Engine {
         }
     }
 
-    fn new_flow(&mut self, app: SocketAddr) -> u64 {
+    fn new_flow(&mut self, app: SocketAddr, is_dns: bool) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.flows.insert(
@@ -781,11 +809,13 @@ impl Engine {
                 pending: Vec::new(),
                 ready: None,
                 fake: Vec::new(),
-                dns: Vec::new(),
+                is_dns,
                 last: StdInstant::now(),
             },
         );
-        self.flow_by_app.insert(app, id);
+        if !is_dns {
+            self.flow_by_app.insert(app, id);
+        }
         let proxy = self.proxy.clone();
         let tx = self.done_tx.clone();
         let shared = self.shared.clone();
@@ -855,7 +885,11 @@ impl Engine {
 
     fn drop_flow(&mut self, id: u64) {
         if let Some(f) = self.flows.remove(&id) {
-            self.flow_by_app.remove(&f.app);
+            if f.is_dns {
+                self.dns_flow = None;
+            } else {
+                self.flow_by_app.remove(&f.app);
+            }
         }
     }
 
@@ -879,16 +913,20 @@ impl Engine {
                 Some(f) if !flow.fake.contains(&from) => *f,
                 _ => from,
             };
-            let shown = match flow.dns.iter().find(|(server, _)| *server == from) {
-                Some((_, virt)) => {
-                    self.shared
-                        .counters
-                        .dns_queries
-                        .fetch_add(1, Ordering::Relaxed);
-                    *virt
+            if flow.is_dns {
+                let data = &mut buf[off..n];
+                if data.len() < 12 {
+                    continue;
                 }
-                None => shown,
-            };
+                let Some((orig, app, virt)) =
+                    self.dns_ids.remove(&u16::from_be_bytes([data[0], data[1]]))
+                else {
+                    continue;
+                };
+                data[..2].copy_from_slice(&orig.to_be_bytes());
+                self.dns_reply(Reply::Udp { app, server: virt }, &buf[off..n]);
+                continue;
+            }
             let app = flow.app;
             self.shared
                 .counters
@@ -902,9 +940,7 @@ impl Engine {
 
     fn on_dns(&mut self, app: SocketAddr, server: SocketAddr, query: &[u8]) {
         match self.udp_dns {
-            Some(real) if !self.udp_refused => {
-                self.relay_udp(app, server, Target::Ip(real), query, Some(real))
-            }
+            Some(real) if !self.udp_refused => self.relay_dns(app, server, real, query),
             _ => self.dns_query(Reply::Udp { app, server }, query),
         }
     }
