@@ -875,3 +875,36 @@ fn forwarded_dns_over_udp_through_dante() {
     assert_eq!(dns_ask(&net, &v4, "one.test", "tcp"), "192.0.2.1");
     assert!(engine.stats().udp_datagrams >= 2);
 }
+
+#[test]
+fn many_parallel_connections_all_complete() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    net.server("http", 8086);
+    net.microsocks(1095);
+    let engine = net.engine(net.config(Protocol::Socks5, 1095, None));
+    let script = net.dir.join("parallel.py");
+    std::fs::write(
+        &script,
+        r#"
+import concurrent.futures, urllib.request
+def get(i):
+    host = "203.0.113.80" if i % 2 else "[2001:db8::80]"
+    return urllib.request.urlopen("http://%s:8086/%d" % (host, i), timeout=30).read()
+with concurrent.futures.ThreadPoolExecutor(100) as ex:
+    bodies = list(ex.map(get, range(300)))
+print(sum(b.startswith(b"peer=") for b in bodies))
+"#,
+    )
+    .unwrap();
+    let o = net.app_run("/usr/bin/python3", &[script.to_str().unwrap()]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "300",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(engine.stats().connections, 300);
+}
