@@ -908,3 +908,25 @@ print(sum(b.startswith(b"peer=") for b in bodies))
     );
     assert_eq!(engine.stats().connections, 300);
 }
+
+#[test]
+fn the_engine_reports_when_its_tun_device_is_deleted() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    net.microsocks(1096);
+    let engine = net.engine(net.config(Protocol::Socks5, 1096, None));
+    assert_eq!(engine.exited(), None);
+    ip(&format!("-n {} link del t2s0", net.app));
+    let mut why = None;
+    for _ in 0..100 {
+        why = engine.exited();
+        if why.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let why = why.expect("the engine noticed nothing");
+    assert!(why.contains("TUN"), "{why}");
+}
