@@ -284,12 +284,20 @@ impl Server {
             tracing::warn!(id, signal, "ignoring an invalid signal number");
             return Ok(Flow::Continue);
         };
-        // The process leads its own session and group (setsid): signal the
-        // group so a shell's children get it too; the process alone if it
-        // moved to another group.
-        if kill(Pid::from_raw(-child.pid.as_raw()), sig).is_err() {
-            let _ = kill(child.pid, sig);
-        }
+        let gvisor = self.sandbox.as_ref().is_some_and(|s| s.gvisor.is_some());
+        let (pid, uid) = (child.pid, child.uid);
+        as_uid(uid, || {
+            // Under gVisor the process is runsc, which forwards signals to
+            // the command inside; its group holds gVisor's own processes,
+            // which a signal would shut down instead.
+            if gvisor {
+                return kill(pid, sig);
+            }
+            // The process leads its own session and group (setsid): signal
+            // the group so a shell's children get it too; the process alone
+            // if it moved to another group.
+            kill(Pid::from_raw(-pid.as_raw()), sig).or_else(|_| kill(pid, sig))
+        });
         Ok(Flow::Continue)
     }
 
@@ -349,5 +357,29 @@ impl Server {
         if let Some(sb) = sandbox {
             let _ = waitpid(sb.init, None);
         }
+    }
+}
+
+/// Run `f` (a `kill`) with the effective uid `uid` when given: a root-mode
+/// virtual user's processes may be signalled by their own uid only, as the
+/// sandboxer holds no CAP_KILL. Going back to euid 0 restores the effective
+/// capabilities from the permitted set, which an euid change keeps.
+fn as_uid(uid: Option<u32>, f: impl FnOnce() -> nix::Result<()>) {
+    let Some(uid) = uid else {
+        let _ = f();
+        return;
+    };
+    let root = nix::unistd::geteuid();
+    if let Err(e) = nix::unistd::seteuid(nix::unistd::Uid::from_raw(uid)) {
+        tracing::warn!(uid, "cannot take the application's uid to signal it: {e}");
+        return;
+    }
+    if let Err(e) = f() {
+        tracing::debug!(uid, "signal: {e}");
+    }
+    if let Err(e) = nix::unistd::seteuid(root) {
+        // Without its effective uid back the sandboxer cannot go on safely.
+        tracing::error!("cannot restore the sandboxer's uid: {e}");
+        std::process::abort();
     }
 }

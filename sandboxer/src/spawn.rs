@@ -36,6 +36,9 @@ pub struct Child {
     pub pid: Pid,
     /// Polls readable when the process exits.
     pub pidfd: OwnedFd,
+    /// Root mode: the unprivileged uid it runs as (signalling it needs that
+    /// uid, as the sandboxer holds no CAP_KILL).
+    pub uid: Option<u32>,
 }
 
 /// Why a process could not be started.
@@ -157,7 +160,12 @@ pub fn spawn(
         step: "pidfd_open",
         source,
     })?;
-    Ok(Child { id, pid, pidfd })
+    Ok(Child {
+        id,
+        pid,
+        pidfd,
+        uid: ids.run_as.map(|(uid, _)| uid),
+    })
 }
 
 /// Where `execvpe` would look for `cmd`, with `PATH` taken from the

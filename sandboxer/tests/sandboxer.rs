@@ -231,3 +231,50 @@ fn rootless_app_runs_as_the_callers_uid() {
     assert!(sb.shutdown().success());
     assert!(!Path::new(&format!("/proc/{init}")).exists());
 }
+
+#[test]
+fn root_mode_virtual_user_is_unprivileged_and_can_be_signalled() {
+    if !root() {
+        return;
+    }
+    let mut sb = Sandboxer::root_mode();
+    sb.setup_profile(proto::profile::Sandbox {
+        virtuser: Some(proto::profile::Virtuser {
+            name: proto::profile::VirtuserName::Temporary,
+            skeleton: None,
+        }),
+        ..Default::default()
+    });
+    let out = sb.ok(
+        1,
+        "id -u; id -G; stat -c %u $HOME; grep -E '^Cap(Eff|Bnd)' /proc/self/status",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let uid: u32 = lines[0].parse().unwrap();
+    assert_ne!(uid, 0, "{out}");
+    assert_eq!(lines[1], uid.to_string(), "no supplementary groups: {out}");
+    assert_eq!(
+        lines[2],
+        uid.to_string(),
+        "the tmpfs home is the user's: {out}"
+    );
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("CapBnd:\t0000000000000000"), "{out}");
+    // The sandboxer signals it under its uid, and keeps its capabilities:
+    // the next spawn (which needs CAP_SETUID) works.
+    let (_pid, _r) = sb.spawn_sh(2, "sleep 100", false).unwrap();
+    sb.chan
+        .send(SandboxRequest::Signal { id: 2, signal: 15 })
+        .unwrap();
+    assert_eq!(sb.exited(2), ExitStatus::Signal(15));
+    assert_eq!(sb.ok(3, "id -u"), format!("{uid}\n"));
+    // `--root` stays root.
+    let (_, r) = sb.spawn_sh(4, "id -u", true).unwrap();
+    let mut root_out = String::new();
+    std::fs::File::from(r)
+        .read_to_string(&mut root_out)
+        .unwrap();
+    assert_eq!(sb.exited(4), ExitStatus::Code(0));
+    assert_eq!(root_out, "0\n");
+    assert!(sb.shutdown().success());
+}
