@@ -708,6 +708,9 @@ fn forwarded_dns_uses_one_pooled_connection_through_the_proxy() {
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(out.starts_with(want), "{name}: {out}");
     }
+    // A resolv.conf naming the server itself is served the same way.
+    assert_eq!(dns_ask(&net, WEB_V4, "two.test", "udp"), "192.0.2.2");
+    assert_eq!(dns_ask(&net, WEB_V4, "two.test", "tcp"), "192.0.2.2");
     let log = std::fs::read_to_string(&dns_log).unwrap();
     // One connection was the readiness check before the engine started.
     assert_eq!(log.lines().filter(|l| *l == "conn").count(), 1 + 1, "{log}");
@@ -853,6 +856,7 @@ fn forwarded_dns_over_udp_through_dante() {
         dns_ask(&net, &tun2socks::DNS_V6.to_string(), "two.test", "udp"),
         "203.0.113.80"
     );
+    assert_eq!(dns_ask(&net, WEB_V4, "one.test", "udp"), "192.0.2.1");
     // Queries from many source ports share one association.
     let assoc = ok(Command::new("ip").args([
         "netns",

@@ -196,6 +196,8 @@ pub(crate) struct Engine {
     forwarder: Option<Sender<(Reply, Vec<u8>)>>,
     /// Forwarded DNS over UDP through the SOCKS5 relay to this server.
     udp_dns: Option<SocketAddr>,
+    /// The forwarded servers' own addresses, answered like the virtual one.
+    forward_addrs: Vec<SocketAddr>,
     /// The flow all UDP-forwarded queries share.
     dns_flow: Option<u64>,
     /// Rewritten query id -> (the application's id, its address, the DNS
@@ -298,6 +300,10 @@ impl Engine {
             pool,
             forwarder,
             udp_dns,
+            forward_addrs: match &cfg.dns {
+                DnsConfig::Forward(servers) => servers.iter().map(|(a, _)| *a).collect(),
+                DnsConfig::Virtual { .. } => Vec::new(),
+            },
             dns_flow: None,
             dns_ids: HashMap::new(),
             next_dns_id: 1,
@@ -438,8 +444,18 @@ impl Engine {
         }
     }
 
-    fn is_dns_addr(ip: IpAddr) -> bool {
-        ip == IpAddr::V4(DNS_V4) || ip == IpAddr::V6(DNS_V6)
+    /// Whether `dst` is a DNS service answered here: Some(true) for port 53
+    /// of the virtual DNS addresses and the forwarded servers themselves
+    /// (the application's resolv.conf may name either), Some(false) for any
+    /// other port of the virtual DNS addresses (refused).
+    fn dns_service(&self, dst: SocketAddr) -> Option<bool> {
+        if dst.ip() == IpAddr::V4(DNS_V4) || dst.ip() == IpAddr::V6(DNS_V6) {
+            Some(dst.port() == 53)
+        } else if self.forward_addrs.contains(&dst) {
+            Some(true)
+        } else {
+            None
+        }
     }
 
     /// A connection request: a listening socket for exactly this destination,
@@ -448,13 +464,15 @@ impl Engine {
         if self.by_key.contains_key(&(src, dst)) {
             return;
         }
-        let dns = Self::is_dns_addr(dst.ip());
         // Only port 53 of the DNS address is served; a fake address nobody
         // was given has no target. smoltcp answers both with a reset.
-        let target = match self.target_for(dst) {
-            Some(_) if dns && dst.port() != 53 => return,
-            Some(t) => t,
-            None => return,
+        let dns = match self.dns_service(dst) {
+            Some(false) => return,
+            Some(true) => true,
+            None => false,
+        };
+        let Some(target) = self.target_for(dst) else {
+            return;
         };
         let (rx, tx) = if dns {
             (4096, 65536 + 2)
@@ -722,11 +740,10 @@ impl Engine {
     }
 
     fn on_udp(&mut self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) {
-        if Self::is_dns_addr(dst.ip()) {
-            if dst.port() == 53 {
-                self.on_dns(src, dst, payload);
-            }
-            return;
+        match self.dns_service(dst) {
+            Some(true) => return self.on_dns(src, dst, payload),
+            Some(false) => return,
+            None => {}
         }
         if self.udp_refused || self.proxy.protocol != super::Protocol::Socks5 {
             return;
