@@ -934,3 +934,22 @@ fn the_engine_reports_when_its_tun_device_is_deleted() {
     let why = why.expect("the engine noticed nothing");
     assert!(why.contains("TUN"), "{why}");
 }
+
+#[test]
+fn forwarded_dns_falls_back_to_tcp_when_the_proxy_relays_no_udp() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    let dns_log = net.dns_server(&["one.test=192.0.2.1"]);
+    net.microsocks(1097);
+    let mut cfg = net.config(Protocol::Socks5, 1097, None);
+    cfg.dns = DnsConfig::Forward(vec![(format!("{WEB_V4}:53").parse().unwrap(), false)]);
+    let _engine = net.engine(cfg);
+    let v4 = tun2socks::DNS_V4.to_string();
+    for _ in 0..2 {
+        assert_eq!(dns_ask(&net, &v4, "one.test", "udp"), "192.0.2.1");
+    }
+    let log = std::fs::read_to_string(&dns_log).unwrap();
+    assert_eq!(log.lines().filter(|l| *l == "conn").count(), 1 + 1, "{log}");
+}

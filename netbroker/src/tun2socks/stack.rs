@@ -702,8 +702,11 @@ impl Engine {
             let done = match state {
                 tcp::State::Closed => c.stream.is_some() || c.failed || c.dns.is_some(),
                 tcp::State::TimeWait => c.shut_wr,
-                // A SYN that smoltcp never took (it dropped the segment).
-                tcp::State::Listen => c.born.elapsed() > Duration::from_secs(30),
+                // A SYN that smoltcp never took (it dropped the segment), or
+                // a handshake the application never completed.
+                tcp::State::Listen | tcp::State::SynReceived => {
+                    c.born.elapsed() > Duration::from_secs(60)
+                }
                 _ => false,
             };
             if done {
@@ -888,14 +891,31 @@ impl Engine {
                 flow.ready = Some((ctl, sock));
             }
             Err(e) => {
-                if matches!(&e, Tun2socksError::Protocol { what, .. } if what.contains("refused UDP") || what.contains("does not relay"))
-                {
+                // A proxy that answers but will not associate (refuses, or
+                // hangs up on the request) does not relay UDP; one that
+                // cannot be reached may do so later.
+                if matches!(&e, Tun2socksError::Unreachable { .. }) {
+                    tracing::debug!("tun2socks: UDP association failed: {e}");
+                } else {
                     tracing::warn!("tun2socks: {e}; UDP other than DNS is dropped");
                     self.udp_refused = true;
-                } else {
-                    tracing::debug!("tun2socks: UDP association failed: {e}");
                 }
+                // DNS queries that waited for the association go over TCP.
+                let pending = if flow.is_dns {
+                    std::mem::take(&mut flow.pending)
+                } else {
+                    Vec::new()
+                };
                 self.drop_flow(id);
+                for (_, mut q) in pending {
+                    let Some((orig, app, server)) =
+                        self.dns_ids.remove(&u16::from_be_bytes([q[0], q[1]]))
+                    else {
+                        continue;
+                    };
+                    q[..2].copy_from_slice(&orig.to_be_bytes());
+                    self.dns_query(Reply::Udp { app, server }, &q);
+                }
             }
         }
     }
