@@ -2,8 +2,9 @@
 # Startup and memory benchmark (DESIGN §8). Run as root from the repository:
 #   ./extra/bench/startup.sh [RUNS]   (as root)
 # Prints, in one run: `pallium exec --one-shot` of the empty profile as root and
-# rootless against `unshare -n true` and `bwrap --unshare-all`, `exec` into a
-# running session, and the total RSS of one idle session's pallium processes.
+# rootless against `unshare -n true` and `bwrap --unshare-all`, with a virtual
+# user and with gVisor, `exec` into a running session (also under gVisor), and
+# the total RSS of one idle session's pallium processes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-30}
@@ -53,6 +54,17 @@ if command -v bwrap >/dev/null; then
 fi
 rm -f "$VU"
 
+# gVisor: the same one-shot exec with `sandbox.gvisor` (runsc --rootless in the
+# prepared view), against bwrap over the whole host and runsc alone.
+if command -v runsc >/dev/null; then
+    GV=$(mktemp /tmp/pallium-bench-gv-XXXX.json)
+    echo '{"sandbox": {"gvisor": true}}' > "$GV"
+    row "pallium exec --one-shot, gvisor (root)" "$(median_ms "$BIN/pallium" exec --quiet --one-shot "$GV" -- true)" "-"
+    row "pallium exec --one-shot, gvisor (rootless)" "$(median_ms setpriv --reuid "$UID_N" --regid "$(id -g "$USER_NAME")" --init-groups env HOME="/home/$USER_NAME" XDG_RUNTIME_DIR="/run/user/$UID_N" "$BIN/pallium" exec --quiet --one-shot "$GV" -- true)" "-"
+    row "runsc --rootless --network=host do true (root)" "$(median_ms runsc --rootless --network=host --ignore-cgroups do true)" "-"
+    rm -f "$GV"
+fi
+
 # A running session for exec-into and memory.
 PROFILE=$(mktemp /tmp/pallium-bench-XXXX.json)
 echo '{"run": {"command": ["sleep", "infinity"]}}' > "$PROFILE"
@@ -60,6 +72,17 @@ echo '{"run": {"command": ["sleep", "infinity"]}}' > "$PROFILE"
 RUN_PID=$!
 for _ in $(seq 200); do "$BIN/pallium" exec "$PROFILE" -- true 2>/dev/null && break; sleep 0.05; done
 row "pallium exec into a running session (root)" "$(median_ms "$BIN/pallium" exec "$PROFILE" -- true)" "10"
+if command -v runsc >/dev/null; then
+    GVP=$(mktemp /tmp/pallium-bench-gvs-XXXX.json)
+    echo '{"sandbox": {"gvisor": true}, "run": {"command": ["sleep", "infinity"]}}' > "$GVP"
+    "$BIN/pallium" run --quiet "$GVP" </dev/null &
+    GV_PID=$!
+    for _ in $(seq 200); do "$BIN/pallium" exec "$GVP" -- true 2>/dev/null && break; sleep 0.05; done
+    row "pallium exec into a running gvisor session (root)" "$(median_ms "$BIN/pallium" exec "$GVP" -- true)" "-"
+    "$BIN/pallium" stop "$GVP" || kill "$GV_PID"
+    wait "$GV_PID" 2>/dev/null || true
+    rm -f "$GVP"
+fi
 # RSS and PSS of this session's pallium processes: the supervisor, its two
 # helpers, and the sandbox's init (the application, sleep, is not counted).
 helpers=$(pgrep -P "$RUN_PID" -d ' ' 'pallium-' || true)

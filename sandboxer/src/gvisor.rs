@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -72,6 +73,9 @@ pub struct Gvisor {
     running: Option<(u32, String)>,
     /// Containers and exec'd processes started so far (unique file names).
     count: u32,
+    /// Exec'd processes: spawn id → the file runsc writes their pid inside
+    /// the container to (for `runsc kill --pid`).
+    execs: HashMap<u32, PathBuf>,
 }
 
 impl Gvisor {
@@ -94,6 +98,7 @@ impl Gvisor {
             hostname: hostname.into(),
             running: None,
             count: 0,
+            execs: HashMap::new(),
         })
     }
 
@@ -126,21 +131,20 @@ impl Gvisor {
         self.count += 1;
         let n = self.count;
         let process = process(req);
-        let state = format!("{STATE_DIR}/state");
-        let mut argv: Vec<String> = std::iter::once("runsc")
-            .chain(FLAGS.iter().copied())
-            .map(String::from)
-            .collect();
-        argv.push(format!("--root={state}"));
+        let mut argv = base_argv();
         if let Some((_, cid)) = &self.running {
             let file = PathBuf::from(format!("{STATE_DIR}/process-{n}.json"));
             write_json(&file, &process)?;
+            let pid_file = PathBuf::from(format!("{STATE_DIR}/state/pid-{n}"));
             argv.extend([
                 "exec".into(),
                 "--process".into(),
                 file.display().to_string(),
+                "--internal-pid-file".into(),
+                pid_file.display().to_string(),
                 cid.clone(),
             ]);
+            self.execs.insert(req.id, pid_file);
             return Ok(argv);
         }
         let bundle = PathBuf::from(format!("{STATE_DIR}/bundle-{n}"));
@@ -161,9 +165,28 @@ impl Gvisor {
         Ok(argv)
     }
 
+    /// runsc's argv that delivers `signal` to the command of spawn `id`
+    /// inside the container (runsc itself does not forward signals it gets):
+    /// the container's first process, or an exec'd one by its pid in there.
+    pub fn kill_command(&self, id: u32, signal: i32) -> Option<Vec<String>> {
+        let (run, cid) = self.running.as_ref()?;
+        let mut argv = base_argv();
+        argv.push("kill".into());
+        if *run != id {
+            let file = self.execs.get(&id)?;
+            let pid = fs::read_to_string(file).ok()?;
+            argv.push(format!("--pid={}", pid.trim().parse::<u32>().ok()?));
+        }
+        argv.extend([cid.clone(), signal.to_string()]);
+        Some(argv)
+    }
+
     /// A spawned process ended: when it was the container's `runsc run`, the
     /// container is gone and the next spawn starts a new one.
     pub fn exited(&mut self, id: u32) {
+        if let Some(file) = self.execs.remove(&id) {
+            let _ = fs::remove_file(file);
+        }
         if self.running.as_ref().is_some_and(|(run, _)| *run == id) {
             self.running = None;
         }
@@ -173,6 +196,16 @@ impl Gvisor {
     pub fn failed(&mut self, id: u32) {
         self.exited(id);
     }
+}
+
+/// `runsc`, its global flags and its state directory.
+fn base_argv() -> Vec<String> {
+    let mut argv: Vec<String> = std::iter::once("runsc")
+        .chain(FLAGS.iter().copied())
+        .map(String::from)
+        .collect();
+    argv.push(format!("--root={STATE_DIR}/state"));
+    argv
 }
 
 /// The OCI `process` of `req`: inside gVisor, uid 0 without capabilities.

@@ -286,10 +286,14 @@ impl Server {
         };
         let gvisor = self.sandbox.as_ref().is_some_and(|s| s.gvisor.is_some());
         let (pid, uid) = (child.pid, child.uid);
+        // Under gVisor the process is runsc, which does not forward signals:
+        // `runsc kill` delivers it to the command inside.
+        if gvisor && self.gvisor_kill(id, uid, signal) {
+            return Ok(Flow::Continue);
+        }
         as_uid(uid, || {
-            // Under gVisor the process is runsc, which forwards signals to
-            // the command inside; its group holds gVisor's own processes,
-            // which a signal would shut down instead.
+            // Not running yet under gVisor: the runsc process alone (its
+            // group holds gVisor's own processes).
             if gvisor {
                 return kill(pid, sig);
             }
@@ -299,6 +303,47 @@ impl Server {
             kill(Pid::from_raw(-pid.as_raw()), sig).or_else(|_| kill(pid, sig))
         });
         Ok(Flow::Continue)
+    }
+
+    /// Run `runsc kill` for spawn `id` (as the same user, under the same
+    /// filter) and wait for it; false when there is nothing to address yet.
+    fn gvisor_kill(&mut self, id: u32, uid: Option<u32>, signal: i32) -> bool {
+        let (Some(sb), Some(Ok(filter))) = (&self.sandbox, &self.seccomp) else {
+            return false;
+        };
+        let Some(g) = &sb.gvisor else { return false };
+        let Some(argv) = g.kill_command(id, signal) else {
+            return false;
+        };
+        // runsc kill prints errors only: to our standard error.
+        let Ok(err) = std::io::stderr().as_fd().try_clone_to_owned() else {
+            return false;
+        };
+        let dup = || err.try_clone().map(proto::Fd);
+        let (Ok(a), Ok(b), Ok(c)) = (dup(), dup(), dup()) else {
+            return false;
+        };
+        let req = proto::sandbox::Spawn {
+            id: u32::MAX,
+            argv: vec!["runsc".into()],
+            env: Vec::new(),
+            cwd: None,
+            stdio: [a, b, c],
+            tty: false,
+            root: false,
+        };
+        let ids = spawn::Identity {
+            map_back: sb.map_back,
+            run_as: uid.zip(g.run_as.map(|(_, gid)| gid)),
+        };
+        let runsc = spawn::Runsc { fd: &g.runsc, argv };
+        match spawn::spawn(req, ids, filter, &sb.landlock, Some(runsc)) {
+            Ok(child) => matches!(waitpid(child.pid, None), Ok(WaitStatus::Exited(_, 0))),
+            Err(e) => {
+                tracing::warn!(id, "runsc kill: {e}");
+                false
+            }
+        }
     }
 
     fn handle_list_pids(&mut self) -> Result<Flow, ServerError> {

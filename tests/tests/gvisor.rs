@@ -135,6 +135,43 @@ fn gvisor_rootless() {
     kernel_stdio_exit_code_and_network(Mode::Rootless);
 }
 
+#[test]
+fn a_relayed_signal_reaches_the_command_inside_gvisor() {
+    skip_unless_root!();
+    if !runsc_installed() {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let tb = Testbed::new("gvsig");
+    let script = "trap 'echo got-term; exit 7' TERM; echo ready; sleep 60 & wait";
+    let mut child = pal(
+        &tb,
+        Mode::Root,
+        &["exec", "--one-shot", GVISOR, "--", "sh", "-c", script],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // `ip netns exec` execs pallium: the child is pallium itself.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(rest, "got-term\n");
+    assert_eq!(status.code(), Some(7));
+    assert_eq!(common::wait_clean(&tb), Vec::<String>::new());
+}
+
 /// A running gVisor session (`sleep infinity`), stopped on drop.
 struct Session<'a> {
     tb: &'a Testbed,
