@@ -515,8 +515,16 @@ fn socks5_carries_http_names_and_ipv6() {
     let body = net.curl(&format!("http://[{WEB_V6}]:8080/")).unwrap();
     assert_eq!(body.trim(), format!("peer={WEB_V6}"));
 
+    // The proxy cannot connect (nothing listens): the application gets a
+    // reset (during or after its handshake), not a hang or an empty reply.
+    let e = net.curl(&format!("http://{WEB_V4}:9/")).unwrap_err();
+    assert!(
+        e.contains("reset") || e.contains("refused") || e.contains("Couldn't connect"),
+        "{e}"
+    );
+
     let s = engine.stats();
-    assert_eq!(s.connections, 3, "{s:?}");
+    assert_eq!(s.connections, 4, "{s:?}");
     assert!(s.bytes_down > 0 && s.bytes_up > 0, "{s:?}");
     for p in peers(&log) {
         assert!(p == WEB_V4 || p == WEB_V6, "the server saw {p}");
