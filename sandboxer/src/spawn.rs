@@ -290,11 +290,18 @@ fn child(
             become_user(uid, gid)?;
         }
         drop_to(Role::App).map_err(|_| (Stage::Caps, Errno::EPERM))?;
+        if let Exec::Fd(_) = exec {
+            runsc_user_namespace()?;
+        }
         let cwd = req.cwd.as_deref().unwrap_or("/");
         if nix::unistd::chdir(cwd).is_err() {
             let _ = nix::unistd::chdir("/");
         }
         sys::reset_signals().map_err(at(Stage::Signals))?;
+        if let (Exec::Fd(_), true) = (exec, req.tty) {
+            sys::ignore_signal(nix::sys::signal::Signal::SIGINT).map_err(at(Stage::Signals))?;
+        }
+
         sys::cloexec_from(3).map_err(at(Stage::Signals))?;
         // After NO_NEW_PRIVS (set by the capability drop), before seccomp,
         // which would otherwise have to allow landlock_restrict_self.
@@ -368,7 +375,33 @@ fn become_user(uid: u32, gid: u32) -> Result<(), (Stage, Errno)> {
     let g = nix::unistd::Gid::from_raw(gid);
     nix::unistd::setresgid(g, g, g).map_err(at)?;
     let u = nix::unistd::Uid::from_raw(uid);
-    nix::unistd::setresuid(u, u, u).map_err(at)
+    nix::unistd::setresuid(u, u, u).map_err(at)?;
+    // Changing uid made us non-dumpable, which gives our /proc files to
+    // root: runsc could not write its user namespace's maps. An ordinary
+    // process of this uid is dumpable; exec decides anew.
+    nix::sys::prctl::set_dumpable(true).map_err(at)
+}
+
+/// runsc `--rootless` as anything but uid 0 re-executes itself in a user
+/// namespace mapping its uid to 0, as a second process that does not get
+/// the terminal's signals (^C would end the outer one, and the command with
+/// it). Make that namespace here instead, after every capability of ours is
+/// gone, so runsc starts as its root and stays one process: this uid and gid
+/// mapped to 0, nothing else, the namespace's capabilities only.
+fn runsc_user_namespace() -> Result<(), (Stage, Errno)> {
+    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| (Stage::UserNs, e))?;
+    let write = |file: &str, s: String| {
+        std::fs::write(file, s).map_err(|e| {
+            (
+                Stage::IdMaps,
+                Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+            )
+        })
+    };
+    write("/proc/self/setgroups", "deny".into())?;
+    write("/proc/self/uid_map", format!("0 {uid} 1"))?;
+    write("/proc/self/gid_map", format!("0 {gid} 1"))
 }
 
 fn cstrings(items: impl Iterator<Item = String>) -> Result<Vec<CString>, SpawnError> {

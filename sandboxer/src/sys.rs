@@ -185,3 +185,12 @@ pub(crate) fn drop_bounding_set() -> nix::Result<()> {
     }
     Ok(())
 }
+
+/// Ignore `sig` (`SIG_IGN`), which survives exec.
+pub(crate) fn ignore_signal(sig: nix::sys::signal::Signal) -> nix::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler};
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_IGN installs no handler, so no code of ours can run in
+    // signal context.
+    unsafe { sigaction(sig, &ignore) }.map(drop)
+}

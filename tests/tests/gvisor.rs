@@ -172,6 +172,35 @@ fn a_relayed_signal_reaches_the_command_inside_gvisor() {
     assert_eq!(common::wait_clean(&tb), Vec::<String>::new());
 }
 
+#[test]
+fn a_terminal_stays_a_terminal_under_gvisor() {
+    skip_unless_root!();
+    if !runsc_installed() {
+        return;
+    }
+    if Command::new("script").arg("--version").output().is_err() {
+        pallium_tests::skip("no script(1) to give pallium a terminal");
+        return;
+    }
+    let tb = Testbed::new("gvtty");
+    // script(1) gives pallium a terminal; pallium gives the command a PTY,
+    // which runsc passes into gVisor.
+    let inner = format!(
+        "{} exec --one-shot '{GVISOR}' -- sh -c 'test -t 0 && test -t 1 && echo is-a-tty; dmesg | head -1; exit 5'; echo rc=$?",
+        pallium().display()
+    );
+    let o = tb
+        .host_exec(["script", "-qec", &inner, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = text(&o).0;
+    assert!(stdout.contains("is-a-tty"), "{stdout}");
+    assert!(stdout.contains("gVisor"), "{stdout}");
+    assert!(stdout.contains("rc=5"), "{stdout}");
+    assert_eq!(common::wait_clean(&tb), Vec::<String>::new());
+}
+
 /// A running gVisor session (`sleep infinity`), stopped on drop.
 struct Session<'a> {
     tb: &'a Testbed,
