@@ -103,13 +103,26 @@ pub struct DaemonPlacement {
     /// The network namespace to run in (an fd kept open by the caller until
     /// the spawn returns).
     pub netns: RawFd,
-    /// Rootless: map the caller's real uid/gid back in a nested user
-    /// namespace, so the daemon sees its own name and home (ssh needs that).
-    pub map_back: Option<(u32, u32)>,
+    /// Rootless: enter a nested user namespace whose maps the netbroker
+    /// writes (see [`MapBack`]), so the daemon sees the caller's own uid,
+    /// name and home (ssh needs that).
+    pub map_back: Option<MapBack>,
     /// Root: the unprivileged user (uid, gid) to run as.
     pub user: Option<(u32, u32)>,
     /// Signal on the netbroker's death.
     pub death_signal: Signal,
+    /// A descriptor the daemon inherits: `(ours, its number)`.
+    pub inherit: Option<(RawFd, RawFd)>,
+}
+
+/// The handshake for a nested user namespace: a map that covers the parent
+/// namespace's root may only be written from the parent (with CAP_SETFCAP
+/// there), so the child unshares, sends its pid on `tell`, and waits for one
+/// byte on `wait` while the netbroker writes its maps.
+#[derive(Debug, Clone, Copy)]
+pub struct MapBack {
+    pub tell: RawFd,
+    pub wait: RawFd,
 }
 
 /// Place a hop daemon between fork and exec: enter its network namespace,
@@ -118,29 +131,33 @@ pub struct DaemonPlacement {
 /// would no longer be allowed.)
 pub fn daemon_pre_exec(cmd: &mut Command, p: DaemonPlacement) {
     let parent = nix::unistd::getpid();
-    // Formatted before the fork: the child must not allocate.
-    let maps = p.map_back.map(|(uid, gid)| {
-        (
-            std::ffi::CString::new(format!("{uid} 0 1\n")).unwrap_or_default(),
-            std::ffi::CString::new(format!("{gid} 0 1\n")).unwrap_or_default(),
-        )
-    });
     // SAFETY: the closure runs between fork and exec in the child and makes
-    // only async-signal-safe system calls (setns, unshare, open/write/close,
-    // prctl, setgroups/setresgid/setresuid, getppid) on data prepared before
-    // the fork; it allocates nothing.
+    // only async-signal-safe system calls (setns, dup2, unshare, getpid,
+    // read/write, prctl, setgroups/setresgid/setresuid, getppid) on data
+    // prepared before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setns(p.netns, libc::CLONE_NEWNET) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            if let Some((uid_map, gid_map)) = &maps {
+            // dup2 leaves the copy without FD_CLOEXEC, so it survives exec.
+            if let Some((ours, theirs)) = p.inherit {
+                if libc::dup2(ours, theirs) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some(m) = p.map_back {
                 if libc::unshare(libc::CLONE_NEWUSER) != 0 {
                     return Err(io::Error::last_os_error());
                 }
-                write_proc(c"/proc/self/uid_map", uid_map)?;
-                write_proc(c"/proc/self/setgroups", c"deny")?;
-                write_proc(c"/proc/self/gid_map", gid_map)?;
+                let pid = libc::getpid().to_ne_bytes();
+                if libc::write(m.tell, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
+                    return Err(io::Error::last_os_error());
+                }
+                let mut ok = 0u8;
+                if libc::read(m.wait, (&mut ok as *mut u8).cast(), 1) != 1 || ok != 1 {
+                    return Err(io::Error::other("the netbroker did not map the hop's user"));
+                }
             }
             // Nothing a daemon execs may gain a capability, whatever its uid.
             for cap in 0..64 {
@@ -164,27 +181,6 @@ pub fn daemon_pre_exec(cmd: &mut Command, p: DaemonPlacement) {
             Ok(())
         });
     }
-}
-
-/// Write `data` to a /proc file without allocating (for [`daemon_pre_exec`]).
-///
-/// # Safety
-/// Only async-signal-safe calls; may run between fork and exec.
-unsafe fn write_proc(path: &std::ffi::CStr, data: &std::ffi::CStr) -> io::Result<()> {
-    // SAFETY: `path` is a valid NUL-terminated string; the fd is closed below.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let bytes = data.to_bytes();
-    // SAFETY: `bytes` is valid for its length; `fd` is ours.
-    let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-    // SAFETY: `fd` was opened above and is closed exactly once.
-    unsafe { libc::close(fd) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// `TUNSETIFF`: attach the open `/dev/net/tun` descriptor `fd` to a new TUN

@@ -60,8 +60,10 @@ pub fn allowed(role: Role) -> &'static [Cap] {
         // sockets for ICMP relays, hop daemons started as another user, and
         // emptying hop daemons' bounding set before they exec (SETPCAP), so
         // not even a daemon that runs as root (ssh's default) holds anything,
-        // giving a daemon's data directory to its user (CHOWN), and stopping
-        // daemons that run as another user (KILL).
+        // giving a daemon's data directory to its user (CHOWN), stopping
+        // daemons that run as another user (KILL), and, rootless, mapping a
+        // daemon back to the caller's uid (a map covering the parent
+        // namespace's root needs SETFCAP, as for the sandboxer).
         Role::Netbroker => &[
             NetAdmin,
             SysAdmin,
@@ -72,6 +74,7 @@ pub fn allowed(role: Role) -> &'static [Cap] {
             Setpcap,
             Chown,
             Kill,
+            Setfcap,
         ],
         // Mounts and pivot_root (SYS_ADMIN, SYS_CHROOT), virtual users
         // (SETUID/SETGID/CHOWN), reading the caller's files for binds

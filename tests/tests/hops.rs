@@ -154,16 +154,15 @@ fn socks5_hop_exits_at_the_proxy_and_resolves_names_there() {
 }
 
 #[test]
-fn socks_versions_4_and_4a_and_a_proxy_given_by_name() {
+fn socks_version_4_and_a_proxy_given_by_name() {
     skip_unless_root!();
     let tb = Testbed::new("hopsocks4");
-    // microsocks speaks only SOCKS5; dante speaks 4 and 4a too.
+    // microsocks speaks only SOCKS5; dante speaks 4 (not 4a: Tor's SOCKS
+    // port carries the 4a case in the Tor test).
     let proxy = tb.start_socks(Socks::DanteNoAuth);
     let web = tb.web_v4();
-    for (version, target) in [
-        ("4", format!("http://{web}/")),
-        ("\"4a\"", format!("http://{WEB4_NAME}/")),
-    ] {
+    let (version, target) = ("4", format!("http://{web}/"));
+    {
         let p = profile(
             "socks4",
             &format!(
@@ -318,8 +317,8 @@ fn hop_dns_list_is_forwarded_through_the_proxy_over_tcp() {
 fn killing_the_proxy_stops_traffic_and_nothing_leaks() {
     skip_unless_root!();
     let tb = Testbed::new("hopkill");
-    let proxy = tb.start_microsocks();
     for mode in modes() {
+        let proxy = tb.start_microsocks();
         let p = profile(
             "kill",
             &format!(
@@ -344,11 +343,7 @@ fn killing_the_proxy_stops_traffic_and_nothing_leaks() {
             assert!(Instant::now() < deadline, "session never came up");
             std::thread::sleep(Duration::from_millis(100));
         }
-        if mode == Mode::Root {
-            proxy.kill();
-        } else {
-            // The proxy is dead already (root round); just check again.
-        }
+        proxy.kill();
         let before = tb.web_seen().len();
         let o = out(pal(
             &tb,
@@ -448,4 +443,135 @@ fn bad_hops_fail_with_one_clear_line_and_leave_nothing() {
         }
         wait_clean(&tb);
     }
+}
+
+/// One Tor network for every Tor case (it takes ~25 s to come up): the exit
+/// address, names resolved by Tor, `.onion`, SOCKS4a to a Tor SOCKS port,
+/// socks → tor → http, rootless, a bootstrap timeout, and the kill switch.
+#[test]
+fn tor_hop_end_to_end() {
+    skip_unless_root!();
+    let tb = Testbed::new("hoptor");
+    let tor = tb.start_tor();
+    let socks = tb.start_microsocks();
+    let http = tb.start_http_proxy(None);
+    tor.wait_ready();
+    let exits: Vec<String> = tor.exit_addrs().iter().map(|a| a.to_string()).collect();
+    let args = serde_json::to_string(&tor.client_args()).unwrap();
+    let tor_hop = format!(r#"{{"type": "tor", "timeout": 120, "tor_args": {args}}}"#);
+    let web = format!("http://{WEB4_NAME}/");
+
+    for mode in modes() {
+        let p = profile("tor", &format!(r#"{{"chain": [{tor_hop}]}}"#));
+        let script = format!("{}; {}", curl(&web), curl(&tor.onion_url()));
+        let (ok, stdout, stderr) = one_shot(&tb, mode, &p, &script);
+        assert!(ok, "{mode:?}: {stdout}{stderr}");
+        let l = lines(&stdout);
+        assert!(
+            exits.contains(&l[0]),
+            "{mode:?}: exit {l:?} not in {exits:?}: {stderr}"
+        );
+        assert_eq!(
+            l.get(1),
+            Some(&tor.onion_service_addr().to_string()),
+            "{mode:?}: the .onion URL: {stderr}"
+        );
+        assert!(
+            stderr.contains("hop 1 (tor): tor: bootstrapped 100%"),
+            "bootstrap progress shown: {stderr}"
+        );
+        wait_clean(&tb);
+    }
+
+    // SOCKS4a: the name travels to the proxy (here the network's own Tor client).
+    let p = profile(
+        "socks4a",
+        &format!(
+            r#"{{"chain": [{{"type": "socks", "version": "4a", "address": "{}"}}]}}"#,
+            tor.socks_addr()
+        ),
+    );
+    let (ok, stdout, stderr) = one_shot(&tb, Mode::Root, &p, &curl(&web));
+    assert!(ok, "socks4a: {stdout}{stderr}");
+    assert!(exits.contains(&lines(&stdout)[0]), "{stdout}{stderr}");
+
+    // socks → tor → http: tor reaches the network through microsocks, and
+    // tinyproxy is reached through Tor.
+    let p = profile(
+        "tor3",
+        &format!(
+            r#"{{"chain": [{{"type": "socks", "address": "{}"}}, {tor_hop}, {{"type": "http", "address": "{}"}}]}}"#,
+            socks.addr(),
+            http.addr()
+        ),
+    );
+    let (ok, stdout, stderr) = one_shot(&tb, Mode::Root, &p, &curl(&web));
+    assert!(ok, "three hops: {stdout}{stderr}");
+    assert_eq!(lines(&stdout), [http.exit_v4().to_string()], "{stderr}");
+    let log = http.log();
+    assert!(
+        exits.iter().any(|e| log.contains(e.as_str())),
+        "tinyproxy's client was a Tor exit: {log}"
+    );
+    wait_clean(&tb);
+
+    // A bootstrap that cannot finish in time says how far it got.
+    let p = profile(
+        "tor-timeout",
+        &format!(r#"{{"chain": [{{"type": "tor", "timeout": 1, "tor_args": {args}}}]}}"#),
+    );
+    let (ok, stdout, stderr) = one_shot(&tb, Mode::Root, &p, "echo ran");
+    assert!(!ok && !stdout.contains("ran"), "{stdout}{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("hop 1 (tor)") && last.contains("within 1 s") && last.contains("got to"),
+        "{stderr}"
+    );
+    wait_clean(&tb);
+
+    // The kill switch: with the exits gone nothing reaches the web host.
+    let p = profile(
+        "torkill",
+        &format!(r#"{{"chain": [{tor_hop}], "run": {{"command": ["sleep", "600"]}}}}"#),
+    );
+    let mut run = pal(&tb, Mode::Root, &["run", &p])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn run");
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let o = out(pal(
+            &tb,
+            Mode::Root,
+            &["exec", &p, "--", "sh", "-c", &curl(&web)],
+        ));
+        if o.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tor session never came up");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    tor.kill_exit();
+    let before = tb.web_seen().len();
+    let o = out(pal(
+        &tb,
+        Mode::Root,
+        &[
+            "exec",
+            &p,
+            "--",
+            "sh",
+            "-c",
+            "curl -sS --max-time 10 http://203.0.113.10/",
+        ],
+    ));
+    assert!(!o.status.success(), "traffic still flows: {:?}", text(&o));
+    assert_eq!(tb.web_seen().len(), before, "{:?}", tb.web_seen());
+    let _ = out(pal(&tb, Mode::Root, &["stop", &p]));
+    let _ = run.wait();
+    wait_clean(&tb);
+    assert_no_dns_from_host(&tb);
+    assert!(!tb.web_seen().contains(&tb.host_v4().to_string()));
 }

@@ -5,10 +5,11 @@
 #![forbid(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -19,7 +20,7 @@ use proto::broker::ProcEntry;
 
 use super::{HopCx, HopError};
 use crate::netns;
-use crate::sys::{self, DaemonPlacement};
+use crate::sys::{self, DaemonPlacement, MapBack};
 
 /// A running hop daemon; dropping it stops it (SIGTERM, then SIGKILL).
 #[derive(Debug)]
@@ -34,7 +35,7 @@ pub(super) struct Daemon {
 impl Daemon {
     /// The last lines of its output (for error messages).
     pub(super) fn tail(&self) -> String {
-        tail(&self.log, 12)
+        tail(&self.log, 3)
     }
 
     /// Some(status) if it has exited.
@@ -111,16 +112,15 @@ pub(super) fn find_tool(cx: &HopCx<'_>, tool: &str, package: &str) -> Result<Pat
 
 /// Who a daemon runs as: root mode — `user` (default `fallback`), never
 /// root unless asked; rootless — the caller, mapped back to their own uid
-/// when `map_back`.
+/// when `map_back` (see [`spawn`]).
 pub(super) fn placement(
     cx: &HopCx<'_>,
     user: Option<&str>,
     fallback: &str,
     map_back: bool,
-) -> Result<DaemonPlacement, HopError> {
+) -> Result<Placement, HopError> {
     let (user, map_back) = if cx.rootless {
-        let ids = if map_back { real_ids() } else { None };
-        (None, ids)
+        (None, if map_back { real_ids() } else { None })
     } else {
         let name = user.unwrap_or(fallback);
         let u = nix::unistd::User::from_name(name)
@@ -133,12 +133,22 @@ pub(super) fn placement(
             })?;
         (Some((u.uid.as_raw(), u.gid.as_raw())), None)
     };
-    Ok(DaemonPlacement {
+    Ok(Placement {
         netns: cx.outer.as_raw_fd(),
         map_back,
         user,
-        death_signal: Signal::SIGKILL,
+        inherit: None,
     })
+}
+
+/// Where and as whom a daemon runs.
+#[derive(Debug, Clone)]
+pub(super) struct Placement {
+    pub(super) netns: RawFd,
+    /// Rootless: the caller's (uid, gid) on the host, to map back.
+    pub(super) map_back: Option<(u32, u32)>,
+    pub(super) user: Option<(u32, u32)>,
+    pub(super) inherit: Option<(RawFd, RawFd)>,
 }
 
 /// Rootless: the caller's ids on the host, as the netbroker's user namespace
@@ -153,35 +163,82 @@ fn real_ids() -> Option<(u32, u32)> {
     Some((first("/proc/self/uid_map")?, first("/proc/self/gid_map")?))
 }
 
+/// The netbroker's half of the map-back handshake: read the child's pid,
+/// write its maps (the caller's ids inside → our root), let it go on.
+fn map_child(tell: OwnedFd, wait: OwnedFd, ids: (u32, u32)) -> std::io::Result<()> {
+    let mut tell = File::from(tell);
+    let mut wait = File::from(wait);
+    let mut pid = [0u8; 4];
+    tell.read_exact(&mut pid)?;
+    let pid = i32::from_ne_bytes(pid);
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    std::fs::write(proc.join("uid_map"), format!("{} 0 1\n", ids.0))?;
+    std::fs::write(proc.join("setgroups"), "deny")?;
+    std::fs::write(proc.join("gid_map"), format!("{} 0 1\n", ids.1))?;
+    wait.write_all(&[1])
+}
+
 /// Start `cmd` placed as `p`, its stdout and stderr appended to `log`.
 pub(super) fn spawn(
     mut cmd: Command,
-    p: DaemonPlacement,
+    p: Placement,
     log: &Path,
     role: &str,
 ) -> Result<Daemon, HopError> {
+    let fail = |what: &str, e: std::io::Error| HopError::Failed(format!("{what}: {e}"));
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(log)
-        .map_err(|e| HopError::Failed(format!("create {}: {e}", log.display())))?;
-    if let Some((uid, gid)) = p.user {
-        // The daemon writes its own log only through our descriptor, but
-        // tools that reopen it (tor's Log) need to own it.
-        let _ = nix::unistd::chown(log, Some(uid.into()), Some(gid.into()));
-    }
+        .map_err(|e| fail(&format!("create {}", log.display()), e))?;
     let err = file
         .try_clone()
-        .map_err(|e| HopError::Failed(format!("duplicate the log descriptor: {e}")))?;
+        .map_err(|e| fail("duplicate the log descriptor", e))?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(file))
         .stderr(Stdio::from(err));
-    sys::daemon_pre_exec(&mut cmd, p);
+    // The map-back handshake runs on a thread: `spawn` returns only once the
+    // child has exec'd, which it does only after we wrote its maps.
+    let mut mapper = None;
+    let mut child_ends = None;
+    let map_back = match p.map_back {
+        Some(ids) => {
+            let (tell_r, tell_w) = UnixStream::pair().map_err(|e| fail("map-back pipe", e))?;
+            let (wait_r, wait_w) = UnixStream::pair().map_err(|e| fail("map-back pipe", e))?;
+            let m = MapBack {
+                tell: tell_w.as_raw_fd(),
+                wait: wait_r.as_raw_fd(),
+            };
+            let (tr, ww) = (OwnedFd::from(tell_r), OwnedFd::from(wait_w));
+            mapper = Some(thread::spawn(move || map_child(tr, ww, ids)));
+            child_ends = Some((tell_w, wait_r));
+            Some(m)
+        }
+        None => None,
+    };
+    sys::daemon_pre_exec(
+        &mut cmd,
+        DaemonPlacement {
+            netns: p.netns,
+            map_back,
+            user: p.user,
+            death_signal: Signal::SIGKILL,
+            inherit: p.inherit,
+        },
+    );
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let child = cmd
-        .spawn()
-        .map_err(|e| HopError::Failed(format!("start {program}: {e}")))?;
+    let spawned = cmd.spawn();
+    // Our copies of the child's ends: closing them ends a waiting mapper.
+    drop(child_ends);
+    if let Some(m) = mapper {
+        if let Ok(Err(e)) = m.join() {
+            if spawned.is_ok() {
+                tracing::warn!("map {program}'s user back: {e}");
+            }
+        }
+    }
+    let child = spawned.map_err(|e| fail(&format!("start {program}"), e))?;
     Ok(Daemon {
         child,
         log: log.to_path_buf(),

@@ -2,13 +2,19 @@
 //! unprivileged user in root mode), watched through its control socket until
 //! it has a circuit (bootstrap percentage reported as progress), then served
 //! into Ni by tun2socks as a SOCKS5 proxy. Names are resolved by Tor (virtual
-//! DNS, SOCKS5 host names), so `.onion` addresses work. Stopped with
-//! `SIGNAL HALT` on the control socket.
+//! DNS, SOCKS5 host names), so `.onion` addresses work.
+//!
+//! The control connection is one end of a socketpair handed to tor as
+//! `__OwningControllerFD`: already authenticated (no cookie file or password
+//! that tor's user would own and the netbroker could not read), private to
+//! the two processes, and tor exits when it closes — so the hop stops tor by
+//! `SIGNAL HALT`, or simply by going away.
 
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -87,11 +93,19 @@ impl HopType for TorHop {
         private_dir(cx.work_dir, &data, place.user)?;
         let port = daemon::free_port(cx)?;
         let socks = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let (ours, theirs) = UnixStream::pair()
+            .map_err(|e| HopError::Failed(format!("create tor's control socketpair: {e}")))?;
+        let mut place = place;
+        place.inherit = Some((theirs.as_raw_fd(), CONTROL_FD));
         let mut cmd = Command::new(&exe);
         cmd.args(tor_args(&data, socks, &tor));
         (cx.progress)(format!("starting tor ({})", exe.display()));
-        let mut daemon = daemon::spawn(cmd, place, &cx.work_dir.join("tor.log"), "hop:tor")?;
-        let control = wait_circuit(cx, &mut daemon, &data, &tor)?;
+        let spawned = daemon::spawn(cmd, place, &cx.work_dir.join("tor.log"), "hop:tor");
+        drop(theirs);
+        let mut daemon = spawned?;
+        let control = Control::new(ours)
+            .map_err(|e| HopError::Failed(format!("tor's control socket: {e}")))?;
+        let control = wait_circuit(cx, &mut daemon, control, &tor)?;
         daemon::wait_listening(cx, &mut daemon, socks, Duration::from_secs(5), "tor")?;
         let proxy = proxy::start(
             cx,
@@ -113,6 +127,9 @@ impl HopType for TorHop {
     }
 }
 
+/// The descriptor number tor gets its control connection on.
+const CONTROL_FD: i32 = 3;
+
 /// tor's command line: no torrc at all (neither the system's nor Debian's
 /// defaults), everything explicit, the user's `tor_args` last so they win.
 fn tor_args(data: &Path, socks: SocketAddr, tor: &Tor) -> Vec<String> {
@@ -126,12 +143,8 @@ fn tor_args(data: &Path, socks: SocketAddr, tor: &Tor) -> Vec<String> {
         "--ignore-missing-torrc",
         "--DataDirectory",
         &d,
-        "--ControlSocket",
-        &format!("unix:{d}/control.sock"),
-        "--CookieAuthentication",
-        "1",
-        "--CookieAuthFile",
-        &format!("{d}/control_auth_cookie"),
+        "--__OwningControllerFD",
+        &CONTROL_FD.to_string(),
         "--SocksPort",
         &socks.to_string(),
         "--CircuitBuildTimeout",
@@ -167,18 +180,17 @@ fn private_dir(parent: &Path, dir: &Path, owner: Option<(u32, u32)>) -> Result<(
     Ok(())
 }
 
-/// Wait for tor's control socket, authenticate, and poll until a circuit is
-/// established, reporting bootstrap progress; SIGHUP-equivalent
+/// Poll tor's control connection until a circuit is established, reporting bootstrap progress; SIGHUP-equivalent
 /// (`SIGNAL HUP`) every `circuit_build_timeout`, give up after `timeout`.
 fn wait_circuit(
     cx: &mut HopCx<'_>,
     daemon: &mut Daemon,
-    data: &Path,
+    control: Control,
     tor: &Tor,
 ) -> Result<Control, HopError> {
     let start = Instant::now();
     let deadline = start + tor.timeout;
-    let mut control: Option<Control> = None;
+    let mut control = Some(control);
     let mut last_pct = None;
     let mut phase = String::from("not started");
     let mut last_hup = Instant::now();
@@ -188,9 +200,6 @@ fn wait_circuit(
                 "tor exited ({status}) while bootstrapping: {}",
                 daemon.tail()
             )));
-        }
-        if control.is_none() {
-            control = Control::connect(data).ok();
         }
         if let Some(c) = &mut control {
             match c.getinfo("status/bootstrap-phase") {
@@ -243,23 +252,18 @@ fn bootstrap(line: &str) -> (Option<u8>, String) {
     (pct, summary)
 }
 
-/// tor's control protocol on its Unix socket, cookie-authenticated.
+/// tor's control protocol on the owning controller connection.
 #[derive(Debug)]
 struct Control {
     reader: BufReader<UnixStream>,
 }
 
 impl Control {
-    fn connect(data: &Path) -> std::io::Result<Control> {
-        let cookie = std::fs::read(data.join("control_auth_cookie"))?;
-        let stream = UnixStream::connect(data.join("control.sock"))?;
+    fn new(stream: UnixStream) -> std::io::Result<Control> {
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut c = Control {
+        Ok(Control {
             reader: BufReader::new(stream),
-        };
-        let hex: String = cookie.iter().map(|b| format!("{b:02x}")).collect();
-        c.command(&format!("AUTHENTICATE {hex}"))?;
-        Ok(c)
+        })
     }
 
     /// Send one command; the reply's lines (without codes) if it is 250.
