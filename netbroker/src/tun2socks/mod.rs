@@ -327,3 +327,20 @@ pub(crate) fn short_reason(e: &io::Error) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_short_and_lower_case() {
+        let refused = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert_eq!(short_reason(&refused), "connection refused");
+        let unreach = io::Error::from_raw_os_error(libc::ENETUNREACH);
+        assert_eq!(short_reason(&unreach), "network is unreachable");
+        assert_eq!(
+            short_reason(&io::Error::from(io::ErrorKind::TimedOut)),
+            "timed out"
+        );
+    }
+}

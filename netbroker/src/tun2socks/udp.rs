@@ -216,6 +216,26 @@ mod tests {
     }
 
     #[test]
+    fn a_syn_is_told_from_other_tcp_segments() {
+        // IPv4 header (20 bytes) + TCP header (20 bytes), flags at byte 33.
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[198, 18, 0, 1]);
+        p[16..20].copy_from_slice(&[203, 0, 113, 80]);
+        p[20..22].copy_from_slice(&4000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&80u16.to_be_bytes());
+        p[33] = 0x02;
+        let (src, dst, kind) = classify(&p).unwrap();
+        assert_eq!(src, "198.18.0.1:4000".parse().unwrap());
+        assert_eq!(dst, "203.0.113.80:80".parse().unwrap());
+        assert_eq!(kind, Kind::Tcp { syn: true });
+        p[33] = 0x12; // SYN+ACK
+        assert_eq!(classify(&p).unwrap().2, Kind::Tcp { syn: false });
+        assert!(classify(&p[..10]).is_none());
+    }
+
+    #[test]
     fn socks5_udp_framing_round_trips() {
         let mut out = Vec::new();
         let a: SocketAddr = "203.0.113.80:7".parse().unwrap();
