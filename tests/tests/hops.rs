@@ -343,6 +343,10 @@ fn killing_the_proxy_stops_traffic_and_nothing_leaks() {
             assert!(Instant::now() < deadline, "session never came up");
             std::thread::sleep(Duration::from_millis(100));
         }
+        // Every process of the session, the netbroker serving the hop
+        // included, stays within its capability policy.
+        let audit = out(pal(&tb, mode, &["audit", &p]));
+        assert!(audit.status.success(), "{mode:?}: {:?}", text(&audit));
         proxy.kill();
         let before = tb.web_seen().len();
         let o = out(pal(
@@ -553,6 +557,11 @@ fn tor_hop_end_to_end() {
         assert!(Instant::now() < deadline, "the tor session never came up");
         std::thread::sleep(Duration::from_millis(500));
     }
+    // tor runs as its own user with nothing: audit finds no excess.
+    let audit = out(pal(&tb, Mode::Root, &["audit", &p]));
+    let (a_out, a_err) = text(&audit);
+    assert!(audit.status.success(), "{a_out}{a_err}");
+    assert!(a_out.contains("hop:tor"), "{a_out}");
     tor.kill_exit();
     let before = tb.web_seen().len();
     let o = out(pal(
