@@ -56,7 +56,13 @@ pub fn serve(
     // Without a Shutdown, the supervisor is gone (EOF, or a send that found
     // the channel closed): then we clean up after it too.
     let mut orphaned = true;
+    // Hops whose death the supervisor has been told about.
+    let mut reported = Vec::new();
     let result = loop {
+        if !readable_within(chan, WATCH_INTERVAL) {
+            watch_hops(chan, &mut state, &mut reported);
+            continue;
+        }
         let req = match chan.recv() {
             Ok(r) => r,
             Err(WireError::Closed) => {
@@ -82,6 +88,56 @@ pub fn serve(
         crate::orphan::remove_dead_session(&dir);
     }
     result
+}
+
+/// How often a running chain's hops are checked.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether the channel has a message (or EOF) within `timeout`.
+fn readable_within(
+    chan: &Channel<BrokerEvent, BrokerRequest>,
+    timeout: std::time::Duration,
+) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(chan.fd(), PollFlags::POLLIN)];
+    let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, ms) {
+        Ok(0) => false,
+        // Readable, hung up, or an error: let recv() tell which.
+        _ => true,
+    }
+}
+
+/// Tell the supervisor, once, about each hop that stopped working: its
+/// traffic stops there (the kill switch is the missing route), and the user
+/// should know why.
+fn watch_hops(
+    chan: &Channel<BrokerEvent, BrokerRequest>,
+    state: &mut State,
+    reported: &mut Vec<usize>,
+) {
+    let State::NetworkReady {
+        chain: Some(chain), ..
+    } = state
+    else {
+        return;
+    };
+    for (i, hop) in chain.hops.iter_mut().enumerate() {
+        if reported.contains(&i) {
+            continue;
+        }
+        if let Some(reason) = hop.running.exited() {
+            reported.push(i);
+            let message = format!(
+                "stopped: {reason}; traffic through this hop is blocked, nothing falls back to a direct path"
+            );
+            tracing::warn!("hop {}: {message}", i + 1);
+            let _ = chan.send(BrokerEvent::Progress(Progress {
+                hop: Some(i),
+                message,
+            }));
+        }
+    }
 }
 
 fn handle_build_chain(

@@ -421,7 +421,12 @@ impl Loop<'_> {
     fn on_broker(&mut self) -> Result<()> {
         match self.broker.chan.recv() {
             Ok(BrokerEvent::Pids(p)) => self.audit_part(p),
-            Ok(BrokerEvent::Progress(p)) => tracing::info!("{}", p.message),
+            // After the build, a hop's progress is news of its death:
+            // always shown.
+            Ok(BrokerEvent::Progress(p)) => match p.hop {
+                Some(i) => eprintln!("pallium: warning: hop {}: {}", i + 1, p.message),
+                None => tracing::info!("{}", p.message),
+            },
             Ok(BrokerEvent::Failed(e)) => bail!("{e}"),
             Ok(other) => bail!("netbroker sent {other:?} unexpectedly"),
             Err(e) => bail!("the netbroker ended ({e}); the session is torn down so no traffic can leave unprotected"),

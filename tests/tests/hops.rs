@@ -584,3 +584,89 @@ fn tor_hop_end_to_end() {
     assert_no_dns_from_host(&tb);
     assert!(!tb.web_seen().contains(&tb.host_v4().to_string()));
 }
+
+#[test]
+fn a_dead_hop_daemon_is_reported_and_its_traffic_stops() {
+    skip_unless_root!();
+    let tb = Testbed::new("hopdead");
+    let sshd = tb.start_sshd();
+    let args_json = serde_json::to_string(&sshd.ssh_options()).unwrap();
+    let p = profile(
+        "sshdead",
+        &format!(
+            r#"{{"chain": [{{"type": "ssh", "destination": "{}@{}", "user": "{}", "ssh_args": {args_json}}}], "run": {{"command": ["sleep", "600"]}}}}"#,
+            sshd.user(),
+            sshd.addr().ip(),
+            TestUser::NAME
+        ),
+    );
+    let mut run = pal(&tb, Mode::Root, &["run", &p])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn run");
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let stderr = stderr.clone();
+        let mut pipe = run.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                stderr
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let url = format!("http://{}/", tb.web_v4());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = out(pal(
+            &tb,
+            Mode::Root,
+            &["exec", &p, "--", "sh", "-c", &curl(&url)],
+        ));
+        if o.status.success() {
+            assert_eq!(lines(&text(&o).0), [sshd.exit_v4().to_string()]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "session never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The server goes away: ssh exits, and the user is told.
+    sshd.kill();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !stderr.lock().unwrap().contains("hop 1: stopped: ssh") {
+        assert!(
+            Instant::now() < deadline,
+            "no warning: {}",
+            stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = tb.web_seen().len();
+    let o = out(pal(
+        &tb,
+        Mode::Root,
+        &[
+            "exec",
+            &p,
+            "--",
+            "sh",
+            "-c",
+            "curl -sS --max-time 3 http://203.0.113.10/",
+        ],
+    ));
+    assert!(!o.status.success(), "traffic still flows: {:?}", text(&o));
+    assert_eq!(tb.web_seen().len(), before);
+    let _ = out(pal(&tb, Mode::Root, &["stop", &p]));
+    let _ = run.wait();
+    let _ = reader.join();
+    wait_clean(&tb);
+}

@@ -107,7 +107,7 @@ pub trait RunningHop: fmt::Debug + Send {
         Vec::new()
     }
     /// Some(reason) once the hop has stopped working on its own.
-    fn exited(&self) -> Option<String> {
+    fn exited(&mut self) -> Option<String> {
         None
     }
 }

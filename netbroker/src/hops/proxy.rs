@@ -126,7 +126,7 @@ impl RunningHop for ProxyHop {
     fn describe(&self) -> String {
         self.description.clone()
     }
-    fn exited(&self) -> Option<String> {
+    fn exited(&mut self) -> Option<String> {
         self.engine.exited()
     }
 }

@@ -46,7 +46,14 @@ impl RunningHop for DaemonHop {
     fn pids(&self) -> Vec<ProcEntry> {
         vec![self.daemon.proc_entry()]
     }
-    fn exited(&self) -> Option<String> {
+    fn exited(&mut self) -> Option<String> {
+        if let Some(status) = self.daemon.exited() {
+            return Some(format!(
+                "{} exited ({status}): {}",
+                self.what,
+                self.daemon.tail()
+            ));
+        }
         self.proxy.exited()
     }
 }
