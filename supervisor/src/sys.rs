@@ -139,3 +139,13 @@ pub(crate) fn openat2(
     // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
 }
+
+/// Restore SIGPIPE's default action (Rust ignores it), so a report piped
+/// into `head` ends quietly like any other command instead of panicking.
+/// Only for commands that print and exit; a session's supervisor keeps it
+/// ignored.
+pub(crate) fn default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_DFL installs no handler, so no code runs in signal context.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}

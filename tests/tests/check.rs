@@ -188,3 +188,36 @@ fn version_and_help_work() {
     let out = run(&["--help"]);
     assert!(text(&out).0.contains("Examples:"));
 }
+
+#[test]
+fn namespace_other_than_the_applications_is_refused_clearly() {
+    let p = profile_file(
+        "ns-index",
+        r#"{"chain": [{"type": "socks", "address": "192.0.2.1:1080"}]}"#,
+    );
+    let out = run(&[
+        "exec",
+        "--namespace",
+        "0",
+        p.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("--namespace 0"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let out = run(&[
+        "exec",
+        "--namespace",
+        "5",
+        p.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert!(
+        text(&out).1.contains("cannot be greater than 1"),
+        "{:?}",
+        text(&out)
+    );
+}

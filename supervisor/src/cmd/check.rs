@@ -11,21 +11,21 @@ pub(crate) fn check(a: CheckArgs) -> Result<i32> {
     let p = &loaded.profile;
     let root = nix::unistd::getuid().is_root();
     println!("profile: {}", loaded.display);
-    let mode = match (root, p.network.force_slirp) {
-        (true, false) => "root: veth pair to this namespace, masqueraded",
-        (true, true) => "root, network.force_slirp: userspace uplink (pasta or slirp4netns)",
-        (false, _) => "rootless: user namespace, userspace uplink (pasta or slirp4netns)",
+    let hops = p.network.chain.len();
+    let mode = match (root, p.network.force_slirp, hops) {
+        (true, false, 0) => "root: veth pair to this namespace, masqueraded",
+        (true, false, _) => "root: hop 1 connects from this namespace (no veth, no NAT)",
+        (true, true, _) => "root, network.force_slirp: userspace uplink (pasta or slirp4netns)",
+        (false, _, _) => "rootless: user namespace, userspace uplink (pasta or slirp4netns)",
     };
     println!("mode: {mode}");
     let mut ns = vec!["this namespace".to_string()];
-    ns.extend(
-        p.network
-            .chain
-            .iter()
-            .enumerate()
-            .map(|(i, _)| format!("hop {i}")),
-    );
-    ns.push("application".into());
+    ns.extend((1..=hops).map(|i| format!("hop {i}")));
+    if hops == 0 {
+        ns.push("application".into());
+    } else if let Some(last) = ns.last_mut() {
+        *last += " (application)";
+    }
     println!("namespaces: {}", ns.join(" → "));
     for line in p.describe() {
         println!("  {line}");

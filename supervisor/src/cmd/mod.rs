@@ -25,9 +25,18 @@ pub(crate) fn run(cli: Cli) -> Result<i32> {
         Command::Exec(a) => exec::exec(a.target, &a.profile, a.command),
         Command::Shell(a) => exec::exec(a.target, &a.profile, vec![shell()]),
         Command::Stop(a) => stop::stop(a),
-        Command::List => list::list(),
-        Command::Check(a) => check::check(a),
-        Command::Audit(a) => audit::audit(a),
+        Command::List => {
+            crate::sys::default_sigpipe();
+            list::list()
+        }
+        Command::Check(a) => {
+            crate::sys::default_sigpipe();
+            check::check(a)
+        }
+        Command::Audit(a) => {
+            crate::sys::default_sigpipe();
+            audit::audit(a)
+        }
         Command::Cp(a) => cp::transfer(a.transfer, a.recursive, false),
         Command::Mv(a) => cp::transfer(a, true, true),
     }
@@ -122,6 +131,13 @@ pub(crate) fn check_namespace_index(index: i64, namespaces: usize) -> Result<()>
     }
     if index < -n {
         bail!("the network namespace index cannot be smaller than -{n}");
+    }
+    // Only the application's namespace (the last) has a sandbox to run in;
+    // never run silently somewhere other than where the user asked.
+    if index != -1 && index != n - 1 {
+        bail!(
+            "--namespace {index}: running a command in a hop's namespace is not supported; use the application's (-1, the default)"
+        );
     }
     Ok(())
 }
