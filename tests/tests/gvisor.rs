@@ -267,6 +267,15 @@ fn exec_joins_a_running_gvisor_session() {
     // The first command's file and its process, seen from inside the same
     // gVisor kernel.
     assert_eq!(out, "first\n1\n");
+    // runsc's processes hold capabilities only in the user namespace runsc
+    // made inside the sandbox: audit shows them and finds nothing to flag.
+    let audit = pal(&tb, Mode::Root, &["audit", &p])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (a_out, a_err) = text(&audit);
+    assert!(audit.status.success(), "{a_out}{a_err}");
+    assert!(a_out.contains("nested inside the sandbox"), "{a_out}");
     drop(s);
     assert_eq!(common::wait_clean(&tb), Vec::<String>::new());
 }

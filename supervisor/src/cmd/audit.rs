@@ -17,6 +17,13 @@ pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
     let mut entries = client::audit(&dir)?;
     entries.sort_by_key(|e| e.pid);
     entries.dedup_by_key(|e| e.pid);
+    // The sandbox's own user namespace: that of its init. An application
+    // process in another one (a user namespace it or gVisor's runsc made
+    // inside the sandbox) holds its capabilities only there.
+    let sandbox_userns = entries
+        .iter()
+        .find(|e| e.role == "init")
+        .and_then(|e| userns(e.pid));
     let mut violations = 0;
     for e in &entries {
         let Some(st) = read_status(e.pid) else {
@@ -26,7 +33,13 @@ pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
         let allowed = policy::allowed_mask(role);
         let field = |k: &str| st.get(k).cloned().unwrap_or_default();
         let mask = |k: &str| u64::from_str_radix(&field(k), 16).unwrap_or(0);
+        let nested = matches!(role, Role::App)
+            && sandbox_userns.is_some()
+            && userns(e.pid) != sandbox_userns;
         println!("{} {} ({})", e.pid, e.role, field("Name"));
+        if nested {
+            println!("  in a user namespace nested inside the sandbox: its capabilities count only there");
+        }
         println!(
             "  uid {}  gid {}",
             field("Uid").replace('\t', " "),
@@ -41,7 +54,7 @@ pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
             let m = mask(k);
             // The bounding set only matters for the sandbox's processes: a
             // process outside it holds nothing it could regain.
-            let checked = k != "CapBnd" || matches!(role, Role::App | Role::Init);
+            let checked = !nested && (k != "CapBnd" || matches!(role, Role::App | Role::Init));
             let bad = checked && m & !allowed != 0;
             violations += usize::from(bad);
             let names = policy::mask_names(m);
@@ -83,6 +96,13 @@ fn read_status(pid: i32) -> Option<BTreeMap<String, String>> {
             .map(|(k, v)| (k.to_string(), v.trim().to_string()))
             .collect(),
     )
+}
+
+/// The inode of `pid`'s user namespace.
+fn userns(pid: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/ns/user"))
+        .ok()
+        .map(|l| l.display().to_string())
 }
 
 fn namespaces(pid: i32) -> String {
