@@ -19,10 +19,10 @@ pub mod rtnl;
 pub mod server;
 pub mod sys;
 pub mod sysctl;
-pub mod tun;
-pub mod tun2socks;
 #[cfg(test)]
 mod testutil;
+pub mod tun;
+pub mod tun2socks;
 
 use proto::broker::{BrokerEvent, BrokerRequest};
 use proto::policy::{drop_to, PolicyError, Role};

@@ -88,6 +88,79 @@ fn lines(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// A `pallium run PROFILE` in the background, its stderr collected.
+struct Session {
+    child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Session {
+    fn start(tb: &Testbed, mode: Mode, profile: &str) -> Session {
+        let mut child = pal(tb, mode, &["run", profile])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn run");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Session {
+            child,
+            stderr,
+            reader: Some(reader),
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// `pallium stop`, then wait for the run to end.
+    fn stop(mut self, tb: &Testbed, mode: Mode, profile: &str) {
+        let _ = out(pal(tb, mode, &["stop", profile]));
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// Retry `curl URL` in the running session until it works (the session is
+/// still coming up before that); its output.
+fn wait_up(tb: &Testbed, mode: Mode, profile: &str, url: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let o = out(pal(
+            tb,
+            mode,
+            &["exec", profile, "--", "sh", "-c", &curl(url)],
+        ));
+        if o.status.success() {
+            return text(&o).0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{mode:?}: the session never came up: {:?}",
+            text(&o)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// No query reached the DNS host from the host namespace's own addresses.
 fn assert_no_dns_from_host(tb: &Testbed) {
     let q = tb.dns_queries();
@@ -326,23 +399,10 @@ fn killing_the_proxy_stops_traffic_and_nothing_leaks() {
                 proxy.addr()
             ),
         );
-        let mut run = pal(&tb, mode, &["run", &p])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn run");
+        let session = Session::start(&tb, mode, &p);
         let url = format!("http://{}/", tb.web_v4());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let o = out(pal(&tb, mode, &["exec", &p, "--", "sh", "-c", &curl(&url)]));
-            if o.status.success() {
-                assert_eq!(lines(&text(&o).0), [proxy.exit_v4().to_string()]);
-                break;
-            }
-            assert!(Instant::now() < deadline, "session never came up");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let first = wait_up(&tb, mode, &p, &url, Duration::from_secs(20));
+        assert_eq!(lines(&first), [proxy.exit_v4().to_string()]);
         // Every process of the session, the netbroker serving the hop
         // included, stays within its capability policy.
         let audit = out(pal(&tb, mode, &["audit", &p]));
@@ -361,9 +421,7 @@ fn killing_the_proxy_stops_traffic_and_nothing_leaks() {
             before,
             "something reached the web host: {seen:?}"
         );
-        let _ = out(pal(&tb, mode, &["stop", &p]));
-        let status = run.wait().unwrap();
-        let _ = status;
+        session.stop(&tb, mode, &p);
         wait_clean(&tb);
     }
     assert!(!tb.web_seen().contains(&tb.host_v4().to_string()));
@@ -538,25 +596,8 @@ fn tor_hop_end_to_end() {
         "torkill",
         &format!(r#"{{"chain": [{tor_hop}], "run": {{"command": ["sleep", "600"]}}}}"#),
     );
-    let mut run = pal(&tb, Mode::Root, &["run", &p])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn run");
-    let deadline = Instant::now() + Duration::from_secs(150);
-    loop {
-        let o = out(pal(
-            &tb,
-            Mode::Root,
-            &["exec", &p, "--", "sh", "-c", &curl(&web)],
-        ));
-        if o.status.success() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the tor session never came up");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let session = Session::start(&tb, Mode::Root, &p);
+    wait_up(&tb, Mode::Root, &p, &web, Duration::from_secs(150));
     // tor runs as its own user with nothing: audit finds no excess.
     let audit = out(pal(&tb, Mode::Root, &["audit", &p]));
     let (a_out, a_err) = text(&audit);
@@ -578,8 +619,7 @@ fn tor_hop_end_to_end() {
     ));
     assert!(!o.status.success(), "traffic still flows: {:?}", text(&o));
     assert_eq!(tb.web_seen().len(), before, "{:?}", tb.web_seen());
-    let _ = out(pal(&tb, Mode::Root, &["stop", &p]));
-    let _ = run.wait();
+    session.stop(&tb, Mode::Root, &p);
     wait_clean(&tb);
     assert_no_dns_from_host(&tb);
     assert!(!tb.web_seen().contains(&tb.host_v4().to_string()));
@@ -600,53 +640,18 @@ fn a_dead_hop_daemon_is_reported_and_its_traffic_stops() {
             TestUser::NAME
         ),
     );
-    let mut run = pal(&tb, Mode::Root, &["run", &p])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn run");
-    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let reader = {
-        let stderr = stderr.clone();
-        let mut pipe = run.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                stderr
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        })
-    };
+    let session = Session::start(&tb, Mode::Root, &p);
     let url = format!("http://{}/", tb.web_v4());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let o = out(pal(
-            &tb,
-            Mode::Root,
-            &["exec", &p, "--", "sh", "-c", &curl(&url)],
-        ));
-        if o.status.success() {
-            assert_eq!(lines(&text(&o).0), [sshd.exit_v4().to_string()]);
-            break;
-        }
-        assert!(Instant::now() < deadline, "session never came up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let first = wait_up(&tb, Mode::Root, &p, &url, Duration::from_secs(30));
+    assert_eq!(lines(&first), [sshd.exit_v4().to_string()]);
     // The server goes away: ssh exits, and the user is told.
     sshd.kill();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !stderr.lock().unwrap().contains("hop 1: stopped: ssh") {
+    while !session.stderr().contains("hop 1: stopped: ssh") {
         assert!(
             Instant::now() < deadline,
             "no warning: {}",
-            stderr.lock().unwrap()
+            session.stderr()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -665,8 +670,6 @@ fn a_dead_hop_daemon_is_reported_and_its_traffic_stops() {
     ));
     assert!(!o.status.success(), "traffic still flows: {:?}", text(&o));
     assert_eq!(tb.web_seen().len(), before);
-    let _ = out(pal(&tb, Mode::Root, &["stop", &p]));
-    let _ = run.wait();
-    let _ = reader.join();
+    session.stop(&tb, Mode::Root, &p);
     wait_clean(&tb);
 }

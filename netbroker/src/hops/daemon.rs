@@ -1,6 +1,7 @@
 //! Hop daemons (tor, ssh, socksapp programs): find the binary, start it in
 //! N(i−1) as the right user with its output in a log file, wait until its
-//! SOCKS port answers, and stop it when the hop is dropped.
+//! SOCKS port answers, serve that port into Ni ([`DaemonHop`]), and stop it
+//! when the hop is dropped.
 
 #![forbid(unsafe_code)]
 
@@ -17,10 +18,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use proto::broker::ProcEntry;
+use proto::profile::{Endpoint, Host};
 
-use super::{HopCx, HopError};
+use super::proxy::{self, ProxyHop};
+use super::{HopCx, HopError, RunningHop};
 use crate::netns;
 use crate::sys::{self, DaemonPlacement, MapBack};
+use crate::tun2socks::{Protocol, ProxyConfig};
 
 /// A running hop daemon; dropping it stops it (SIGTERM, then SIGKILL).
 #[derive(Debug)]
@@ -304,4 +308,89 @@ pub(super) fn tail(path: &Path, n: usize) -> String {
     } else {
         out
     }
+}
+
+/// A hop served by a local SOCKS daemon (ssh, or a socksapp program).
+#[derive(Debug)]
+pub(super) struct DaemonHop {
+    pub(super) proxy: ProxyHop,
+    pub(super) daemon: Daemon,
+    pub(super) what: String,
+    /// Asks the daemon to exit before it is signalled (tor: `SIGNAL HALT`).
+    pub(super) halt: Option<Halt>,
+}
+
+/// A daemon's own way to stop.
+pub(super) struct Halt(pub(super) Box<dyn FnMut() + Send>);
+
+impl std::fmt::Debug for Halt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Halt")
+    }
+}
+
+impl Drop for DaemonHop {
+    fn drop(&mut self) {
+        if let Some(Halt(halt)) = &mut self.halt {
+            halt();
+        }
+        // Then the fields: the engine stops, the daemon is reaped or killed.
+    }
+}
+
+impl RunningHop for DaemonHop {
+    fn resolv_conf(&self) -> String {
+        self.proxy.resolv_conf()
+    }
+    fn resolvers(&self) -> Vec<SocketAddr> {
+        self.proxy.resolvers()
+    }
+    fn describe(&self) -> String {
+        format!(
+            "{} (pid {}) ← {}",
+            self.what,
+            self.daemon.child.id(),
+            self.proxy.describe()
+        )
+    }
+    fn pids(&self) -> Vec<ProcEntry> {
+        vec![self.daemon.proc_entry()]
+    }
+    fn exited(&mut self) -> Option<String> {
+        if let Some(status) = self.daemon.exited() {
+            return Some(format!(
+                "{} exited ({status}): {}",
+                self.what,
+                self.daemon.tail()
+            ));
+        }
+        self.proxy.exited()
+    }
+}
+
+/// Serve a daemon's SOCKS5 listener on `socks` into Ni.
+pub(super) fn serve(
+    cx: &mut HopCx<'_>,
+    daemon: Daemon,
+    socks: SocketAddr,
+    what: String,
+) -> Result<DaemonHop, HopError> {
+    let proxy = proxy::start(
+        cx,
+        ProxyConfig {
+            protocol: Protocol::Socks5,
+            address: Endpoint {
+                host: Host::Ip(socks.ip()),
+                port: socks.port(),
+            },
+            username: None,
+            password: None,
+        },
+    )?;
+    Ok(DaemonHop {
+        proxy,
+        daemon,
+        what,
+        halt: None,
+    })
 }

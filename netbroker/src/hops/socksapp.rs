@@ -13,7 +13,6 @@ use std::process::Command;
 use proto::profile::HopKind;
 
 use super::daemon;
-use super::ssh::serve;
 use super::{HopCx, HopError, HopType, RunningHop};
 
 pub(super) struct SocksappHop;
@@ -44,6 +43,6 @@ impl HopType for SocksappHop {
             "hop:socksapp",
         )?;
         daemon::wait_listening(cx, &mut daemon, socks, app.timeout, program)?;
-        Ok(Box::new(serve(cx, daemon, socks, program.clone())?))
+        Ok(Box::new(daemon::serve(cx, daemon, socks, program.clone())?))
     }
 }

@@ -10,79 +10,12 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 
-use proto::broker::ProcEntry;
-use proto::profile::{Endpoint, HopKind, Host};
+use proto::profile::HopKind;
 
-use super::daemon::{self, Daemon};
-use super::proxy::{self, ProxyHop};
+use super::daemon;
 use super::{HopCx, HopError, HopType, RunningHop};
-use crate::tun2socks::{Protocol, ProxyConfig};
 
 pub(super) struct SshHop;
-
-/// A hop served by a local SOCKS daemon (ssh, or a socksapp program).
-#[derive(Debug)]
-pub(super) struct DaemonHop {
-    pub(super) proxy: ProxyHop,
-    pub(super) daemon: Daemon,
-    pub(super) what: String,
-}
-
-impl RunningHop for DaemonHop {
-    fn resolv_conf(&self) -> String {
-        self.proxy.resolv_conf()
-    }
-    fn resolvers(&self) -> Vec<SocketAddr> {
-        self.proxy.resolvers()
-    }
-    fn describe(&self) -> String {
-        format!(
-            "{} (pid {}) ← {}",
-            self.what,
-            self.daemon.child.id(),
-            self.proxy.describe()
-        )
-    }
-    fn pids(&self) -> Vec<ProcEntry> {
-        vec![self.daemon.proc_entry()]
-    }
-    fn exited(&mut self) -> Option<String> {
-        if let Some(status) = self.daemon.exited() {
-            return Some(format!(
-                "{} exited ({status}): {}",
-                self.what,
-                self.daemon.tail()
-            ));
-        }
-        self.proxy.exited()
-    }
-}
-
-/// Serve a daemon's SOCKS5 listener on `socks` into Ni.
-pub(super) fn serve(
-    cx: &mut HopCx<'_>,
-    daemon: Daemon,
-    socks: SocketAddr,
-    what: String,
-) -> Result<DaemonHop, HopError> {
-    let proxy = proxy::start(
-        cx,
-        ProxyConfig {
-            protocol: Protocol::Socks5,
-            address: Endpoint {
-                host: Host::Ip(socks.ip()),
-                port: socks.port(),
-            },
-            username: None,
-            password: None,
-        },
-    )?;
-    Ok(DaemonHop {
-        proxy,
-        daemon,
-        what,
-    })
-}
 
 impl HopType for SshHop {
     fn start(&self, cx: &mut HopCx<'_>) -> Result<Box<dyn RunningHop>, HopError> {
@@ -107,6 +40,6 @@ impl HopType for SshHop {
         let mut daemon = daemon::spawn(cmd, place, &cx.work_dir.join("ssh.log"), "hop:ssh")?;
         daemon::wait_listening(cx, &mut daemon, socks, ssh.timeout, "ssh")?;
         let what = format!("ssh {}", ssh.destination);
-        Ok(Box::new(serve(cx, daemon, socks, what)?))
+        Ok(Box::new(daemon::serve(cx, daemon, socks, what)?))
     }
 }

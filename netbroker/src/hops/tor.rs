@@ -22,62 +22,12 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use proto::broker::ProcEntry;
-use proto::profile::{Endpoint, HopKind, Host, Tor};
+use proto::profile::{HopKind, Tor};
 
-use super::daemon::{self, Daemon};
-use super::proxy::{self, ProxyHop};
+use super::daemon::{self, Daemon, Halt};
 use super::{HopCx, HopError, HopType, RunningHop};
-use crate::tun2socks::{Protocol, ProxyConfig};
 
 pub(super) struct TorHop;
-
-/// A running tor hop.
-#[derive(Debug)]
-struct RunningTor {
-    proxy: ProxyHop,
-    control: Option<Control>,
-    daemon: Daemon,
-}
-
-impl Drop for RunningTor {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.control {
-            // Exit at once (SHUTDOWN would wait for ShutdownWaitLength).
-            let _ = c.command("SIGNAL HALT");
-        }
-        // `proxy` stops with the fields; `daemon` is reaped (or killed).
-    }
-}
-
-impl RunningHop for RunningTor {
-    fn resolv_conf(&self) -> String {
-        self.proxy.resolv_conf()
-    }
-    fn resolvers(&self) -> Vec<SocketAddr> {
-        self.proxy.resolvers()
-    }
-    fn describe(&self) -> String {
-        format!(
-            "tor (pid {}) ← {}",
-            self.daemon.child.id(),
-            self.proxy.describe()
-        )
-    }
-    fn pids(&self) -> Vec<ProcEntry> {
-        vec![self.daemon.proc_entry()]
-    }
-    fn exited(&mut self) -> Option<String> {
-        if let Some(status) = self.daemon.exited() {
-            return Some(format!(
-                "{} exited ({status}): {}",
-                "tor",
-                self.daemon.tail()
-            ));
-        }
-        self.proxy.exited()
-    }
-}
 
 impl HopType for TorHop {
     fn start(&self, cx: &mut HopCx<'_>) -> Result<Box<dyn RunningHop>, HopError> {
@@ -114,23 +64,13 @@ impl HopType for TorHop {
             .map_err(|e| HopError::Failed(format!("tor's control socket: {e}")))?;
         let control = wait_circuit(cx, &mut daemon, control, &tor)?;
         daemon::wait_listening(cx, &mut daemon, socks, Duration::from_secs(5), "tor")?;
-        let proxy = proxy::start(
-            cx,
-            ProxyConfig {
-                protocol: Protocol::Socks5,
-                address: Endpoint {
-                    host: Host::Ip(socks.ip()),
-                    port,
-                },
-                username: None,
-                password: None,
-            },
-        )?;
-        Ok(Box::new(RunningTor {
-            proxy,
-            control: Some(control),
-            daemon,
-        }))
+        let mut hop = daemon::serve(cx, daemon, socks, "tor".into())?;
+        let mut control = control;
+        // Exit at once (SHUTDOWN would wait for ShutdownWaitLength).
+        hop.halt = Some(Halt(Box::new(move || {
+            let _ = control.command("SIGNAL HALT");
+        })));
+        Ok(Box::new(hop))
     }
 }
 
