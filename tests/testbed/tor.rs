@@ -442,10 +442,17 @@ fn torrc_text(host: &Host, role: Role, nick: &str, data: &Path, auths: &[String]
             lines.push("SocksPort 0".to_owned());
             lines.push(format!("HiddenServiceDir {}", data.join("hs").display()));
             lines.push(format!("HiddenServicePort 80 {WEB_V4}:80"));
+            // Vanguards-lite picks its layer-2 relays once, early; started
+            // before the network's microdescriptors are all known, it can
+            // pick none and then never build a service circuit (seen here
+            // under load). Six relays give it nothing to protect anyway.
+            lines.push("VanguardsLiteEnabled 0".to_owned());
         }
         Role::Client => {
             lines.push(format!("SocksPort 0.0.0.0:{SOCKS_PORT}"));
             lines.push(format!("SocksPort [::]:{SOCKS_PORT}"));
+            // As for the onion service: its layer-2 picks happen at start.
+            lines.push("VanguardsLiteEnabled 0".to_owned());
         }
     }
     lines.join("\n") + "\n"
