@@ -106,6 +106,8 @@ rss() { awk '/^VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 # Time per new connection (connect, one byte echoed, close): straight to the
 # server, and with a SOCKS5 client through dante itself; "+ms/conn" below is
 # what the tun2socks path adds on top of the latter.
+# dante's first connections are slow (it forks its workers): warm it up.
+ip netns exec $D python3 "$WORK/conn_socks.py" 300 >/dev/null
 PLAIN_MS=$(ip netns exec $D python3 "$WORK/conn.py" 300)
 DIRECT_MS=$(ip netns exec $D python3 "$WORK/conn_socks.py" 300)
 echo "ms per connection: direct $PLAIN_MS, SOCKS5 client through dante $DIRECT_MS"
@@ -154,5 +156,28 @@ if [ -n "$T2P" ]; then
     done
 else
     echo "(tun2proxy-bin not found: cargo install tun2proxy --root /tmp/t2p for the comparison)"
+fi
+# The same through pallium itself: a session with one socks hop started in
+# the dial namespace (root mode: hop 1 dials from there), iperf3 and the
+# connection loop run inside its sandbox; RSS is the whole netbroker's.
+PAL=./target/release/pallium
+if [ -x "$PAL" ] && [ -x ./target/release/pallium-netbroker ]; then
+    PROF="$WORK/bench-profile.json"
+    echo '{"chain": [{"type": "socks", "address": "127.0.0.1:1080"}], "run": {"command": ["sleep", "600"]}}' > "$PROF"
+    ip netns exec $D "$PAL" run --quiet "$PROF" >/dev/null 2>&1 &
+    RUN=$!
+    PIDS+=($RUN)
+    for _ in $(seq 100); do ip netns exec $D "$PAL" exec "$PROF" -- true 2>/dev/null && break; sleep 0.1; done
+    pex() { ip netns exec $D "$PAL" exec --quiet "$PROF" -- "$@"; }
+    ms=$(pex python3 "$WORK/conn.py" 300)
+    up=$(pex iperf3 -J -c 203.0.113.80 -p 5201 -t "$SECS" | gbps)
+    down=$(pex iperf3 -J -c 203.0.113.80 -p 5201 -t "$SECS" -R | gbps)
+    NB=$(pgrep -P "$RUN" -f pallium-netbroker | head -1)
+    mem=$( [ -n "$NB" ] && rss "$NB" || echo "?")
+    ip netns exec $D "$PAL" stop "$PROF" >/dev/null 2>&1 || true
+    printf '%-44s %8s %8s %10s %9s\n' "pallium exec, one socks hop (netbroker RSS)" "$up" "$down" \
+        "$(python3 -c "print('%.3f' % ($ms - $DIRECT_MS))")" "$mem"
+else
+    echo "(no release build: cargo build --release for the pallium exec row)"
 fi
 echo "targets: >= 4 Gb/s both ways through dante, >= 2x tun2proxy, <= 1.5 ms/connection, <= 10 MiB RSS"
