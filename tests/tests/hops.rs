@@ -673,3 +673,70 @@ fn a_dead_hop_daemon_is_reported_and_its_traffic_stops() {
     session.stop(&tb, Mode::Root, &p);
     wait_clean(&tb);
 }
+
+#[test]
+fn socksapp_hop_runs_the_program_and_a_proxy_at_an_ipv6_address_works() {
+    skip_unless_root!();
+    let tb = Testbed::new("hopapp");
+    let proxy = tb.start_microsocks();
+    let microsocks = ["/usr/bin/microsocks", "/usr/local/bin/microsocks"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("microsocks is installed (.ci/run installs it)");
+    for mode in modes() {
+        // microsocks as the "SOCKS app": it runs where the chain starts (the
+        // testbed's host namespace), so the web host sees the host's address.
+        let p = profile(
+            "socksapp",
+            &format!(
+                r#"{{"chain": [{{"type": "socksapp", "user": "nobody", "cmd": ["{microsocks}", "-i", "127.0.0.1", "-p", "{{port}}"]}}]}}"#
+            ),
+        );
+        // By address: see socksapp_then_a_name_stalls below for names.
+        let script = curl(&format!("http://{}/", tb.web_v4()));
+        let (ok, stdout, stderr) = one_shot(&tb, mode, &p, &script);
+        assert!(ok, "{mode:?}: {stdout}{stderr}");
+        assert_eq!(lines(&stdout), [tb.host_v4().to_string()], "{stderr}");
+        wait_clean(&tb);
+        // A proxy given as [v6]:port.
+        let p = profile(
+            "socks-v6",
+            &format!(
+                r#"{{"chain": [{{"type": "socks", "address": "{}"}}]}}"#,
+                proxy.addr_v6()
+            ),
+        );
+        let (ok, stdout, stderr) = one_shot(&tb, mode, &p, &curl(&format!("http://{WEB4_NAME}/")));
+        assert!(ok, "{mode:?}: {stdout}{stderr}");
+        assert_eq!(lines(&stdout), [proxy.exit_v4().to_string()], "{stderr}");
+        wait_clean(&tb);
+    }
+}
+
+/// Known problem, kept as a reproduction: through a socksapp hop (microsocks
+/// run by pallium as `nobody` in the host namespace), a request by name right
+/// after one by address stalls until curl's timeout — the name works alone in
+/// a running session, and the same sequence works through a socks hop to the
+/// same microsocks started by hand. Not understood yet.
+#[test]
+#[ignore]
+fn socksapp_then_a_name_stalls() {
+    skip_unless_root!();
+    let tb = Testbed::new("hopappname");
+    let p = profile(
+        "socksapp-name",
+        r#"{"chain": [{"type": "socksapp", "user": "nobody", "cmd": ["/usr/bin/microsocks", "-i", "127.0.0.1", "-p", "{port}"]}]}"#,
+    );
+    let script = format!(
+        "{}; {}",
+        curl(&format!("http://{}/", tb.web_v4())),
+        curl(&format!("http://{WEB4_NAME}/"))
+    );
+    let (ok, stdout, stderr) = one_shot(&tb, Mode::Root, &p, &script);
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(
+        lines(&stdout),
+        [tb.host_v4().to_string(), tb.host_v4().to_string()],
+        "{stderr}"
+    );
+}
