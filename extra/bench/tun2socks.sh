@@ -177,6 +177,21 @@ if [ -x "$PAL" ] && [ -x ./target/release/pallium-netbroker ]; then
     ip netns exec $D "$PAL" stop "$PROF" >/dev/null 2>&1 || true
     printf '%-44s %8s %8s %10s %9s\n' "pallium exec, one socks hop (netbroker RSS)" "$up" "$down" \
         "$(python3 -c "print('%.3f' % ($ms - $DIRECT_MS))")" "$mem"
+    # Startup of a one-shot command behind one socks hop (the probe of the
+    # proxy included), against the empty chain.
+    if command -v hyperfine >/dev/null; then
+        ONE="$WORK/one-hop.json"
+        echo '{"chain": [{"type": "socks", "address": "127.0.0.1:1080"}]}' > "$ONE"
+        hyperfine -N -w 3 -r 30 --style none --export-json "$WORK/hf.json" \
+            "ip netns exec $D $PAL exec --one-shot --quiet default -- true" \
+            "ip netns exec $D $PAL exec --one-shot --quiet $ONE -- true" >/dev/null 2>&1 &&
+            python3 - "$WORK/hf.json" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    what = "one socks hop" if "one-hop" in r["command"] else "empty chain"
+    print("startup, pallium exec --one-shot, %-14s median %.1f ms" % (what, r["median"] * 1000))
+PY
+    fi
 else
     echo "(no release build: cargo build --release for the pallium exec row)"
 fi
