@@ -161,6 +161,15 @@ fn wait_up(tb: &Testbed, mode: Mode, profile: &str, url: &str, limit: Duration) 
     }
 }
 
+/// `curl http://web4.pallium.test/` in a one-shot session of `profile` works
+/// and the web host saw `exit`; then nothing is left behind.
+fn exits_at(tb: &Testbed, mode: Mode, profile: &str, exit: std::net::Ipv4Addr) {
+    let (ok, stdout, stderr) = one_shot(tb, mode, profile, &curl(&format!("http://{WEB4_NAME}/")));
+    assert!(ok, "{mode:?}: {stdout}{stderr}");
+    assert_eq!(lines(&stdout), [exit.to_string()], "{mode:?}: {stderr}");
+    wait_clean(tb);
+}
+
 /// No query reached the DNS host from the host namespace's own addresses.
 fn assert_no_dns_from_host(tb: &Testbed) {
     let q = tb.dns_queries();
@@ -311,10 +320,7 @@ fn http_connect_hop_with_basic_auth() {
                 auth.pass
             ),
         );
-        let (ok, stdout, stderr) = one_shot(&tb, mode, &p, &curl(&format!("http://{WEB4_NAME}/")));
-        assert!(ok, "{mode:?}: {stdout}{stderr}");
-        assert_eq!(lines(&stdout), [proxy.exit_v4().to_string()], "{stderr}");
-        wait_clean(&tb);
+        exits_at(&tb, mode, &p, proxy.exit_v4());
     }
     assert_no_dns_from_host(&tb);
 }
@@ -448,10 +454,7 @@ fn ssh_hop_exits_at_the_ssh_server() {
                 sshd.addr().ip()
             ),
         );
-        let (ok, stdout, stderr) = one_shot(&tb, mode, &p, &curl(&format!("http://{WEB4_NAME}/")));
-        assert!(ok, "{mode:?}: {stdout}{stderr}");
-        assert_eq!(lines(&stdout), [sshd.exit_v4().to_string()], "{stderr}");
-        wait_clean(&tb);
+        exits_at(&tb, mode, &p, sshd.exit_v4());
     }
     assert_no_dns_from_host(&tb);
 }
@@ -706,10 +709,7 @@ fn socksapp_hop_runs_the_program_and_a_proxy_at_an_ipv6_address_works() {
                 proxy.addr_v6()
             ),
         );
-        let (ok, stdout, stderr) = one_shot(&tb, mode, &p, &curl(&format!("http://{WEB4_NAME}/")));
-        assert!(ok, "{mode:?}: {stdout}{stderr}");
-        assert_eq!(lines(&stdout), [proxy.exit_v4().to_string()], "{stderr}");
-        wait_clean(&tb);
+        exits_at(&tb, mode, &p, proxy.exit_v4());
     }
 }
 
