@@ -59,6 +59,7 @@ rm -f "$VU"
 if command -v runsc >/dev/null; then
     GV=$(mktemp /tmp/pallium-bench-gv-XXXX.json)
     echo '{"sandbox": {"gvisor": true}}' > "$GV"
+    chmod 0644 "$GV" # mktemp makes it 0600: the rootless row runs as the bench user
     row "pallium exec --one-shot, gvisor (root)" "$(median_ms "$BIN/pallium" exec --quiet --one-shot "$GV" -- true)" "-"
     row "pallium exec --one-shot, gvisor (rootless)" "$(median_ms setpriv --reuid "$UID_N" --regid "$(id -g "$USER_NAME")" --init-groups env HOME="/home/$USER_NAME" XDG_RUNTIME_DIR="/run/user/$UID_N" "$BIN/pallium" exec --quiet --one-shot "$GV" -- true)" "-"
     row "runsc --rootless --network=host do true (root)" "$(median_ms runsc --rootless --network=host --ignore-cgroups do true)" "-"
