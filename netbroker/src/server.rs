@@ -161,7 +161,7 @@ fn handle_build_chain(
         return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
     }
     if !req.chain.is_empty() {
-        return handle_build_hops(chan, state, req);
+        return handle_build_hops(chan, state, req, paths);
     }
     let progress = |chan: &Channel<BrokerEvent, BrokerRequest>, message: String| {
         let _ = chan.send(BrokerEvent::Progress(Progress { hop: None, message }));
@@ -181,15 +181,7 @@ fn handle_build_chain(
         r.map(Built::Veth)
             .map_err(|e| RemoteError::new("netbroker: veth uplink", &e))
     } else {
-        let uplink = if req.uplink == Uplink::Veth {
-            Uplink::Pasta
-        } else {
-            req.uplink
-        };
-        progress(chan, format!("starting {}", tool_name(uplink)));
-        rootless::build(uplink, req.rootless, req.uid, req.gid)
-            .map(Built::Userspace)
-            .map_err(|e| RemoteError::new(format!("netbroker: {} uplink", tool_name(uplink)), &e))
+        userspace_uplink(chan, &req).map(Built::Userspace)
     };
     let uplink = match built {
         Ok(b) => b,
@@ -247,12 +239,7 @@ fn chain_ready(uplink: &Built) -> std::io::Result<ChainReady> {
         },
         Built::Userspace(u) => ChainReady {
             netns: Fd(u.netns.try_clone()?),
-            userns: u
-                .userns
-                .as_ref()
-                .map(|f| f.try_clone())
-                .transpose()?
-                .map(Fd),
+            userns: dup_userns(u)?,
             resolv_conf: u.resolv_conf.clone(),
             links: vec![u.link.clone()],
         },
@@ -296,6 +283,7 @@ fn handle_build_hops(
     chan: &mut Channel<BrokerEvent, BrokerRequest>,
     state: &mut State,
     req: BuildChain,
+    paths: &HostPaths,
 ) -> Result<(), ServeError> {
     let progress = |chan: &Channel<BrokerEvent, BrokerRequest>, hop: Option<usize>, message| {
         let _ = chan.send(BrokerEvent::Progress(Progress { hop, message }));
@@ -308,18 +296,9 @@ fn handle_build_hops(
     let uplink = if use_host {
         None
     } else {
-        let tool = if req.uplink == Uplink::Veth {
-            Uplink::Pasta
-        } else {
-            req.uplink
-        };
-        progress(chan, None, format!("starting {}", tool_name(tool)));
-        match rootless::build(tool, req.rootless, req.uid, req.gid) {
+        match userspace_uplink(chan, &req) {
             Ok(u) => Some(u),
-            Err(e) => {
-                let e = RemoteError::new(format!("netbroker: {} uplink", tool_name(tool)), &e);
-                return fail(chan, e);
-            }
+            Err(e) => return fail(chan, e),
         }
     };
     let n0 = match &uplink {
@@ -329,7 +308,7 @@ fn handle_build_hops(
     .map_err(ServeError::Dup)?;
     let resolvers = match &uplink {
         Some(u) => hops::nameservers(&u.resolv_conf),
-        None => hops::nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+        None => hops::nameservers(&std::fs::read_to_string(&paths.resolv_conf).unwrap_or_default()),
     };
     if let Some(UserspaceUplink {
         userns: Some(userns),
@@ -374,13 +353,10 @@ fn handle_build_hops(
             .expect("a non-empty chain has a last hop")
             .try_clone_to_owned()
             .map_err(ServeError::Dup)?),
-        userns: uplink
-            .as_ref()
-            .and_then(|u| u.userns.as_ref())
-            .map(|f| f.try_clone())
-            .transpose()
-            .map_err(ServeError::Dup)?
-            .map(Fd),
+        userns: match &uplink {
+            Some(u) => dup_userns(u).map_err(ServeError::Dup)?,
+            None => None,
+        },
         resolv_conf: chain.resolv_conf(),
         links,
     };
@@ -401,6 +377,35 @@ fn hop_work_dir(session_id: &str) -> std::path::PathBuf {
         Some(dir) => std::path::PathBuf::from(dir).join("hops"),
         None => std::env::temp_dir().join(format!("pallium-hops-{session_id}")),
     }
+}
+
+/// Start pasta or slirp4netns (pasta where the request names the veth: as
+/// root with `force_slirp`, or rootless), telling the supervisor.
+fn userspace_uplink(
+    chan: &Channel<BrokerEvent, BrokerRequest>,
+    req: &BuildChain,
+) -> Result<UserspaceUplink, RemoteError> {
+    let tool = if req.uplink == Uplink::Veth {
+        Uplink::Pasta
+    } else {
+        req.uplink
+    };
+    let _ = chan.send(BrokerEvent::Progress(Progress {
+        hop: None,
+        message: format!("starting {}", tool_name(tool)),
+    }));
+    rootless::build(tool, req.rootless, req.uid, req.gid)
+        .map_err(|e| RemoteError::new(format!("netbroker: {} uplink", tool_name(tool)), &e))
+}
+
+/// A copy of the uplink's user namespace descriptor (rootless), for the
+/// supervisor; we keep ours.
+fn dup_userns(u: &UserspaceUplink) -> std::io::Result<Option<Fd>> {
+    u.userns
+        .as_ref()
+        .map(|f| f.try_clone())
+        .transpose()
+        .map(|f| f.map(Fd))
 }
 
 fn tool_name(u: Uplink) -> &'static str {

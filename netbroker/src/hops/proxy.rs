@@ -5,15 +5,15 @@
 
 #![forbid(unsafe_code)]
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use proto::profile::{DnsServer, Endpoint, HopOptions, Host};
+use proto::profile::{DnsServer, HopOptions};
 
 use super::{HopCx, HopError, RunningHop};
 use crate::tun;
-use crate::tun2socks::{self, Config, DnsConfig, Engine, Protocol, ProxyConfig};
+use crate::tun2socks::{self, Config, DnsConfig, Engine, ProxyConfig};
 
 /// The TUN's MTU: it never meets a physical link, and large segments are
 /// what make a userspace stack fast.
@@ -32,23 +32,9 @@ pub(super) struct ProxyHop {
     description: String,
 }
 
-/// `socks5 192.0.2.9:1080` as users write it.
-pub(super) fn proxy_name(p: &ProxyConfig) -> String {
-    let scheme = match p.protocol {
-        Protocol::Socks4 => "SOCKS4",
-        Protocol::Socks4a => "SOCKS4a",
-        Protocol::Socks5 => "SOCKS5",
-        Protocol::HttpConnect => "HTTP",
-    };
-    format!("{scheme} proxy {}", endpoint(&p.address))
-}
-
-fn endpoint(e: &Endpoint) -> String {
-    match &e.host {
-        Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]:{}", e.port),
-        Host::Ip(ip) => format!("{ip}:{}", e.port),
-        Host::Name(n) => format!("{n}:{}", e.port),
-    }
+/// "SOCKS5 proxy 192.0.2.9:1080", for progress lines and errors.
+fn proxy_name(p: &ProxyConfig) -> String {
+    format!("{} proxy {}", p.protocol.name(), p.address)
 }
 
 /// The DNS the application gets behind this hop: the hop's `dns` list if
