@@ -170,6 +170,24 @@ fn exits_at(tb: &Testbed, mode: Mode, profile: &str, exit: std::net::Ipv4Addr) {
     wait_clean(tb);
 }
 
+/// `script` in the running session fails, and nothing it tried reached the
+/// web host.
+fn assert_blocked(tb: &Testbed, mode: Mode, profile: &str, script: &str) {
+    let before = tb.web_seen().len();
+    let o = out(pal(tb, mode, &["exec", profile, "--", "sh", "-c", script]));
+    assert!(
+        !o.status.success(),
+        "{mode:?}: traffic still flows: {:?}",
+        text(&o)
+    );
+    let seen = tb.web_seen();
+    assert_eq!(
+        seen.len(),
+        before,
+        "{mode:?}: something reached the web host: {seen:?}"
+    );
+}
+
 /// No query reached the DNS host from the host namespace's own addresses.
 fn assert_no_dns_from_host(tb: &Testbed) {
     let q = tb.dns_queries();
@@ -414,18 +432,11 @@ fn killing_the_proxy_stops_traffic_and_nothing_leaks() {
         let audit = out(pal(&tb, mode, &["audit", &p]));
         assert!(audit.status.success(), "{mode:?}: {:?}", text(&audit));
         proxy.kill();
-        let before = tb.web_seen().len();
-        let o = out(pal(
+        assert_blocked(
             &tb,
             mode,
-            &["exec", &p, "--", "sh", "-c", "curl -sS --max-time 3 http://203.0.113.10/ ; curl -sS --max-time 3 http://web4.pallium.test/"],
-        ));
-        assert!(!o.status.success(), "traffic still flows: {:?}", text(&o));
-        let seen = tb.web_seen();
-        assert_eq!(
-            seen.len(),
-            before,
-            "something reached the web host: {seen:?}"
+            &p,
+            "curl -sS --max-time 3 http://203.0.113.10/ ; curl -sS --max-time 3 http://web4.pallium.test/",
         );
         session.stop(&tb, mode, &p);
         wait_clean(&tb);
@@ -607,21 +618,12 @@ fn tor_hop_end_to_end() {
     assert!(audit.status.success(), "{a_out}{a_err}");
     assert!(a_out.contains("hop:tor"), "{a_out}");
     tor.kill_exit();
-    let before = tb.web_seen().len();
-    let o = out(pal(
+    assert_blocked(
         &tb,
         Mode::Root,
-        &[
-            "exec",
-            &p,
-            "--",
-            "sh",
-            "-c",
-            "curl -sS --max-time 10 http://203.0.113.10/",
-        ],
-    ));
-    assert!(!o.status.success(), "traffic still flows: {:?}", text(&o));
-    assert_eq!(tb.web_seen().len(), before, "{:?}", tb.web_seen());
+        &p,
+        "curl -sS --max-time 10 http://203.0.113.10/",
+    );
     session.stop(&tb, Mode::Root, &p);
     wait_clean(&tb);
     assert_no_dns_from_host(&tb);
@@ -658,21 +660,12 @@ fn a_dead_hop_daemon_is_reported_and_its_traffic_stops() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let before = tb.web_seen().len();
-    let o = out(pal(
+    assert_blocked(
         &tb,
         Mode::Root,
-        &[
-            "exec",
-            &p,
-            "--",
-            "sh",
-            "-c",
-            "curl -sS --max-time 3 http://203.0.113.10/",
-        ],
-    ));
-    assert!(!o.status.success(), "traffic still flows: {:?}", text(&o));
-    assert_eq!(tb.web_seen().len(), before);
+        &p,
+        "curl -sS --max-time 3 http://203.0.113.10/",
+    );
     session.stop(&tb, Mode::Root, &p);
     wait_clean(&tb);
 }
