@@ -89,14 +89,36 @@ impl Default for HostPaths {
     }
 }
 
-/// A built veth uplink; the namespace (and with it the veth pair) lives while
-/// `netns` is open, the masquerade while `nft` is.
+/// A built veth uplink; the masquerade lives while `nft` is open. Dropping it
+/// deletes the veth pair at once; should the netbroker die instead, the pair
+/// goes when the kernel destroys the namespace (which it does asynchronously,
+/// sometimes seconds later on a busy machine).
 #[derive(Debug)]
 pub struct VethUplink {
     pub netns: OwnedFd,
     pub link: String,
     pub resolv_conf: String,
     _nft: NftSession,
+    _host_end: HostEnd,
+}
+
+/// The host end of the veth pair, deleted (with its peer) on drop, also when
+/// a later step of [`build`] fails.
+#[derive(Debug)]
+struct HostEnd {
+    /// Bound to the host namespace, whichever namespace the dropping thread is in.
+    rtnl: Rtnl,
+    index: u32,
+}
+
+impl Drop for HostEnd {
+    fn drop(&mut self) {
+        if let Err(e) = self.rtnl.delete_link(self.index) {
+            if e.raw_os_error() != Some(libc::ENODEV) {
+                tracing::warn!("delete the host end of the veth pair: {e}");
+            }
+        }
+    }
 }
 
 /// Build the uplink for `session_id`. `warn` receives non-fatal problems.
@@ -123,8 +145,12 @@ pub fn build(
             app: names::APP_IFNAME,
             source,
         })?;
+    let mut host_end = HostEnd {
+        index: index(&mut host, &host_if)?,
+        rtnl: host,
+    };
     configure_end(
-        &mut host,
+        &mut host_end.rtnl,
         &host_if,
         nets.host_v4().into(),
         nets.host_v6().into(),
@@ -155,6 +181,7 @@ pub fn build(
         link: describe(&host_if, &nets),
         resolv_conf,
         _nft: nft,
+        _host_end: host_end,
     })
 }
 

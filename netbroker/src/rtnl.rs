@@ -90,6 +90,13 @@ impl Rtnl {
             .map(drop)
     }
 
+    /// Delete interface `index` (for a veth, both ends go at once).
+    pub fn delete_link(&mut self, index: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        self.request(RouteNetlinkMessage::DelLink(msg), 0).map(drop)
+    }
+
     /// Bring interface `index` up.
     pub fn set_up(&mut self, index: u32) -> io::Result<()> {
         let mut msg = LinkMessage::default();

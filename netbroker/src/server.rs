@@ -263,7 +263,7 @@ fn teardown(state: State, paths: &HostPaths) {
         let _ = std::fs::remove_dir_all(dir);
     }
     let veth = matches!(uplink, Some(Built::Veth(_)));
-    // Kills the daemon, closes the namespaces (the veth pair goes with them)
+    // Deletes the veth pair, kills the daemon, closes the namespaces
     // and the nf_tables socket (the owner table goes with it).
     drop(uplink);
     if veth {

@@ -370,6 +370,13 @@ fn shutdown_restores_forwarding_and_exits_zero() {
         if fwd.trim() != "0" {
             return Err("ip_forward not restored".into());
         }
+        // The veth pair went with the shutdown itself, although this test
+        // still holds the application's namespace open.
+        let links = sh("ip -o link show")?;
+        if links.contains("pallium") {
+            return Err(format!("veth left after shutdown:\n{links}"));
+        }
+        drop(ready);
         Ok(())
     });
 }
