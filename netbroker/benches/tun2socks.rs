@@ -44,6 +44,7 @@ fn main() {
         },
         dns: DnsConfig::Virtual {
             fallback: Vec::new(),
+            onion: true,
         },
         resolvers: Vec::new(),
         connect_timeout: Duration::from_secs(5),

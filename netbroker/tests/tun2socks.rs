@@ -425,6 +425,7 @@ impl Net {
             },
             dns: DnsConfig::Virtual {
                 fallback: Vec::new(),
+                onion: true,
             },
             resolvers: Vec::new(),
             connect_timeout: Duration::from_secs(5),
@@ -765,6 +766,7 @@ fn socks4_resolves_names_over_tcp_through_the_proxy() {
     let mut cfg = net.config(Protocol::Socks4, 1091, None);
     cfg.dns = DnsConfig::Virtual {
         fallback: vec![format!("{WEB_V4}:53").parse().unwrap()],
+        onion: true,
     };
     let _engine = net.engine(cfg);
     let body = net.curl("http://far.test:8085/").unwrap();

@@ -591,6 +591,43 @@ fn tor_hop_end_to_end() {
     );
     wait_clean(&tb);
 
+    // onion_support: false answers .onion names with NXDOMAIN while other
+    // names still resolve through Tor; builtin_dns: false leaves no DNS at
+    // all, while addresses still go through Tor.
+    let fails = |url: &str| format!("curl -sS --max-time 10 {url}; echo \"rc=$?\"");
+    for (key, script) in [
+        (
+            "onion_support",
+            format!("{}; {}", curl(&web), fails(&tor.onion_url())),
+        ),
+        (
+            "builtin_dns",
+            format!(
+                "{}; {}",
+                curl(&format!("http://{}/", tb.web_v4())),
+                fails(&web)
+            ),
+        ),
+    ] {
+        let p = profile(
+            &format!("tor-no-{key}"),
+            &format!(
+                r#"{{"chain": [{{"type": "tor", "timeout": 120, "{key}": false, "tor_args": {args}}}]}}"#
+            ),
+        );
+        let (ok, stdout, stderr) = one_shot(&tb, Mode::Root, &p, &script);
+        assert!(ok, "{key}: {stdout}{stderr}");
+        let l = lines(&stdout);
+        assert!(exits.contains(&l[0]), "{key}: {l:?}: {stderr}");
+        // curl's exit code 6: "Could not resolve host".
+        assert_eq!(
+            l.get(1).map(String::as_str),
+            Some("rc=6"),
+            "{key}: {stderr}"
+        );
+        wait_clean(&tb);
+    }
+
     // A bootstrap that cannot finish in time says how far it got.
     let p = profile(
         "tor-timeout",

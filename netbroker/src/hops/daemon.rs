@@ -20,7 +20,7 @@ use nix::sys::signal::Signal;
 use proto::broker::ProcEntry;
 use proto::profile::{Endpoint, Host};
 
-use super::proxy::{self, ProxyHop};
+use super::proxy::{self, Names, ProxyHop};
 use super::{HopCx, HopError, RunningHop};
 use crate::netns;
 use crate::sys::{self, DaemonPlacement, MapBack};
@@ -368,12 +368,14 @@ impl RunningHop for DaemonHop {
     }
 }
 
-/// Serve a daemon's SOCKS5 listener on `socks` into Ni.
+/// Serve a daemon's SOCKS5 listener on `socks` into Ni, resolving names as
+/// `names` says.
 pub(super) fn serve(
     cx: &mut HopCx<'_>,
     daemon: Daemon,
     socks: SocketAddr,
     what: String,
+    names: Names,
 ) -> Result<DaemonHop, HopError> {
     let proxy = proxy::start(
         cx,
@@ -386,6 +388,7 @@ pub(super) fn serve(
             username: None,
             password: None,
         },
+        names,
     )?;
     Ok(DaemonHop {
         proxy,

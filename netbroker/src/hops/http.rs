@@ -5,7 +5,8 @@
 
 use proto::profile::HopKind;
 
-use super::{proxy, HopCx, HopError, HopType, RunningHop};
+use super::proxy::{self, Names};
+use super::{HopCx, HopError, HopType, RunningHop};
 use crate::tun2socks::{Protocol, ProxyConfig};
 
 pub(super) struct HttpHop;
@@ -21,6 +22,6 @@ impl HopType for HttpHop {
             username: h.username.clone(),
             password: h.password.clone(),
         };
-        Ok(Box::new(proxy::start(cx, config)?))
+        Ok(Box::new(proxy::start(cx, config, Names::REMOTE)?))
     }
 }

@@ -37,11 +37,27 @@ fn proxy_name(p: &ProxyConfig) -> String {
     format!("{} proxy {}", p.protocol.name(), p.address)
 }
 
+/// How names resolve behind a hop that has no `dns` list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Names {
+    /// Virtual DNS: the proxy resolves every name; `.onion` names too
+    /// unless `onion` is false (then NXDOMAIN).
+    Remote { onion: bool },
+    /// No DNS at all (tor's `builtin_dns: false`): an empty resolv.conf.
+    Off,
+}
+
+impl Names {
+    /// Every hop's default.
+    pub(super) const REMOTE: Names = Names::Remote { onion: true };
+}
+
 /// The DNS the application gets behind this hop: the hop's `dns` list if
-/// given (forwarded through the proxy), else virtual DNS (names resolved by
-/// the proxy), and what its resolv.conf says.
+/// given (forwarded through the proxy), else as `names` says, and what its
+/// resolv.conf says.
 fn dns_plan(
     options: &HopOptions,
+    names: Names,
     outer_resolvers: &[SocketAddr],
 ) -> (DnsConfig, String, Vec<SocketAddr>) {
     match &options.dns {
@@ -60,9 +76,11 @@ fn dns_plan(
             let resolvers = servers.iter().map(|(sa, _)| *sa).collect();
             (DnsConfig::Forward(servers), text, resolvers)
         }
+        _ if names == Names::Off => (DnsConfig::Off, String::new(), Vec::new()),
         _ => (
             DnsConfig::Virtual {
                 fallback: outer_resolvers.to_vec(),
+                onion: names != (Names::Remote { onion: false }),
             },
             format!(
                 "nameserver {}\nnameserver {}\n",
@@ -75,9 +93,13 @@ fn dns_plan(
 }
 
 /// Check the proxy from N(i−1), then bring up the TUN in Ni and serve it.
-pub(super) fn start(cx: &mut HopCx<'_>, proxy: ProxyConfig) -> Result<ProxyHop, HopError> {
+pub(super) fn start(
+    cx: &mut HopCx<'_>,
+    proxy: ProxyConfig,
+    names: Names,
+) -> Result<ProxyHop, HopError> {
     let name = proxy_name(&proxy);
-    let (dns, resolv_conf, resolvers) = dns_plan(&cx.hop.options, cx.outer_resolvers);
+    let (dns, resolv_conf, resolvers) = dns_plan(&cx.hop.options, names, cx.outer_resolvers);
     let config = Config {
         proxy,
         dns,

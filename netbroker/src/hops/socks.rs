@@ -5,7 +5,8 @@
 
 use proto::profile::{HopKind, SocksVersion};
 
-use super::{proxy, HopCx, HopError, HopType, RunningHop};
+use super::proxy::{self, Names};
+use super::{HopCx, HopError, HopType, RunningHop};
 use crate::tun2socks::{Protocol, ProxyConfig};
 
 pub(super) struct SocksHop;
@@ -26,6 +27,6 @@ impl HopType for SocksHop {
             username: s.username.clone(),
             password: s.password.clone(),
         };
-        Ok(Box::new(proxy::start(cx, config)?))
+        Ok(Box::new(proxy::start(cx, config, Names::REMOTE)?))
     }
 }

@@ -13,6 +13,7 @@ use std::process::Command;
 use proto::profile::HopKind;
 
 use super::daemon;
+use super::proxy::Names;
 use super::{HopCx, HopError, HopType, RunningHop};
 
 pub(super) struct SocksappHop;
@@ -43,6 +44,12 @@ impl HopType for SocksappHop {
             "hop:socksapp",
         )?;
         daemon::wait_listening(cx, &mut daemon, socks, app.timeout, program)?;
-        Ok(Box::new(daemon::serve(cx, daemon, socks, program.clone())?))
+        Ok(Box::new(daemon::serve(
+            cx,
+            daemon,
+            socks,
+            program.clone(),
+            Names::REMOTE,
+        )?))
     }
 }

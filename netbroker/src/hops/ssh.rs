@@ -13,6 +13,7 @@ use std::process::Command;
 use proto::profile::HopKind;
 
 use super::daemon;
+use super::proxy::Names;
 use super::{HopCx, HopError, HopType, RunningHop};
 
 pub(super) struct SshHop;
@@ -40,6 +41,12 @@ impl HopType for SshHop {
         let mut daemon = daemon::spawn(cmd, place, &cx.work_dir.join("ssh.log"), "hop:ssh")?;
         daemon::wait_listening(cx, &mut daemon, socks, ssh.timeout, "ssh")?;
         let what = format!("ssh {}", ssh.destination);
-        Ok(Box::new(daemon::serve(cx, daemon, socks, what)?))
+        Ok(Box::new(daemon::serve(
+            cx,
+            daemon,
+            socks,
+            what,
+            Names::REMOTE,
+        )?))
     }
 }

@@ -2,7 +2,10 @@
 //! unprivileged user in root mode), watched through its control socket until
 //! it has a circuit (bootstrap percentage reported as progress), then served
 //! into Ni by tun2socks as a SOCKS5 proxy. Names are resolved by Tor (virtual
-//! DNS, SOCKS5 host names), so `.onion` addresses work.
+//! DNS, SOCKS5 host names), so `.onion` addresses work; `onion_support:
+//! false` answers `.onion` names with NXDOMAIN, and `builtin_dns: false`
+//! leaves the application without DNS (the original's behaviour) unless the
+//! hop has a `dns` list, which then goes through Tor over TCP.
 //!
 //! The control connection is one end of a socketpair handed to tor as
 //! `__OwningControllerFD`: already authenticated (no cookie file or password
@@ -25,6 +28,7 @@ use std::time::{Duration, Instant};
 use proto::profile::{HopKind, Tor};
 
 use super::daemon::{self, Daemon, Halt};
+use super::proxy::Names;
 use super::{HopCx, HopError, HopType, RunningHop};
 
 pub(super) struct TorHop;
@@ -64,7 +68,21 @@ impl HopType for TorHop {
             .map_err(|e| HopError::Failed(format!("tor's control socket: {e}")))?;
         let control = wait_circuit(cx, &mut daemon, control, &tor)?;
         daemon::wait_listening(cx, &mut daemon, socks, Duration::from_secs(5), "tor")?;
-        let mut hop = daemon::serve(cx, daemon, socks, "tor".into())?;
+        let names = if tor.builtin_dns {
+            Names::Remote {
+                onion: tor.onion_support,
+            }
+        } else {
+            if cx.hop.options.dns.as_ref().is_none_or(Vec::is_empty) {
+                (cx.progress)(
+                    "builtin_dns is off and the hop has no \"dns\" list: \
+                     the application gets no DNS (names do not resolve)"
+                        .into(),
+                );
+            }
+            Names::Off
+        };
+        let mut hop = daemon::serve(cx, daemon, socks, "tor".into(), names)?;
         let mut control = control;
         // Exit at once (SHUTDOWN would wait for ShutdownWaitLength).
         hop.halt = Some(Halt(Box::new(move || {

@@ -5,7 +5,8 @@
 
 use proto::profile::HopKind;
 
-use super::{proxy, HopCx, HopError, HopType, RunningHop};
+use super::proxy::{self, Names};
+use super::{HopCx, HopError, HopType, RunningHop};
 use crate::tun2socks::{Protocol, ProxyConfig};
 
 pub(super) struct Tun2socksHop;
@@ -38,6 +39,6 @@ impl HopType for Tun2socksHop {
             username: t.username.clone(),
             password: t.password.clone(),
         };
-        Ok(Box::new(proxy::start(cx, config)?))
+        Ok(Box::new(proxy::start(cx, config, Names::REMOTE)?))
     }
 }

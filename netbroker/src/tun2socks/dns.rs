@@ -92,10 +92,25 @@ pub fn reply(query: &[u8], q: &Question, answer: Option<IpAddr>, rcode: u8) -> V
     r
 }
 
+const RCODE_SERVFAIL: u8 = 2;
+const RCODE_NXDOMAIN: u8 = 3;
+const RCODE_REFUSED: u8 = 5;
+
 /// A SERVFAIL reply to `query`, if it parses at all.
 pub fn servfail(query: &[u8]) -> Option<Vec<u8>> {
     let q = parse_question(query)?;
-    Some(reply(query, &q, None, 2))
+    Some(reply(query, &q, None, RCODE_SERVFAIL))
+}
+
+/// A REFUSED reply to `query`, if it parses at all.
+pub fn refused(query: &[u8]) -> Option<Vec<u8>> {
+    let q = parse_question(query)?;
+    Some(reply(query, &q, None, RCODE_REFUSED))
+}
+
+/// Whether `name` (lower-case, no trailing dot) is a Tor onion name.
+fn is_onion(name: &str) -> bool {
+    name == "onion" || name.ends_with(".onion")
 }
 
 /// The fake address pool of the virtual resolver: each name gets one address
@@ -107,6 +122,7 @@ pub struct FakePool {
     next: u32,
     by_name: HashMap<String, Ipv4Addr>,
     by_ip: HashMap<Ipv4Addr, String>,
+    onion: bool,
 }
 
 impl FakePool {
@@ -118,7 +134,13 @@ impl FakePool {
             next: 1,
             by_name: HashMap::new(),
             by_ip: HashMap::new(),
+            onion: true,
         }
+    }
+
+    /// Whether `.onion` names get an address (the default) or NXDOMAIN.
+    pub fn set_onion(&mut self, onion: bool) {
+        self.onion = onion;
     }
 
     /// The address for `name`, assigning one if needed.
@@ -154,6 +176,9 @@ impl FakePool {
         let q = parse_question(query)?;
         if q.qclass != CLASS_IN {
             return Some(reply(query, &q, None, 4));
+        }
+        if !self.onion && is_onion(&q.name) {
+            return Some(reply(query, &q, None, RCODE_NXDOMAIN));
         }
         let ans = match q.qtype {
             TYPE_A if !q.name.is_empty() => Some(IpAddr::V4(self.assign(&q.name))),
@@ -303,6 +328,22 @@ mod tests {
         assert_eq!(r6[3] & 0x0f, 0, "NOERROR");
         assert!(pool.contains(Ipv4Addr::new(198, 18, 200, 1)));
         assert!(!pool.contains(Ipv4Addr::new(198, 18, 0, 2)));
+    }
+
+    #[test]
+    fn onion_names_get_nxdomain_only_when_onion_support_is_off() {
+        let mut pool = FakePool::new(Ipv4Addr::new(198, 18, 128, 0), 17);
+        let q = build_query(3, "abc.onion", TYPE_A);
+        assert_eq!(answer_addrs(&pool.answer(&q).unwrap()).len(), 1);
+        pool.set_onion(false);
+        let r = pool.answer(&q).unwrap();
+        assert!(answer_addrs(&r).is_empty());
+        assert_eq!(r[3] & 0x0f, RCODE_NXDOMAIN);
+        // Only the onion TLD: a name merely containing it still resolves.
+        let q = build_query(4, "onion.example", TYPE_A);
+        assert_eq!(answer_addrs(&pool.answer(&q).unwrap()).len(), 1);
+        let r = refused(&q).unwrap();
+        assert_eq!((r[..2].to_vec(), r[3] & 0x0f), (vec![0, 4], RCODE_REFUSED));
     }
 
     #[test]

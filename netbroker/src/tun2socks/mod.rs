@@ -89,13 +89,19 @@ pub enum DnsConfig {
     /// AAAA with an empty NOERROR, and connect to the proxy by host name
     /// (SOCKS5/4a/HTTP); .onion names work this way through Tor. For SOCKS4
     /// (no names) names are resolved with DNS over TCP through the proxy to
-    /// the `fallback` servers.
-    Virtual { fallback: Vec<SocketAddr> },
+    /// the `fallback` servers. Unless `onion`, `.onion` names get NXDOMAIN
+    /// (RFC 7686) instead of an address.
+    Virtual {
+        fallback: Vec<SocketAddr>,
+        onion: bool,
+    },
     /// Forward the application's queries to these servers through the proxy:
     /// over UDP through SOCKS5 UDP ASSOCIATE to the first server whose flag
     /// (`tcp`) is false, when the proxy relays UDP; otherwise DNS over TCP,
     /// over one pooled connection per server, trying them in order.
     Forward(Vec<(SocketAddr, bool)>),
+    /// No DNS: queries to the virtual DNS addresses are refused (REFUSED).
+    Off,
 }
 
 /// Everything the engine needs.

@@ -73,8 +73,9 @@ impl Proxy {
             }
         };
         let fallback = match &cfg.dns {
-            DnsConfig::Virtual { fallback } => fallback.clone(),
+            DnsConfig::Virtual { fallback, .. } => fallback.clone(),
             DnsConfig::Forward(v) => v.iter().map(|(a, _)| *a).collect(),
+            DnsConfig::Off => Vec::new(),
         };
         Ok(Proxy {
             protocol: cfg.proxy.protocol,

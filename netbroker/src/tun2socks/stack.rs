@@ -248,7 +248,12 @@ impl Engine {
             _ => None,
         };
         let (pool, forwarder) = match &cfg.dns {
-            DnsConfig::Virtual { .. } => (Some(FakePool::new(FAKE_POOL.0, FAKE_POOL.1)), None),
+            DnsConfig::Virtual { onion, .. } => {
+                let mut pool = FakePool::new(FAKE_POOL.0, FAKE_POOL.1);
+                pool.set_onion(*onion);
+                (Some(pool), None)
+            }
+            DnsConfig::Off => (None, None),
             DnsConfig::Forward(servers) => {
                 let servers: Vec<SocketAddr> = servers.iter().map(|(a, _)| *a).collect();
                 (
@@ -283,7 +288,7 @@ impl Engine {
             udp_dns,
             forward_addrs: match &cfg.dns {
                 DnsConfig::Forward(servers) => servers.iter().map(|(a, _)| *a).collect(),
-                DnsConfig::Virtual { .. } => Vec::new(),
+                DnsConfig::Virtual { .. } | DnsConfig::Off => Vec::new(),
             },
             dns_flow: None,
             dns_ids: HashMap::new(),

@@ -310,7 +310,7 @@ impl Engine {
     }
 
     /// Answer a query: at once from the virtual pool, or later through the
-    /// forwarder.
+    /// forwarder; with neither (DNS off), at once with REFUSED.
     pub(super) fn dns_query(&mut self, to: Reply, query: &[u8]) {
         if let Some(pool) = &mut self.pool {
             if let Some(reply) = pool.answer(query) {
@@ -318,6 +318,8 @@ impl Engine {
             }
         } else if let Some(fw) = &self.forwarder {
             let _ = fw.send((to, query.to_vec()));
+        } else if let Some(reply) = dns::refused(query) {
+            self.dns_reply(to, &reply);
         }
     }
 
