@@ -189,7 +189,7 @@ fn rootless_app_runs_as_the_callers_uid() {
     let dir = std::env::temp_dir().join(format!("pallium-test-bin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bin = dir.join("pallium-sandboxer");
-    std::fs::copy(BIN, &bin).unwrap();
+    stage_sandboxer(&bin);
     let (userns, netns) = user_owned_namespaces(uid, gid);
     let mut cmd = Command::new("setpriv");
     cmd.args([

@@ -63,6 +63,28 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Copies the executable `src` to `dst` with permission bits `mode`, in a child process
+/// (`install`). Copied in this (multi-threaded) test process, the open, writable `dst` would be
+/// inherited by whatever another test thread forks at that moment, and executing `dst` would
+/// fail with ETXTBSY ("Text file busy") until that child execs.
+pub fn copy_executable(src: &std::path::Path, dst: &std::path::Path, mode: u32) {
+    let o = std::process::Command::new("install")
+        .arg("-m")
+        .arg(format!("{mode:o}"))
+        .arg("-T")
+        .arg(src)
+        .arg(dst)
+        .output()
+        .unwrap_or_else(|e| panic!("run install: {e}"));
+    assert!(
+        o.status.success(),
+        "install {} {}: {}",
+        src.display(),
+        dst.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// Reports that the current test is skipped and why: prints it and appends it to the file named
 /// by [`SKIP_LOG_ENV`], if set. The caller then returns.
 pub fn skip(reason: &str) {

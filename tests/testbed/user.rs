@@ -86,9 +86,7 @@ impl TestUser {
                 .unwrap_or_else(|| panic!("no file name: {}", src.display()));
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let tmp = dir.join(format!(".{}.{n}.tmp", name.to_string_lossy()));
-            std::fs::copy(src, &tmp).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
-            std::fs::set_permissions(&tmp, Permissions::from_mode(0o755))
-                .expect("chmod staged binary");
+            crate::copy_executable(src, &tmp, 0o755);
             std::fs::rename(&tmp, dir.join(name)).expect("rename staged binary");
         }
         dir

@@ -416,11 +416,14 @@ fn the_setuid_bit_is_refused() {
     let dir = std::env::temp_dir().join(format!("pallium-suid-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for b in common::binaries() {
-        std::fs::copy(&b, dir.join(b.file_name().unwrap())).unwrap();
+        let mode = if b.ends_with("pallium") {
+            0o4755
+        } else {
+            0o755
+        };
+        pallium_tests::copy_executable(&b, &dir.join(b.file_name().unwrap()), mode);
     }
     let exe = dir.join("pallium");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o4755)).unwrap();
     let o = Command::new(&exe)
         .args(["exec", "--one-shot", "default", "--", "true"])
         .output()
@@ -467,7 +470,7 @@ fn a_missing_helper_is_named() {
     skip_unless_root!();
     let dir = std::env::temp_dir().join(format!("pallium-nohelper-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(pallium(), dir.join("pallium")).unwrap();
+    pallium_tests::copy_executable(&pallium(), &dir.join("pallium"), 0o755);
     let o = Command::new(dir.join("pallium"))
         .args(["exec", "--one-shot", "default", "--", "true"])
         .output()

@@ -73,8 +73,7 @@ impl Host {
         std::fs::write(&root_marker, SECRET).unwrap();
         // A setuid-root copy of cat: `suid-cat /proc/self/status` shows its own credentials.
         let suid = dir.join("suid-cat");
-        std::fs::copy("/bin/cat", &suid).unwrap();
-        std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        pallium_tests::copy_executable(Path::new("/bin/cat"), &suid, 0o4755);
         // A listening pathname socket (anyone may connect on the host) and an
         // abstract one in the testbed's host network namespace.
         let abstract_name = format!("pallium-escape-{id}");

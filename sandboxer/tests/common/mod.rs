@@ -309,6 +309,19 @@ pub fn user_owned_namespaces(uid: u32, gid: u32) -> (OwnedFd, OwnedFd) {
     fds
 }
 
+/// Copy the sandboxer to `bin` in a child process (`install`): a copy made
+/// in this multi-threaded test process could leave its writable descriptor
+/// in a child another test forks meanwhile, and executing `bin` would fail
+/// with ETXTBSY.
+pub fn stage_sandboxer(bin: &std::path::Path) {
+    let st = Command::new("install")
+        .args(["-m", "755", "-T", BIN])
+        .arg(bin)
+        .status()
+        .expect("run install");
+    assert!(st.success(), "install {BIN} {}", bin.display());
+}
+
 /// A staged copy of the sandboxer (the test user cannot reach `target/`
 /// under /root), run as `uid`/`gid` with the namespaces a rootless netbroker
 /// hands over, set up with `profile`. The staged copy is removed once set up.
@@ -321,7 +334,7 @@ pub fn rootless_sandboxer(profile: Sandbox) -> (Sandboxer, u32, u32) {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let bin = dir.join("pallium-sandboxer");
-    std::fs::copy(BIN, &bin).unwrap();
+    stage_sandboxer(&bin);
     let (userns, netns) = user_owned_namespaces(uid, gid);
     let mut cmd = Command::new("setpriv");
     cmd.args([
