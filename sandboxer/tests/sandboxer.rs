@@ -139,8 +139,16 @@ fn list_pids_and_shutdown_leave_nothing_behind() {
     let mut sb = Sandboxer::root_mode();
     let init = sb.setup(new_netns(), None, 0, 0);
     let (app, _r) = sb.spawn_sh(1, "sleep 100 & sleep 100", false).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let pids = sb.pids();
+    // Until the shell has started both sleeps (and exec'd into the second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let pids = loop {
+        let pids = sb.pids();
+        let apps = pids.iter().filter(|p| p.role == "app").count();
+        if apps == 3 || std::time::Instant::now() > deadline {
+            break pids;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let role = |r: &str| {
         pids.iter()
             .filter(|p| p.role == r)

@@ -93,8 +93,12 @@ fn exercise(t: &Tmux) {
         .status()
         .unwrap()
         .success());
-    std::thread::sleep(Duration::from_millis(200));
-    t.keys(&["kill %1; stty size", "Enter"]);
+    // The new size travels as SIGWINCH through pallium: wait for it in the
+    // shell (the command line must not itself show "40 120").
+    t.keys(&[
+        "kill %1; for i in $(seq 100); do [ \"$(stty size | tr ' ' x)\" = 40x120 ] && break; sleep 0.05; done; stty size",
+        "Enter",
+    ]);
     t.expect("40 120");
     t.expect("Terminated");
     t.keys(&["exit 3", "Enter"]);
