@@ -1,6 +1,7 @@
 //! An interactive `pallium shell` has a working terminal: line editing, job
 //! control and window resizes, in a one-shot session and when it joins a
-//! running session. Driven through tmux, as a person at a terminal would.
+//! running session; ^C in a command joining a gVisor session. Driven through
+//! tmux, as a person at a terminal would.
 
 mod common;
 
@@ -152,6 +153,69 @@ fn a_shell_joining_a_running_session_has_a_working_terminal() {
     );
     let t = Tmux::start("join", &cmd);
     exercise(&t);
+    assert!(Command::new(pallium())
+        .args(["stop", &prof])
+        .status()
+        .unwrap()
+        .success());
+    run.0.wait().unwrap();
+}
+
+/// Under gVisor, ^C at the terminal of a command that joined the session
+/// interrupts that command (runsc exec relays it), not the session.
+#[test]
+fn ctrl_c_reaches_a_command_joining_a_gvisor_session() {
+    pallium_tests::skip_unless_root!();
+    if !have_tmux() {
+        pallium_tests::skip("tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/runsc").is_file() {
+        pallium_tests::skip("runsc is not installed (Debian package runsc)");
+        return;
+    }
+    let prof = profile_file(
+        "termgvisor",
+        r#"{"sandbox": {"gvisor": true}, "run": {"command": ["sleep", "infinity"]}}"#,
+    );
+    let prof = prof.to_str().unwrap().to_string();
+    let mut run = KillOnDrop(
+        Command::new(pallium())
+            .args(["run", "--quiet", &prof])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !Command::new(pallium())
+        .args(["exec", &prof, "--", "true"])
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the gVisor session never came up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cmd = format!(
+        "{} exec {prof} -- sh -c 'trap \"echo GOT-INT; exit 7\" INT; echo READY; sleep 30 & wait'; echo EXITED=$?; sleep 30",
+        pallium().display()
+    );
+    let t = Tmux::start("gvisorint", &cmd);
+    t.expect("READY");
+    t.keys(&["C-c"]);
+    t.expect("GOT-INT");
+    t.expect("EXITED=7");
+    // The session itself lives on.
+    assert!(Command::new(pallium())
+        .args(["exec", &prof, "--", "true"])
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success());
     assert!(Command::new(pallium())
         .args(["stop", &prof])
         .status()
