@@ -128,37 +128,15 @@ fn a_shell_joining_a_running_session_has_a_working_terminal() {
         pallium_tests::skip("tmux is not installed (apt-get install tmux)");
         return;
     }
-    let prof = profile_file("termsess", r#"{"run": {"command": ["sleep", "infinity"]}}"#);
-    let prof = prof.to_str().unwrap().to_string();
-    let mut run = KillOnDrop(
-        Command::new(pallium())
-            .args(["run", &prof])
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !Command::new(pallium())
-        .args(["exec", &prof, "--", "true"])
-        .status()
-        .unwrap()
-        .success()
-    {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    let s = RunningSession::start("termsess", r#"{"run": {"command": ["sleep", "infinity"]}}"#);
     let cmd = format!(
-        "env SHELL=/bin/bash {} shell {prof}; echo EXITED=$?; sleep 30",
-        pallium().display()
+        "env SHELL=/bin/bash {} shell {}; echo EXITED=$?; sleep 30",
+        pallium().display(),
+        s.profile
     );
     let t = Tmux::start("join", &cmd);
     exercise(&t);
-    assert!(Command::new(pallium())
-        .args(["stop", &prof])
-        .status()
-        .unwrap()
-        .success());
-    run.0.wait().unwrap();
+    s.stop();
 }
 
 /// Under gVisor, ^C at the terminal of a command that joined the session
@@ -174,54 +152,71 @@ fn ctrl_c_reaches_a_command_joining_a_gvisor_session() {
         pallium_tests::skip("runsc is not installed (Debian package runsc)");
         return;
     }
-    let prof = profile_file(
+    let s = RunningSession::start(
         "termgvisor",
         r#"{"sandbox": {"gvisor": true}, "run": {"command": ["sleep", "infinity"]}}"#,
     );
-    let prof = prof.to_str().unwrap().to_string();
-    let mut run = KillOnDrop(
-        Command::new(pallium())
-            .args(["run", "--quiet", &prof])
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !Command::new(pallium())
-        .args(["exec", &prof, "--", "true"])
-        .stdin(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the gVisor session never came up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let cmd = format!(
-        "{} exec {prof} -- sh -c 'trap \"echo GOT-INT; exit 7\" INT; echo READY; sleep 30 & wait'; echo EXITED=$?; sleep 30",
-        pallium().display()
+        "{} exec {} -- sh -c 'trap \"echo GOT-INT; exit 7\" INT; echo READY; sleep 30 & wait'; echo EXITED=$?; sleep 30",
+        pallium().display(),
+        s.profile
     );
     let t = Tmux::start("gvisorint", &cmd);
     t.expect("READY");
     t.keys(&["C-c"]);
     t.expect("GOT-INT");
     t.expect("EXITED=7");
-    // The session itself lives on.
-    assert!(Command::new(pallium())
-        .args(["exec", &prof, "--", "true"])
-        .stdin(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new(pallium())
-        .args(["stop", &prof])
-        .status()
-        .unwrap()
-        .success());
-    run.0.wait().unwrap();
+    assert!(s.exec_works(), "the session itself lives on");
+    s.stop();
+}
+
+/// A `pallium run` of a profile (written from `json`), up once `pallium exec`
+/// into it works.
+struct RunningSession {
+    profile: String,
+    run: KillOnDrop,
+}
+
+impl RunningSession {
+    fn start(name: &str, json: &str) -> RunningSession {
+        let profile = profile_file(name, json).to_str().unwrap().to_string();
+        let run = KillOnDrop(
+            Command::new(pallium())
+                .args(["run", "--quiet", &profile])
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let s = RunningSession { profile, run };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !s.exec_works() {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: the session never came up"
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        s
+    }
+
+    fn exec_works(&self) -> bool {
+        Command::new(pallium())
+            .args(["exec", &self.profile, "--", "true"])
+            .stdin(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    /// `pallium stop`, then the session's supervisor ends.
+    fn stop(mut self) {
+        assert!(Command::new(pallium())
+            .args(["stop", &self.profile])
+            .status()
+            .unwrap()
+            .success());
+        self.run.0.wait().unwrap();
+    }
 }
 
 /// Ends the session's supervisor (SIGTERM: it tears down) if the test panics.
