@@ -515,18 +515,12 @@ fn socks5_carries_http_names_and_ipv6() {
     let body = net.curl(&format!("http://[{WEB_V6}]:8080/")).unwrap();
     assert_eq!(body.trim(), format!("peer={WEB_V6}"));
 
-    // The proxy cannot connect (nothing listens): the application gets a
-    // reset (during or after its handshake), not a hang or an empty reply.
-    // A reset that lands right after the handshake shows in curl as its
-    // getpeername() failing with ENOTCONN.
+    // The proxy cannot connect (nothing listens): the application's
+    // connect() fails (curl: (7), not a reset after connecting: 56, or a
+    // timeout: 28), as without a proxy — its SYN was held until the
+    // proxy answered — not accepted and then reset, nor left hanging.
     let e = net.curl(&format!("http://{WEB_V4}:9/")).unwrap_err();
-    assert!(
-        e.contains("reset")
-            || e.contains("refused")
-            || e.contains("Couldn't connect")
-            || e.contains("errno 107"),
-        "{e}"
-    );
+    assert!(e.contains("curl: (7)"), "{e}");
 
     let s = engine.stats();
     assert_eq!(s.connections, 4, "{s:?}");

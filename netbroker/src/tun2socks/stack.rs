@@ -156,6 +156,11 @@ struct Conn {
     /// A DNS-over-TCP connection to the virtual DNS address, served here:
     /// the bytes received so far.
     dns: Option<Vec<u8>>,
+    /// The application's SYN, held back while the proxy connects: fed to
+    /// the stack once it has, so the application's connect() completes only
+    /// then — or is refused (RST) when the proxy cannot connect, as it would
+    /// be without a proxy.
+    syn: Option<Vec<u8>>,
 }
 
 pub(crate) struct Engine {
@@ -396,6 +401,9 @@ impl Engine {
                 Some((src, dst, Kind::Tcp { syn })) => {
                     if syn {
                         self.on_syn(src, dst);
+                        if self.hold_syn(src, dst, n) {
+                            continue;
+                        }
                     }
                     self.dev.rx_len = n;
                     let _ = self
@@ -419,6 +427,37 @@ impl Engine {
             }
         }
         Ok(true)
+    }
+
+    /// Keep the SYN of length `n` in the receive buffer back if its proxy
+    /// connection is still being made (a retransmission replaces it).
+    fn hold_syn(&mut self, src: SocketAddr, dst: SocketAddr, n: usize) -> bool {
+        let Some(c) = self
+            .by_key
+            .get(&(src, dst))
+            .and_then(|id| self.conns.get_mut(id))
+        else {
+            return false;
+        };
+        if c.dns.is_some() || c.stream.is_some() || c.failed {
+            return false;
+        }
+        let held = c.syn.get_or_insert_with(Vec::new);
+        held.clear();
+        held.extend_from_slice(&self.dev.rx[..n]);
+        true
+    }
+
+    /// Feed a held SYN to the stack: answered with SYN-ACK by the
+    /// connection's listening socket, or with RST once that is closed.
+    fn release_syn(&mut self, syn: &[u8]) {
+        let n = syn.len().min(self.dev.rx.len());
+        self.dev.rx[..n].copy_from_slice(&syn[..n]);
+        self.dev.rx_len = n;
+        let _ = self
+            .iface
+            .poll_ingress_single(now(), &mut self.dev, &mut self.sockets);
+        self.dev.rx_len = 0;
     }
 
     fn target_for(&self, dst: SocketAddr) -> Option<Target> {
@@ -496,6 +535,7 @@ impl Engine {
                 failed: false,
                 born: StdInstant::now(),
                 dns: dns.then(Vec::new),
+                syn: None,
             },
         );
         if dns {
@@ -570,6 +610,9 @@ impl Engine {
                 c.failed = true;
                 sock.abort();
             }
+        }
+        if let Some(syn) = c.syn.take() {
+            self.release_syn(&syn);
         }
     }
 
