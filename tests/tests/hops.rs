@@ -129,6 +129,19 @@ impl Session {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Wait until the session's stderr shows `needle` (a warning).
+    fn wait_stderr(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "never saw {needle:?}: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `pallium stop`, then wait for the run to end.
     fn stop(mut self, tb: &Testbed, mode: Mode, profile: &str) {
         let _ = out(pal(tb, mode, &["stop", profile]));
@@ -642,6 +655,36 @@ fn tor_hop_end_to_end() {
     );
     wait_clean(&tb);
 
+    // The hop's own tor dies mid-session: the user is told, and the
+    // application's traffic stops.
+    let p = profile(
+        "tordead",
+        &format!(r#"{{"chain": [{tor_hop}], "run": {{"command": ["sleep", "600"]}}}}"#),
+    );
+    let session = Session::start(&tb, Mode::Root, &p);
+    wait_up(&tb, Mode::Root, &p, &web, Duration::from_secs(150));
+    let audit = text(&out(pal(&tb, Mode::Root, &["audit", &p]))).0;
+    let tor_pid: i32 = audit
+        .lines()
+        .find(|l| l.contains(" hop:tor "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no hop:tor process in the audit: {audit}"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tor_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    session.wait_stderr("hop 1: stopped: tor", Duration::from_secs(30));
+    assert_blocked(
+        &tb,
+        Mode::Root,
+        &p,
+        "curl -sS --max-time 5 http://203.0.113.10/",
+    );
+    session.stop(&tb, Mode::Root, &p);
+    wait_clean(&tb);
+
     // The kill switch: with the exits gone nothing reaches the web host.
     let p = profile(
         "torkill",
@@ -688,15 +731,7 @@ fn a_dead_hop_daemon_is_reported_and_its_traffic_stops() {
     assert_eq!(lines(&first), [sshd.exit_v4().to_string()]);
     // The server goes away: ssh exits, and the user is told.
     sshd.kill();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !session.stderr().contains("hop 1: stopped: ssh") {
-        assert!(
-            Instant::now() < deadline,
-            "no warning: {}",
-            session.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    session.wait_stderr("hop 1: stopped: ssh", Duration::from_secs(60));
     assert_blocked(
         &tb,
         Mode::Root,
