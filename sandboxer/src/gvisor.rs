@@ -17,6 +17,7 @@ use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
@@ -76,6 +77,8 @@ pub struct Gvisor {
     /// Exec'd processes: spawn id → the file runsc writes their pid inside
     /// the container to (for `runsc kill --pid`).
     execs: HashMap<u32, PathBuf>,
+    /// When the running container's `runsc run` was issued.
+    run_issued: Option<Instant>,
 }
 
 impl Gvisor {
@@ -97,6 +100,7 @@ impl Gvisor {
             run_as,
             hostname: hostname.into(),
             running: None,
+            run_issued: None,
             count: 0,
             execs: HashMap::new(),
         })
@@ -133,6 +137,7 @@ impl Gvisor {
         let process = process(req);
         let mut argv = base_argv();
         if let Some((_, cid)) = &self.running {
+            wait_created(cid, self.run_issued);
             let file = PathBuf::from(format!("{STATE_DIR}/process-{n}.json"));
             write_json(&file, &process)?;
             let pid_file = PathBuf::from(format!("{STATE_DIR}/state/pid-{n}"));
@@ -162,6 +167,7 @@ impl Gvisor {
             cid.clone(),
         ]);
         self.running = Some((req.id, cid));
+        self.run_issued = Some(Instant::now());
         Ok(argv)
     }
 
@@ -181,6 +187,43 @@ impl Gvisor {
         Some(argv)
     }
 
+    /// For the container's first command: runsc's argv listing the
+    /// container's processes (`runsc ps`, a table with PID and PPID), so a
+    /// signal can reach the command's whole process tree — as the terminal's
+    /// ^C reaches a shell's foreground job, which `runsc kill` of the first
+    /// process alone would not.
+    pub fn ps_command(&self, id: u32) -> Option<Vec<String>> {
+        let (run, cid) = self.running.as_ref()?;
+        if *run != id {
+            return None;
+        }
+        let mut argv = base_argv();
+        argv.extend(["ps".into(), cid.clone()]);
+        Some(argv)
+    }
+
+    /// `runsc kill --pid=P` of `signal` for the first command (pid 1 in the
+    /// container) and each of its descendants in `ps_table` (`runsc ps`'s
+    /// output); none when the table has no pid 1.
+    pub fn tree_kill_commands(&self, ps_table: &str, signal: i32) -> Vec<Vec<String>> {
+        let Some((_, cid)) = self.running.as_ref() else {
+            return Vec::new();
+        };
+        process_tree(ps_table, 1)
+            .into_iter()
+            .map(|pid| {
+                let mut argv = base_argv();
+                argv.extend([
+                    "kill".into(),
+                    format!("--pid={pid}"),
+                    cid.clone(),
+                    signal.to_string(),
+                ]);
+                argv
+            })
+            .collect()
+    }
+
     /// A spawned process ended: when it was the container's `runsc run`, the
     /// container is gone and the next spawn starts a new one.
     pub fn exited(&mut self, id: u32) {
@@ -196,6 +239,59 @@ impl Gvisor {
     pub fn failed(&mut self, id: u32) {
         self.exited(id);
     }
+}
+
+/// How long after its `runsc run` an exec waits for a container to exist.
+const CREATE_WAIT: Duration = Duration::from_secs(10);
+
+/// An exec right after the session started may come before `runsc run` has
+/// created the container, and `runsc exec` would fail ("loading sandbox: file
+/// does not exist"): wait until runsc's state file says it is created or
+/// running, but never past [`CREATE_WAIT`] after the `runsc run` was issued
+/// (so another runsc's state format costs no delay once a session is up).
+fn wait_created(cid: &str, run_issued: Option<Instant>) {
+    let Some(deadline) = run_issued.map(|t| t + CREATE_WAIT) else {
+        return;
+    };
+    let state = PathBuf::from(format!("{STATE_DIR}/state/{cid}_sandbox:{cid}.state"));
+    while Instant::now() < deadline {
+        let up = fs::read_to_string(&state).is_ok_and(|s| {
+            s.contains(r#""status":"created""#) || s.contains(r#""status":"running""#)
+        });
+        if up {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `root` and its descendants, from `runsc ps`'s table (columns UID, PID,
+/// PPID, …); empty when `root` is not in it. The root first: a shell that
+/// traps the signal must get it before its children's deaths end its wait.
+fn process_tree(ps_table: &str, root: u32) -> Vec<u32> {
+    let rows: Vec<(u32, u32)> = ps_table
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().skip(1);
+            Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        })
+        .collect();
+    if !rows.iter().any(|(pid, _)| *pid == root) {
+        return Vec::new();
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            rows.iter()
+                .filter(|(pid, ppid)| *ppid == parent && !tree.contains(pid))
+                .map(|(pid, _)| *pid)
+                .collect::<Vec<_>>(),
+        );
+        i += 1;
+    }
+    tree
 }
 
 /// `runsc`, its global flags and its state directory.
@@ -302,6 +398,20 @@ mod tests {
         assert_eq!(p["env"], json!(["PATH=/bin"]));
         // A working directory missing from the view falls back to /.
         assert_eq!(p["cwd"], "/");
+    }
+
+    #[test]
+    fn the_process_tree_of_the_first_command_is_read_from_runsc_ps() {
+        let table = "UID       PID       PPID      C         TTY       STIME     TIME      CMD\n\
+                     0         1         0         0         ?         11:11     0s        bash\n\
+                     0         2         1         0         ?         11:11     10ms      sleep\n\
+                     0         5         2         0         ?         11:11     0s        sh\n\
+                     0         7         0         0         ?         11:12     0s        sh\n\
+                     0         8         7         0         ?         11:12     0s        cat\n";
+        // pid 7 and its child came from `runsc exec`: not the first command's.
+        assert_eq!(process_tree(table, 1), vec![1, 2, 5]);
+        assert_eq!(process_tree("UID PID PPID\n", 1), Vec::<u32>::new());
+        assert_eq!(process_tree("", 1), Vec::<u32>::new());
     }
 
     #[test]

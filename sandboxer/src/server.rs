@@ -305,30 +305,60 @@ impl Server {
         Ok(Flow::Continue)
     }
 
-    /// Run `runsc kill` for spawn `id` (as the same user, under the same
-    /// filter) and wait for it; false when there is nothing to address yet.
+    /// Deliver `signal` to spawn `id` inside gVisor with `runsc kill` (as
+    /// the same user, under the same filter): to the first command's whole
+    /// process tree (read with `runsc ps`), or to an exec'd command; false
+    /// when there is nothing to address yet.
     fn gvisor_kill(&mut self, id: u32, uid: Option<u32>, signal: i32) -> bool {
+        let Some(g) = self.sandbox.as_ref().and_then(|sb| sb.gvisor.as_ref()) else {
+            return false;
+        };
+        let kills = match g.ps_command(id) {
+            Some(ps) => match self.runsc(ps, uid, true) {
+                Some((true, table)) => g.tree_kill_commands(&table, signal),
+                _ => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        if kills.is_empty() {
+            let Some(argv) = g.kill_command(id, signal) else {
+                return false;
+            };
+            return self.runsc(argv, uid, false).is_some_and(|(ok, _)| ok);
+        }
+        // Each may race the process's exit: success if any arrived.
+        let mut any = false;
+        for argv in kills {
+            any |= self.runsc(argv, uid, false).is_some_and(|(ok, _)| ok);
+        }
+        any
+    }
+
+    /// Run runsc with `argv` as `uid` under the application's filter and
+    /// wait: whether it succeeded and, if `capture`, its standard output
+    /// (errors go to our standard error). None if it could not be started.
+    fn runsc(&self, argv: Vec<String>, uid: Option<u32>, capture: bool) -> Option<(bool, String)> {
         let (Some(sb), Some(Ok(filter))) = (&self.sandbox, &self.seccomp) else {
-            return false;
+            return None;
         };
-        let Some(g) = &sb.gvisor else { return false };
-        let Some(argv) = g.kill_command(id, signal) else {
-            return false;
-        };
-        // runsc kill prints errors only: to our standard error.
-        let Ok(err) = std::io::stderr().as_fd().try_clone_to_owned() else {
-            return false;
-        };
-        let dup = || err.try_clone().map(proto::Fd);
-        let (Ok(a), Ok(b), Ok(c)) = (dup(), dup(), dup()) else {
-            return false;
+        let g = sb.gvisor.as_ref()?;
+        let err = std::io::stderr().as_fd().try_clone_to_owned().ok()?;
+        let (out_r, out_w) = if capture {
+            let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ok()?;
+            (Some(r), w)
+        } else {
+            (None, err.try_clone().ok()?)
         };
         let req = proto::sandbox::Spawn {
             id: u32::MAX,
             argv: vec!["runsc".into()],
             env: Vec::new(),
             cwd: None,
-            stdio: [a, b, c],
+            stdio: [
+                proto::Fd(err.try_clone().ok()?),
+                proto::Fd(out_w),
+                proto::Fd(err),
+            ],
             tty: false,
             root: false,
         };
@@ -337,13 +367,20 @@ impl Server {
             run_as: uid.zip(g.run_as.map(|(_, gid)| gid)),
         };
         let runsc = spawn::Runsc { fd: &g.runsc, argv };
-        match spawn::spawn(req, ids, filter, &sb.landlock, Some(runsc)) {
-            Ok(child) => matches!(waitpid(child.pid, None), Ok(WaitStatus::Exited(_, 0))),
+        let child = match spawn::spawn(req, ids, filter, &sb.landlock, Some(runsc)) {
+            Ok(child) => child,
             Err(e) => {
-                tracing::warn!(id, "runsc kill: {e}");
-                false
+                tracing::warn!("runsc: {e}");
+                return None;
             }
+        };
+        let mut out = String::new();
+        if let Some(r) = out_r {
+            use std::io::Read;
+            let _ = std::fs::File::from(r).read_to_string(&mut out);
         }
+        let ok = matches!(waitpid(child.pid, None), Ok(WaitStatus::Exited(_, 0)));
+        Some((ok, out))
     }
 
     fn handle_list_pids(&mut self) -> Result<Flow, ServerError> {

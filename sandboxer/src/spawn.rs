@@ -298,8 +298,15 @@ fn child(
             let _ = nix::unistd::chdir("/");
         }
         sys::reset_signals().map_err(at(Stage::Signals))?;
+        // runsc and its gofer share the terminal's process group, and die of
+        // the signals its keys raise (^C, ^\) or stop at ^Z: they ignore them.
+        // `runsc exec` relays what it gets regardless (Go's handlers replace
+        // SIG_IGN); for `runsc run` the supervisor relays the keys itself.
         if let (Exec::Fd(_), true) = (exec, req.tty) {
-            sys::ignore_signal(nix::sys::signal::Signal::SIGINT).map_err(at(Stage::Signals))?;
+            use nix::sys::signal::Signal;
+            for sig in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTSTP] {
+                sys::ignore_signal(sig).map_err(at(Stage::Signals))?;
+            }
         }
 
         sys::cloexec_from(3).map_err(at(Stage::Signals))?;

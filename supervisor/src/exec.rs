@@ -20,6 +20,9 @@ use crate::{runtime, supervise, terminal};
 
 type Conn = Channel<ControlRequest, ControlEvent>;
 
+/// How long a client waits for a session that is still starting.
+const STARTING_WAIT: Duration = Duration::from_secs(5);
+
 /// Connect to the session in `dir` and say hello.
 pub(crate) fn connect(dir: &Path) -> Result<Conn> {
     let path = dir.join("control.sock");
@@ -29,12 +32,33 @@ pub(crate) fn connect(dir: &Path) -> Result<Conn> {
         SockFlag::SOCK_CLOEXEC,
         None,
     )?;
-    socket::connect(fd.as_raw_fd(), &UnixAddr::new(&path)?).with_context(|| {
-        format!(
-            "cannot reach the session's control socket {}",
-            path.display()
-        )
-    })?;
+    let addr = UnixAddr::new(&path)?;
+    // A session that is alive but has no socket yet is still starting (its
+    // chain is being built): give it a moment, then say so.
+    let deadline = Instant::now() + STARTING_WAIT;
+    loop {
+        match socket::connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => break,
+            Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ECONNREFUSED)
+                if runtime::session_alive(dir) =>
+            {
+                if Instant::now() >= deadline {
+                    bail!(
+                        "the session is still starting (its network chain is being built; a tor hop can take minutes): try again once it is up, or interrupt its `pallium run` to abort it"
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot reach the session's control socket {}",
+                        path.display()
+                    )
+                })
+            }
+        }
+    }
     let mut chan = Channel::new(fd);
     chan.handshake("client", "supervisor")
         .context("session handshake")?;
@@ -50,7 +74,8 @@ pub(crate) fn exec(
 ) -> Result<i32> {
     let signals = supervise::block_signals()?;
     let mut chan = connect(dir)?;
-    let mut stdio = terminal::setup()?;
+    // runsc exec relays the keys' signals itself.
+    let mut stdio = terminal::setup(false)?;
     chan.send(ControlRequest::Exec(Exec {
         argv,
         env: std::env::vars().collect(),

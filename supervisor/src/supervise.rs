@@ -185,7 +185,7 @@ fn run_with(
             .with_context(|| format!("writing --pid-file {}", p.display()))?;
     }
 
-    let mut stdio = terminal::setup()?;
+    let mut stdio = terminal::setup(plan.loaded.profile.sandbox.gvisor)?;
     sandbox.chan.send(SandboxRequest::Spawn(Spawn {
         id: 0,
         argv: plan.argv.clone(),

@@ -3,6 +3,11 @@
 //! and it cannot inject keystrokes into ours) and we relay bytes, with our
 //! terminal in raw mode and window-size changes forwarded. Otherwise the
 //! command gets our standard descriptors directly, with no copying at all.
+//!
+//! Under gVisor the first command's PTY belongs to `runsc run`, which relays
+//! no signal from it (and would die of one): there the relay also turns the
+//! interrupt and quit keys into SIGINT/SIGQUIT for this process, which
+//! relays them to the command like any other signal it gets.
 
 #![forbid(unsafe_code)]
 
@@ -29,8 +34,9 @@ struct PtyRelay {
     output: JoinHandle<()>,
 }
 
-/// Prepare stdio for a command run from this process.
-pub(crate) fn setup() -> Result<Stdio> {
+/// Prepare stdio for a command run from this process; `keys_as_signals`:
+/// also raise SIGINT/SIGQUIT here for the PTY's interrupt and quit keys.
+pub(crate) fn setup(keys_as_signals: bool) -> Result<Stdio> {
     let stdin = std::io::stdin();
     if !nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
         let dup = |fd: std::os::fd::BorrowedFd<'_>| -> Result<Fd> {
@@ -64,6 +70,9 @@ pub(crate) fn setup() -> Result<Stdio> {
         let mut buf = [0u8; 4096];
         let mut stdin = std::io::stdin().lock();
         while let Ok(n @ 1..) = stdin.read(&mut buf) {
+            if keys_as_signals {
+                raise_for_keys(&m, &buf[..n]);
+            }
             if nix::unistd::write(&*m, &buf[..n]).is_err() {
                 break;
             }
@@ -91,6 +100,33 @@ pub(crate) fn setup() -> Result<Stdio> {
             output,
         }),
     })
+}
+
+/// SIGINT/SIGQUIT to this process for each interrupt/quit key in `keys`,
+/// when the PTY (whose settings the command controls) generates signals.
+fn raise_for_keys(master: &OwnedFd, keys: &[u8]) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::sys::termios::{LocalFlags, SpecialCharacterIndices as Cc};
+    let Ok(t) = termios::tcgetattr(master.as_fd()) else {
+        return;
+    };
+    if !t.local_flags.contains(LocalFlags::ISIG) {
+        return;
+    }
+    let (intr, quit) = (
+        t.control_chars[Cc::VINTR as usize],
+        t.control_chars[Cc::VQUIT as usize],
+    );
+    for &k in keys.iter().filter(|&&k| k != 0) {
+        let sig = if k == intr {
+            Signal::SIGINT
+        } else if k == quit {
+            Signal::SIGQUIT
+        } else {
+            continue;
+        };
+        let _ = kill(nix::unistd::Pid::this(), sig);
+    }
 }
 
 impl Stdio {

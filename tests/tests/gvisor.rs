@@ -240,7 +240,9 @@ fn exec_joins_a_running_gvisor_session() {
         profile: p.clone(),
         child,
     };
-    // Until the container runs, `runsc exec` has nothing to join: retry.
+    // Until the session is registered, exec finds none; from then on it must
+    // join — waiting, if need be, for the session and its container to be
+    // up — and the retries only wait for the first command to get going.
     let deadline = Instant::now() + Duration::from_secs(60);
     let out = loop {
         let o = pal(
@@ -258,11 +260,19 @@ fn exec_joins_a_running_gvisor_session() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
+        let (stdout, stderr) = text(&o);
         if o.status.code() == Some(3) {
-            break text(&o).0;
+            if stdout == "first\n1\n" {
+                break stdout;
+            }
+        } else {
+            assert!(
+                stderr.contains("no session of profile"),
+                "an exec into the starting session failed: {stdout}{stderr}"
+            );
         }
-        assert!(Instant::now() < deadline, "never joined: {:?}", text(&o));
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(Instant::now() < deadline, "never joined: {stdout}{stderr}");
+        std::thread::sleep(Duration::from_millis(10));
     };
     // The first command's file and its process, seen from inside the same
     // gVisor kernel.

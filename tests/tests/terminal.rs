@@ -1,7 +1,7 @@
 //! An interactive `pallium shell` has a working terminal: line editing, job
 //! control and window resizes, in a one-shot session and when it joins a
-//! running session; ^C in a command joining a gVisor session. Driven through
-//! tmux, as a person at a terminal would.
+//! running session; ^C under gVisor, in the session's first command and in
+//! one joining it. Driven through tmux, as a person at a terminal would.
 
 mod common;
 
@@ -168,6 +168,48 @@ fn ctrl_c_reaches_a_command_joining_a_gvisor_session() {
     t.expect("EXITED=7");
     assert!(s.exec_works(), "the session itself lives on");
     s.stop();
+}
+
+/// Under gVisor, ^C at the terminal of the session's first command reaches
+/// it — a script's trap, and an interactive shell's foreground job — and the
+/// session survives it.
+#[test]
+fn ctrl_c_reaches_the_first_command_of_a_gvisor_session() {
+    pallium_tests::skip_unless_root!();
+    if !have_tmux() {
+        pallium_tests::skip("tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/runsc").is_file() {
+        pallium_tests::skip("runsc is not installed (Debian package runsc)");
+        return;
+    }
+    const GVISOR: &str = r#"'{"sandbox": {"gvisor": true}}'"#;
+    let cmd = format!(
+        "{} exec --one-shot {GVISOR} -- sh -c 'trap \"echo GOT-INT; exit 7\" INT; echo READY; sleep 30 & wait'; echo EXITED=$?; sleep 30",
+        pallium().display()
+    );
+    let t = Tmux::start("gvisorfirst", &cmd);
+    t.expect("READY");
+    t.keys(&["C-c"]);
+    t.expect("GOT-INT");
+    t.expect("EXITED=7");
+
+    let cmd = format!(
+        "env SHELL=/bin/bash {} shell --one-shot {GVISOR}; echo EXITED=$?; sleep 30",
+        pallium().display()
+    );
+    let t = Tmux::start("gvisorshell", &cmd);
+    t.expect("@pallium");
+    // The screen shows "go2" only once the command runs, not as typed.
+    t.keys(&["echo go$((1+1)); sleep 100", "Enter"]);
+    t.expect("go2");
+    t.keys(&["C-c"]);
+    // Back at the prompt long before the sleep would end.
+    t.keys(&["echo back-$((2+2))", "Enter"]);
+    t.expect("back-4");
+    t.keys(&["exit 3", "Enter"]);
+    t.expect("EXITED=3");
 }
 
 /// A `pallium run` of a profile (written from `json`), up once `pallium exec`
