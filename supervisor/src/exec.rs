@@ -65,17 +65,21 @@ pub(crate) fn connect(dir: &Path) -> Result<Conn> {
     Ok(chan)
 }
 
-/// Run `argv` in the session; its exit code.
+/// Run `argv` in the session (`gvisor`: a gVisor session); its exit code.
 pub(crate) fn exec(
     dir: &Path,
     argv: Vec<String>,
     root: bool,
     pid_file: Option<&Path>,
+    gvisor: bool,
 ) -> Result<i32> {
     let signals = supervise::block_signals()?;
     let mut chan = connect(dir)?;
-    // runsc exec relays the keys' signals itself.
-    let mut stdio = terminal::setup(false)?;
+    let mut stdio = terminal::setup(if gvisor {
+        terminal::Runner::GvisorJoin
+    } else {
+        terminal::Runner::Direct
+    })?;
     chan.send(ControlRequest::Exec(Exec {
         argv,
         env: std::env::vars().collect(),

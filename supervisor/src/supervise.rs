@@ -185,7 +185,11 @@ fn run_with(
             .with_context(|| format!("writing --pid-file {}", p.display()))?;
     }
 
-    let mut stdio = terminal::setup(plan.loaded.profile.sandbox.gvisor)?;
+    let mut stdio = terminal::setup(if plan.loaded.profile.sandbox.gvisor {
+        terminal::Runner::GvisorFirst
+    } else {
+        terminal::Runner::Direct
+    })?;
     sandbox.chan.send(SandboxRequest::Spawn(Spawn {
         id: 0,
         argv: plan.argv.clone(),

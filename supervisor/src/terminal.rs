@@ -7,7 +7,11 @@
 //! Under gVisor the first command's PTY belongs to `runsc run`, which relays
 //! no signal from it (and would die of one): there the relay also turns the
 //! interrupt and quit keys into SIGINT/SIGQUIT for this process, which
-//! relays them to the command like any other signal it gets.
+//! relays them to the command like any other signal it gets. And gVisor
+//! writes a regular file it is given as stdout or stderr at offsets of its
+//! own, from 0, over what the file's shared offset says was written before
+//! (`(echo a; cmd) > log` would lose `a`): such a file gets a pipe, copied
+//! into it here with plain writes.
 
 #![forbid(unsafe_code)]
 
@@ -21,11 +25,23 @@ use anyhow::{Context, Result};
 use nix::sys::termios::{self, SetArg, Termios};
 use proto::Fd;
 
+/// Where the command runs, as far as its stdio is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Runner {
+    Direct,
+    /// A gVisor session's first command (`runsc run`).
+    GvisorFirst,
+    /// A command joining a gVisor session (`runsc exec`).
+    GvisorJoin,
+}
+
 /// The command's stdio and whatever keeps it working.
 pub(crate) struct Stdio {
     pub(crate) fds: [Fd; 3],
     pub(crate) tty: bool,
     pty: Option<PtyRelay>,
+    /// Copies from a pipe into a regular file (under gVisor).
+    files: Vec<JoinHandle<()>>,
 }
 
 struct PtyRelay {
@@ -34,23 +50,35 @@ struct PtyRelay {
     output: JoinHandle<()>,
 }
 
-/// Prepare stdio for a command run from this process; `keys_as_signals`:
-/// also raise SIGINT/SIGQUIT here for the PTY's interrupt and quit keys.
-pub(crate) fn setup(keys_as_signals: bool) -> Result<Stdio> {
+/// Prepare stdio for a command run from this process by `runner`.
+pub(crate) fn setup(runner: Runner) -> Result<Stdio> {
+    let keys_as_signals = runner == Runner::GvisorFirst;
     let stdin = std::io::stdin();
     if !nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
         let dup = |fd: std::os::fd::BorrowedFd<'_>| -> Result<Fd> {
             Ok(Fd(fd.try_clone_to_owned().context("dup stdio")?))
         };
+        let mut files = Vec::new();
+        let mut out = |fd: std::os::fd::BorrowedFd<'_>| -> Result<Fd> {
+            if runner == Runner::Direct || !overwritable_file(fd) {
+                return dup(fd);
+            }
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .context("a pipe for a gVisor command's output file")?;
+            let file = fd.try_clone_to_owned().context("dup stdio")?;
+            files.push(std::thread::spawn(move || copy_all(&r, &file)));
+            Ok(Fd(w))
+        };
         let fds = [
             dup(stdin.as_fd())?,
-            dup(std::io::stdout().as_fd())?,
-            dup(std::io::stderr().as_fd())?,
+            out(std::io::stdout().as_fd())?,
+            out(std::io::stderr().as_fd())?,
         ];
         return Ok(Stdio {
             fds,
             tty: false,
             pty: None,
+            files,
         });
     }
     let pty = nix::pty::openpty(None, None).context("cannot allocate a pseudo-terminal")?;
@@ -99,7 +127,35 @@ pub(crate) fn setup(keys_as_signals: bool) -> Result<Stdio> {
             saved,
             output,
         }),
+        files: Vec::new(),
     })
+}
+
+/// A regular file opened without O_APPEND: gVisor would write it from its
+/// own offset.
+fn overwritable_file(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::sys::stat::{fstat, SFlag};
+    let regular = fstat(fd)
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG);
+    let append = fcntl(fd, FcntlArg::F_GETFL)
+        .is_ok_and(|fl| OFlag::from_bits_truncate(fl).contains(OFlag::O_APPEND));
+    regular && !append
+}
+
+/// Copy everything from `from` to `to` (plain writes, at its offset).
+fn copy_all(from: &OwnedFd, to: &OwnedFd) {
+    let mut buf = [0u8; 16384];
+    while let Ok(n @ 1..) = nix::unistd::read(from, &mut buf) {
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            match nix::unistd::write(to, rest) {
+                Ok(w) => rest = &rest[w..],
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+    }
 }
 
 /// SIGINT/SIGQUIT to this process for each interrupt/quit key in `keys`,
@@ -147,6 +203,14 @@ impl Stdio {
 
     /// The command has exited: let the last output through, restore our terminal.
     pub(crate) fn finish(mut self) {
+        // The copies end when gVisor's last process holding the pipe does,
+        // right after the command.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        for copy in std::mem::take(&mut self.files) {
+            while !copy.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
         if let Some(p) = self.pty.take() {
             let deadline = std::time::Instant::now() + Duration::from_millis(500);
             while !p.output.is_finished() && std::time::Instant::now() < deadline {

@@ -2,8 +2,9 @@
 //! test user: the command sees gVisor's kernel, not the host's; its exit
 //! code, stdin and stdout are pallium's; its network is the session's (the
 //! testbed's web host answers it with the address it came from); a second
-//! `pallium exec` joins the running gVisor session; without runsc, one clear
-//! line names the package.
+//! `pallium exec` joins the running gVisor session; output redirected to a
+//! file lands where the file's offset says; without runsc, one clear line
+//! names the package.
 
 mod common;
 
@@ -198,6 +199,29 @@ fn a_terminal_stays_a_terminal_under_gvisor() {
     assert!(stdout.contains("is-a-tty"), "{stdout}");
     assert!(stdout.contains("gVisor"), "{stdout}");
     assert!(stdout.contains("rc=5"), "{stdout}");
+    assert_eq!(common::wait_clean(&tb), Vec::<String>::new());
+}
+
+/// gVisor writes a regular file given as stdout from offsets of its own: the
+/// command's output must still land after what was written before it.
+#[test]
+fn output_to_a_regular_file_follows_what_came_before() {
+    skip_unless_root!();
+    if !runsc_installed() {
+        return;
+    }
+    let tb = Testbed::new("gvfile");
+    let file = std::env::temp_dir().join(format!("pallium-gvfile-{}", std::process::id()));
+    let script = format!(
+        "(echo first; {} exec --one-shot '{GVISOR}' -- sh -c 'echo out; echo err >&2'; echo last) > {} 2>&1 < /dev/null",
+        pallium().display(),
+        file.display()
+    );
+    let o = tb.host_exec(["sh", "-c", &script]).output().unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
+    let written = std::fs::read_to_string(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(written, "first\nout\nerr\nlast\n");
     assert_eq!(common::wait_clean(&tb), Vec::<String>::new());
 }
 

@@ -32,5 +32,11 @@ pub(crate) fn exec(t: Target, profile: &str, command: Vec<String>) -> Result<i32
     }
     let pseudo = loaded.pseudo_path.as_deref().unwrap_or_default();
     let dir = session::find(pseudo, &loaded.display, t.session)?;
-    client::exec(&dir, command, t.root, t.pid_file.as_deref())
+    client::exec(
+        &dir,
+        command,
+        t.root,
+        t.pid_file.as_deref(),
+        loaded.profile.sandbox.gvisor,
+    )
 }
