@@ -127,7 +127,7 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
             Some(u) => (u.uid, u.gid),
             None => {
                 let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
-                let uid = virtuser::root_mode_uid("$gvisor", &passwd);
+                let uid = proto::profile::root_mode_uid("$gvisor", &passwd);
                 (uid, uid)
             }
         });

@@ -5,7 +5,7 @@
 //!
 //! Identity: rootless, the virtual user is the caller's uid (the application
 //! is mapped back to it). As root, it is a real unprivileged uid of its own
-//! ([`root_mode_uid`]), which owns its home; the application runs as that
+//! ([`VirtuserName::root_mode_uid`]), which owns its home; the application runs as that
 //! uid unless `--root`, so it owns nothing of the host's.
 
 #![forbid(unsafe_code)]
@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use proto::profile::{Virtuser, VirtuserName};
+use proto::profile::{Virtuser, VirtuserName, ROOT_VIRTUSER_DIR};
 
 use crate::paths::{Class, HostKind};
 use crate::plan::{MountOp, NEW_ROOT, OLD_ROOT};
@@ -47,33 +47,6 @@ pub struct Prepared {
     /// The uid and gid the user has (and, root mode, the application runs as).
     pub uid: u32,
     pub gid: u32,
-}
-
-/// Root mode: the first uid of the range virtual users are given. Far above
-/// the ranges distributions hand out to users, system accounts and
-/// `/etc/subuid` (100000 + 65536·n), so no host account owns anything there.
-pub const ROOT_MODE_UID_BASE: u32 = 0x5000_0000;
-/// The size of that range.
-const ROOT_MODE_UID_SPAN: u32 = 0x0100_0000;
-
-/// Root mode: the uid (and gid) of virtual user `key` (its name, or `$tmp`):
-/// a hash of the name into the range, stepping past any uid the host's
-/// `passwd` names. A persistent home keeps the uid it was given first
-/// ([`prepare`] reads its owner), so this only decides a new user's.
-pub fn root_mode_uid(key: &str, passwd: &str) -> u32 {
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let hash = key.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    let taken: Vec<u32> = passwd
-        .lines()
-        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
-        .collect();
-    let mut uid = ROOT_MODE_UID_BASE + hash % ROOT_MODE_UID_SPAN;
-    while taken.contains(&uid) {
-        uid = ROOT_MODE_UID_BASE + (uid - ROOT_MODE_UID_BASE + 1) % ROOT_MODE_UID_SPAN;
-    }
-    uid
 }
 
 /// The caller's home directory and shell from the host's `/etc/passwd`.
@@ -174,12 +147,8 @@ pub fn prepare(
 ) -> Result<Prepared, VirtuserError> {
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let (caller_home, shell) = caller(&passwd, uid);
-    let key = match &v.name {
-        VirtuserName::Temporary => "$tmp",
-        VirtuserName::Named(n) => n.as_str(),
-    };
     let mut id = if root_mode {
-        let u = root_mode_uid(key, &passwd);
+        let u = v.name.root_mode_uid(&passwd);
         (u, u)
     } else {
         (uid, gid)
@@ -188,10 +157,10 @@ pub fn prepare(
         VirtuserName::Temporary => None,
         VirtuserName::Named(n) => {
             let base = match (uid, caller_home) {
-                (0, _) | (_, None) => PathBuf::from("/etc/pallium"),
-                (_, Some(h)) => Path::new(&h).join(".config/pallium"),
+                (0, _) | (_, None) => PathBuf::from(ROOT_VIRTUSER_DIR),
+                (_, Some(h)) => Path::new(&h).join(".config/pallium/virtuser"),
             };
-            let dir = base.join("virtuser").join(n).join("home");
+            let dir = base.join(n).join("home");
             match fs::symlink_metadata(&dir) {
                 Err(_) => {
                     create_home(&dir, v.skeleton.as_deref())?;
@@ -395,17 +364,6 @@ mod tests {
             }]
         );
         assert_eq!(p.private[0].1, "tmp:x:7:8::/home/tmp:/bin/sh\n");
-    }
-
-    #[test]
-    fn root_mode_uids_are_unprivileged_stable_and_free() {
-        let a = root_mode_uid("johndoe", "");
-        assert!((ROOT_MODE_UID_BASE..ROOT_MODE_UID_BASE + ROOT_MODE_UID_SPAN).contains(&a));
-        assert_eq!(a, root_mode_uid("johndoe", "root:x:0:0::/root:/bin/sh\n"));
-        assert_ne!(a, root_mode_uid("$tmp", ""));
-        // A uid the host already names is skipped.
-        let taken = format!("x:x:{a}:{a}::/:/bin/sh\n");
-        assert_eq!(root_mode_uid("johndoe", &taken), a + 1);
     }
 
     #[test]

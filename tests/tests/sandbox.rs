@@ -201,3 +201,96 @@ fn bad_sandbox_input_is_refused_before_anything_is_set_up() {
     }
     assert_eq!(common::wait_clean(&tb), Vec::<String>::new());
 }
+
+/// The original README's "hardened browser" profile (ORIGINAL.md §1.8) with a
+/// shell in place of the browser (and without `gui`/`audio`, not built yet):
+/// under gVisor, as a virtual user with a persistent home, the Downloads bind
+/// the only way out to the host. As root, the Downloads directory is given
+/// to the uid `pallium check` names, as the user would.
+#[test]
+fn hardened_browser_profile_with_a_shell_for_the_browser() {
+    skip_unless_root!();
+    use std::os::unix::fs::MetadataExt;
+    if !std::path::Path::new("/usr/bin/runsc").is_file() {
+        pallium_tests::skip("runsc is not installed (Debian package runsc)");
+        return;
+    }
+    let rootless = tun_usable();
+    if !rootless {
+        pallium_tests::skip("rootless half: /dev/net/tun is not world read-write");
+    }
+    let tb = Testbed::new("sbxbrowser");
+    let name = format!("browser{}", std::process::id());
+    let user = TestUser::get();
+    let _homes = [
+        VirtuserDir(std::path::Path::new("/etc/pallium/virtuser").join(&name)),
+        VirtuserDir(user.home().join(".config/pallium/virtuser").join(&name)),
+    ];
+    let base = std::env::temp_dir().join(format!("pallium-browser-{}", std::process::id()));
+    let _base = VirtuserDir(base.clone());
+    let browse = "dmesg | head -1; echo $HOME; \
+                  echo page > /home/browser/Downloads/page.html && echo saved; \
+                  echo visited >> $HOME/history && echo remembered";
+    for root in [true, false] {
+        if !root && !rootless {
+            continue;
+        }
+        let dl = base.join(if root { "root" } else { "user" });
+        std::fs::create_dir_all(&dl).unwrap();
+        let prof = format!(
+            r#"{{"sandbox": {{"gvisor": true, "virtuser": "{name}", "paths": {{"bind": [["/home/browser/Downloads", "{}"]]}}}}, "run": {{"command": "chromium"}}}}"#,
+            dl.display()
+        );
+        let owner = if root {
+            let o = out(tb.host_exec([
+                pallium().display().to_string(),
+                "check".into(),
+                prof.clone(),
+            ]));
+            let (stdout, stderr) = text(&o);
+            assert!(o.status.success(), "{stdout}{stderr}");
+            let uid: u32 = stdout
+                .lines()
+                .find_map(|l| l.split("virtual user is uid ").nth(1))
+                .and_then(|r| r.split(',').next()?.parse().ok())
+                .unwrap_or_else(|| panic!("no uid in: {stdout}"));
+            assert_ne!(uid, 0);
+            uid
+        } else {
+            std::fs::set_permissions(&base, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            user.uid()
+        };
+        nix::unistd::chown(&dl, Some(owner.into()), None).unwrap();
+        let run = |script: &str| {
+            let argv = ["sh", "-c", script];
+            if root {
+                exec_root(&tb, &prof, &argv)
+            } else {
+                exec_user(&tb, &prof, &argv)
+            }
+        };
+        let o = run(browse);
+        let (stdout, stderr) = text(&o);
+        assert!(o.status.success(), "root {root}: {stdout}{stderr}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert!(lines[0].contains("gVisor"), "root {root}: {stdout}");
+        assert_eq!(
+            &lines[1..],
+            [format!("/home/{name}").as_str(), "saved", "remembered"],
+            "root {root}: {stderr}"
+        );
+        // The download is on the host, the virtual user's.
+        let page = dl.join("page.html");
+        assert_eq!(std::fs::read_to_string(&page).unwrap(), "page\n");
+        assert_eq!(
+            std::fs::metadata(&page).unwrap().uid(),
+            owner,
+            "root {root}"
+        );
+        // The home persists into the next session.
+        let o = run("cat $HOME/history");
+        assert_eq!(text(&o).0, "visited\n", "root {root}: {:?}", text(&o));
+    }
+    assert_eq!(common::wait_clean(&tb), Vec::<String>::new());
+}

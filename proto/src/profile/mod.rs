@@ -28,7 +28,8 @@ pub use hop::{
 };
 pub use network::{Bridge, EthBridge, Network};
 pub use sandbox::{
-    BindMount, FsMount, Gui, Paths, PathsMode, Sandbox, Virtuser, VirtuserName, DEFAULT_SKELETON,
+    root_mode_uid, BindMount, FsMount, Gui, Paths, PathsMode, Sandbox, Virtuser, VirtuserName,
+    DEFAULT_SKELETON, ROOT_MODE_UID_BASE, ROOT_MODE_UID_SPAN, ROOT_VIRTUSER_DIR,
 };
 
 use locate::JsonPath;

@@ -66,7 +66,47 @@ pub enum VirtuserName {
     Named(String),
 }
 
+/// Root mode: where persistent virtual users' homes live
+/// (`<dir>/NAME/home`).
+pub const ROOT_VIRTUSER_DIR: &str = "/etc/pallium/virtuser";
+/// Root mode: the first uid of the range virtual users are given. Far above
+/// the ranges distributions hand out to users, system accounts and
+/// `/etc/subuid` (100000 + 65536·n), so no host account owns anything there.
+pub const ROOT_MODE_UID_BASE: u32 = 0x5000_0000;
+/// The size of that range.
+pub const ROOT_MODE_UID_SPAN: u32 = 0x0100_0000;
+
+/// Root mode: the uid (and gid) given to `key` (a virtual user's name,
+/// `$tmp`, or another identity of pallium's own): a hash of it into the
+/// range, stepping past any uid the host's `passwd` names.
+pub fn root_mode_uid(key: &str, passwd: &str) -> u32 {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let hash = key.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let taken: Vec<u32> = passwd
+        .lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+        .collect();
+    let mut uid = ROOT_MODE_UID_BASE + hash % ROOT_MODE_UID_SPAN;
+    while taken.contains(&uid) {
+        uid = ROOT_MODE_UID_BASE + (uid - ROOT_MODE_UID_BASE + 1) % ROOT_MODE_UID_SPAN;
+    }
+    uid
+}
+
 impl VirtuserName {
+    /// Root mode: the uid a new virtual user of this name is given
+    /// ([`root_mode_uid`]); a persistent home keeps the uid it was given
+    /// first (its owner).
+    pub fn root_mode_uid(&self, passwd: &str) -> u32 {
+        let key = match self {
+            VirtuserName::Temporary => "$tmp",
+            VirtuserName::Named(n) => n.as_str(),
+        };
+        root_mode_uid(key, passwd)
+    }
+
     /// The user name inside the sandbox.
     pub fn as_str(&self) -> &str {
         match self {
@@ -328,6 +368,19 @@ fn sandbox_path(cx: &Cx<'_>, s: &str, path: &JsonPath) -> Res<()> {
 mod tests {
     use super::*;
     use crate::profile::parse;
+
+    #[test]
+    fn root_mode_uids_are_unprivileged_stable_and_free() {
+        let john = VirtuserName::Named("johndoe".into());
+        let a = john.root_mode_uid("");
+        assert!((ROOT_MODE_UID_BASE..ROOT_MODE_UID_BASE + ROOT_MODE_UID_SPAN).contains(&a));
+        assert_eq!(a, john.root_mode_uid("root:x:0:0::/root:/bin/sh\n"));
+        assert_eq!(a, root_mode_uid("johndoe", ""));
+        assert_ne!(a, VirtuserName::Temporary.root_mode_uid(""));
+        // A uid the host already names is skipped.
+        let taken = format!("x:x:{a}:{a}::/:/bin/sh\n");
+        assert_eq!(john.root_mode_uid(&taken), a + 1);
+    }
 
     fn ok(text: &str) -> Sandbox {
         parse("p.json", text).unwrap().profile.sandbox

@@ -1,7 +1,11 @@
 //! `pallium check PROFILE`: validate and print the plan without setting
 //! anything up. Exit 0 when the profile is valid and runnable, 1 otherwise.
 
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
 use anyhow::Result;
+use proto::profile::{VirtuserName, ROOT_VIRTUSER_DIR};
 
 use crate::cli::CheckArgs;
 use crate::profile_source;
@@ -30,6 +34,12 @@ pub(crate) fn check(a: CheckArgs) -> Result<i32> {
     for line in p.describe() {
         println!("  {line}");
     }
+    if let (true, Some(v)) = (root, &p.sandbox.virtuser) {
+        println!(
+            "  identity: as root the virtual user is uid {}, which owns its home; a bind it writes to must be writable by that uid",
+            root_mode_uid(&v.name)
+        );
+    }
     let missing = p.unsupported();
     if missing.is_empty() {
         println!("ok: the profile is valid and runnable");
@@ -39,4 +49,18 @@ pub(crate) fn check(a: CheckArgs) -> Result<i32> {
         eprintln!("pallium: profile {}: {m}", loaded.display);
     }
     Ok(1)
+}
+
+/// The uid a root-mode session gives virtual user `name`: its persistent
+/// home's owner once it has one, else the one it will be given.
+fn root_mode_uid(name: &VirtuserName) -> u32 {
+    if let VirtuserName::Named(n) = name {
+        let home = Path::new(ROOT_VIRTUSER_DIR).join(n).join("home");
+        if let Ok(m) = std::fs::metadata(home) {
+            if m.uid() != 0 {
+                return m.uid();
+            }
+        }
+    }
+    name.root_mode_uid(&std::fs::read_to_string("/etc/passwd").unwrap_or_default())
 }
