@@ -335,14 +335,23 @@ impl Server {
     }
 
     /// Run runsc with `argv` as `uid` under the application's filter and
-    /// wait: whether it succeeded and, if `capture`, its standard output
-    /// (errors go to our standard error). None if it could not be started.
+    /// wait: whether it succeeded and, if `capture`, its standard output.
+    /// Its error messages are dropped, not shown on the user's terminal: the
+    /// usual one is a process that exited meanwhile. None if it could not
+    /// be started.
     fn runsc(&self, argv: Vec<String>, uid: Option<u32>, capture: bool) -> Option<(bool, String)> {
         let (Some(sb), Some(Ok(filter))) = (&self.sandbox, &self.seccomp) else {
             return None;
         };
         let g = sb.gvisor.as_ref()?;
-        let err = std::io::stderr().as_fd().try_clone_to_owned().ok()?;
+        let err: OwnedFd = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+        {
+            Ok(null) => null.into(),
+            Err(_) => std::io::stderr().as_fd().try_clone_to_owned().ok()?,
+        };
         let (out_r, out_w) = if capture {
             let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ok()?;
             (Some(r), w)
@@ -366,6 +375,12 @@ impl Server {
             map_back: sb.map_back,
             run_as: uid.zip(g.run_as.map(|(_, gid)| gid)),
         };
+        // The subcommand and its arguments, for the log.
+        let what: Vec<String> = argv
+            .iter()
+            .skip_while(|a| a.starts_with('-') || *a == "runsc")
+            .cloned()
+            .collect();
         let runsc = spawn::Runsc { fd: &g.runsc, argv };
         let child = match spawn::spawn(req, ids, filter, &sb.landlock, Some(runsc)) {
             Ok(child) => child,
@@ -380,6 +395,9 @@ impl Server {
             let _ = std::fs::File::from(r).read_to_string(&mut out);
         }
         let ok = matches!(waitpid(child.pid, None), Ok(WaitStatus::Exited(_, 0)));
+        if !ok {
+            tracing::debug!("runsc {} failed", what.join(" "));
+        }
         Some((ok, out))
     }
 

@@ -59,14 +59,21 @@ pub(crate) fn setup(runner: Runner) -> Result<Stdio> {
             Ok(Fd(fd.try_clone_to_owned().context("dup stdio")?))
         };
         let mut files = Vec::new();
+        // Each file gets one pipe, so `> log 2>&1` keeps the order the
+        // command wrote in: (file's dev and inode, the pipe's write end).
+        let mut piped: Vec<((u64, u64), OwnedFd)> = Vec::new();
         let mut out = |fd: std::os::fd::BorrowedFd<'_>| -> Result<Fd> {
-            if runner == Runner::Direct || !overwritable_file(fd) {
+            let Some(id) = overwritable_file(fd).filter(|_| runner != Runner::Direct) else {
                 return dup(fd);
+            };
+            if let Some((_, w)) = piped.iter().find(|(f, _)| *f == id) {
+                return Ok(Fd(w.try_clone().context("dup a pipe")?));
             }
             let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                 .context("a pipe for a gVisor command's output file")?;
             let file = fd.try_clone_to_owned().context("dup stdio")?;
             files.push(std::thread::spawn(move || copy_all(&r, &file)));
+            piped.push((id, w.try_clone().context("dup a pipe")?));
             Ok(Fd(w))
         };
         let fds = [
@@ -74,6 +81,8 @@ pub(crate) fn setup(runner: Runner) -> Result<Stdio> {
             out(std::io::stdout().as_fd())?,
             out(std::io::stderr().as_fd())?,
         ];
+        // Only the command may hold the write ends, or the copies never end.
+        drop(piped);
         return Ok(Stdio {
             fds,
             tty: false,
@@ -131,16 +140,16 @@ pub(crate) fn setup(runner: Runner) -> Result<Stdio> {
     })
 }
 
-/// A regular file opened without O_APPEND: gVisor would write it from its
-/// own offset.
-fn overwritable_file(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+/// A regular file opened without O_APPEND, which gVisor would write from
+/// its own offset: its device and inode.
+fn overwritable_file(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u64, u64)> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     use nix::sys::stat::{fstat, SFlag};
-    let regular = fstat(fd)
-        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG);
+    let st = fstat(fd).ok()?;
+    let regular = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
     let append = fcntl(fd, FcntlArg::F_GETFL)
         .is_ok_and(|fl| OFlag::from_bits_truncate(fl).contains(OFlag::O_APPEND));
-    regular && !append
+    (regular && !append).then_some((st.st_dev, st.st_ino))
 }
 
 /// Copy everything from `from` to `to` (plain writes, at its offset).
