@@ -180,7 +180,7 @@ fn exits_at(tb: &Testbed, mode: Mode, profile: &str, exit: std::net::Ipv4Addr) {
     let (ok, stdout, stderr) = one_shot(tb, mode, profile, &curl(&format!("http://{WEB4_NAME}/")));
     assert!(ok, "{mode:?}: {stdout}{stderr}");
     assert_eq!(lines(&stdout), [exit.to_string()], "{mode:?}: {stderr}");
-    wait_clean(tb);
+    assert_clean(tb);
 }
 
 /// `script` in the running session fails, and nothing it tried reached the
@@ -199,6 +199,11 @@ fn assert_blocked(tb: &Testbed, mode: Mode, profile: &str, script: &str) {
         before,
         "{mode:?}: something reached the web host: {seen:?}"
     );
+}
+
+/// Nothing of the session is left in the testbed's host namespace.
+fn assert_clean(tb: &Testbed) {
+    assert_eq!(wait_clean(tb), Vec::<String>::new(), "left behind");
 }
 
 /// No query reached the DNS host from the host namespace's own addresses.
@@ -251,7 +256,7 @@ fn socks5_hop_exits_at_the_proxy_and_resolves_names_there() {
             "{mode:?}: {stderr}"
         );
         assert!(stderr.contains("hop 1 (socks)"), "progress shown: {stderr}");
-        wait_clean(&tb);
+        assert_clean(&tb);
     }
     // The names were resolved by the proxy, never from the host.
     let q = tb.dns_queries();
@@ -288,7 +293,7 @@ fn socks_version_4_and_a_proxy_given_by_name() {
         assert!(ok, "socks {version}: {stdout}{stderr}");
         assert_eq!(lines(&stdout), [proxy.exit_v4().to_string()], "{stderr}");
     }
-    wait_clean(&tb);
+    assert_clean(&tb);
 }
 
 #[test]
@@ -321,7 +326,7 @@ fn dante_with_credentials_carries_tcp_and_udp() {
             l.iter().any(|l| l.contains("ping-pallium")),
             "{mode:?}: UDP echo came back: {stdout}{stderr}"
         );
-        wait_clean(&tb);
+        assert_clean(&tb);
     }
     let seen = tb.udp_seen();
     assert!(
@@ -380,7 +385,7 @@ fn two_hops_nest_socks_then_http() {
             log.contains(&socks.exit_v4().to_string()),
             "tinyproxy saw the SOCKS proxy as its client: {log}"
         );
-        wait_clean(&tb);
+        assert_clean(&tb);
     }
     assert_no_dns_from_host(&tb);
 }
@@ -420,7 +425,7 @@ fn hop_dns_list_is_forwarded_through_the_proxy_over_tcp() {
         "{q:?}"
     );
     assert_no_dns_from_host(&tb);
-    wait_clean(&tb);
+    assert_clean(&tb);
 }
 
 #[test]
@@ -452,7 +457,7 @@ fn killing_the_proxy_stops_traffic_and_nothing_leaks() {
             "curl -sS --max-time 3 http://203.0.113.10/ ; curl -sS --max-time 3 http://web4.pallium.test/",
         );
         session.stop(&tb, mode, &p);
-        wait_clean(&tb);
+        assert_clean(&tb);
     }
     assert!(!tb.web_seen().contains(&tb.host_v4().to_string()));
 }
@@ -530,7 +535,7 @@ fn bad_hops_fail_with_one_clear_line_and_leave_nothing() {
         for n in needles {
             assert!(last.contains(n), "{json}: '{n}' not in the error: {stderr}");
         }
-        wait_clean(&tb);
+        assert_clean(&tb);
     }
 }
 
@@ -569,7 +574,7 @@ fn tor_hop_end_to_end() {
             stderr.contains("hop 1 (tor): tor: bootstrapped 100%"),
             "bootstrap progress shown: {stderr}"
         );
-        wait_clean(&tb);
+        assert_clean(&tb);
     }
 
     // SOCKS4a: the name travels to the proxy (here the network's own Tor client).
@@ -602,7 +607,7 @@ fn tor_hop_end_to_end() {
         exits.iter().any(|e| log.contains(e.as_str())),
         "tinyproxy's client was a Tor exit: {log}"
     );
-    wait_clean(&tb);
+    assert_clean(&tb);
 
     // onion_support: false answers .onion names with NXDOMAIN while other
     // names still resolve through Tor; builtin_dns: false leaves no DNS at
@@ -638,7 +643,7 @@ fn tor_hop_end_to_end() {
             Some("rc=6"),
             "{key}: {stderr}"
         );
-        wait_clean(&tb);
+        assert_clean(&tb);
     }
 
     // A bootstrap that cannot finish in time says how far it got.
@@ -653,7 +658,7 @@ fn tor_hop_end_to_end() {
         last.contains("hop 1 (tor)") && last.contains("within 1 s") && last.contains("got to"),
         "{stderr}"
     );
-    wait_clean(&tb);
+    assert_clean(&tb);
 
     // The hop's own tor dies mid-session: the user is told, and the
     // application's traffic stops.
@@ -683,7 +688,7 @@ fn tor_hop_end_to_end() {
         "curl -sS --max-time 5 http://203.0.113.10/",
     );
     session.stop(&tb, Mode::Root, &p);
-    wait_clean(&tb);
+    assert_clean(&tb);
 
     // The kill switch: with the exits gone nothing reaches the web host.
     let p = profile(
@@ -705,7 +710,7 @@ fn tor_hop_end_to_end() {
         "curl -sS --max-time 10 http://203.0.113.10/",
     );
     session.stop(&tb, Mode::Root, &p);
-    wait_clean(&tb);
+    assert_clean(&tb);
     assert_no_dns_from_host(&tb);
     assert!(!tb.web_seen().contains(&tb.host_v4().to_string()));
 }
@@ -739,7 +744,7 @@ fn a_dead_hop_daemon_is_reported_and_its_traffic_stops() {
         "curl -sS --max-time 3 http://203.0.113.10/",
     );
     session.stop(&tb, Mode::Root, &p);
-    wait_clean(&tb);
+    assert_clean(&tb);
 }
 
 #[test]
@@ -765,7 +770,7 @@ fn socksapp_hop_runs_the_program_and_a_proxy_at_an_ipv6_address_works() {
         let (ok, stdout, stderr) = one_shot(&tb, mode, &p, &script);
         assert!(ok, "{mode:?}: {stdout}{stderr}");
         assert_eq!(lines(&stdout), [tb.host_v4().to_string()], "{stderr}");
-        wait_clean(&tb);
+        assert_clean(&tb);
         // A proxy given as [v6]:port.
         let p = profile(
             "socks-v6",

@@ -93,11 +93,13 @@ pub(crate) fn profile_dir_name(path: &std::path::Path) -> String {
 
 /// Poll until the testbed's host namespace is as it was (the kernel removes
 /// a dead namespace's links asynchronously); the findings if it never is.
+#[must_use = "assert that nothing was left behind"]
 pub(crate) fn wait_clean(tb: &pallium_tests::Testbed) -> Vec<String> {
     wait_clean_except(tb, |_| false)
 }
 
 /// Like [`wait_clean`], but returns as soon as only `allowed` findings remain.
+#[must_use = "assert that nothing else was left behind"]
 pub(crate) fn wait_clean_except(
     tb: &pallium_tests::Testbed,
     allowed: fn(&String) -> bool,
