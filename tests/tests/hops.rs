@@ -201,6 +201,16 @@ fn assert_blocked(tb: &Testbed, mode: Mode, profile: &str, script: &str) {
     );
 }
 
+/// The pid `pallium audit` shows for `role` in the running session.
+fn audit_pid(tb: &Testbed, profile: &str, role: &str) -> i32 {
+    let audit = text(&out(pal(tb, Mode::Root, &["audit", profile]))).0;
+    audit
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(role))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {role} process in the audit: {audit}"))
+}
+
 /// Nothing of the session is left in the testbed's host namespace.
 fn assert_clean(tb: &Testbed) {
     assert_eq!(wait_clean(tb), Vec::<String>::new(), "left behind");
@@ -668,15 +678,8 @@ fn tor_hop_end_to_end() {
     );
     let session = Session::start(&tb, Mode::Root, &p);
     wait_up(&tb, Mode::Root, &p, &web, Duration::from_secs(150));
-    let audit = text(&out(pal(&tb, Mode::Root, &["audit", &p]))).0;
-    let tor_pid: i32 = audit
-        .lines()
-        .find(|l| l.contains(" hop:tor "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no hop:tor process in the audit: {audit}"));
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(tor_pid),
+        nix::unistd::Pid::from_raw(audit_pid(&tb, &p, "hop:tor")),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
@@ -809,4 +812,38 @@ fn socksapp_then_a_name_stalls() {
         [tb.host_v4().to_string(), tb.host_v4().to_string()],
         "{stderr}"
     );
+}
+
+/// SIGKILL of the supervisor or of the netbroker of a session whose hop runs
+/// a daemon (socksapp: microsocks) ends the session and leaves nothing: no
+/// daemon, namespace, link, table or process.
+#[test]
+fn kill_9_of_a_session_with_a_daemon_hop_leaves_nothing() {
+    skip_unless_root!();
+    let tb = Testbed::new("hopkill9");
+    let p = profile(
+        "socksapp-kill9",
+        r#"{"chain": [{"type": "socksapp", "user": "nobody", "cmd": ["/usr/bin/microsocks", "-i", "127.0.0.1", "-p", "{port}"]}], "run": {"command": ["sleep", "600"]}}"#,
+    );
+    let url = format!("http://{}/", tb.web_v4());
+    for victim in ["supervisor", "netbroker"] {
+        let mut session = Session::start(&tb, Mode::Root, &p);
+        wait_up(&tb, Mode::Root, &p, &url, Duration::from_secs(30));
+        // The hop's daemon is there, then gone with the session.
+        audit_pid(&tb, &p, "hop:socksapp");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(audit_pid(&tb, &p, victim)),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while session.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{victim} killed: the session did not end"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_clean(&tb);
+    }
 }
