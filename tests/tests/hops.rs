@@ -201,6 +201,18 @@ fn assert_blocked(tb: &Testbed, mode: Mode, profile: &str, script: &str) {
     );
 }
 
+/// A running root session (`sleep 600`) behind `tor_hop`, up once `web`
+/// answers through it.
+fn running_tor(tb: &Testbed, name: &str, tor_hop: &str, web: &str) -> (String, Session) {
+    let p = profile(
+        name,
+        &format!(r#"{{"chain": [{tor_hop}], "run": {{"command": ["sleep", "600"]}}}}"#),
+    );
+    let session = Session::start(tb, Mode::Root, &p);
+    wait_up(tb, Mode::Root, &p, web, Duration::from_secs(150));
+    (p, session)
+}
+
 /// The pid `pallium audit` shows for `role` in the running session.
 fn audit_pid(tb: &Testbed, profile: &str, role: &str) -> i32 {
     let audit = text(&out(pal(tb, Mode::Root, &["audit", profile]))).0;
@@ -672,12 +684,7 @@ fn tor_hop_end_to_end() {
 
     // The hop's own tor dies mid-session: the user is told, and the
     // application's traffic stops.
-    let p = profile(
-        "tordead",
-        &format!(r#"{{"chain": [{tor_hop}], "run": {{"command": ["sleep", "600"]}}}}"#),
-    );
-    let session = Session::start(&tb, Mode::Root, &p);
-    wait_up(&tb, Mode::Root, &p, &web, Duration::from_secs(150));
+    let (p, session) = running_tor(&tb, "tordead", &tor_hop, &web);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(audit_pid(&tb, &p, "hop:tor")),
         nix::sys::signal::Signal::SIGKILL,
@@ -694,12 +701,7 @@ fn tor_hop_end_to_end() {
     assert_clean(&tb);
 
     // The kill switch: with the exits gone nothing reaches the web host.
-    let p = profile(
-        "torkill",
-        &format!(r#"{{"chain": [{tor_hop}], "run": {{"command": ["sleep", "600"]}}}}"#),
-    );
-    let session = Session::start(&tb, Mode::Root, &p);
-    wait_up(&tb, Mode::Root, &p, &web, Duration::from_secs(150));
+    let (p, session) = running_tor(&tb, "torkill", &tor_hop, &web);
     // tor runs as its own user with nothing: audit finds no excess.
     let audit = out(pal(&tb, Mode::Root, &["audit", &p]));
     let (a_out, a_err) = text(&audit);

@@ -139,33 +139,46 @@ fn a_shell_joining_a_running_session_has_a_working_terminal() {
     s.stop();
 }
 
+/// Whether tmux and runsc are there (a skip is reported otherwise).
+fn tmux_and_runsc() -> bool {
+    if !have_tmux() {
+        pallium_tests::skip("tmux is not installed (apt-get install tmux)");
+        return false;
+    }
+    if !std::path::Path::new("/usr/bin/runsc").is_file() {
+        pallium_tests::skip("runsc is not installed (Debian package runsc)");
+        return false;
+    }
+    true
+}
+
+/// `pallium ARGS -- sh -c SCRIPT` at a terminal, SCRIPT trapping SIGINT:
+/// ^C reaches the trap and the exit code is the trap's.
+fn ctrl_c_reaches_the_trap(name: &str, args: &str) {
+    let cmd = format!(
+        "{} {args} -- sh -c 'trap \"echo GOT-INT; exit 7\" INT; echo READY; sleep 30 & wait'; echo EXITED=$?; sleep 30",
+        pallium().display()
+    );
+    let t = Tmux::start(name, &cmd);
+    t.expect("READY");
+    t.keys(&["C-c"]);
+    t.expect("GOT-INT");
+    t.expect("EXITED=7");
+}
+
 /// Under gVisor, ^C at the terminal of a command that joined the session
 /// interrupts that command (runsc exec relays it), not the session.
 #[test]
 fn ctrl_c_reaches_a_command_joining_a_gvisor_session() {
     pallium_tests::skip_unless_root!();
-    if !have_tmux() {
-        pallium_tests::skip("tmux is not installed (apt-get install tmux)");
-        return;
-    }
-    if !std::path::Path::new("/usr/bin/runsc").is_file() {
-        pallium_tests::skip("runsc is not installed (Debian package runsc)");
+    if !tmux_and_runsc() {
         return;
     }
     let s = RunningSession::start(
         "termgvisor",
         r#"{"sandbox": {"gvisor": true}, "run": {"command": ["sleep", "infinity"]}}"#,
     );
-    let cmd = format!(
-        "{} exec {} -- sh -c 'trap \"echo GOT-INT; exit 7\" INT; echo READY; sleep 30 & wait'; echo EXITED=$?; sleep 30",
-        pallium().display(),
-        s.profile
-    );
-    let t = Tmux::start("gvisorint", &cmd);
-    t.expect("READY");
-    t.keys(&["C-c"]);
-    t.expect("GOT-INT");
-    t.expect("EXITED=7");
+    ctrl_c_reaches_the_trap("gvisorint", &format!("exec {}", s.profile));
     assert!(s.exec_works(), "the session itself lives on");
     s.stop();
 }
@@ -176,24 +189,11 @@ fn ctrl_c_reaches_a_command_joining_a_gvisor_session() {
 #[test]
 fn ctrl_c_reaches_the_first_command_of_a_gvisor_session() {
     pallium_tests::skip_unless_root!();
-    if !have_tmux() {
-        pallium_tests::skip("tmux is not installed (apt-get install tmux)");
-        return;
-    }
-    if !std::path::Path::new("/usr/bin/runsc").is_file() {
-        pallium_tests::skip("runsc is not installed (Debian package runsc)");
+    if !tmux_and_runsc() {
         return;
     }
     const GVISOR: &str = r#"'{"sandbox": {"gvisor": true}}'"#;
-    let cmd = format!(
-        "{} exec --one-shot {GVISOR} -- sh -c 'trap \"echo GOT-INT; exit 7\" INT; echo READY; sleep 30 & wait'; echo EXITED=$?; sleep 30",
-        pallium().display()
-    );
-    let t = Tmux::start("gvisorfirst", &cmd);
-    t.expect("READY");
-    t.keys(&["C-c"]);
-    t.expect("GOT-INT");
-    t.expect("EXITED=7");
+    ctrl_c_reaches_the_trap("gvisorfirst", &format!("exec --one-shot {GVISOR}"));
 
     let cmd = format!(
         "env SHELL=/bin/bash {} shell --one-shot {GVISOR}; echo EXITED=$?; sleep 30",
