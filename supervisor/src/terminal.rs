@@ -167,6 +167,13 @@ fn copy_all(from: &OwnedFd, to: &OwnedFd) {
     }
 }
 
+/// Wait until `t` has finished, or `deadline`.
+fn wait_finished(t: &JoinHandle<()>, deadline: std::time::Instant) {
+    while !t.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// SIGINT/SIGQUIT to this process for each interrupt/quit key in `keys`,
 /// when the PTY (whose settings the command controls) generates signals.
 fn raise_for_keys(master: &OwnedFd, keys: &[u8]) {
@@ -216,15 +223,13 @@ impl Stdio {
         // right after the command.
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         for copy in std::mem::take(&mut self.files) {
-            while !copy.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            wait_finished(&copy, deadline);
         }
         if let Some(p) = self.pty.take() {
-            let deadline = std::time::Instant::now() + Duration::from_millis(500);
-            while !p.output.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            wait_finished(
+                &p.output,
+                std::time::Instant::now() + Duration::from_millis(500),
+            );
             if let Some(orig) = &p.saved {
                 let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSADRAIN, orig);
             }
