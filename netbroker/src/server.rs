@@ -236,12 +236,14 @@ fn chain_ready(uplink: &Built) -> std::io::Result<ChainReady> {
             userns: None,
             resolv_conf: v.resolv_conf.clone(),
             links: vec![v.link.clone()],
+            outer: Vec::new(),
         },
         Built::Userspace(u) => ChainReady {
             netns: Fd(u.netns.try_clone()?),
             userns: dup_userns(u)?,
             resolv_conf: u.resolv_conf.clone(),
             links: vec![u.link.clone()],
+            outer: Vec::new(),
         },
     })
 }
@@ -359,6 +361,11 @@ fn handle_build_hops(
         },
         resolv_conf: chain.resolv_conf(),
         links,
+        outer: std::iter::once(std::os::fd::AsFd::as_fd(&n0))
+            .chain(chain.hop_netns().take(req.chain.len() - 1))
+            .map(|fd| fd.try_clone_to_owned().map(Fd))
+            .collect::<Result<_, _>>()
+            .map_err(ServeError::Dup)?,
     };
     *state = State::NetworkReady {
         session_id: req.session_id,

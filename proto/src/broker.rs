@@ -85,6 +85,10 @@ pub struct ChainReady {
     pub resolv_conf: String,
     /// Human-readable description of each link, for `pallium list` and `check`.
     pub links: Vec<String>,
+    /// With hops: N0…N(k−1), where each hop connects from (N0: the namespace
+    /// pallium started in, or pasta's), for `exec --namespace`. Empty
+    /// without hops.
+    pub outer: Vec<Fd>,
 }
 
 /// One process of a session, for `pallium audit`.

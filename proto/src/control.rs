@@ -41,6 +41,8 @@ pub struct Exec {
     pub stdio: [Fd; 3],
     pub tty: bool,
     pub root: bool,
+    /// `--namespace`, Python-style (-1: the application's).
+    pub namespace: i64,
 }
 
 /// What `pallium list` shows about a session.

@@ -77,6 +77,9 @@ pub struct Spawn {
     /// instead of mapping back to the caller's uid; as root, instead of
     /// becoming the virtual user's unprivileged uid.
     pub root: bool,
+    /// `exec --namespace`: run in this network namespace (one a hop connects
+    /// from) instead of the application's.
+    pub netns: Option<Fd>,
 }
 
 /// How a process ended.

@@ -360,20 +360,26 @@ mod tests {
         let (a, b) = Channel::<BrokerEvent, BrokerEvent>::pair().unwrap();
         let mut b = Channel::<BrokerEvent, BrokerEvent>::new(b);
         let (r, w) = nix::unistd::pipe().unwrap();
+        let (r2, w2) = nix::unistd::pipe().unwrap();
         let ev = BrokerEvent::ChainReady(crate::broker::ChainReady {
             netns: Fd(r),
             userns: None,
             resolv_conf: "nameserver 192.0.2.53\n".into(),
             links: vec![],
+            outer: vec![Fd(r2)],
         });
         a.send(ev).unwrap();
         let BrokerEvent::ChainReady(got) = b.recv().unwrap() else {
             panic!("wrong variant")
         };
         nix::unistd::write(&w, b"x").unwrap();
+        nix::unistd::write(&w2, b"y").unwrap();
         let mut byte = [0u8; 1];
         nix::unistd::read(&got.netns, &mut byte).unwrap();
         assert_eq!(&byte, b"x");
+        // Descriptors in a list travel too, each to its place.
+        nix::unistd::read(&got.outer[0], &mut byte).unwrap();
+        assert_eq!(&byte, b"y");
     }
 
     #[test]
@@ -415,6 +421,7 @@ mod tests {
             userns: None,
             resolv_conf: String::new(),
             links: vec![],
+            outer: vec![],
         })
         .unwrap();
         assert_eq!(fds.len(), 1);

@@ -385,6 +385,7 @@ mod tests {
             stdio: [fd(), fd(), fd()],
             tty,
             root: false,
+            netns: None,
         }
     }
 

@@ -370,6 +370,7 @@ impl Server {
             ],
             tty: false,
             root: false,
+            netns: None,
         };
         let ids = spawn::Identity {
             map_back: sb.map_back,

@@ -199,6 +199,7 @@ pub fn exec_candidates(cmd: &str, env: &[(String, String)]) -> Vec<PathBuf> {
 #[repr(u8)]
 enum Stage {
     Setsid = 1,
+    Netns,
     Stdio,
     Tty,
     UserNs,
@@ -215,6 +216,7 @@ impl Stage {
     fn from_u8(b: u8) -> Stage {
         [
             Stage::Setsid,
+            Stage::Netns,
             Stage::Stdio,
             Stage::Tty,
             Stage::UserNs,
@@ -233,6 +235,7 @@ impl Stage {
     fn name(self) -> &'static str {
         match self {
             Stage::Setsid => "setsid",
+            Stage::Netns => "enter the network namespace --namespace names",
             Stage::Stdio => "set up stdin/stdout/stderr",
             Stage::Tty => "acquire the controlling terminal",
             Stage::UserNs => "create the application's user namespace",
@@ -268,6 +271,11 @@ fn child(
     let at = |stage| move |e: Errno| (stage, e);
     let run = || -> Result<(), (Stage, Errno)> {
         nix::unistd::setsid().map_err(at(Stage::Setsid))?;
+        // While every capability is still held (before any user namespace
+        // of the application's own).
+        if let Some(netns) = &req.netns {
+            nix::sched::setns(&netns.0, CloneFlags::CLONE_NEWNET).map_err(at(Stage::Netns))?;
+        }
         // Copy above 2 first so no stdio descriptor is overwritten by another.
         let mut high = Vec::with_capacity(3);
         for fd in &req.stdio {
@@ -475,6 +483,7 @@ mod tests {
     fn stages_round_trip_through_the_report_byte() {
         for s in [
             Stage::Setsid,
+            Stage::Netns,
             Stage::Tty,
             Stage::UserNs,
             Stage::Seccomp,

@@ -117,6 +117,7 @@ fn exec_failure_is_reported_as_failed() {
             ],
             tty: false,
             root: false,
+            netns: None,
         }))
         .unwrap();
     match sb.chan.recv().unwrap() {

@@ -138,7 +138,10 @@ pub(crate) struct Target {
     /// your own uid; as root: root instead of the virtual user's uid).
     #[arg(short, long)]
     pub(crate) root: bool,
-    /// Network namespace to enter, by Python-style index (-1 = the application's).
+    /// Network namespace to run in, by Python-style index: 0 is where hop 1
+    /// connects from (as root, this namespace), i where hop i+1 does, -1 the
+    /// application's (the default). Other than -1 skips hops, so traffic is
+    /// less protected; not with gVisor.
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub(crate) namespace: i64,
     /// Write the sandbox's init pid to FILE once the session is ready.

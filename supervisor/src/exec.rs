@@ -65,13 +65,15 @@ pub(crate) fn connect(dir: &Path) -> Result<Conn> {
     Ok(chan)
 }
 
-/// Run `argv` in the session (`gvisor`: a gVisor session); its exit code.
+/// Run `argv` in the session (`gvisor`: a gVisor session), in network
+/// namespace `namespace` (`--namespace`); its exit code.
 pub(crate) fn exec(
     dir: &Path,
     argv: Vec<String>,
     root: bool,
     pid_file: Option<&Path>,
     gvisor: bool,
+    namespace: i64,
 ) -> Result<i32> {
     let signals = supervise::block_signals()?;
     let mut chan = connect(dir)?;
@@ -89,6 +91,7 @@ pub(crate) fn exec(
         stdio: stdio.take_fds(),
         tty: stdio.tty,
         root,
+        namespace,
     }))?;
     let code = loop {
         let (sock, sig) = {

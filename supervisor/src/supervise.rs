@@ -21,7 +21,7 @@ use proto::broker::{BrokerEvent, BrokerRequest, BuildChain, ChainReady, ProcEntr
 use proto::control::{ControlEvent, ControlRequest, SessionInfo};
 use proto::policy::Role;
 use proto::sandbox::{SandboxEvent, SandboxRequest, Setup, Spawn};
-use proto::Channel;
+use proto::{Channel, Fd};
 
 use crate::profile_source::Loaded;
 use crate::session::OwnedSession;
@@ -46,6 +46,8 @@ pub(crate) struct Plan {
     pub(crate) quiet: bool,
     pub(crate) root: bool,
     pub(crate) pid_file: Option<PathBuf>,
+    /// `--namespace` of the first command (-1: the application's).
+    pub(crate) namespace: i64,
 }
 
 /// The signals the supervisor and exec clients take through a signalfd.
@@ -77,6 +79,7 @@ struct Plan2 {
     quiet: bool,
     root: bool,
     pid_file: Option<PathBuf>,
+    namespace: i64,
 }
 type Sandbox = Helper<SandboxRequest, SandboxEvent>;
 
@@ -94,6 +97,7 @@ pub(crate) fn run(plan: Plan) -> Result<i32> {
         quiet,
         root,
         pid_file,
+        namespace,
     } = plan;
     let plan = Plan2 {
         loaded,
@@ -102,6 +106,7 @@ pub(crate) fn run(plan: Plan) -> Result<i32> {
         quiet,
         root,
         pid_file,
+        namespace,
     };
     let mut sandbox: Sandbox = spawn::spawn("pallium-sandboxer", &[])?;
     let result = run_with(&plan, &mut broker, &mut sandbox, signals, rootless, uplink);
@@ -143,6 +148,7 @@ fn run_with(
         quiet: plan.quiet,
     }))?;
     let chain = wait_chain(broker, plan.quiet, &profile.network.chain)?;
+    let outer = chain.outer;
     let hostname = profile.sandbox.hostname.clone();
     sandbox.chan.send(SandboxRequest::Setup(Box::new(Setup {
         netns: chain.netns,
@@ -198,6 +204,7 @@ fn run_with(
         stdio: stdio.take_fds(),
         tty: stdio.tty,
         root: plan.root,
+        netns: netns_for(plan.namespace, &outer)?,
     }))?;
     let mut lp = Loop {
         broker,
@@ -209,11 +216,30 @@ fn run_with(
         next_id: 1,
         audits: Vec::new(),
         stdio,
+        outer,
     };
     let status = lp.serve();
     let Loop { stdio, .. } = lp;
     stdio.finish();
     status
+}
+
+/// The network namespace `--namespace index` names, given the chain's
+/// N0…N(k−1): None for the application's own (the last, -1).
+fn netns_for(index: i64, outer: &[Fd]) -> Result<Option<Fd>> {
+    let n = outer.len() as i64 + 1;
+    let j = if index < 0 { index + n } else { index };
+    if !(0..n).contains(&j) {
+        bail!(
+            "--namespace {index}: this session has {n} network namespace(s) (0…{})",
+            n - 1
+        );
+    }
+    outer
+        .get(j as usize)
+        .map(|fd| fd.0.try_clone().map(Fd))
+        .transpose()
+        .context("duplicating a namespace descriptor")
 }
 
 /// pasta, else slirp4netns, for rootless (and `force_slirp`); veth as root.
@@ -351,6 +377,8 @@ struct Loop<'a> {
     /// many answers (broker, sandboxer) are still due.
     audits: Vec<(u64, Vec<ProcEntry>, u8)>,
     stdio: terminal::Stdio,
+    /// N0…N(k−1) of the chain, for `exec --namespace`.
+    outer: Vec<Fd>,
 }
 
 enum Next {
@@ -530,6 +558,18 @@ impl Loop<'_> {
                         )));
                     return Ok(Next::Continue);
                 }
+                let netns = match netns_for(e.namespace, &self.outer) {
+                    Ok(n) => n,
+                    Err(err) => {
+                        let _ = client
+                            .chan
+                            .send(ControlEvent::Failed(proto::RemoteError::msg(
+                                "session",
+                                format!("{err:#}"),
+                            )));
+                        return Ok(Next::Continue);
+                    }
+                };
                 let id = self.next_id;
                 self.next_id += 1;
                 client.exec_id = Some(id);
@@ -541,6 +581,7 @@ impl Loop<'_> {
                     stdio: e.stdio,
                     tty: e.tty,
                     root: e.root,
+                    netns,
                 }))?;
             }
             ControlRequest::Signal(sig) => {

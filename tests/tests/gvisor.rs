@@ -225,6 +225,32 @@ fn output_to_a_regular_file_follows_what_came_before() {
     assert_eq!(common::wait_clean(&tb), Vec::<String>::new());
 }
 
+/// gVisor runs only in the application's namespace: `--namespace` naming
+/// another is one clear line, before anything starts.
+#[test]
+fn gvisor_refuses_another_namespace() {
+    let o = Command::new(pallium())
+        .args([
+            "exec",
+            "--one-shot",
+            "--namespace",
+            "0",
+            r#"{"chain": [{"type": "socks", "address": "192.0.2.1:1080"}], "sandbox": {"gvisor": true}}"#,
+            "--",
+            "true",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--namespace 0") && stderr.contains("gvisor"),
+        "{stderr}"
+    );
+}
+
 /// A running gVisor session (`sleep infinity`), stopped on drop.
 struct Session<'a> {
     tb: &'a Testbed,

@@ -408,7 +408,94 @@ fn two_hops_nest_socks_then_http() {
             "tinyproxy saw the SOCKS proxy as its client: {log}"
         );
         assert_clean(&tb);
+        // `--namespace 1`: where hop 2 connects from, behind hop 1 only
+        // (names still resolve, through hop 1); `--namespace 0`: where hop 1
+        // connects from, this namespace as root, pasta's rootless — both
+        // leave from the host's address.
+        for (ns, url, exit) in [
+            ("1", format!("http://{WEB4_NAME}/"), socks.exit_v4()),
+            ("0", format!("http://{}/", tb.web_v4()), tb.host_v4()),
+        ] {
+            let o = out(pal(
+                &tb,
+                mode,
+                &[
+                    "exec",
+                    "--one-shot",
+                    "--namespace",
+                    ns,
+                    &p,
+                    "--",
+                    "sh",
+                    "-c",
+                    &curl(&url),
+                ],
+            ));
+            let (stdout, stderr) = text(&o);
+            assert!(
+                o.status.success(),
+                "{mode:?} --namespace {ns}: {stdout}{stderr}"
+            );
+            assert_eq!(
+                lines(&stdout),
+                [exit.to_string()],
+                "{mode:?} --namespace {ns}: {stderr}"
+            );
+            assert!(stderr.contains("traffic skips hops"), "{stderr}");
+            assert_clean(&tb);
+        }
     }
+    // Out of range: one clear line, nothing started.
+    let p = profile(
+        "chain2run",
+        &format!(
+            r#"{{"chain": [{{"type": "socks", "address": "{}"}}, {{"type": "http", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
+            socks.addr(),
+            http.addr()
+        ),
+    );
+    let o = out(pal(
+        &tb,
+        Mode::Root,
+        &["exec", "--one-shot", "--namespace", "-4", &p, "--", "true"],
+    ));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).1.contains("cannot be smaller than -3"),
+        "{:?}",
+        text(&o)
+    );
+    // Into a running session.
+    let session = Session::start(&tb, Mode::Root, &p);
+    wait_up(
+        &tb,
+        Mode::Root,
+        &p,
+        &format!("http://{WEB4_NAME}/"),
+        Duration::from_secs(30),
+    );
+    let o = out(pal(
+        &tb,
+        Mode::Root,
+        &[
+            "exec",
+            "--namespace",
+            "-2",
+            &p,
+            "--",
+            "sh",
+            "-c",
+            &curl(&format!("http://{WEB4_NAME}/")),
+        ],
+    ));
+    assert_eq!(
+        lines(&text(&o).0),
+        [socks.exit_v4().to_string()],
+        "{:?}",
+        text(&o)
+    );
+    session.stop(&tb, Mode::Root, &p);
+    assert_clean(&tb);
     assert_no_dns_from_host(&tb);
 }
 

@@ -156,6 +156,11 @@ impl Drop for Chain {
 }
 
 impl Chain {
+    /// N1…Nk, each hop's namespace in order.
+    pub fn hop_netns(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        self.hops.iter().map(|h| h.netns.as_fd())
+    }
+
     /// The application's namespace: the last hop's.
     pub fn app_netns(&self) -> Option<BorrowedFd<'_>> {
         self.hops.last().map(|h| h.netns.as_fd())

@@ -126,6 +126,7 @@ impl Sandboxer {
                 stdio: [Fd(null), Fd(w.try_clone().unwrap()), Fd(w)],
                 tty: false,
                 root,
+                netns: None,
             }))
             .unwrap();
         match self.chan.recv().unwrap() {

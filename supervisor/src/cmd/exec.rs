@@ -11,7 +11,11 @@ pub(crate) fn exec(t: Target, profile: &str, command: Vec<String>) -> Result<i32
         bail!("a command is required: pallium exec PROFILE -- COMMAND [ARGS…]");
     }
     let loaded = profile_source::load(profile, true)?;
-    super::check_namespace_index(t.namespace, loaded.profile.network.chain.len() + 1)?;
+    super::check_namespace_index(
+        t.namespace,
+        &loaded.profile,
+        t.quiet || loaded.profile.run.quiet,
+    )?;
     if t.one_shot || loaded.one_shot_only() {
         super::ensure_runnable(&loaded)?;
         let pseudo = match &loaded.pseudo_path {
@@ -28,6 +32,7 @@ pub(crate) fn exec(t: Target, profile: &str, command: Vec<String>) -> Result<i32
             quiet,
             root: t.root,
             pid_file: t.pid_file,
+            namespace: t.namespace,
         });
     }
     let pseudo = loaded.pseudo_path.as_deref().unwrap_or_default();
@@ -38,5 +43,6 @@ pub(crate) fn exec(t: Target, profile: &str, command: Vec<String>) -> Result<i32
         t.root,
         t.pid_file.as_deref(),
         loaded.profile.sandbox.gvisor,
+        t.namespace,
     )
 }

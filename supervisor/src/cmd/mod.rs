@@ -119,10 +119,18 @@ pub(crate) fn find_runsc() -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Python-style namespace index: with the empty chain there is one network
-/// namespace, the application's (index 0 or -1).
-pub(crate) fn check_namespace_index(index: i64, namespaces: usize) -> Result<()> {
-    let n = namespaces as i64;
+/// Check `--namespace` (Python-style) against the profile's chain: k hops
+/// give k+1 namespaces, N0 (where hop 1 connects from: as root this very
+/// namespace, rootless pasta's) to Nk (the application's, -1); the empty
+/// chain has only the application's. Anything but the application's skips
+/// hops, which is said on stderr unless `quiet`; gVisor runs only there.
+pub(crate) fn check_namespace_index(
+    index: i64,
+    profile: &proto::profile::Profile,
+    quiet: bool,
+) -> Result<()> {
+    let hops = profile.network.chain.len();
+    let n = hops as i64 + 1;
     if index >= n {
         bail!(
             "the network namespace index cannot be greater than {}",
@@ -132,11 +140,25 @@ pub(crate) fn check_namespace_index(index: i64, namespaces: usize) -> Result<()>
     if index < -n {
         bail!("the network namespace index cannot be smaller than -{n}");
     }
-    // Only the application's namespace (the last) has a sandbox to run in;
-    // never run silently somewhere other than where the user asked.
-    if index != -1 && index != n - 1 {
-        bail!(
-            "--namespace {index}: running a command in a hop's namespace is not supported; use the application's (-1, the default)"
+    let j = if index < 0 { index + n } else { index };
+    if j == n - 1 {
+        return Ok(());
+    }
+    if profile.sandbox.gvisor {
+        bail!("--namespace {index}: sandbox.gvisor runs commands only in the application's namespace (-1)");
+    }
+    if !quiet {
+        let place = match j {
+            0 if nix::unistd::getuid().is_root() => {
+                "this namespace (where pallium runs)".to_string()
+            }
+            0 => "the rootless uplink's namespace".to_string(),
+            _ => format!("hop {j}'s namespace"),
+        };
+        eprintln!(
+            "pallium: --namespace {index}: in {place}, where hop {} connects from; traffic skips hops {}–{hops}",
+            j + 1,
+            j + 1
         );
     }
     Ok(())

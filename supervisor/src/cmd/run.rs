@@ -28,5 +28,6 @@ pub(crate) fn run(a: RunArgs) -> Result<i32> {
         quiet,
         root: false,
         pid_file: a.pid_file,
+        namespace: -1,
     })
 }
