@@ -366,6 +366,12 @@ fn exec_path(candidates: &[CString], argv: &[CString], env: &[CString]) -> Errno
 /// created (kernel `verify_root_map`), hence that capability in the
 /// sandboxer's policy.
 fn map_back_real(uid: u32, gid: u32) -> Result<(), (Stage, Errno)> {
+    new_user_namespace(format!("{uid} 0 1"), format!("{gid} 0 1"))
+}
+
+/// Unshare a user namespace with these one-line uid and gid maps (setgroups
+/// denied).
+fn new_user_namespace(uid_map: String, gid_map: String) -> Result<(), (Stage, Errno)> {
     unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| (Stage::UserNs, e))?;
     let write = |file: &str, s: String| {
         std::fs::write(file, s).map_err(|e| {
@@ -376,8 +382,8 @@ fn map_back_real(uid: u32, gid: u32) -> Result<(), (Stage, Errno)> {
         })
     };
     write("/proc/self/setgroups", "deny".into())?;
-    write("/proc/self/uid_map", format!("{uid} 0 1"))?;
-    write("/proc/self/gid_map", format!("{gid} 0 1"))
+    write("/proc/self/uid_map", uid_map)?;
+    write("/proc/self/gid_map", gid_map)
 }
 
 /// Root mode: become `uid`/`gid` for real. The bounding set goes first,
@@ -405,18 +411,7 @@ fn become_user(uid: u32, gid: u32) -> Result<(), (Stage, Errno)> {
 /// mapped to 0, nothing else, the namespace's capabilities only.
 fn runsc_user_namespace() -> Result<(), (Stage, Errno)> {
     let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
-    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| (Stage::UserNs, e))?;
-    let write = |file: &str, s: String| {
-        std::fs::write(file, s).map_err(|e| {
-            (
-                Stage::IdMaps,
-                Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-            )
-        })
-    };
-    write("/proc/self/setgroups", "deny".into())?;
-    write("/proc/self/uid_map", format!("0 {uid} 1"))?;
-    write("/proc/self/gid_map", format!("0 {gid} 1"))
+    new_user_namespace(format!("0 {uid} 1"), format!("0 {gid} 1"))
 }
 
 fn cstrings(items: impl Iterator<Item = String>) -> Result<Vec<CString>, SpawnError> {

@@ -87,7 +87,7 @@ fn rootless_commands_run_under_gvisor_as_the_caller() {
     if !root() || !runsc_present() {
         return;
     }
-    let (mut sb, uid, _) = rootless_sandboxer(Sandbox {
+    let (mut sb, uid, _, _) = rootless_sandboxer(Sandbox {
         paths: Some(Default::default()),
         ..gvisor()
     });

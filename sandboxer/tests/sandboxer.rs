@@ -4,7 +4,6 @@
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use proto::policy::{Cap, Role};
@@ -193,26 +192,7 @@ fn rootless_app_runs_as_the_callers_uid() {
         eprintln!("skipping: rootless map-back needs CAP_SETFCAP in the sandboxer's policy");
         return;
     }
-    let (uid, gid) = test_user();
-    // /root is not searchable by the test user: run a staged copy.
-    let dir = std::env::temp_dir().join(format!("pallium-test-bin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = dir.join("pallium-sandboxer");
-    stage_sandboxer(&bin);
-    let (userns, netns) = user_owned_namespaces(uid, gid);
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid",
-        &uid.to_string(),
-        "--regid",
-        &gid.to_string(),
-        "--init-groups",
-        "--",
-    ])
-    .arg(&bin);
-    let mut sb = Sandboxer::start(cmd);
-    let init = sb.setup(netns, Some(userns), uid, gid);
-    let _ = std::fs::remove_dir_all(&dir);
+    let (mut sb, uid, gid, init) = rootless_sandboxer(Default::default());
     let (status, out) = sb.run(
         1,
         "id -u; id -g; hostname; cat /etc/resolv.conf; ls /sys/class/net; echo $$",

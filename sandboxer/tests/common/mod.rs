@@ -314,7 +314,7 @@ pub fn user_owned_namespaces(uid: u32, gid: u32) -> (OwnedFd, OwnedFd) {
 /// in this multi-threaded test process could leave its writable descriptor
 /// in a child another test forks meanwhile, and executing `bin` would fail
 /// with ETXTBSY.
-pub fn stage_sandboxer(bin: &std::path::Path) {
+fn stage_sandboxer(bin: &std::path::Path) {
     let st = Command::new("install")
         .args(["-m", "755", "-T", BIN])
         .arg(bin)
@@ -325,8 +325,9 @@ pub fn stage_sandboxer(bin: &std::path::Path) {
 
 /// A staged copy of the sandboxer (the test user cannot reach `target/`
 /// under /root), run as `uid`/`gid` with the namespaces a rootless netbroker
-/// hands over, set up with `profile`. The staged copy is removed once set up.
-pub fn rootless_sandboxer(profile: Sandbox) -> (Sandboxer, u32, u32) {
+/// hands over, set up with `profile`: it, the uid and gid, and the sandbox's
+/// init pid. The staged copy is removed once set up.
+pub fn rootless_sandboxer(profile: Sandbox) -> (Sandboxer, u32, u32, i32) {
     let (uid, gid) = test_user();
     let dir = std::env::temp_dir().join(format!(
         "pallium-test-bin-{}-{}",
@@ -348,7 +349,7 @@ pub fn rootless_sandboxer(profile: Sandbox) -> (Sandboxer, u32, u32) {
     ])
     .arg(&bin);
     let mut sb = Sandboxer::start(cmd);
-    sb.setup_with(netns, Some(userns), uid, gid, profile);
+    let init = sb.setup_with(netns, Some(userns), uid, gid, profile);
     let _ = std::fs::remove_dir_all(&dir);
-    (sb, uid, gid)
+    (sb, uid, gid, init)
 }
