@@ -19,6 +19,8 @@ use crate::Testbed;
 const OR_PORT: u16 = 9001;
 const DIR_PORT: u16 = 9030;
 const SOCKS_PORT: u16 = 9050;
+/// The client's control port, on its own host's loopback only.
+const CONTROL_PORT: u16 = 9051;
 /// How long [`TorNetwork::wait_ready`] waits.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -247,6 +249,11 @@ impl TorNetwork {
                     Ok(seen) => onion_err = format!("web host saw {seen}"),
                     Err(e) => onion_err = e,
                 }
+                // A lookup that came before the service had published its
+                // descriptor leaves the client shunning the HSDirs it asked
+                // (for 15 minutes); NEWNYM purges that state, so the next try
+                // asks afresh.
+                self.newnym(client);
             }
             if Instant::now() > deadline {
                 panic!(
@@ -284,6 +291,25 @@ impl TorNetwork {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
         } else {
             Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+
+    /// `SIGNAL NEWNYM` to the client over its control port (best effort).
+    fn newnym(&self, client: &Node) {
+        let script = format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{CONTROL_PORT} && \
+             printf 'AUTHENTICATE\\r\\nSIGNAL NEWNYM\\r\\nQUIT\\r\\n' >&3 && timeout 2 cat <&3"
+        );
+        let out = cmd::output(
+            &mut netns_exec(&client.host.netns, ["bash", "-c", &script]),
+            None,
+        );
+        if !String::from_utf8_lossy(&out.stdout).contains("250 OK") {
+            eprintln!(
+                "tor client NEWNYM: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 
@@ -451,6 +477,9 @@ fn torrc_text(host: &Host, role: Role, nick: &str, data: &Path, auths: &[String]
         Role::Client => {
             lines.push(format!("SocksPort 0.0.0.0:{SOCKS_PORT}"));
             lines.push(format!("SocksPort [::]:{SOCKS_PORT}"));
+            // No authentication: it listens on the loopback of a host of its
+            // own, for wait_ready's NEWNYM.
+            lines.push(format!("ControlPort 127.0.0.1:{CONTROL_PORT}"));
             // As for the onion service: its layer-2 picks happen at start.
             lines.push("VanguardsLiteEnabled 0".to_owned());
         }
