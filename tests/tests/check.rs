@@ -190,11 +190,29 @@ fn version_and_help_work() {
 }
 
 #[test]
-fn namespace_other_than_the_applications_is_refused_clearly() {
+fn namespace_index_out_of_range_is_refused_clearly() {
     let p = profile_file(
         "ns-index",
         r#"{"chain": [{"type": "socks", "address": "192.0.2.1:1080"}]}"#,
     );
+    for (index, says) in [
+        ("2", "cannot be greater than 1"),
+        ("-3", "cannot be smaller than -2"),
+    ] {
+        let out = run(&[
+            "exec",
+            "--namespace",
+            index,
+            p.to_str().unwrap(),
+            "--",
+            "true",
+        ]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    // In range (hop 1's side) but no session: only the error, no note.
     let out = run(&[
         "exec",
         "--namespace",
@@ -204,20 +222,7 @@ fn namespace_other_than_the_applications_is_refused_clearly() {
         "true",
     ]);
     let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr.contains("--namespace 0"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no session of profile"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    let out = run(&[
-        "exec",
-        "--namespace",
-        "5",
-        p.to_str().unwrap(),
-        "--",
-        "true",
-    ]);
-    assert!(
-        text(&out).1.contains("cannot be greater than 1"),
-        "{:?}",
-        text(&out)
-    );
 }

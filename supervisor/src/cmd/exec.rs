@@ -11,11 +11,13 @@ pub(crate) fn exec(t: Target, profile: &str, command: Vec<String>) -> Result<i32
         bail!("a command is required: pallium exec PROFILE -- COMMAND [ARGS…]");
     }
     let loaded = profile_source::load(profile, true)?;
-    super::check_namespace_index(
-        t.namespace,
-        &loaded.profile,
-        t.quiet || loaded.profile.run.quiet,
-    )?;
+    let note = super::check_namespace_index(t.namespace, &loaded.profile)?;
+    let quiet = t.quiet || loaded.profile.run.quiet;
+    let say_note = || {
+        if let (Some(n), false) = (&note, quiet) {
+            eprintln!("{n}");
+        }
+    };
     if t.one_shot || loaded.one_shot_only() {
         super::ensure_runnable(&loaded)?;
         let pseudo = match &loaded.pseudo_path {
@@ -23,7 +25,7 @@ pub(crate) fn exec(t: Target, profile: &str, command: Vec<String>) -> Result<i32
             None => format!("mem://{}", std::process::id()),
         };
         let (session, broker) = session::create(&pseudo, true, supervise::spawn_broker)?;
-        let quiet = t.quiet || loaded.profile.run.quiet;
+        say_note();
         return supervise::run(supervise::Plan {
             broker,
             loaded,
@@ -37,6 +39,7 @@ pub(crate) fn exec(t: Target, profile: &str, command: Vec<String>) -> Result<i32
     }
     let pseudo = loaded.pseudo_path.as_deref().unwrap_or_default();
     let dir = session::find(pseudo, &loaded.display, t.session)?;
+    say_note();
     client::exec(
         &dir,
         command,

@@ -123,12 +123,12 @@ pub(crate) fn find_runsc() -> Option<std::path::PathBuf> {
 /// give k+1 namespaces, N0 (where hop 1 connects from: as root this very
 /// namespace, rootless pasta's) to Nk (the application's, -1); the empty
 /// chain has only the application's. Anything but the application's skips
-/// hops, which is said on stderr unless `quiet`; gVisor runs only there.
+/// hops: the note to show once the command is about to run says which.
+/// gVisor runs only in the application's.
 pub(crate) fn check_namespace_index(
     index: i64,
     profile: &proto::profile::Profile,
-    quiet: bool,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let hops = profile.network.chain.len();
     let n = hops as i64 + 1;
     if index >= n {
@@ -142,24 +142,19 @@ pub(crate) fn check_namespace_index(
     }
     let j = if index < 0 { index + n } else { index };
     if j == n - 1 {
-        return Ok(());
+        return Ok(None);
     }
     if profile.sandbox.gvisor {
         bail!("--namespace {index}: sandbox.gvisor runs commands only in the application's namespace (-1)");
     }
-    if !quiet {
-        let place = match j {
-            0 if nix::unistd::getuid().is_root() => {
-                "this namespace (where pallium runs)".to_string()
-            }
-            0 => "the rootless uplink's namespace".to_string(),
-            _ => format!("hop {j}'s namespace"),
-        };
-        eprintln!(
-            "pallium: --namespace {index}: in {place}, where hop {} connects from; traffic skips hops {}–{hops}",
-            j + 1,
-            j + 1
-        );
-    }
-    Ok(())
+    let place = match j {
+        0 if nix::unistd::getuid().is_root() => "this namespace (where pallium runs)".to_string(),
+        0 => "the rootless uplink's namespace".to_string(),
+        _ => format!("hop {j}'s namespace"),
+    };
+    Ok(Some(format!(
+        "pallium: --namespace {index}: in {place}, where hop {} connects from; traffic skips hops {}–{hops}",
+        j + 1,
+        j + 1
+    )))
 }
