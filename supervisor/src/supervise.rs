@@ -177,7 +177,12 @@ fn run_with(
         profile: plan.loaded.display.clone(),
         index: plan.session.index,
         supervisor_pid: std::process::id() as i32,
-        hops: Vec::new(),
+        hops: profile
+            .network
+            .chain
+            .iter()
+            .map(|h| h.kind.name().to_string())
+            .collect(),
         started_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())

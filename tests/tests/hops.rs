@@ -826,6 +826,16 @@ fn a_dead_hop_daemon_is_reported_and_its_traffic_stops() {
     let url = format!("http://{}/", tb.web_v4());
     let first = wait_up(&tb, Mode::Root, &p, &url, Duration::from_secs(30));
     assert_eq!(lines(&first), [sshd.exit_v4().to_string()]);
+    // `pallium list` names the session's hops.
+    let list = text(&out(pal(&tb, Mode::Root, &["list"]))).0;
+    assert!(
+        list.lines().any(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            cells.first().is_some_and(|p| p.ends_with("sshdead.json"))
+                && cells.get(3) == Some(&"ssh")
+        }),
+        "{list}"
+    );
     // The server goes away: ssh exits, and the user is told.
     sshd.kill();
     session.wait_stderr("hop 1: stopped: ssh", Duration::from_secs(60));
