@@ -152,9 +152,13 @@ pub(crate) fn check_namespace_index(
         0 => "the rootless uplink's namespace".to_string(),
         _ => format!("hop {j}'s namespace"),
     };
+    let first = j + 1;
+    let skipped = if first == hops as i64 {
+        format!("hop {first}")
+    } else {
+        format!("hops {first}–{hops}")
+    };
     Ok(Some(format!(
-        "pallium: --namespace {index}: in {place}, where hop {} connects from; traffic skips hops {}–{hops}",
-        j + 1,
-        j + 1
+        "pallium: --namespace {index}: in {place}, where hop {first} connects from; traffic skips {skipped}"
     )))
 }
