@@ -131,7 +131,8 @@ fn watch_hops(
             let message = format!(
                 "stopped: {reason}; traffic through this hop is blocked, nothing falls back to a direct path"
             );
-            tracing::warn!("hop {}: {message}", i + 1);
+            // The supervisor shows it; ours would say it twice.
+            tracing::debug!("hop {}: {message}", i + 1);
             let _ = chan.send(BrokerEvent::Progress(Progress {
                 hop: Some(i),
                 message,
@@ -186,7 +187,8 @@ fn handle_build_chain(
     let uplink = match built {
         Ok(b) => b,
         Err(e) => {
-            tracing::warn!("{e}");
+            // Reported through the supervisor, once.
+            tracing::debug!("{e}");
             // Everything built so far was dropped with the error.
             if use_veth {
                 let _ = root::teardown(&req.session_id, paths);
@@ -291,7 +293,8 @@ fn handle_build_hops(
         let _ = chan.send(BrokerEvent::Progress(Progress { hop, message }));
     };
     let fail = |chan: &mut Channel<BrokerEvent, BrokerRequest>, e: RemoteError| {
-        tracing::warn!("{e}");
+        // Reported through the supervisor, once.
+        tracing::debug!("{e}");
         chan.send(BrokerEvent::Failed(e)).map_err(ServeError::from)
     };
     let use_host = !req.rootless && req.uplink == Uplink::Veth;

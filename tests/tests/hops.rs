@@ -649,6 +649,12 @@ fn bad_hops_fail_with_one_clear_line_and_leave_nothing() {
         for n in needles {
             assert!(last.contains(n), "{json}: '{n}' not in the error: {stderr}");
         }
+        // The error once: everything else is a hop's progress line.
+        let others: Vec<&str> = stderr
+            .lines()
+            .filter(|l| *l != last && !l.starts_with("pallium: hop "))
+            .collect();
+        assert!(others.is_empty(), "{json}: more than the error: {stderr}");
         assert_clean(&tb);
     }
 }
