@@ -226,6 +226,14 @@ impl Server {
             }
         };
         let ids = spawn::Identity { map_back, run_as };
+        if let (Some(_), Err(e)) = (&sb.gvisor, spawn::check_command(&req)) {
+            tracing::info!(id, "spawn failed: {e}");
+            self.chan.send(SandboxEvent::Failed {
+                id: Some(id),
+                error: RemoteError::msg("sandboxer: spawn", e.to_string()),
+            })?;
+            return Ok(Flow::Continue);
+        }
         let runsc = match sb.gvisor.as_mut().map(|g| g.command(&req)) {
             None => None,
             Some(Ok(argv)) => sb

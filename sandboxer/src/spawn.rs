@@ -168,6 +168,26 @@ pub fn spawn(
     })
 }
 
+/// Under gVisor runsc finds the command itself, and a missing one comes
+/// back as runsc's own message and exit code: look first, as exec would
+/// (the view is our root), so it is the same "cannot run" as without it.
+pub fn check_command(req: &Spawn) -> Result<(), SpawnError> {
+    use std::os::unix::fs::PermissionsExt;
+    let cmd = req.argv.first().ok_or(SpawnError::EmptyArgv)?;
+    let mut errno = Errno::ENOENT;
+    for p in exec_candidates(cmd, &req.env) {
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(()),
+            Ok(_) => errno = Errno::EACCES,
+            Err(_) => {}
+        }
+    }
+    Err(SpawnError::Exec {
+        cmd: cmd.clone(),
+        errno,
+    })
+}
+
 /// Where `execvpe` would look for `cmd`, with `PATH` taken from the
 /// application's environment rather than ours.
 pub fn exec_candidates(cmd: &str, env: &[(String, String)]) -> Vec<PathBuf> {

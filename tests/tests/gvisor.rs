@@ -251,6 +251,35 @@ fn gvisor_refuses_another_namespace() {
     );
 }
 
+/// A command that is not in the view: the same line and exit code as
+/// without gVisor (not runsc's own message).
+#[test]
+fn a_missing_command_is_the_same_clear_line_as_without_gvisor() {
+    skip_unless_root!();
+    if !runsc_installed() {
+        return;
+    }
+    let tb = Testbed::new("gvnocmd");
+    for profile in [GVISOR, "default"] {
+        let o = pal(
+            &tb,
+            Mode::Root,
+            &["exec", "--one-shot", profile, "--", "no-such-cmd-pallium"],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+        let (_, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(127), "{profile}: {stderr}");
+        assert_eq!(
+            stderr.trim(),
+            "pallium: cannot run 'no-such-cmd-pallium': No such file or directory",
+            "{profile}"
+        );
+    }
+    assert_eq!(common::wait_clean(&tb), Vec::<String>::new());
+}
+
 /// A running gVisor session (`sleep infinity`), stopped on drop.
 struct Session<'a> {
     tb: &'a Testbed,
