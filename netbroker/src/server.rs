@@ -79,8 +79,15 @@ pub fn serve(
                 break Ok(());
             }
         };
-        if let Err(e) = step {
-            break Err(e);
+        match step {
+            Ok(()) => {}
+            // The supervisor went away while we answered (pallium was
+            // interrupted during the build): the end, not an error.
+            Err(ServeError::Wire(WireError::Closed)) => {
+                tracing::info!("supervisor closed the channel");
+                break Ok(());
+            }
+            Err(e) => break Err(e),
         }
     };
     teardown(state, paths);
@@ -332,6 +339,14 @@ fn handle_build_hops(
         }
     }
     let work_dir = hop_work_dir(&req.session_id);
+    // The supervisor sends nothing while it waits for the chain: anything
+    // readable on the channel is its hang-up (pallium was interrupted).
+    let link = chan.fd();
+    let cancelled = move || {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(link, PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    };
     let start = {
         use std::os::fd::AsFd;
         ChainStart {
@@ -340,6 +355,7 @@ fn handle_build_hops(
             work_dir: &work_dir,
             rootless: req.rootless,
             quiet: req.quiet,
+            cancelled: &cancelled,
         }
     };
     let built = hops::build(&req.chain, &start, &mut |i, m| progress(chan, Some(i), m));

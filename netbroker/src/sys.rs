@@ -52,13 +52,15 @@ pub fn fork_child(child: impl FnOnce() -> i32) -> nix::Result<Pid> {
 }
 
 /// Make a spawned hop daemon die with the netbroker: `PR_SET_PDEATHSIG` is set
-/// in the child between fork and exec.
+/// in the child between fork and exec, and SIGTERM, which we ignore, is
+/// given back its default action.
 pub fn die_with_parent(cmd: &mut Command, sig: Signal) {
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs between fork and exec in the child; it only calls
-    // the async-signal-safe `prctl` and `getppid` and allocates nothing.
+    // the async-signal-safe `signal`, `prctl` and `getppid` and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
             nix::sys::prctl::set_pdeathsig(Some(sig))?;
             // The parent may have died before prctl took effect.
             if nix::unistd::getppid() != parent {
@@ -126,17 +128,20 @@ pub struct MapBack {
 }
 
 /// Place a hop daemon between fork and exec: enter its network namespace,
-/// map back or drop to its user, and make it die with the netbroker. (std's
+/// map back or drop to its user, and make it die with the netbroker; SIGTERM,
+/// which we ignore (and an ignored signal stays ignored across exec), gets
+/// its default action back so stopping the daemon works. (std's
 /// own `uid()` would switch users before our hook runs, and then `setns`
 /// would no longer be allowed.)
 pub fn daemon_pre_exec(cmd: &mut Command, p: DaemonPlacement) {
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs between fork and exec in the child and makes
-    // only async-signal-safe system calls (setns, dup2, unshare, getpid,
-    // read/write, prctl, setgroups/setresgid/setresuid, getppid) on data
-    // prepared before the fork; it allocates nothing.
+    // only async-signal-safe system calls (signal, setns, dup2, unshare,
+    // getpid, read/write, prctl, setgroups/setresgid/setresuid, getppid) on
+    // data prepared before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
             if libc::setns(p.netns, libc::CLONE_NEWNET) != 0 {
                 return Err(io::Error::last_os_error());
             }

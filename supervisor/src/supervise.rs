@@ -147,7 +147,18 @@ fn run_with(
         routes: None,
         quiet: plan.quiet,
     }))?;
-    let chain = wait_chain(broker, plan.quiet, &profile.network.chain)?;
+    let chain = match wait_chain(broker, plan.quiet, &profile.network.chain, &signals)? {
+        Chained::Ready(c) => c,
+        Chained::Interrupted(sig) => {
+            // Our exit hangs up on the netbroker, which abandons the build
+            // at its next turn and tears down what it had.
+            eprintln!(
+                "pallium: interrupted ({}) while the network chain was being built",
+                Signal::try_from(sig).map_or("a signal", |s| s.as_str())
+            );
+            return Ok(128 + sig);
+        }
+    };
     let outer = chain.outer;
     let hostname = profile.sandbox.hostname.clone();
     sandbox.chan.send(SandboxRequest::Setup(Box::new(Setup {
@@ -305,12 +316,39 @@ fn workdir(plan: &Plan2) -> Option<String> {
     }
 }
 
+/// How waiting for the chain ended.
+enum Chained {
+    Ready(ChainReady),
+    /// A relayed signal (the user's Ctrl-C) came first.
+    Interrupted(i32),
+}
+
 fn wait_chain(
     broker: &mut Broker,
     quiet: bool,
     hops: &[proto::profile::Hop],
-) -> Result<ChainReady> {
+    signals: &SignalFd,
+) -> Result<Chained> {
     loop {
+        let mut fds = [
+            PollFd::new(broker.chan.fd(), PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e).context("waiting for the netbroker"),
+        }
+        let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+        if ready(&fds[1]) {
+            if let Ok(Some(info)) = signals.read_signal() {
+                if info.ssi_signo as i32 != Signal::SIGWINCH as i32 {
+                    return Ok(Chained::Interrupted(info.ssi_signo as i32));
+                }
+            }
+        }
+        if !ready(&fds[0]) {
+            continue;
+        }
         match broker.chan.recv().context("netbroker")? {
             // The empty chain's one step is not worth a line; hops' progress is.
             BrokerEvent::Progress(p) if !quiet && p.hop.is_some() => {
@@ -319,7 +357,7 @@ fn wait_chain(
                 eprintln!("pallium: hop {} ({kind}): {}", i + 1, p.message)
             }
             BrokerEvent::Progress(_) => {}
-            BrokerEvent::ChainReady(c) => return Ok(c),
+            BrokerEvent::ChainReady(c) => return Ok(Chained::Ready(c)),
             BrokerEvent::Failed(e) => return Err(anyhow!("{e}")),
             other => bail!("netbroker sent {other:?} while building the chain"),
         }

@@ -957,3 +957,47 @@ fn kill_9_of_a_session_with_a_daemon_hop_leaves_nothing() {
         assert_clean(&tb);
     }
 }
+
+/// Ctrl-C while a hop is still being set up (here a socksapp hop whose
+/// program never listens, with a 120 s timeout) ends pallium at once with
+/// 130, and the netbroker abandons the setup: nothing is left behind.
+#[test]
+fn ctrl_c_during_hop_setup_ends_at_once_and_leaves_nothing() {
+    skip_unless_root!();
+    let tb = Testbed::new("hopint");
+    let p = profile(
+        "socksapp-int",
+        r#"{"chain": [{"type": "socksapp", "user": "nobody", "cmd": ["sleep", "600"], "timeout": 120}]}"#,
+    );
+    let session = Session::start(&tb, Mode::Root, &p);
+    session.wait_stderr("starting sleep", Duration::from_secs(30));
+    let mut session = session;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(session.child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    // Far sooner than the hop's timeout.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = session.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pallium waited for the hop: {}",
+            session.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130), "{}", session.stderr());
+    assert_clean(&tb);
+    let stderr = session.stderr();
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("interrupted (SIGINT)")),
+        "{stderr}"
+    );
+}

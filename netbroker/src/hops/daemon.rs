@@ -262,6 +262,7 @@ pub(super) fn wait_listening(
 ) -> Result<(), HopError> {
     let deadline = Instant::now() + timeout;
     loop {
+        cx.check_cancelled()?;
         if let Some(status) = daemon.exited() {
             return Err(HopError::Failed(format!(
                 "{what} exited ({status}) before it listened on {addr}: {}",

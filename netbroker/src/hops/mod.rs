@@ -46,6 +46,9 @@ pub enum HopError {
     Failed(String),
     #[error("hop type '{0}' is not supported by this netbroker")]
     Unsupported(&'static str),
+    /// The supervisor went away (the user interrupted pallium) mid-setup.
+    #[error("setup abandoned: pallium was interrupted")]
+    Cancelled,
 }
 
 /// A hop that failed, with its position in the chain (1-based, as users count).
@@ -77,6 +80,20 @@ pub struct HopCx<'a> {
     pub quiet: bool,
     /// Report a step to the user.
     pub progress: &'a mut dyn FnMut(String),
+    /// Whether to give up: the supervisor has gone (pallium interrupted).
+    /// Long waits ask it at each turn.
+    pub cancelled: &'a dyn Fn() -> bool,
+}
+
+impl HopCx<'_> {
+    /// [`HopError::Cancelled`] once the supervisor has gone.
+    pub fn check_cancelled(&self) -> Result<(), HopError> {
+        if (self.cancelled)() {
+            Err(HopError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl fmt::Debug for HopCx<'_> {
@@ -187,7 +204,6 @@ impl Chain {
 }
 
 /// Everything [`build`] needs besides the hops.
-#[derive(Debug)]
 pub struct ChainStart<'a> {
     /// N0.
     pub netns: BorrowedFd<'a>,
@@ -197,6 +213,20 @@ pub struct ChainStart<'a> {
     pub work_dir: &'a Path,
     pub rootless: bool,
     pub quiet: bool,
+    /// See [`HopCx::cancelled`].
+    pub cancelled: &'a dyn Fn() -> bool,
+}
+
+impl fmt::Debug for ChainStart<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainStart")
+            .field("netns", &self.netns)
+            .field("resolvers", &self.resolvers)
+            .field("work_dir", &self.work_dir)
+            .field("rootless", &self.rootless)
+            .field("quiet", &self.quiet)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Bring `hops` up in order. On error everything built so far is stopped
@@ -238,6 +268,7 @@ pub fn build(
             rootless: start.rootless,
             quiet: hop.options.quiet.unwrap_or(start.quiet),
             progress: &mut report,
+            cancelled: start.cancelled,
         };
         let running = ty.start(&mut cx).map_err(fail)?;
         resolvers = running.resolvers();

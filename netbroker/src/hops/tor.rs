@@ -160,6 +160,7 @@ fn wait_circuit(
     let mut phase = String::from("not started");
     let mut last_hup = Instant::now();
     loop {
+        cx.check_cancelled()?;
         if let Some(status) = daemon.exited() {
             return Err(HopError::Failed(format!(
                 "tor exited ({status}) while bootstrapping: {}",
