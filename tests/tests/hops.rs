@@ -51,7 +51,7 @@ fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
 /// A profile file the test user can read.
 fn profile(name: &str, json: &str) -> String {
     let p = profile_file(name, json);
-    let dir = std::env::temp_dir().join("pallium-hop-profiles");
+    let dir = std::env::temp_dir().join(format!("pallium-hop-profiles-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let dst = dir.join(p.file_name().unwrap());
     std::fs::copy(&p, &dst).unwrap();
