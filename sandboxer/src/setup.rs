@@ -108,7 +108,7 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         hosts: req.hosts,
     };
     let sb = &req.profile;
-    let user = match &sb.virtuser {
+    let mut user = match &sb.virtuser {
         Some(v) => Some(virtuser::prepare(
             v,
             (req.uid, req.gid),
@@ -117,6 +117,9 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         )?),
         None => None,
     };
+    if let (true, Some(u)) = (sb.gvisor, user.as_mut()) {
+        u.named_inside_as_root();
+    }
     // Root mode: the application may be uid 0, which owns the host's files;
     // what the profile did not ask to be writable is bound read-only.
     let read_only = !rootless;

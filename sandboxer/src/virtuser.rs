@@ -47,6 +47,37 @@ pub struct Prepared {
     /// The uid and gid the user has (and, root mode, the application runs as).
     pub uid: u32,
     pub gid: u32,
+    /// The login shell its `passwd` line names.
+    pub shell: String,
+}
+
+impl Prepared {
+    /// Under gVisor the command runs as gVisor's uid 0 (runsc maps its own
+    /// uid there): the generated `passwd` and `group` give the virtual user
+    /// that id, so `whoami` names it. Files and runsc keep `uid`/`gid`.
+    pub fn named_inside_as_root(&mut self) {
+        let (passwd, group) = id_files(&self.name, &self.home, &self.shell, (0, 0));
+        for (path, text) in &mut self.private {
+            if path == Path::new(PASSWD) {
+                text.clone_from(&passwd);
+            } else if path == Path::new(GROUP) {
+                text.clone_from(&group);
+            }
+        }
+    }
+}
+
+/// Where the generated `/etc/passwd` and `/etc/group` are written in the
+/// base tmpfs.
+const PASSWD: &str = "/virtuser-passwd";
+const GROUP: &str = "/virtuser-group";
+
+/// The one-user `passwd` and `group` texts.
+fn id_files(name: &str, home: &str, shell: &str, (uid, gid): (u32, u32)) -> (String, String) {
+    (
+        format!("{name}:x:{uid}:{gid}::{home}:{shell}\n"),
+        format!("{name}:x:{gid}:\n"),
+    )
 }
 
 /// The caller's home directory and shell from the host's `/etc/passwd`.
@@ -107,15 +138,10 @@ pub fn describe(
             }
         }
     }
+    let (passwd, group) = id_files(&name, &home, shell, (uid, gid));
     let private = vec![
-        (
-            PathBuf::from("/virtuser-passwd"),
-            format!("{name}:x:{uid}:{gid}::{home}:{shell}\n"),
-        ),
-        (
-            PathBuf::from("/virtuser-group"),
-            format!("{name}:x:{gid}:\n"),
-        ),
+        (PathBuf::from(PASSWD), passwd),
+        (PathBuf::from(GROUP), group),
         (PathBuf::from("/virtuser-hostname"), format!("{hostname}\n")),
     ];
     for (file, private_path) in ["passwd", "group", "hostname"].iter().zip(&private) {
@@ -132,6 +158,7 @@ pub fn describe(
         post,
         uid,
         gid,
+        shell: shell.to_string(),
     }
 }
 
@@ -364,6 +391,13 @@ mod tests {
             }]
         );
         assert_eq!(p.private[0].1, "tmp:x:7:8::/home/tmp:/bin/sh\n");
+        // Under gVisor the command is uid 0 inside: that id gets the name,
+        // while the home stays the real uid's.
+        let mut g = p.clone();
+        g.named_inside_as_root();
+        assert_eq!(g.private[0].1, "tmp:x:0:0::/home/tmp:/bin/sh\n");
+        assert_eq!(g.private[1].1, "tmp:x:0:\n");
+        assert_eq!((g.uid, g.gid, &g.post), (7, 8, &p.post));
     }
 
     #[test]

@@ -228,7 +228,7 @@ fn hardened_browser_profile_with_a_shell_for_the_browser() {
     ];
     let base = std::env::temp_dir().join(format!("pallium-browser-{}", std::process::id()));
     let _base = VirtuserDir(base.clone());
-    let browse = "dmesg | head -1; echo $HOME; \
+    let browse = "dmesg | head -1; whoami; echo $HOME; \
                   echo page > /home/browser/Downloads/page.html && echo saved; \
                   echo visited >> $HOME/history && echo remembered";
     for root in [true, false] {
@@ -277,7 +277,12 @@ fn hardened_browser_profile_with_a_shell_for_the_browser() {
         assert!(lines[0].contains("gVisor"), "root {root}: {stdout}");
         assert_eq!(
             &lines[1..],
-            [format!("/home/{name}").as_str(), "saved", "remembered"],
+            [
+                name.as_str(),
+                format!("/home/{name}").as_str(),
+                "saved",
+                "remembered"
+            ],
             "root {root}: {stderr}"
         );
         // The download is on the host, the virtual user's.
