@@ -85,8 +85,18 @@ fn exercise(t: &Tmux) {
     t.expect("@pallium");
     t.keys(&["stty size; sleep 100", "Enter"]);
     t.expect("30 100");
-    t.keys(&["C-z"]);
-    t.expect("Stopped");
+    // ^Z stops the foreground job once `sleep` has become it; a ^Z that
+    // comes before goes to the shell, which ignores it: press it again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !t.screen().contains("Stopped") {
+        assert!(
+            Instant::now() < deadline,
+            "^Z never stopped the job:\n{}",
+            t.screen()
+        );
+        t.keys(&["C-z"]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
     t.keys(&["jobs; echo edited-line", "C-a", "echo ", "Enter"]);
     t.expect("edited-line");
     assert!(Command::new("tmux")
@@ -154,15 +164,28 @@ fn tmux_and_runsc() -> bool {
 
 /// `pallium ARGS -- sh -c SCRIPT` at a terminal, SCRIPT trapping SIGINT:
 /// ^C reaches the trap and the exit code is the trap's.
+///
+/// A ^C in the first moments of a command joining a gVisor session can be
+/// lost: `runsc exec` starts relaying signals only once the command runs.
+/// So ^C is pressed again until the trap shows (the pane's own shell ignores
+/// SIGINT, so a late extra ^C cannot end it).
 fn ctrl_c_reaches_the_trap(name: &str, args: &str) {
     let cmd = format!(
-        "{} {args} -- sh -c 'trap \"echo GOT-INT; exit 7\" INT; echo READY; sleep 30 & wait'; echo EXITED=$?; sleep 30",
+        "trap '' INT; {} {args} -- sh -c 'trap \"echo GOT-INT; exit 7\" INT; echo READY; sleep 30 & wait'; echo EXITED=$?; sleep 30",
         pallium().display()
     );
     let t = Tmux::start(name, &cmd);
     t.expect("READY");
-    t.keys(&["C-c"]);
-    t.expect("GOT-INT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !t.screen().contains("GOT-INT") {
+        assert!(
+            Instant::now() < deadline,
+            "^C never reached the trap:\n{}",
+            t.screen()
+        );
+        t.keys(&["C-c"]);
+        std::thread::sleep(Duration::from_millis(500));
+    }
     t.expect("EXITED=7");
 }
 
