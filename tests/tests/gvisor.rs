@@ -229,19 +229,15 @@ fn output_to_a_regular_file_follows_what_came_before() {
 /// another is one clear line, before anything starts.
 #[test]
 fn gvisor_refuses_another_namespace() {
-    let o = Command::new(pallium())
-        .args([
-            "exec",
-            "--one-shot",
-            "--namespace",
-            "0",
-            r#"{"chain": [{"type": "socks", "address": "192.0.2.1:1080"}], "sandbox": {"gvisor": true}}"#,
-            "--",
-            "true",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let o = common::run(&[
+        "exec",
+        "--one-shot",
+        "--namespace",
+        "0",
+        r#"{"chain": [{"type": "socks", "address": "192.0.2.1:1080"}], "sandbox": {"gvisor": true}}"#,
+        "--",
+        "true",
+    ]);
     let (stdout, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{stdout}{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

@@ -47,6 +47,21 @@ impl Tmux {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// Press `key` every half second until the screen shows `needle` (for
+    /// keys that may come too early to take effect).
+    fn press_until(&self, key: &str, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.screen().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{key} never brought {needle:?}:\n{}",
+                self.screen()
+            );
+            self.keys(&[key]);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Wait until the screen shows `needle`.
     fn expect(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -87,16 +102,7 @@ fn exercise(t: &Tmux) {
     t.expect("30 100");
     // ^Z stops the foreground job once `sleep` has become it; a ^Z that
     // comes before goes to the shell, which ignores it: press it again.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !t.screen().contains("Stopped") {
-        assert!(
-            Instant::now() < deadline,
-            "^Z never stopped the job:\n{}",
-            t.screen()
-        );
-        t.keys(&["C-z"]);
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    t.press_until("C-z", "Stopped");
     t.keys(&["jobs; echo edited-line", "C-a", "echo ", "Enter"]);
     t.expect("edited-line");
     assert!(Command::new("tmux")
@@ -176,16 +182,7 @@ fn ctrl_c_reaches_the_trap(name: &str, args: &str) {
     );
     let t = Tmux::start(name, &cmd);
     t.expect("READY");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !t.screen().contains("GOT-INT") {
-        assert!(
-            Instant::now() < deadline,
-            "^C never reached the trap:\n{}",
-            t.screen()
-        );
-        t.keys(&["C-c"]);
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    t.press_until("C-c", "GOT-INT");
     t.expect("EXITED=7");
 }
 
