@@ -58,6 +58,10 @@ pub struct Setup {
     /// `sandbox.gvisor`: the host path of `runsc`, found by the supervisor;
     /// the sandboxer opens it before the file view replaces the host's.
     pub runsc: Option<String>,
+    /// Host directories hidden in the view unless the profile names them:
+    /// pallium's runtime directory (control sockets) and the caller's
+    /// `$XDG_RUNTIME_DIR` (its IPC sockets).
+    pub hidden: Vec<String>,
 }
 
 /// One process to start inside the sandbox.

@@ -169,6 +169,8 @@ mod tests {
         PrivateFiles {
             resolv_conf: String::new(),
             hosts: String::new(),
+            hidden: vec![],
+            masks: true,
         }
     }
 

@@ -14,7 +14,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::Mode;
 use nix::unistd::{chdir, fchdir, pivot_root};
 
-use crate::plan::{MountOp, Propagation, INACCESSIBLE_DIR, INACCESSIBLE_FILE, OLD_ROOT};
+use crate::plan::{MountOp, Propagation, INACCESSIBLE_DIR, INACCESSIBLE_FILE, NEW_ROOT, OLD_ROOT};
 
 /// A failed step of the file view.
 #[derive(Debug, thiserror::Error)]
@@ -129,11 +129,14 @@ fn run(op: &MountOp, proc: &mut dyn FnMut(&Path) -> Result<(), String>) -> Resul
                 return Ok(());
             }
             bind(source, target)?;
-            if *readonly {
-                crate::sys::make_read_only_recursive(target)
-                    .map_err(step("make read-only", target))?;
-            }
-            Ok(())
+            // Every bind is nosuid, and nodev unless it is a device node or
+            // lies in /dev (a profile's bind of /dev/dri, say).
+            let device = fs::metadata(target).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_char_device() || m.file_type().is_block_device()
+            }) || target.starts_with(Path::new(NEW_ROOT).join("dev"));
+            crate::sys::restrict_mount_recursive(target, *readonly, !device)
+                .map_err(step("restrict (nosuid, nodev, read-only)", target))
         }
         MountOp::MakeInaccessible => make_inaccessible(),
         MountOp::CopyTree { from, to } => {
@@ -158,7 +161,9 @@ fn run(op: &MountOp, proc: &mut dyn FnMut(&Path) -> Result<(), String>) -> Resul
             })
         }
         MountOp::Sysfs { target, fallback } => {
-            let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            // Read-only: sysfs writes are host-wide device and kernel settings.
+            let flags =
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY;
             match mount(Some("sysfs"), target, Some("sysfs"), flags, NONE) {
                 Ok(()) => Ok(()),
                 Err(e) => {
@@ -166,7 +171,9 @@ fn run(op: &MountOp, proc: &mut dyn FnMut(&Path) -> Result<(), String>) -> Resul
                         "cannot mount a fresh sysfs ({e}); binding the host's: \
                          /sys/class/net will show the host's interfaces"
                     );
-                    bind(fallback, target)
+                    bind(fallback, target)?;
+                    crate::sys::restrict_mount_recursive(target, true, true)
+                        .map_err(step("make read-only", target))
                 }
             }
         }

@@ -23,8 +23,10 @@ pub const DEFAULT_WHITELIST: &[&str] = &[
     "/lib64",
     "/dev/null",
     "/dev/zero",
+    "/dev/full",
     "/dev/random",
     "/dev/urandom",
+    "/dev/tty",
     "/usr/share",
     "/etc/",
 ];
@@ -127,14 +129,55 @@ pub struct Entry {
 /// Sandbox path → entry; `BTreeMap<PathBuf>` orders parents before children.
 pub type Tree = BTreeMap<PathBuf, Entry>;
 
-/// Paths hidden by default because they reach the host's resolver or
-/// network identity around the chain (unless whitelisted explicitly).
+/// Paths hidden in every view unless the profile whitelists or binds them
+/// (or something in them) by name: the host's resolver caches, which would
+/// resolve names around the chain, and the host's IPC endpoints, which run
+/// commands or act for the user outside the sandbox (D-Bus starts services
+/// and `systemd-run`s anything; an ssh or gpg agent signs for it; an X
+/// server takes keystrokes and screenshots; docker's socket is root).
+/// `/run/user` holds every user's session bus, systemd user manager,
+/// Wayland, PulseAudio/PipeWire and agent sockets, and pallium's own
+/// rootless runtime directory. The host's `/tmp` (X11's `/tmp/.X11-unix`,
+/// ssh agents) is private in the default view; these two stay hidden when a
+/// profile whitelists `/tmp`.
 pub const HIDDEN: &[&str] = &[
+    // Resolvers that would answer around the chain.
     "/run/nscd",
     "/var/run/nscd",
     "/run/systemd/resolve",
-    "/run/dbus/system_bus_socket",
+    // The system bus, systemd's private, notify, journal and userdb sockets.
+    "/run/dbus",
     "/var/run/dbus",
+    "/run/systemd",
+    // Per-user runtime directories: session bus, systemd --user, Wayland,
+    // PulseAudio, PipeWire, gpg-agent, ssh-agent, pallium's rootless sessions.
+    "/run/user",
+    // pallium's root sessions (control sockets).
+    "/run/pallium",
+    // Container engines: their sockets are root on the host.
+    "/run/docker.sock",
+    "/var/run/docker.sock",
+    "/run/docker",
+    "/run/containerd",
+    "/run/podman",
+    "/run/crio",
+    "/run/libvirt",
+    "/run/incus",
+    "/run/lxd",
+    "/run/snapd.socket",
+    "/run/snapd-snap.socket",
+    // Other host services reachable through a socket.
+    "/run/avahi-daemon",
+    "/run/cups",
+    "/run/pcscd",
+    "/run/pulse",
+    "/run/pipewire",
+    "/run/wpa_supplicant",
+    "/run/NetworkManager",
+    "/run/udev",
+    // X11 and ICE sockets (the default view's /tmp is private anyway).
+    "/tmp/.X11-unix",
+    "/tmp/.ICE-unix",
 ];
 
 /// Build the tree: the mode's defaults, the user's entries, `extra` (the
@@ -288,8 +331,17 @@ pub fn view(
             }
         }
     }
+    // pallium's runtime directories, unless the profile names them.
+    for h in &files.hidden {
+        if !explicitly_exposed(tree, h) {
+            ops.push(MountOp::Hide {
+                root: new.into(),
+                path: h.clone(),
+            });
+        }
+    }
     ops.extend_from_slice(post);
-    ops.extend(plan::epilogue());
+    ops.extend(plan::epilogue(files.masks));
     ops
 }
 
@@ -792,6 +844,8 @@ mod tests {
         PrivateFiles {
             resolv_conf: String::new(),
             hosts: String::new(),
+            hidden: vec![],
+            masks: true,
         }
     }
 

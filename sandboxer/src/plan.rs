@@ -114,20 +114,61 @@ pub struct HostEntry {
 pub struct PrivateFiles {
     pub resolv_conf: String,
     pub hosts: String,
+    /// pallium's own runtime directories (`/run/pallium`,
+    /// `$XDG_RUNTIME_DIR/pallium`): hidden in every view, so the application
+    /// never sees a session's control socket.
+    pub hidden: Vec<PathBuf>,
+    /// Mask and make read-only the kernel's interfaces in `/proc` and `/sys`
+    /// ([`PROC_MASKED`], …). Off under gVisor, whose application sees
+    /// gVisor's own `/proc` and `/sys`, and whose runsc mounts a procfs and a
+    /// sysfs of its own — which the kernel allows in a user namespace only
+    /// where they are not partly covered.
+    pub masks: bool,
 }
 
-/// Top-level host directories that stay writable in a read-only default
-/// view: device nodes, ptys and shared memory, and the host's world-writable
-/// `/tmp` (X11 and other sockets live there).
-pub const WRITABLE_IN_READ_ONLY_VIEW: &[&str] = &["dev", "tmp"];
+/// Device nodes of the private `/dev` (bound from the host's; a missing one
+/// is skipped): the OCI runtime specification's default set.
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// `/proc` entries masked in every view (an empty, inaccessible file or
+/// directory bound over them), as OCI runtimes mask them: kernel memory,
+/// keys of every user, timer and scheduler internals that leak host
+/// activity, hardware interfaces.
+pub const PROC_MASKED: &[&str] = &[
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/scsi",
+];
+
+/// `/proc` entries made read-only in every view: host-wide kernel settings
+/// (`/proc/sys`: `core_pattern` runs a program as the host's root on the
+/// next crash), the magic SysRq trigger, interrupt affinity, bus and file
+/// system internals.
+pub const PROC_READ_ONLY: &[&str] = &[
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+];
+
+/// `/sys` entries masked in every view: firmware tables and variables (EFI
+/// variables can brick a machine), power capping (an energy side channel).
+pub const SYS_MASKED: &[&str] = &["/sys/firmware", "/sys/devices/virtual/powercap"];
 
 /// The original pallium's default view (`blacklist /`, `whitelist /*`,
 /// `whitelist /.*`): a tmpfs root with every top-level host entry bound back
-/// recursively, except a fresh `/proc` and `/sys` and private
-/// `/etc/resolv.conf` and `/etc/hosts`. Entries come sorted by name so the
-/// plan is deterministic. `read_only`: root mode, where the application is
-/// uid 0 and owns the host's files — every bind but
-/// [`WRITABLE_IN_READ_ONLY_VIEW`] is read-only.
+/// recursively, except a fresh `/proc` and `/sys` (read-only), a private
+/// `/dev` ([`private_dev`]) and `/tmp`, private `/etc/resolv.conf` and
+/// `/etc/hosts`, and the host's IPC sockets hidden
+/// ([`crate::paths::HIDDEN`]). Entries come sorted by name so the plan is
+/// deterministic. `read_only`: root mode — every host bind is read-only.
 pub fn default_view(entries: &[HostEntry], files: &PrivateFiles, read_only: bool) -> Vec<MountOp> {
     let old = Path::new(OLD_ROOT);
     let new = Path::new(NEW_ROOT);
@@ -153,23 +194,34 @@ pub fn default_view(entries: &[HostEntry], files: &PrivateFiles, read_only: bool
                     source: source.join("fs/cgroup"),
                     target: target.join("fs/cgroup"),
                     optional: true,
-                    readonly: read_only,
+                    readonly: true,
+                });
+            }
+            // Private: the host's device nodes, terminals and shared memory,
+            // and its /tmp (X11 sockets, ssh agents, other users' files).
+            (EntryKind::Dir, Some("dev")) => ops.extend(private_dev(&target, &source)),
+            (EntryKind::Dir, Some("tmp")) => {
+                ops.push(MountOp::MakeDir {
+                    path: target.clone(),
+                });
+                ops.push(MountOp::Fs {
+                    fstype: "tmpfs".into(),
+                    target,
                 });
             }
             (EntryKind::Symlink(to), _) => ops.push(MountOp::Symlink {
                 link: target,
                 target: to.clone(),
             }),
-            (EntryKind::Dir, name) => {
+            (EntryKind::Dir, _) => {
                 ops.push(MountOp::MakeDir {
                     path: target.clone(),
                 });
-                let writable = name.is_some_and(|n| WRITABLE_IN_READ_ONLY_VIEW.contains(&n));
                 ops.push(MountOp::Bind {
                     source,
                     target,
                     optional: false,
-                    readonly: read_only && !writable,
+                    readonly: read_only,
                 });
             }
             (EntryKind::File, _) => {
@@ -186,13 +238,66 @@ pub fn default_view(entries: &[HostEntry], files: &PrivateFiles, read_only: bool
         }
     }
     // The full view has no whitelist to expose them with.
-    for h in crate::paths::HIDDEN {
+    for h in crate::paths::HIDDEN
+        .iter()
+        .map(PathBuf::from)
+        .chain(files.hidden.iter().cloned())
+    {
         ops.push(MountOp::Hide {
             root: new.into(),
-            path: h.into(),
+            path: h,
         });
     }
-    ops.extend(epilogue());
+    ops.extend(epilogue(files.masks));
+    ops
+}
+
+/// A private `/dev` at `target` (bubblewrap's `--dev`): a tmpfs with the
+/// host's [`DEVICES`] bound in from `host_dev`, a new devpts instance with
+/// `ptmx` pointing into it, a fresh `shm` (tmpfs, mode 1777) and `mqueue`,
+/// and the usual `fd`/`stdin`/`stdout`/`stderr` links. No disk, no raw
+/// device, no other user's terminal.
+pub fn private_dev(target: &Path, host_dev: &Path) -> Vec<MountOp> {
+    let mut ops = vec![
+        MountOp::MakeDirAll {
+            path: target.into(),
+        },
+        MountOp::Tmpfs {
+            target: target.into(),
+        },
+    ];
+    for d in DEVICES {
+        ops.push(MountOp::MakeFile {
+            path: target.join(d),
+        });
+        ops.push(MountOp::Bind {
+            source: host_dev.join(d),
+            target: target.join(d),
+            optional: true,
+            readonly: false,
+        });
+    }
+    for (dir, fstype) in [("pts", "devpts"), ("shm", "tmpfs"), ("mqueue", "mqueue")] {
+        ops.push(MountOp::MakeDir {
+            path: target.join(dir),
+        });
+        ops.push(MountOp::Fs {
+            fstype: fstype.into(),
+            target: target.join(dir),
+        });
+    }
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        ops.push(MountOp::Symlink {
+            link: target.join(link),
+            target: to.into(),
+        });
+    }
     ops
 }
 
@@ -236,18 +341,37 @@ pub fn prelude(files: &PrivateFiles) -> Vec<MountOp> {
     ]
 }
 
-/// The common end: a fresh `/proc` (while the host's is still attached),
-/// pallium's resolv.conf and hosts, then the host's root detached.
-pub fn epilogue() -> Vec<MountOp> {
+/// The common end: a fresh `/proc` (while the host's is still attached)
+/// with [`PROC_MASKED`] masked and [`PROC_READ_ONLY`] read-only,
+/// [`SYS_MASKED`] masked, pallium's resolv.conf and hosts, then the host's
+/// root detached.
+pub fn epilogue(masks: bool) -> Vec<MountOp> {
     let old = Path::new(OLD_ROOT);
     let new = Path::new(NEW_ROOT);
-    vec![
+    let mut ops = vec![
         MountOp::MakeDir {
             path: new.join("proc"),
         },
         MountOp::Proc {
             target: new.join("proc"),
         },
+    ];
+    for p in PROC_MASKED.iter().chain(SYS_MASKED).filter(|_| masks) {
+        ops.push(MountOp::Hide {
+            root: new.into(),
+            path: p.into(),
+        });
+    }
+    for p in PROC_READ_ONLY.iter().filter(|_| masks) {
+        let at = new.join(p.trim_start_matches('/'));
+        ops.push(MountOp::Bind {
+            source: at.clone(),
+            target: at,
+            optional: true,
+            readonly: true,
+        });
+    }
+    ops.extend([
         MountOp::BindInRoot {
             source: "/resolv.conf".into(),
             root: new.into(),
@@ -266,7 +390,8 @@ pub fn epilogue() -> Vec<MountOp> {
         MountOp::EnterRoot {
             new_root: new.into(),
         },
-    ]
+    ]);
+    ops
 }
 
 #[cfg(test)]
@@ -284,6 +409,8 @@ mod tests {
         PrivateFiles {
             resolv_conf: "nameserver 192.0.2.53\n".into(),
             hosts: "127.0.0.1 localhost\n".into(),
+            hidden: vec![],
+            masks: true,
         }
     }
 
@@ -316,7 +443,7 @@ mod tests {
     }
 
     #[test]
-    fn read_only_view_keeps_only_dev_and_tmp_writable() {
+    fn read_only_view_binds_every_host_entry_read_only() {
         let mut h = host();
         h.push(entry("dev", EntryKind::Dir));
         h.push(entry("tmp", EntryKind::Dir));
@@ -332,8 +459,80 @@ mod tests {
         assert_eq!(ro("usr"), Some(true));
         assert_eq!(ro("etc"), Some(true));
         assert_eq!(ro(".dockerenv"), Some(true));
-        assert_eq!(ro("dev"), Some(false));
-        assert_eq!(ro("tmp"), Some(false));
+        // Private, not bound: a fresh /dev and /tmp.
+        assert_eq!(ro("dev"), None);
+        assert_eq!(ro("tmp"), None);
+    }
+
+    #[test]
+    fn dev_tmp_and_shm_are_private() {
+        let mut h = host();
+        h.push(entry("dev", EntryKind::Dir));
+        h.push(entry("tmp", EntryKind::Dir));
+        let ops = default_view(&h, &files(), false);
+        assert!(ops.contains(&MountOp::Tmpfs {
+            target: "/newroot/dev".into()
+        }));
+        assert!(ops.contains(&MountOp::Fs {
+            fstype: "tmpfs".into(),
+            target: "/newroot/tmp".into()
+        }));
+        assert!(ops.contains(&MountOp::Fs {
+            fstype: "tmpfs".into(),
+            target: "/newroot/dev/shm".into()
+        }));
+        assert!(ops.contains(&MountOp::Fs {
+            fstype: "devpts".into(),
+            target: "/newroot/dev/pts".into()
+        }));
+        // Only the listed device nodes come from the host's /dev.
+        let from_dev: Vec<_> = ops
+            .iter()
+            .filter_map(|o| match o {
+                MountOp::Bind { source, .. } if source.starts_with("/oldroot/dev") => {
+                    source.file_name().map(|n| n.to_string_lossy().into_owned())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(from_dev, DEVICES);
+        assert!(!ops.iter().any(
+            |o| matches!(o, MountOp::Bind { source, .. } if source == Path::new("/oldroot/tmp"))
+        ));
+    }
+
+    #[test]
+    fn proc_and_sys_are_masked_after_proc_is_mounted() {
+        let ops = default_view(&host(), &files(), false);
+        let proc = position(&ops, |o| matches!(o, MountOp::Proc { .. }));
+        for p in ["/proc/kcore", "/proc/keys", "/sys/firmware"] {
+            let at = position(
+                &ops,
+                |o| matches!(o, MountOp::Hide { path, .. } if path == Path::new(p)),
+            );
+            assert!(proc < at, "{p}");
+        }
+        let sys = position(&ops, |o| {
+            matches!(o, MountOp::Bind { target, readonly: true, .. }
+                if target == Path::new("/newroot/proc/sys"))
+        });
+        assert!(proc < sys);
+    }
+
+    #[test]
+    fn runtime_dirs_and_host_ipc_are_hidden() {
+        let mut f = files();
+        f.hidden = vec!["/run/user/1000".into()];
+        let ops = default_view(&host(), &f, false);
+        for p in ["/run/user/1000", "/run/pallium", "/run/user", "/run/dbus"] {
+            assert!(
+                ops.contains(&MountOp::Hide {
+                    root: "/newroot".into(),
+                    path: p.into()
+                }),
+                "{p}"
+            );
+        }
     }
 
     #[test]

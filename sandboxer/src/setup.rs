@@ -7,7 +7,7 @@
 use std::fs;
 use std::io::Read;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 use nix::sched::{setns, unshare, CloneFlags};
@@ -106,6 +106,13 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
     let files = PrivateFiles {
         resolv_conf: req.resolv_conf,
         hosts: req.hosts,
+        hidden: req
+            .hidden
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute() && p.components().count() > 1)
+            .collect(),
+        masks: !req.profile.gvisor,
     };
     let sb = &req.profile;
     let mut user = match &sb.virtuser {

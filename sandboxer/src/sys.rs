@@ -131,18 +131,32 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// `MOUNT_ATTR_RDONLY`.
+/// `MOUNT_ATTR_*` flags (include/uapi/linux/mount.h).
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
 
-/// Make the mount at `path` and every mount below it read-only
-/// (`mount_setattr(AT_FDCWD, path, AT_RECURSIVE, {attr_set: RDONLY})`):
-/// bubblewrap's `--ro-bind` for a recursive bind.
-pub(crate) fn make_read_only_recursive(path: &std::path::Path) -> io::Result<()> {
+/// Set `nosuid` (always), `nodev` and read-only (when asked) on the mount at
+/// `path` and every mount below it (`mount_setattr(AT_FDCWD, path,
+/// AT_RECURSIVE, …)`): bubblewrap's `--ro-bind`, plus the flags every bind
+/// of ours carries.
+pub(crate) fn restrict_mount_recursive(
+    path: &std::path::Path,
+    read_only: bool,
+    nodev: bool,
+) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut set = MOUNT_ATTR_NOSUID;
+    if read_only {
+        set |= MOUNT_ATTR_RDONLY;
+    }
+    if nodev {
+        set |= MOUNT_ATTR_NODEV;
+    }
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+        attr_set: set,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,

@@ -28,6 +28,24 @@ pub(crate) fn run_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Host directories the sandbox must not see: pallium's runtime directory
+/// (every session's control socket) and the caller's `$XDG_RUNTIME_DIR`
+/// (session bus, agents, Wayland, audio).
+pub(crate) fn hidden_dirs() -> Vec<String> {
+    let mut dirs: Vec<String> = run_dir()
+        .ok()
+        .map(|d| d.display().to_string())
+        .into_iter()
+        .collect();
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
+        let x = PathBuf::from(x);
+        if x.is_absolute() && x != Path::new("/") {
+            dirs.push(x.display().to_string());
+        }
+    }
+    dirs
+}
+
 /// Create `dir` with `mode` if missing; refuse one owned by someone else.
 pub(crate) fn ensure_private_dir(dir: &Path, mode: u32) -> Result<()> {
     match fs::DirBuilder::new().mode(mode).create(dir) {

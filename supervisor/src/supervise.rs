@@ -176,6 +176,7 @@ fn run_with(
             .then(crate::cmd::find_runsc)
             .flatten()
             .map(|p| p.display().to_string()),
+        hidden: crate::runtime::hidden_dirs(),
     })))?;
     let init_pid = match sandbox.chan.recv().context("sandboxer")? {
         SandboxEvent::Ready { init_pid } => init_pid,

@@ -100,6 +100,7 @@ impl Sandboxer {
                 gid,
                 runsc: profile.gvisor.then(|| "/usr/bin/runsc".to_string()),
                 profile,
+                hidden: vec![],
             })))
             .unwrap();
         match self.chan.recv().unwrap() {
