@@ -33,6 +33,8 @@ pub enum NetnsError {
         #[source]
         source: io::Error,
     },
+    #[error("create the application's user and network namespaces")]
+    Owned(#[source] Box<crate::rootless::RootlessError>),
     /// Fatal: the thread is stuck in the wrong namespace.
     #[error("return to the original network namespace")]
     Return(#[source] io::Error),
@@ -71,6 +73,13 @@ pub fn create() -> Result<Netns, NetnsError> {
     })();
     setns(home.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Return(e.into()))?;
     inside
+}
+
+/// The application's network namespace, owned by a user namespace of its
+/// own in which uid/gid 0…`count`−1 are our `uid`/`gid` on
+/// ([`crate::rootless::owned_netns`]); with that user namespace.
+pub fn create_owned(uid: u32, gid: u32, count: u32) -> Result<(Netns, OwnedFd), NetnsError> {
+    crate::rootless::owned_netns(uid, gid, count).map_err(|e| NetnsError::Owned(Box::new(e)))
 }
 
 /// Move the whole (single-threaded) netbroker into the session's user

@@ -96,6 +96,8 @@ impl Default for HostPaths {
 #[derive(Debug)]
 pub struct VethUplink {
     pub netns: OwnedFd,
+    /// The user namespace owning `netns` (uid 0 there: the session's uid).
+    pub userns: OwnedFd,
     pub link: String,
     pub resolv_conf: String,
     _nft: NftSession,
@@ -138,7 +140,10 @@ pub fn build(
     let nets =
         pool::choose(&seen, names::session_hash(session_id)).ok_or(RootError::PoolExhausted)?;
 
-    let mut app = netns::create().map_err(RootError::Netns)?;
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let uid = proto::profile::session_uid(session_id, &passwd);
+    let (mut app, userns) = netns::create_owned(uid, uid, proto::profile::SESSION_UID_BLOCK)
+        .map_err(RootError::Netns)?;
     host.add_veth(&host_if, names::APP_IFNAME, app.fd.as_fd())
         .map_err(|source| RootError::Veth {
             host: host_if.clone(),
@@ -178,6 +183,7 @@ pub fn build(
     let resolv_conf = resolv_conf(&nets, &paths.resolv_conf, warn)?;
     Ok(VethUplink {
         netns: app.fd,
+        userns,
         link: describe(&host_if, &nets),
         resolv_conf,
         _nft: nft,

@@ -23,6 +23,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use proto::broker::Uplink;
 
+use crate::netns::Netns;
 use crate::rtnl::Rtnl;
 use crate::sys;
 
@@ -325,6 +326,28 @@ fn tail(mut f: File) -> String {
     }
 }
 
+/// A fresh network namespace owned by a fresh user namespace of its own, in
+/// which uid and gid 0 are our `uid`/`gid` (root mode: the session's
+/// unprivileged uid; rootless: the session namespace's root, the caller).
+/// The application joins that user namespace: `exec --root` gets
+/// capabilities over its network namespace and nothing else, and every
+/// other process is uid 0 there but an unprivileged uid on the host. Made by
+/// a short-lived holder child, so the netbroker's threads stay where they are.
+pub fn owned_netns(uid: u32, gid: u32, count: u32) -> Result<(Netns, OwnedFd), RootlessError> {
+    let holder = Holder::start_mapped(uid, gid, count)?;
+    let open_ns = |ns: &str| {
+        let path = PathBuf::from(format!("/proc/{}/ns/{ns}", holder.pid));
+        File::open(&path)
+            .map(OwnedFd::from)
+            .map_err(|source| RootlessError::OpenNs { path, source })
+    };
+    let fd = open_ns("net")?;
+    let userns = open_ns("user")?;
+    let rtnl = Rtnl::from_socket(sys::netlink_socket_from(holder.rtnl_fd()?));
+    holder.finish();
+    Ok((Netns { fd, rtnl }, userns))
+}
+
 /// A forked child that creates the namespaces and keeps them reachable by
 /// `/proc/<pid>/ns/*` until the daemon has joined them.
 struct Holder {
@@ -334,6 +357,18 @@ struct Holder {
 
 impl Holder {
     fn start(userns: bool, uid: u32, gid: u32) -> Result<Self, RootlessError> {
+        Self::start_with(userns.then_some((uid, gid, 1)))
+    }
+
+    /// A user and a network namespace, ids 0…`count`−1 mapped to ours from
+    /// `uid`/`gid` on. With more than one, the mapping needs CAP_SETUID and
+    /// CAP_SETGID (root mode), and `setgroups` stays allowed inside.
+    fn start_mapped(uid: u32, gid: u32, count: u32) -> Result<Self, RootlessError> {
+        Self::start_with(Some((uid, gid, count)))
+    }
+
+    fn start_with(map: Option<(u32, u32, u32)>) -> Result<Self, RootlessError> {
+        let userns = map.is_some();
         let err = |step| {
             move |e: nix::Error| RootlessError::Holder {
                 step,
@@ -358,14 +393,16 @@ impl Holder {
         .map_err(err("fork"))?;
         let holder = Holder { pid, sock: ours };
         holder.expect(b'U', "create namespaces")?;
-        if userns {
+        if let Some((uid, gid, count)) = map {
             let map = |name: &str, text: String| {
                 let path = PathBuf::from(format!("/proc/{pid}/{name}"));
                 fs::write(&path, text).map_err(|source| RootlessError::IdMap { path, source })
             };
-            map("setgroups", "deny".into())?;
-            map("uid_map", format!("0 {uid} 1\n"))?;
-            map("gid_map", format!("0 {gid} 1\n"))?;
+            if count == 1 {
+                map("setgroups", "deny".into())?;
+            }
+            map("uid_map", format!("0 {uid} {count}\n"))?;
+            map("gid_map", format!("0 {gid} {count}\n"))?;
         }
         holder.send(b'M', None)?;
         Ok(holder)

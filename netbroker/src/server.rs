@@ -243,6 +243,7 @@ fn chain_ready(uplink: &Built) -> std::io::Result<ChainReady> {
         Built::Veth(v) => ChainReady {
             netns: Fd(v.netns.try_clone()?),
             userns: None,
+            app_userns: Some(Fd(v.userns.try_clone()?)),
             resolv_conf: v.resolv_conf.clone(),
             links: vec![v.link.clone()],
             outer: Vec::new(),
@@ -250,6 +251,7 @@ fn chain_ready(uplink: &Built) -> std::io::Result<ChainReady> {
         Built::Userspace(u) => ChainReady {
             netns: Fd(u.netns.try_clone()?),
             userns: dup_userns(u)?,
+            app_userns: None,
             resolv_conf: u.resolv_conf.clone(),
             links: vec![u.link.clone()],
             outer: Vec::new(),
@@ -356,6 +358,14 @@ fn handle_build_hops(
             rootless: req.rootless,
             quiet: req.quiet,
             cancelled: &cancelled,
+            app_ids: if req.rootless {
+                // The session namespace's root, the caller: its only id.
+                (0, 0, 1)
+            } else {
+                let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+                let uid = proto::profile::session_uid(&req.session_id, &passwd);
+                (uid, uid, proto::profile::SESSION_UID_BLOCK)
+            },
         }
     };
     let built = hops::build(&req.chain, &start, &mut |i, m| progress(chan, Some(i), m));
@@ -378,6 +388,12 @@ fn handle_build_hops(
             Some(u) => dup_userns(u).map_err(ServeError::Dup)?,
             None => None,
         },
+        app_userns: chain
+            .app_userns
+            .as_ref()
+            .map(|u| u.try_clone().map(Fd))
+            .transpose()
+            .map_err(ServeError::Dup)?,
         resolv_conf: chain.resolv_conf(),
         links,
         outer: std::iter::once(std::os::fd::AsFd::as_fd(&n0))

@@ -79,8 +79,15 @@ pub struct Progress {
 pub struct ChainReady {
     /// The application's network namespace.
     pub netns: Fd,
-    /// Rootless: the user namespace that owns `netns` (the sandboxer joins it).
+    /// Rootless: the session's user namespace, which owns the chain's
+    /// namespaces (the sandboxer joins it).
     pub userns: Option<Fd>,
+    /// The user namespace that owns `netns` and nothing else, in which uid 0
+    /// is the session's unprivileged uid (root mode) or the caller (rootless):
+    /// the application joins it, so `exec --root` holds capabilities over its
+    /// own network namespace only. None where the application's network
+    /// namespace is the uplink's (rootless or slirp empty chain).
+    pub app_userns: Option<Fd>,
     /// The `/etc/resolv.conf` the application must see.
     pub resolv_conf: String,
     /// Human-readable description of each link, for `pallium list` and `check`.

@@ -44,8 +44,11 @@ pub enum SandboxEvent {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Setup {
     pub netns: Fd,
-    /// Rootless: the user namespace owning `netns`; the sandboxer joins it first.
+    /// Rootless: the session's user namespace; the sandboxer joins it first.
     pub userns: Option<Fd>,
+    /// `ChainReady::app_userns`: the user namespace owning `netns` alone,
+    /// which the application's processes join.
+    pub app_userns: Option<Fd>,
     pub hostname: String,
     pub resolv_conf: String,
     pub hosts: String,

@@ -364,6 +364,7 @@ mod tests {
         let ev = BrokerEvent::ChainReady(crate::broker::ChainReady {
             netns: Fd(r),
             userns: None,
+            app_userns: None,
             resolv_conf: "nameserver 192.0.2.53\n".into(),
             links: vec![],
             outer: vec![Fd(r2)],
@@ -419,6 +420,7 @@ mod tests {
         let (buf, fds) = encode(&crate::broker::ChainReady {
             netns: Fd(r),
             userns: None,
+            app_userns: None,
             resolv_conf: String::new(),
             links: vec![],
             outer: vec![],

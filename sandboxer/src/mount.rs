@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -48,13 +48,26 @@ pub enum MountError {
 
 /// Run `ops` in order. `proc` mounts a fresh procfs at the given path (the
 /// sandbox's init does it: only a process in the new PID namespace can).
+/// `idmap`: the user namespace [`MountOp::Idmap`] maps ids through.
 pub fn execute(
     ops: &[MountOp],
+    idmap: Option<BorrowedFd<'_>>,
     proc: &mut dyn FnMut(&Path) -> Result<(), String>,
 ) -> Result<(), MountError> {
     for op in ops {
         tracing::debug!(?op, "file view");
-        run(op, proc)?;
+        match (op, idmap) {
+            (MountOp::Idmap { target }, Some(userns)) => {
+                if let Err(e) = crate::sys::idmap_mount(target, userns) {
+                    tracing::warn!(
+                        "cannot idmap the bind at {} ({e}): the application, an unprivileged uid on the host, may not be able to write there",
+                        target.strip_prefix(NEW_ROOT).unwrap_or(target).display()
+                    );
+                }
+            }
+            (MountOp::Idmap { .. }, None) => {}
+            _ => run(op, proc)?,
+        }
     }
     Ok(())
 }
@@ -187,6 +200,7 @@ fn run(op: &MountOp, proc: &mut dyn FnMut(&Path) -> Result<(), String>) -> Resul
             umount2(target, MntFlags::MNT_DETACH).map_err(nix_step("detach", target))
         }
         MountOp::EnterRoot { new_root } => enter_root(new_root),
+        MountOp::Idmap { .. } => Ok(()),
     }
 }
 

@@ -60,6 +60,13 @@ pub enum MountOp {
         optional: bool,
         readonly: bool,
     },
+    /// Root mode: stack an idmapped copy of the (writable) bind at `target`
+    /// on it, seen through the application's user namespace: what the host's
+    /// root owns there is the application's (uid 0 inside, an unprivileged
+    /// uid on the host), so the bind stays writable for it, and what it
+    /// creates is root's on disk. Where the file system cannot be idmapped
+    /// the bind stays as it was, with a warning.
+    Idmap { target: PathBuf },
     /// A fresh sysfs, so `/sys/class/net` shows the sandbox's network
     /// namespace; where the kernel refuses (some rootless setups), bind
     /// `fallback` instead.
@@ -250,6 +257,31 @@ pub fn default_view(entries: &[HostEntry], files: &PrivateFiles, read_only: bool
     }
     ops.extend(epilogue(files.masks));
     ops
+}
+
+/// Root mode, the application in a user namespace of its own: every
+/// writable bind of a host path (the profile's `paths.bind`) gets an
+/// [`MountOp::Idmap`] right after it, so the application may write where the
+/// host's root could. Device nodes and `/dev` are left alone.
+pub fn idmap_writable_binds(ops: Vec<MountOp>) -> Vec<MountOp> {
+    let (old, dev) = (Path::new(OLD_ROOT), Path::new(NEW_ROOT).join("dev"));
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        let idmap = match &op {
+            MountOp::Bind {
+                source,
+                target,
+                readonly: false,
+                ..
+            } if source.starts_with(old) && !target.starts_with(&dev) => Some(target.clone()),
+            _ => None,
+        };
+        out.push(op);
+        if let Some(target) = idmap {
+            out.push(MountOp::Idmap { target });
+        }
+    }
+    out
 }
 
 /// A private `/dev` at `target` (bubblewrap's `--dev`): a tmpfs with the
@@ -462,6 +494,32 @@ mod tests {
         // Private, not bound: a fresh /dev and /tmp.
         assert_eq!(ro("dev"), None);
         assert_eq!(ro("tmp"), None);
+    }
+
+    #[test]
+    fn only_writable_host_binds_are_idmapped() {
+        let bind = |source: &str, target: &str, readonly| MountOp::Bind {
+            source: source.into(),
+            target: target.into(),
+            optional: false,
+            readonly,
+        };
+        let ops = idmap_writable_binds(vec![
+            bind("/oldroot/srv/data", "/newroot/data", false),
+            bind("/oldroot/usr", "/newroot/usr", true),
+            bind("/oldroot/dev/null", "/newroot/dev/null", false),
+            bind("/home.tmp", "/newroot/home/u", false),
+        ]);
+        assert_eq!(
+            ops.iter()
+                .filter_map(|o| match o {
+                    MountOp::Idmap { target } => Some(target.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+            [PathBuf::from("/newroot/data")]
+        );
+        assert!(matches!(ops[1], MountOp::Idmap { .. }));
     }
 
     #[test]

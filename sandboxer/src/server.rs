@@ -225,7 +225,21 @@ impl Server {
                 return Ok(Flow::Continue);
             }
         };
-        let ids = spawn::Identity { map_back, run_as };
+        // The application's user namespace: every process but a root-mode
+        // virtual user's (a real unprivileged uid of its own) and gVisor's
+        // runsc (which makes its own) joins it; `--root` keeps its
+        // capabilities there.
+        let app_userns = sb
+            .app_userns
+            .as_ref()
+            .filter(|_| sb.gvisor.is_none() && run_as.is_none())
+            .map(|f| f.as_fd());
+        let ids = spawn::Identity {
+            app_userns,
+            keep_caps: req.root,
+            map_back,
+            run_as,
+        };
         if let (Some(_), Err(e)) = (&sb.gvisor, spawn::check_command(&req)) {
             tracing::info!(id, "spawn failed: {e}");
             self.chan.send(SandboxEvent::Failed {
@@ -383,6 +397,7 @@ impl Server {
         let ids = spawn::Identity {
             map_back: sb.map_back,
             run_as: uid.zip(g.run_as.map(|(_, gid)| gid)),
+            ..Default::default()
         };
         // The subcommand and its arguments, for the log.
         let what: Vec<String> = argv

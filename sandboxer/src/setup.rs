@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -39,6 +39,9 @@ pub struct Sandbox {
     pub workdir: Option<String>,
     /// The virtual user, if any.
     pub user: Option<virtuser::Prepared>,
+    /// The application's user namespace (`Setup::app_userns`); None with
+    /// `sandbox.unsafe_host_root` or where the chain has none.
+    pub app_userns: Option<OwnedFd>,
     /// The landlock ruleset that mirrors the file view.
     pub landlock: Landlock,
     /// `sandbox.gvisor`: runsc and its containers.
@@ -159,13 +162,26 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         let tree = paths::tree(&sb.paths.clone().unwrap_or_default(), extra, &RealFs)?;
         paths::view(&tree, &files, private, post, read_only)
     };
+    // Root mode, the application in its own user namespace: the profile's
+    // writable binds stay writable for it.
+    let app_userns = req
+        .app_userns
+        .map(|f| f.0)
+        .filter(|_| rootless || !sb.unsafe_host_root);
+    let idmap = app_userns
+        .as_ref()
+        .filter(|_| !rootless && user.is_none() && gvisor.is_none())
+        .map(|f| f.as_fd());
+    if idmap.is_some() {
+        ops = plan::idmap_writable_binds(ops);
+    }
     if let Some(g) = &gvisor {
         // Before the last step, which enters the view.
         let at = ops.len().saturating_sub(1);
         ops.splice(at..at, g.state_ops());
     }
     let mut init = None;
-    mount::execute(&ops, &mut |target| {
+    mount::execute(&ops, idmap, &mut |target| {
         init = Some(fork_init(target)?);
         Ok(())
     })?;
@@ -181,6 +197,7 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         user,
         landlock,
         gvisor,
+        app_userns,
     })
 }
 

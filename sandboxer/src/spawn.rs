@@ -10,7 +10,7 @@
 
 use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -64,10 +64,18 @@ pub enum SpawnError {
     },
 }
 
-/// Who a spawned process is (both None: whoever the sandboxer is — root
-/// mode without a virtual user, or `--root`).
+/// Who a spawned process is (all None: whoever the sandboxer is — root
+/// mode with `sandbox.unsafe_host_root`).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Identity {
+pub struct Identity<'a> {
+    /// The application's user namespace (`Setup::app_userns`), which owns
+    /// its network namespace and nothing else: joined first, as its uid 0
+    /// (root mode: the session's unprivileged host uid; rootless: the
+    /// caller), without supplementary groups.
+    pub app_userns: Option<BorrowedFd<'a>>,
+    /// `--root` in [`Identity::app_userns`]: keep every capability there
+    /// (over the application's network namespace only: `nft`, `tcpdump`).
+    pub keep_caps: bool,
     /// Rootless, not `--root`: this uid/gid in a user namespace of its own.
     pub map_back: Option<(u32, u32)>,
     /// Root mode with a virtual user, not `--root`: this real unprivileged
@@ -93,7 +101,7 @@ const RUNSC_ENV: &str = "PATH=/usr/local/bin:/usr/bin:/bin";
 /// lives outside the view, where a landlock domain would not let it run).
 pub fn spawn(
     req: Spawn,
-    ids: Identity,
+    ids: Identity<'_>,
     filter: &Filter,
     landlock: &Landlock,
     runsc: Option<Runsc<'_>>,
@@ -160,12 +168,32 @@ pub fn spawn(
         step: "pidfd_open",
         source,
     })?;
+    // Root mode, the application's user namespace: the host uid it runs
+    // as is that namespace's uid 0 (exec has happened: the pipe closed).
+    // (Rootless it is ours, as /proc shows it to us: no switch needed.)
+    let uid = match (ids.run_as, ids.app_userns) {
+        (Some((uid, _)), _) => Some(uid),
+        (None, Some(_)) => real_uid(pid).filter(|u| *u != nix::unistd::geteuid().as_raw()),
+        _ => None,
+    };
     Ok(Child {
         id,
         pid,
         pidfd,
-        uid: ids.run_as.map(|(uid, _)| uid),
+        uid,
     })
+}
+
+/// The real uid of `pid` as the host sees it (`/proc/PID/status`).
+fn real_uid(pid: Pid) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Under gVisor runsc finds the command itself, and a missing one comes
@@ -222,6 +250,7 @@ enum Stage {
     Netns,
     Stdio,
     Tty,
+    AppUserNs,
     UserNs,
     IdMaps,
     SetUid,
@@ -239,6 +268,7 @@ impl Stage {
             Stage::Netns,
             Stage::Stdio,
             Stage::Tty,
+            Stage::AppUserNs,
             Stage::UserNs,
             Stage::IdMaps,
             Stage::SetUid,
@@ -258,6 +288,7 @@ impl Stage {
             Stage::Netns => "enter the network namespace --namespace names",
             Stage::Stdio => "set up stdin/stdout/stderr",
             Stage::Tty => "acquire the controlling terminal",
+            Stage::AppUserNs => "join the application's user namespace",
             Stage::UserNs => "create the application's user namespace",
             Stage::IdMaps => "map back to the caller's uid and gid",
             Stage::SetUid => "switch to the virtual user's uid and gid",
@@ -282,7 +313,7 @@ enum Exec<'a> {
 /// The forked child up to exec; returns only on failure.
 fn child(
     req: &Spawn,
-    ids: Identity,
+    ids: Identity<'_>,
     (landlock, filter): (&Landlock, &Filter),
     exec: Exec<'_>,
     argv: &[CString],
@@ -311,13 +342,22 @@ fn child(
         if req.tty {
             sys::set_controlling_tty(std::io::stdin().as_fd()).map_err(at(Stage::Tty))?;
         }
+        if let Some(userns) = ids.app_userns {
+            join_app_userns(userns)?;
+        }
         if let Some((uid, gid)) = ids.map_back {
             map_back_real(uid, gid)?;
         }
         if let Some((uid, gid)) = ids.run_as {
             become_user(uid, gid)?;
         }
-        drop_to(Role::App).map_err(|_| (Stage::Caps, Errno::EPERM))?;
+        if ids.keep_caps && ids.app_userns.is_some() {
+            // `--root`: every capability of the application's own user
+            // namespace, which owns its network namespace and nothing else.
+            nix::sys::prctl::set_no_new_privs().map_err(at(Stage::Caps))?;
+        } else {
+            drop_to(Role::App).map_err(|_| (Stage::Caps, Errno::EPERM))?;
+        }
         if let Exec::Fd(_) = exec {
             runsc_user_namespace()?;
         }
@@ -364,18 +404,46 @@ fn child(
 }
 
 /// Try each candidate like `execvpe`: a missing file moves on, a permission
-/// error is remembered, anything else stops. Returns only on failure.
+/// error is remembered, anything else stops. Returns only on failure. A
+/// candidate in a directory we may not search (the caller's `PATH` naming
+/// `/root/bin`, say, for an application that is not the host's root) is
+/// one we cannot see: missing, not "permission denied".
 fn exec_path(candidates: &[CString], argv: &[CString], env: &[CString]) -> Errno {
     let mut result = Errno::ENOENT;
     for path in candidates {
         let Err(e) = nix::unistd::execve(path, argv, env);
         match e {
             Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ENODEV | Errno::ETIMEDOUT => {}
+            Errno::EACCES
+                if nix::unistd::access(path.as_c_str(), nix::unistd::AccessFlags::F_OK)
+                    .is_err() => {}
             Errno::EACCES => result = Errno::EACCES,
             other => return other,
         }
     }
     result
+}
+
+/// Join the application's user namespace as its uid and gid 0: root mode,
+/// the session's unprivileged host uid; rootless, the caller. The
+/// supplementary groups go first, while we may still change them (the host's
+/// root groups must not come along; rootless they are not ours to change).
+/// Joining grants every capability in that namespace — which owns the
+/// application's network namespace and nothing else — and none outside.
+fn join_app_userns(userns: BorrowedFd<'_>) -> Result<(), (Stage, Errno)> {
+    let at = |e| (Stage::AppUserNs, e);
+    match nix::unistd::setgroups(&[]) {
+        Ok(()) | Err(Errno::EPERM) => {}
+        Err(e) => return Err(at(e)),
+    }
+    nix::sched::setns(userns, CloneFlags::CLONE_NEWUSER).map_err(at)?;
+    let g = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setresgid(g, g, g).map_err(at)?;
+    let u = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresuid(u, u, u).map_err(at)?;
+    // A change of uid made us non-dumpable, giving our /proc files to the
+    // host's root; an ordinary process of this uid is dumpable.
+    nix::sys::prctl::set_dumpable(true).map_err(at)
 }
 
 /// The original's `map_back_real`: a user namespace of our own in which the

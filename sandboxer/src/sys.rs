@@ -180,6 +180,76 @@ pub(crate) fn restrict_mount_recursive(
     Ok(())
 }
 
+/// `MOUNT_ATTR_IDMAP`, `OPEN_TREE_CLONE`, `MOVE_MOUNT_F_EMPTY_PATH`
+/// (include/uapi/linux/mount.h).
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// Stack an idmapped copy of the mount tree at `target` on it: a recursive
+/// `open_tree(OPEN_TREE_CLONE)`, `mount_setattr(MOUNT_ATTR_IDMAP, userns)`
+/// on the detached copy, `move_mount` onto `target` (systemd-nspawn's and
+/// podman's way). Ids are seen through `userns`'s map: the host's uid 0 on
+/// disk is that namespace's owner of uid 0, and back.
+pub(crate) fn idmap_mount(target: &std::path::Path, userns: BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a NUL-terminated path alive for the call; open_tree
+    // returns a new descriptor or -1, which we own from here on.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by open_tree and is owned by nothing else.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let empty = c"";
+    // SAFETY: `tree` is a valid descriptor, `empty` a NUL-terminated string
+    // and `attr` a correctly laid out `struct mount_attr` whose size is
+    // passed; all outlive the call, and the kernel only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: valid descriptors and NUL-terminated paths alive for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Empty the bounding set (`PR_CAPBSET_DROP` for every capability the kernel
 /// knows), while CAP_SETPCAP is still effective: the application must not
 /// keep a bounding set after it leaves uid 0 (which clears the rest).

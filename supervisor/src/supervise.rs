@@ -164,6 +164,7 @@ fn run_with(
     sandbox.chan.send(SandboxRequest::Setup(Box::new(Setup {
         netns: chain.netns,
         userns: chain.userns,
+        app_userns: chain.app_userns,
         hosts: hosts_file(&hostname),
         hostname,
         resolv_conf: chain.resolv_conf,

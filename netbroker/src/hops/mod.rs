@@ -162,6 +162,8 @@ pub struct BuiltHop {
 #[derive(Debug, Default)]
 pub struct Chain {
     pub hops: Vec<BuiltHop>,
+    /// The user namespace that owns the application's (last) namespace.
+    pub app_userns: Option<OwnedFd>,
 }
 
 impl Drop for Chain {
@@ -215,6 +217,10 @@ pub struct ChainStart<'a> {
     pub quiet: bool,
     /// See [`HopCx::cancelled`].
     pub cancelled: &'a dyn Fn() -> bool,
+    /// uid/gid 0 of the application's own user namespace, which owns the
+    /// last hop's namespace, and how many ids it maps
+    /// ([`netns::create_owned`]).
+    pub app_ids: (u32, u32, u32),
 }
 
 impl fmt::Debug for ChainStart<'_> {
@@ -225,6 +231,7 @@ impl fmt::Debug for ChainStart<'_> {
             .field("work_dir", &self.work_dir)
             .field("rootless", &self.rootless)
             .field("quiet", &self.quiet)
+            .field("app_ids", &self.app_ids)
             .finish_non_exhaustive()
     }
 }
@@ -249,7 +256,15 @@ pub fn build(
             Some(h) => h.netns.as_fd(),
             None => start.netns,
         };
-        let mut inner = netns::create().map_err(|e| fail(HopError::Netns(e)))?;
+        let mut inner = if index + 1 == hops.len() {
+            let (uid, gid, count) = start.app_ids;
+            let (ns, userns) =
+                netns::create_owned(uid, gid, count).map_err(|e| fail(HopError::Netns(e)))?;
+            chain.app_userns = Some(userns);
+            ns
+        } else {
+            netns::create().map_err(|e| fail(HopError::Netns(e)))?
+        };
         let work_dir = start.work_dir.join(format!("hop{}", index + 1));
         std::fs::create_dir_all(&work_dir).map_err(|e| {
             fail(HopError::Failed(format!(

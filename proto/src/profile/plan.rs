@@ -145,6 +145,12 @@ impl Profile {
         if !s.unpriv_user_ns {
             line.push("no user namespaces".into());
         }
+        if s.unsafe_host_root {
+            line.push(
+                "UNSAFE: the application runs as the host's real root (sandbox.unsafe_host_root)"
+                    .into(),
+            );
+        }
         if !s.seccomp.is_empty() {
             line.push(format!("deny syscalls {}", s.seccomp.join(", ")));
         }

@@ -31,6 +31,11 @@ pub struct Sandbox {
     pub hostname: String,
     /// Extra syscalls to deny (new in pallium-rs).
     pub seccomp: Vec<String>,
+    /// `unsafe_host_root` (root mode only, new in pallium-rs): run the
+    /// application as the host's real uid 0 (without capabilities), as the
+    /// original did, instead of uid 0 of a user namespace of its own that is
+    /// an unprivileged uid on the host. It owns the host's files again.
+    pub unsafe_host_root: bool,
 }
 
 impl Default for Sandbox {
@@ -45,6 +50,7 @@ impl Default for Sandbox {
             workdir: None,
             hostname: "pallium".into(),
             seccomp: Vec::new(),
+            unsafe_host_root: false,
         }
     }
 }
@@ -93,6 +99,44 @@ pub fn root_mode_uid(key: &str, passwd: &str) -> u32 {
         uid = ROOT_MODE_UID_BASE + (uid - ROOT_MODE_UID_BASE + 1) % ROOT_MODE_UID_SPAN;
     }
     uid
+}
+
+/// Root mode: the first of the session's block of unprivileged host uids.
+pub const SESSION_UID_BASE: u32 = 0x6000_0000;
+/// The size of a session's block: uids 0…65535 of the application's user
+/// namespace (its root, and system users such as tcpdump's or a daemon's).
+pub const SESSION_UID_BLOCK: u32 = 0x1_0000;
+/// How many blocks the range holds.
+pub(crate) const SESSION_UID_BLOCKS: u32 = 0x1000;
+
+/// Root mode: the unprivileged host uid (and gid) that is uid 0 of session
+/// `session_id`'s application — in the user namespace that owns its network
+/// namespace, which maps 0…[`SESSION_UID_BLOCK`]−1 to a block of its own
+/// from here on — never the host's root. A hash of the session id into
+/// [`SESSION_UID_BASE`] + [`SESSION_UID_BLOCKS`] blocks, past any block that
+/// holds a uid the host's `passwd` names.
+pub fn session_uid(session_id: &str, passwd: &str) -> u32 {
+    let hash = format!("$session {session_id}")
+        .bytes()
+        .fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+    let taken: Vec<u32> = passwd
+        .lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+        .collect();
+    let mut block = hash % SESSION_UID_BLOCKS;
+    for _ in 0..SESSION_UID_BLOCKS {
+        let base = SESSION_UID_BASE + block * SESSION_UID_BLOCK;
+        if !taken
+            .iter()
+            .any(|u| (base..base + SESSION_UID_BLOCK).contains(u))
+        {
+            return base;
+        }
+        block = (block + 1) % SESSION_UID_BLOCKS;
+    }
+    SESSION_UID_BASE + (hash % SESSION_UID_BLOCKS) * SESSION_UID_BLOCK
 }
 
 impl VirtuserName {
@@ -219,6 +263,7 @@ pub(crate) fn sandbox(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<Sandbox> {
             "unpriv_user_ns: false is not supported with sandbox.gvisor (gVisor's kernel serves the application's system calls; remove one of the two keys)",
         ));
     }
+    s.unsafe_host_root = o.bool(cx, "unsafe_host_root", false)?;
     s.workdir = o.str(cx, "workdir")?;
     if let Some(h) = o.str(cx, "hostname")? {
         if h.len() > 64 {
@@ -380,6 +425,19 @@ mod tests {
         // A uid the host already names is skipped.
         let taken = format!("x:x:{a}:{a}::/:/bin/sh\n");
         assert_eq!(john.root_mode_uid(&taken), a + 1);
+    }
+
+    #[test]
+    fn session_uids_are_blocks_apart_from_virtual_users_and_passwd() {
+        let a = session_uid("p-0", "");
+        assert_eq!((a - SESSION_UID_BASE) % SESSION_UID_BLOCK, 0);
+        assert!(a > ROOT_MODE_UID_BASE + ROOT_MODE_UID_SPAN);
+        assert_eq!(a, session_uid("p-0", ""), "stable");
+        assert_ne!(a, session_uid("p-1", ""));
+        let taken = format!("x:x:{}:0::/:/bin/sh\n", a + 17);
+        let b = session_uid("p-0", &taken);
+        assert_ne!(a, b);
+        assert_eq!((b - SESSION_UID_BASE) % SESSION_UID_BLOCK, 0);
     }
 
     fn ok(text: &str) -> Sandbox {

@@ -93,6 +93,7 @@ impl Sandboxer {
             .send(SandboxRequest::Setup(Box::new(Setup {
                 netns: Fd(netns),
                 userns: userns.map(Fd),
+                app_userns: None,
                 hostname: "pallium".into(),
                 resolv_conf: RESOLV.into(),
                 hosts: HOSTS.into(),

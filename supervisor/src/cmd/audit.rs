@@ -38,7 +38,18 @@ pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
             && userns(e.pid) != sandbox_userns;
         println!("{} {} ({})", e.pid, e.role, field("Name"));
         if nested {
-            println!("  in a user namespace nested inside the sandbox: its capabilities count only there");
+            println!("  in a user namespace of the sandbox's own (it owns at most the application's network namespace): its capabilities count only there");
+        }
+        // The application as the host's real root: only with the profile's
+        // loud opt-in, and flagged even then.
+        let host_root = matches!(role, Role::App)
+            && field("Uid").split_whitespace().next() == Some("0")
+            && userns(e.pid).is_some()
+            && userns(e.pid) == userns(std::process::id() as i32)
+            && nix::unistd::getuid().is_root();
+        if host_root {
+            violations += 1;
+            println!("  !! runs as the host's real uid 0 (sandbox.unsafe_host_root)");
         }
         println!(
             "  uid {}  gid {}",

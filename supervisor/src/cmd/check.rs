@@ -34,6 +34,16 @@ pub(crate) fn check(a: CheckArgs) -> Result<i32> {
     for line in p.describe() {
         println!("  {line}");
     }
+    if p.sandbox.unsafe_host_root {
+        if root {
+            println!("  identity: UNSAFE — the application runs as the host's real uid 0 (sandbox.unsafe_host_root): it owns the host's files; every host path is bound read-only, but what it may write it writes as root");
+        } else {
+            eprintln!("pallium: profile {}: sandbox.unsafe_host_root needs root; without root there is no host root to give: remove the key", loaded.display);
+            return Ok(1);
+        }
+    } else if root && p.sandbox.virtuser.is_none() && !p.sandbox.gvisor {
+        println!("  identity: as root the application is uid 0 of a user namespace of its own, an unprivileged host uid of the session's (never the host's root); `exec --root` keeps capabilities over the session's network namespace only");
+    }
     if let (true, Some(v)) = (root, &p.sandbox.virtuser) {
         println!(
             "  identity: as root the virtual user is uid {}, which owns its home; a bind it writes to must be writable by that uid",

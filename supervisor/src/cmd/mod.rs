@@ -74,6 +74,9 @@ pub(crate) fn ensure_runnable(loaded: &Loaded) -> Result<()> {
                 "network.outbound_interface",
             ),
         ];
+        if loaded.profile.sandbox.unsafe_host_root {
+            bail!("profile {}: sandbox.unsafe_host_root needs root (it runs the application as the host's real uid 0); without root there is no host root to give: remove the key", loaded.display);
+        }
         if let Some((_, key)) = root_only.iter().find(|(used, _)| *used) {
             bail!("profile {}: {key} needs root (it changes the host's links and routes); run pallium as root or remove the key", loaded.display);
         }

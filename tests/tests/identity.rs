@@ -1,0 +1,314 @@
+//! Who the application is (issue 9, item 2): as root it is uid 0 of a user
+//! namespace of its own, an unprivileged host uid of the session's — never
+//! the host's root unless the profile opts in with `sandbox.unsafe_host_root`;
+//! a writable bind stays writable for it (idmapped); `exec --root` holds
+//! capabilities over the application's network namespace only, so the
+//! original's `extra/scripts/wireshark` (nft and tcpdump on the application's
+//! traffic) works, as root and rootless.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::process::{Command, Output, Stdio};
+
+use common::{pallium, text};
+use pallium_tests::{skip_unless_root, TestUser, Testbed};
+
+fn out(mut c: Command) -> Output {
+    c.stdin(Stdio::null()).output().expect("run")
+}
+
+/// `pallium ARGS` as root in the testbed's host namespace.
+fn root(tb: &Testbed, args: &[&str]) -> Output {
+    let mut a = vec![pallium().display().to_string()];
+    a.extend(args.iter().map(|s| s.to_string()));
+    out(tb.host_exec(a))
+}
+
+/// `pallium ARGS` as the test user.
+fn user(tb: &Testbed, args: &[&str]) -> Output {
+    let dir = TestUser::get().stage_binaries(&common::binaries());
+    let mut a = vec![dir.join("pallium").display().to_string()];
+    a.extend(args.iter().map(|s| s.to_string()));
+    out(tb.host_exec_as(TestUser::get(), a))
+}
+
+fn tun_usable() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
+}
+
+/// The first line of `/proc/self/uid_map` inside: (inside, outside, count).
+fn uid_map(stdout: &str) -> Option<(u64, u64, u64)> {
+    let line = stdout.lines().find(|l| l.starts_with("MAP "))?;
+    let v: Vec<u64> = line[4..]
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (v.len() == 3).then(|| (v[0], v[1], v[2]))
+}
+
+const WHO: &str = "id -u; echo MAP $(cat /proc/self/uid_map); \
+    (cat /etc/shadow >/dev/null 2>&1 && echo shadow-read) || echo shadow-denied; \
+    (echo '|/bin/true' > /proc/sys/kernel/core_pattern) 2>/dev/null && echo core-written || echo core-denied";
+
+#[test]
+fn as_root_the_application_is_an_unprivileged_host_uid() {
+    skip_unless_root!();
+    let tb = Testbed::new("idroot");
+    let core_before = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    for profile in ["default", r#"{"sandbox": {"paths": {}}}"#] {
+        let o = root(&tb, &["exec", "--one-shot", profile, "--", "sh", "-c", WHO]);
+        let (stdout, stderr) = text(&o);
+        assert!(o.status.success(), "{profile}: {stdout}{stderr}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines[0], "0", "uid 0 inside ({profile}): {stdout}");
+        let (inside, outside, count) = uid_map(&stdout).expect("uid_map");
+        assert_eq!((inside, count), (0, 65536), "{stdout}");
+        assert!(
+            outside >= 0x5000_0000,
+            "uid 0 inside is an unprivileged host uid of pallium's range, not {outside}"
+        );
+        assert!(stdout.contains("shadow-denied"), "{profile}: {stdout}");
+        assert!(stdout.contains("core-denied"), "{profile}: {stdout}");
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap(),
+        core_before
+    );
+
+    // The opt-in: the host's real root again, named loudly by check.
+    let opt = r#"{"sandbox": {"unsafe_host_root": true}}"#;
+    let o = root(&tb, &["check", opt]);
+    let (stdout, _) = text(&o);
+    assert!(o.status.success() && stdout.contains("UNSAFE"), "{stdout}");
+    let o = root(&tb, &["exec", "--one-shot", opt, "--", "sh", "-c", WHO]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        uid_map(&stdout),
+        Some((0, 0, 4294967295)),
+        "the opt-in runs in the host's user namespace: {stdout}"
+    );
+    // Without capabilities even then, and /proc/sys stays read-only.
+    assert!(stdout.contains("core-denied"), "{stdout}");
+}
+
+#[test]
+fn unsafe_host_root_rootless_is_one_line_error() {
+    skip_unless_root!();
+    let tb = Testbed::new("idoptin");
+    let opt = r#"{"sandbox": {"unsafe_host_root": true}}"#;
+    for args in [
+        vec!["exec", "--one-shot", opt, "--", "true"],
+        vec!["check", opt],
+    ] {
+        let o = user(&tb, &args);
+        let (stdout, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {stderr}");
+        assert!(
+            lines[0].contains("sandbox.unsafe_host_root needs root"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_writable_bind_stays_writable_and_files_stay_roots_on_disk() {
+    skip_unless_root!();
+    let tb = Testbed::new("ididmap");
+    let dir = std::env::temp_dir().join(format!("pallium-idmap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("old"), "old\n").unwrap();
+    let prof = format!(
+        r#"{{"sandbox": {{"paths": {{"bind": [["/data", "{}"]]}}}}}}"#,
+        dir.display()
+    );
+    let o = root(
+        &tb,
+        &[
+            "exec",
+            "--one-shot",
+            &prof,
+            "--",
+            "sh",
+            "-c",
+            "echo more >> /data/old && echo new > /data/new && stat -c '%u %n' /data/old /data/new",
+        ],
+    );
+    let (stdout, stderr) = text(&o);
+    let _ = std::fs::remove_dir_all(dir.join("gone"));
+    assert!(o.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout, "0 /data/old\n0 /data/new\n", "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("old")).unwrap(),
+        "old\nmore\n"
+    );
+    // On the host the new file is root's, not the session uid's.
+    assert_eq!(std::fs::metadata(dir.join("new")).unwrap().uid(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The original's `extra/scripts/wireshark`, with `wireshark` replaced by a
+/// `tcpdump -r` of the capture.
+const WIRESHARK: &str = r#"#!/bin/sh
+nft add table filter
+nft add chain filter input \{ type filter hook input priority 0\; \}
+nft add chain filter output \{ type filter hook output priority 0\; \}
+nft add rule filter output skuid == 0 ct mark set 1
+nft add rule filter input ct mark 1 log group 1337
+nft add rule filter output ct mark 1 log group 1337
+
+f="$(mktemp --suffix=.pcap)"
+echo "Starting capture ..."
+tcpdump --immediate-mode -Uni nflog:1337 -w "$f" &
+sleep 2 # Give tcpdump some time to start
+t=$!
+echo "Running command ..."
+$@
+echo "Finalizing capture ..."
+sleep 2
+kill $t;
+tcpdump -nr "$f" 2>/dev/null | grep -c 'IP .* > .*'
+"#;
+
+/// `echo '{}' | pallium exec --root - ./wireshark curl …`: the capture shows
+/// the application's packets; the same `--root` cannot touch the host.
+fn wireshark(tb: &Testbed, as_user: bool, profile: &str) {
+    // Not /tmp: the sandbox's /tmp is its own.
+    let dir = std::path::Path::new("/var/tmp").join(format!(
+        "pallium-wireshark-{}-{}",
+        std::process::id(),
+        as_user
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("wireshark");
+    std::fs::write(&script, WIRESHARK).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s = script.display().to_string();
+    let url = format!("http://{}/", tb.web_v4());
+    let inner = format!(
+        "{s} curl -s -m 10 {url}; echo; echo MOUNT $(mount -t tmpfs none /mnt 2>&1 | head -1)"
+    );
+    let args = [
+        "exec",
+        "--one-shot",
+        "--root",
+        profile,
+        "--",
+        "sh",
+        "-c",
+        &inner,
+    ];
+    // `-`: the profile comes from standard input, as in the original's docs.
+    let mut a = vec![if as_user {
+        TestUser::get()
+            .stage_binaries(&common::binaries())
+            .join("pallium")
+            .display()
+            .to_string()
+    } else {
+        pallium().display().to_string()
+    }];
+    a.extend(args.iter().map(|s| s.to_string()));
+    let mut cmd = if as_user {
+        tb.host_exec_as(TestUser::get(), a)
+    } else {
+        tb.host_exec(a)
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pallium");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(if profile == "-" { b"{}" } else { b"" });
+    }
+    let o = child.wait_with_output().expect("wait");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "user {as_user}: {stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let captured: usize = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        captured >= 3,
+        "user {as_user}: the capture holds the application's packets: {stdout}{stderr}"
+    );
+    // The web host answered (with the address it saw).
+    assert!(
+        lines.iter().any(|l| l.parse::<std::net::IpAddr>().is_ok()),
+        "user {as_user}: {stdout}"
+    );
+    // Capabilities over its own namespaces only: no mount.
+    let mount = lines.iter().find(|l| l.starts_with("MOUNT")).unwrap();
+    assert!(
+        mount.contains("ermission denied") || mount.contains("not permitted"),
+        "user {as_user}: {mount}"
+    );
+}
+
+#[test]
+fn wireshark_script_root_and_rootless() {
+    skip_unless_root!();
+    if Command::new("tcpdump").arg("--version").output().is_err() {
+        panic!("tcpdump is missing: .ci/run installs it");
+    }
+    let tb = Testbed::new("idwire");
+    let proxy = tb.start_microsocks();
+    let prof = format!(
+        r#"{{"network": {{"chain": [{{"type": "socks", "address": "{}"}}]}}}}"#,
+        proxy.addr()
+    );
+    // The original script as the original documents it, and behind a hop.
+    wireshark(&tb, false, "-");
+    wireshark(&tb, false, &prof);
+    if !tun_usable() {
+        pallium_tests::skip("rootless half: /dev/net/tun is not world read-write");
+        return;
+    }
+    // Rootless: Debian's tcpdump, as uid 0, drops to its `tcpdump` user
+    // (`setgroups`, `chown` of the capture), which no rootless user
+    // namespace has (`unshare -r tcpdump -w f` fails the same way); the
+    // script's nft half is what needs the capabilities: its rules count
+    // the application's packets.
+    let inner = format!(
+        "nft add table filter && \
+         nft add chain filter output '{{ type filter hook output priority 0; }}' && \
+         nft add rule filter output skuid == 0 counter && \
+         curl -s -m 10 http://{}/ && echo && nft list chain filter output",
+        tb.web_v4()
+    );
+    let o = user(
+        &tb,
+        &[
+            "exec",
+            "--one-shot",
+            "--root",
+            &prof,
+            "--",
+            "sh",
+            "-c",
+            &inner,
+        ],
+    );
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    let packets: u64 = stdout
+        .split("counter packets ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(packets >= 3, "the rule counted the curl: {stdout}{stderr}");
+}
