@@ -103,6 +103,35 @@ pub enum LandlockError {
     Dup(#[source] std::io::Error),
 }
 
+/// Enter a landlock domain that handles no file access and only *scopes*
+/// (ABI 6, Linux 6.12): nothing below it may signal, or connect to an
+/// abstract Unix socket of, a process outside it. The sandboxer enters it
+/// before it forks the sandbox's init, so the whole sandbox — init, every
+/// command and gVisor's runsc — shares this one layer: its processes reach
+/// each other (a `pallium exec` may `kill` what `run` started, or use its
+/// session bus), never the supervisor, the helpers, hop daemons or the host.
+/// (Each command's file ruleset is a layer of its own below, without scopes:
+/// scoped there, two commands could not signal each other.) Returns whether
+/// the kernel scopes; older kernels keep the PID and network namespaces as
+/// the only walls, which already separate the host.
+pub fn scope_sandbox() -> Result<bool, LandlockError> {
+    use landlock::{Compatible as _, Scope};
+    let created = match Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .scope(Scope::from_all(ABI_WANTED))?
+        .create()
+    {
+        Ok(c) => c,
+        // The kernel has no scopes: nothing left to handle.
+        Err(RulesetError::CreateRuleset(landlock::CreateRulesetError::MissingHandledAccess)) => {
+            return Ok(false)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let status = created.restrict_self()?;
+    Ok(status.ruleset != landlock::RulesetStatus::NotEnforced)
+}
+
 /// The application's landlock ruleset, or nothing where the kernel has no
 /// landlock.
 #[derive(Debug)]

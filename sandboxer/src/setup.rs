@@ -180,6 +180,12 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         let at = ops.len().saturating_sub(1);
         ops.splice(at..at, g.state_ops());
     }
+    // Before the init is forked: the whole sandbox in one scoped domain.
+    match landlock::scope_sandbox() {
+        Ok(true) => {}
+        Ok(false) => tracing::debug!("landlock scoping unavailable (Linux < 6.12)"),
+        Err(e) => tracing::warn!("landlock scoping: {e}"),
+    }
     let mut init = None;
     mount::execute(&ops, idmap, &mut |target| {
         init = Some(fork_init(target)?);
