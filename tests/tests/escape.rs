@@ -327,6 +327,7 @@ fn host_x32() -> &'static str {
 }
 
 fn run_view(tb: &Testbed, host: &Host, view: View) -> Cells {
+    let started = Instant::now();
     let mode = host.mode;
     let run = Run {
         tb,
@@ -360,6 +361,11 @@ fn run_view(tb: &Testbed, host: &Host, view: View) -> Cells {
     }
     drop(session);
     userns_denied(&run, &mut cells);
+    cells.add(
+        "control",
+        Verdict::Blocked,
+        format!("view done in {:.1} s", started.elapsed().as_secs_f64()),
+    );
     // Rows that reported nothing are errors.
     for (tag, _) in ROWS {
         if applies(tag, mode) && !cells.0.contains_key(*tag) {
@@ -561,6 +567,10 @@ fn batch(run: &Run<'_>, profile_json: &str, cells: &mut Cells) {
     let cfg = serde_json::json!({
         "view": name,
         "session_command": SESSION_COMMAND.join(" "),
+        "host_uid": match mode {
+            Mode::Root => 0,
+            Mode::Rootless => TestUser::get().uid(),
+        },
         "mode": mode.name(),
         "gvisor": view == View::Gvisor,
         "host_release": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim(),
@@ -579,6 +589,7 @@ fn batch(run: &Run<'_>, profile_json: &str, cells: &mut Cells) {
         "core_marker": core_marker,
         "disks": disks(),
         "dbus_path": host.dbus,
+        "dbus_daemon": host.dbus_daemon,
         "ssh_path": host.agent,
         "x11_path": host.x11,
         "runuser_bus": host.runuser_bus,

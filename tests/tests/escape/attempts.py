@@ -419,7 +419,15 @@ def control_plane(tag):
     xdg = os.environ.get('XDG_RUNTIME_DIR')
     if xdg:
         pats.append(xdg + '/pallium/*/*/control.sock')
-    found = sorted(set(p for pat in pats for p in glob.glob(pat)))
+    found = set(p for pat in pats for p in glob.glob(pat))
+    # Run directories may be searchable but not listable: the attacker who
+    # knows its profile's path computes the directory's name.
+    roots = ['/run/pallium', '/run/user/%d/pallium' % CFG['host_uid']] + ([xdg + '/pallium'] if xdg else [])
+    for r in roots:
+        p = '%s/%s/session_0/control.sock' % (r, CFG['profile_id'])
+        if os.path.exists(p):
+            found.add(p)
+    found = sorted(found)
     if not found:
         seen = [d for d in ('/run/pallium', xdg and xdg + '/pallium') if d and os.path.exists(d)]
         res(tag, 'blocked', 'no control socket visible (searched %s; present but empty or unreadable: %s)'
@@ -628,6 +636,9 @@ BUS_REACHED = ('Transport endpoint is not connected', 'Connection reset by peer'
 @attempt('busctl', timeout=20)
 def busctl(tag):
     tool = shutil.which('busctl')
+    if not CFG['dbus_daemon']:
+        res(tag, 'COVERED:env-dbus', 'n/a: no dbus-daemon on the host; the raw connects of env-dbus cover the bus')
+        return
     if not tool:
         res(tag, 'COVERED:env-dbus', 'n/a: tool missing (busctl); the raw connects of env-dbus cover the bus')
         return
@@ -655,6 +666,9 @@ def busctl(tag):
 @attempt('systemd-run', timeout=20)
 def systemd_run(tag):
     tool = shutil.which('systemd-run')
+    if not CFG['dbus_daemon']:
+        res(tag, 'COVERED:runuser-bus', 'n/a: no dbus-daemon on the host; the raw connects of runuser-bus cover it')
+        return
     if not tool:
         res(tag, 'COVERED:runuser-bus', 'n/a: tool missing (systemd-run); the raw connects of runuser-bus cover it')
         return
