@@ -1,45 +1,45 @@
-//! The escape suite (issue 5, item 8): as the sandboxed application, try to
-//! get out — host files, host processes, host sockets, mounts, modules, user
-//! namespaces, setuid binaries, the caller's terminal, the kernel keyring —
-//! as root and as the rootless test user, and check that every attempt fails.
-//! Each attempt prints a row `attempt | mode | result` (see `--nocapture`, or
-//! the file named by `PALLIUM_ESCAPE_REPORT`).
+//! The escape suite (issue 5 item 8, issue 9 item 7): as the sandboxed
+//! application, try to get out — host files, processes, sockets (among them
+//! those the environment names), mounts, modules, setuid binaries, the
+//! caller's terminal, the keyring, the control plane, host root's powers,
+//! kernel surfaces (io_uring, vsock, x32, personality) and the host's own
+//! addresses — in four views (the default, a bind-heavy one, a virtual user,
+//! gVisor), as root and as the rootless test user. Every cell must be
+//! `blocked`; an attempt that did not run as intended is an `ERROR`. The
+//! table is written to stderr (and appended to `PALLIUM_ESCAPE_REPORT`).
+//!
+//! Each (mode, view) is one session (`pallium run` of the view with
+//! `sleep infinity`): one python script (`escape/attempts.py`) makes the
+//! attempts from inside it, the crafted-symlink `cp`/`mv` attempts use it
+//! from outside. The four views run in parallel.
 
 mod common;
+#[path = "escape/host.rs"]
+mod host;
 
-use std::io::{BufRead, BufReader, Write};
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use common::{pallium, text};
+use common::text;
+use host::{Host, PY, SECRET};
 use pallium_tests::{skip_unless_root, TestUser, Testbed};
 
-const PY: &str = "/usr/bin/python3";
-
-/// A file-view profile: an empty root with only the system directories.
-const BASE: &str = r#"{"sandbox": {"paths": {"mode": "base", "whitelist": ["/usr", "/bin", "/lib", "/lib64", "/etc"]}}}"#;
-
-/// Python prelude: raw syscalls with errno.
-const PRELUDE: &str = r#"import ctypes, os, sys
-L = ctypes.CDLL(None, use_errno=True)
-L.syscall.restype = ctypes.c_long
-def sc(*a):
-    ctypes.set_errno(0)
-    r = L.syscall(*[ctypes.c_long(x) if isinstance(x, int) else x for x in a])
-    return r, ctypes.get_errno()
-def res(ok, what):
-    print('RESULT', 'blocked' if ok else 'ESCAPED', what)
-"#;
+const ATTEMPTS_PY: &str = include_str!("escape/attempts.py");
+/// The command of each view's session.
+const SESSION_COMMAND: [&str; 2] = ["sleep", "infinity"];
 
 #[derive(Clone, Copy, PartialEq, Debug)]
-enum Mode {
+pub(crate) enum Mode {
     Root,
     Rootless,
 }
 
 impl Mode {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Mode::Root => "root",
             Mode::Rootless => "rootless",
@@ -47,95 +47,362 @@ impl Mode {
     }
 }
 
-/// The host side of the suite: marker files, a setuid binary, listening
-/// sockets and a host process to attack, removed on drop.
-struct Host {
-    dir: PathBuf,
-    root_marker: PathBuf,
-    listener: Child,
-    victim: Child,
-    abstract_name: String,
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum View {
+    Default,
+    Binds,
+    Virtuser,
+    Gvisor,
 }
 
-const SECRET: &str = "pallium-escape-secret-7f3a";
+const VIEWS: [View; 4] = [View::Default, View::Binds, View::Virtuser, View::Gvisor];
 
-impl Host {
-    fn new(tb: &Testbed, mode: Mode) -> Host {
-        let id = format!("{}-{}", std::process::id(), mode.name());
-        let dir = PathBuf::from(format!("/tmp/pallium-escape-{id}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let secret = dir.join("secret");
-        std::fs::write(&secret, SECRET).unwrap();
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let root_marker = PathBuf::from(format!("/root/pallium-escape-{id}"));
-        std::fs::write(&root_marker, SECRET).unwrap();
-        // A setuid-root copy of cat: `suid-cat /proc/self/status` shows its own credentials.
-        let suid = dir.join("suid-cat");
-        pallium_tests::copy_executable(Path::new("/bin/cat"), &suid, 0o4755);
-        // A listening pathname socket (anyone may connect on the host) and an
-        // abstract one in the testbed's host network namespace.
-        let abstract_name = format!("pallium-escape-{id}");
-        let sock = dir.join("sock");
-        let script = format!(
-            "import socket, os, sys\n\
-             a = socket.socket(socket.AF_UNIX); a.bind('\\0{abstract_name}'); a.listen(8)\n\
-             p = socket.socket(socket.AF_UNIX); p.bind('{sock}'); os.chmod('{sock}', 0o777); p.listen(8)\n\
-             print('ready', flush=True)\n\
-             import select\n\
-             while True:\n\
-             \x20   r, _, _ = select.select([a, p], [], [])\n\
-             \x20   for s in r:\n\
-             \x20       c, _ = s.accept(); open('{dir}/connected', 'a').write('x'); c.close()\n",
-            sock = sock.display(),
-            dir = dir.display(),
-        );
-        let mut listener = tb
-            .host_exec([PY, "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(listener.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready");
-        // A host process the application could signal or trace without a sandbox.
-        let sleep = ["sleep", "120"];
-        let victim = match mode {
-            Mode::Root => Command::new(sleep[0]).arg(sleep[1]).spawn().unwrap(),
-            Mode::Rootless => TestUser::get().command(sleep).spawn().unwrap(),
-        };
-        Host {
-            dir,
-            root_marker,
-            listener,
-            victim,
-            abstract_name,
+impl View {
+    fn name(self) -> &'static str {
+        match self {
+            View::Default => "default",
+            View::Binds => "binds",
+            View::Virtuser => "virtuser",
+            View::Gvisor => "gvisor",
         }
     }
 
-    fn victim_pid(&self) -> u32 {
-        self.victim.id()
+    /// The profile's `sandbox` object. The bind-heavy view binds system
+    /// directories and two scratch directories of the host, never a path an
+    /// attempt targets.
+    fn sandbox(self, host: &Host) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            View::Default => json!({}),
+            View::Binds => json!({"paths": {
+                "mode": "append",
+                "whitelist": ["/usr", "/etc", "/home", "/opt", "/var/lib", "/srv"],
+                "bind": [
+                    ["/mnt/scratch", host.dir.join("scratch")],
+                    ["/mnt/data", host.dir.join("data")],
+                ],
+            }}),
+            View::Virtuser => json!({"virtuser": {"name": "esc"}}),
+            View::Gvisor => json!({"gvisor": true}),
+        }
     }
 }
 
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.listener.kill();
-        let _ = self.listener.wait();
-        let _ = self.victim.kill();
-        let _ = self.victim.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = std::fs::remove_file(&self.root_marker);
+/// The rows: `(tag, attempt)`; the tag is what attempts.py reports.
+const ROWS: &[(&str, &str)] = &[
+    ("control", "0 control: the view is what it claims"),
+    (
+        "host-file-tmp",
+        "1 read a host file outside the view (/tmp)",
+    ),
+    (
+        "host-file-root",
+        "1 read a host file outside the view (/root)",
+    ),
+    ("host-dir-write", "2 write into a host dir outside the view"),
+    ("usr-write", "2 write into /usr"),
+    ("host-proc", "3 see and signal a host process"),
+    ("host-ptrace", "4 ptrace a host process"),
+    ("unix-path", "5 connect to a host pathname Unix socket"),
+    ("unix-abstract", "5 connect to a host abstract Unix socket"),
+    ("mount", "6 mount tmpfs"),
+    ("mount-userns", "6 mount tmpfs in a new user namespace"),
+    ("module", "7 load a kernel module"),
+    (
+        "userns-denied",
+        "8 user namespace with unpriv_user_ns=false",
+    ),
+    ("setuid", "9 gain root through a setuid-root binary"),
+    ("tiocsti", "10 inject keystrokes with TIOCSTI"),
+    ("keyring", "11 kernel keyring (keyctl, add_key)"),
+    ("cp-out", "12 copy out through a crafted symlink"),
+    ("cp-in", "12 copy in through a crafted symlink"),
+    ("control-plane", "a control socket, exec --namespace 0"),
+    ("core-pattern", "b write core_pattern"),
+    ("shadow", "b read /etc/shadow"),
+    ("raw-disk", "b read a raw disk"),
+    ("host-tmp", "b create a file in the host's /tmp"),
+    ("env-dbus", "c DBUS_SESSION_BUS_ADDRESS socket"),
+    ("env-ssh", "c SSH_AUTH_SOCK socket"),
+    ("env-x11", "c DISPLAY socket (X11)"),
+    ("runuser-bus", "c /run/user/UID/bus"),
+    ("busctl", "d D-Bus call on the host's bus"),
+    ("systemd-run", "d systemd-run --user"),
+    ("io-uring", "e io_uring_setup"),
+    ("vsock", "f socket(AF_VSOCK)"),
+    ("x32", "g x32 syscalls"),
+    ("tioclinux", "h TIOCLINUX on the caller's terminal"),
+    ("ptrace-init", "i ptrace the sandbox's init"),
+    ("personality", "j personality(ADDR_NO_RANDOMIZE)"),
+    ("host-addrs", "k host's own addresses (empty chain)"),
+];
+
+/// Rows that only apply as root: `/root`, and the root-mode empty chain.
+fn applies(tag: &str, mode: Mode) -> bool {
+    mode == Mode::Root || !matches!(tag, "host-file-root" | "host-addrs")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Verdict {
+    /// Not run: gVisor's runsc is not installed.
+    Skipped,
+    Blocked,
+    Error,
+    Escaped,
+}
+
+impl Verdict {
+    fn parse(s: &str) -> Verdict {
+        match s {
+            "blocked" => Verdict::Blocked,
+            "ESCAPED" => Verdict::Escaped,
+            _ => Verdict::Error,
+        }
     }
+
+    fn word(self) -> &'static str {
+        match self {
+            Verdict::Skipped => "skipped",
+            Verdict::Blocked => "blocked",
+            Verdict::Escaped => "ESCAPED",
+            Verdict::Error => "ERROR",
+        }
+    }
+}
+
+/// One cell: the worst verdict of its parts, and what each part said.
+#[derive(Clone, Debug)]
+struct Cell {
+    verdict: Verdict,
+    details: Vec<String>,
+}
+
+/// One view's cells by tag.
+#[derive(Default)]
+struct Cells(BTreeMap<String, Cell>);
+
+impl Cells {
+    fn add(&mut self, tag: &str, verdict: Verdict, detail: impl Into<String>) {
+        let detail = detail.into().replace('\n', " ");
+        let c = self.0.entry(tag.to_string()).or_insert(Cell {
+            verdict,
+            details: Vec::new(),
+        });
+        c.verdict = c.verdict.max(verdict);
+        c.details.push(detail);
+    }
+
+    /// Parse `RESULT tag verdict detail` lines; a `COVERED:<row>` verdict
+    /// takes that row's verdict.
+    fn parse(&mut self, out: &str) {
+        let mut covered = Vec::new();
+        for l in out.lines() {
+            let Some(rest) = l.trim().strip_prefix("RESULT ") else {
+                continue;
+            };
+            let mut it = rest.splitn(3, ' ');
+            let (tag, word, detail) = (
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+            );
+            match word.strip_prefix("COVERED:") {
+                Some(row) => covered.push((tag.to_string(), row.to_string(), detail.to_string())),
+                None => self.add(tag, Verdict::parse(word), detail),
+            }
+        }
+        for (tag, row, detail) in covered {
+            let by = self.0.get(&row).map_or(Verdict::Error, |c| c.verdict);
+            self.add(&tag, by, format!("{detail}: {row} is {}", by.word()));
+        }
+    }
+}
+
+/// Everything one view needs to know.
+struct Run<'a> {
+    tb: &'a Testbed,
+    host: &'a Host,
+    view: View,
+    mode: Mode,
+    /// `/tmp/pallium-esc-<id>-<view>`: every file the application makes in
+    /// /tmp, and so what a shared /tmp would leave on the host.
+    prefix: String,
+    profile: PathBuf,
+}
+
+fn run_suite(mode: Mode) {
+    let started = Instant::now();
+    let tb = Testbed::new(match mode {
+        Mode::Root => "escroot",
+        Mode::Rootless => "escuser",
+    });
+    let host = Host::new(&tb, mode);
+    for (d, file) in [("scratch", None), ("data", Some("data\n"))] {
+        let p = host.dir.join(d);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
+        if let Some(t) = file {
+            host::write(&p.join("file"), t, 0o644);
+        }
+    }
+    let mut results: Vec<Cells> = std::thread::scope(|s| {
+        let handles: Vec<_> = VIEWS
+            .iter()
+            .map(|&view| {
+                let (tb, host) = (&tb, &host);
+                s.spawn(move || run_view(tb, host, view))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // What the host saw: connections the attempts announced, the victim.
+    let mut extra: Vec<(String, Cells)> = Vec::new();
+    for (listener, tag) in host.connections() {
+        let row = match listener.as_str() {
+            "sock" => "unix-path",
+            "abstract" => "unix-abstract",
+            "agent" => "env-ssh",
+            "x11" | "x11-abstract" => "env-x11",
+            "tcp-any" | "tcp-lo" => "host-addrs",
+            "dbus" => "env-dbus",
+            _ => "runuser-bus",
+        };
+        let at = VIEWS
+            .iter()
+            .position(|v| tag == format!("{}/{}", mode.name(), v.name()));
+        match at {
+            Some(i) => results[i].add(
+                row,
+                Verdict::Escaped,
+                format!("the host's {listener} listener logged a connection"),
+            ),
+            None => {
+                let mut c = Cells::default();
+                for v in VIEWS {
+                    c.add(
+                        v.name(),
+                        Verdict::Escaped,
+                        format!("{listener} from {tag:?}"),
+                    );
+                }
+                extra.push(("host listener: an unannounced connection".into(), c));
+            }
+        }
+    }
+    let state = host.victim_state();
+    if state != "S" {
+        let mut c = Cells::default();
+        for v in VIEWS {
+            c.add(v.name(), Verdict::Escaped, format!("state {state}"));
+        }
+        extra.push(("3/4 the host process is untouched".into(), c));
+    }
+    let note = format!(
+        "{} mode: {:.1} s; host io_uring_disabled={}, x32 on the host: {}",
+        mode.name(),
+        started.elapsed().as_secs_f64(),
+        std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+            .map_or("?".into(), |s| s.trim().to_string()),
+        host_x32()
+    );
+    let bad = report(mode, &results, &extra, &note);
+    drop(host);
+    assert!(
+        bad.is_empty(),
+        "{} cells not blocked:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+/// The x32 ABI on the host, outside any sandbox (an x32 getpid).
+fn host_x32() -> &'static str {
+    // SAFETY: getpid with the x32 bit: no arguments, no memory touched.
+    let r = unsafe { libc::syscall(0x4000_0000 | libc::SYS_getpid) };
+    if r == -1 {
+        "no (ENOSYS: the g row cannot tell a filter from the kernel here)"
+    } else {
+        "yes"
+    }
+}
+
+fn run_view(tb: &Testbed, host: &Host, view: View) -> Cells {
+    let started = Instant::now();
+    let mode = host.mode;
+    let run = Run {
+        tb,
+        host,
+        view,
+        mode,
+        prefix: format!("/tmp/pallium-esc-{}-{}", host.id, view.name()),
+        profile: host.dir.join(format!("{}.json", view.name())),
+    };
+    let mut cells = Cells::default();
+    if view == View::Gvisor && !Path::new("/usr/bin/runsc").is_file() {
+        pallium_tests::skip("runsc is not installed (Debian package runsc): no gVisor column");
+        for (tag, _) in ROWS {
+            cells.add(tag, Verdict::Skipped, "runsc is not installed");
+        }
+        return cells;
+    }
+    let json = serde_json::json!({
+        "sandbox": view.sandbox(host),
+        "run": {"command": SESSION_COMMAND},
+    })
+    .to_string();
+    host::write(&run.profile, &json, 0o644);
+    let session = Session::start(&run);
+    match session.wait_ready() {
+        Ok(()) => {
+            batch(&run, &json, &mut cells);
+            cp_mv_symlinks(&run, &mut cells);
+        }
+        Err(e) => cells.add("control", Verdict::Error, e),
+    }
+    drop(session);
+    userns_denied(&run, &mut cells);
+    cells.add(
+        "control",
+        Verdict::Blocked,
+        format!("view done in {:.1} s", started.elapsed().as_secs_f64()),
+    );
+    // Rows that reported nothing are errors.
+    for (tag, _) in ROWS {
+        if applies(tag, mode) && !cells.0.contains_key(*tag) {
+            cells.add(tag, Verdict::Error, "no result");
+        }
+    }
+    cleanup_tmp(&run.prefix);
+    cells
+}
+
+/// Remove what the application left in a shared /tmp.
+fn cleanup_tmp(prefix: &str) {
+    let name = Path::new(prefix).file_name().unwrap().to_string_lossy();
+    for e in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(name.as_ref()) {
+            let p = e.path();
+            let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
+        }
+    }
+}
+
+/// The session's environment: a D-Bus session bus, an ssh agent and an X
+/// display, all listening on the host.
+fn session_env(host: &Host) -> Vec<(String, String)> {
+    vec![
+        (
+            "DBUS_SESSION_BUS_ADDRESS".into(),
+            format!("unix:path={}", host.dbus.display()),
+        ),
+        ("SSH_AUTH_SOCK".into(), host.agent.display().to_string()),
+        ("DISPLAY".into(), format!(":{}", host.display)),
+    ]
 }
 
 fn pallium_path(mode: Mode) -> String {
     match mode {
-        Mode::Root => pallium().display().to_string(),
+        Mode::Root => common::pallium().display().to_string(),
         Mode::Rootless => TestUser::get()
             .stage_binaries(&common::binaries())
             .join("pallium")
@@ -144,345 +411,342 @@ fn pallium_path(mode: Mode) -> String {
     }
 }
 
-/// `argv` in the testbed's host namespace as root or as the test user.
-fn in_host(tb: &Testbed, mode: Mode, argv: Vec<String>) -> Command {
-    match mode {
-        Mode::Root => tb.host_exec(argv),
-        Mode::Rootless => tb.host_exec_as(TestUser::get(), argv),
-    }
-}
-
-/// `pallium exec --one-shot PROFILE -- sh -c SCRIPT`.
-fn attempt(tb: &Testbed, mode: Mode, profile: &str, script: &str) -> Output {
-    let argv = vec![
-        pallium_path(mode),
-        "exec".into(),
-        "--one-shot".into(),
-        profile.into(),
-        "--".into(),
-        "/bin/sh".into(),
-        "-c".into(),
-        script.into(),
-    ];
-    in_host(tb, mode, argv)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run pallium")
-}
-
-/// A python script for `sh -c`, with the prelude.
-fn py(body: &str) -> String {
-    let code = format!("{PRELUDE}{body}");
-    format!("{PY} -c '{}'", code.replace('\'', r#"'"'"'"#))
-}
-
-/// The verdict from the application's `RESULT` line: `Some(true)` blocked,
-/// `Some(false)` escaped, `None` when the attempt did not run as intended.
-fn verdict(o: &Output) -> (Option<bool>, String) {
-    let (stdout, stderr) = text(o);
-    let mut v = None;
-    let mut detail = String::new();
-    for l in stdout.lines() {
-        if let Some(rest) = l.strip_prefix("RESULT ") {
-            let (word, what) = rest.split_once(' ').unwrap_or((rest, ""));
-            let blocked = word == "blocked";
-            v = Some(v.unwrap_or(true) && blocked);
-            if !detail.is_empty() {
-                detail.push_str("; ");
-            }
-            detail.push_str(what);
-        }
-    }
-    if v.is_none() {
-        detail = format!(
-            "no RESULT (exit {:?}): {} {}",
-            o.status.code(),
-            stdout.trim(),
-            stderr.trim()
-        );
-    }
-    (v, detail)
-}
-
-struct Row {
-    attempt: String,
-    mode: Mode,
-    blocked: Option<bool>,
-    detail: String,
-}
-
-fn row(attempt: &str, mode: Mode, blocked: Option<bool>, detail: String) -> Row {
-    Row {
-        attempt: attempt.into(),
-        mode,
-        blocked,
-        detail: detail.replace('\n', " "),
-    }
-}
-
-fn report(rows: &[Row], note: &str) {
-    let mut s = String::from("attempt | mode | result\n");
-    for r in rows {
-        let res = match r.blocked {
-            Some(true) => "blocked",
-            Some(false) => "ESCAPED",
-            None => "ERROR",
-        };
-        s.push_str(&format!(
-            "{} | {} | {res} ({})\n",
-            r.attempt,
-            r.mode.name(),
-            r.detail
-        ));
-    }
-    s.push_str(note);
-    println!("{s}");
-    if let Some(p) = std::env::var_os("PALLIUM_ESCAPE_REPORT") {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .unwrap();
-        f.write_all(s.as_bytes()).unwrap();
-    }
-}
-
-fn run_suite(mode: Mode) {
-    let tb = Testbed::new(match mode {
-        Mode::Root => "escroot",
-        Mode::Rootless => "escuser",
-    });
-    let host = Host::new(&tb, mode);
-    let dir = host.dir.display().to_string();
-    let secret = format!("{dir}/secret");
-    let pid = host.victim_pid();
-    let mut rows = Vec::new();
-
-    // Each case: name, profile, script; some get a host-side check below.
-    let mut cases: Vec<(&str, &str, String)> = vec![
-        (
-            "1 read a host file outside the view (/tmp)",
-            BASE,
-            format!(
-                "if cat {secret} 2>/dev/null; then echo; echo RESULT ESCAPED read; \
-                 else echo \"RESULT blocked $(cat {secret} 2>&1)\"; fi"
-            ),
-        ),
-        (
-            "2 write into a host dir outside the view",
-            BASE,
-            format!(
-                "mkdir -p {dir} 2>/dev/null; if echo x 2>/dev/null > {dir}/written; \
-                 then echo 'RESULT blocked written inside the sandbox only (host checked)'; \
-                 else echo RESULT blocked not writable; fi"
-            ),
-        ),
-        (
-            "2 write into /usr (whitelisted)",
-            BASE,
-            format!(
-                "if (echo x > /usr/pallium-escape-{}) 2>/dev/null; then echo RESULT ESCAPED wrote /usr; \
-                 else echo \"RESULT blocked $( (echo x > /usr/pallium-escape-{}) 2>&1)\"; fi",
-                std::process::id(),
-                std::process::id()
-            ),
-        ),
-        (
-            "3 see and signal a host process",
-            "{}",
-            format!(
-                "n=$(ls /proc | grep -c '^[0-9]'); \
-                 if [ -e /proc/{pid} ]; then echo RESULT ESCAPED /proc/{pid} visible; \
-                 elif kill -0 {pid} 2>/dev/null; then echo RESULT ESCAPED kill -0 {pid} worked; \
-                 else kill -9 {pid} 2>/dev/null; echo \"RESULT blocked $n pids in /proc, kill -0 {pid}: $(kill -0 {pid} 2>&1)\"; fi"
-            ),
-        ),
-        (
-            "4 ptrace a host process",
-            "{}",
-            py(&format!(
-                "r = L.ptrace(ctypes.c_long(16), ctypes.c_long({pid}), None, None); e = ctypes.get_errno()\n\
-                 res(r == -1, 'PTRACE_ATTACH: ' + os.strerror(e))\n"
-            )),
-        ),
-        (
-            "5 connect to a host pathname Unix socket outside the view",
-            BASE,
-            py(&format!(
-                "import socket\n\
-                 s = socket.socket(socket.AF_UNIX)\n\
-                 try:\n    s.connect('{dir}/sock'); res(False, 'connected')\n\
-                 except OSError as e:\n    res(True, str(e))\n"
-            )),
-        ),
-        (
-            "5 connect to a host abstract Unix socket",
-            "{}",
-            py(&format!(
-                "import socket\n\
-                 s = socket.socket(socket.AF_UNIX)\n\
-                 try:\n    s.connect('\\0{}'); res(False, 'connected')\n\
-                 except OSError as e:\n    res(True, str(e))\n",
-                host.abstract_name
-            )),
-        ),
-        (
-            "6 mount tmpfs",
-            "{}",
-            "if mount -t tmpfs none /mnt 2>/dev/null; then echo RESULT ESCAPED mounted; \
-             else echo \"RESULT blocked $(mount -t tmpfs none /mnt 2>&1)\"; fi"
-                .into(),
-        ),
-        (
-            "6 mount tmpfs after unshare -Ur",
-            "{}",
-            "if unshare -Ur mount -t tmpfs none /mnt 2>/dev/null; then echo RESULT ESCAPED mounted; \
-             else echo \"RESULT blocked $(unshare -Ur mount -t tmpfs none /mnt 2>&1)\"; fi"
-                .into(),
-        ),
-        (
-            "7 load a kernel module (init_module, finit_module)",
-            "{}",
-            py("b = ctypes.create_string_buffer(b'\\x7fELF' + bytes(60))\n\
-                r, e = sc(175, b, 64, b'')\n\
-                res(r == -1 and e in (1, 13, 38), 'init_module: ' + os.strerror(e))\n\
-                fd = os.open('/bin/sh', os.O_RDONLY)\n\
-                r, e = sc(313, fd, b'', 0)\n\
-                res(r == -1 and e in (1, 13, 38), 'finit_module: ' + os.strerror(e))\n"),
-        ),
-        (
-            "8 create a user namespace with unpriv_user_ns=false",
-            r#"{"sandbox": {"unpriv_user_ns": false}}"#,
-            "if unshare -U true 2>/dev/null; then echo RESULT ESCAPED unshare -U worked; \
-             else echo \"RESULT blocked $(unshare -U true 2>&1)\"; fi"
-                .into(),
-        ),
-        (
-            "9 gain root through a setuid-root binary",
-            "{}",
-            format!(
-                "s=$({dir}/suid-cat /proc/self/status); \
-                 eu=$(echo \"$s\" | awk '/^Uid:/ {{print $3}}'); ce=$(echo \"$s\" | awk '/^CapEff:/ {{print $2}}'); \
-                 me=$(id -u); \
-                 if [ -z \"$eu\" ]; then echo RESULT ERROR no status; \
-                 elif [ \"$eu\" != \"$me\" ] || [ \"$ce\" != 0000000000000000 ]; then echo \"RESULT ESCAPED euid $eu CapEff $ce\"; \
-                 else echo \"RESULT blocked setuid cat: euid $eu (uid $me), CapEff $ce\"; fi; \
-                 o=$(su -c 'grep CapEff /proc/self/status' root 2>&1 </dev/null); \
-                 case \"$o\" in *'CapEff:	0000000000000000'*) echo \"RESULT blocked su ran, $o\";; \
-                 *CapEff*) echo \"RESULT ESCAPED su: $o\";; *) echo \"RESULT blocked su: $o\";; esac"
-            ),
-        ),
-        (
-            "11 kernel keyring (keyctl, add_key)",
-            "{}",
-            py("r, e = sc(250, 0, -3, 1)\n\
-                res(r == -1, 'keyctl(GET_KEYRING_ID): ' + (os.strerror(e) if r == -1 else str(r)))\n\
-                r, e = sc(248, b'user', b'pallium-escape', b'x', 1, -3)\n\
-                res(r == -1, 'add_key: ' + (os.strerror(e) if r == -1 else str(r)))\n"),
-        ),
-    ];
-    if mode == Mode::Root {
-        cases.insert(
-            1,
-            (
-                "1 read a host file outside the view (/root)",
-                BASE,
-                format!(
-                    "if cat {m} 2>/dev/null; then echo; echo RESULT ESCAPED read; \
-                     else echo \"RESULT blocked $(cat {m} 2>&1)\"; fi",
-                    m = host.root_marker.display()
-                ),
-            ),
-        );
-    }
-
-    let outputs: Vec<Output> = std::thread::scope(|s| {
-        let handles: Vec<_> = cases
-            .iter()
-            .map(|(_, prof, script)| {
-                let tb = &tb;
-                s.spawn(move || attempt(tb, mode, prof, script))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for ((name, _, _), o) in cases.iter().zip(&outputs) {
-        let (mut v, mut detail) = verdict(o);
-        if text(o).0.contains(SECRET) {
-            v = Some(false);
-            detail = format!("secret read: {detail}");
-        }
-        if name.starts_with("2 write into a host dir") && Path::new(&dir).join("written").exists() {
-            v = Some(false);
-            detail = format!("file appeared on the host: {detail}");
-        }
-        if name.starts_with("2 write into /usr") {
-            let p = format!("/usr/pallium-escape-{}", std::process::id());
-            if Path::new(&p).exists() {
-                let _ = std::fs::remove_file(&p);
-                v = Some(false);
-                detail = format!("{p} appeared on the host: {detail}");
-            }
-        }
-        rows.push(row(name, mode, v, detail));
-    }
-    // The victim survived the attempts to kill and trace it.
-    let mut victim_state = String::from("gone");
-    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        victim_state = s.split_whitespace().nth(2).unwrap_or("?").to_string();
-    }
-    if victim_state != "S" {
-        rows.push(row(
-            "3/4 host process untouched",
-            mode,
-            Some(false),
-            format!("state {victim_state}"),
-        ));
-    }
-    if Path::new(&dir).join("connected").exists() {
-        rows.push(row(
-            "5 host sockets saw no connection",
-            mode,
-            Some(false),
-            "a connection reached the host listener".into(),
-        ));
-    }
-    rows.push(tiocsti(&tb, mode));
-    rows.extend(cp_mv_symlinks(&tb, mode, &host));
-    report(&rows, "");
-    drop(host);
-    let bad: Vec<&Row> = rows.iter().filter(|r| r.blocked != Some(true)).collect();
-    assert!(
-        bad.is_empty(),
-        "{:?}",
-        bad.iter()
-            .map(|r| format!("{}: {:?} {}", r.attempt, r.blocked, r.detail))
-            .collect::<Vec<_>>()
+/// `argv` in the testbed's host namespace as the mode's user, with the
+/// session's environment.
+fn in_host(run: &Run<'_>, argv: Vec<String>) -> Command {
+    let mut full = vec!["/usr/bin/env".to_string()];
+    full.extend(
+        session_env(run.host)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}")),
     );
+    full.extend(argv);
+    match run.mode {
+        Mode::Root => run.tb.host_exec(full),
+        Mode::Rootless => run.tb.host_exec_as(TestUser::get(), full),
+    }
 }
 
-/// `pallium ARGS` in the host namespace as root or the test user.
-fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
-    let mut argv = vec![pallium_path(mode)];
+/// `pallium ARGS`, see [`in_host`].
+fn pal(run: &Run<'_>, args: &[&str]) -> Command {
+    let mut argv = vec![pallium_path(run.mode)];
     argv.extend(args.iter().map(|s| s.to_string()));
-    in_host(tb, mode, argv)
+    in_host(run, argv)
 }
 
-/// A running session of a profile with a private /tmp, stopped on drop.
-struct CpSession<'a> {
-    tb: &'a Testbed,
-    mode: Mode,
-    profile: String,
+/// `cmd`'s output, or an error when it takes longer than `limit` (then it
+/// is killed).
+fn output_within(mut cmd: Command, limit: Duration) -> Result<Output, String> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn {cmd:?}: {e}"))?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => {
+            // SAFETY: kill(2) of our own child's pid, not yet reaped.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            Err(format!("timed out after {limit:?}"))
+        }
+    }
+}
+
+/// A running session of the view, stopped on drop.
+struct Session<'a> {
+    run: &'a Run<'a>,
     child: Child,
 }
 
-impl Drop for CpSession<'_> {
-    fn drop(&mut self) {
-        let _ = pal(self.tb, self.mode, &["stop", &self.profile])
+impl<'a> Session<'a> {
+    fn start(run: &'a Run<'a>) -> Session<'a> {
+        let p = run.profile.display().to_string();
+        let child = pal(run, &["run", "--quiet", &p])
             .stdin(Stdio::null())
-            .output();
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Session { run, child }
+    }
+
+    fn wait_ready(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let o = sh(self.run, "true");
+            if o.status.success() {
+                return Ok(());
+            }
+            last = text(&o).1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("the session never became ready: {last}"))
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        let p = self.run.profile.display().to_string();
+        let _ = output_within(pal(self.run, &["stop", &p]), Duration::from_secs(20));
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `pallium exec PROFILE -- /bin/sh -c SCRIPT` in the running session.
+fn sh(run: &Run<'_>, script: &str) -> Output {
+    let p = run.profile.display().to_string();
+    output_within(
+        pal(run, &["exec", &p, "--", "/bin/sh", "-c", script]),
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| Output {
+        status: std::os::unix::process::ExitStatusExt::from_raw(1 << 8),
+        stdout: Vec::new(),
+        stderr: e.into_bytes(),
+    })
+}
+
+/// The host's block devices backed by hardware (not loop, zram, …): `(name,
+/// "major:minor")`.
+fn disks() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.path().join("device").exists() {
+            if let Ok(dev) = std::fs::read_to_string(e.path().join("dev")) {
+                out.push((
+                    e.file_name().to_string_lossy().into_owned(),
+                    dev.trim().to_string(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// attempts.py in the session, under `script` so that the caller has a
+/// real terminal: stdin is a file, so pallium gives the command the
+/// caller's terminal as stdout. Afterwards the outer shell reads what
+/// reached the terminal (TIOCSTI).
+fn batch(run: &Run<'_>, profile_json: &str, cells: &mut Cells) {
+    let (host, tb, view, mode) = (run.host, run.tb, run.view, run.mode);
+    let name = view.name();
+    // The application may find pallium where the view shows the host's
+    // binary; if not, it has downloaded one (a copy in its /tmp).
+    let exe = pallium_path(mode);
+    let copy = format!("{}-pallium", run.prefix);
+    if !sh(run, &format!("test -x {exe}")).status.success() {
+        let p = run.profile.display().to_string();
+        let o = output_within(
+            pal(run, &["cp", &exe, "--to", &p, &copy]),
+            Duration::from_secs(60),
+        );
+        if !o.as_ref().is_ok_and(|o| o.status.success()) {
+            cells.add(
+                "control-plane",
+                Verdict::Error,
+                format!("pallium cp of the binary: {o:?}"),
+            );
+        }
+    }
+    let host_tmp_file = format!("{}-created", run.prefix);
+    let core_marker = format!("core.pallium-esc-{}-{name}", host.id);
+    let usr_file = format!("/usr/pallium-escape-{}-{name}", host.id);
+    let scratch_name = format!("from-{}", host.id);
+    let cfg = serde_json::json!({
+        "view": name,
+        "session_command": SESSION_COMMAND.join(" "),
+        "host_uid": match mode {
+            Mode::Root => 0,
+            Mode::Rootless => TestUser::get().uid(),
+        },
+        "mode": mode.name(),
+        "gvisor": view == View::Gvisor,
+        "host_release": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim(),
+        "scratch_file": format!("/mnt/scratch/{scratch_name}"),
+        "secret": SECRET,
+        "secret_path": host.dir.join("secret"),
+        "root_marker": host.root_marker,
+        "host_dir": host.dir,
+        "usr_file": usr_file,
+        "victim_pid": host.victim_pid(),
+        "sock_path": host.dir.join("sock"),
+        "abstract_name": host.abstract_name,
+        "suid_path": host.suid,
+        "tmp_prefix": run.prefix,
+        "host_tmp_file": host_tmp_file,
+        "core_marker": core_marker,
+        "disks": disks(),
+        "dbus_path": host.dbus,
+        "dbus_daemon": host.dbus_daemon,
+        "ssh_path": host.agent,
+        "x11_path": host.x11,
+        "runuser_bus": host.runuser_bus,
+        "pallium_candidates": [exe, copy],
+        "profile_path": run.profile,
+        "profile_json": profile_json,
+        "profile_id": common::profile_dir_name(&run.profile),
+        "web_url": format!("http://{}/", tb.web_v4()),
+        "host_targets": (mode == Mode::Root).then(|| serde_json::json!([
+            [tb.host_v4().to_string(), host::TCP_ANY],
+            ["GATEWAY", host::TCP_ANY],
+            ["GATEWAY", host::TCP_LO],
+        ])),
+    });
+    let script = host.dir.join(format!("{name}-attempts.py"));
+    let cfg_literal = serde_json::to_string(&cfg.to_string()).unwrap();
+    host::write(
+        &script,
+        &format!("import json\nCFG = json.loads({cfg_literal})\n{ATTEMPTS_PY}"),
+        0o644,
+    );
+    let outer = host.dir.join(format!("{name}-outer.sh"));
+    host::write(
+        &outer,
+        &format!(
+            "'{exe}' exec '{}' -- {PY} - < '{}'\n\
+             echo \"PALLIUM_EXIT=$?\"\n\
+             read -t 1 line; echo \"OUTER=[$line]\"\n",
+            run.profile.display(),
+            script.display()
+        ),
+        0o644,
+    );
+    let argv = [
+        "script",
+        "-qec",
+        &format!("bash {}", outer.display()),
+        "/dev/null",
+    ];
+    let o = match output_within(
+        in_host(run, argv.iter().map(|s| s.to_string()).collect()),
+        Duration::from_secs(150),
+    ) {
+        Ok(o) => o,
+        Err(e) => {
+            cells.add("control", Verdict::Error, format!("attempts.py: {e}"));
+            return;
+        }
+    };
+    let (stdout, stderr) = text(&o);
+    cells.parse(&stdout);
+    if !stdout.contains("ATTEMPTS DONE") {
+        let tail: String = stdout
+            .chars()
+            .rev()
+            .take(600)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        cells.add(
+            "control",
+            Verdict::Error,
+            format!("attempts.py did not finish: {tail} {stderr}"),
+        );
+    }
+    // The host's side of the attempts.
+    let outer_line = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("OUTER=["));
+    match outer_line {
+        Some(l) if l.contains("NJECTED") => cells.add(
+            "tiocsti",
+            Verdict::Escaped,
+            format!("the caller's shell read {l:?}"),
+        ),
+        Some(_) => {}
+        None => cells.add(
+            "tiocsti",
+            Verdict::Error,
+            "the outer shell printed no OUTER line",
+        ),
+    }
+    if view == View::Binds {
+        let p = host.dir.join("scratch").join(&scratch_name);
+        if std::fs::read_to_string(&p).ok().as_deref() != Some("scratch\n") {
+            cells.add(
+                "control",
+                Verdict::Error,
+                "the scratch bind is not the host's directory",
+            );
+        }
+        let _ = std::fs::remove_file(p);
+    }
+    let checks = [
+        ("host-dir-write", host.dir.join(format!("written-{name}"))),
+        ("usr-write", PathBuf::from(&usr_file)),
+        ("host-tmp", PathBuf::from(&host_tmp_file)),
+    ];
+    for (tag, p) in checks {
+        if p.exists() {
+            let _ = std::fs::remove_file(&p);
+            cells.add(
+                tag,
+                Verdict::Escaped,
+                format!("{} appeared on the host", p.display()),
+            );
+        }
+    }
+    if let Some(seen) = host::core_restore() {
+        let v = if seen == core_marker {
+            Verdict::Escaped
+        } else {
+            Verdict::Error
+        };
+        cells.add(
+            "core-pattern",
+            v,
+            format!("the host's core_pattern was {seen:?} (restored)"),
+        );
+    }
+}
+
+/// 8: `unpriv_user_ns: false` added to the view, in a one-shot session.
+fn userns_denied(run: &Run<'_>, cells: &mut Cells) {
+    let mut sandbox = run.view.sandbox(run.host);
+    sandbox["unpriv_user_ns"] = false.into();
+    let prof = serde_json::json!({ "sandbox": sandbox }).to_string();
+    let code = "import ctypes, os\n\
+        L = ctypes.CDLL(None, use_errno=True)\n\
+        r = L.unshare(0x10000000); e = ctypes.get_errno()\n\
+        print('RESULT userns-denied', 'blocked' if r else 'ESCAPED', 'unshare(CLONE_NEWUSER):', os.strerror(e) if r else 'ok')\n";
+    let o = output_within(
+        pal(run, &["exec", "--one-shot", &prof, "--", PY, "-c", code]),
+        Duration::from_secs(60),
+    );
+    let o = match o {
+        Ok(o) => o,
+        Err(e) => return cells.add("userns-denied", Verdict::Error, e),
+    };
+    let (stdout, stderr) = text(&o);
+    if run.view == View::Gvisor && stderr.contains("not supported with sandbox.gvisor") {
+        let line = stderr.lines().last().unwrap_or_default().to_string();
+        return cells.add(
+            "userns-denied",
+            Verdict::Blocked,
+            format!("pallium refuses the profile: {line}"),
+        );
+    }
+    if !stdout.contains("RESULT ") {
+        return cells.add(
+            "userns-denied",
+            Verdict::Error,
+            format!("no result: {stdout} {stderr}"),
+        );
+    }
+    cells.parse(&stdout);
 }
 
 /// 12: symbolic links made inside the sandbox that point at host paths,
@@ -490,75 +754,43 @@ impl Drop for CpSession<'_> {
 /// must never come out, and nothing may be written on the host through
 /// them. A plain copy through a link to a sandbox file is the control: if
 /// it fails, the rows are errors, not passes.
-fn cp_mv_symlinks(tb: &Testbed, mode: Mode, host: &Host) -> Vec<Row> {
-    let out_name = "12 copy out through a crafted symlink (cp/mv --from)";
-    let in_name = "12 copy in through a crafted symlink (cp --to)";
-    let dir = host.dir.display().to_string();
+fn cp_mv_symlinks(run: &Run<'_>, cells: &mut Cells) {
+    let name = run.view.name();
+    // A secret of the view's own: a view whose `mv` moves it does not spoil
+    // the others'.
+    let hostdir = run.host.dir.join(format!("cp-{name}"));
+    std::fs::create_dir_all(&hostdir).unwrap();
+    let dir = hostdir.display().to_string();
     let secret = format!("{dir}/secret");
-    let outdir = host.dir.join("cpout");
+    host::write(Path::new(&secret), SECRET, 0o644);
+    let outdir = run.host.dir.join(format!("cpout-{name}"));
     std::fs::create_dir_all(&outdir).unwrap();
     std::fs::set_permissions(&outdir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let prof = host.dir.join("cp.json");
-    std::fs::write(
-        &prof,
-        r#"{"sandbox": {"paths": {}}, "run": {"command": ["sleep", "infinity"]}}"#,
-    )
-    .unwrap();
-    std::fs::set_permissions(&prof, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let p = prof.display().to_string();
-    let child = pal(tb, mode, &["run", "--quiet", &p])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _session = CpSession {
-        tb,
-        mode,
-        profile: p.clone(),
-        child,
-    };
-    let sh = |script: &str| {
-        pal(tb, mode, &["exec", &p, "--", "/bin/sh", "-c", script])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
-    let mut ready = false;
-    for _ in 0..500 {
-        if sh("true").status.success() {
-            ready = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(30));
-    }
-    if !ready {
-        let e = "the session never became ready".to_string();
-        return vec![
-            row(out_name, mode, None, e.clone()),
-            row(in_name, mode, None, e),
-        ];
-    }
+    let p = run.profile.display().to_string();
+    let t = &run.prefix;
+    let written_in = format!("written-in-{name}");
     // Links to the host's secret (absolute, ..-laden), to its directory, and
     // one to a file of the sandbox's own (the control).
-    let links = sh(&format!(
-        "ln -s {secret} /tmp/evil && ln -s ../../../../../../..{secret} /tmp/evil2 && \
-         ln -s {dir} /tmp/evildir && ln -s {dir}/written-in /tmp/evilin && \
-         echo mine > /tmp/mine && ln -s /tmp/mine /tmp/good && echo linked"
-    ));
+    let links = sh(
+        run,
+        &format!(
+            "ln -s {secret} {t}-evil && ln -s ../../../../../../..{secret} {t}-evil2 && \
+             ln -s {dir} {t}-evildir && ln -s {dir}/{written_in} {t}-evilin && \
+             echo mine > {t}-mine && ln -s {t}-mine {t}-good && echo linked"
+        ),
+    );
     if !text(&links).0.contains("linked") {
         let e = format!("could not make the links: {:?}", text(&links));
-        return vec![
-            row(out_name, mode, None, e.clone()),
-            row(in_name, mode, None, e),
-        ];
+        cells.add("cp-out", Verdict::Error, e.clone());
+        cells.add("cp-in", Verdict::Error, e);
+        return;
     }
     let copy_out = |verb: &str, link: &str, n: usize| {
         let dst = outdir.join(format!("{verb}-{n}"));
-        let o = pal(tb, mode, &[verb, "--from", &p, link, dst.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let o = output_within(
+            pal(run, &[verb, "--from", &p, link, dst.to_str().unwrap()]),
+            Duration::from_secs(30),
+        );
         // `mv` moves a link itself: a symbolic link on the host reveals
         // nothing to the sandbox; only a regular file with the secret would.
         let is_link = std::fs::symlink_metadata(&dst).is_ok_and(|m| m.file_type().is_symlink());
@@ -567,140 +799,142 @@ fn cp_mv_symlinks(tb: &Testbed, mode: Mode, host: &Host) -> Vec<Row> {
         } else {
             std::fs::read_to_string(&dst).unwrap_or_default()
         };
-        (o, got)
+        let err = match o {
+            Ok(o) => text(&o).1,
+            Err(e) => e,
+        };
+        (err, got)
     };
-    // The control: a link to a sandbox file copies that file.
-    let (o, got) = copy_out("cp", "/tmp/good", 0);
-    let out_row = if got != "mine\n" {
-        row(
-            out_name,
-            mode,
-            None,
-            format!("control copy failed: {:?}", text(&o)),
-        )
+    let (err, got) = copy_out("cp", &format!("{t}-good"), 0);
+    if got != "mine\n" {
+        cells.add(
+            "cp-out",
+            Verdict::Error,
+            format!("control copy failed: {err}"),
+        );
     } else {
         let mut leaked = Vec::new();
         let mut refused = Vec::new();
-        for (n, link) in ["/tmp/evil", "/tmp/evil2", "/tmp/evildir/secret"]
-            .iter()
-            .enumerate()
-        {
+        let links = [
+            format!("{t}-evil"),
+            format!("{t}-evil2"),
+            format!("{t}-evildir/secret"),
+        ];
+        for (n, link) in links.iter().enumerate() {
             for verb in ["cp", "mv"] {
-                let (o, got) = copy_out(verb, link, n + 1);
+                let (err, got) = copy_out(verb, link, n + 1);
                 if got.contains(SECRET) {
                     leaked.push(format!("{verb} {link}"));
                 } else if got.starts_with("(the link itself") {
                     refused.push(format!("{verb} {link}: moved {got}"));
                 } else {
-                    let e = text(&o).1;
                     refused.push(format!(
                         "{verb} {link}: {}",
-                        e.lines().last().unwrap_or("no output")
+                        err.lines().last().unwrap_or("no output")
                     ));
                 }
             }
         }
         let intact = std::fs::read_to_string(&secret).is_ok_and(|s| s == SECRET);
         if leaked.is_empty() && intact {
-            row(out_name, mode, Some(true), refused.join("; "))
+            cells.add("cp-out", Verdict::Blocked, refused.join("; "));
         } else {
-            row(
-                out_name,
-                mode,
-                Some(false),
+            cells.add(
+                "cp-out",
+                Verdict::Escaped,
                 format!("host secret copied or moved through {leaked:?} (secret intact: {intact})"),
-            )
+            );
         }
-    };
-    let payload = outdir.join("payload");
-    std::fs::write(&payload, "PAYLOAD\n").unwrap();
-    std::fs::set_permissions(&payload, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut details = Vec::new();
-    for dst in ["/tmp/evilin", "/tmp/evildir/written-in", "/tmp/evil"] {
-        let o = pal(
-            tb,
-            mode,
-            &["cp", payload.to_str().unwrap(), "--to", &p, dst],
-        )
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-        let e = text(&o).1;
-        details.push(format!(
-            "cp --to {dst}: {}",
-            if o.status.success() {
-                "copied inside the sandbox"
-            } else {
-                e.lines().last().unwrap_or("failed")
-            }
-        ));
     }
-    let written = host.dir.join("written-in").exists();
+    let payload = outdir.join("payload");
+    host::write(&payload, "PAYLOAD\n", 0o644);
+    let mut details = Vec::new();
+    for dst in [
+        format!("{t}-evilin"),
+        format!("{t}-evildir/{written_in}"),
+        format!("{t}-evil"),
+    ] {
+        let o = output_within(
+            pal(run, &["cp", payload.to_str().unwrap(), "--to", &p, &dst]),
+            Duration::from_secs(30),
+        );
+        let said = match &o {
+            Ok(o) if o.status.success() => "copied inside the sandbox".to_string(),
+            Ok(o) => text(o).1.lines().last().unwrap_or("failed").to_string(),
+            Err(e) => e.clone(),
+        };
+        details.push(format!("cp --to {dst}: {said}"));
+    }
+    let written = hostdir.join(&written_in).exists();
     let intact = std::fs::read_to_string(&secret).is_ok_and(|s| s == SECRET);
-    let in_row = row(
-        in_name,
-        mode,
-        Some(!written && intact),
+    cells.add(
+        "cp-in",
+        if !written && intact {
+            Verdict::Blocked
+        } else {
+            Verdict::Escaped
+        },
         format!(
             "host file written: {written}, secret intact: {intact}; {}",
             details.join("; ")
         ),
     );
-    vec![out_row, in_row]
 }
 
-/// 10: TIOCSTI into the terminal pallium was started from (`script` gives it
-/// one); after pallium exits, the outer shell reads what reached its terminal.
-fn tiocsti(tb: &Testbed, mode: Mode) -> Row {
-    let name = "10 inject keystrokes with TIOCSTI";
-    if Command::new("script").arg("--version").output().is_err() {
-        return row(name, mode, Some(true), "skipped: no script(1)".into());
-    }
-    let app = py("import fcntl, termios\n\
-        n = 0\n\
-        try:\n    \
-            for c in b'INJECTED\\n':\n        fcntl.ioctl(0, termios.TIOCSTI, bytes([c])); n += 1\n    \
-            st = os.fstat(0)\n    \
-            print('RESULT blocked ioctl accepted on', os.ttyname(0), '(checked outside)')\n    \
-            print('APPTTY', st.st_dev, st.st_rdev)\n\
-        except OSError as e:\n    print('RESULT blocked', e)\n");
-    let app_q = app.replace('\'', r#"'"'"'"#);
-    let inner = format!(
-        "{} exec --one-shot {{}} -- /bin/sh -c '{app_q}'; read -t 1 line; echo \"OUTER=[$line]\"; \
-         {PY} -c 'import os; st = os.fstat(0); print(\"OUTERTTY\", st.st_dev, st.st_rdev)'",
-        pallium_path(mode)
+/// The table (a column per view) and the details, to stderr (which the
+/// test harness does not capture, so CI logs show it) and to
+/// `PALLIUM_ESCAPE_REPORT`; returns the cells that are not blocked.
+fn report(mode: Mode, results: &[Cells], extra: &[(String, Cells)], note: &str) -> Vec<String> {
+    let width = ROWS.iter().map(|(_, a)| a.len()).max().unwrap_or(0).max(40);
+    let mut s = format!(
+        "{:width$} | {:8} | {:8} | {:8} | {:8} | {:8}\n",
+        "attempt", "mode", "default", "binds", "virtuser", "gvisor"
     );
-    let o = in_host(
-        tb,
-        mode,
-        vec!["script".into(), "-qec".into(), inner, "/dev/null".into()],
-    )
-    .stdin(Stdio::null())
-    .output()
-    .expect("run script");
-    let (mut v, mut detail) = verdict(&o);
-    let stdout = text(&o).0;
-    let tty = |tag: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(tag).map(|r| r.trim().to_string()))
-    };
-    if let (Some(app), Some(outer)) = (tty("APPTTY "), tty("OUTERTTY ")) {
-        if app == outer {
-            v = Some(false);
-            detail = format!("the app's terminal is the caller's ({app}): {detail}");
-        } else {
-            detail = format!("{detail}; app tty (dev rdev) {app} vs caller's {outer}");
+    let mut details = String::new();
+    let mut bad = Vec::new();
+    let mut line = |attempt: &str, tag: &str, cells: &dyn Fn(usize) -> Option<Cell>| {
+        s.push_str(&format!("{attempt:width$} | {:8}", mode.name()));
+        for (i, v) in VIEWS.iter().enumerate() {
+            let c = cells(i).unwrap_or(Cell {
+                verdict: Verdict::Error,
+                details: vec!["no result".into()],
+            });
+            let word = if tag == "control" && c.verdict == Verdict::Blocked {
+                "ok"
+            } else {
+                c.verdict.word()
+            };
+            s.push_str(&format!(" | {word:8}"));
+            let d = format!(
+                "{tag} | {} | {}: {word}: {}\n",
+                mode.name(),
+                v.name(),
+                c.details.join("; ")
+            );
+            if c.verdict > Verdict::Blocked {
+                bad.push(d.trim_end().to_string());
+            }
+            details.push_str(&d);
         }
+        s.push('\n');
+    };
+    for (tag, attempt) in ROWS.iter().filter(|(t, _)| applies(t, mode)) {
+        line(attempt, tag, &|i| results[i].0.get(*tag).cloned());
     }
-    if stdout.contains("OUTER=[INJECTED") || stdout.contains("OUTER=[NJECTED") {
-        v = Some(false);
-        detail = format!("reached the outer terminal: {detail}");
-    } else if !stdout.contains("OUTER=[") {
-        v = None;
-        detail = format!("no OUTER line: {detail} {stdout}");
+    for (attempt, c) in extra {
+        line(attempt, "host", &|i| c.0.get(VIEWS[i].name()).cloned());
     }
-    row(name, mode, v, detail)
+    let full = format!("{s}\ndetails (tag | mode | view: result: detail):\n{details}{note}\n");
+    let _ = std::io::stderr().lock().write_all(full.as_bytes());
+    if let Some(p) = std::env::var_os("PALLIUM_ESCAPE_REPORT") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .unwrap();
+        f.write_all(full.as_bytes()).unwrap();
+    }
+    bad
 }
 
 #[test]
@@ -712,7 +946,6 @@ fn escape_attempts_as_root_fail() {
 #[test]
 fn escape_attempts_rootless_fail() {
     skip_unless_root!();
-    use std::os::unix::fs::PermissionsExt as _;
     let tun_ok =
         std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006);
     if !tun_ok {
