@@ -656,6 +656,8 @@ fn tiocsti(tb: &Testbed, mode: Mode) -> Row {
     if Command::new("script").arg("--version").output().is_err() {
         return row(name, mode, Some(true), "skipped: no script(1)".into());
     }
+    // A refused TIOCSTI (the filter's EPERM) prints its result where the
+    // pty's echo (^@) may already stand: on a line of its own.
     let app = py("import fcntl, termios\n\
         n = 0\n\
         try:\n    \
@@ -663,7 +665,7 @@ fn tiocsti(tb: &Testbed, mode: Mode) -> Row {
             st = os.fstat(0)\n    \
             print('RESULT blocked ioctl accepted on', os.ttyname(0), '(checked outside)')\n    \
             print('APPTTY', st.st_dev, st.st_rdev)\n\
-        except OSError as e:\n    print('RESULT blocked', e)\n");
+        except OSError as e:\n    print('\\nRESULT blocked', e)\n");
     let app_q = app.replace('\'', r#"'"'"'"#);
     let inner = format!(
         "{} exec --one-shot {{}} -- /bin/sh -c '{app_q}'; read -t 1 line; echo \"OUTER=[$line]\"; \
