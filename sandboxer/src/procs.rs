@@ -24,7 +24,9 @@ pub fn list(host_proc: &OwnedFd, init: Option<Pid>) -> Vec<ProcEntry> {
     let mut out = vec![entry(me, "sandboxer")];
     let Some(init) = init else { return out };
     out.push(entry(init.as_raw(), "init"));
-    let Ok(pidns) = readlinkat(host_proc, format!("{init}/ns/pid").as_str()) else {
+    // The sandbox's PID namespace is the one our children are born in: read
+    // from our own links, since the init's are closed to us (not dumpable).
+    let Ok(pidns) = readlinkat(host_proc, format!("{me}/ns/pid_for_children").as_str()) else {
         return out;
     };
     let dir = Dir::openat(

@@ -42,11 +42,27 @@ impl Side {
         Side { root: None }
     }
 
-    /// The sandbox whose init process is `init_pid`.
+    /// The sandbox whose init process is `init_pid`. The init is not
+    /// dumpable, so without CAP_SYS_PTRACE (rootless) its root link is
+    /// closed to us: then that of its parent, the sandboxer, which the
+    /// kernel records and which lives in the same root.
     pub(crate) fn sandbox(init_pid: i32) -> Result<Self> {
-        let p = format!("/proc/{init_pid}/root");
-        let root = sys::openat2(None, Path::new(&p), libc::O_PATH | libc::O_DIRECTORY, 0, 0)
-            .with_context(|| format!("cannot open the sandbox's root ({p})"))?;
+        let open = |pid: i32| {
+            let p = format!("/proc/{pid}/root");
+            sys::openat2(None, Path::new(&p), libc::O_PATH | libc::O_DIRECTORY, 0, 0)
+                .with_context(|| format!("cannot open the sandbox's root ({p})"))
+        };
+        let root = open(init_pid).or_else(|e| {
+            let stat = std::fs::read_to_string(format!("/proc/{init_pid}/stat")).ok();
+            let parent = stat.as_deref().and_then(|s| {
+                let rest = &s[s.rfind(')')? + 1..];
+                rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+            });
+            match parent {
+                Some(ppid) if ppid > 1 => open(ppid).map_err(|_| e),
+                _ => Err(e),
+            }
+        })?;
         Ok(Side { root: Some(root) })
     }
 

@@ -19,11 +19,16 @@ pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
     entries.dedup_by_key(|e| e.pid);
     // The sandbox's own user namespace: that of its init. An application
     // process in another one (a user namespace it or gVisor's runsc made
-    // inside the sandbox) holds its capabilities only there.
-    let sandbox_userns = entries
-        .iter()
-        .find(|e| e.role == "init")
-        .and_then(|e| userns(e.pid));
+    // inside the sandbox) holds its capabilities only there. The init is not
+    // dumpable, so its links need CAP_SYS_PTRACE (rootless, we lack it): the
+    // sandboxer's is the same namespace (the init is forked inside it).
+    let role_userns = |role: &str| {
+        entries
+            .iter()
+            .find(|e| e.role == role)
+            .and_then(|e| userns(e.pid))
+    };
+    let sandbox_userns = role_userns("init").or_else(|| role_userns("sandboxer"));
     let mut violations = 0;
     for e in &entries {
         let Some(st) = read_status(e.pid) else {
@@ -89,7 +94,12 @@ pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
             _ => "?",
         };
         println!("  seccomp: {seccomp}");
-        println!("  namespaces: {}", namespaces(e.pid));
+        let ns = namespaces(e.pid);
+        if matches!(role, Role::Init) && ns.contains('?') {
+            println!("  namespaces: {ns} (not dumpable: readable with CAP_SYS_PTRACE only)");
+        } else {
+            println!("  namespaces: {ns}");
+        }
     }
     if violations > 0 {
         println!("{violations} finding(s) marked !! exceed the role's policy");
