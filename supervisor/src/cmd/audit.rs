@@ -43,7 +43,7 @@ pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
             && userns(e.pid) != sandbox_userns;
         println!("{} {} ({})", e.pid, e.role, field("Name"));
         if nested {
-            println!("  in a user namespace of the sandbox's own (it owns at most the application's network namespace): its capabilities count only there");
+            println!("  in a user namespace nested inside the sandbox (at most the application's network namespace is its): its capabilities count only there");
         }
         // The application as the host's real root: only with the profile's
         // loud opt-in, and flagged even then.
