@@ -137,6 +137,7 @@ fn build(sup: &mut Sup, uplink: Uplink) -> Result<ChainReady, String> {
         uplink,
         chain: vec![],
         routes: None,
+        host_access: false,
         quiet: true,
     }))
     .map_err(|e| e.to_string())?;
@@ -354,6 +355,7 @@ fn shutdown_restores_forwarding_and_exits_zero() {
             uplink: Uplink::Veth,
             chain: vec![],
             routes: None,
+            host_access: false,
             quiet: true,
         }))
         .map_err(|e| e.to_string())?;
@@ -481,6 +483,7 @@ fn build_rootless(sup: &mut Sup, uid: u32, gid: u32, uplink: Uplink) -> Result<C
         uplink,
         chain: vec![],
         routes: None,
+        host_access: false,
         quiet: true,
     }))
     .map_err(|e| e.to_string())?;
