@@ -183,6 +183,8 @@ pub fn build(
     let relay = matches!(dns, DnsPlan::Relay { .. }).then(|| nets.host_v4());
     let policy = nft::Policy {
         veth: &host_if,
+        app_v4: nets.app_v4(),
+        app_v6: nets.app_v6(),
         relay,
         host_access,
     };

@@ -33,6 +33,11 @@ pub(super) const NFT_CMP_EQ: u32 = 0;
 pub(super) const NFT_CMP_NEQ: u32 = 1;
 pub(super) const NFT_CMP_LTE: u32 = 3;
 pub(super) const NFT_CMP_GTE: u32 = 5;
+pub(super) const NFT_CT_DIRECTION: u32 = 1;
+pub(super) const NFT_CT_DST_IP: u32 = 20;
+pub(super) const NFT_CT_DST_IP6: u32 = 22;
+pub(super) const IP_CT_DIR_ORIGINAL: u8 = 0;
+pub(super) const IP_CT_DIR_REPLY: u8 = 1;
 pub(super) const NFT_BYTEORDER_HTON: u32 = 1;
 pub(super) const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
 pub(super) const NFTA_FIB_F_DADDR: u32 = 1 << 1;
@@ -77,6 +82,9 @@ pub(super) const NFTA_PAYLOAD_LEN: u16 = 4;
 pub(super) const NFTA_FIB_DREG: u16 = 1;
 pub(super) const NFTA_FIB_RESULT: u16 = 2;
 pub(super) const NFTA_FIB_FLAGS: u16 = 3;
+pub(super) const NFTA_CT_DREG: u16 = 1;
+pub(super) const NFTA_CT_KEY: u16 = 2;
+pub(super) const NFTA_CT_DIRECTION: u16 = 3;
 pub(super) const NFTA_BYTEORDER_SREG: u16 = 1;
 pub(super) const NFTA_BYTEORDER_DREG: u16 = 2;
 pub(super) const NFTA_BYTEORDER_OP: u16 = 3;
@@ -175,6 +183,15 @@ fn encode(b: &mut Vec<u8>, e: &Expr) {
             attr(b, NFTA_FIB_DREG, &reg);
             attr(b, NFTA_FIB_RESULT, &NFT_FIB_RESULT_ADDRTYPE.to_be_bytes());
             attr(b, NFTA_FIB_FLAGS, &NFTA_FIB_F_DADDR.to_be_bytes());
+        }),
+        Expr::CtDirection => expr(b, "ct", |b| {
+            attr(b, NFTA_CT_DREG, &reg);
+            attr(b, NFTA_CT_KEY, &NFT_CT_DIRECTION.to_be_bytes());
+        }),
+        Expr::CtOriginal(key) => expr(b, "ct", |b| {
+            attr(b, NFTA_CT_DREG, &reg);
+            attr(b, NFTA_CT_KEY, &key.to_be_bytes());
+            attr(b, NFTA_CT_DIRECTION, &[IP_CT_DIR_ORIGINAL]);
         }),
         Expr::Hton4 => expr(b, "byteorder", |b| {
             attr(b, NFTA_BYTEORDER_SREG, &reg);
@@ -327,6 +344,8 @@ mod tests {
     fn policy(veth: &str) -> Policy<'_> {
         Policy {
             veth,
+            app_v4: std::net::Ipv4Addr::new(10, 0, 0, 2),
+            app_v6: std::net::Ipv6Addr::LOCALHOST,
             relay: None,
             host_access: false,
         }
@@ -337,21 +356,21 @@ mod tests {
         let (b, what) = batch("pallium_0123abcd", &policy("pallium0123abcd"), 7);
         let msgs = split(&b);
         let kinds: Vec<u16> = msgs.iter().map(|m| m.0).collect();
-        // Table, 3 chains, masquerade + 4 prerouting + 1 forward rules.
+        // Table, 3 chains, masquerade + 6 prerouting + 1 forward rules.
         let mut want = vec![0x10, 0x0a00, 0x0a03, 0x0a03, 0x0a03];
-        want.extend([0x0a06; 6]);
+        want.extend([0x0a06; 8]);
         want.push(0x11);
         assert_eq!(kinds, want);
         let seqs: Vec<u32> = msgs.iter().map(|m| m.2).collect();
-        assert_eq!(seqs, (7..7 + 12).collect::<Vec<u32>>());
-        assert_eq!(what.len(), 10);
+        assert_eq!(seqs, (7..7 + 14).collect::<Vec<u32>>());
+        assert_eq!(what.len(), 12);
         assert_eq!(what[0], "creation");
         assert_eq!(what[2], "the filter prerouting chain");
-        for m in &msgs[1..11] {
+        for m in &msgs[1..13] {
             assert_eq!(m.3, NFPROTO_INET);
             assert_ne!(m.1 & NLM_F_ACK, 0, "ACK requested");
         }
-        for m in &msgs[5..11] {
+        for m in &msgs[5..13] {
             assert_ne!(m.1 & NLM_F_APPEND, 0, "rules keep their order");
         }
     }
@@ -406,7 +425,7 @@ mod tests {
     #[test]
     fn drop_rule_is_fib_byteorder_and_a_verdict() {
         let (b, _) = batch("t", &policy("x"), 1);
-        let rule = &split(&b)[9].4;
+        let rule = &split(&b)[11].4;
         assert!(contains(rule, b"fib\0") && contains(rule, b"byteorder\0"));
         // fib result addrtype (3), flags daddr (2).
         assert!(contains(

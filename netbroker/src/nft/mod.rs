@@ -6,9 +6,10 @@
 //! - `prerouting` (filter, before DNAT): from the veth, drop everything whose
 //!   destination is the host itself (`fib daddr type` local, broadcast,
 //!   anycast or multicast: every host address, also ones added later, and
-//!   ports other software DNATs from them), except the session's DNS relay and
-//!   IPv6 neighbour discovery. Left out when the profile sets
-//!   `network.host_access`;
+//!   ports other software DNATs from them), except the session's DNS relay,
+//!   IPv6 neighbour discovery, and replies (ICMP errors included) on
+//!   connections the host opened to the application's own addresses. Left
+//!   out when the profile sets `network.host_access`;
 //! - `forward` (filter): from the veth, drop what would leave through another
 //!   session's veth (`oifname "pallium*"`).
 //!
@@ -19,7 +20,7 @@
 #![forbid(unsafe_code)]
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
@@ -67,6 +68,9 @@ pub struct NftSession {
 pub struct Policy<'a> {
     /// The host end of the session's veth pair.
     pub veth: &'a str,
+    /// The application end's addresses.
+    pub app_v4: Ipv4Addr,
+    pub app_v6: Ipv6Addr,
     /// Where the session's DNS relay listens (port 53, UDP and TCP), if it has one.
     pub relay: Option<Ipv4Addr>,
     /// `network.host_access`: no `prerouting` chain, the host is reachable.
@@ -167,6 +171,10 @@ pub enum Expr {
     },
     /// `fib daddr type` (an `RTN_*` value, host byte order) into register 1.
     FibDaddrType,
+    /// `ct direction` (one byte) into register 1.
+    CtDirection,
+    /// `ct original KEY` (`NFT_CT_DST_IP` or `NFT_CT_DST_IP6`) into register 1.
+    CtOriginal(u32),
     /// Register 1's 4 bytes to network byte order, so `Cmp` orders them right.
     Hton4,
     /// Compare register 1 with `data` (its length is the compared length).
@@ -244,6 +252,35 @@ pub fn rules(policy: &Policy<'_>) -> Vec<Rule> {
                 ));
             }
         }
+        // Replies to connections the host opened to the application: their
+        // original destination was the application's own address, so a
+        // packet forged to look like a reply on one of the host's other
+        // connections (the application may hold CAP_NET_RAW in its
+        // namespace) does not match.
+        for (what, key, addr) in [
+            (
+                "the rule passing replies to the host (IPv4)",
+                NFT_CT_DST_IP,
+                policy.app_v4.octets().to_vec(),
+            ),
+            (
+                "the rule passing replies to the host (IPv6)",
+                NFT_CT_DST_IP6,
+                policy.app_v6.octets().to_vec(),
+            ),
+        ] {
+            out.push(rule(
+                PREROUTING,
+                what,
+                vec![
+                    CtDirection,
+                    Cmp(NFT_CMP_EQ, vec![IP_CT_DIR_REPLY]),
+                    CtOriginal(key),
+                    Cmp(NFT_CMP_EQ, addr),
+                    Verdict(NF_ACCEPT),
+                ],
+            ));
+        }
         // The link's own IPv6 needs these (ARP, IPv4's equivalent, is not IP).
         for (what, kind) in [
             ("the neighbour solicitation rule", ND_NEIGHBOR_SOLICIT),
@@ -305,6 +342,8 @@ mod tests {
     fn policy(relay: Option<Ipv4Addr>, host_access: bool) -> Policy<'static> {
         Policy {
             veth: VETH,
+            app_v4: Ipv4Addr::new(10, 0, 0, 2),
+            app_v6: "fd00::2".parse().unwrap(),
             relay,
             host_access,
         }
@@ -318,16 +357,16 @@ mod tests {
     fn default_policy_drops_what_goes_to_the_host_last() {
         let r = rules(&policy(None, false));
         let pre = in_chain(&r, PREROUTING);
-        // Pass other interfaces, NS, NA, then drop.
-        assert_eq!(pre.len(), 4, "{pre:?}");
+        // Pass other interfaces, replies (2), NS, NA, then drop.
+        assert_eq!(pre.len(), 6, "{pre:?}");
         assert_eq!(
             pre[0].exprs[1],
             Expr::Cmp(NFT_CMP_NEQ, ifname_bytes(VETH).to_vec())
         );
-        let last = &pre[3].exprs;
+        let last = &pre[5].exprs;
         assert_eq!(last[0], Expr::FibDaddrType);
         assert_eq!(last.last(), Some(&Expr::Verdict(NF_DROP)));
-        assert!(pre[..3]
+        assert!(pre[..5]
             .iter()
             .all(|r| r.exprs.last() == Some(&Expr::Verdict(NF_ACCEPT))));
         assert_eq!(
@@ -340,7 +379,7 @@ mod tests {
     fn the_relay_is_let_through_on_its_address_and_port_only() {
         let r = rules(&policy(Some(Ipv4Addr::new(10, 0, 0, 1)), false));
         let pre = in_chain(&r, PREROUTING);
-        assert_eq!(pre.len(), 6);
+        assert_eq!(pre.len(), 8);
         for (rule, proto) in pre[1..3].iter().zip([IPPROTO_UDP, IPPROTO_TCP]) {
             assert!(rule
                 .exprs
@@ -395,6 +434,8 @@ mod tests {
                 "iifname != \"pallium0123abcd\" accept",
                 "ip daddr 10.0.0.1 udp dport 53 accept",
                 "ip daddr 10.0.0.1 tcp dport 53 accept",
+                "ct direction reply ct original ip daddr 10.0.0.2 accept",
+                "ct direction reply ct original ip6 daddr fd00::2 accept",
                 "icmpv6 type nd-neighbor-solicit accept",
                 "icmpv6 type nd-neighbor-advert accept",
                 "fib daddr type 2-5 drop",
@@ -433,6 +474,8 @@ mod tests {
             };
             let p = Policy {
                 veth: "pallium0test0001",
+                app_v4: Ipv4Addr::new(10, 0, 0, 2),
+                app_v6: Ipv6Addr::LOCALHOST,
                 relay: None,
                 host_access: false,
             };
