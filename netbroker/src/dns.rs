@@ -1,8 +1,18 @@
 //! DNS for the empty chain: decide from the host's resolv.conf whether the
 //! application can use the host's resolvers directly or needs a relay (when
 //! the host names a loopback resolver such as systemd-resolved's 127.0.0.53),
-//! and the relay itself: UDP and TCP on the host end of the veth, forwarded
-//! to the loopback resolver.
+//! and the relay itself: UDP and TCP on the session's host-end veth address
+//! only (never a wildcard), port 53, forwarded to the loopback resolver. The
+//! session's nftables table lets the sandbox reach that address and port and
+//! nothing else of the host's.
+//!
+//! Bounds (the application is hostile and may flood it): at most
+//! [`MAX_INFLIGHT`] UDP queries wait for the resolver at once — further
+//! queries are dropped unanswered (the client's resolver retries) — and at
+//! most [`MAX_TCP_CONNS`] TCP connections are served at once — further ones
+//! are accepted and closed at once. A TCP connection lives at most
+//! [`TCP_LIFETIME`], however slowly its client writes; each answer waits at
+//! most [`UPSTREAM_TIMEOUT`].
 
 #![forbid(unsafe_code)]
 
@@ -10,7 +20,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How the application namespace gets DNS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,22 +103,28 @@ pub fn start_relay(listen: Ipv4Addr, upstream: IpAddr) -> Result<(), RelayError>
         proto: "tcp",
         source,
     })?;
-    let inflight = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("dns-udp".into())
-        .spawn(move || serve_udp(udp, up, inflight))
+        .spawn(move || serve_udp(udp, up, Arc::new(AtomicUsize::new(0))))
         .map_err(RelayError::Thread)?;
     std::thread::Builder::new()
         .name("dns-tcp".into())
-        .spawn(move || serve_tcp(tcp, up))
+        .spawn(move || serve_tcp(tcp, up, Arc::new(AtomicUsize::new(0))))
         .map_err(RelayError::Thread)?;
     Ok(())
 }
 
-/// Most queries answered concurrently; beyond that, queries are dropped (the
-/// client retries), so a flood cannot exhaust threads.
-const MAX_INFLIGHT: usize = 64;
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most UDP queries answered concurrently; beyond that, queries are dropped
+/// (the client retries), so a flood cannot exhaust threads.
+pub const MAX_INFLIGHT: usize = 64;
+/// Most TCP connections served concurrently; beyond that, a new connection is
+/// closed as soon as it is accepted.
+pub const MAX_TCP_CONNS: usize = 16;
+/// Longest life of a relayed TCP connection, so a slow client cannot hold
+/// one of the [`MAX_TCP_CONNS`] places for ever.
+pub const TCP_LIFETIME: Duration = Duration::from_secs(30);
+/// Longest wait for the loopback resolver's answer.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn serve_udp(sock: UdpSocket, upstream: SocketAddr, inflight: Arc<AtomicUsize>) {
     let sock = Arc::new(sock);
@@ -155,47 +171,137 @@ fn udp_exchange(
     Ok(())
 }
 
-fn serve_tcp(listener: TcpListener, upstream: SocketAddr) {
+fn serve_tcp(listener: TcpListener, upstream: SocketAddr, conns: Arc<AtomicUsize>) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
-        let _ = std::thread::Builder::new().spawn(move || {
+        if conns.fetch_add(1, Ordering::AcqRel) >= MAX_TCP_CONNS {
+            conns.fetch_sub(1, Ordering::AcqRel);
+            drop(conn);
+            continue;
+        }
+        let conns2 = Arc::clone(&conns);
+        let spawned = std::thread::Builder::new().spawn(move || {
             if let Err(e) = tcp_exchange(conn, upstream) {
                 tracing::debug!("DNS relay (tcp): {e}");
             }
+            conns2.fetch_sub(1, Ordering::AcqRel);
         });
+        if spawned.is_err() {
+            conns.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
-/// Relay length-prefixed DNS messages one at a time until either side closes.
+/// Relay length-prefixed DNS messages one at a time until either side closes
+/// or [`TCP_LIFETIME`] is over.
 fn tcp_exchange(mut client: TcpStream, upstream: SocketAddr) -> io::Result<()> {
-    client.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let deadline = Instant::now() + TCP_LIFETIME;
     let mut up = TcpStream::connect_timeout(&upstream, UPSTREAM_TIMEOUT)?;
-    up.set_read_timeout(Some(UPSTREAM_TIMEOUT))?;
     let mut buf = vec![0u8; 2 + 65535];
-    while relay_message(&mut client, &mut up, &mut buf)?
-        && relay_message(&mut up, &mut client, &mut buf)?
-    {}
+    while relay_message(&mut client, &mut up, &mut buf, deadline)? {
+        let answer_by = deadline.min(Instant::now() + UPSTREAM_TIMEOUT);
+        if !relay_message(&mut up, &mut client, &mut buf, answer_by)? {
+            break;
+        }
+    }
     Ok(())
 }
 
-/// Copy one length-prefixed message; `false` at a clean end of stream.
-fn relay_message(from: &mut TcpStream, to: &mut TcpStream, buf: &mut [u8]) -> io::Result<bool> {
+/// Copy one length-prefixed message, read by `deadline`; `false` at a clean
+/// end of stream.
+fn relay_message(
+    from: &mut TcpStream,
+    to: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> io::Result<bool> {
     let mut len = [0u8; 2];
-    match from.read_exact(&mut len) {
+    match read_by(from, &mut len, deadline) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
         Err(e) => return Err(e),
     }
     let n = usize::from(u16::from_be_bytes(len));
     buf[..2].copy_from_slice(&len);
-    from.read_exact(&mut buf[2..2 + n])?;
+    read_by(from, &mut buf[2..2 + n], deadline)?;
     to.write_all(&buf[..2 + n])?;
     Ok(true)
+}
+
+/// `read_exact` that gives up at `deadline`, not per read: a client sending a
+/// byte at a time cannot stretch it.
+fn read_by(s: &mut TcpStream, mut buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+    while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        s.set_read_timeout(Some(left))?;
+        match s.read(buf) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => buf = &mut buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// TCP connections beyond [`MAX_TCP_CONNS`] are closed at once; those
+    /// within stay open (waiting for their query).
+    #[test]
+    fn tcp_connections_beyond_the_bound_are_closed() {
+        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = upstream.local_addr().unwrap();
+        std::thread::spawn(move || serve_tcp(listener, up, Arc::new(AtomicUsize::new(0))));
+        let held: Vec<TcpStream> = (0..MAX_TCP_CONNS)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let mut extra = TcpStream::connect(addr).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(extra.read(&mut b).unwrap(), 0, "closed at the bound");
+        let mut first = &held[0];
+        first
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let e = first.read(&mut b).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "still served");
+        drop(upstream);
+    }
+
+    /// A flood of UDP queries reaches the resolver [`MAX_INFLIGHT`] at a
+    /// time; the rest are dropped.
+    #[test]
+    fn udp_queries_beyond_the_bound_are_dropped() {
+        let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = relay.local_addr().unwrap();
+        let up = upstream.local_addr().unwrap();
+        std::thread::spawn(move || serve_udp(relay, up, Arc::new(AtomicUsize::new(0))));
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..(MAX_INFLIGHT as u16 + 40) {
+            client.send_to(&i.to_be_bytes(), addr).unwrap();
+        }
+        // The silent resolver holds every forwarded query for UPSTREAM_TIMEOUT.
+        upstream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut n = 0;
+        let mut b = [0u8; 16];
+        while upstream.recv(&mut b).is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, MAX_INFLIGHT);
+    }
 
     #[test]
     fn public_resolvers_are_copied_with_search_and_options() {

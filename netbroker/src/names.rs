@@ -11,10 +11,13 @@ pub fn session_hash(session_id: &str) -> u32 {
     })
 }
 
+/// What every session's host-side veth name starts with.
+pub const HOST_IFNAME_PREFIX: &str = "pallium";
+
 /// Host side of the session's veth pair: `pallium` + 8 hex digits (15 bytes,
 /// the kernel's IFNAMSIZ limit).
 pub fn host_ifname(session_id: &str) -> String {
-    format!("pallium{:08x}", session_hash(session_id))
+    format!("{HOST_IFNAME_PREFIX}{:08x}", session_hash(session_id))
 }
 
 /// The session's nftables table: `pallium_` + 8 hex digits.

@@ -1,6 +1,7 @@
 //! Root-mode uplink: a veth pair from the host namespace (where the netbroker
 //! started) into the application namespace, addresses from the pool, default
-//! routes, IP forwarding, an owner-bound masquerade table and DNS.
+//! routes, IP forwarding, an owner-bound nftables table (masquerade, and walls
+//! towards the host and other sessions: `nft.rs`) and DNS.
 
 #![forbid(unsafe_code)]
 
@@ -65,7 +66,7 @@ pub enum RootError {
     },
     #[error("enable IP forwarding in the host namespace")]
     Forwarding(#[source] SysctlError),
-    #[error("create the masquerade table")]
+    #[error("create the session's nftables table")]
     Nft(#[source] NftError),
     #[error("start the DNS relay")]
     Relay(#[source] dns::RelayError),
@@ -123,9 +124,12 @@ impl Drop for HostEnd {
     }
 }
 
-/// Build the uplink for `session_id`. `warn` receives non-fatal problems.
+/// Build the uplink for `session_id`; `host_access` (`network.host_access`)
+/// lets the sandbox reach the host's own addresses. `warn` receives non-fatal
+/// problems.
 pub fn build(
     session_id: &str,
+    host_access: bool,
     paths: &HostPaths,
     warn: &mut dyn FnMut(String),
 ) -> Result<VethUplink, RootError> {
@@ -179,8 +183,19 @@ pub fn build(
     sysctl::enable_forwarding(&lock, &paths.proc_sys).map_err(RootError::Forwarding)?;
     drop(lock);
 
-    let nft = nft::masquerade(&names::nft_table(session_id), &host_if).map_err(RootError::Nft)?;
-    let resolv_conf = resolv_conf(&nets, &paths.resolv_conf, warn)?;
+    let text = std::fs::read_to_string(&paths.resolv_conf).ok();
+    let dns = dns::plan(text.as_deref());
+    let relay = matches!(dns, DnsPlan::Relay { .. }).then(|| nets.host_v4());
+    let policy = nft::Policy {
+        veth: &host_if,
+        app_v4: nets.app_v4(),
+        app_v6: nets.app_v6(),
+        relay,
+        host_access,
+    };
+    // The table first: the relay's threads start once the wall is up.
+    let nft = nft::session_table(&names::nft_table(session_id), &policy).map_err(RootError::Nft)?;
+    let resolv_conf = resolv_conf(&nets, dns, &paths.resolv_conf, warn)?;
     Ok(VethUplink {
         netns: app.fd,
         userns,
@@ -236,11 +251,11 @@ fn configure_end(rtnl: &mut Rtnl, iface: &str, v4: IpAddr, v6: IpAddr) -> Result
 
 fn resolv_conf(
     nets: &LinkNets,
+    plan: DnsPlan,
     path: &Path,
     warn: &mut dyn FnMut(String),
 ) -> Result<String, RootError> {
-    let text = std::fs::read_to_string(path).ok();
-    match dns::plan(text.as_deref()) {
+    match plan {
         DnsPlan::Copy(s) => Ok(s),
         DnsPlan::Relay { upstream, extra } => {
             dns::start_relay(nets.host_v4(), upstream).map_err(RootError::Relay)?;

@@ -181,7 +181,9 @@ fn handle_build_chain(
             "creating the application namespace and its veth uplink".into(),
         );
         let mut warnings = Vec::new();
-        let r = root::build(&req.session_id, paths, &mut |w| warnings.push(w));
+        let r = root::build(&req.session_id, req.host_access, paths, &mut |w| {
+            warnings.push(w)
+        });
         for w in warnings {
             tracing::warn!("{w}");
             progress(chan, format!("warning: {w}"));

@@ -137,6 +137,7 @@ fn build(sup: &mut Sup, uplink: Uplink) -> Result<ChainReady, String> {
         uplink,
         chain: vec![],
         routes: None,
+        host_access: false,
         quiet: true,
     }))
     .map_err(|e| e.to_string())?;
@@ -167,7 +168,7 @@ fn inside(netns: &OwnedFd, f: impl FnOnce() -> Result<(), String>) -> Result<(),
 }
 
 fn tcp_echo(addr: SocketAddr) -> Result<(), String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let mut b = [0u8; 5];
@@ -244,7 +245,7 @@ fn wait_gone(what: &str, check: impl Fn() -> bool) -> Result<(), String> {
 }
 
 #[test]
-fn veth_uplink_reaches_host_and_vanishes_with_kill_9() {
+fn veth_uplink_relays_dns_walls_off_the_host_and_vanishes_with_kill_9() {
     if !is_root() {
         return;
     }
@@ -298,10 +299,19 @@ fn veth_uplink_reaches_host_and_vanishes_with_kill_9() {
             return Err("forwarding not enabled".into());
         }
 
+        if !rules.contains("fib daddr type 2-5 drop") {
+            return Err(format!("no wall towards the host: {rules}"));
+        }
+
         let (v4, v6) = (host_v4.clone(), host_v6.clone());
         inside(&ready.netns.0, move || {
-            tcp_echo(format!("{v4}:{port}").parse().unwrap())?;
-            tcp_echo(format!("[{v6}]:{port}").parse().unwrap())?;
+            // The host's listener is behind the wall; its DNS relay is not.
+            for addr in [format!("{v4}:{port}"), format!("[{v6}]:{port}")] {
+                match tcp_echo(addr.parse().unwrap()) {
+                    Err(e) if e.contains("timed out") => {}
+                    other => return Err(format!("host listener {addr}: {other:?}")),
+                }
+            }
             udp_query(&format!("{v4}:53"))?;
             let routes = sh("ip -6 route show default")?;
             if !routes.contains(&v6) {
@@ -354,6 +364,7 @@ fn shutdown_restores_forwarding_and_exits_zero() {
             uplink: Uplink::Veth,
             chain: vec![],
             routes: None,
+            host_access: false,
             quiet: true,
         }))
         .map_err(|e| e.to_string())?;
@@ -481,6 +492,7 @@ fn build_rootless(sup: &mut Sup, uid: u32, gid: u32, uplink: Uplink) -> Result<C
         uplink,
         chain: vec![],
         routes: None,
+        host_access: false,
         quiet: true,
     }))
     .map_err(|e| e.to_string())?;

@@ -62,6 +62,9 @@ pub struct BuildChain {
     pub chain: Vec<Hop>,
     /// `network.routes`: destinations routed through the chain (None = all).
     pub routes: Option<Vec<String>>,
+    /// `network.host_access`: root's veth uplink lets the application reach
+    /// the host's own addresses (by default the session's table drops that).
+    pub host_access: bool,
     /// Suppress helper tools' output.
     pub quiet: bool,
 }

@@ -341,6 +341,7 @@ mod tests {
             uplink: Uplink::Pasta,
             chain: vec![],
             routes: Some(vec!["10.0.0.0/8".into()]),
+            host_access: true,
             quiet: false,
         })
     }

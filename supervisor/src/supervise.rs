@@ -145,6 +145,7 @@ fn run_with(
         uplink,
         chain: profile.network.chain.clone(),
         routes: None,
+        host_access: profile.network.host_access,
         quiet: plan.quiet,
     }))?;
     let chain = match wait_chain(broker, plan.quiet, &profile.network.chain, &signals)? {

@@ -30,6 +30,9 @@ pub struct Network {
     pub force_slirp: bool,
     /// `port_forwarding.local`: host → application namespace forwards.
     pub port_forwarding: Vec<PortForward>,
+    /// Root, empty chain: let the application reach the host's own addresses
+    /// (default false: only the internet and the DNS relay).
+    pub host_access: bool,
 }
 
 impl Default for Network {
@@ -42,6 +45,7 @@ impl Default for Network {
             outbound_interface: None,
             force_slirp: false,
             port_forwarding: Vec::new(),
+            host_access: false,
         }
     }
 }
@@ -84,6 +88,7 @@ pub(crate) fn network(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<Network> {
         n.outbound_interface = Some(ifname(cx, v, &o.at("outbound_interface"))?);
     }
     n.force_slirp = o.bool(cx, "force_slirp", false)?;
+    n.host_access = o.bool(cx, "host_access", false)?;
     if let Some(v) = o.get("port_forwarding") {
         n.port_forwarding = port_forwarding(cx, v, o.at("port_forwarding"))?;
     }
@@ -196,6 +201,28 @@ mod tests {
         assert!(n.kill_switch && !n.force_slirp);
         assert!(n.chain.is_empty() && n.bridge.is_none() && n.routes.is_none());
         assert!(n.port_forwarding.is_empty());
+        assert!(!n.host_access);
+    }
+
+    #[test]
+    fn host_access_is_a_boolean() {
+        assert!(
+            ok(r#"{"network": {"host_access": true}}"#)
+                .network
+                .host_access
+        );
+        assert!(
+            !ok(r#"{"network": {"host_access": null}}"#)
+                .network
+                .host_access
+        );
+        let e = err(r#"{"network": {"host_access": "yes"}}"#);
+        assert!(
+            e.contains(
+                "network.host_access: expected true or false, found a string (line 1, column 29)"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -76,6 +76,9 @@ impl Profile {
         if n.force_slirp {
             net.push("userspace uplink forced".into());
         }
+        if n.host_access {
+            net.push("host access on (the sandbox can reach the host's own addresses)".into());
+        }
         if let Some(r) = &n.routes {
             let list: Vec<String> = r.iter().map(ToString::to_string).collect();
             net.push(format!("routes only {}", list.join(", ")));

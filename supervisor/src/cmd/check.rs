@@ -16,13 +16,22 @@ pub(crate) fn check(a: CheckArgs) -> Result<i32> {
     let root = nix::unistd::getuid().is_root();
     println!("profile: {}", loaded.display);
     let hops = p.network.chain.len();
+    let veth = root && !p.network.force_slirp && hops == 0;
     let mode = match (root, p.network.force_slirp, hops) {
-        (true, false, 0) => "root: veth pair to this namespace, masqueraded",
+        (true, false, 0) if p.network.host_access => {
+            "root: veth pair to this namespace, masqueraded; network.host_access: the host's own addresses are reachable"
+        }
+        (true, false, 0) => {
+            "root: veth pair to this namespace, masqueraded; the host's own addresses and other sessions are not reachable (only the DNS relay)"
+        }
         (true, false, _) => "root: hop 1 connects from this namespace (no veth, no NAT)",
         (true, true, _) => "root, network.force_slirp: userspace uplink (pasta or slirp4netns)",
         (false, _, _) => "rootless: user namespace, userspace uplink (pasta or slirp4netns)",
     };
     println!("mode: {mode}");
+    if p.network.host_access && !veth {
+        println!("  note: network.host_access applies to root mode's veth uplink only (empty chain, no force_slirp); here it changes nothing");
+    }
     let mut ns = vec!["this namespace".to_string()];
     ns.extend((1..=hops).map(|i| format!("hop {i}")));
     if hops == 0 {
