@@ -81,7 +81,11 @@ pub enum RootlessError {
 #[derive(Debug)]
 pub struct UserspaceUplink {
     pub netns: OwnedFd,
+    /// Rootless: the session's user namespace.
     pub userns: Option<OwnedFd>,
+    /// Rootless: the application's user namespace inside it, which owns
+    /// `netns` (the empty chain's application namespace).
+    pub app_userns: Option<OwnedFd>,
     pub resolv_conf: String,
     pub link: String,
     pub daemon: Child,
@@ -122,8 +126,9 @@ pub fn build(
         }
         check_tun(uid)?;
     }
-    let holder = Holder::start(rootless, uid, gid)?;
-    let proc_ns = |ns: &str| PathBuf::from(format!("/proc/{}/ns/{ns}", holder.pid));
+    let mut holder = Holder::start(rootless, uid, gid)?;
+    let pid = holder.pid;
+    let proc_ns = |ns: &str| PathBuf::from(format!("/proc/{pid}/ns/{ns}"));
     let open_ns = |ns: &str| {
         let path = proc_ns(ns);
         File::open(&path)
@@ -131,10 +136,12 @@ pub fn build(
             .map_err(|source| RootlessError::OpenNs { path, source })
     };
     let netns = open_ns("net")?;
-    let userns = if rootless {
-        Some(open_ns("user")?)
+    // Rootless: the session's user namespace, and inside it the
+    // application's, which owns the network namespace (pasta joins it).
+    let (userns, app_userns) = if rootless {
+        (holder.session_userns.take(), Some(open_ns("user")?))
     } else {
-        None
+        (None, None)
     };
     let mut rtnl = Rtnl::from_socket(sys::netlink_socket_from(holder.rtnl_fd()?));
 
@@ -226,6 +233,7 @@ pub fn build(
     Ok(UserspaceUplink {
         netns,
         userns,
+        app_userns,
         resolv_conf,
         link,
         daemon,
@@ -353,22 +361,39 @@ pub fn owned_netns(uid: u32, gid: u32, count: u32) -> Result<(Netns, OwnedFd), R
 struct Holder {
     pid: Pid,
     sock: OwnedFd,
+    /// With nested user namespaces: the outermost (the session's).
+    session_userns: Option<OwnedFd>,
 }
 
 impl Holder {
+    /// Rootless: the session's user namespace (`uid`/`gid` mapped to 0),
+    /// and inside it the application's (its root mapped to 0 again), which
+    /// owns the network namespace; [`Holder::session_userns`] is the first.
+    /// Otherwise (root, `force_slirp`): a bare network namespace.
     fn start(userns: bool, uid: u32, gid: u32) -> Result<Self, RootlessError> {
-        Self::start_with(userns.then_some((uid, gid, 1)))
+        if userns {
+            Self::start_with(&[(uid, gid, 1), (0, 0, 1)])
+        } else {
+            Self::start_with(&[])
+        }
     }
 
     /// A user and a network namespace, ids 0…`count`−1 mapped to ours from
     /// `uid`/`gid` on. With more than one, the mapping needs CAP_SETUID and
     /// CAP_SETGID (root mode), and `setgroups` stays allowed inside.
     fn start_mapped(uid: u32, gid: u32, count: u32) -> Result<Self, RootlessError> {
-        Self::start_with(Some((uid, gid, count)))
+        Self::start_with(&[(uid, gid, count)])
     }
 
-    fn start_with(map: Option<(u32, u32, u32)>) -> Result<Self, RootlessError> {
-        let userns = map.is_some();
+    /// One user namespace per entry of `maps`, each inside the one before
+    /// (ids 0…count−1 mapped to the parent's from uid/gid on), then the
+    /// network namespace, owned by the last. We write the first level's
+    /// maps; the holder writes the nested ones itself (the kernel takes a
+    /// map only from a process in the namespace or its parent), which needs
+    /// a single id, its own.
+    fn start_with(maps: &[(u32, u32, u32)]) -> Result<Self, RootlessError> {
+        let levels = maps.len();
+        let nested: Vec<(u32, u32)> = maps.iter().skip(1).map(|&(u, g, _)| (u, g)).collect();
         let err = |step| {
             move |e: nix::Error| RootlessError::Holder {
                 step,
@@ -383,7 +408,7 @@ impl Holder {
         )
         .map_err(err("socketpair"))?;
         // The closure owns `theirs`: the parent's copy closes when fork returns.
-        let pid = sys::fork_child(move || match holder_main(theirs, userns) {
+        let pid = sys::fork_child(move || match holder_main(theirs, levels, &nested) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("pallium-netbroker: namespace holder: {e}");
@@ -391,9 +416,13 @@ impl Holder {
             }
         })
         .map_err(err("fork"))?;
-        let holder = Holder { pid, sock: ours };
-        holder.expect(b'U', "create namespaces")?;
-        if let Some((uid, gid, count)) = map {
+        let mut holder = Holder {
+            pid,
+            sock: ours,
+            session_userns: None,
+        };
+        for (level, &(uid, gid, count)) in maps.iter().enumerate().take(1) {
+            holder.expect(b'U', "create namespaces")?;
             let map = |name: &str, text: String| {
                 let path = PathBuf::from(format!("/proc/{pid}/{name}"));
                 fs::write(&path, text).map_err(|source| RootlessError::IdMap { path, source })
@@ -403,7 +432,19 @@ impl Holder {
             }
             map("uid_map", format!("0 {uid} {count}\n"))?;
             map("gid_map", format!("0 {gid} {count}\n"))?;
+            if level == 0 && levels > 1 {
+                let path = PathBuf::from(format!("/proc/{pid}/ns/user"));
+                holder.session_userns = Some(
+                    File::open(&path)
+                        .map(OwnedFd::from)
+                        .map_err(|source| RootlessError::OpenNs { path, source })?,
+                );
+            }
+            holder.send(b'M', None)?;
         }
+        // The holder's own steps: nested user namespaces or, without any,
+        // the network namespace.
+        holder.expect(b'U', "create namespaces")?;
         holder.send(b'M', None)?;
         Ok(holder)
     }
@@ -462,19 +503,35 @@ impl Drop for Holder {
     }
 }
 
-/// The holder child: unshare, wait for the id maps, bring `lo` up, hand a
+/// The holder child: unshare `levels` nested user namespaces, each once its
+/// id maps are written, then the network namespace; bring `lo` up, hand a
 /// route socket back, wait to be released.
-fn holder_main(sock: OwnedFd, userns: bool) -> Result<(), String> {
+fn holder_main(sock: OwnedFd, levels: usize, nested: &[(u32, u32)]) -> Result<(), String> {
     nix::sys::prctl::set_pdeathsig(Some(Signal::SIGKILL)).map_err(|e| e.to_string())?;
-    let mut flags = CloneFlags::CLONE_NEWNET;
-    if userns {
-        flags |= CloneFlags::CLONE_NEWUSER;
+    let handshake = || -> Result<(), String> {
+        send_byte(&sock, b'U', None).map_err(|e| e.to_string())?;
+        if recv_byte(&sock).map_err(|e| e.to_string())?.0 != b'M' {
+            return Err("unexpected message".into());
+        }
+        Ok(())
+    };
+    let unshare_ = |flags| unshare(flags).map_err(|e| format!("unshare: {e}"));
+    if levels > 0 {
+        // The first level's maps are the parent's to write.
+        unshare_(CloneFlags::CLONE_NEWUSER)?;
+        handshake()?;
     }
-    unshare(flags).map_err(|e| format!("unshare: {e}"))?;
-    send_byte(&sock, b'U', None).map_err(|e| e.to_string())?;
-    if recv_byte(&sock).map_err(|e| e.to_string())?.0 != b'M' {
-        return Err("unexpected message".into());
+    for &(uid, gid) in nested {
+        unshare_(CloneFlags::CLONE_NEWUSER)?;
+        let write = |file: &str, text: String| {
+            fs::write(format!("/proc/self/{file}"), text).map_err(|e| format!("{file}: {e}"))
+        };
+        write("setgroups", "deny".into())?;
+        write("uid_map", format!("0 {uid} 1\n"))?;
+        write("gid_map", format!("0 {gid} 1\n"))?;
     }
+    unshare_(CloneFlags::CLONE_NEWNET)?;
+    handshake()?;
     let mut rtnl = Rtnl::open().map_err(|e| format!("netlink: {e}"))?;
     let lo = rtnl.link_index("lo").map_err(|e| format!("lo: {e}"))?;
     rtnl.set_up(lo).map_err(|e| format!("lo up: {e}"))?;

@@ -253,7 +253,11 @@ fn chain_ready(uplink: &Built) -> std::io::Result<ChainReady> {
         Built::Userspace(u) => ChainReady {
             netns: Fd(u.netns.try_clone()?),
             userns: dup_userns(u)?,
-            app_userns: None,
+            app_userns: u
+                .app_userns
+                .as_ref()
+                .map(|f| f.try_clone().map(Fd))
+                .transpose()?,
             resolv_conf: u.resolv_conf.clone(),
             links: vec![u.link.clone()],
             outer: Vec::new(),
