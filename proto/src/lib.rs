@@ -5,13 +5,15 @@
 //!   and the typed [`wire::Channel`];
 //! * [`broker`], [`sandbox`], [`control`]: one request and one event enum per channel;
 //! * [`profile`]: the JSON profile types (the original pallium's format);
-//! * [`policy`]: the capabilities each role may hold, as data.
+//! * [`policy`]: the capabilities each role may hold, as data;
+//! * [`hidden`]: the host paths every sandbox view hides, as data.
 //!
 //! This crate depends on nothing else of ours.
 
 pub mod broker;
 pub mod control;
 pub mod error;
+pub mod hidden;
 pub mod policy;
 pub mod profile;
 pub mod sandbox;

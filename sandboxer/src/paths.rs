@@ -129,57 +129,6 @@ pub struct Entry {
 /// Sandbox path → entry; `BTreeMap<PathBuf>` orders parents before children.
 pub type Tree = BTreeMap<PathBuf, Entry>;
 
-/// Paths hidden in every view unless the profile whitelists or binds them
-/// (or something in them) by name: the host's resolver caches, which would
-/// resolve names around the chain, and the host's IPC endpoints, which run
-/// commands or act for the user outside the sandbox (D-Bus starts services
-/// and `systemd-run`s anything; an ssh or gpg agent signs for it; an X
-/// server takes keystrokes and screenshots; docker's socket is root).
-/// `/run/user` holds every user's session bus, systemd user manager,
-/// Wayland, PulseAudio/PipeWire and agent sockets, and pallium's own
-/// rootless runtime directory. The host's `/tmp` (X11's `/tmp/.X11-unix`,
-/// ssh agents) is private in the default view; these two stay hidden when a
-/// profile whitelists `/tmp`.
-pub const HIDDEN: &[&str] = &[
-    // Resolvers that would answer around the chain.
-    "/run/nscd",
-    "/var/run/nscd",
-    "/run/systemd/resolve",
-    // The system bus, systemd's private, notify, journal and userdb sockets.
-    "/run/dbus",
-    "/var/run/dbus",
-    "/run/systemd",
-    // Per-user runtime directories: session bus, systemd --user, Wayland,
-    // PulseAudio, PipeWire, gpg-agent, ssh-agent, pallium's rootless sessions.
-    "/run/user",
-    // pallium's root sessions (control sockets).
-    "/run/pallium",
-    // Container engines: their sockets are root on the host.
-    "/run/docker.sock",
-    "/var/run/docker.sock",
-    "/run/docker",
-    "/run/containerd",
-    "/run/podman",
-    "/run/crio",
-    "/run/libvirt",
-    "/run/incus",
-    "/run/lxd",
-    "/run/snapd.socket",
-    "/run/snapd-snap.socket",
-    // Other host services reachable through a socket.
-    "/run/avahi-daemon",
-    "/run/cups",
-    "/run/pcscd",
-    "/run/pulse",
-    "/run/pipewire",
-    "/run/wpa_supplicant",
-    "/run/NetworkManager",
-    "/run/udev",
-    // X11 and ICE sockets (the default view's /tmp is private anyway).
-    "/tmp/.X11-unix",
-    "/tmp/.ICE-unix",
-];
-
 /// Build the tree: the mode's defaults, the user's entries, `extra` (the
 /// virtual user's), and the default-hidden paths.
 pub fn tree(
@@ -234,7 +183,7 @@ pub fn tree(
     for (path, class) in extra {
         insert(&mut t, path.clone(), class.clone(), Rank::Explicit)?;
     }
-    for h in HIDDEN {
+    for (h, _) in proto::hidden::HIDDEN {
         if !explicitly_exposed(&t, Path::new(h)) {
             insert(&mut t, h.into(), Class::Blacklist, Rank::Default)?;
         }
@@ -682,7 +631,8 @@ mod tests {
         assert_eq!(class(&t, "/"), Some(Class::Blacklist));
         assert!(t
             .keys()
-            .all(|p| p == Path::new("/") || HIDDEN.iter().any(|h| p == Path::new(h))));
+            .all(|p| p == Path::new("/")
+                || proto::hidden::HIDDEN.iter().any(|(h, _)| p == Path::new(h))));
     }
 
     #[test]

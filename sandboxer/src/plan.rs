@@ -174,7 +174,7 @@ pub const SYS_MASKED: &[&str] = &["/sys/firmware", "/sys/devices/virtual/powerca
 /// recursively, except a fresh `/proc` and `/sys` (read-only), a private
 /// `/dev` ([`private_dev`]) and `/tmp`, private `/etc/resolv.conf` and
 /// `/etc/hosts`, and the host's IPC sockets hidden
-/// ([`crate::paths::HIDDEN`]). Entries come sorted by name so the plan is
+/// ([`proto::hidden::HIDDEN`]). Entries come sorted by name so the plan is
 /// deterministic. `read_only`: root mode — every host bind is read-only.
 pub fn default_view(entries: &[HostEntry], files: &PrivateFiles, read_only: bool) -> Vec<MountOp> {
     let old = Path::new(OLD_ROOT);
@@ -245,9 +245,9 @@ pub fn default_view(entries: &[HostEntry], files: &PrivateFiles, read_only: bool
         }
     }
     // The full view has no whitelist to expose them with.
-    for h in crate::paths::HIDDEN
+    for h in proto::hidden::HIDDEN
         .iter()
-        .map(PathBuf::from)
+        .map(|(h, _)| PathBuf::from(h))
         .chain(files.hidden.iter().cloned())
     {
         ops.push(MountOp::Hide {

@@ -308,3 +308,34 @@ fn wireshark_script_root_and_rootless() {
         );
     }
 }
+
+/// "A profile that asks for a hidden path explicitly gets it (and `check`
+/// says what it exposes)": a socket under `/run/user`, hidden in every view,
+/// is there when the profile whitelists it by name.
+#[test]
+fn a_hidden_path_named_by_the_profile_is_exposed_and_check_says_so() {
+    skip_unless_root!();
+    let tb = Testbed::new("idexpose");
+    let dir = std::path::PathBuf::from(format!("/run/user/{}", 4_000_000 + std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("bus");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let s = sock.display().to_string();
+    let probe = format!("test -S {s} && echo present || echo absent");
+    let plain = root(&tb, &["exec", "--one-shot", "{}", "--", "sh", "-c", &probe]);
+    let named = format!(r#"{{"sandbox": {{"paths": {{"whitelist": ["{s}"]}}}}}}"#);
+    let shown = root(
+        &tb,
+        &["exec", "--one-shot", &named, "--", "sh", "-c", &probe],
+    );
+    let check = root(&tb, &["check", &named]);
+    drop(listener);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(text(&plain).0, "absent\n", "{:?}", text(&plain));
+    assert_eq!(text(&shown).0, "present\n", "{:?}", text(&shown));
+    let (stdout, _) = text(&check);
+    assert!(
+        stdout.contains("exposes /run/user (") && stdout.contains(&format!("whitelist {s}")),
+        "{stdout}"
+    );
+}

@@ -59,6 +59,9 @@ pub(crate) fn check(a: CheckArgs) -> Result<i32> {
             root_mode_uid(&v.name)
         );
     }
+    for line in exposures(p) {
+        println!("  {line}");
+    }
     let missing = p.unsupported();
     if missing.is_empty() {
         println!("ok: the profile is valid and runnable");
@@ -68,6 +71,58 @@ pub(crate) fn check(a: CheckArgs) -> Result<i32> {
         eprintln!("pallium: profile {}: {m}", loaded.display);
     }
     Ok(1)
+}
+
+/// What the profile's binds and whitelist entries expose of what every view
+/// hides (`proto::hidden`, pallium's runtime directory, `$XDG_RUNTIME_DIR`):
+/// one line each, "exposes PATH (why) through ENTRY".
+fn exposures(p: &proto::profile::Profile) -> Vec<String> {
+    let Some(paths) = &p.sandbox.paths else {
+        return Vec::new();
+    };
+    let dirs = crate::runtime::hidden_dirs();
+    let extra: Vec<(String, &str)> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let why = if i == 0 {
+                "pallium's sessions and their control sockets"
+            } else {
+                "your session's IPC sockets ($XDG_RUNTIME_DIR)"
+            };
+            (d.clone(), why)
+        })
+        .collect();
+    let entries = paths
+        .bind
+        .iter()
+        .map(|b| (b.src.as_str(), format!("bind {} at {}", b.src, b.dst)))
+        .chain(
+            paths
+                .whitelist
+                .iter()
+                .map(|w| (w.as_str(), format!("whitelist {w}"))),
+        );
+    let mut out = Vec::new();
+    for (path, entry) in entries {
+        // A glob's literal prefix is what it can reach at most.
+        let literal: String = path
+            .split('/')
+            .take_while(|c| !c.contains(['*', '?', '[']))
+            .collect::<Vec<_>>()
+            .join("/");
+        let mut seen = Vec::new();
+        for (hidden, why) in proto::hidden::exposed_by(Path::new(&literal), &extra) {
+            if seen.contains(&hidden) {
+                continue;
+            }
+            out.push(format!(
+                "exposes {hidden} ({why}) through {entry}: every view hides it otherwise"
+            ));
+            seen.push(hidden);
+        }
+    }
+    out
 }
 
 /// The uid a root-mode session gives virtual user `name`: its persistent
