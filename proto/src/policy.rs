@@ -18,6 +18,10 @@ pub enum Role {
     Init,
     /// The application and everything it starts.
     App,
+    /// `exec --root`: a command in the application's own user namespace
+    /// (which owns its network namespace and nothing else), keeping that
+    /// namespace's capabilities.
+    RootCommand,
     /// A hop daemon (tor, ssh, openvpn, pasta, …).
     Hop,
 }
@@ -30,6 +34,7 @@ impl Role {
             Role::Sandboxer => "sandboxer",
             Role::Init => "init",
             Role::App => "app",
+            Role::RootCommand => "root-command",
             Role::Hop => "hop",
         }
     }
@@ -42,6 +47,7 @@ impl Role {
             Role::Sandboxer,
             Role::Init,
             Role::App,
+            Role::RootCommand,
             Role::Hop,
         ]
         .into_iter()
@@ -95,6 +101,36 @@ pub fn allowed(role: Role) -> &'static [Cap] {
         // The sandbox's PID 1 mounts /proc, then only reaps: nothing.
         Role::Init => &[],
         Role::App => &[],
+        // `exec --root` (the original's `extra/scripts/wireshark`: nft,
+        // tcpdump, which changes uid and is killed afterwards): the
+        // application's user namespace's capabilities, which reach its
+        // network namespace and processes and nothing else — but not SETFCAP
+        // and FSETID: a writable bind is idmapped (what it creates there is
+        // the host root's on disk), and a file capability or a set-user-ID
+        // bit it kept there would be the host's root for whoever runs it
+        // outside. (The seccomp filter refuses set-ID mode bits too.)
+        Role::RootCommand => &[
+            Chown,
+            DacOverride,
+            DacReadSearch,
+            Fowner,
+            Kill,
+            Setgid,
+            Setuid,
+            Setpcap,
+            NetBindService,
+            NetBroadcast,
+            NetAdmin,
+            NetRaw,
+            IpcLock,
+            IpcOwner,
+            SysChroot,
+            SysPtrace,
+            SysAdmin,
+            SysNice,
+            SysResource,
+            AuditWrite,
+        ],
         // Hop daemons. pasta keeps NET_BIND_SERVICE and SYS_ADMIN inside the
         // user namespace it joins (rootless: the session's own, which grants
         // nothing on the host) to bind ports and re-enter its namespaces.

@@ -236,6 +236,31 @@ pub const IOCTL_DENY: &[(u32, &str, &str)] = &[
     ),
 ];
 
+/// System calls that set a file's mode, with the index of their mode
+/// argument: setting the set-user-ID or set-group-ID bit fails (EPERM).
+/// Why: in root mode a writable bind is idmapped, so what the application
+/// (uid 0 of its own user namespace) creates there belongs to the host's
+/// root on disk — a set-user-ID file it made would run as the host's root
+/// for whoever executes it outside the sandbox. Inside, such bits are dead
+/// anyway (every mount is `nosuid`, `no_new_privs` holds). `openat2` carries
+/// its mode in a structure seccomp cannot read: it fails with ENOSYS, and
+/// libc and programs fall back to `openat`. Not under gVisor (whose kernel
+/// serves these calls; runsc writes no host root's files).
+pub const SETID_MODE: &[(&str, u8)] = &[
+    ("chmod", 1),
+    ("fchmod", 1),
+    ("fchmodat", 2),
+    ("fchmodat2", 2),
+    ("open", 2),
+    ("openat", 3),
+    ("creat", 1),
+    ("mknod", 1),
+    ("mknodat", 2),
+];
+
+/// `S_ISUID`, `S_ISGID`.
+const SETID_BITS: [u64; 2] = [0o4000, 0o2000];
+
 /// With `sandbox.unpriv_user_ns: false`, unconditionally denied (EPERM):
 /// no joining or creating namespaces. `clone` is handled by
 /// [`CLONE_NEWUSER`] on its first argument, `clone3` by ENOSYS.
@@ -362,6 +387,28 @@ fn argument_rules(
     Ok(())
 }
 
+/// [`SETID_MODE`]: a mode with either bit fails (EPERM); `openat2` ENOSYS.
+fn setid_rules(table: Table, eperm: &mut Rules, enosys: &mut Rules) -> Result<(), SeccompError> {
+    for (name, arg) in SETID_MODE {
+        let Some(nr) = lookup(table, name) else {
+            continue;
+        };
+        for bit in SETID_BITS {
+            let c = SeccompCondition::new(
+                *arg,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::MaskedEq(bit),
+                bit,
+            )?;
+            deny_when(eperm, nr, SeccompRule::new(vec![c])?);
+        }
+    }
+    if let Some(nr) = lookup(table, "openat2") {
+        deny_always(enosys, nr);
+    }
+    Ok(())
+}
+
 /// A classic BPF statement or jump.
 const fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> sock_filter {
     sock_filter { code, jt, jf, k }
@@ -413,6 +460,9 @@ impl Filter {
             deny_always(&mut eperm, nr);
         }
         argument_rules(table, &mut eperm, &mut eafnosupport)?;
+        if !profile.gvisor {
+            setid_rules(table, &mut eperm, &mut enosys)?;
+        }
         if !profile.unpriv_user_ns && !profile.gvisor {
             for (name, _why) in NO_USER_NS {
                 if let Some(nr) = lookup(table, name) {
@@ -568,12 +618,13 @@ mod tests {
 
     #[test]
     fn programs_per_setting() {
-        // EPERM and EAFNOSUPPORT, plus the x32 program on x86_64.
+        // EPERM, ENOSYS (openat2) and EAFNOSUPPORT, plus the x32 program
+        // on x86_64.
         let x32 = usize::from(cfg!(target_arch = "x86_64"));
         let default = proto::profile::Sandbox::default();
         assert_eq!(
             Filter::compile(&default).map(|f| f.programs.len()).ok(),
-            Some(2 + x32)
+            Some(3 + x32)
         );
         let no_userns = proto::profile::Sandbox {
             unpriv_user_ns: false,

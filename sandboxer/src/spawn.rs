@@ -352,9 +352,10 @@ fn child(
             become_user(uid, gid)?;
         }
         if ids.keep_caps && ids.app_userns.is_some() {
-            // `--root`: every capability of the application's own user
-            // namespace, which owns its network namespace and nothing else.
-            nix::sys::prctl::set_no_new_privs().map_err(at(Stage::Caps))?;
+            // `--root`: the capabilities of the application's own user
+            // namespace, which owns its network namespace and nothing else
+            // (the policy's row; `no_new_privs` too).
+            drop_to(Role::RootCommand).map_err(|_| (Stage::Caps, Errno::EPERM))?;
         } else {
             drop_to(Role::App).map_err(|_| (Stage::Caps, Errno::EPERM))?;
         }

@@ -149,6 +149,45 @@ fn a_writable_bind_stays_writable_and_files_stay_roots_on_disk() {
     );
     // On the host the new file is root's, not the session uid's.
     assert_eq!(std::fs::metadata(dir.join("new")).unwrap().uid(), 0);
+
+    // What is root's on disk must never become a set-user-ID root program
+    // for the host: chmod, creation with the bit, and `--root` (whose
+    // capabilities could keep the bit or write file capabilities) all fail.
+    let plant = "cp /bin/true /data/t;         chmod 4755 /data/t 2>&1 | tail -1; chmod g+s /data/t 2>&1 | tail -1;         /usr/bin/python3 -c \"import os; os.open('/data/c', os.O_CREAT | os.O_WRONLY, 0o4755)\" 2>&1 | tail -1;         setcap cap_sys_admin+ep /data/t 2>&1 | tail -1; true";
+    for root_flag in [false, true] {
+        let mut args = vec!["exec", "--one-shot"];
+        if root_flag {
+            args.push("--root");
+        }
+        args.extend([prof.as_str(), "--", "sh", "-c", plant]);
+        let o = root(&tb, &args);
+        let (stdout, stderr) = text(&o);
+        for f in ["t", "c"] {
+            if let Ok(m) = std::fs::metadata(dir.join(f)) {
+                assert_eq!(
+                    m.mode() & 0o6000,
+                    0,
+                    "--root {root_flag}: {f} has a set-ID bit on the host: {stdout}{stderr}"
+                );
+            }
+        }
+        let caps = std::process::Command::new("getfattr")
+            .args(["-n", "security.capability"])
+            .arg(dir.join("t"))
+            .output();
+        if let Ok(c) = caps {
+            assert!(
+                !String::from_utf8_lossy(&c.stdout).contains("security.capability"),
+                "--root {root_flag}: file capabilities on the host: {stdout}{stderr}"
+            );
+        }
+        assert!(
+            stdout.contains("Operation not permitted"),
+            "--root {root_flag}: {stdout}{stderr}"
+        );
+        let _ = std::fs::remove_file(dir.join("t"));
+        let _ = std::fs::remove_file(dir.join("c"));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
