@@ -1,12 +1,13 @@
 //! `sandbox` (ORIGINAL.md §1.4): virtual user, the file view (`paths`),
 //! gVisor, GUI, audio, user-namespace and syscall restrictions, working
-//! directory and host name.
+//! directory, host name and the application's environment.
 
 #![forbid(unsafe_code)]
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::environment::{environment, Environment};
 use super::locate::JsonPath;
 use super::read::{array, string, strings, truthy, Cx, Obj, Res};
 
@@ -31,6 +32,9 @@ pub struct Sandbox {
     pub hostname: String,
     /// Extra syscalls to deny (new in pallium-rs).
     pub seccomp: Vec<String>,
+    /// What the application gets of the caller's environment (new in
+    /// pallium-rs; see `environment.rs`).
+    pub environment: Environment,
 }
 
 impl Default for Sandbox {
@@ -45,6 +49,7 @@ impl Default for Sandbox {
             workdir: None,
             hostname: "pallium".into(),
             seccomp: Vec::new(),
+            environment: Environment::default(),
         }
     }
 }
@@ -225,6 +230,9 @@ pub(crate) fn sandbox(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<Sandbox> {
             return Err(cx.err(&o.at("hostname"), "host name longer than 64 bytes"));
         }
         s.hostname = h;
+    }
+    if let Some(v) = o.get("environment") {
+        s.environment = environment(cx, v, o.at("environment"))?;
     }
     if let Some(v) = o.get("seccomp") {
         let p = o.at("seccomp");
