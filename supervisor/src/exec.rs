@@ -61,16 +61,30 @@ pub(crate) fn connect(dir: &Path) -> Result<Conn> {
             }
         }
     }
-    // Nothing is said, let alone a terminal handed over, before we know the
-    // server is the session's supervisor (not a socket a sandbox put there).
-    peer::check_server(fd.as_fd(), session::recorded_supervisor(dir))
-        .with_context(|| format!("not using the control socket {}", path.display()))?;
+    // No request, let alone a terminal, before we know the server is the
+    // session's supervisor (not a socket a sandbox put in its place). A
+    // server we cannot see at all means we are the one inside a sandbox: the
+    // handshake (nothing but our role and version) lets it tell us so, and we
+    // go no further whatever it answers.
+    let verified = match peer::check_server(fd.as_fd(), session::recorded_supervisor(dir)) {
+        Ok(()) => true,
+        Err(peer::ServerError::Invisible) => false,
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("not using the control socket {}", path.display()))
+        }
+    };
     let mut chan = Channel::new(fd);
     chan.handshake("client", "supervisor")
         .context("session handshake")?;
     match chan.recv().context("session handshake")? {
-        ControlEvent::Accepted => Ok(chan),
         ControlEvent::Refused(why) => bail!("refused: {why}"),
+        ControlEvent::Accepted if verified => Ok(chan),
+        ControlEvent::Accepted => bail!(
+            "not using the control socket {}: {}",
+            path.display(),
+            peer::ServerError::Invisible
+        ),
         other => bail!("session sent {other:?} instead of accepting the connection"),
     }
 }
