@@ -24,4 +24,4 @@ pub use error::RemoteError;
 pub use wire::{Channel, Fd, WireError};
 
 /// Bumped whenever a message changes shape; peers refuse a mismatch at hello.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

@@ -27,8 +27,11 @@ pub enum SandboxRequest {
 /// Events from the sandboxer to the supervisor.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum SandboxEvent {
-    /// `Setup` is done; `init_pid` is the sandbox's PID 1 as the host sees it.
-    Ready { init_pid: i32 },
+    /// `Setup` is done; `init_pid` is the sandbox's PID 1 as the host sees
+    /// it, `root` an `O_PATH` descriptor of the sandbox's root directory (for
+    /// `cp`/`mv`: the init is not dumpable, so nobody without
+    /// CAP_SYS_PTRACE could open its `/proc/PID/root`).
+    Ready { init_pid: i32, root: Fd },
     /// A `Spawn` has started (`pid` as the host sees it).
     Spawned { id: u32, pid: i32 },
     /// A spawned process has ended.

@@ -41,6 +41,8 @@ pub enum ServerError {
     Poll(#[source] nix::Error),
     #[error("the sandbox's init died")]
     InitDied,
+    #[error("open the sandbox's root: {0}")]
+    Root(#[source] nix::Error),
 }
 
 type SupervisorChannel = Channel<SandboxEvent, SandboxRequest>;
@@ -174,8 +176,18 @@ impl Server {
         match setup::setup(req) {
             Ok(sb) => {
                 tracing::info!(init = sb.init.as_raw(), "sandbox ready");
+                // We live in the sandbox's root since Setup entered it.
+                let root = nix::fcntl::open(
+                    "/",
+                    nix::fcntl::OFlag::O_PATH
+                        | nix::fcntl::OFlag::O_DIRECTORY
+                        | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(ServerError::Root)?;
                 self.chan.send(SandboxEvent::Ready {
                     init_pid: sb.init.as_raw(),
+                    root: proto::Fd(root),
                 })?;
                 self.sandbox = Some(sb);
                 self.seccomp = Some(seccomp);

@@ -1,10 +1,12 @@
 //! The client side of the control socket: `exec`/`shell` into a running
-//! session, `stop`, `audit`. Our stdio (or a PTY we relay) travels to the
-//! session as fds, so the command reads and writes our terminal directly.
+//! session, `stop`, `audit`, the sandbox's root for `cp`/`mv`. Our stdio (or a
+//! PTY we relay) travels to the session as fds, so the command reads and
+//! writes our terminal directly — once we know the server is the session's
+//! supervisor ([`connect`]).
 
 #![forbid(unsafe_code)]
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,7 @@ use proto::broker::ProcEntry;
 use proto::control::{ControlEvent, ControlRequest, Exec};
 use proto::Channel;
 
-use crate::{runtime, supervise, terminal};
+use crate::{peer, runtime, session, supervise, terminal};
 
 type Conn = Channel<ControlRequest, ControlEvent>;
 
@@ -59,10 +61,32 @@ pub(crate) fn connect(dir: &Path) -> Result<Conn> {
             }
         }
     }
+    // No request, let alone a terminal, before we know the server is the
+    // session's supervisor (not a socket a sandbox put in its place). A
+    // server we cannot see at all means we are the one inside a sandbox: the
+    // handshake (nothing but our role and version) lets it tell us so, and we
+    // go no further whatever it answers.
+    let verified = match peer::check_server(fd.as_fd(), session::recorded_supervisor(dir)) {
+        Ok(()) => true,
+        Err(peer::ServerError::Invisible) => false,
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("not using the control socket {}", path.display()))
+        }
+    };
     let mut chan = Channel::new(fd);
     chan.handshake("client", "supervisor")
         .context("session handshake")?;
-    Ok(chan)
+    match chan.recv().context("session handshake")? {
+        ControlEvent::Refused(why) => bail!("refused: {why}"),
+        ControlEvent::Accepted if verified => Ok(chan),
+        ControlEvent::Accepted => bail!(
+            "not using the control socket {}: {}",
+            path.display(),
+            peer::ServerError::Invisible
+        ),
+        other => bail!("session sent {other:?} instead of accepting the connection"),
+    }
 }
 
 /// Run `argv` in the session (`gvisor`: a gVisor session), in network
@@ -84,6 +108,7 @@ pub(crate) fn exec(
     })?;
     chan.send(ControlRequest::Exec(Exec {
         argv,
+        // All of it: the supervisor applies the session profile's policy.
         env: std::env::vars().collect(),
         cwd: std::env::current_dir()
             .ok()
@@ -160,5 +185,16 @@ pub(crate) fn audit(dir: &Path) -> Result<Vec<ProcEntry>> {
         ControlEvent::Audit(v) => Ok(v),
         ControlEvent::Failed(e) => Err(anyhow!("{e}")),
         other => bail!("session sent {other:?} instead of an audit"),
+    }
+}
+
+/// An `O_PATH` descriptor of the sandbox's root directory, from the supervisor.
+pub(crate) fn sandbox_root(dir: &Path) -> Result<OwnedFd> {
+    let mut chan = connect(dir)?;
+    chan.send(ControlRequest::SandboxRoot)?;
+    match chan.recv()? {
+        ControlEvent::SandboxRoot(fd) => Ok(fd.into_inner()),
+        ControlEvent::Failed(e) => Err(anyhow!("{}", e.chain.join(": "))),
+        other => bail!("session sent {other:?} instead of the sandbox's root"),
     }
 }

@@ -1,7 +1,8 @@
 //! Where sessions live: the runtime directory, profile ids, and stale-session
 //! garbage collection.
 //!
-//! Layout: `<run>/profile_<id>/session_<N>/{lock, control.sock, info.json}`
+//! Layout: `<run>/profile_<id>/session_<N>/{lock, netns, supervisor.pid,
+//! control.sock, info.json}`
 //! with `<run>` = `/run/pallium` as root, else `$XDG_RUNTIME_DIR/pallium` (or
 //! `/tmp/pallium-<uid>` without one). A session is alive exactly while its
 //! supervisor holds an exclusive flock on its `lock` file: no pid guessing.

@@ -14,6 +14,9 @@ use crate::runtime;
 /// Highest session index tried, as in the original.
 const MAX_SESSIONS: u32 = 1024;
 
+/// The file in a session directory that records its supervisor's pid.
+const PID_FILE: &str = "supervisor.pid";
+
 /// A session this process owns: alive while `_lock` is held.
 #[derive(Debug)]
 pub(crate) struct OwnedSession {
@@ -95,6 +98,11 @@ pub(crate) fn create<T>(
         // netbroker may change for this session.
         fs::write(dir.join("netns"), runtime::current_netns().to_string())
             .context("writing the session's netns record")?;
+        // This process supervises the session: clients check that the
+        // control socket's server is this pid before they use it (written
+        // long before the socket is bound).
+        fs::write(dir.join(PID_FILE), std::process::id().to_string())
+            .context("writing the session's supervisor pid")?;
         return Ok((
             OwnedSession {
                 index,
@@ -170,6 +178,17 @@ pub(crate) fn list_all() -> Result<Vec<SessionInfo>> {
     }
     out.sort_by(|a, b| (&a.profile, a.index).cmp(&(&b.profile, b.index)));
     Ok(out)
+}
+
+/// The pid of the session's supervisor, as it recorded it when it claimed
+/// the directory.
+pub(crate) fn recorded_supervisor(dir: &Path) -> Option<i32> {
+    fs::read_to_string(dir.join(PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
 }
 
 pub(crate) fn read_info(dir: &Path) -> Option<SessionInfo> {

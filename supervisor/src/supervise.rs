@@ -23,6 +23,7 @@ use proto::policy::Role;
 use proto::sandbox::{SandboxEvent, SandboxRequest, Setup, Spawn};
 use proto::{Channel, Fd};
 
+use crate::peer;
 use crate::profile_source::Loaded;
 use crate::session::OwnedSession;
 use crate::spawn::{self, Helper};
@@ -180,12 +181,16 @@ fn run_with(
             .map(|p| p.display().to_string()),
         hidden: crate::runtime::hidden_dirs(),
     })))?;
-    let init_pid = match sandbox.chan.recv().context("sandboxer")? {
-        SandboxEvent::Ready { init_pid } => init_pid,
+    let (init_pid, sandbox_root) = match sandbox.chan.recv().context("sandboxer")? {
+        SandboxEvent::Ready { init_pid, root } => (init_pid, root.0),
         SandboxEvent::Failed { error, .. } => return Err(anyhow!("{error}")),
         other => bail!("sandboxer sent {other:?} instead of Ready"),
     };
 
+    // Read once, before the application runs: the namespaces control clients
+    // are judged against, and the root `cp`/`mv` are handed.
+    let gate = peer::Gate::new(init_pid);
+    let sandbox_root = checked_root(sandbox_root);
     let listener = listen(&plan.session.control_path())?;
     let info = SessionInfo {
         profile: plan.loaded.display.clone(),
@@ -218,7 +223,7 @@ fn run_with(
     sandbox.chan.send(SandboxRequest::Spawn(Spawn {
         id: 0,
         argv: plan.argv.clone(),
-        env: std::env::vars().collect(),
+        env: profile.sandbox.environment.apply(std::env::vars()),
         cwd: workdir(plan),
         stdio: stdio.take_fds(),
         tty: stdio.tty,
@@ -236,6 +241,10 @@ fn run_with(
         audits: Vec::new(),
         stdio,
         outer,
+        gate,
+        refused_once: false,
+        sandbox_root,
+        environment: profile.sandbox.environment.clone(),
     };
     let status = lp.serve();
     let Loop { stdio, .. } = lp;
@@ -259,6 +268,19 @@ fn netns_for(index: i64, outer: &[Fd]) -> Result<Option<Fd>> {
         .map(|fd| fd.0.try_clone().map(Fd))
         .transpose()
         .context("duplicating a namespace descriptor")
+}
+
+/// The sandbox's root directory as the sandboxer sent it with `Ready` (it
+/// lives there; the init's `/proc/PID/root` is closed to us, the init being
+/// non-dumpable); None (and `cp`/`mv` say why) if it is not a directory.
+fn checked_root(root: OwnedFd) -> Option<OwnedFd> {
+    match nix::sys::stat::fstat(&root) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => Some(root),
+        other => {
+            tracing::debug!("the sandboxer's root is not a directory: {other:?}");
+            None
+        }
+    }
 }
 
 /// pasta, else slirp4netns, for rootless (and `force_slirp`); veth as root.
@@ -425,6 +447,15 @@ struct Loop<'a> {
     stdio: terminal::Stdio,
     /// N0…N(k−1) of the chain, for `exec --namespace`.
     outer: Vec<Fd>,
+    /// Who may use the control socket.
+    gate: peer::Gate,
+    /// A refusal has been logged: later ones are only debug lines, so a
+    /// sandbox that keeps trying cannot fill the user's terminal.
+    refused_once: bool,
+    /// The sandbox's root for `cp`/`mv` (see [`open_sandbox_root`]).
+    sandbox_root: Option<OwnedFd>,
+    /// The session profile's environment policy, applied to every `exec`.
+    environment: proto::profile::Environment,
 }
 
 enum Next {
@@ -551,24 +582,34 @@ impl Loop<'_> {
         let fd = crate::sys::owned(
             socket::accept4(self.listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC).ok()?,
         );
-        let cred = socket::getsockopt(&fd, sockopt::PeerCredentials).ok()?;
-        let me = nix::unistd::getuid().as_raw();
-        if cred.uid() != me && cred.uid() != 0 {
-            tracing::warn!("refused a control connection from uid {}", cred.uid());
+        let verdict = self.gate.judge(fd.as_fd());
+        // A refused peer gets a short wait for its hello: it must not hold
+        // the loop for long, however often it connects.
+        let wait = match verdict {
+            Ok(()) => nix::sys::time::TimeVal::new(2, 0),
+            Err(_) => nix::sys::time::TimeVal::new(0, 200_000),
+        };
+        let _ = socket::setsockopt(&fd, sockopt::ReceiveTimeout, &wait);
+        let mut chan: Channel<ControlEvent, ControlRequest> = Channel::new(fd);
+        if let Err(why) = verdict {
+            if self.refused_once {
+                tracing::debug!("refused a control connection: {why}");
+            } else {
+                tracing::warn!("refused a control connection: {why}");
+                self.refused_once = true;
+            }
+            // Its one line: it reads our hello, then this, then the end.
+            let _ = chan.handshake("supervisor", "client");
+            let _ = chan.send(ControlEvent::Refused(why.refusal()));
             return None;
         }
-        let _ = socket::setsockopt(
-            &fd,
-            sockopt::ReceiveTimeout,
-            &nix::sys::time::TimeVal::new(2, 0),
-        );
-        let mut chan: Channel<ControlEvent, ControlRequest> = Channel::new(fd);
         chan.handshake("supervisor", "client").ok()?;
         let _ = socket::setsockopt(
             &chan.fd(),
             sockopt::ReceiveTimeout,
             &nix::sys::time::TimeVal::new(0, 0),
         );
+        chan.send(ControlEvent::Accepted).ok()?;
         Some(Client {
             chan,
             exec_id: None,
@@ -622,7 +663,9 @@ impl Loop<'_> {
                 self.sandbox.chan.send(SandboxRequest::Spawn(Spawn {
                     id,
                     argv: e.argv,
-                    env: e.env,
+                    // Filtered here, on the trusted side: the client sent
+                    // its whole environment.
+                    env: self.environment.apply(e.env),
                     cwd: e.cwd,
                     stdio: e.stdio,
                     tty: e.tty,
@@ -643,6 +686,20 @@ impl Loop<'_> {
             }
             ControlRequest::Info => {
                 let _ = client.chan.send(ControlEvent::Info(self.info.clone()));
+            }
+            ControlRequest::SandboxRoot => {
+                let ev = match self.sandbox_root.as_ref().map(OwnedFd::try_clone) {
+                    Some(Ok(fd)) => ControlEvent::SandboxRoot(Fd(fd)),
+                    Some(Err(e)) => ControlEvent::Failed(proto::RemoteError::new(
+                        "session: duplicating the sandbox's root",
+                        &e,
+                    )),
+                    None => ControlEvent::Failed(proto::RemoteError::msg(
+                        "session",
+                        "the supervisor could not open the sandbox's root when it started",
+                    )),
+                };
+                let _ = client.chan.send(ev);
             }
             ControlRequest::Audit => {
                 let me = ProcEntry {

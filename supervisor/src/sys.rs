@@ -1,5 +1,6 @@
 //! The supervisor's only `unsafe`: the code that runs between fork and exec of
-//! a helper, and a few terminal ioctls. Each function wraps one step.
+//! a helper, a few terminal ioctls, `openat2` and `pidfd_send_signal`. Each
+//! function wraps one step.
 
 #![allow(unsafe_code)]
 
@@ -86,6 +87,27 @@ pub(crate) fn owned(fd: RawFd) -> std::os::fd::OwnedFd {
     use std::os::fd::FromRawFd;
     // SAFETY: `fd` was just returned by accept4/socket and has no other owner.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// `pidfd_send_signal(pidfd, 0, NULL, 0)`: Ok while the process `pidfd`
+/// refers to exists (its pid cannot have been reused), `ESRCH` once it is gone.
+pub(crate) fn pidfd_alive(pidfd: BorrowedFd<'_>) -> std::io::Result<()> {
+    // SAFETY: the syscall takes a descriptor borrowed for the call, signal 0
+    // (only checks), a null `siginfo_t` pointer (allowed: the kernel fills in
+    // its own) and no flags; it touches none of our memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The kernel's `struct open_how` (its first version, 24 bytes; libc's is

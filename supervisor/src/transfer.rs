@@ -2,7 +2,9 @@
 //! host and a sandbox.
 //!
 //! The sandbox side is reached through an `O_PATH` descriptor of
-//! `/proc/<init pid>/root`, and every sandbox path is resolved with
+//! `/proc/<init pid>/root` that the session's supervisor opened when the
+//! sandbox became ready and sends over the control socket (no pid to trust or
+//! see reused), and every sandbox path is resolved with
 //! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` relative to it: the
 //! kernel resolves `..` and absolute symbolic links as if that directory were
 //! `/`, so nothing the sandbox controls can lead to the host's files. Trees
@@ -42,27 +44,13 @@ impl Side {
         Side { root: None }
     }
 
-    /// The sandbox whose init process is `init_pid`. The init is not
-    /// dumpable, so without CAP_SYS_PTRACE (rootless) its root link is
-    /// closed to us: then that of its parent, the sandboxer, which the
-    /// kernel records and which lives in the same root.
-    pub(crate) fn sandbox(init_pid: i32) -> Result<Self> {
-        let open = |pid: i32| {
-            let p = format!("/proc/{pid}/root");
-            sys::openat2(None, Path::new(&p), libc::O_PATH | libc::O_DIRECTORY, 0, 0)
-                .with_context(|| format!("cannot open the sandbox's root ({p})"))
-        };
-        let root = open(init_pid).or_else(|e| {
-            let stat = std::fs::read_to_string(format!("/proc/{init_pid}/stat")).ok();
-            let parent = stat.as_deref().and_then(|s| {
-                let rest = &s[s.rfind(')')? + 1..];
-                rest.split_whitespace().nth(1)?.parse::<i32>().ok()
-            });
-            match parent {
-                Some(ppid) if ppid > 1 => open(ppid).map_err(|_| e),
-                _ => Err(e),
-            }
-        })?;
+    /// The sandbox whose root directory is open as `root` (an `O_PATH`
+    /// descriptor the session's supervisor sent).
+    pub(crate) fn sandbox(root: OwnedFd) -> Result<Self> {
+        let st = nix::sys::stat::fstat(&root).context("the sandbox's root")?;
+        if kind(&st) != Kind::Dir {
+            bail!("the session sent a sandbox root that is not a directory");
+        }
         Ok(Side { root: Some(root) })
     }
 

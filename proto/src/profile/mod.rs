@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod addr;
+mod environment;
 mod error;
 mod hop;
 mod locate;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use addr::{Cidr, DnsServer, Endpoint, Host, IfName, PortForward, Transport};
+pub use environment::{dropped_by_default, Environment, Names, DROPPED};
 pub use error::ProfileError;
 pub use hop::{
     Hop, HopKind, HopOptions, Http, Openvpn, Ppp, Script, Socks, SocksVersion, Socksapp, Ssh, Tor,

@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-use super::{Command, Gui, HopKind, PathsMode, Profile, SocksVersion, VirtuserName};
+use super::{Command, Gui, HopKind, PathsMode, Profile, SocksVersion, VirtuserName, DROPPED};
 
 /// Hop types the netbroker can build. Add a name when its hop lands.
 const SUPPORTED_HOPS: &[&str] = &["socks", "http", "tun2socks", "tor", "ssh", "socksapp"];
@@ -181,6 +181,16 @@ impl Profile {
                     .map(|m| format!("  mount {} at {}", m.fstype, m.dst)),
             );
         }
+        out.push(format!(
+            "environment: the caller's, minus host-socket addresses (DBUS_SESSION_BUS_ADDRESS, SSH_AUTH_SOCK, DISPLAY, XDG_RUNTIME_DIR and {} more)",
+            DROPPED.len() - 4
+        ));
+        let e = &s.environment;
+        if !e.pass.is_empty() {
+            out.push(format!("  pass {}", e.pass.join(", ")));
+        }
+        // Values may be credentials: names only, as for script hops.
+        out.extend(e.set.keys().map(|k| format!("  set {k}")));
         out
     }
 }

@@ -1,12 +1,13 @@
 //! `sandbox` (ORIGINAL.md §1.4): virtual user, the file view (`paths`),
 //! gVisor, GUI, audio, user-namespace and syscall restrictions, working
-//! directory and host name.
+//! directory, host name and the application's environment.
 
 #![forbid(unsafe_code)]
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::environment::{environment, Environment};
 use super::locate::JsonPath;
 use super::read::{array, string, strings, truthy, Cx, Obj, Res};
 
@@ -36,6 +37,9 @@ pub struct Sandbox {
     /// original did, instead of uid 0 of a user namespace of its own that is
     /// an unprivileged uid on the host. It owns the host's files again.
     pub unsafe_host_root: bool,
+    /// What the application gets of the caller's environment (new in
+    /// pallium-rs; see `environment.rs`).
+    pub environment: Environment,
 }
 
 impl Default for Sandbox {
@@ -51,6 +55,7 @@ impl Default for Sandbox {
             hostname: "pallium".into(),
             seccomp: Vec::new(),
             unsafe_host_root: false,
+            environment: Environment::default(),
         }
     }
 }
@@ -270,6 +275,9 @@ pub(crate) fn sandbox(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<Sandbox> {
             return Err(cx.err(&o.at("hostname"), "host name longer than 64 bytes"));
         }
         s.hostname = h;
+    }
+    if let Some(v) = o.get("environment") {
+        s.environment = environment(cx, v, o.at("environment"))?;
     }
     if let Some(v) = o.get("seccomp") {
         let p = o.at("seccomp");

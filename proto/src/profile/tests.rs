@@ -540,6 +540,18 @@ fn describe_shows_the_plan_without_passwords() {
 }
 
 #[test]
+fn describe_shows_the_environment_policy_without_values() {
+    let d = ok(r#"{"sandbox": {"environment": {"pass": ["DISPLAY", "TMUX"], "set": {"TOKEN": "s3cret"}}}}"#)
+        .profile
+        .describe();
+    let all = d.join("\n");
+    assert!(all.contains("environment: the caller's, minus host-socket addresses (DBUS_SESSION_BUS_ADDRESS, SSH_AUTH_SOCK"), "{all}");
+    assert!(all.contains("  pass DISPLAY, TMUX"), "{all}");
+    assert!(all.contains("  set TOKEN"), "{all}");
+    assert!(!all.contains("s3cret"), "{all}");
+}
+
+#[test]
 fn every_example_round_trips_over_the_wire() {
     let extra = r#"{"network": {"chain": [
         {"type": "http", "address": "proxy.example:8080", "dns": ["tcp://[::1]:53"]},
@@ -551,6 +563,7 @@ fn every_example_round_trips_over_the_wire() {
       "bridge": {"routes": ["::/0"], "eth_bridge": {"devices": ["eth1"]}},
       "port_forwarding": {"local": ["udp://0.0.0.0:53:127.0.0.1:53"]}},
       "sandbox": {"virtuser": {"name": "$tmp", "skeleton": false}, "gui": "expose", "seccomp": ["ptrace"],
+        "environment": {"pass": ["DISPLAY"], "set": {"LANG": "C.UTF-8"}},
         "paths": {"mode": "base", "fsmount": [["/tmp", "tmpfs"]], "blacklist": ["/home"]}},
       "run": {"command": ["a", "b"], "quiet": true}}"#;
     for text in EXAMPLES.iter().map(|(_, t)| *t).chain([extra]) {

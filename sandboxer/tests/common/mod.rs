@@ -105,7 +105,7 @@ impl Sandboxer {
             })))
             .unwrap();
         match self.chan.recv().unwrap() {
-            SandboxEvent::Ready { init_pid } => init_pid,
+            SandboxEvent::Ready { init_pid, .. } => init_pid,
             other => panic!("setup: {other:?}"),
         }
     }

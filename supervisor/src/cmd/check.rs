@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::Result;
-use proto::profile::{VirtuserName, ROOT_VIRTUSER_DIR};
+use proto::profile::{dropped_by_default, Environment, VirtuserName, ROOT_VIRTUSER_DIR};
 
 use crate::cli::CheckArgs;
 use crate::profile_source;
@@ -40,7 +40,18 @@ pub(crate) fn check(a: CheckArgs) -> Result<i32> {
         *last += " (application)";
     }
     println!("namespaces: {}", ns.join(" → "));
-    for line in p.describe() {
+    let mut plan = p.describe();
+    // Right below the environment policy: what it does to this caller's.
+    if let Some(at) = plan.iter().position(|l| l.starts_with("environment:")) {
+        let end = at
+            + 1
+            + plan[at + 1..]
+                .iter()
+                .take_while(|l| l.starts_with("  "))
+                .count();
+        plan.splice(end..end, environment(&p.sandbox.environment));
+    }
+    for line in plan {
         println!("  {line}");
     }
     if p.sandbox.unsafe_host_root {
@@ -121,6 +132,43 @@ fn exposures(p: &proto::profile::Profile) -> Vec<String> {
             ));
             seen.push(hidden);
         }
+    }
+    out
+}
+
+/// What the policy does to this caller's environment now: the variables it
+/// withholds and those it lets through only because the profile passes them
+/// (the policy itself is among the plan's lines).
+fn environment(policy: &Environment) -> Vec<String> {
+    let mut dropped = Vec::new();
+    let mut passed = Vec::new();
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        // PALLIUM_LOG is pallium's own (main sets it for the helpers).
+        let ours = name.starts_with("PALLIUM_");
+        if ours || dropped_by_default(&name).is_none() || policy.set.contains_key(&name) {
+            continue;
+        }
+        if policy.drops(&name) {
+            dropped.push(name);
+        } else {
+            passed.push(name);
+        }
+    }
+    dropped.sort();
+    passed.sort();
+    let mut out = Vec::new();
+    if !dropped.is_empty() {
+        out.push(format!(
+            "  withheld from your environment now: {}",
+            dropped.join(", ")
+        ));
+    }
+    if !passed.is_empty() {
+        out.push(format!(
+            "  passed from your environment now: {}",
+            passed.join(", ")
+        ));
     }
     out
 }

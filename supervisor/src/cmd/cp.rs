@@ -1,5 +1,6 @@
 //! `pallium cp` and `pallium mv`: which side is the sandbox, which session,
-//! and its init pid; the copying itself is in `crate::transfer`.
+//! and its root (asked of the session's supervisor); the copying itself is in
+//! `crate::transfer`.
 
 use std::path::Path;
 
@@ -7,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cli::TransferArgs;
 use crate::transfer::{self, Side};
-use crate::{profile_source, session};
+use crate::{exec as client, profile_source, session};
 
 pub(crate) fn transfer(a: TransferArgs, recursive: bool, moving: bool) -> Result<i32> {
     let (profile, src_in_sandbox, src, dst) = match (a.from, a.to) {
@@ -31,13 +32,10 @@ pub(crate) fn transfer(a: TransferArgs, recursive: bool, moving: bool) -> Result
     let loaded = profile_source::load(&profile, false)?;
     let pseudo = loaded.pseudo_path.as_deref().unwrap_or_default();
     let dir = session::find(pseudo, &loaded.display, a.session)?;
-    let init_pid = session::read_info(&dir)
-        .map(|i| i.init_pid)
-        .filter(|p| *p > 0)
-        .context(
-            "the session does not record its sandbox's init pid (started by an older pallium?)",
-        )?;
-    let sandbox = Side::sandbox(init_pid)?;
+    // From the supervisor, not from a file in the session directory the
+    // sandbox might rewrite: a descriptor it opened itself.
+    let root = client::sandbox_root(&dir).context("getting the sandbox's root from the session")?;
+    let sandbox = Side::sandbox(root)?;
     let host = Side::host();
     let (from, to) = if src_in_sandbox {
         (&sandbox, &host)
