@@ -99,6 +99,8 @@ pub struct VethUplink {
     pub netns: OwnedFd,
     /// The user namespace owning `netns` (uid 0 there: the session's uid).
     pub userns: OwnedFd,
+    /// That uid.
+    pub app_uid: u32,
     pub link: String,
     pub resolv_conf: String,
     _nft: NftSession,
@@ -199,6 +201,7 @@ pub fn build(
     Ok(VethUplink {
         netns: app.fd,
         userns,
+        app_uid: uid,
         link: describe(&host_if, &nets),
         resolv_conf,
         _nft: nft,

@@ -246,6 +246,7 @@ fn chain_ready(uplink: &Built) -> std::io::Result<ChainReady> {
             netns: Fd(v.netns.try_clone()?),
             userns: None,
             app_userns: Some(Fd(v.userns.try_clone()?)),
+            app_uid: Some(v.app_uid),
             resolv_conf: v.resolv_conf.clone(),
             links: vec![v.link.clone()],
             outer: Vec::new(),
@@ -258,6 +259,7 @@ fn chain_ready(uplink: &Built) -> std::io::Result<ChainReady> {
                 .as_ref()
                 .map(|f| f.try_clone().map(Fd))
                 .transpose()?,
+            app_uid: None,
             resolv_conf: u.resolv_conf.clone(),
             links: vec![u.link.clone()],
             outer: Vec::new(),
@@ -400,6 +402,7 @@ fn handle_build_hops(
             .map(|u| u.try_clone().map(Fd))
             .transpose()
             .map_err(ServeError::Dup)?,
+        app_uid: (!req.rootless).then_some(start.app_ids.0),
         resolv_conf: chain.resolv_conf(),
         links,
         outer: std::iter::once(std::os::fd::AsFd::as_fd(&n0))

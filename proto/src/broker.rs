@@ -91,6 +91,9 @@ pub struct ChainReady {
     /// own network namespace only. None where the application's network
     /// namespace is the uplink's (rootless or slirp empty chain).
     pub app_userns: Option<Fd>,
+    /// Root mode: the host uid (and gid) that is uid 0 of `app_userns`,
+    /// which files `pallium cp` puts into the sandbox are given.
+    pub app_uid: Option<u32>,
     /// The `/etc/resolv.conf` the application must see.
     pub resolv_conf: String,
     /// Human-readable description of each link, for `pallium list` and `check`.

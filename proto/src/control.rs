@@ -49,7 +49,13 @@ pub enum ControlEvent {
     /// An `O_PATH` descriptor of the sandbox's root directory, opened by the
     /// supervisor through its init process when the sandbox became ready
     /// (no pid the client would have to trust, none that could be reused).
-    SandboxRoot(Fd),
+    SandboxRoot {
+        root: Fd,
+        /// The host uid/gid the application's files belong to, which what
+        /// `cp`/`mv` create in the sandbox is given (root mode: uid 0 of the
+        /// application's user namespace); None: leave them the caller's.
+        owner: Option<(u32, u32)>,
+    },
 }
 
 /// Why the supervisor refused a control connection.

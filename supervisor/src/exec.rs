@@ -189,11 +189,11 @@ pub(crate) fn audit(dir: &Path) -> Result<Vec<ProcEntry>> {
 }
 
 /// An `O_PATH` descriptor of the sandbox's root directory, from the supervisor.
-pub(crate) fn sandbox_root(dir: &Path) -> Result<OwnedFd> {
+pub(crate) fn sandbox_root(dir: &Path) -> Result<(OwnedFd, Option<(u32, u32)>)> {
     let mut chan = connect(dir)?;
     chan.send(ControlRequest::SandboxRoot)?;
     match chan.recv()? {
-        ControlEvent::SandboxRoot(fd) => Ok(fd.into_inner()),
+        ControlEvent::SandboxRoot { root, owner } => Ok((root.into_inner(), owner)),
         ControlEvent::Failed(e) => Err(anyhow!("{}", e.chain.join(": "))),
         other => bail!("session sent {other:?} instead of the sandbox's root"),
     }

@@ -174,12 +174,25 @@ impl Gate {
     /// Accept or refuse the client connected on `sock`.
     pub(crate) fn judge(&self, sock: BorrowedFd<'_>) -> Result<(), Refused> {
         let cred = getsockopt(&sock, sockopt::PeerCredentials).map_err(Refused::Credentials)?;
-        if cred.uid() != self.uid && cred.uid() != 0 {
-            return Err(Refused::OtherUser(cred.uid()));
-        }
+        let other_user = cred.uid() != self.uid && cred.uid() != 0;
         let pid = cred.pid();
         if pid <= 0 {
-            return Err(Refused::Invisible);
+            return Err(if other_user {
+                Refused::OtherUser(cred.uid())
+            } else {
+                Refused::Invisible
+            });
+        }
+        // A peer inside a sandbox is told so whatever its uid (as root the
+        // application is an unprivileged uid of the session's own).
+        if other_user {
+            let below = ns_pids(&pid.to_string())
+                .is_ok_and(|peer| matches!(place(pid, &peer, &self.own), Place::Below));
+            return Err(if below {
+                Refused::Below { pid }
+            } else {
+                Refused::OtherUser(cred.uid())
+            });
         }
         // The pidfd (kernel ≥ 6.5) pins the very process that connected: if
         // it is still alive after we read /proc/<pid>, its pid was not

@@ -162,6 +162,11 @@ fn run_with(
         }
     };
     let outer = chain.outer;
+    let sb = &profile.sandbox;
+    let app_owner = chain
+        .app_uid
+        .filter(|_| !sb.unsafe_host_root && !sb.gvisor && sb.virtuser.is_none())
+        .map(|u| (u, u));
     let hostname = profile.sandbox.hostname.clone();
     sandbox.chan.send(SandboxRequest::Setup(Box::new(Setup {
         netns: chain.netns,
@@ -244,6 +249,7 @@ fn run_with(
         gate,
         refused_once: false,
         sandbox_root,
+        app_owner,
         environment: profile.sandbox.environment.clone(),
     };
     let status = lp.serve();
@@ -452,8 +458,12 @@ struct Loop<'a> {
     /// A refusal has been logged: later ones are only debug lines, so a
     /// sandbox that keeps trying cannot fill the user's terminal.
     refused_once: bool,
-    /// The sandbox's root for `cp`/`mv` (see [`open_sandbox_root`]).
+    /// The sandbox's root for `cp`/`mv` (see [`checked_root`]).
     sandbox_root: Option<OwnedFd>,
+    /// Who the application's files belong to, for `cp`/`mv` (root mode,
+    /// the application in its own user namespace; not a virtual user's or
+    /// gVisor's).
+    app_owner: Option<(u32, u32)>,
     /// The session profile's environment policy, applied to every `exec`.
     environment: proto::profile::Environment,
 }
@@ -689,7 +699,10 @@ impl Loop<'_> {
             }
             ControlRequest::SandboxRoot => {
                 let ev = match self.sandbox_root.as_ref().map(OwnedFd::try_clone) {
-                    Some(Ok(fd)) => ControlEvent::SandboxRoot(Fd(fd)),
+                    Some(Ok(fd)) => ControlEvent::SandboxRoot {
+                        root: Fd(fd),
+                        owner: self.app_owner,
+                    },
                     Some(Err(e)) => ControlEvent::Failed(proto::RemoteError::new(
                         "session: duplicating the sandbox's root",
                         &e,

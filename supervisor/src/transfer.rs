@@ -37,21 +37,47 @@ const MODE_BITS: u32 = 0o1777;
 pub(crate) struct Side {
     /// `O_PATH` descriptor of the sandbox's root; `None` for the host.
     root: Option<OwnedFd>,
+    /// Who what we create here belongs to (root mode: the application's
+    /// uid 0, an unprivileged host uid); None: whoever we are.
+    owner: Option<(u32, u32)>,
 }
 
 impl Side {
     pub(crate) fn host() -> Self {
-        Side { root: None }
+        Side {
+            root: None,
+            owner: None,
+        }
     }
 
     /// The sandbox whose root directory is open as `root` (an `O_PATH`
-    /// descriptor the session's supervisor sent).
-    pub(crate) fn sandbox(root: OwnedFd) -> Result<Self> {
+    /// descriptor the session's supervisor sent), whose application's files
+    /// belong to `owner`.
+    pub(crate) fn sandbox(root: OwnedFd, owner: Option<(u32, u32)>) -> Result<Self> {
         let st = nix::sys::stat::fstat(&root).context("the sandbox's root")?;
         if kind(&st) != Kind::Dir {
             bail!("the session sent a sandbox root that is not a directory");
         }
-        Ok(Side { root: Some(root) })
+        Ok(Side {
+            root: Some(root),
+            owner,
+        })
+    }
+
+    /// Give `name` in `dir`, which we just created, to the side's owner (the
+    /// link itself for a symbolic link).
+    fn own(&self, dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<()> {
+        let Some((uid, gid)) = self.owner else {
+            return Ok(());
+        };
+        nix::unistd::fchownat(
+            dir,
+            name,
+            Some(uid.into()),
+            Some(gid.into()),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.err(shown, io(e)))
     }
 
     fn place(&self) -> &'static str {
@@ -249,6 +275,7 @@ pub(crate) fn transfer(
                 0,
             )
             .map_err(|e| to.err(&dst_shown, e))?;
+            to.own(dloc.dir.as_fd(), &dloc.name, &dst_shown)?;
             copy_tree(&s, sdir, &d, &ddir)?;
             nix::sys::stat::fchmod(&ddir, mode_of(&st)).map_err(|e| to.err(&dst_shown, io(e)))?;
         }
@@ -265,12 +292,14 @@ pub(crate) fn transfer(
             }
             .map_err(|e| from.err(src, e))?;
             copy_file(&s, sfd, &d, dloc.dir.as_fd(), &dloc.name, false)?;
+            to.own(dloc.dir.as_fd(), &dloc.name, &dst_shown)?;
         }
         Kind::Link => {
             let target = nix::fcntl::readlinkat(&sloc.dir, sloc.name.as_os_str())
                 .map_err(|e| from.err(src, io(e)))?;
             nix::unistd::symlinkat(target.as_os_str(), &dloc.dir, dloc.name.as_os_str())
                 .map_err(|e| to.err(&dst_shown, io(e)))?;
+            to.own(dloc.dir.as_fd(), &dloc.name, &dst_shown)?;
         }
         Kind::Other => bail!(
             "{}: not a regular file, directory or symbolic link",
@@ -317,13 +346,27 @@ fn copy_file(
         libc::O_WRONLY | libc::O_CREAT | libc::O_NOCTTY | excl,
         st.st_mode & MODE_BITS & 0o777,
     )
-    .map_err(|e| match e.raw_os_error() {
-        Some(libc::ELOOP) => anyhow!(
-            "{} {} is a symbolic link; refusing to write through it",
-            d.path.display(),
-            d.side.place()
-        ),
-        _ => d.side.err(d.path, e),
+    .map_err(|e| {
+        // O_CREAT on another user's symbolic link in a sticky directory
+        // (the sandbox's /tmp, whose application is another uid) is EACCES
+        // before it is ELOOP: say what it is either way.
+        let link = || {
+            nix::sys::stat::fstatat(ddir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| kind(&st) == Kind::Link)
+        };
+        match e.raw_os_error() {
+            Some(libc::ELOOP) => anyhow!(
+                "{} {} is a symbolic link; refusing to write through it",
+                d.path.display(),
+                d.side.place()
+            ),
+            Some(libc::EACCES) if link() => anyhow!(
+                "{} {} is a symbolic link; refusing to write through it",
+                d.path.display(),
+                d.side.place()
+            ),
+            _ => d.side.err(d.path, e),
+        }
     })?;
     let dst_st = nix::sys::stat::fstat(&dfd).map_err(|e| d.side.err(d.path, io(e)))?;
     if kind(&dst_st) != Kind::File {
@@ -377,6 +420,7 @@ fn copy_tree(s: &Endpoint<'_>, sdir: OwnedFd, d: &Endpoint<'_>, ddir: &OwnedFd) 
                     .map_err(|e| d.side.err(&dp, io(e)))?;
                 let dsub = child(ddir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
                     .map_err(|e| d.side.err(&dp, e))?;
+                d.side.own(ddir.as_fd(), &name, &dp)?;
                 copy_tree(&se, sub, &de, &dsub)?;
                 nix::sys::stat::fchmod(&dsub, mode_of(&st)).map_err(|e| d.side.err(&dp, io(e)))?;
             }
@@ -389,12 +433,14 @@ fn copy_tree(s: &Endpoint<'_>, sdir: OwnedFd, d: &Endpoint<'_>, ddir: &OwnedFd) 
                 )
                 .map_err(|e| s.side.err(&sp, e))?;
                 copy_file(&se, sfd, &de, ddir.as_fd(), &name, true)?;
+                d.side.own(ddir.as_fd(), &name, &dp)?;
             }
             Kind::Link => {
                 let target = nix::fcntl::readlinkat(&sdir, name.as_os_str())
                     .map_err(|e| s.side.err(&sp, io(e)))?;
                 nix::unistd::symlinkat(target.as_os_str(), ddir, name.as_os_str())
                     .map_err(|e| d.side.err(&dp, io(e)))?;
+                d.side.own(ddir.as_fd(), &name, &dp)?;
             }
             Kind::Other => bail!(
                 "{}: not a regular file, directory or symbolic link",

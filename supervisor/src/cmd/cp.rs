@@ -35,7 +35,8 @@ pub(crate) fn transfer(a: TransferArgs, recursive: bool, moving: bool) -> Result
     // From the supervisor, not from a file in the session directory the
     // sandbox might rewrite: a descriptor it opened itself.
     let root = client::sandbox_root(&dir).context("getting the sandbox's root from the session")?;
-    let sandbox = Side::sandbox(root)?;
+    let (root, owner) = root;
+    let sandbox = Side::sandbox(root, owner)?;
     let host = Side::host();
     let (from, to) = if src_in_sandbox {
         (&sandbox, &host)
