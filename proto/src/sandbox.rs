@@ -31,7 +31,14 @@ pub enum SandboxEvent {
     /// it, `root` an `O_PATH` descriptor of the sandbox's root directory (for
     /// `cp`/`mv`: the init is not dumpable, so nobody without
     /// CAP_SYS_PTRACE could open its `/proc/PID/root`).
-    Ready { init_pid: i32, root: Fd },
+    /// `owner`: the host uid/gid the application runs as (root mode; None
+    /// rootless or as the host's root), which `cp`/`mv` act as in the
+    /// sandbox.
+    Ready {
+        init_pid: i32,
+        root: Fd,
+        owner: Option<(u32, u32)>,
+    },
     /// A `Spawn` has started (`pid` as the host sees it).
     Spawned { id: u32, pid: i32 },
     /// A spawned process has ended.
@@ -52,6 +59,8 @@ pub struct Setup {
     /// `ChainReady::app_userns`: the user namespace owning `netns` alone,
     /// which the application's processes join.
     pub app_userns: Option<Fd>,
+    /// `ChainReady::app_uid`: root mode, the host uid that is uid 0 there.
+    pub app_uid: Option<u32>,
     pub hostname: String,
     pub resolv_conf: String,
     pub hosts: String,

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -48,28 +48,92 @@ pub enum MountError {
 
 /// Run `ops` in order. `proc` mounts a fresh procfs at the given path (the
 /// sandbox's init does it: only a process in the new PID namespace can).
-/// `idmap`: the user namespace [`MountOp::Idmap`] maps ids through.
+/// `idmap`: root mode, the host uid the application runs as (uid 0 of its
+/// user namespace), which [`MountOp::Idmap`] maps a bind's owner to.
 pub fn execute(
     ops: &[MountOp],
-    idmap: Option<BorrowedFd<'_>>,
+    idmap: Option<u32>,
     proc: &mut dyn FnMut(&Path) -> Result<(), String>,
 ) -> Result<(), MountError> {
     for op in ops {
         tracing::debug!(?op, "file view");
         match (op, idmap) {
-            (MountOp::Idmap { target }, Some(userns)) => {
-                if let Err(e) = crate::sys::idmap_mount(target, userns) {
-                    tracing::warn!(
-                        "cannot idmap the bind at {} ({e}): the application, an unprivileged uid on the host, may not be able to write there",
-                        target.strip_prefix(NEW_ROOT).unwrap_or(target).display()
-                    );
-                }
-            }
+            (MountOp::Idmap { target }, Some(app)) => idmap_bind(target, app),
             (MountOp::Idmap { .. }, None) => {}
             _ => run(op, proc)?,
         }
     }
     Ok(())
+}
+
+/// [`MountOp::Idmap`]: the bind at `target` seen through a user namespace
+/// that maps its top directory's owner (and group) — and nothing else — to
+/// `app`, the application's host uid: it writes there as that owner, and
+/// every other id in the tree is unmapped (no capability of `exec --root`
+/// reaches another user's file, no chown to anyone). A directory the host's
+/// root owns is left alone: the application is never root on disk (a
+/// set-user-ID root program it rewrote through `mmap` would be the host's
+/// root), so it cannot write there — the profile says so in `check`.
+fn idmap_bind(target: &Path, app: u32) {
+    let shown = target.strip_prefix(NEW_ROOT).unwrap_or(target);
+    let Ok(st) = fs::metadata(target) else {
+        return;
+    };
+    use std::os::unix::fs::MetadataExt;
+    if st.uid() == 0 {
+        tracing::warn!(
+            "{} is owned by root: the application (never the host's root) may not write to it; give the directory to a user to make it writable",
+            Path::new("/").join(shown).display()
+        );
+        return;
+    }
+    // The owner's own group, or one named like the owner when the
+    // directory's group is root's.
+    let gid = if st.gid() == 0 { st.uid() } else { st.gid() };
+    let result = userns_mapping(st.uid(), gid, app)
+        .and_then(|userns| crate::sys::idmap_mount(target, userns.as_fd()));
+    if let Err(e) = result {
+        tracing::warn!(
+            "cannot idmap the bind at {} ({e}): the application, an unprivileged uid on the host, may not be able to write there",
+            Path::new("/").join(shown).display()
+        );
+    }
+}
+
+/// A user namespace in which `uid`/`gid` (and nothing else) map to our
+/// `outside` (uid and gid): a forked child unshares it and waits while we
+/// write its maps (CAP_SETUID/CAP_SETGID over ours) and open it.
+fn userns_mapping(uid: u32, gid: u32, outside: u32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::io::{Read, Write};
+    let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let (done_r, done_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let child = match crate::sys::fork()? {
+        nix::unistd::ForkResult::Child => {
+            drop((ready_r, done_w));
+            let ok = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).is_ok();
+            let _ = fs::File::from(ready_w).write_all(&[u8::from(ok)]);
+            // Until the parent has opened our namespace (its end closes).
+            let _ = fs::File::from(done_r).read(&mut [0u8]);
+            crate::sys::exit_now(0)
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop((ready_w, done_r));
+    let result = (|| {
+        let mut b = [0u8];
+        fs::File::from(ready_r).read_exact(&mut b)?;
+        if b[0] != 1 {
+            return Err(io::Error::other("unshare a user namespace failed"));
+        }
+        // The host's /proc, under the old root while the view is built.
+        let proc = Path::new(OLD_ROOT).join(format!("proc/{child}"));
+        fs::write(proc.join("uid_map"), format!("{uid} {outside} 1\n"))?;
+        fs::write(proc.join("gid_map"), format!("{gid} {outside} 1\n"))?;
+        fs::File::open(proc.join("ns/user")).map(std::os::fd::OwnedFd::from)
+    })();
+    drop(done_w);
+    let _ = nix::sys::wait::waitpid(child, None);
+    result
 }
 
 fn step<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> MountError + 'a {

@@ -188,6 +188,7 @@ impl Server {
                 self.chan.send(SandboxEvent::Ready {
                     init_pid: sb.init.as_raw(),
                     root: proto::Fd(root),
+                    owner: sb.host_owner,
                 })?;
                 self.sandbox = Some(sb);
                 self.seccomp = Some(seccomp);

@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -42,6 +42,10 @@ pub struct Sandbox {
     /// The application's user namespace (`Setup::app_userns`); None with
     /// `sandbox.unsafe_host_root` or where the chain has none.
     pub app_userns: Option<OwnedFd>,
+    /// Root mode: the host uid/gid the application runs as (its user
+    /// namespace's uid 0, a virtual user's, runsc's); None rootless and as
+    /// the host's root.
+    pub host_owner: Option<(u32, u32)>,
     /// The landlock ruleset that mirrors the file view.
     pub landlock: Landlock,
     /// `sandbox.gvisor`: runsc and its containers.
@@ -94,13 +98,11 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         ns: "network",
         source,
     })?;
-    unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWUTS,
-    )
-    .map_err(SetupError::Unshare)?;
+    // The PID namespace comes last, right before the init is forked: its
+    // first child is its PID 1 (a helper forked meanwhile, for an idmapped
+    // bind, would take that place and end the namespace with it).
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
+        .map_err(SetupError::Unshare)?;
     nix::unistd::sethostname(&req.hostname).map_err(|source| SetupError::Hostname {
         name: req.hostname.clone(),
         source,
@@ -168,10 +170,18 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         .app_userns
         .map(|f| f.0)
         .filter(|_| rootless || !sb.unsafe_host_root);
-    let idmap = app_userns
-        .as_ref()
-        .filter(|_| !rootless && user.is_none() && gvisor.is_none())
-        .map(|f| f.as_fd());
+    let idmap = req
+        .app_uid
+        .filter(|_| app_userns.is_some() && !rootless && user.is_none() && gvisor.is_none());
+    let host_owner = if rootless {
+        None
+    } else if let Some(g) = &gvisor {
+        g.run_as
+    } else if let Some(u) = &user {
+        Some((u.uid, u.gid))
+    } else {
+        req.app_uid.filter(|_| app_userns.is_some()).map(|u| (u, u))
+    };
     if idmap.is_some() {
         ops = plan::idmap_writable_binds(ops);
     }
@@ -204,6 +214,7 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         landlock,
         gvisor,
         app_userns,
+        host_owner,
     })
 }
 
@@ -257,6 +268,7 @@ fn host_entries(root: &Path) -> std::io::Result<Vec<HostEntry>> {
 /// Fork the init (PID 1 of the new PID namespace) and wait until it has
 /// mounted `/proc` at `target`.
 fn fork_init(target: &Path) -> Result<(Pid, OwnedFd), String> {
+    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare the PID namespace: {e}"))?;
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let child = match sys::fork().map_err(|e| format!("fork the init: {e}"))? {
         ForkResult::Child => {

@@ -162,16 +162,12 @@ fn run_with(
         }
     };
     let outer = chain.outer;
-    let sb = &profile.sandbox;
-    let app_owner = chain
-        .app_uid
-        .filter(|_| !sb.unsafe_host_root && !sb.gvisor && sb.virtuser.is_none())
-        .map(|u| (u, u));
     let hostname = profile.sandbox.hostname.clone();
     sandbox.chan.send(SandboxRequest::Setup(Box::new(Setup {
         netns: chain.netns,
         userns: chain.userns,
         app_userns: chain.app_userns,
+        app_uid: chain.app_uid,
         hosts: hosts_file(&hostname),
         hostname,
         resolv_conf: chain.resolv_conf,
@@ -186,8 +182,12 @@ fn run_with(
             .map(|p| p.display().to_string()),
         hidden: crate::runtime::hidden_dirs(),
     })))?;
-    let (init_pid, sandbox_root) = match sandbox.chan.recv().context("sandboxer")? {
-        SandboxEvent::Ready { init_pid, root } => (init_pid, root.0),
+    let (init_pid, sandbox_root, app_owner) = match sandbox.chan.recv().context("sandboxer")? {
+        SandboxEvent::Ready {
+            init_pid,
+            root,
+            owner,
+        } => (init_pid, root.0, owner),
         SandboxEvent::Failed { error, .. } => return Err(anyhow!("{error}")),
         other => bail!("sandboxer sent {other:?} instead of Ready"),
     };
@@ -460,9 +460,8 @@ struct Loop<'a> {
     refused_once: bool,
     /// The sandbox's root for `cp`/`mv` (see [`checked_root`]).
     sandbox_root: Option<OwnedFd>,
-    /// Who the application's files belong to, for `cp`/`mv` (root mode,
-    /// the application in its own user namespace; not a virtual user's or
-    /// gVisor's).
+    /// Who the application runs as on the host, which `cp`/`mv` act as in
+    /// the sandbox (`SandboxEvent::Ready::owner`).
     app_owner: Option<(u32, u32)>,
     /// The session profile's environment policy, applied to every `exec`.
     environment: proto::profile::Environment,

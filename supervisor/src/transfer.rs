@@ -64,6 +64,34 @@ impl Side {
         })
     }
 
+    /// Run `f` — a system call on this side's files — with the file-system
+    /// credentials of the application when it is another uid (root mode):
+    /// what it could not open, `cp` does not open for it (a link in the
+    /// sandbox to `/etc/shadow`, which the view shows read-only, stays
+    /// unreadable), and what it creates is the application's.
+    fn as_app<T>(&self, f: impl FnOnce() -> T) -> T {
+        let Some((uid, gid)) = self.owner else {
+            return f();
+        };
+        let g = nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
+        let u = nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
+        let r = f();
+        nix::unistd::setfsuid(u);
+        nix::unistd::setfsgid(g);
+        r
+    }
+
+    /// [`child`] as the side's application.
+    fn child(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        flags: i32,
+        mode: u32,
+    ) -> io::Result<OwnedFd> {
+        self.as_app(|| child(dir, name, flags, mode))
+    }
+
     /// Give `name` in `dir`, which we just created, to the side's owner (the
     /// link itself for a symbolic link).
     fn own(&self, dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<()> {
@@ -96,13 +124,15 @@ impl Side {
             path
         };
         match &self.root {
-            Some(root) => sys::openat2(
-                Some(root.as_fd()),
-                path,
-                flags,
-                0,
-                libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-            ),
+            Some(root) => self.as_app(|| {
+                sys::openat2(
+                    Some(root.as_fd()),
+                    path,
+                    flags,
+                    0,
+                    libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+                )
+            }),
             None => sys::openat2(None, path, flags, 0, 0),
         }
     }
@@ -226,13 +256,17 @@ pub(crate) fn transfer(
     if moving {
         // Same file system (e.g. a directory the sandbox shares with the
         // host): a rename, which never replaces anything.
-        let renamed = nix::fcntl::renameat2(
-            &sloc.dir,
-            sloc.name.as_os_str(),
-            &dloc.dir,
-            dloc.name.as_os_str(),
-            RenameFlags::RENAME_NOREPLACE,
-        );
+        // As the sandbox side's application (one side is the host).
+        let sandbox = if from.root.is_some() { from } else { to };
+        let renamed = sandbox.as_app(|| {
+            nix::fcntl::renameat2(
+                &sloc.dir,
+                sloc.name.as_os_str(),
+                &dloc.dir,
+                dloc.name.as_os_str(),
+                RenameFlags::RENAME_NOREPLACE,
+            )
+        });
         if renamed.is_ok() {
             return Ok(());
         }
@@ -250,7 +284,7 @@ pub(crate) fn transfer(
             let sdir = if follow {
                 from.open(src, libc::O_RDONLY | libc::O_DIRECTORY)
             } else {
-                child(
+                from.child(
                     sloc.dir.as_fd(),
                     &sloc.name,
                     libc::O_RDONLY | libc::O_DIRECTORY,
@@ -258,23 +292,23 @@ pub(crate) fn transfer(
                 )
             }
             .map_err(|e| from.err(src, e))?;
-            nix::sys::stat::mkdirat(&dloc.dir, dloc.name.as_os_str(), Mode::S_IRWXU).map_err(
-                |e| match e {
+            to.as_app(|| nix::sys::stat::mkdirat(&dloc.dir, dloc.name.as_os_str(), Mode::S_IRWXU))
+                .map_err(|e| match e {
                     Errno::EEXIST => anyhow!(
                         "{} already exists {} (a directory is copied to a new path)",
                         dst_shown.display(),
                         to.place()
                     ),
                     e => to.err(&dst_shown, io(e)),
-                },
-            )?;
-            let ddir = child(
-                dloc.dir.as_fd(),
-                &dloc.name,
-                libc::O_RDONLY | libc::O_DIRECTORY,
-                0,
-            )
-            .map_err(|e| to.err(&dst_shown, e))?;
+                })?;
+            let ddir = to
+                .child(
+                    dloc.dir.as_fd(),
+                    &dloc.name,
+                    libc::O_RDONLY | libc::O_DIRECTORY,
+                    0,
+                )
+                .map_err(|e| to.err(&dst_shown, e))?;
             to.own(dloc.dir.as_fd(), &dloc.name, &dst_shown)?;
             copy_tree(&s, sdir, &d, &ddir)?;
             nix::sys::stat::fchmod(&ddir, mode_of(&st)).map_err(|e| to.err(&dst_shown, io(e)))?;
@@ -283,7 +317,7 @@ pub(crate) fn transfer(
             let sfd = if follow {
                 from.open(src, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY)
             } else {
-                child(
+                from.child(
                     sloc.dir.as_fd(),
                     &sloc.name,
                     libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
@@ -295,10 +329,13 @@ pub(crate) fn transfer(
             to.own(dloc.dir.as_fd(), &dloc.name, &dst_shown)?;
         }
         Kind::Link => {
-            let target = nix::fcntl::readlinkat(&sloc.dir, sloc.name.as_os_str())
+            let target = from
+                .as_app(|| nix::fcntl::readlinkat(&sloc.dir, sloc.name.as_os_str()))
                 .map_err(|e| from.err(src, io(e)))?;
-            nix::unistd::symlinkat(target.as_os_str(), &dloc.dir, dloc.name.as_os_str())
-                .map_err(|e| to.err(&dst_shown, io(e)))?;
+            to.as_app(|| {
+                nix::unistd::symlinkat(target.as_os_str(), &dloc.dir, dloc.name.as_os_str())
+            })
+            .map_err(|e| to.err(&dst_shown, io(e)))?;
             to.own(dloc.dir.as_fd(), &dloc.name, &dst_shown)?;
         }
         Kind::Other => bail!(
@@ -340,34 +377,36 @@ fn copy_file(
     } else {
         libc::O_TRUNC
     };
-    let dfd = child(
-        ddir,
-        name,
-        libc::O_WRONLY | libc::O_CREAT | libc::O_NOCTTY | excl,
-        st.st_mode & MODE_BITS & 0o777,
-    )
-    .map_err(|e| {
-        // O_CREAT on another user's symbolic link in a sticky directory
-        // (the sandbox's /tmp, whose application is another uid) is EACCES
-        // before it is ELOOP: say what it is either way.
-        let link = || {
-            nix::sys::stat::fstatat(ddir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
-                .is_ok_and(|st| kind(&st) == Kind::Link)
-        };
-        match e.raw_os_error() {
-            Some(libc::ELOOP) => anyhow!(
-                "{} {} is a symbolic link; refusing to write through it",
-                d.path.display(),
-                d.side.place()
-            ),
-            Some(libc::EACCES) if link() => anyhow!(
-                "{} {} is a symbolic link; refusing to write through it",
-                d.path.display(),
-                d.side.place()
-            ),
-            _ => d.side.err(d.path, e),
-        }
-    })?;
+    let dfd = d
+        .side
+        .child(
+            ddir,
+            name,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_NOCTTY | excl,
+            st.st_mode & MODE_BITS & 0o777,
+        )
+        .map_err(|e| {
+            // O_CREAT on another user's symbolic link in a sticky directory
+            // (the sandbox's /tmp, whose application is another uid) is EACCES
+            // before it is ELOOP: say what it is either way.
+            let link = || {
+                nix::sys::stat::fstatat(ddir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| kind(&st) == Kind::Link)
+            };
+            match e.raw_os_error() {
+                Some(libc::ELOOP) => anyhow!(
+                    "{} {} is a symbolic link; refusing to write through it",
+                    d.path.display(),
+                    d.side.place()
+                ),
+                Some(libc::EACCES) if link() => anyhow!(
+                    "{} {} is a symbolic link; refusing to write through it",
+                    d.path.display(),
+                    d.side.place()
+                ),
+                _ => d.side.err(d.path, e),
+            }
+        })?;
     let dst_st = nix::sys::stat::fstat(&dfd).map_err(|e| d.side.err(d.path, io(e)))?;
     if kind(&dst_st) != Kind::File {
         bail!(
@@ -414,31 +453,41 @@ fn copy_tree(s: &Endpoint<'_>, sdir: OwnedFd, d: &Endpoint<'_>, ddir: &OwnedFd) 
             .map_err(|e| s.side.err(&sp, io(e)))?;
         match kind(&st) {
             Kind::Dir => {
-                let sub = child(sdir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                let sub = s
+                    .side
+                    .child(sdir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
                     .map_err(|e| s.side.err(&sp, e))?;
-                nix::sys::stat::mkdirat(ddir, name.as_os_str(), Mode::S_IRWXU)
+                d.side
+                    .as_app(|| nix::sys::stat::mkdirat(ddir, name.as_os_str(), Mode::S_IRWXU))
                     .map_err(|e| d.side.err(&dp, io(e)))?;
-                let dsub = child(ddir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                let dsub = d
+                    .side
+                    .child(ddir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
                     .map_err(|e| d.side.err(&dp, e))?;
                 d.side.own(ddir.as_fd(), &name, &dp)?;
                 copy_tree(&se, sub, &de, &dsub)?;
                 nix::sys::stat::fchmod(&dsub, mode_of(&st)).map_err(|e| d.side.err(&dp, io(e)))?;
             }
             Kind::File => {
-                let sfd = child(
-                    sdir.as_fd(),
-                    &name,
-                    libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
-                    0,
-                )
-                .map_err(|e| s.side.err(&sp, e))?;
+                let sfd = s
+                    .side
+                    .child(
+                        sdir.as_fd(),
+                        &name,
+                        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+                        0,
+                    )
+                    .map_err(|e| s.side.err(&sp, e))?;
                 copy_file(&se, sfd, &de, ddir.as_fd(), &name, true)?;
                 d.side.own(ddir.as_fd(), &name, &dp)?;
             }
             Kind::Link => {
-                let target = nix::fcntl::readlinkat(&sdir, name.as_os_str())
+                let target = s
+                    .side
+                    .as_app(|| nix::fcntl::readlinkat(&sdir, name.as_os_str()))
                     .map_err(|e| s.side.err(&sp, io(e)))?;
-                nix::unistd::symlinkat(target.as_os_str(), ddir, name.as_os_str())
+                d.side
+                    .as_app(|| nix::unistd::symlinkat(target.as_os_str(), ddir, name.as_os_str()))
                     .map_err(|e| d.side.err(&dp, io(e)))?;
                 d.side.own(ddir.as_fd(), &name, &dp)?;
             }
@@ -460,7 +509,8 @@ fn remove(
     st: &FileStat,
 ) -> Result<()> {
     if kind(st) == Kind::Dir {
-        let sub = child(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+        let sub = side
+            .child(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
             .map_err(|e| side.err(path, e))?;
         for n in names(&sub).map_err(|e| side.err(path, e))? {
             let p: PathBuf = path.join(&n);
@@ -468,10 +518,10 @@ fn remove(
                 .map_err(|e| side.err(&p, io(e)))?;
             remove(side, &p, sub.as_fd(), &n, &st)?;
         }
-        nix::unistd::unlinkat(dir, name, UnlinkatFlags::RemoveDir)
+        side.as_app(|| nix::unistd::unlinkat(dir, name, UnlinkatFlags::RemoveDir))
             .map_err(|e| side.err(path, io(e)))?;
     } else {
-        nix::unistd::unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
+        side.as_app(|| nix::unistd::unlinkat(dir, name, UnlinkatFlags::NoRemoveDir))
             .map_err(|e| side.err(path, io(e)))?;
     }
     Ok(())

@@ -268,3 +268,44 @@ fn sandbox_symlinks_never_reach_the_host() {
     drop(s);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `pallium cp --from` acts as the application does in the sandbox: a link
+/// there to a host file the view shows but the application may not read
+/// (`/etc/shadow`, read-only and root's) copies nothing out; files it copies
+/// in are the application's.
+#[test]
+fn cp_reads_and_writes_the_sandbox_as_the_application() {
+    skip_unless_root!();
+    let tb = Testbed::new("cpmvapp");
+    let prof = profile_file("cpmvapp", r#"{"run": {"command": ["sleep", "infinity"]}}"#);
+    let p = prof.display().to_string();
+    let s = Session::start(&tb, &prof);
+    let d = host_dir("asapp");
+    assert_eq!(
+        s.sh("cat /etc/shadow >/dev/null 2>&1 && echo readable || echo denied"),
+        "denied\n"
+    );
+    s.sh("ln -s /etc/shadow /tmp/report.txt");
+    let dst = d.join("report.txt");
+    let e = fails(
+        &tb,
+        &["cp", "--from", &p, "/tmp/report.txt", dst.to_str().unwrap()],
+    );
+    assert!(e.contains("Permission denied"), "{e}");
+    assert!(!dst.exists(), "the host's shadow was copied out");
+    // In: the application owns what arrives (it reads a 0600 file).
+    let src = d.join("private");
+    std::fs::write(&src, "mine\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ok(
+        &tb,
+        &["cp", src.to_str().unwrap(), "--to", &p, "/tmp/private"],
+    );
+    assert_eq!(
+        s.sh("cat /tmp/private; stat -c %u /tmp/private"),
+        "mine\n0\n"
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -116,13 +116,31 @@ fn unsafe_host_root_rootless_is_one_line_error() {
 }
 
 #[test]
-fn a_writable_bind_stays_writable_and_files_stay_roots_on_disk() {
+fn a_writable_bind_is_the_owners_never_roots() {
     skip_unless_root!();
     let tb = Testbed::new("ididmap");
+    let user = TestUser::get();
     let dir = std::env::temp_dir().join(format!("pallium-idmap-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(dir.join("theirs")).unwrap();
     std::fs::write(dir.join("old"), "old\n").unwrap();
+    std::fs::write(dir.join("theirs/secret"), "other user's\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("theirs/secret"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    nix::unistd::chown(
+        &dir.join("theirs/secret"),
+        Some(4242.into()),
+        Some(4242.into()),
+    )
+    .unwrap();
+    // A directory of the test user's: the application writes there as it.
+    for p in [dir.clone(), dir.join("old"), dir.join("theirs")] {
+        nix::unistd::chown(&p, Some(user.uid().into()), Some(user.uid().into())).unwrap();
+    }
     let prof = format!(
         r#"{{"sandbox": {{"paths": {{"bind": [["/data", "{}"]]}}}}}}"#,
         dir.display()
@@ -140,15 +158,72 @@ fn a_writable_bind_stays_writable_and_files_stay_roots_on_disk() {
         ],
     );
     let (stdout, stderr) = text(&o);
-    let _ = std::fs::remove_dir_all(dir.join("gone"));
     assert!(o.status.success(), "{stdout}{stderr}");
+    // Inside, the owner is the application's uid 0.
     assert_eq!(stdout, "0 /data/old\n0 /data/new\n", "{stderr}");
     assert_eq!(
         std::fs::read_to_string(dir.join("old")).unwrap(),
         "old\nmore\n"
     );
-    // On the host the new file is root's, not the session uid's.
-    assert_eq!(std::fs::metadata(dir.join("new")).unwrap().uid(), 0);
+    // On the host the new file is the directory owner's, never root's.
+    assert_eq!(
+        std::fs::metadata(dir.join("new")).unwrap().uid(),
+        user.uid()
+    );
+    // Another user's file in the tree stays theirs, even for `--root`.
+    let o = root(
+        &tb,
+        &[
+            "exec",
+            "--one-shot",
+            "--root",
+            &prof,
+            "--",
+            "sh",
+            "-c",
+            "cat /data/theirs/secret; echo x >> /data/theirs/secret; touch /data/mine && chown 42:42 /data/mine; echo done",
+        ],
+    );
+    let (stdout, stderr) = text(&o);
+    assert!(!stdout.contains("other user's"), "{stdout}{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("theirs/secret")).unwrap(),
+        "other user's\n"
+    );
+    if let Ok(m) = std::fs::metadata(dir.join("mine")) {
+        assert_eq!(
+            m.uid(),
+            user.uid(),
+            "chown reached the disk: {stdout}{stderr}"
+        );
+    }
+
+    // A directory the host's root owns is not the application's to write.
+    let rootdir = dir.join("rootdir");
+    std::fs::create_dir_all(&rootdir).unwrap();
+    let rprof = format!(
+        r#"{{"sandbox": {{"paths": {{"bind": [["/data", "{}"]]}}}}}}"#,
+        rootdir.display()
+    );
+    let o = root(
+        &tb,
+        &[
+            "exec",
+            "--one-shot",
+            &rprof,
+            "--",
+            "sh",
+            "-c",
+            "echo x > /data/f; echo rc=$?",
+        ],
+    );
+    let (stdout, stderr) = text(&o);
+    assert!(
+        stdout.contains("rc=1") || stdout.contains("rc=2"),
+        "{stdout}{stderr}"
+    );
+    assert!(!rootdir.join("f").exists());
+    assert!(stderr.contains("owned by root"), "{stderr}");
 
     // What is root's on disk must never become a set-user-ID root program
     // for the host: chmod, creation with the bit, and `--root` (whose

@@ -94,6 +94,7 @@ impl Sandboxer {
                 netns: Fd(netns),
                 userns: userns.map(Fd),
                 app_userns: None,
+                app_uid: None,
                 hostname: "pallium".into(),
                 resolv_conf: RESOLV.into(),
                 hosts: HOSTS.into(),

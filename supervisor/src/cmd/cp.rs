@@ -36,6 +36,11 @@ pub(crate) fn transfer(a: TransferArgs, recursive: bool, moving: bool) -> Result
     // sandbox might rewrite: a descriptor it opened itself.
     let root = client::sandbox_root(&dir).context("getting the sandbox's root from the session")?;
     let (root, owner) = root;
+    if owner.is_some() && nix::unistd::getuid().is_root() {
+        // Sandbox-side calls run with the application's fsuid/fsgid
+        // (`Side::as_app`); no supplementary group of ours may add to them.
+        nix::unistd::setgroups(&[]).context("dropping supplementary groups")?;
+    }
     let sandbox = Side::sandbox(root, owner)?;
     let host = Side::host();
     let (from, to) = if src_in_sandbox {
