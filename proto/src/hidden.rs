@@ -42,6 +42,8 @@ pub const HIDDEN: &[(&str, &str)] = &[
     ("/run/wpa_supplicant", "Wi-Fi control"),
     ("/run/NetworkManager", "NetworkManager's state and sockets"),
     ("/run/udev", "udev's control socket"),
+    ("/run/screen", "GNU screen's sessions: a socket there runs commands in the user's terminal"),
+    ("/var/run/screen", "GNU screen's sessions: a socket there runs commands in the user's terminal"),
     ("/tmp/.X11-unix", "X11 servers: keystrokes, screenshots, input injection"),
     ("/tmp/.ICE-unix", "X session management"),
 ];

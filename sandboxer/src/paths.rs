@@ -280,9 +280,11 @@ pub fn view(
             }
         }
     }
-    // pallium's runtime directories, unless the profile names them.
+    // pallium's runtime directories, `$XDG_RUNTIME_DIR` and the host's
+    // sockets, unless the profile names them (or something in them): a
+    // whitelisted directory that holds one does not expose it.
     for h in &files.hidden {
-        if !explicitly_exposed(tree, h) {
+        if !explicitly_named(tree, h) {
             ops.push(MountOp::Hide {
                 root: new.into(),
                 path: h.clone(),
@@ -456,6 +458,13 @@ fn explicitly_exposed(t: &Tree, hidden: &Path) -> bool {
         e.rank == Rank::Explicit
             && matches!(e.class, Class::Bind { .. })
             && (p.starts_with(hidden) || (hidden.starts_with(p) && p.components().count() > 2))
+    })
+}
+
+/// The user whitelisted or bound `hidden` itself or something in it.
+fn explicitly_named(t: &Tree, hidden: &Path) -> bool {
+    t.iter().any(|(p, e)| {
+        e.rank == Rank::Explicit && matches!(e.class, Class::Bind { .. }) && p.starts_with(hidden)
     })
 }
 

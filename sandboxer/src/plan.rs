@@ -121,9 +121,10 @@ pub struct HostEntry {
 pub struct PrivateFiles {
     pub resolv_conf: String,
     pub hosts: String,
-    /// pallium's own runtime directories (`/run/pallium`,
-    /// `$XDG_RUNTIME_DIR/pallium`): hidden in every view, so the application
-    /// never sees a session's control socket.
+    /// Host paths hidden in every view unless the profile names them, besides
+    /// [`proto::hidden::HIDDEN`]: pallium's runtime directory (the sessions'
+    /// control sockets), the caller's `$XDG_RUNTIME_DIR`, and the pathname
+    /// Unix sockets bound on the host when the sandbox was set up.
     pub hidden: Vec<PathBuf>,
     /// Mask and make read-only the kernel's interfaces in `/proc` and `/sys`
     /// ([`PROC_MASKED`], …). Off under gVisor, whose application sees

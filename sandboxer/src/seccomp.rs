@@ -244,8 +244,9 @@ pub const IOCTL_DENY: &[(u32, &str, &str)] = &[
 /// for whoever executes it outside the sandbox. Inside, such bits are dead
 /// anyway (every mount is `nosuid`, `no_new_privs` holds). `openat2` carries
 /// its mode in a structure seccomp cannot read: it fails with ENOSYS, and
-/// libc and programs fall back to `openat`. Not under gVisor (whose kernel
-/// serves these calls; runsc writes no host root's files).
+/// libc and programs fall back to `openat`. Under gVisor the mode rules
+/// confine runsc's gofer, which writes the application's files on the host
+/// (as runsc's uid, which a set-ID file would hand to whoever runs it).
 pub const SETID_MODE: &[(&str, u8)] = &[
     ("chmod", 1),
     ("fchmod", 1),
@@ -387,8 +388,15 @@ fn argument_rules(
     Ok(())
 }
 
-/// [`SETID_MODE`]: a mode with either bit fails (EPERM); `openat2` ENOSYS.
-fn setid_rules(table: Table, eperm: &mut Rules, enosys: &mut Rules) -> Result<(), SeccompError> {
+/// [`SETID_MODE`]: a mode with either bit fails (EPERM); `openat2` ENOSYS
+/// (not under gVisor, where runsc's gofer makes the application's files and
+/// may use it; the mode rules hold there too: the gofer's `fchmod` is what
+/// the application's `chmod` becomes).
+fn setid_rules(
+    table: Table,
+    eperm: &mut Rules,
+    enosys: Option<&mut Rules>,
+) -> Result<(), SeccompError> {
     for (name, arg) in SETID_MODE {
         let Some(nr) = lookup(table, name) else {
             continue;
@@ -403,7 +411,7 @@ fn setid_rules(table: Table, eperm: &mut Rules, enosys: &mut Rules) -> Result<()
             deny_when(eperm, nr, SeccompRule::new(vec![c])?);
         }
     }
-    if let Some(nr) = lookup(table, "openat2") {
+    if let (Some(enosys), Some(nr)) = (enosys, lookup(table, "openat2")) {
         deny_always(enosys, nr);
     }
     Ok(())
@@ -460,9 +468,7 @@ impl Filter {
             deny_always(&mut eperm, nr);
         }
         argument_rules(table, &mut eperm, &mut eafnosupport)?;
-        if !profile.gvisor {
-            setid_rules(table, &mut eperm, &mut enosys)?;
-        }
+        setid_rules(table, &mut eperm, (!profile.gvisor).then_some(&mut enosys))?;
         if !profile.unpriv_user_ns && !profile.gvisor {
             for (name, _why) in NO_USER_NS {
                 if let Some(nr) = lookup(table, name) {

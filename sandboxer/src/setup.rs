@@ -88,6 +88,9 @@ pub enum SetupError {
 /// Run `Setup` in the calling (single-threaded) process.
 pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
     let rootless = req.userns.is_some();
+    // Before we leave the host's network namespace: its bound pathname
+    // sockets, hidden below unless the profile names them.
+    let host_sockets = host_sockets(&req.hidden);
     if let Some(userns) = &req.userns {
         setns(userns, CloneFlags::CLONE_NEWUSER)
             .map_err(|source| SetupError::Join { ns: "user", source })?;
@@ -116,6 +119,7 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
             .iter()
             .map(PathBuf::from)
             .filter(|p| p.is_absolute() && p.components().count() > 1)
+            .chain(host_sockets)
             .collect(),
         masks: !req.profile.gvisor,
     };
@@ -216,6 +220,47 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         app_userns,
         host_owner,
     })
+}
+
+/// At most this many host sockets are hidden one by one (each is a mount).
+const MAX_HOST_SOCKETS: usize = 512;
+
+/// The pathname Unix sockets bound in the calling process's network
+/// namespace (`/proc/self/net/unix`) — an ssh ControlMaster in `~/.ssh`, a
+/// screen or tmux session, an agent, a service's control socket — except
+/// those under a directory every view hides anyway (`proto::hidden`,
+/// `runtime`). Connecting to one needs only write access to it, which a
+/// read-only bind does not take away, and it may run commands outside the
+/// sandbox. Sockets bound later are not seen (documented).
+fn host_sockets(runtime: &[String]) -> Vec<PathBuf> {
+    let Ok(table) = fs::read_to_string("/proc/self/net/unix") else {
+        return Vec::new();
+    };
+    let covered = |p: &Path| {
+        proto::hidden::HIDDEN
+            .iter()
+            .map(|(h, _)| Path::new(*h))
+            .chain(runtime.iter().map(Path::new))
+            .any(|h| p.starts_with(h))
+    };
+    let mut out: Vec<PathBuf> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(7))
+        .filter(|p| p.starts_with('/'))
+        .map(PathBuf::from)
+        .filter(|p| !covered(p))
+        .collect();
+    out.sort();
+    out.dedup();
+    if out.len() > MAX_HOST_SOCKETS {
+        tracing::warn!(
+            "{} host sockets: hiding the first {MAX_HOST_SOCKETS} only",
+            out.len()
+        );
+        out.truncate(MAX_HOST_SOCKETS);
+    }
+    out
 }
 
 /// The host's file system as the planner sees it (before any mount).

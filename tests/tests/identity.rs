@@ -453,3 +453,90 @@ fn a_hidden_path_named_by_the_profile_is_exposed_and_check_says_so() {
         "{stdout}"
     );
 }
+
+/// Host Unix sockets outside the directories every view hides — an ssh
+/// ControlMaster in `~/.ssh`, a world-writable service socket in `/var/lib`
+/// — are hidden too (they were bound when the sandbox was set up), root and
+/// rootless; the profile can still name one.
+#[test]
+fn bound_host_sockets_anywhere_are_hidden() {
+    skip_unless_root!();
+    let tb = Testbed::new("idsock");
+    let dir = std::path::PathBuf::from(format!("/var/lib/pallium-sock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.join("control");
+    // Bound in the testbed's host namespace, where pallium starts.
+    let s = sock.display().to_string();
+    let mut listener = tb
+        .host_exec([
+            "/usr/bin/python3",
+            "-c",
+            &format!(
+                "import socket, os, time\ns = socket.socket(socket.AF_UNIX)\ns.bind('{s}')\nos.chmod('{s}', 0o777)\ns.listen(4)\nprint('ready', flush=True)\ntime.sleep(60)\n"
+            ),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(listener.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let probe = format!(
+        "/usr/bin/python3 -c \"import socket; s = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('{s}'); print('connected')\nexcept OSError as e:\n    print('refused', e.errno)\""
+    );
+    let named =
+        format!(r#"{{"sandbox": {{"paths": {{"mode": "append", "whitelist": ["{s}"]}}}}}}"#);
+    let outs: Vec<(String, Output)> = vec![
+        (
+            "root default".into(),
+            root(&tb, &["exec", "--one-shot", "{}", "--", "sh", "-c", &probe]),
+        ),
+        (
+            "root binds".into(),
+            root(
+                &tb,
+                &[
+                    "exec",
+                    "--one-shot",
+                    r#"{"sandbox": {"paths": {"whitelist": ["/var/lib"]}}}"#,
+                    "--",
+                    "sh",
+                    "-c",
+                    &probe,
+                ],
+            ),
+        ),
+        (
+            "root named".into(),
+            root(
+                &tb,
+                &["exec", "--one-shot", &named, "--", "sh", "-c", &probe],
+            ),
+        ),
+    ];
+    let mut outs = outs;
+    if tun_usable() {
+        outs.push((
+            "rootless default".into(),
+            user(&tb, &["exec", "--one-shot", "{}", "--", "sh", "-c", &probe]),
+        ));
+    }
+    let _ = listener.kill();
+    let _ = listener.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    for (what, o) in &outs {
+        let (stdout, stderr) = text(o);
+        let want = if what.ends_with("named") {
+            "connected"
+        } else {
+            "refused"
+        };
+        assert!(stdout.starts_with(want), "{what}: {stdout}{stderr}");
+    }
+}

@@ -356,14 +356,14 @@ mod tests {
         let (b, what) = batch("pallium_0123abcd", &policy("pallium0123abcd"), 7);
         let msgs = split(&b);
         let kinds: Vec<u16> = msgs.iter().map(|m| m.0).collect();
-        // Table, 3 chains, masquerade + 6 prerouting + 1 forward rules.
+        // Table, 3 chains, masquerade + 6 prerouting + 2 forward rules.
         let mut want = vec![0x10, 0x0a00, 0x0a03, 0x0a03, 0x0a03];
-        want.extend([0x0a06; 8]);
+        want.extend([0x0a06; 9]);
         want.push(0x11);
         assert_eq!(kinds, want);
         let seqs: Vec<u32> = msgs.iter().map(|m| m.2).collect();
-        assert_eq!(seqs, (7..7 + 14).collect::<Vec<u32>>());
-        assert_eq!(what.len(), 12);
+        assert_eq!(seqs, (7..7 + 15).collect::<Vec<u32>>());
+        assert_eq!(what.len(), 13);
         assert_eq!(what[0], "creation");
         assert_eq!(what[2], "the filter prerouting chain");
         for m in &msgs[1..13] {

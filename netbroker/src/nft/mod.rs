@@ -11,7 +11,8 @@
 //!   connections the host opened to the application's own addresses. Left
 //!   out when the profile sets `network.host_access`;
 //! - `forward` (filter): from the veth, drop what would leave through another
-//!   session's veth (`oifname "pallium*"`).
+//!   session's veth (`oifname "pallium*"`), and (unless `host_access`) IPv4
+//!   link-local destinations (`169.254.0.0/16`: a cloud's metadata service).
 //!
 //! The rules are data ([`rules`]), encoded by one small expression encoder.
 //! The kernel deletes an owned table when its socket closes, so the table
@@ -330,6 +331,30 @@ pub fn rules(policy: &Policy<'_>) -> Vec<Rule> {
         ]
         .concat(),
     ));
+    // IPv4 link-local addresses past the host: a cloud's metadata service
+    // (169.254.169.254) hands out the machine's credentials. (Forwarded:
+    // the host's own link-local addresses are local, dropped above.)
+    if !policy.host_access {
+        out.push(rule(
+            FORWARD,
+            "the rule dropping link-local destinations",
+            [
+                from_veth(),
+                vec![
+                    Meta(NFT_META_NFPROTO),
+                    Cmp(NFT_CMP_EQ, vec![NFPROTO_IPV4]),
+                    Payload {
+                        base: NFT_PAYLOAD_NETWORK_HEADER,
+                        offset: 16,
+                        len: 2,
+                    },
+                    Cmp(NFT_CMP_EQ, vec![169, 254]),
+                    Verdict(NF_DROP),
+                ],
+            ]
+            .concat(),
+        ));
+    }
     out
 }
 
@@ -441,6 +466,7 @@ mod tests {
                 "fib daddr type 2-5 drop",
                 "type filter hook forward priority filter; policy accept;",
                 "iifname \"pallium0123abcd\" oifname \"pallium*\" drop",
+                "iifname \"pallium0123abcd\" ip daddr 169.254.0.0/16 drop",
             ];
             let lines: Vec<&str> = text
                 .lines()
