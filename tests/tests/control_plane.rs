@@ -274,11 +274,18 @@ fn refused_from_inside(mode: Mode) {
         .display()
         .to_string();
     // Everything the attack needs is bound in on purpose: the refusal under
-    // test is the supervisor's, whatever the view hides.
+    // test is the supervisor's, whatever the view hides. As root the
+    // application would not even pass root's 0700 runtime directory (it is
+    // an unprivileged uid): the test makes it the host's root, the
+    // strongest client the supervisor's namespace check must still refuse.
+    let unsafe_root = match mode {
+        Mode::Root => r#", "unsafe_host_root": true"#,
+        Mode::Rootless => "",
+    };
     let profile = profile_file(
         tag,
         &format!(
-            r#"{{"sandbox": {{"paths": {{"bind": [["{run}", "{run}"], ["{bin}", "{bin}"], ["{pdir}", "{pdir}"], ["{sh}", "{sh}"]]}}}},
+            r#"{{"sandbox": {{"paths": {{"bind": [["{run}", "{run}"], ["{bin}", "{bin}"], ["{pdir}", "{pdir}"], ["{sh}", "{sh}"]]}}{unsafe_root}}},
                "run": {{"command": ["sleep", "infinity"]}}}}"#
         ),
     );
