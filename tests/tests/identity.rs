@@ -224,6 +224,12 @@ fn a_writable_bind_is_the_owners_never_roots() {
     );
     assert!(!rootdir.join("f").exists());
     assert!(stderr.contains("owned by root"), "{stderr}");
+    let check = root(&tb, &["check", &rprof]);
+    assert!(
+        text(&check).0.contains("owned by root, so not writable"),
+        "{:?}",
+        text(&check)
+    );
 
     // What is root's on disk must never become a set-user-ID root program
     // for the host: chmod, creation with the bit, and `--root` (whose

@@ -63,6 +63,16 @@ pub(crate) fn check(a: CheckArgs) -> Result<i32> {
         }
     } else if root && p.sandbox.virtuser.is_none() && !p.sandbox.gvisor {
         println!("  identity: as root the application is uid 0 of a user namespace of its own, an unprivileged host uid of the session's (never the host's root); `exec --root` keeps capabilities over the session's network namespace only");
+        // A writable bind is the application's as its owner's: never root's.
+        for b in p.sandbox.paths.iter().flat_map(|paths| &paths.bind) {
+            let owner = std::fs::metadata(&b.src).map(|m| m.uid());
+            if matches!(owner, Ok(0)) {
+                println!(
+                    "  bind {} at {}: owned by root, so not writable for the application (it writes to a bind as the bind's owner, never as root): give it to a user to make it writable",
+                    b.src, b.dst
+                );
+            }
+        }
     }
     if let (true, Some(v)) = (root, &p.sandbox.virtuser) {
         println!(
