@@ -68,14 +68,42 @@ pub struct Virtuser {
     pub skeleton: Option<String>,
 }
 
-/// A virtual user's name.
+/// A virtual user's name. Validated when decoded from the wire too (a
+/// compromised supervisor could send `"../.."`, which would name a host
+/// directory for the sandboxer to create and chown).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireVirtuserName")]
 pub enum VirtuserName {
     /// `$tmp`: a throwaway user with a tmpfs home (named `tmp` inside).
     Temporary,
     /// Matches `^[a-z_][a-z0-9_-]{0,31}$`.
     Named(String),
 }
+
+/// [`VirtuserName`] as it is decoded, before [`VirtuserName::parse`]'s rules.
+#[derive(Deserialize)]
+enum WireVirtuserName {
+    Temporary,
+    Named(String),
+}
+
+impl TryFrom<WireVirtuserName> for VirtuserName {
+    type Error = String;
+
+    fn try_from(w: WireVirtuserName) -> Result<Self, String> {
+        match w {
+            WireVirtuserName::Temporary => Ok(VirtuserName::Temporary),
+            WireVirtuserName::Named(n) if n != "$tmp" => VirtuserName::parse(&n),
+            WireVirtuserName::Named(n) => Err(format!("invalid virtual user name {n:?}")),
+        }
+    }
+}
+
+/// The file system types `sandbox.paths.fsmount` may mount: fresh, private
+/// ones. Anything else (debugfs, efivarfs, tracefs, configfs, bpf, a block
+/// device's file system…) would hand the application a kernel or host
+/// interface; the sandboxer refuses them too, whatever the supervisor sends.
+pub const FSMOUNT_TYPES: &[&str] = &["tmpfs", "ramfs", "proc", "sysfs", "mqueue", "devpts"];
 
 /// Root mode: where persistent virtual users' homes live
 /// (`<dir>/NAME/home`).
@@ -226,11 +254,34 @@ pub struct BindMount {
     pub src: String,
 }
 
-/// `[dst, fstype]` of `sandbox.paths.fsmount`.
+/// `[dst, fstype]` of `sandbox.paths.fsmount`; `fstype` is one of
+/// [`FSMOUNT_TYPES`], checked when decoded from the wire too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireFsMount")]
 pub struct FsMount {
     pub dst: String,
     pub fstype: String,
+}
+
+/// [`FsMount`] as it is decoded, before its type is checked.
+#[derive(Deserialize)]
+struct WireFsMount {
+    dst: String,
+    fstype: String,
+}
+
+impl TryFrom<WireFsMount> for FsMount {
+    type Error = String;
+
+    fn try_from(w: WireFsMount) -> Result<Self, String> {
+        if !FSMOUNT_TYPES.contains(&w.fstype.as_str()) {
+            return Err(format!("file system type {:?} is not allowed", w.fstype));
+        }
+        Ok(FsMount {
+            dst: w.dst,
+            fstype: w.fstype,
+        })
+    }
 }
 
 pub(crate) fn sandbox(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<Sandbox> {
@@ -374,10 +425,23 @@ fn paths(cx: &mut Cx<'_>, v: &Value, path: JsonPath) -> Res<Paths> {
         }
     }
     if let Some(v) = o.get("fsmount") {
-        p.fsmount = pairs(cx, v, &o.at("fsmount"), "[destination, file system type]")?
+        let fp = o.at("fsmount");
+        p.fsmount = pairs(cx, v, &fp, "[destination, file system type]")?
             .into_iter()
             .map(|(dst, fstype)| FsMount { dst, fstype })
             .collect();
+        for (i, m) in p.fsmount.iter().enumerate() {
+            if !FSMOUNT_TYPES.contains(&m.fstype.as_str()) {
+                return Err(cx.err(
+                    &fp.index(i),
+                    format!(
+                        "file system type {:?} is not allowed (one of {}): others would hand the application a kernel or host interface",
+                        m.fstype,
+                        FSMOUNT_TYPES.join(", ")
+                    ),
+                ));
+            }
+        }
     }
     o.finish(cx);
     Ok(p)
@@ -433,6 +497,42 @@ mod tests {
         // A uid the host already names is skipped.
         let taken = format!("x:x:{a}:{a}::/:/bin/sh\n");
         assert_eq!(john.root_mode_uid(&taken), a + 1);
+    }
+
+    #[test]
+    fn fsmount_types_are_an_allow_list() {
+        let e = err(r#"{"sandbox": {"paths": {"fsmount": [["/d", "debugfs"]]}}}"#);
+        assert!(
+            e.contains("sandbox.paths.fsmount[0]") && e.contains("debugfs"),
+            "{e}"
+        );
+        assert_eq!(
+            ok(r#"{"sandbox": {"paths": {"fsmount": [["/d", "mqueue"]]}}}"#)
+                .paths
+                .unwrap()
+                .fsmount[0]
+                .fstype,
+            "mqueue"
+        );
+    }
+
+    #[test]
+    fn decoding_rechecks_names_and_file_system_types() {
+        use crate::wire::{decode, encode};
+        let round = |v: &VirtuserName| {
+            let (buf, _) = encode(v).unwrap();
+            decode::<VirtuserName>(&buf, vec![])
+        };
+        assert!(round(&VirtuserName::Named("../..".into())).is_err());
+        assert!(round(&VirtuserName::Named("$tmp".into())).is_err());
+        let good = VirtuserName::Named("john".into());
+        assert_eq!(round(&good).unwrap(), good);
+        let (buf, _) = encode(&FsMount {
+            dst: "/d".into(),
+            fstype: "debugfs".into(),
+        })
+        .unwrap();
+        assert!(decode::<FsMount>(&buf, vec![]).is_err());
     }
 
     #[test]
