@@ -21,6 +21,11 @@ pub enum ServeError {
     Wire(#[from] WireError),
     #[error("hand the namespace descriptors to the supervisor")]
     Dup(#[source] std::io::Error),
+    /// A request out of order (OpenSSH's monitor: each request only in the
+    /// states where it is legal): the supervisor is not what it should be,
+    /// and the netbroker tears down and ends.
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
 }
 
 /// The session's uplink once built.
@@ -71,10 +76,16 @@ pub fn serve(
             }
             Err(e) => break Err(e.into()),
         };
-        let step = match req {
-            BrokerRequest::BuildChain(b) => handle_build_chain(chan, &mut state, b, paths),
-            BrokerRequest::ListPids => handle_list_pids(chan, &state),
-            BrokerRequest::Shutdown => {
+        let step = match (req, &state) {
+            (BrokerRequest::BuildChain(_), State::NetworkReady { .. }) => {
+                violation(chan, "BuildChain is legal once")
+            }
+            (BrokerRequest::ListPids, State::Configured) => {
+                violation(chan, "ListPids before the chain is built")
+            }
+            (BrokerRequest::BuildChain(b), _) => handle_build_chain(chan, &mut state, b, paths),
+            (BrokerRequest::ListPids, _) => handle_list_pids(chan, &state),
+            (BrokerRequest::Shutdown, _) => {
                 orphaned = false;
                 break Ok(());
             }
@@ -148,16 +159,22 @@ fn watch_hops(
     }
 }
 
+/// Tell the supervisor why, then end (the caller tears down).
+fn violation(
+    chan: &mut Channel<BrokerEvent, BrokerRequest>,
+    what: &'static str,
+) -> Result<(), ServeError> {
+    let e = RemoteError::msg("netbroker: protocol violation", what);
+    let _ = chan.send(BrokerEvent::Failed(e));
+    Err(ServeError::Protocol(what))
+}
+
 fn handle_build_chain(
     chan: &mut Channel<BrokerEvent, BrokerRequest>,
     state: &mut State,
     req: BuildChain,
     paths: &HostPaths,
 ) -> Result<(), ServeError> {
-    if let State::NetworkReady { .. } = state {
-        let e = RemoteError::msg("netbroker: build chain", "the chain is already built");
-        return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
-    }
     if let Some(hop) = req.chain.iter().find(|h| !hops::supported(&h.kind)) {
         let e = RemoteError::msg(
             "netbroker: build chain",

@@ -343,7 +343,7 @@ fn veth_uplink_relays_dns_walls_off_the_host_and_vanishes_with_kill_9() {
 }
 
 #[test]
-fn shutdown_restores_forwarding_and_exits_zero() {
+fn a_second_build_chain_ends_the_netbroker_and_restores_everything() {
     if !is_root() {
         return;
     }
@@ -355,7 +355,8 @@ fn shutdown_restores_forwarding_and_exits_zero() {
         if ready.resolv_conf != "nameserver 192.0.2.53\n" {
             return Err(format!("resolv_conf {:?}", ready.resolv_conf));
         }
-        // A second BuildChain is refused, not obeyed.
+        // A second BuildChain is a protocol violation: refused, and the
+        // netbroker ends, undoing what it built.
         sup.send(BrokerRequest::BuildChain(BuildChain {
             session_id: "again-0".into(),
             rootless: false,
@@ -371,11 +372,9 @@ fn shutdown_restores_forwarding_and_exits_zero() {
         if !matches!(sup.recv(), Ok(BrokerEvent::Failed(_))) {
             return Err("second BuildChain was not refused".into());
         }
-        sup.send(BrokerRequest::Shutdown)
-            .map_err(|e| e.to_string())?;
         let st = broker.wait().map_err(|e| e.to_string())?;
-        if !st.success() {
-            return Err(format!("broker exited {st}"));
+        if st.success() {
+            return Err("the netbroker carried on after a protocol violation".into());
         }
         let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
         if fwd.trim() != "0" {
@@ -388,6 +387,28 @@ fn shutdown_restores_forwarding_and_exits_zero() {
             return Err(format!("veth left after shutdown:\n{links}"));
         }
         drop(ready);
+        Ok(())
+    });
+}
+
+#[test]
+fn list_pids_before_the_chain_is_a_protocol_violation() {
+    if !is_root() {
+        return;
+    }
+    in_child(|| {
+        let dir = throwaway_host("nameserver 192.0.2.53\n")?;
+        let (mut broker, mut sup) = spawn_broker(&dir.join("run"))?;
+        sup.send(BrokerRequest::ListPids)
+            .map_err(|e| e.to_string())?;
+        match sup.recv() {
+            Ok(BrokerEvent::Failed(e)) if e.to_string().contains("protocol violation") => {}
+            other => return Err(format!("ListPids out of order was answered: {other:?}")),
+        }
+        let st = broker.wait().map_err(|e| e.to_string())?;
+        if st.success() {
+            return Err("the netbroker carried on after a protocol violation".into());
+        }
         Ok(())
     });
 }
