@@ -705,9 +705,20 @@ fn tor_hop_end_to_end() {
             tor.socks_addr()
         ),
     );
-    let (ok, stdout, stderr) = one_shot(&tb, Mode::Root, &p, &curl(&web));
+    // The network's own Tor client may still be building its first circuit
+    // (a CI run under load saw curl's 10 s pass with no answer): try again.
+    let exit_of = |out: &str| lines(out).first().filter(|l| exits.contains(l)).cloned();
+    let mut attempt = one_shot(&tb, Mode::Root, &p, &curl(&web));
+    for _ in 0..2 {
+        if attempt.0 && exit_of(&attempt.1).is_some() {
+            break;
+        }
+        eprintln!("socks4a: retrying after {:?}", attempt);
+        attempt = one_shot(&tb, Mode::Root, &p, &curl(&web));
+    }
+    let (ok, stdout, stderr) = attempt;
     assert!(ok, "socks4a: {stdout}{stderr}");
-    assert!(exits.contains(&lines(&stdout)[0]), "{stdout}{stderr}");
+    assert!(exit_of(&stdout).is_some(), "socks4a: {stdout}{stderr}");
 
     // socks → tor → http: tor reaches the network through microsocks, and
     // tinyproxy is reached through Tor.
