@@ -4,7 +4,8 @@
 //!
 //! Legal order: `BuildChain` once, then any number of `ListPids`, then
 //! `Shutdown` (or the supervisor's death, which the netbroker sees as EOF or
-//! its parent-death signal).
+//! its parent-death signal). The netbroker enforces it: anything else gets
+//! one `Failed` and ends it, after a full teardown.
 
 use serde::{Deserialize, Serialize};
 
