@@ -1,6 +1,6 @@
-//! Names derived from a session id: the host-side veth and the nftables table.
-//! Both carry the same 8 hex digits so `ip link` and `nft list tables` output
-//! can be matched to a session.
+//! Names derived from a session id: the host-side veth and the nftables table
+//! (both carry the same 8 hex digits so `ip link` and `nft list tables` output
+//! can be matched to a session), and root mode's application uid.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +16,13 @@ pub const HOST_IFNAME_PREFIX: &str = "pallium";
 
 /// Host side of the session's veth pair: `pallium` + 8 hex digits (15 bytes,
 /// the kernel's IFNAMSIZ limit).
+/// Root mode: the host uid that is uid 0 of the session's application
+/// ([`proto::profile::session_uid`], past the uids the host's `passwd` names).
+pub fn app_uid(session_id: &str) -> u32 {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    proto::profile::session_uid(session_id, &passwd)
+}
+
 pub fn host_ifname(session_id: &str) -> String {
     format!("{HOST_IFNAME_PREFIX}{:08x}", session_hash(session_id))
 }

@@ -146,8 +146,7 @@ pub fn build(
     let nets =
         pool::choose(&seen, names::session_hash(session_id)).ok_or(RootError::PoolExhausted)?;
 
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let uid = proto::profile::session_uid(session_id, &passwd);
+    let uid = names::app_uid(session_id);
     let (mut app, userns) = netns::create_owned(uid, uid, proto::profile::SESSION_UID_BLOCK)
         .map_err(RootError::Netns)?;
     host.add_veth(&host_if, names::APP_IFNAME, app.fd.as_fd())

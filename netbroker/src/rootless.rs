@@ -421,7 +421,7 @@ impl Holder {
             sock: ours,
             session_userns: None,
         };
-        for (level, &(uid, gid, count)) in maps.iter().enumerate().take(1) {
+        if let Some(&(uid, gid, count)) = maps.first() {
             holder.expect(b'U', "create namespaces")?;
             let map = |name: &str, text: String| {
                 let path = PathBuf::from(format!("/proc/{pid}/{name}"));
@@ -432,7 +432,7 @@ impl Holder {
             }
             map("uid_map", format!("0 {uid} {count}\n"))?;
             map("gid_map", format!("0 {gid} {count}\n"))?;
-            if level == 0 && levels > 1 {
+            if levels > 1 {
                 let path = PathBuf::from(format!("/proc/{pid}/ns/user"));
                 holder.session_userns = Some(
                     File::open(&path)

@@ -387,8 +387,7 @@ fn handle_build_hops(
                 // The session namespace's root, the caller: its only id.
                 (0, 0, 1)
             } else {
-                let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-                let uid = proto::profile::session_uid(&req.session_id, &passwd);
+                let uid = crate::names::app_uid(&req.session_id);
                 (uid, uid, proto::profile::SESSION_UID_BLOCK)
             },
         }

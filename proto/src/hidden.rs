@@ -53,16 +53,20 @@ pub const HIDDEN: &[(&str, &str)] = &[
 /// holds one below a specific directory (not `/` or a top-level directory
 /// such as `/run`, which do not expose what is hidden below them).
 pub fn exposed_by<'a>(path: &Path, extra: &'a [(String, &'a str)]) -> Vec<(String, &'a str)> {
-    let deep = path.components().count() > 2;
     HIDDEN
         .iter()
         .map(|(p, why)| (p.to_string(), *why))
         .chain(extra.iter().cloned())
-        .filter(|(h, _)| {
-            let h = Path::new(h);
-            path.starts_with(h) || (deep && h.starts_with(path))
-        })
+        .filter(|(h, _)| exposes(path, Path::new(h)))
         .collect()
+}
+
+/// The one rule, for `check` and the sandboxer's views alike: a profile
+/// entry at `entry` exposes the hidden path `hidden` when it is that path,
+/// lies inside it, or is a specific directory holding it (deeper than a
+/// top-level one such as `/run`).
+pub fn exposes(entry: &Path, hidden: &Path) -> bool {
+    entry.starts_with(hidden) || (hidden.starts_with(entry) && entry.components().count() > 2)
 }
 
 #[cfg(test)]

@@ -57,11 +57,7 @@ pub fn execute(
 ) -> Result<(), MountError> {
     for op in ops {
         tracing::debug!(?op, "file view");
-        match (op, idmap) {
-            (MountOp::Idmap { target }, Some(app)) => idmap_bind(target, app),
-            (MountOp::Idmap { .. }, None) => {}
-            _ => run(op, proc)?,
-        }
+        run(op, idmap, proc)?;
     }
     Ok(())
 }
@@ -150,7 +146,11 @@ fn nix_step<'a>(s: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> M
 
 const NONE: Option<&str> = None;
 
-fn run(op: &MountOp, proc: &mut dyn FnMut(&Path) -> Result<(), String>) -> Result<(), MountError> {
+fn run(
+    op: &MountOp,
+    idmap: Option<u32>,
+    proc: &mut dyn FnMut(&Path) -> Result<(), String>,
+) -> Result<(), MountError> {
     match op {
         MountOp::Propagation { target, kind } => {
             let kind = match kind {
@@ -264,7 +264,12 @@ fn run(op: &MountOp, proc: &mut dyn FnMut(&Path) -> Result<(), String>) -> Resul
             umount2(target, MntFlags::MNT_DETACH).map_err(nix_step("detach", target))
         }
         MountOp::EnterRoot { new_root } => enter_root(new_root),
-        MountOp::Idmap { .. } => Ok(()),
+        MountOp::Idmap { target } => {
+            if let Some(app) = idmap {
+                idmap_bind(target, app);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -452,12 +452,13 @@ fn matches(p: &[u8], s: &[u8]) -> bool {
 }
 
 /// A default-hidden path stays visible when the user whitelisted or bound it
-/// (or something in it, or a specific directory holding it) by name.
+/// (or something in it, or a specific directory holding it) by name
+/// ([`proto::hidden::exposes`], the rule `pallium check` reports by).
 fn explicitly_exposed(t: &Tree, hidden: &Path) -> bool {
     t.iter().any(|(p, e)| {
         e.rank == Rank::Explicit
             && matches!(e.class, Class::Bind { .. })
-            && (p.starts_with(hidden) || (hidden.starts_with(p) && p.components().count() > 2))
+            && proto::hidden::exposes(p, hidden)
     })
 }
 

@@ -249,6 +249,7 @@ impl Server {
             .map(|f| f.as_fd());
         let ids = spawn::Identity {
             app_userns,
+            app_host_uid: sb.app_uid,
             keep_caps: req.root,
             map_back,
             run_as,

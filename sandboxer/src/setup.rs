@@ -42,6 +42,8 @@ pub struct Sandbox {
     /// The application's user namespace (`Setup::app_userns`); None with
     /// `sandbox.unsafe_host_root` or where the chain has none.
     pub app_userns: Option<OwnedFd>,
+    /// Root mode: the host uid that is uid 0 of `app_userns`.
+    pub app_uid: Option<u32>,
     /// Root mode: the host uid/gid the application runs as (its user
     /// namespace's uid 0, a virtual user's, runsc's); None rootless and as
     /// the host's root.
@@ -174,9 +176,8 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         .app_userns
         .map(|f| f.0)
         .filter(|_| rootless || !sb.unsafe_host_root);
-    let idmap = req
-        .app_uid
-        .filter(|_| app_userns.is_some() && !rootless && user.is_none() && gvisor.is_none());
+    let app_uid = req.app_uid.filter(|_| app_userns.is_some() && !rootless);
+    let idmap = app_uid.filter(|_| user.is_none() && gvisor.is_none());
     let host_owner = if rootless {
         None
     } else if let Some(g) = &gvisor {
@@ -184,7 +185,7 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
     } else if let Some(u) = &user {
         Some((u.uid, u.gid))
     } else {
-        req.app_uid.filter(|_| app_userns.is_some()).map(|u| (u, u))
+        app_uid.map(|u| (u, u))
     };
     if idmap.is_some() {
         ops = plan::idmap_writable_binds(ops);
@@ -218,6 +219,7 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         landlock,
         gvisor,
         app_userns,
+        app_uid,
         host_owner,
     })
 }

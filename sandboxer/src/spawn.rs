@@ -73,6 +73,9 @@ pub struct Identity<'a> {
     /// (root mode: the session's unprivileged host uid; rootless: the
     /// caller), without supplementary groups.
     pub app_userns: Option<BorrowedFd<'a>>,
+    /// Root mode: the host uid that is uid 0 of [`Identity::app_userns`]
+    /// (`Setup::app_uid`); None rootless, where it is ours.
+    pub app_host_uid: Option<u32>,
     /// `--root` in [`Identity::app_userns`]: keep every capability there
     /// (over the application's network namespace only: `nft`, `tcpdump`).
     pub keep_caps: bool,
@@ -168,32 +171,16 @@ pub fn spawn(
         step: "pidfd_open",
         source,
     })?;
-    // Root mode, the application's user namespace: the host uid it runs
-    // as is that namespace's uid 0 (exec has happened: the pipe closed).
-    // (Rootless it is ours, as /proc shows it to us: no switch needed.)
-    let uid = match (ids.run_as, ids.app_userns) {
-        (Some((uid, _)), _) => Some(uid),
-        (None, Some(_)) => real_uid(pid).filter(|u| *u != nix::unistd::geteuid().as_raw()),
-        _ => None,
-    };
     Ok(Child {
         id,
         pid,
         pidfd,
-        uid,
+        // The host uid it runs as when that is not ours (root mode).
+        uid: ids
+            .run_as
+            .map(|(uid, _)| uid)
+            .or(ids.app_userns.and(ids.app_host_uid)),
     })
-}
-
-/// The real uid of `pid` as the host sees it (`/proc/PID/status`).
-fn real_uid(pid: Pid) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// Under gVisor runsc finds the command itself, and a missing one comes

@@ -16,28 +16,31 @@ use nix::fcntl::{Flock, FlockArg};
 
 /// The per-user runtime directory, created 0700 (0711 as root) if needed.
 pub(crate) fn run_dir() -> Result<PathBuf> {
+    let dir = run_dir_path();
+    let root = nix::unistd::getuid().is_root();
+    ensure_private_dir(&dir, if root { 0o711 } else { 0o700 })?;
+    Ok(dir)
+}
+
+/// Where [`run_dir`] is, without creating it.
+fn run_dir_path() -> PathBuf {
     let uid = nix::unistd::getuid();
-    let dir = if uid.is_root() {
+    if uid.is_root() {
         PathBuf::from("/run/pallium")
     } else {
         match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
             Some(d) if d.is_dir() => d.join("pallium"),
             _ => PathBuf::from(format!("/tmp/pallium-{uid}")),
         }
-    };
-    ensure_private_dir(&dir, if uid.is_root() { 0o711 } else { 0o700 })?;
-    Ok(dir)
+    }
 }
 
 /// Host directories the sandbox must not see: pallium's runtime directory
-/// (every session's control socket) and the caller's `$XDG_RUNTIME_DIR`
-/// (session bus, agents, Wayland, audio).
+/// (every session's control socket) first, then the caller's
+/// `$XDG_RUNTIME_DIR` (session bus, agents, Wayland, audio). Nothing is
+/// created (`pallium check` calls it too).
 pub(crate) fn hidden_dirs() -> Vec<String> {
-    let mut dirs: Vec<String> = run_dir()
-        .ok()
-        .map(|d| d.display().to_string())
-        .into_iter()
-        .collect();
+    let mut dirs = vec![run_dir_path().display().to_string()];
     if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
         let x = PathBuf::from(x);
         if x.is_absolute() && x != Path::new("/") {

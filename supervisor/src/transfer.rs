@@ -37,8 +37,9 @@ const MODE_BITS: u32 = 0o1777;
 pub(crate) struct Side {
     /// `O_PATH` descriptor of the sandbox's root; `None` for the host.
     root: Option<OwnedFd>,
-    /// Who what we create here belongs to (root mode: the application's
-    /// uid 0, an unprivileged host uid); None: whoever we are.
+    /// Who we act as here (root mode: the application's uid 0, an
+    /// unprivileged host uid; [`Side::as_app`]), which also makes what we
+    /// create the application's; None: whoever we are.
     owner: Option<(u32, u32)>,
 }
 
@@ -90,22 +91,6 @@ impl Side {
         mode: u32,
     ) -> io::Result<OwnedFd> {
         self.as_app(|| child(dir, name, flags, mode))
-    }
-
-    /// Give `name` in `dir`, which we just created, to the side's owner (the
-    /// link itself for a symbolic link).
-    fn own(&self, dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<()> {
-        let Some((uid, gid)) = self.owner else {
-            return Ok(());
-        };
-        nix::unistd::fchownat(
-            dir,
-            name,
-            Some(uid.into()),
-            Some(gid.into()),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| self.err(shown, io(e)))
     }
 
     fn place(&self) -> &'static str {
@@ -309,7 +294,6 @@ pub(crate) fn transfer(
                     0,
                 )
                 .map_err(|e| to.err(&dst_shown, e))?;
-            to.own(dloc.dir.as_fd(), &dloc.name, &dst_shown)?;
             copy_tree(&s, sdir, &d, &ddir)?;
             nix::sys::stat::fchmod(&ddir, mode_of(&st)).map_err(|e| to.err(&dst_shown, io(e)))?;
         }
@@ -326,7 +310,6 @@ pub(crate) fn transfer(
             }
             .map_err(|e| from.err(src, e))?;
             copy_file(&s, sfd, &d, dloc.dir.as_fd(), &dloc.name, false)?;
-            to.own(dloc.dir.as_fd(), &dloc.name, &dst_shown)?;
         }
         Kind::Link => {
             let target = from
@@ -336,7 +319,6 @@ pub(crate) fn transfer(
                 nix::unistd::symlinkat(target.as_os_str(), &dloc.dir, dloc.name.as_os_str())
             })
             .map_err(|e| to.err(&dst_shown, io(e)))?;
-            to.own(dloc.dir.as_fd(), &dloc.name, &dst_shown)?;
         }
         Kind::Other => bail!(
             "{}: not a regular file, directory or symbolic link",
@@ -464,7 +446,6 @@ fn copy_tree(s: &Endpoint<'_>, sdir: OwnedFd, d: &Endpoint<'_>, ddir: &OwnedFd) 
                     .side
                     .child(ddir.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
                     .map_err(|e| d.side.err(&dp, e))?;
-                d.side.own(ddir.as_fd(), &name, &dp)?;
                 copy_tree(&se, sub, &de, &dsub)?;
                 nix::sys::stat::fchmod(&dsub, mode_of(&st)).map_err(|e| d.side.err(&dp, io(e)))?;
             }
@@ -479,7 +460,6 @@ fn copy_tree(s: &Endpoint<'_>, sdir: OwnedFd, d: &Endpoint<'_>, ddir: &OwnedFd) 
                     )
                     .map_err(|e| s.side.err(&sp, e))?;
                 copy_file(&se, sfd, &de, ddir.as_fd(), &name, true)?;
-                d.side.own(ddir.as_fd(), &name, &dp)?;
             }
             Kind::Link => {
                 let target = s
@@ -489,7 +469,6 @@ fn copy_tree(s: &Endpoint<'_>, sdir: OwnedFd, d: &Endpoint<'_>, ddir: &OwnedFd) 
                 d.side
                     .as_app(|| nix::unistd::symlinkat(target.as_os_str(), ddir, name.as_os_str()))
                     .map_err(|e| d.side.err(&dp, io(e)))?;
-                d.side.own(ddir.as_fd(), &name, &dp)?;
             }
             Kind::Other => bail!(
                 "{}: not a regular file, directory or symbolic link",

@@ -29,6 +29,12 @@ pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
             .and_then(|e| userns(e.pid))
     };
     let sandbox_userns = role_userns("init").or_else(|| role_userns("sandboxer"));
+    // As root: the host's user namespace, where an application must not be
+    // uid 0 (only `sandbox.unsafe_host_root` puts it there).
+    let own_userns = nix::unistd::getuid()
+        .is_root()
+        .then(|| userns(std::process::id() as i32))
+        .flatten();
     let mut violations = 0;
     for e in &entries {
         let Some(st) = read_status(e.pid) else {
@@ -49,9 +55,8 @@ pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
         // loud opt-in, and flagged even then.
         let host_root = matches!(role, Role::App)
             && field("Uid").split_whitespace().next() == Some("0")
-            && userns(e.pid).is_some()
-            && userns(e.pid) == userns(std::process::id() as i32)
-            && nix::unistd::getuid().is_root();
+            && own_userns.is_some()
+            && userns(e.pid) == own_userns;
         if host_root {
             violations += 1;
             println!("  !! runs as the host's real uid 0 (sandbox.unsafe_host_root)");
