@@ -34,6 +34,9 @@ pub fn root() -> bool {
 pub struct Sandboxer {
     pub chan: Channel<SandboxRequest, SandboxEvent>,
     pub proc: Child,
+    /// `Exited` events that arrived while another answer was awaited: a
+    /// command may end at any time, e.g. while the next one is spawned.
+    early: Vec<(u32, ExitStatus)>,
 }
 
 impl Sandboxer {
@@ -64,7 +67,11 @@ impl Sandboxer {
         drop(theirs);
         let mut chan = Channel::new(ours);
         chan.handshake("supervisor", "sandboxer").unwrap();
-        Sandboxer { chan, proc }
+        Sandboxer {
+            chan,
+            proc,
+            early: Vec::new(),
+        }
     }
 
     pub fn root_mode() -> Sandboxer {
@@ -132,7 +139,7 @@ impl Sandboxer {
                 netns: None,
             }))
             .unwrap();
-        match self.chan.recv().unwrap() {
+        match self.answer() {
             SandboxEvent::Spawned { id: got, pid } if got == id => Ok((pid, r)),
             SandboxEvent::Failed {
                 id: Some(got),
@@ -142,8 +149,25 @@ impl Sandboxer {
         }
     }
 
+    /// The next event that is not an `Exited`; those are kept for [`Self::exited`].
+    fn answer(&mut self) -> SandboxEvent {
+        loop {
+            match self.chan.recv().unwrap() {
+                SandboxEvent::Exited { id, status } => self.early.push((id, status)),
+                other => return other,
+            }
+        }
+    }
+
     pub fn exited(&mut self, id: u32) -> ExitStatus {
+        if let Some(i) = self.early.iter().position(|(got, _)| *got == id) {
+            return self.early.remove(i).1;
+        }
         match self.chan.recv().unwrap() {
+            SandboxEvent::Exited { id: got, status } if got != id => {
+                self.early.push((got, status));
+                self.exited(id)
+            }
             SandboxEvent::Exited { id: got, status } if got == id => status,
             other => panic!("expected Exited({id}): {other:?}"),
         }
@@ -171,7 +195,7 @@ impl Sandboxer {
 
     pub fn pids(&mut self) -> Vec<ProcEntry> {
         self.chan.send(SandboxRequest::ListPids).unwrap();
-        match self.chan.recv().unwrap() {
+        match self.answer() {
             SandboxEvent::Pids(p) => p,
             other => panic!("pids: {other:?}"),
         }
