@@ -30,9 +30,9 @@ pub use hop::{
 };
 pub use network::{Bridge, EthBridge, Network};
 pub use sandbox::{
-    root_mode_uid, session_uid, BindMount, FsMount, Gui, Paths, PathsMode, Sandbox, Virtuser,
-    VirtuserName, DEFAULT_SKELETON, FSMOUNT_TYPES, ROOT_MODE_UID_BASE, ROOT_MODE_UID_SPAN,
-    ROOT_VIRTUSER_DIR, SESSION_UID_BASE, SESSION_UID_BLOCK,
+    fnv1a, root_mode_uid, service_uid, session_uid, BindMount, FsMount, Gui, Paths, PathsMode,
+    Sandbox, Service, Virtuser, VirtuserName, DEFAULT_SKELETON, FSMOUNT_TYPES, ROOT_MODE_UID_BASE,
+    ROOT_MODE_UID_SPAN, ROOT_VIRTUSER_DIR, SERVICE_UID_BASE, SESSION_UID_BASE, SESSION_UID_BLOCK,
 };
 
 use locate::JsonPath;

@@ -119,10 +119,7 @@ pub const ROOT_MODE_UID_SPAN: u32 = 0x0100_0000;
 /// `$tmp`, or another identity of pallium's own): a hash of it into the
 /// range, stepping past any uid the host's `passwd` names.
 pub fn root_mode_uid(key: &str, passwd: &str) -> u32 {
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let hash = key.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
+    let hash = fnv1a(key);
     let taken: Vec<u32> = passwd
         .lines()
         .filter_map(|l| l.split(':').nth(2)?.parse().ok())
@@ -132,6 +129,14 @@ pub fn root_mode_uid(key: &str, passwd: &str) -> u32 {
         uid = ROOT_MODE_UID_BASE + (uid - ROOT_MODE_UID_BASE + 1) % ROOT_MODE_UID_SPAN;
     }
     uid
+}
+
+/// FNV-1a of a string: the one hash of ids and names, stable across builds
+/// and platforms (unlike std's hasher).
+pub fn fnv1a(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// Root mode: the first of the session's block of unprivileged host uids.
@@ -149,11 +154,7 @@ pub(crate) const SESSION_UID_BLOCKS: u32 = 0x1000;
 /// [`SESSION_UID_BASE`] + [`SESSION_UID_BLOCKS`] blocks, past any block that
 /// holds a uid the host's `passwd` names.
 pub fn session_uid(session_id: &str, passwd: &str) -> u32 {
-    let hash = format!("$session {session_id}")
-        .bytes()
-        .fold(0x811c_9dc5u32, |h, b| {
-            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-        });
+    let hash = fnv1a(&format!("$session {session_id}"));
     let taken: Vec<u32> = passwd
         .lines()
         .filter_map(|l| l.split(':').nth(2)?.parse().ok())
@@ -170,6 +171,49 @@ pub fn session_uid(session_id: &str, passwd: &str) -> u32 {
         block = (block + 1) % SESSION_UID_BLOCKS;
     }
     SESSION_UID_BASE + (hash % SESSION_UID_BLOCKS) * SESSION_UID_BLOCK
+}
+
+/// Root mode: the first uid of the range that pallium's own unprivileged
+/// processes run as (the supervisor once the helpers are up, the packet
+/// engines): past every application block, so no application's user
+/// namespace maps one of them.
+pub const SERVICE_UID_BASE: u32 = SESSION_UID_BASE + SESSION_UID_BLOCKS * SESSION_UID_BLOCK;
+/// How many slots (one uid per [`Service`]) the service range holds.
+const SERVICE_UID_SLOTS: u32 = 1 << 20;
+
+/// pallium's own processes that run as an unprivileged uid of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// The supervisor, once the helpers are up.
+    Supervisor,
+    /// The packet engines (tun2socks and later in-process protocol engines).
+    Engine,
+}
+
+/// Root mode: the unprivileged host uid (and gid) that `service` of session
+/// `session_id` runs as. Each session and service has its own, none is
+/// mapped into an application's user namespace, and none is a uid the
+/// host's `passwd` names. (Two services of one session never share a uid: a
+/// compromised engine cannot signal or trace the supervisor.)
+pub fn service_uid(session_id: &str, service: Service, passwd: &str) -> u32 {
+    let taken: Vec<u32> = passwd
+        .lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+        .collect();
+    let per_slot = 2;
+    let offset = match service {
+        Service::Supervisor => 0,
+        Service::Engine => 1,
+    };
+    let mut slot = fnv1a(&format!("$service {session_id}")) % SERVICE_UID_SLOTS;
+    for _ in 0..SERVICE_UID_SLOTS {
+        let base = SERVICE_UID_BASE + slot * per_slot;
+        if !taken.iter().any(|u| (base..base + per_slot).contains(u)) {
+            return base + offset;
+        }
+        slot = (slot + 1) % SERVICE_UID_SLOTS;
+    }
+    SERVICE_UID_BASE + slot * per_slot + offset
 }
 
 impl VirtuserName {
@@ -533,6 +577,23 @@ mod tests {
         })
         .unwrap();
         assert!(decode::<FsMount>(&buf, vec![]).is_err());
+    }
+
+    #[test]
+    fn service_uids_are_apart_from_applications_and_each_other() {
+        let s = service_uid("p-0", Service::Supervisor, "");
+        let e = service_uid("p-0", Service::Engine, "");
+        assert_ne!(s, e);
+        assert!(s >= SERVICE_UID_BASE && e >= SERVICE_UID_BASE);
+        assert_eq!(s, service_uid("p-0", Service::Supervisor, ""), "stable");
+        assert_ne!(s, service_uid("p-1", Service::Supervisor, ""));
+        // Past the last application block.
+        let app = session_uid("p-0", "");
+        assert!(app + SESSION_UID_BLOCK <= SERVICE_UID_BASE);
+        let taken = format!("x:x:{e}:0::/:/bin/sh\n");
+        let s2 = service_uid("p-0", Service::Supervisor, &taken);
+        let e2 = service_uid("p-0", Service::Engine, &taken);
+        assert!(s2 != s && e2 != e && s2 != e);
     }
 
     #[test]
