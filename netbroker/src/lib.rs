@@ -18,7 +18,6 @@ pub mod rootless;
 pub mod rtnl;
 pub mod server;
 pub mod sys;
-pub mod sysctl;
 #[cfg(test)]
 mod testutil;
 pub mod tun;

@@ -4,11 +4,9 @@
 
 #![forbid(unsafe_code)]
 
-/// 32-bit FNV-1a: stable across builds and platforms (unlike `DefaultHasher`).
+/// The session's 8 hex digits: the one id hash ([`proto::ids::fnv1a`]).
 pub fn session_hash(session_id: &str) -> u32 {
-    session_id.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
+    proto::ids::fnv1a(session_id)
 }
 
 /// What every session's host-side veth name starts with.

@@ -1,53 +1,37 @@
-//! After the supervisor died (we saw EOF on our channel, not `Shutdown`):
-//! remove its session directory, which it could not, so even `kill -9` of the
-//! supervisor leaves no runtime file behind.
+//! After the supervisor is gone: remove its session directory, which it
+//! could not — a supervisor killed with `kill -9`, or a root-mode one that
+//! switched to its unprivileged uid and so may not remove its directory from
+//! root's runtime directory — so no runtime file is left behind.
 //!
-//! Layout shared with the supervisor (supervisor/src/runtime.rs):
-//! `<run>/profile_<id>/session_<N>/lock`, a session alive exactly while its
-//! `lock` is flocked, and `<run>/.lock` serialising creation and removal.
+//! Layout and liveness are `proto::runtime`'s: a session is alive exactly
+//! while its `lock` is flocked, and `<run>/.lock` serialises creation and
+//! removal.
 
 #![forbid(unsafe_code)]
 
-use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use nix::fcntl::{Flock, FlockArg};
+use proto::runtime;
 
 /// Remove `session_dir` (and its profile directory when empty) if no process
 /// holds its lock any more. Best effort: the next pallium command's garbage
 /// collection does the same.
 pub fn remove_dead_session(session_dir: &Path) {
-    let Some(name) = session_dir.file_name().and_then(|n| n.to_str()) else {
-        return;
-    };
-    let Some(pdir) = session_dir.parent() else {
-        return;
-    };
-    let Some(run) = pdir.parent() else { return };
-    let profile_ok = pdir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("profile_"));
-    if !name.starts_with("session_") || !profile_ok {
+    let Some(session) = runtime::SessionRef::from_dir(session_dir) else {
         return; // not a layout we know: touch nothing
-    }
-    let Ok(reg) = OpenOptions::new()
+    };
+    // The registry lock exists whenever a session directory does: never
+    // create one (nor follow a link) on the supervisor's word.
+    let Ok(reg) = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(run.join(".lock"))
+        .open(session.run.join(runtime::REGISTRY_LOCK))
     else {
         return;
     };
-    let Ok(_registry) = Flock::lock(reg, FlockArg::LockExclusive) else {
+    let Ok(_registry) = runtime::lock_exclusive(reg) else {
         return;
     };
-    let Ok(lock) = File::open(session_dir.join("lock")) else {
-        return;
-    };
-    if Flock::lock(lock, FlockArg::LockExclusiveNonblock).is_err() {
-        return; // someone holds it: alive
-    }
-    let _ = fs::remove_dir_all(session_dir);
-    let _ = fs::remove_dir(pdir); // only when no other session is left
+    runtime::remove_if_dead(session_dir);
 }

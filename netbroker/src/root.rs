@@ -16,7 +16,7 @@ use crate::netns::{self, NetnsError};
 use crate::nft::{self, NftError, NftSession};
 use crate::pool::{self, LinkNets, V4_LEN, V6_LEN};
 use crate::rtnl::Rtnl;
-use crate::sysctl::{self, NetLock, SysctlError};
+use proto::sysctl::{self, NetLock, SysctlError};
 
 /// What failed while building the veth uplink.
 #[derive(Debug, thiserror::Error)]

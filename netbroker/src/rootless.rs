@@ -257,17 +257,10 @@ fn check_tun(uid: u32) -> Result<(), RootlessError> {
     }
 }
 
-/// `tool` in `$PATH`, then in the usual system directories.
+/// `tool` in `$PATH`, then in the usual system directories
+/// ([`proto::runtime::find_program`]).
 pub fn find_in_path(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin", "/usr/sbin", "/bin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(tool))
-        .find(|p| {
-            fs::metadata(p)
-                .map(|m| m.is_file() && m.mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
+    proto::runtime::find_program(tool)
 }
 
 enum Wait {

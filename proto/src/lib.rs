@@ -6,7 +6,10 @@
 //! * [`broker`], [`sandbox`], [`control`]: one request and one event enum per channel;
 //! * [`profile`]: the JSON profile types (the original pallium's format);
 //! * [`policy`]: the capabilities each role may hold, as data;
-//! * [`hidden`]: the host paths every sandbox view hides, as data.
+//! * [`hidden`]: the host paths every sandbox view hides, as data;
+//! * [`runtime`]: the runtime directory's layout and session liveness,
+//!   [`sysctl`]: the host's forwarding sysctls and their restore, [`ids`]:
+//!   the one id hash — shared runtime code every crate uses alike.
 //!
 //! This crate depends on nothing else of ours.
 
@@ -14,10 +17,13 @@ pub mod broker;
 pub mod control;
 pub mod error;
 pub mod hidden;
+pub mod ids;
 pub mod policy;
 pub mod profile;
+pub mod runtime;
 pub mod sandbox;
 mod sys;
+pub mod sysctl;
 pub mod wire;
 
 pub use error::RemoteError;

@@ -1,38 +1,23 @@
-//! Where sessions live: the runtime directory, profile ids, and stale-session
-//! garbage collection.
-//!
-//! Layout: `<run>/profile_<id>/session_<N>/{lock, netns, supervisor.pid,
-//! control.sock, info.json}`
-//! with `<run>` = `/run/pallium` as root, else `$XDG_RUNTIME_DIR/pallium` (or
-//! `/tmp/pallium-<uid>` without one). A session is alive exactly while its
-//! supervisor holds an exclusive flock on its `lock` file: no pid guessing.
+//! The supervisor's use of the runtime directory (`proto::runtime` holds its
+//! layout and session liveness for every crate): creating it, the registry
+//! lock, and stale-session garbage collection.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
+use proto::runtime;
+
+pub(crate) use proto::runtime::{current_netns, profile_id, session_alive};
 
 /// The per-user runtime directory, created 0700 (0711 as root) if needed.
 pub(crate) fn run_dir() -> Result<PathBuf> {
-    let dir = run_dir_path();
+    let dir = runtime::run_dir_path();
     let root = nix::unistd::getuid().is_root();
     ensure_private_dir(&dir, if root { 0o711 } else { 0o700 })?;
     Ok(dir)
-}
-
-/// Where [`run_dir`] is, without creating it.
-fn run_dir_path() -> PathBuf {
-    let uid = nix::unistd::getuid();
-    if uid.is_root() {
-        PathBuf::from("/run/pallium")
-    } else {
-        match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-            Some(d) if d.is_dir() => d.join("pallium"),
-            _ => PathBuf::from(format!("/tmp/pallium-{uid}")),
-        }
-    }
 }
 
 /// Host directories the sandbox must not see: pallium's runtime directory
@@ -40,7 +25,7 @@ fn run_dir_path() -> PathBuf {
 /// `$XDG_RUNTIME_DIR` (session bus, agents, Wayland, audio). Nothing is
 /// created (`pallium check` calls it too).
 pub(crate) fn hidden_dirs() -> Vec<String> {
-    let mut dirs = vec![run_dir_path().display().to_string()];
+    let mut dirs = vec![runtime::run_dir_path().display().to_string()];
     if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
         let x = PathBuf::from(x);
         if x.is_absolute() && x != Path::new("/") {
@@ -68,134 +53,45 @@ pub(crate) fn ensure_private_dir(dir: &Path, mode: u32) -> Result<()> {
     Ok(())
 }
 
-/// Short stable id of a profile identity (FNV-1a, hex): names its directory.
-pub(crate) fn profile_id(pseudo_path: &str) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in pseudo_path.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
-}
-
 /// Open `path` for locking (created 0600).
 pub(crate) fn open_lock(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .with_context(|| format!("cannot open lock {}", path.display()))
-}
-
-/// Exclusive lock, blocking.
-pub(crate) fn lock_exclusive(f: File) -> Result<Flock<File>> {
-    Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| anyhow::anyhow!("flock: {e}"))
+    runtime::open_lock(path).with_context(|| format!("cannot open lock {}", path.display()))
 }
 
 /// Try to take an exclusive lock; None when someone holds it.
 pub(crate) fn try_lock(f: File) -> Result<Option<Flock<File>>> {
-    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-        Ok(l) => Ok(Some(l)),
-        Err((_, nix::Error::EWOULDBLOCK)) => Ok(None),
-        Err((_, e)) => Err(anyhow::anyhow!("flock: {e}")),
-    }
-}
-
-/// Is the session in `dir` alive (its lock held by a supervisor)?
-pub(crate) fn session_alive(dir: &Path) -> bool {
-    let Ok(f) = File::open(dir.join("lock")) else {
-        return false;
-    };
-    matches!(try_lock(f), Ok(None))
+    runtime::try_lock(f).context("flock")
 }
 
 /// The registry lock (`<run>/.lock`, never removed): held briefly while a
 /// session directory is created or removed, so index allocation and garbage
 /// collection never race.
 pub(crate) fn registry_lock(run: &Path) -> Result<Flock<File>> {
-    lock_exclusive(open_lock(&run.join(".lock"))?)
+    let path = run.join(runtime::REGISTRY_LOCK);
+    runtime::registry_lock(run).with_context(|| format!("cannot lock {}", path.display()))
 }
 
 /// Remove the directories of sessions whose supervisor is gone (e.g. it was
 /// killed with SIGKILL: the kernel already removed its namespaces, links,
-/// tables and processes; only these files remain). The caller holds the
-/// registry lock.
+/// tables and processes; only these files remain), and restore the host's
+/// forwarding sysctls for a netbroker killed before it could. The caller
+/// holds the registry lock.
 pub(crate) fn collect_garbage(run: &Path) {
-    let Ok(profiles) = fs::read_dir(run) else {
-        return;
-    };
-    for p in profiles.flatten() {
-        let pdir = p.path();
-        if !p.file_name().to_string_lossy().starts_with("profile_") {
-            continue;
-        }
-        for s in fs::read_dir(&pdir).into_iter().flatten().flatten() {
-            let sdir = s.path();
-            if s.file_name().to_string_lossy().starts_with("session_") && !session_alive(&sdir) {
-                let _ = fs::remove_dir_all(&sdir);
-            }
-        }
-        let _ = fs::remove_dir(&pdir); // only succeeds when empty
-    }
+    runtime::remove_dead_sessions(run);
     restore_forwarding_if_idle(run);
 }
 
-/// The sysctls the netbroker may have switched on for the host, and only these.
-const FORWARDING: [&str; 2] = ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"];
-
-/// Inode of our network namespace: the scope of the forwarding sysctls.
-pub(crate) fn current_netns() -> u64 {
-    fs::metadata("/proc/thread-self/ns/net")
-        .map(|m| m.ino())
-        .unwrap_or(0)
-}
-
-/// Mirror of the netbroker's restore (netbroker/src/sysctl.rs) for a broker
-/// that was killed before it could restore: when no session started in our
-/// network namespace is alive, write back the values recorded in
-/// `sysctl.<netns>.saved` and remove the record.
+/// As root, when no session started in our network namespace is alive, the
+/// forwarding sysctls a dead netbroker left on go back to what they were
+/// (`proto::sysctl`, the netbroker's own restore).
 fn restore_forwarding_if_idle(run: &Path) {
-    let scope = current_netns();
-    let saved = run.join(format!("sysctl.{scope}.saved"));
+    let saved = proto::sysctl::saved_path(run, current_netns());
     if !saved.exists() || !nix::unistd::getuid().is_root() {
         return;
     }
-    let Ok(lock) = open_lock(&run.join("net.lock")) else {
-        return;
-    };
-    let Ok(_guard) = lock_exclusive(lock) else {
-        return;
-    };
-    if any_session_alive(run, scope) {
-        return;
+    let restored = proto::sysctl::NetLock::acquire(run)
+        .and_then(|lock| proto::sysctl::restore_if_idle(&lock, Path::new("/proc/sys"), None));
+    if let Err(e) = restored {
+        tracing::debug!("restoring the forwarding sysctls: {e}");
     }
-    let Ok(text) = fs::read_to_string(&saved) else {
-        return;
-    };
-    for line in text.lines() {
-        if let Some((key, value)) = line.split_once(' ') {
-            if FORWARDING.contains(&key) && matches!(value, "0" | "1") {
-                let _ = fs::write(Path::new("/proc/sys").join(key), format!("{value}\n"));
-            }
-        }
-    }
-    let _ = fs::remove_file(&saved);
-}
-
-/// A live session started in network namespace `scope` (one without a
-/// `netns` record counts, to be safe).
-fn any_session_alive(run: &Path, scope: u64) -> bool {
-    fs::read_dir(run).into_iter().flatten().flatten().any(|p| {
-        fs::read_dir(p.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|s| {
-                let recorded = fs::read_to_string(s.path().join("netns")).ok();
-                recorded.is_none_or(|r| r.trim() == scope.to_string()) && session_alive(&s.path())
-            })
-    })
 }

@@ -8,14 +8,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use nix::fcntl::Flock;
 use proto::control::SessionInfo;
+use proto::runtime::{self as layout, SessionRef};
 
 use crate::runtime;
 
 /// Highest session index tried, as in the original.
 const MAX_SESSIONS: u32 = 1024;
-
-/// The file in a session directory that records its supervisor's pid.
-const PID_FILE: &str = "supervisor.pid";
 
 /// A session this process owns: alive while `_lock` is held.
 #[derive(Debug)]
@@ -26,8 +24,15 @@ pub(crate) struct OwnedSession {
 }
 
 impl OwnedSession {
+    /// The session's id with `nonce` (`proto::runtime::SessionRef::id`).
+    pub(crate) fn id(&self, nonce: u32) -> String {
+        SessionRef::from_dir(&self.dir)
+            .map(|r| r.id(nonce))
+            .unwrap_or_default()
+    }
+
     pub(crate) fn control_path(&self) -> PathBuf {
-        self.dir.join("control.sock")
+        self.dir.join(layout::CONTROL_SOCKET)
     }
 
     /// Record what `pallium list` shows without asking the supervisor.
@@ -43,7 +48,7 @@ impl OwnedSession {
         });
         let tmp = self.dir.join("info.json.tmp");
         fs::write(&tmp, json.to_string()).context("writing session info")?;
-        fs::rename(&tmp, self.dir.join("info.json")).context("writing session info")?;
+        fs::rename(&tmp, self.dir.join(layout::INFO_FILE)).context("writing session info")?;
         Ok(())
     }
 }
@@ -79,11 +84,11 @@ pub(crate) fn create<T>(
     let pdir = profile_dir(&run, pseudo_path);
     let range = if new_session { 0..MAX_SESSIONS } else { 0..1 };
     let free = range.into_iter().find(|i| {
-        let dir = pdir.join(format!("session_{i}"));
+        let dir = layout::session_dir(&pdir, *i);
         !dir.exists() || !runtime::session_alive(&dir)
     });
     if let Some(index) = free {
-        let dir = pdir.join(format!("session_{index}"));
+        let dir = layout::session_dir(&pdir, index);
         let extra = before_claim(&dir)?;
         runtime::ensure_private_dir(&pdir, 0o711)?;
         // A dead session's leftovers: reclaim the index.
@@ -92,16 +97,19 @@ pub(crate) fn create<T>(
             .mode(0o700)
             .create(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let lock = runtime::try_lock(runtime::open_lock(&dir.join("lock"))?)?
+        let lock = runtime::try_lock(runtime::open_lock(&dir.join(layout::SESSION_LOCK))?)?
             .context("session lock taken by another process")?;
         // The network namespace we run in: the scope of host sysctls the
         // netbroker may change for this session.
-        fs::write(dir.join("netns"), runtime::current_netns().to_string())
-            .context("writing the session's netns record")?;
+        fs::write(
+            dir.join(layout::NETNS_RECORD),
+            runtime::current_netns().to_string(),
+        )
+        .context("writing the session's netns record")?;
         // This process supervises the session: clients check that the
         // control socket's server is this pid before they use it (written
         // long before the socket is bound).
-        fs::write(dir.join(PID_FILE), std::process::id().to_string())
+        fs::write(dir.join(layout::PID_FILE), std::process::id().to_string())
             .context("writing the session's supervisor pid")?;
         return Ok((
             OwnedSession {
@@ -120,13 +128,13 @@ pub(crate) fn create<T>(
 
 /// The directory of a profile's sessions.
 pub(crate) fn profile_dir(run: &Path, pseudo_path: &str) -> PathBuf {
-    run.join(format!("profile_{}", runtime::profile_id(pseudo_path)))
+    layout::profile_dir(run, &runtime::profile_id(pseudo_path))
 }
 
 /// The directory of a running session, or a clear error saying how to start one.
 pub(crate) fn find(pseudo_path: &str, display: &str, index: u32) -> Result<PathBuf> {
     let run = runtime::run_dir()?;
-    let dir = profile_dir(&run, pseudo_path).join(format!("session_{index}"));
+    let dir = layout::session_dir(&profile_dir(&run, pseudo_path), index);
     if runtime::session_alive(&dir) {
         return Ok(dir);
     }
@@ -151,7 +159,7 @@ fn running_indexes(run: &Path, pseudo_path: &str) -> Vec<u32> {
                 .parse()
                 .ok()
         })
-        .filter(|i| runtime::session_alive(&pdir.join(format!("session_{i}"))))
+        .filter(|i| runtime::session_alive(&layout::session_dir(&pdir, *i)))
         .collect();
     out.sort_unstable();
     out
@@ -183,7 +191,7 @@ pub(crate) fn list_all() -> Result<Vec<SessionInfo>> {
 /// The pid of the session's supervisor, as it recorded it when it claimed
 /// the directory.
 pub(crate) fn recorded_supervisor(dir: &Path) -> Option<i32> {
-    fs::read_to_string(dir.join(PID_FILE))
+    fs::read_to_string(dir.join(layout::PID_FILE))
         .ok()?
         .trim()
         .parse()
@@ -193,7 +201,7 @@ pub(crate) fn recorded_supervisor(dir: &Path) -> Option<i32> {
 
 pub(crate) fn read_info(dir: &Path) -> Option<SessionInfo> {
     let v: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(dir.join("info.json")).ok()?).ok()?;
+        serde_json::from_str(&fs::read_to_string(dir.join(layout::INFO_FILE)).ok()?).ok()?;
     let strings = |k: &str| -> Vec<String> {
         v[k].as_array()
             .map(|a| {

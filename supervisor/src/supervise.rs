@@ -294,10 +294,10 @@ pub(crate) fn choose_uplink(rootless: bool, force_slirp: bool) -> Result<Uplink>
     if !rootless && !force_slirp {
         return Ok(Uplink::Veth);
     }
-    if which("pasta").is_some() {
+    if proto::runtime::find_program("pasta").is_some() {
         return Ok(Uplink::Pasta);
     }
-    if which("slirp4netns").is_some() {
+    if proto::runtime::find_program("slirp4netns").is_some() {
         return Ok(Uplink::Slirp4netns);
     }
     let why = if rootless {
@@ -308,28 +308,9 @@ pub(crate) fn choose_uplink(rootless: bool, force_slirp: bool) -> Result<Uplink>
     bail!("{why} needs pasta or slirp4netns, and neither is installed: apt-get install passt (or slirp4netns)")
 }
 
-pub(crate) fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")
-        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into());
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
+/// The session's id (`proto::runtime::SessionRef::id`, our pid the nonce).
 fn session_id(plan: &Plan2) -> String {
-    let dir = plan.session.dir.parent().and_then(|p| p.file_name());
-    let id = dir
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // "<profile id>-<index>-<nonce>": the pid keeps link names unique even
-    // while the kernel still tears down a previous session's namespace
-    // (asynchronously); the netbroker derives our lock path from the rest.
-    format!(
-        "{}-{}-{}",
-        id.trim_start_matches("profile_"),
-        plan.session.index,
-        std::process::id()
-    )
+    plan.session.id(std::process::id())
 }
 
 fn hosts_file(hostname: &str) -> String {

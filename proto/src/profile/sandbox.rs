@@ -131,13 +131,8 @@ pub fn root_mode_uid(key: &str, passwd: &str) -> u32 {
     uid
 }
 
-/// FNV-1a of a string: the one hash of ids and names, stable across builds
-/// and platforms (unlike std's hasher).
-pub fn fnv1a(s: &str) -> u32 {
-    s.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
+/// The one hash of ids and names ([`crate::ids`]).
+pub use crate::ids::fnv1a;
 
 /// Root mode: the first of the session's block of unprivileged host uids.
 pub const SESSION_UID_BASE: u32 = 0x6000_0000;

@@ -114,12 +114,9 @@ pub(crate) fn ensure_runnable(loaded: &Loaded) -> Result<()> {
     Ok(())
 }
 
-/// gVisor's `runsc` in the caller's `PATH`.
+/// gVisor's `runsc` in the caller's `PATH` (`proto::runtime::find_program`).
 pub(crate) fn find_runsc() -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("runsc"))
-        .find(|p| p.is_file())
+    proto::runtime::find_program("runsc")
 }
 
 /// Check `--namespace` (Python-style) against the profile's chain: k hops

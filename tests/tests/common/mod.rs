@@ -83,12 +83,7 @@ pub(crate) fn run_with_stdin(args: &[&str], input: &str) -> Output {
 /// which names its directory under the runtime dir.
 pub(crate) fn profile_dir_name(path: &std::path::Path) -> String {
     let pseudo = format!("file://{}", path.display());
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in pseudo.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("profile_{h:016x}")
+    format!("profile_{}", proto::runtime::profile_id(&pseudo))
 }
 
 /// Poll until the testbed's host namespace is as it was (the kernel removes

@@ -5,23 +5,28 @@
 //! per network namespace; each session directory records its namespace in a
 //! `netns` file).
 //!
-//! Protocol shared with the supervisor's garbage collector (which may call the
-//! same logic, see [`restore_if_idle`]): all reads and writes of the sysctls
-//! and of the saved file happen under an exclusive flock on
-//! `/run/pallium/net.lock`; a session is alive while some process holds an
-//! flock on its `/run/pallium/**/lock` file.
+//! Used by the netbroker (which switches forwarding on and restores it) and
+//! by the supervisor's garbage collector (which restores after a netbroker
+//! killed before it could): all reads and writes of the sysctls and of the
+//! saved file happen under an exclusive flock on `/run/pallium/net.lock`; a
+//! session is alive while some process holds an flock on its
+//! `/run/pallium/**/lock` file ([`crate::runtime`]).
 
 #![forbid(unsafe_code)]
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::runtime::{self, SessionRef};
+
+pub use crate::runtime::current_netns;
+
 /// Where root-mode sessions keep their state.
-pub const RUN_DIR: &str = "/run/pallium";
+pub const RUN_DIR: &str = runtime::ROOT_RUN_DIR;
 /// The sysctls a veth uplink needs, relative to `/proc/sys`.
 pub const FORWARDING: [&str; 2] = ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"];
 
@@ -75,21 +80,10 @@ impl NetLock {
                 path: run_dir.into(),
                 source,
             })?;
-        let path = run_dir.join("net.lock");
-        let lock_err = |source| SysctlError::Lock {
-            path: path.clone(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(lock_err)?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| lock_err(io::Error::from(e)))?;
+        let path = run_dir.join(runtime::NET_LOCK);
+        let lock = runtime::open_lock(&path)
+            .and_then(runtime::lock_exclusive)
+            .map_err(|source| SysctlError::Lock { path, source })?;
         Ok(NetLock {
             _lock: lock,
             run_dir: run_dir.into(),
@@ -98,7 +92,19 @@ impl NetLock {
     }
 
     fn saved_path(&self) -> PathBuf {
-        self.run_dir.join(format!("sysctl.{}.saved", self.scope))
+        saved_path(&self.run_dir, self.scope)
+    }
+}
+
+/// The record of the values changed in network namespace `scope`.
+pub fn saved_path(run_dir: &Path, scope: u64) -> PathBuf {
+    run_dir.join(format!("sysctl.{scope}.saved"))
+}
+
+impl NetLock {
+    /// The scope of this lock's sysctls: the network namespace it was taken in.
+    pub fn scope(&self) -> u64 {
+        self.scope
     }
 }
 
@@ -127,9 +133,8 @@ pub fn enable_forwarding(lock: &NetLock, proc_sys: &Path) -> Result<(), SysctlEr
 /// session, which its supervisor may still hold), restore every saved value
 /// and remove the record. Returns whether it restored. Call under [`NetLock`].
 ///
-/// The supervisor's garbage collector mirrors this: take `net.lock`, check
-/// [`any_session_alive`], write each `key value` line of `sysctl.<netns>.saved` to
-/// `/proc/sys/<key>` in the host namespace, delete the file.
+/// The supervisor's garbage collector calls it too (`own_lock` None), for a
+/// netbroker killed before it could restore.
 pub fn restore_if_idle(
     lock: &NetLock,
     proc_sys: &Path,
@@ -156,14 +161,6 @@ pub fn restore_if_idle(
     }
 }
 
-/// Inode of the calling thread's network namespace (0 if unknown).
-pub fn current_netns() -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/thread-self/ns/net")
-        .map(|m| m.ino())
-        .unwrap_or(0)
-}
-
 /// Whether any `lock` file below `run_dir` (other than `except`) is flocked
 /// by someone and belongs to a session started in network namespace `scope`
 /// (a session directory without a `netns` record counts, to be safe): that
@@ -179,8 +176,11 @@ pub fn any_session_alive(run_dir: &Path, except: Option<&Path>, scope: u64) -> b
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
                 stack.push(path);
-            } else if ft.is_file() && e.file_name() == "lock" && Some(path.as_path()) != except {
-                let recorded = fs::read_to_string(dir.join("netns")).ok();
+            } else if ft.is_file()
+                && e.file_name() == runtime::SESSION_LOCK
+                && Some(path.as_path()) != except
+            {
+                let recorded = fs::read_to_string(dir.join(runtime::NETNS_RECORD)).ok();
                 if recorded.is_some_and(|r| r.trim() != scope.to_string()) {
                     continue;
                 }
@@ -197,18 +197,7 @@ pub fn any_session_alive(run_dir: &Path, except: Option<&Path>, scope: u64) -> b
 /// The lock file of session `session_id` ("<profile id>-<index>"), as the
 /// supervisor lays it out: `<run_dir>/<profile id>/session_<index>/lock`.
 pub fn session_lock_path(run_dir: &Path, session_id: &str) -> Option<PathBuf> {
-    // The supervisor's session id is "<profile id>-<index>-<nonce>"; its lock
-    // is <run>/profile_<profile id>/session_<index>/lock.
-    let mut parts = session_id.rsplitn(3, '-');
-    let _nonce = parts.next()?;
-    let index: u32 = parts.next()?.parse().ok()?;
-    let profile = parts.next()?;
-    Some(
-        run_dir
-            .join(format!("profile_{profile}"))
-            .join(format!("session_{index}"))
-            .join("lock"),
-    )
+    SessionRef::from_id(run_dir, session_id).map(|s| s.lock_path())
 }
 
 fn read_trimmed(path: &Path) -> Result<String, SysctlError> {
