@@ -102,10 +102,32 @@ pub fn serve(
         }
     };
     teardown(state, paths);
-    if let (true, Some(dir)) = (orphaned, session_dir) {
+    if let Some(dir) = session_dir {
+        // After a Shutdown the supervisor still holds the session's lock; it
+        // lets go, then hangs up. A root-mode supervisor runs as an
+        // unprivileged uid by then and cannot remove its directory from
+        // root's runtime directory: we do, for it as for a dead one.
+        if !orphaned {
+            await_hangup(chan, HANGUP_WAIT);
+        }
         crate::orphan::remove_dead_session(&dir);
     }
     result
+}
+
+/// How long a supervisor that sent `Shutdown` has to hang up.
+const HANGUP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Wait until the supervisor closes the channel (what it still sends is
+/// dropped), at most `limit`.
+fn await_hangup(chan: &mut Channel<BrokerEvent, BrokerRequest>, limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || !readable_within(chan, left) || chan.recv().is_err() {
+            return;
+        }
+    }
 }
 
 /// How often a running chain's hops are checked.

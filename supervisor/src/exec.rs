@@ -66,7 +66,12 @@ pub(crate) fn connect(dir: &Path) -> Result<Conn> {
     // server we cannot see at all means we are the one inside a sandbox: the
     // handshake (nothing but our role and version) lets it tell us so, and we
     // go no further whatever it answers.
-    let verified = match peer::check_server(fd.as_fd(), session::recorded_supervisor(dir)) {
+    let service_uid = |pid: i32| {
+        let id = proto::runtime::SessionRef::from_dir(dir)?.id(u32::try_from(pid).ok()?);
+        Some(crate::identity::ServiceIds::supervisor(&id).uid)
+    };
+    let recorded = session::recorded_supervisor(dir);
+    let verified = match peer::check_server(fd.as_fd(), recorded, service_uid) {
         Ok(()) => true,
         Err(peer::ServerError::Invisible) => false,
         Err(e) => {

@@ -9,6 +9,7 @@ mod cli;
 mod cmd;
 mod error;
 mod exec;
+mod identity;
 mod peer;
 mod profile_source;
 mod runtime;

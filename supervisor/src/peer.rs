@@ -153,8 +153,9 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
-    /// The gate of the session whose sandbox init is `init_pid`.
-    pub(crate) fn new(init_pid: i32) -> Gate {
+    /// The gate of the session whose sandbox init is `init_pid`, started by
+    /// `caller_uid` (root mode: root, whatever uid the supervisor switched to).
+    pub(crate) fn new(init_pid: i32, caller_uid: u32) -> Gate {
         let own = ns_pids("self").unwrap_or_else(|e| {
             tracing::warn!(
                 "cannot read /proc/self/status ({e}): every control client will be refused"
@@ -165,7 +166,7 @@ impl Gate {
             .inspect_err(|e| tracing::debug!("cannot read the sandbox's mount namespace: {e}"))
             .ok();
         Gate {
-            uid: nix::unistd::getuid().as_raw(),
+            uid: caller_uid,
             own,
             sandbox_mnt_ns,
         }
@@ -203,7 +204,14 @@ impl Gate {
         let peer = ns_pids(&shown).map_err(|source| Refused::Unreadable { pid, source })?;
         let mnt = NsId::of(&shown, "mnt").ok();
         if let Some(fd) = &pidfd {
-            crate::sys::pidfd_alive(fd.as_fd()).map_err(|_| Refused::Gone { pid })?;
+            // EPERM says it exists: a root-mode supervisor runs as the
+            // session's uid and may not signal its root clients.
+            match crate::sys::pidfd_alive(fd.as_fd()) {
+                Err(e) if e.raw_os_error() != Some(libc::EPERM) => {
+                    return Err(Refused::Gone { pid })
+                }
+                _ => {}
+            }
         }
         self.decide(pid, &peer, mnt)
     }
@@ -245,18 +253,27 @@ pub(crate) enum ServerError {
 
 /// Is the server of the connected control socket `sock` the session's
 /// supervisor, whose pid the session directory records (`recorded`)? Its
-/// uid must be ours or root, and it must run in our PID namespace (a server
-/// inside a sandbox does not).
-pub(crate) fn check_server(sock: BorrowedFd<'_>, recorded: Option<i32>) -> Result<(), ServerError> {
+/// uid must be ours, root, or — for a root client — the unprivileged uid a
+/// root-mode supervisor of pid `recorded` switches to (`service_uid` of the
+/// session's id with that pid, see `crate::identity`); and it must run in
+/// our PID namespace (a server inside a sandbox does not).
+pub(crate) fn check_server(
+    sock: BorrowedFd<'_>,
+    recorded: Option<i32>,
+    service_uid: impl FnOnce(i32) -> Option<u32>,
+) -> Result<(), ServerError> {
     let cred = getsockopt(&sock, sockopt::PeerCredentials).map_err(ServerError::Credentials)?;
     if cred.pid() == 0 {
         return Err(ServerError::Invisible);
     }
     let me = nix::unistd::getuid().as_raw();
-    if cred.uid() != me && cred.uid() != 0 {
+    let recorded = recorded.ok_or(ServerError::NoRecord)?;
+    let known = cred.uid() == me
+        || cred.uid() == 0
+        || (me == 0 && service_uid(recorded) == Some(cred.uid()));
+    if !known {
         return Err(ServerError::OtherUser(cred.uid()));
     }
-    let recorded = recorded.ok_or(ServerError::NoRecord)?;
     if cred.pid() != recorded {
         return Err(ServerError::NotTheSupervisor {
             got: cred.pid(),
@@ -338,10 +355,11 @@ mod tests {
         .unwrap();
         // A gate whose sandbox init does not exist judges by our own PID
         // namespace: a client beside us passes.
-        Gate::new(-1).judge(a.as_fd()).unwrap();
+        let me = nix::unistd::getuid().as_raw();
+        Gate::new(-1, me).judge(a.as_fd()).unwrap();
         // Our own process as "the sandbox's init": refused by its mounts,
         // if this test may read them (it may: it is the same process).
-        let e = Gate::new(std::process::id() as i32)
+        let e = Gate::new(std::process::id() as i32, me)
             .judge(a.as_fd())
             .unwrap_err();
         assert!(matches!(e, Refused::SandboxMounts { .. }), "{e}");
@@ -357,10 +375,11 @@ mod tests {
         )
         .unwrap();
         let me = std::process::id() as i32;
-        check_server(a.as_fd(), Some(me)).unwrap();
-        let e = check_server(a.as_fd(), Some(me + 1)).unwrap_err();
+        let none = |_| None;
+        check_server(a.as_fd(), Some(me), none).unwrap();
+        let e = check_server(a.as_fd(), Some(me + 1), none).unwrap_err();
         assert!(matches!(e, ServerError::NotTheSupervisor { .. }), "{e}");
-        let e = check_server(a.as_fd(), None).unwrap_err();
+        let e = check_server(a.as_fd(), None, none).unwrap_err();
         assert!(matches!(e, ServerError::NoRecord), "{e}");
     }
 }

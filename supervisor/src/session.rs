@@ -20,6 +20,9 @@ const MAX_SESSIONS: u32 = 1024;
 pub(crate) struct OwnedSession {
     pub(crate) index: u32,
     pub(crate) dir: PathBuf,
+    /// The registry lock file, opened while we may (a root-mode supervisor
+    /// switches to a uid that may not open root's), taken at removal.
+    registry: Option<File>,
     _lock: Flock<File>,
 }
 
@@ -60,8 +63,13 @@ impl Drop for OwnedSession {
         };
         let Some(run) = pdir.parent() else { return };
         // Under the registry lock, so no other process is creating a session
-        // in the profile directory we may remove.
-        let _guard = runtime::registry_lock(run);
+        // in the profile directory we may remove. Root mode, as the
+        // session's uid, we may only empty our directory: the netbroker
+        // removes it once our lock is gone (netbroker/src/orphan.rs).
+        let _guard = match self.registry.take() {
+            Some(f) => layout::lock_exclusive(f).ok(),
+            None => runtime::registry_lock(run).ok(),
+        };
         let _ = fs::remove_dir_all(&self.dir);
         let _ = fs::remove_dir(pdir); // only succeeds when no other session is left
     }
@@ -115,6 +123,7 @@ pub(crate) fn create<T>(
             OwnedSession {
                 index,
                 dir,
+                registry: layout::open_lock(&run.join(layout::REGISTRY_LOCK)).ok(),
                 _lock: lock,
             },
             extra,

@@ -23,11 +23,11 @@ use proto::policy::Role;
 use proto::sandbox::{SandboxEvent, SandboxRequest, Setup, Spawn};
 use proto::{Channel, Fd};
 
-use crate::peer;
 use crate::profile_source::Loaded;
 use crate::session::OwnedSession;
 use crate::spawn::{self, Helper};
 use crate::terminal;
+use crate::{identity, peer};
 
 /// Signals we relay to the command instead of dying of them.
 const RELAYED: [Signal; 4] = [
@@ -119,6 +119,11 @@ pub(crate) fn run(plan: Plan) -> Result<i32> {
     // user need not wait for, and it restores the host before it exits.
     reap(&mut sandbox.child, sandbox.chan.fd());
     let _ = broker.child.try_wait();
+    // The session's lock goes before the netbroker's channel: on that
+    // channel's end the netbroker removes the session directory if its lock
+    // is free (root mode: we no longer may, crate::identity).
+    drop(plan);
+    drop(broker);
     result
 }
 
@@ -132,12 +137,35 @@ fn run_with(
 ) -> Result<i32> {
     broker.handshake("netbroker")?;
     sandbox.handshake("sandboxer")?;
-    // Both helpers hold what they need; we keep nothing.
-    proto::policy::drop_to(Role::Supervisor).context("dropping the supervisor's capabilities")?;
-
+    // Both helpers hold what they need; we keep nothing. What needs the
+    // caller's identity is read or opened first.
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
     let profile = &plan.loaded.profile;
+    let hidden = crate::runtime::hidden_dirs();
+    let runsc = profile
+        .sandbox
+        .gvisor
+        .then(crate::cmd::find_runsc)
+        .flatten()
+        .map(|p| p.display().to_string());
+    let mut pid_file = plan
+        .pid_file
+        .as_ref()
+        .map(|p| {
+            std::fs::File::create(p).with_context(|| format!("creating --pid-file {}", p.display()))
+        })
+        .transpose()?;
+    if rootless {
+        proto::policy::drop_to(Role::Supervisor)
+            .context("dropping the supervisor's capabilities")?;
+    } else {
+        // Root mode: not even uid 0 from here on (crate::identity).
+        let ids = identity::ServiceIds::supervisor(&session_id(plan));
+        identity::prepare(&plan.session.dir, ids)?;
+        identity::become_service(ids)?;
+    }
+
     broker.chan.send(BrokerRequest::BuildChain(BuildChain {
         session_id: session_id(plan),
         rootless,
@@ -174,13 +202,8 @@ fn run_with(
         uid,
         gid,
         profile: profile.sandbox.clone(),
-        runsc: profile
-            .sandbox
-            .gvisor
-            .then(crate::cmd::find_runsc)
-            .flatten()
-            .map(|p| p.display().to_string()),
-        hidden: crate::runtime::hidden_dirs(),
+        runsc,
+        hidden,
     })))?;
     let (init_pid, sandbox_root, app_owner) = match sandbox.chan.recv().context("sandboxer")? {
         SandboxEvent::Ready {
@@ -194,7 +217,7 @@ fn run_with(
 
     // Read once, before the application runs: the namespaces control clients
     // are judged against, and the root `cp`/`mv` are handed.
-    let gate = peer::Gate::new(init_pid);
+    let gate = peer::Gate::new(init_pid, uid);
     let sandbox_root = checked_root(sandbox_root);
     let listener = listen(&plan.session.control_path())?;
     let info = SessionInfo {
@@ -215,9 +238,9 @@ fn run_with(
         init_pid,
     };
     plan.session.write_info(&info)?;
-    if let Some(p) = &plan.pid_file {
-        std::fs::write(p, format!("{init_pid}\n"))
-            .with_context(|| format!("writing --pid-file {}", p.display()))?;
+    if let (Some(f), Some(p)) = (pid_file.as_mut(), &plan.pid_file) {
+        use std::io::Write;
+        writeln!(f, "{init_pid}").with_context(|| format!("writing --pid-file {}", p.display()))?;
     }
 
     let mut stdio = terminal::setup(if plan.loaded.profile.sandbox.gvisor {

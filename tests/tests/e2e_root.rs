@@ -366,6 +366,13 @@ fn kill_9_of_any_process_at_any_time_leaves_nothing() {
                 );
                 std::thread::sleep(Duration::from_millis(10));
             }
+            if victim == "pallium-netbrok" {
+                // The supervisor runs as the session's unprivileged uid by
+                // now and may not remove its directory from root's runtime
+                // directory; the netbroker, which would, is the victim: the
+                // next pallium command (here `list`) sweeps it.
+                assert!(out(pal(&tb, &["list"])).status.success());
+            }
             // The session's directory: removed by whoever survives.
             let sdir = Path::new("/run/pallium").join(profile_dir_name(Path::new(prof)));
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -483,4 +490,65 @@ fn a_missing_helper_is_named() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Root mode without root: once the session runs, its supervisor is the
+/// session's own unprivileged uid (all four uids, no groups, not dumpable),
+/// `audit` says so, and root's exec and stop still reach it; its directory
+/// goes when it ends.
+#[test]
+fn the_root_mode_supervisor_drops_uid_0() {
+    skip_unless_root!();
+    let tb = Testbed::new("e2esupuid");
+    let prof = profile_file(
+        "e2esupuid",
+        r#"{"run": {"command": ["sleep", "infinity"]}}"#,
+    );
+    let prof = prof.to_str().unwrap();
+    let mut s = spawn_run(&tb, &["run", prof]);
+    wait_session(&tb, prof, "0");
+    let o = out(pal(&tb, &["audit", prof]));
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+    let sup: u32 = stdout
+        .lines()
+        .find_map(|l| l.strip_suffix(" supervisor (pallium)"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no supervisor in {stdout}"));
+    let uids = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("uids real/effective/saved/fs: "))
+        .unwrap_or_else(|| panic!("no supervisor uids in {stdout}"));
+    let uids: Vec<u32> = uids.split('/').map(|u| u.parse().unwrap()).collect();
+    assert_eq!(uids.len(), 4, "{stdout}");
+    assert!(uids.iter().all(|u| *u == uids[0] && *u != 0), "{stdout}");
+    // What the kernel says, read by the test itself.
+    let status = std::fs::read_to_string(format!("/proc/{sup}/status")).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .unwrap()
+    };
+    let want = vec![uids[0].to_string(); 4];
+    assert_eq!(field("Uid:"), want, "{status}");
+    assert_eq!(field("Gid:"), want, "{status}");
+    assert_eq!(field("Groups:"), Vec::<String>::new(), "{status}");
+    assert_eq!(field("CapEff:"), vec!["0000000000000000"], "{status}");
+    // Not dumpable: the files of its /proc directory are root's, not its uid's.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(format!("/proc/{sup}/fd")).unwrap().uid(),
+        0
+    );
+    // Root's clients still get through; the sandbox's view is unchanged.
+    let o = out(pal(&tb, &["exec", prof, "--", "id", "-u"]));
+    assert_eq!(text(&o).0.trim(), "0", "{:?}", text(&o));
+    assert!(out(pal(&tb, &["stop", prof])).status.success());
+    assert_eq!(s.wait().unwrap().code(), Some(143));
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+    assert!(!Path::new("/run/pallium")
+        .join(profile_dir_name(Path::new(prof)))
+        .exists());
 }

@@ -66,6 +66,24 @@ pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
             field("Uid").replace('\t', " "),
             field("Gid").replace('\t', " ")
         );
+        // Root mode: the supervisor parses control requests, and uid 0 owns
+        // `/etc`; once the session runs it is the session's own uid
+        // (crate::identity), all four of them.
+        if matches!(role, Role::Supervisor) {
+            let uids: Vec<String> = field("Uid").split_whitespace().map(String::from).collect();
+            let as_root = nix::unistd::getuid().is_root() && uids.iter().any(|u| u == "0");
+            violations += usize::from(as_root);
+            println!(
+                "  {}uids real/effective/saved/fs: {}{}",
+                if as_root { "!! " } else { "" },
+                uids.join("/"),
+                if as_root {
+                    " (uid 0 in root mode after setup)"
+                } else {
+                    ""
+                }
+            );
+        }
         for (k, label) in [
             ("CapEff", "effective"),
             ("CapPrm", "permitted"),
