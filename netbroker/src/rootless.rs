@@ -258,9 +258,9 @@ fn check_tun(uid: u32) -> Result<(), RootlessError> {
 }
 
 /// `tool` in `$PATH`, then in the usual system directories
-/// ([`proto::runtime::find_program`]).
+/// ([`proto::runtime::find_program_or_system`]).
 pub fn find_in_path(tool: &str) -> Option<PathBuf> {
-    proto::runtime::find_program(tool)
+    proto::runtime::find_program_or_system(tool)
 }
 
 enum Wait {

@@ -199,14 +199,23 @@ pub fn current_netns() -> u64 {
 }
 
 /// Where `program` is: the first executable regular file of that name in
-/// `$PATH` (the usual system directories when it is unset), then in the
-/// usual system directories.
+/// `$PATH` (the usual system directories when it is unset). A `PATH`
+/// without it means it is not there: the caller names the package.
 pub fn find_program(program: &str) -> Option<PathBuf> {
-    const SYSTEM: [&str; 4] = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"];
     let path = std::env::var_os("PATH")
         .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into());
-    std::env::split_paths(&path)
-        .chain(SYSTEM.map(PathBuf::from))
+    find_in(program, std::env::split_paths(&path))
+}
+
+/// [`find_program`], then the usual system directories (the netbroker's
+/// daemons: `tor` or `openvpn` in `/usr/sbin` whatever the caller's `PATH`).
+pub fn find_program_or_system(program: &str) -> Option<PathBuf> {
+    const SYSTEM: [&str; 4] = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"];
+    find_program(program).or_else(|| find_in(program, SYSTEM.map(PathBuf::from)))
+}
+
+fn find_in(program: &str, dirs: impl IntoIterator<Item = PathBuf>) -> Option<PathBuf> {
+    dirs.into_iter()
         .filter(|d| d.is_absolute())
         .map(|d| d.join(program))
         .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
@@ -269,6 +278,7 @@ mod tests {
     #[test]
     fn finds_sh() {
         assert!(find_program("sh").is_some());
+        assert!(find_program_or_system("sh").is_some());
         assert!(find_program("pallium-no-such-program").is_none());
     }
 }

@@ -275,7 +275,7 @@ fn refused_from_inside(mode: Mode) {
         .to_string();
     // Everything the attack needs is bound in on purpose: the refusal under
     // test is the supervisor's, whatever the view hides. As root the
-    // application would not even pass root's 0700 runtime directory (it is
+    // application would not even pass root's session directory (0770, it is
     // an unprivileged uid): the test makes it the host's root, the
     // strongest client the supervisor's namespace check must still refuse.
     let unsafe_root = match mode {

@@ -136,9 +136,12 @@ fn private_dir(parent: &Path, dir: &Path, owner: Option<(u32, u32)>) -> Result<(
     if let Some((uid, gid)) = owner {
         // tor's user must reach its directory: the path down to it becomes
         // traversable (never listable) by others; the session directory
-        // keeps its 0700 otherwise.
+        // keeps its mode otherwise (0700, root mode 0770: the supervisor's
+        // group writes there).
         for dir in parent.ancestors().take(3) {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(fail)?;
+            let mode = std::fs::metadata(dir).map_err(fail)?.permissions().mode();
+            let traversable = std::fs::Permissions::from_mode(mode & 0o7777 | 0o011);
+            std::fs::set_permissions(dir, traversable).map_err(fail)?;
         }
         nix::unistd::chown(dir, Some(uid.into()), Some(gid.into())).map_err(|e| fail(e.into()))?;
     }
