@@ -20,8 +20,8 @@ pub mod sandbox;
 mod sys;
 pub mod wire;
 
-pub use error::RemoteError;
+pub use error::{ErrorKind, RemoteError};
 pub use wire::{Channel, Fd, WireError};
 
 /// Bumped whenever a message changes shape; peers refuse a mismatch at hello.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;

@@ -15,7 +15,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use proto::policy::{drop_to, PolicyError, Role};
 use proto::sandbox::{ExitStatus, SandboxEvent, SandboxRequest};
-use proto::{Channel, RemoteError, WireError};
+use proto::{Channel, ErrorKind, RemoteError, WireError};
 
 use crate::seccomp::{Filter, SeccompError};
 use crate::setup::{self, Sandbox, SetupError};
@@ -258,7 +258,7 @@ impl Server {
             tracing::info!(id, "spawn failed: {e}");
             self.chan.send(SandboxEvent::Failed {
                 id: Some(id),
-                error: RemoteError::msg("sandboxer: spawn", e.to_string()),
+                error: RemoteError::msg("sandboxer: spawn", e.to_string()).with_kind(e.kind()),
             })?;
             return Ok(Flow::Continue);
         }
@@ -301,7 +301,7 @@ impl Server {
                 tracing::info!(id, "spawn failed: {e}");
                 self.chan.send(SandboxEvent::Failed {
                     id: Some(id),
-                    error: RemoteError::msg("sandboxer: spawn", e.to_string()),
+                    error: RemoteError::msg("sandboxer: spawn", e.to_string()).with_kind(e.kind()),
                 })?;
             }
         }
@@ -440,6 +440,9 @@ impl Server {
     }
 
     fn handle_list_pids(&mut self) -> Result<Flow, ServerError> {
+        if self.sandbox.is_none() {
+            return self.violation(None, "ListPids before Setup");
+        }
         let init = self.sandbox.as_ref().map(|s| s.init);
         self.chan
             .send(SandboxEvent::Pids(procs::list(&self.host_proc, init)))?;
@@ -450,7 +453,8 @@ impl Server {
     fn violation(&mut self, id: Option<u32>, what: &'static str) -> Result<Flow, ServerError> {
         let _ = self.chan.send(SandboxEvent::Failed {
             id,
-            error: RemoteError::msg("sandboxer", format!("protocol violation: {what}")),
+            error: RemoteError::msg("sandboxer", format!("protocol violation: {what}"))
+                .with_kind(ErrorKind::Protocol),
         });
         Err(ServerError::Protocol(what))
     }
