@@ -74,7 +74,16 @@ pub fn serve(
                 tracing::info!("supervisor closed the channel");
                 break Ok(());
             }
-            Err(e) => break Err(e.into()),
+            // A frame we cannot take (malformed, oversized, truncated, too
+            // many descriptors, a field that breaks a rule): the supervisor
+            // is not what it should be. Say so once, then end.
+            Err(e) => {
+                let msg = format!("malformed request: {e}");
+                let err = RemoteError::msg("netbroker: protocol violation", msg)
+                    .with_kind(ErrorKind::Protocol);
+                let _ = chan.send(BrokerEvent::Failed(err));
+                break Err(e.into());
+            }
         };
         let step = match (req, &state) {
             (BrokerRequest::BuildChain(_), State::NetworkReady { .. }) => {

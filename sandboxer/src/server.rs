@@ -107,7 +107,16 @@ impl Server {
             let flow = match self.chan.recv() {
                 Ok(req) => self.handle(req),
                 Err(WireError::Closed) => Ok(Flow::Exit),
-                Err(e) => Err(e.into()),
+                // Malformed, oversized, truncated, too many descriptors, or
+                // a field that breaks a rule: say so once, then end.
+                Err(e) => {
+                    let _ = self.chan.send(SandboxEvent::Failed {
+                        id: None,
+                        error: RemoteError::msg("sandboxer", format!("malformed request: {e}"))
+                            .with_kind(ErrorKind::Protocol),
+                    });
+                    Err(e.into())
+                }
             };
             match flow {
                 Ok(Flow::Continue) => {}
