@@ -192,8 +192,19 @@ fn a_skeleton_the_caller_cannot_read_is_refused_before_a_home_is_made() {
     if !root() {
         return;
     }
-    // Root mode with an unprivileged caller: /root (0700) is not theirs to
-    // copy into a home the application reads.
+    // Root mode with an unprivileged caller: a directory of root's (0700,
+    // like /root; a small one, so that a regression copies little) is not
+    // theirs to copy into a home the application reads.
+    let foreign = std::env::temp_dir().join(format!("pallium-foreign-{}", std::process::id()));
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("secret"), "root's").unwrap();
+    std::os::unix::fs::chown(&foreign, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(
+        &foreign,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let skel = foreign.to_str().unwrap();
     let name = format!("hostile{}", std::process::id());
     let caller = nix::unistd::User::from_uid(1001.into())
         .unwrap()
@@ -208,22 +219,23 @@ fn a_skeleton_the_caller_cannot_read_is_refused_before_a_home_is_made() {
     };
     let sb = Sandboxer::root_mode();
     sb.chan
-        .send(setup_request(user("/root"), (1001, 1001)))
+        .send(setup_request(user(skel), (1001, 1001)))
         .unwrap();
     let answer = ends_with(sb, ErrorKind::Permission);
-    assert!(answer.contains("/root"), "{answer}");
+    assert!(answer.contains(skel), "{answer}");
     assert!(!home.exists(), "a home was made: {answer}");
     // The temporary user's tmpfs home: refused the same way.
     let sb = Sandboxer::root_mode();
     let tmp = Sandbox {
         virtuser: Some(Virtuser {
             name: VirtuserName::Temporary,
-            skeleton: Some("/root".into()),
+            skeleton: Some(skel.into()),
         }),
         ..Default::default()
     };
     sb.chan.send(setup_request(tmp, (1001, 1001))).unwrap();
     ends_refused(sb);
+    std::fs::remove_dir_all(&foreign).unwrap();
 }
 
 #[test]
