@@ -13,7 +13,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
-use proto::policy::{drop_to, PolicyError, Role};
+use proto::policy::{
+    after_setup, allowed, drop_caps, drop_to, Cap, PolicyError, Role, SANDBOXER_GVISOR_ONLY,
+};
 use proto::sandbox::{ExitStatus, SandboxEvent, SandboxRequest};
 use proto::{Channel, ErrorKind, RemoteError, WireError};
 
@@ -185,6 +187,21 @@ impl Server {
         match setup::setup(req) {
             Ok(sb) => {
                 tracing::info!(init = sb.init.as_raw(), "sandbox ready");
+                // The view is built: what only that needed goes now, before
+                // the supervisor hears of it.
+                let mut drop: Vec<Cap> = allowed(Role::Sandboxer)
+                    .iter()
+                    .filter(|c| !after_setup(Role::Sandboxer).contains(c))
+                    .copied()
+                    .collect();
+                if sb.gvisor.is_none() {
+                    drop.extend_from_slice(SANDBOXER_GVISOR_ONLY);
+                }
+                if let Err(e) = drop_caps(&drop) {
+                    let _ = kill(sb.init, Signal::SIGKILL);
+                    let _ = waitpid(sb.init, None);
+                    return Err(e.into());
+                }
                 // We live in the sandbox's root since Setup entered it.
                 let root = nix::fcntl::open(
                     "/",

@@ -327,3 +327,42 @@ fn stray_descriptors_are_closed_not_kept() {
     ends_with(sb, ErrorKind::Protocol);
     assert_closed(r, "descriptors past the limit");
 }
+
+#[test]
+fn setup_drops_what_only_setup_needed() {
+    if !root() {
+        return;
+    }
+    use proto::policy::Cap;
+    let mut sb = Sandboxer::root_mode();
+    let pid = sb.proc.id();
+    let status = || std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |st: &str, k: &str| {
+        let v = st
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .unwrap()
+            .trim()
+            .to_string();
+        v
+    };
+    let mask = |st: &str, k: &str| u64::from_str_radix(&field(st, k), 16).unwrap();
+    let before = status();
+    let gone = Cap::Chown.mask() | Cap::DacOverride.mask() | Cap::SysChroot.mask();
+    assert_eq!(mask(&before, "CapPrm") & gone, gone, "{before}");
+    sb.setup(new_netns(), None, 0, 0);
+    let after = status();
+    // Capabilities are per thread: the drop holds because there is one.
+    assert_eq!(field(&after, "Threads"), "1");
+    for k in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(mask(&after, k) & gone, 0, "{k} still holds {after}");
+        assert_eq!(
+            mask(&after, k) & !proto::policy::after_setup_mask(proto::policy::Role::Sandboxer),
+            0,
+            "{k}: {after}"
+        );
+    }
+    // And it still spawns.
+    assert_eq!(sb.run(1, "true").0, proto::sandbox::ExitStatus::Code(0));
+    assert!(sb.shutdown().success());
+}
