@@ -268,6 +268,14 @@ mod tests {
             })
         };
         assert!(decodes(&ssh("nobody")) && !decodes(&ssh("root")));
+        use crate::profile::{Endpoint, Host};
+        let ep = |host: &str, port| Endpoint {
+            host: Host::Name(host.into()),
+            port,
+        };
+        assert!(decodes(&ep("proxy.example", 1080)));
+        assert!(!decodes(&ep("proxy.example", 0)));
+        assert!(!decodes(&ep("a/b", 1080)) && !decodes(&ep("", 1080)));
         // The profile parser says the same.
         let e = parse(
             "p.json",
