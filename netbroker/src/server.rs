@@ -7,7 +7,7 @@
 use proto::broker::{
     BrokerEvent, BrokerRequest, BuildChain, ChainReady, ProcEntry, Progress, Uplink,
 };
-use proto::{Channel, Fd, RemoteError, WireError};
+use proto::{Channel, ErrorKind, Fd, RemoteError, WireError};
 
 use crate::hops::{self, Chain, ChainStart};
 use crate::netns;
@@ -74,7 +74,16 @@ pub fn serve(
                 tracing::info!("supervisor closed the channel");
                 break Ok(());
             }
-            Err(e) => break Err(e.into()),
+            // A frame we cannot take (malformed, oversized, truncated, too
+            // many descriptors, a field that breaks a rule): the supervisor
+            // is not what it should be. Say so once, then end.
+            Err(e) => {
+                let msg = format!("malformed request: {e}");
+                let err = RemoteError::msg("netbroker: protocol violation", msg)
+                    .with_kind(ErrorKind::Protocol);
+                let _ = chan.send(BrokerEvent::Failed(err));
+                break Err(e.into());
+            }
         };
         let step = match (req, &state) {
             (BrokerRequest::BuildChain(_), State::NetworkReady { .. }) => {
@@ -186,7 +195,7 @@ fn violation(
     chan: &mut Channel<BrokerEvent, BrokerRequest>,
     what: &'static str,
 ) -> Result<(), ServeError> {
-    let e = RemoteError::msg("netbroker: protocol violation", what);
+    let e = RemoteError::msg("netbroker: protocol violation", what).with_kind(ErrorKind::Protocol);
     let _ = chan.send(BrokerEvent::Failed(e));
     Err(ServeError::Protocol(what))
 }
@@ -204,7 +213,8 @@ fn handle_build_chain(
                 "hop type '{}' is not supported by this netbroker",
                 hop.kind.name()
             ),
-        );
+        )
+        .with_kind(ErrorKind::Refused);
         return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
     }
     if !req.chain.is_empty() {
@@ -419,7 +429,11 @@ fn handle_build_hops(
         Ok(c) => c,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&work_dir);
-            return fail(chan, RemoteError::new("netbroker", &e));
+            let mut remote = RemoteError::new("netbroker", &e);
+            if matches!(e.source, hops::HopError::Refused(_)) {
+                remote = remote.with_kind(ErrorKind::Refused);
+            }
+            return fail(chan, remote);
         }
     };
     let mut links: Vec<String> = uplink.iter().map(|u| u.link.clone()).collect();

@@ -678,3 +678,197 @@ fn slirp4netns_uplink_as_root() {
         Ok(())
     });
 }
+
+// ---- A compromised supervisor (issue 10, item 5): the netbroker refuses
+// what no profile could say, requests out of order and frames it cannot
+// take, with nothing left on the host.
+
+/// One SEQPACKET message of raw bytes with `fds` attached.
+fn send_raw(sup: &Sup, bytes: &[u8], fds: &[std::os::fd::RawFd]) -> Result<(), String> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [std::io::IoSlice::new(bytes)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    sendmsg::<()>(sup.fd().as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)
+        .map(drop)
+        .map_err(|e| format!("sendmsg: {e}"))
+}
+
+/// The netbroker answered with one `Failed` of `kind` and exited non-zero.
+fn ends_with(broker: &mut Child, sup: &mut Sup, kind: proto::ErrorKind) -> Result<(), String> {
+    match sup.recv() {
+        Ok(BrokerEvent::Failed(e)) if e.kind == kind => {}
+        other => return Err(format!("expected a {kind:?} failure, got {other:?}")),
+    }
+    let st = broker.wait().map_err(|e| e.to_string())?;
+    if st.success() {
+        return Err("the netbroker carried on".into());
+    }
+    Ok(())
+}
+
+fn build_request(session_id: &str, chain: Vec<proto::profile::Hop>) -> BrokerRequest {
+    BrokerRequest::BuildChain(BuildChain {
+        session_id: session_id.into(),
+        rootless: false,
+        uid: 0,
+        gid: 0,
+        uplink: Uplink::Veth,
+        chain,
+        routes: None,
+        host_access: false,
+        quiet: true,
+    })
+}
+
+fn socksapp(user: &str) -> proto::profile::Hop {
+    proto::profile::Hop {
+        kind: proto::profile::HopKind::Socksapp(proto::profile::Socksapp {
+            user: user.into(),
+            cmd: vec!["/bin/sleep".into(), "77".into()],
+            timeout: Duration::from_secs(5),
+        }),
+        options: Default::default(),
+    }
+}
+
+#[test]
+fn a_hop_user_root_and_a_traversal_session_id_are_refused_when_decoded() {
+    if !is_root() {
+        return;
+    }
+    in_child(|| {
+        let dir = throwaway_host("nameserver 192.0.2.53\n")?;
+        for req in [
+            build_request("hostile-0", vec![socksapp("root")]),
+            build_request("../../etc", vec![]),
+        ] {
+            let (mut broker, mut sup) = spawn_broker(&dir.join("run"))?;
+            sup.send(req).map_err(|e| e.to_string())?;
+            ends_with(&mut broker, &mut sup, proto::ErrorKind::Protocol)?;
+        }
+        let links = sh("ip -o link show")?;
+        if links.lines().count() != 1 {
+            return Err(format!("links left:\n{links}"));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_hop_daemon_never_runs_as_an_account_of_uid_0() {
+    if !is_root() {
+        return;
+    }
+    in_child(|| {
+        let dir = throwaway_host("nameserver 192.0.2.53\n")?;
+        // `toor`: another name of uid 0, which only the netbroker's own
+        // lookup can tell (decoding sees a valid name).
+        let passwd = dir.join("passwd");
+        let mut text = std::fs::read_to_string("/etc/passwd").map_err(|e| e.to_string())?;
+        text.push_str("toor:x:0:0:alias:/root:/bin/sh\n");
+        std::fs::write(&passwd, text).map_err(|e| e.to_string())?;
+        mount(
+            Some(&passwd),
+            "/etc/passwd",
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind passwd: {e}"))?;
+        let (mut broker, mut sup) = spawn_broker(&dir.join("run"))?;
+        sup.send(build_request("hostile-1", vec![socksapp("toor")]))
+            .map_err(|e| e.to_string())?;
+        loop {
+            match sup.recv() {
+                Ok(BrokerEvent::Progress(_)) => continue,
+                Ok(BrokerEvent::Failed(e))
+                    if e.kind == proto::ErrorKind::Refused
+                        && e.to_string().contains("user 'toor' is root") =>
+                {
+                    break
+                }
+                other => return Err(format!("a uid-0 hop user was not refused: {other:?}")),
+            }
+        }
+        if sh("pgrep -x sleep -a").is_ok_and(|p| p.contains("sleep 77")) {
+            return Err("the hop's command ran".into());
+        }
+        sup.send(BrokerRequest::Shutdown)
+            .map_err(|e| e.to_string())?;
+        broker.wait().map_err(|e| e.to_string())?;
+        let links = sh("ip -o link show")?;
+        if links.lines().count() != 1 {
+            return Err(format!("links left:\n{links}"));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn malformed_frames_end_the_netbroker() {
+    if !is_root() {
+        return;
+    }
+    in_child(|| {
+        let dir = throwaway_host("nameserver 192.0.2.53\n")?;
+        let max = proto::wire::MAX_FRAME as u32;
+        let frame = |len: u32, body: &[u8]| {
+            let mut f = len.to_le_bytes().to_vec();
+            f.extend_from_slice(body);
+            f
+        };
+        for bytes in [
+            frame(2 * max, &[0; 8]),
+            frame(100, &[1, 2, 3]),
+            frame(8, &[0xff; 8]),
+            vec![9],
+        ] {
+            let (mut broker, mut sup) = spawn_broker(&dir.join("run"))?;
+            send_raw(&sup, &bytes, &[])?;
+            ends_with(&mut broker, &mut sup, proto::ErrorKind::Protocol)?;
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn stray_descriptors_are_closed_not_kept() {
+    if !is_root() {
+        return;
+    }
+    in_child(|| {
+        let dir = throwaway_host("nameserver 192.0.2.53\n")?;
+        let (mut broker, mut sup) = spawn_broker(&dir.join("run"))?;
+        let ready = build(&mut sup, Uplink::Veth)?;
+        // A descriptor attached to ListPids, which takes none.
+        let (r, w) = nix::unistd::pipe().map_err(|e| e.to_string())?;
+        let (bytes, _) =
+            proto::wire::encode(&BrokerRequest::ListPids).map_err(|e| e.to_string())?;
+        send_raw(&sup, &bytes, &[w.as_raw_fd()])?;
+        drop(w);
+        match sup.recv() {
+            Ok(BrokerEvent::Pids(_)) => {}
+            other => return Err(format!("ListPids with a stray fd: {other:?}")),
+        }
+        // EOF only once the netbroker's copy of the write end is closed
+        // too; it is still running.
+        let mut r = std::fs::File::from(r);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 1];
+            let _ = tx.send(r.read(&mut b).map(|n| n == 0));
+        });
+        if !matches!(rx.recv_timeout(Duration::from_secs(10)), Ok(Ok(true))) {
+            return Err("the netbroker kept a stray descriptor".into());
+        }
+        if broker.try_wait().map_err(|e| e.to_string())?.is_some() {
+            return Err("the netbroker ended".into());
+        }
+        sup.send(BrokerRequest::Shutdown)
+            .map_err(|e| e.to_string())?;
+        broker.wait().map_err(|e| e.to_string())?;
+        drop(ready);
+        Ok(())
+    });
+}

@@ -9,7 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{error::RemoteError, profile::Hop, wire::Fd};
+use crate::profile::{check, Hop};
+use crate::{error::RemoteError, wire::Fd};
 
 /// Requests from the supervisor to the netbroker.
 #[derive(Debug, Serialize, Deserialize)]
@@ -50,7 +51,9 @@ pub enum Uplink {
 /// Everything the netbroker needs to build one session's network.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BuildChain {
-    /// Unique per running session: "<profile id>-<index>"; names links and tables.
+    /// Unique per running session: "<profile id>-<index>-<nonce>"; names
+    /// links, tables and directories ([`check::session_id`]).
+    #[serde(deserialize_with = "check::de::session_id")]
     pub session_id: String,
     /// Rootless: create a user namespace owned by `uid` and map it to root inside.
     pub rootless: bool,

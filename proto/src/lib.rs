@@ -26,8 +26,8 @@ mod sys;
 pub mod sysctl;
 pub mod wire;
 
-pub use error::RemoteError;
+pub use error::{ErrorKind, RemoteError};
 pub use wire::{Channel, Fd, WireError};
 
 /// Bumped whenever a message changes shape; peers refuse a mismatch at hello.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;

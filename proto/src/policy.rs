@@ -138,6 +138,37 @@ pub fn allowed(role: Role) -> &'static [Cap] {
     }
 }
 
+/// What `role` still holds once its session is set up, which is what
+/// `pallium audit` checks: a helper drops what only the setup needed (the
+/// OpenSSH monitor's post-auth privilege drop). A subset of [`allowed`].
+pub fn after_setup(role: Role) -> &'static [Cap] {
+    use Cap::*;
+    match role {
+        // After `Setup` the sandboxer spawns, signals and reaps: it joins
+        // the application's namespaces (SYS_ADMIN), changes uid for a
+        // virtual user or to signal one (SETUID/SETGID), empties each
+        // child's bounding set (SETPCAP) and, rootless, maps a child back
+        // (SETFCAP). The file view is built: no more chown (CHOWN) or
+        // pivot_root (SYS_CHROOT). DAC_OVERRIDE stays only under gVisor
+        // (each spawn writes a bundle into runsc's state directory, which
+        // runsc's uid owns); without gVisor the sandboxer drops it too
+        // ([`SANDBOXER_GVISOR_ONLY`]).
+        Role::Sandboxer => &[SysAdmin, Setuid, Setgid, DacOverride, Setpcap, Setfcap],
+        // The netbroker keeps its row: capabilities are per thread, and the
+        // threads its hops started during the build (packet engine, DNS)
+        // would keep theirs whatever the main thread dropped.
+        r => allowed(r),
+    }
+}
+
+/// What the sandboxer keeps after `Setup` only when the sandbox runs gVisor.
+pub const SANDBOXER_GVISOR_ONLY: &[Cap] = &[Cap::DacOverride];
+
+/// Mask of [`after_setup`].
+pub fn after_setup_mask(role: Role) -> u64 {
+    after_setup(role).iter().fold(0, |m, c| m | c.mask())
+}
+
 /// Linux capabilities by number (linux/capability.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
@@ -358,9 +389,47 @@ pub fn drop_to(role: Role) -> Result<(), PolicyError> {
     Ok(())
 }
 
+/// Drop `caps` from the calling thread's effective, permitted and (with
+/// CAP_SETPCAP) bounding sets, for good: the helpers' post-setup drop. Call
+/// it while single-threaded.
+pub fn drop_caps(drop: &[Cap]) -> Result<(), PolicyError> {
+    use caps::CapSet;
+    let err = |set| move |source| PolicyError::Caps { set, source };
+    let drop: Vec<caps::Capability> = drop
+        .iter()
+        .filter_map(|c| caps::all().into_iter().find(|k| k.index() == *c as u8))
+        .collect();
+    if caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP).unwrap_or(false) {
+        for c in &drop {
+            if caps::has_cap(None, CapSet::Bounding, *c).unwrap_or(false) {
+                caps::drop(None, CapSet::Bounding, *c).map_err(err("bounding"))?;
+            }
+        }
+    }
+    for c in &drop {
+        caps::drop(None, CapSet::Effective, *c).map_err(err("effective"))?;
+        caps::drop(None, CapSet::Permitted, *c).map_err(err("permitted"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_setup_is_a_subset_of_the_role() {
+        for r in [
+            Role::Supervisor,
+            Role::Netbroker,
+            Role::Sandboxer,
+            Role::Hop,
+        ] {
+            assert_eq!(after_setup_mask(r) & !allowed_mask(r), 0, "{r:?}");
+        }
+        let s = after_setup_mask(Role::Sandboxer);
+        assert_eq!(s & (Cap::Chown.mask() | Cap::SysChroot.mask()), 0);
+    }
 
     #[test]
     fn names_match_numbers() {

@@ -2,10 +2,15 @@
 //! and file view, then spawn, signal and reap its processes.
 //!
 //! Legal order: `Setup` once (answered by `Ready` or `Failed`), then any number
-//! of `Spawn`/`Signal`/`ListPids`, then `Shutdown`.
+//! of `Spawn`/`Signal`/`ListPids`, then `Shutdown`. The sandboxer enforces it:
+//! anything else (a `Spawn`, `Signal` or `ListPids` before `Setup`, a second
+//! `Setup`) gets one `Failed` of kind `Protocol` and ends it, after killing
+//! whatever it started. Every field is re-checked as it is decoded
+//! (`profile::check`): a frame that breaks a rule ends the sandboxer too.
 
 use serde::{Deserialize, Serialize};
 
+use crate::profile::check;
 use crate::{broker::ProcEntry, error::RemoteError, wire::Fd};
 
 /// Requests from the supervisor to the sandboxer.
@@ -61,6 +66,7 @@ pub struct Setup {
     pub app_userns: Option<Fd>,
     /// `ChainReady::app_uid`: root mode, the host uid that is uid 0 there.
     pub app_uid: Option<u32>,
+    #[serde(deserialize_with = "check::de::hostname")]
     pub hostname: String,
     pub resolv_conf: String,
     pub hosts: String,
@@ -72,10 +78,12 @@ pub struct Setup {
     pub profile: crate::profile::Sandbox,
     /// `sandbox.gvisor`: the host path of `runsc`, found by the supervisor;
     /// the sandboxer opens it before the file view replaces the host's.
+    #[serde(deserialize_with = "check::de::opt_abs_path")]
     pub runsc: Option<String>,
     /// Host directories hidden in the view unless the profile names them:
     /// pallium's runtime directory (control sockets) and the caller's
     /// `$XDG_RUNTIME_DIR` (its IPC sockets).
+    #[serde(deserialize_with = "check::de::abs_paths")]
     pub hidden: Vec<String>,
 }
 
@@ -84,9 +92,15 @@ pub struct Setup {
 pub struct Spawn {
     /// Chosen by the supervisor, unique per session.
     pub id: u32,
+    /// Not empty, no NUL.
+    #[serde(deserialize_with = "check::de::argv")]
     pub argv: Vec<String>,
+    /// Names without `=` or NUL, values without NUL.
+    #[serde(deserialize_with = "check::de::env")]
     pub env: Vec<(String, String)>,
-    /// Working directory; falls back to `/` when absent in the sandbox.
+    /// Working directory (absolute); falls back to `/` when absent in the
+    /// sandbox.
+    #[serde(deserialize_with = "check::de::opt_abs_path")]
     pub cwd: Option<String>,
     /// stdin, stdout, stderr (a PTY's slave three times for terminals).
     pub stdio: [Fd; 3],

@@ -216,9 +216,8 @@ fn run(
                 .map_err(step("restrict (nosuid, nodev, read-only)", target))
         }
         MountOp::MakeInaccessible => make_inaccessible(),
-        MountOp::CopyTree { from, to } => {
-            crate::virtuser::copy_tree(from, to).map_err(|e| MountError::Copy(e.to_string()))
-        }
+        MountOp::CopyTree { from, to, reader } => crate::virtuser::copy_tree(from, to, *reader)
+            .map_err(|e| MountError::Copy(e.to_string())),
         MountOp::ChownTree { path, uid, gid } => crate::virtuser::chown_tree(path, *uid, *gid)
             .map_err(|e| MountError::Copy(e.to_string())),
         MountOp::Hide { root, path } => hide(root, path),

@@ -901,6 +901,7 @@ mod tests {
         let post = [MountOp::CopyTree {
             from: "/a".into(),
             to: "/b".into(),
+            reader: None,
         }];
         let ops = view(&t, &files(), &[("/vp".into(), "x".into())], &post, false);
         assert!(ops.contains(&MountOp::Bind {

@@ -37,8 +37,14 @@ pub enum MountOp {
     /// Hide `path` resolved inside `root`: bind the inaccessible directory or
     /// file over it, read-only. Skipped when it does not exist there.
     Hide { root: PathBuf, path: PathBuf },
-    /// Copy the contents of directory `from` into directory `to`.
-    CopyTree { from: PathBuf, to: PathBuf },
+    /// Copy the contents of directory `from` into directory `to`, reading
+    /// `from` with the file-system ids `reader` when given (the caller's:
+    /// what they cannot read is not copied for them).
+    CopyTree {
+        from: PathBuf,
+        to: PathBuf,
+        reader: Option<(u32, u32)>,
+    },
     /// Give `path` and everything below it (symbolic links themselves, not
     /// followed) to `uid`/`gid`: a root-mode virtual user's tmpfs home.
     ChownTree { path: PathBuf, uid: u32, gid: u32 },

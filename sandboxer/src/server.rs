@@ -13,9 +13,11 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
-use proto::policy::{drop_to, PolicyError, Role};
+use proto::policy::{
+    after_setup, allowed, drop_caps, drop_to, Cap, PolicyError, Role, SANDBOXER_GVISOR_ONLY,
+};
 use proto::sandbox::{ExitStatus, SandboxEvent, SandboxRequest};
-use proto::{Channel, RemoteError, WireError};
+use proto::{Channel, ErrorKind, RemoteError, WireError};
 
 use crate::seccomp::{Filter, SeccompError};
 use crate::setup::{self, Sandbox, SetupError};
@@ -107,7 +109,16 @@ impl Server {
             let flow = match self.chan.recv() {
                 Ok(req) => self.handle(req),
                 Err(WireError::Closed) => Ok(Flow::Exit),
-                Err(e) => Err(e.into()),
+                // Malformed, oversized, truncated, too many descriptors, or
+                // a field that breaks a rule: say so once, then end.
+                Err(e) => {
+                    let _ = self.chan.send(SandboxEvent::Failed {
+                        id: None,
+                        error: RemoteError::msg("sandboxer", format!("malformed request: {e}"))
+                            .with_kind(ErrorKind::Protocol),
+                    });
+                    Err(e.into())
+                }
             };
             match flow {
                 Ok(Flow::Continue) => {}
@@ -176,6 +187,21 @@ impl Server {
         match setup::setup(req) {
             Ok(sb) => {
                 tracing::info!(init = sb.init.as_raw(), "sandbox ready");
+                // The view is built: what only that needed goes now, before
+                // the supervisor hears of it.
+                let mut drop: Vec<Cap> = allowed(Role::Sandboxer)
+                    .iter()
+                    .filter(|c| !after_setup(Role::Sandboxer).contains(c))
+                    .copied()
+                    .collect();
+                if sb.gvisor.is_none() {
+                    drop.extend_from_slice(SANDBOXER_GVISOR_ONLY);
+                }
+                if let Err(e) = drop_caps(&drop) {
+                    let _ = kill(sb.init, Signal::SIGKILL);
+                    let _ = waitpid(sb.init, None);
+                    return Err(e.into());
+                }
                 // We live in the sandbox's root since Setup entered it.
                 let root = nix::fcntl::open(
                     "/",
@@ -258,7 +284,7 @@ impl Server {
             tracing::info!(id, "spawn failed: {e}");
             self.chan.send(SandboxEvent::Failed {
                 id: Some(id),
-                error: RemoteError::msg("sandboxer: spawn", e.to_string()),
+                error: RemoteError::msg("sandboxer: spawn", e.to_string()).with_kind(e.kind()),
             })?;
             return Ok(Flow::Continue);
         }
@@ -301,7 +327,7 @@ impl Server {
                 tracing::info!(id, "spawn failed: {e}");
                 self.chan.send(SandboxEvent::Failed {
                     id: Some(id),
-                    error: RemoteError::msg("sandboxer: spawn", e.to_string()),
+                    error: RemoteError::msg("sandboxer: spawn", e.to_string()).with_kind(e.kind()),
                 })?;
             }
         }
@@ -440,6 +466,9 @@ impl Server {
     }
 
     fn handle_list_pids(&mut self) -> Result<Flow, ServerError> {
+        if self.sandbox.is_none() {
+            return self.violation(None, "ListPids before Setup");
+        }
         let init = self.sandbox.as_ref().map(|s| s.init);
         self.chan
             .send(SandboxEvent::Pids(procs::list(&self.host_proc, init)))?;
@@ -450,7 +479,8 @@ impl Server {
     fn violation(&mut self, id: Option<u32>, what: &'static str) -> Result<Flow, ServerError> {
         let _ = self.chan.send(SandboxEvent::Failed {
             id,
-            error: RemoteError::msg("sandboxer", format!("protocol violation: {what}")),
+            error: RemoteError::msg("sandboxer", format!("protocol violation: {what}"))
+                .with_kind(ErrorKind::Protocol),
         });
         Err(ServerError::Protocol(what))
     }

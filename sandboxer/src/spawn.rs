@@ -64,6 +64,19 @@ pub enum SpawnError {
     },
 }
 
+impl SpawnError {
+    /// The kind the supervisor acts on (127 for a command not found).
+    pub fn kind(&self) -> proto::ErrorKind {
+        match self {
+            SpawnError::Exec { errno, .. } | SpawnError::Prepare { errno, .. } => {
+                proto::ErrorKind::of_errno(*errno as i32)
+            }
+            SpawnError::Sys { source, .. } => proto::ErrorKind::of_io(source.kind()),
+            SpawnError::EmptyArgv | SpawnError::Nul(_) => proto::ErrorKind::Refused,
+        }
+    }
+}
+
 /// Who a spawned process is (all None: whoever the sandboxer is — root
 /// mode with `sandbox.unsafe_host_root`).
 #[derive(Debug, Clone, Copy, Default)]

@@ -104,6 +104,7 @@ pub fn describe(
     host_home: Option<&Path>,
     (uid, gid): (u32, u32),
     own_home: bool,
+    caller: (u32, u32),
     shell: &str,
     hostname: &str,
 ) -> Prepared {
@@ -127,6 +128,7 @@ pub fn describe(
                 post.push(MountOp::CopyTree {
                     from: Path::new(OLD_ROOT).join(skel.trim_start_matches('/')),
                     to: mounted.clone(),
+                    reader: own_home.then_some((caller.0, caller.1)),
                 });
             }
             if own_home {
@@ -174,6 +176,10 @@ pub fn prepare(
 ) -> Result<Prepared, VirtuserError> {
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let (caller_home, shell) = caller(&passwd, uid);
+    // Root mode: the skeleton is read as the caller, not with our
+    // DAC_OVERRIDE (a compromised supervisor could name /root or /etc).
+    // Rootless we are the caller already.
+    let reader = root_mode.then_some((uid, gid));
     let mut id = if root_mode {
         let u = v.name.root_mode_uid(&passwd);
         (u, u)
@@ -190,7 +196,7 @@ pub fn prepare(
             let dir = base.join(n).join("home");
             match fs::symlink_metadata(&dir) {
                 Err(_) => {
-                    create_home(&dir, v.skeleton.as_deref())?;
+                    create_home(&dir, v.skeleton.as_deref(), reader)?;
                     if root_mode {
                         chown_tree(&dir, id.0, id.1)?;
                     }
@@ -209,6 +215,7 @@ pub fn prepare(
         host_home.as_deref(),
         id,
         root_mode,
+        (uid, gid),
         &shell,
         hostname,
     ))
@@ -236,7 +243,25 @@ fn io_step<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> 
     }
 }
 
-fn create_home(dir: &Path, skeleton: Option<&str>) -> Result<(), VirtuserError> {
+fn create_home(
+    dir: &Path,
+    skeleton: Option<&str>,
+    reader: Option<(u32, u32)>,
+) -> Result<(), VirtuserError> {
+    // A skeleton the caller cannot read is refused before anything is made.
+    let skeleton = match skeleton {
+        Some(skel) => match as_reader(reader, || fs::read_dir(skel)) {
+            Ok(_) => Some(skel),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(io_step("read skeleton", Path::new(skel))(e))
+            }
+            Err(_) => {
+                tracing::error!("virtual user skeleton {skel} is not a directory; home left empty");
+                None
+            }
+        },
+        None => None,
+    };
     if let Some(parent) = dir.parent() {
         fs::DirBuilder::new()
             .recursive(true)
@@ -248,38 +273,68 @@ fn create_home(dir: &Path, skeleton: Option<&str>) -> Result<(), VirtuserError> 
         .mode(0o700)
         .create(dir)
         .map_err(io_step("create directory", dir))?;
-    match skeleton {
-        Some(skel) if Path::new(skel).is_dir() => copy_tree(Path::new(skel), dir),
-        Some(skel) => {
-            tracing::error!("virtual user skeleton {skel} is not a directory; home left empty");
-            Ok(())
-        }
-        None => Ok(()),
+    let Some(skel) = skeleton else {
+        return Ok(());
+    };
+    let copied = copy_tree(Path::new(skel), dir, reader);
+    if copied.is_err() {
+        // Half a home is no home: the next start tries again.
+        let _ = fs::remove_dir_all(dir);
     }
+    copied
 }
 
 /// Copy the contents of `from` into the existing directory `to`: files,
-/// directories and symbolic links, with their permission bits.
-pub fn copy_tree(from: &Path, to: &Path) -> Result<(), VirtuserError> {
-    for e in fs::read_dir(from).map_err(io_step("read directory", from))? {
+/// directories and symbolic links, with their permission bits. `from` is
+/// read with the file-system ids `reader` when given; `to` is written with
+/// ours.
+pub fn copy_tree(from: &Path, to: &Path, reader: Option<(u32, u32)>) -> Result<(), VirtuserError> {
+    let entries =
+        as_reader(reader, || fs::read_dir(from)).map_err(io_step("read directory", from))?;
+    for e in entries {
         let e = e.map_err(io_step("read directory", from))?;
         let (src, dst) = (e.path(), to.join(e.file_name()));
-        let meta = fs::symlink_metadata(&src).map_err(io_step("stat", &src))?;
+        let meta =
+            as_reader(reader, || fs::symlink_metadata(&src)).map_err(io_step("stat", &src))?;
         if meta.is_symlink() {
-            let target = fs::read_link(&src).map_err(io_step("read link", &src))?;
+            let target =
+                as_reader(reader, || fs::read_link(&src)).map_err(io_step("read link", &src))?;
             std::os::unix::fs::symlink(target, &dst).map_err(io_step("create symlink", &dst))?;
         } else if meta.is_dir() {
             fs::create_dir(&dst).map_err(io_step("create directory", &dst))?;
-            copy_tree(&src, &dst)?;
+            copy_tree(&src, &dst, reader)?;
             fs::set_permissions(&dst, meta.permissions()).map_err(io_step("chmod", &dst))?;
         } else if meta.is_file() {
-            fs::copy(&src, &dst).map_err(io_step("copy to", &dst))?;
+            let mut input =
+                as_reader(reader, || fs::File::open(&src)).map_err(io_step("open", &src))?;
+            let mut output = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&dst)
+                .map_err(io_step("create", &dst))?;
+            io::copy(&mut input, &mut output).map_err(io_step("copy to", &dst))?;
             let mode = meta.permissions().mode() & 0o7777;
             fs::set_permissions(&dst, fs::Permissions::from_mode(mode))
                 .map_err(io_step("chmod", &dst))?;
         }
     }
     Ok(())
+}
+
+/// Run `f` with the file-system uid and gid `reader` when given (and ours
+/// back after): the kernel checks its file accesses against them, without
+/// our DAC_OVERRIDE (a non-zero fsuid clears the effective file
+/// capabilities; fsuid 0 again restores them).
+fn as_reader<T>(reader: Option<(u32, u32)>, f: impl FnOnce() -> T) -> T {
+    let Some((uid, gid)) = reader else {
+        return f();
+    };
+    let g = nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
+    let u = nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
+    let r = f();
+    nix::unistd::setfsuid(u);
+    nix::unistd::setfsgid(g);
+    r
 }
 
 /// `HOME`, `USER` and the working directory of a spawned command:
@@ -333,6 +388,7 @@ mod tests {
             Some(Path::new("/h/.config/pallium/virtuser/johndoe/home")),
             (1000, 100),
             false,
+            (1000, 100),
             "/bin/bash",
             "box",
         );
@@ -364,24 +420,25 @@ mod tests {
             name: VirtuserName::Temporary,
             skeleton: Some("/etc/skel".into()),
         };
-        let p = describe(&v, None, (0, 0), false, "/bin/sh", "pallium");
+        let p = describe(&v, None, (0, 0), false, (0, 0), "/bin/sh", "pallium");
         assert_eq!(p.extra[0], ("/home/tmp".into(), Class::Fs("tmpfs".into())));
         assert_eq!(
             p.post,
             [MountOp::CopyTree {
                 from: "/oldroot/etc/skel".into(),
-                to: "/newroot/home/tmp".into()
+                to: "/newroot/home/tmp".into(),
+                reader: None,
             }]
         );
         let v = Virtuser {
             skeleton: None,
             ..v
         };
-        assert!(describe(&v, None, (0, 0), false, "/bin/sh", "p")
+        assert!(describe(&v, None, (0, 0), false, (0, 0), "/bin/sh", "p")
             .post
             .is_empty());
         // Root mode: the tmpfs home is given to the user's own uid.
-        let p = describe(&v, None, (7, 8), true, "/bin/sh", "p");
+        let p = describe(&v, None, (7, 8), true, (0, 0), "/bin/sh", "p");
         assert_eq!(
             p.post,
             [MountOp::ChownTree {
@@ -407,6 +464,7 @@ mod tests {
             Some(Path::new("/x")),
             (1, 1),
             false,
+            (1, 1),
             "/bin/sh",
             "h",
         );

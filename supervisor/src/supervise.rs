@@ -764,10 +764,7 @@ impl Loop<'_> {
 
 /// 127 when the command was not found, 126 when it could not be run, as shells do.
 pub(crate) fn exit_code_for_spawn_error(e: &proto::RemoteError) -> i32 {
-    if e.chain
-        .iter()
-        .any(|c| c.contains("No such file") || c.contains("not found"))
-    {
+    if e.kind == proto::ErrorKind::NotFound {
         127
     } else {
         126

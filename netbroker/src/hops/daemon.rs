@@ -115,8 +115,11 @@ pub(super) fn find_tool(cx: &HopCx<'_>, tool: &str, package: &str) -> Result<Pat
 }
 
 /// Who a daemon runs as: root mode — `user` (default `fallback`), never
-/// root unless asked; rootless — the caller, mapped back to their own uid
-/// when `map_back` (see [`spawn`]).
+/// uid 0 under any name (the profile parser refuses `root` and so does
+/// decoding, but an alias such as `toor` is only known here); rootless —
+/// the caller, mapped back to their own uid when `map_back` (see [`spawn`]).
+/// A hop daemon talks to remote servers: as the host's root its compromise
+/// would be the host's, and a compromised supervisor could ask for that.
 pub(super) fn placement(
     cx: &HopCx<'_>,
     user: Option<&str>,
@@ -135,6 +138,11 @@ pub(super) fn placement(
                     "user '{name}' does not exist; set the hop's \"user\" to an existing account"
                 ))
             })?;
+        if u.uid.is_root() || u.gid.as_raw() == 0 {
+            return Err(HopError::Refused(format!(
+                "user '{name}' is root (uid or gid 0); a hop daemon never runs as root: set the hop's \"user\" to an unprivileged account"
+            )));
+        }
         (Some((u.uid.as_raw(), u.gid.as_raw())), None)
     };
     Ok(Placement {

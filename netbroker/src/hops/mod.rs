@@ -46,6 +46,10 @@ pub enum HopError {
     Failed(String),
     #[error("hop type '{0}' is not supported by this netbroker")]
     Unsupported(&'static str),
+    /// The request breaks the netbroker's own rules (a hop daemon as root),
+    /// whatever the supervisor says.
+    #[error("{0}")]
+    Refused(String),
     /// The supervisor went away (the user interrupted pallium) mid-setup.
     #[error("setup abandoned: pallium was interrupted")]
     Cancelled,

@@ -1,5 +1,5 @@
 //! `ssh`: `ssh -N -D 127.0.0.1:PORT [ssh_args] destination` in N(i−1), as the
-//! hop's `user` in root mode or as the caller (mapped back to their own uid,
+//! hop's `user` (default `nobody`, never root) in root mode or as the caller (mapped back to their own uid,
 //! so ssh finds their keys and known hosts) rootless; then served into Ni by
 //! tun2socks as a SOCKS5 proxy with remote name resolution. BatchMode means
 //! it never waits on a host-key or password prompt: it fails, and its
@@ -25,7 +25,9 @@ impl HopType for SshHop {
         };
         let ssh = ssh.clone();
         let exe = daemon::find_tool(cx, "ssh", "openssh-client")?;
-        let place = daemon::placement(cx, ssh.user.as_deref(), "root", true)?;
+        // Root mode: `nobody` unless the profile names an account (whose
+        // keys ssh then uses); never root.
+        let place = daemon::placement(cx, ssh.user.as_deref(), "nobody", true)?;
         let port = daemon::free_port(cx)?;
         let socks = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let timeout = ssh.timeout.as_secs().max(1);

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 pub enum Host {
     Ip(IpAddr),
     /// A DNS name (the original only accepts IP literals; resolving is the
-    /// netbroker's business).
-    Name(String),
+    /// netbroker's business). Re-checked when decoded ([`is_hostname`]).
+    Name(#[serde(deserialize_with = "de_hostname")] String),
 }
 
 /// A proxy address: `192.0.2.1:1080`, `[2001:db8::1]:1080`, a bare IP (the
@@ -24,7 +24,27 @@ pub enum Host {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub host: Host,
+    /// 1–65535, re-checked when decoded.
+    #[serde(deserialize_with = "de_port")]
     pub port: u16,
+}
+
+/// [`Host::Name`] as decoded from the wire: the parser's rule.
+fn de_hostname<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if !is_hostname(&s) {
+        return Err(serde::de::Error::custom(format!("invalid host name {s:?}")));
+    }
+    Ok(s)
+}
+
+/// A proxy's port as decoded from the wire: never 0, as the parser says.
+fn de_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let p = u16::deserialize(d)?;
+    if p == 0 {
+        return Err(serde::de::Error::custom("port 0"));
+    }
+    Ok(p)
 }
 
 impl Endpoint {

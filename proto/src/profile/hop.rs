@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::addr::{DnsServer, Endpoint, IfName};
+use super::check;
 use super::locate::JsonPath;
 use super::network::ifname;
 use super::read::{array, kind, string, strings, Cx, Obj, Res};
@@ -84,6 +85,8 @@ pub struct Tor {
     /// Use and expose tor's DNS port (default true).
     pub builtin_dns: bool,
     /// Local user tor runs as (root mode); None = least privileged user.
+    /// Never root ([`check::hop_user`]), re-checked when decoded.
+    #[serde(deserialize_with = "check::de::opt_hop_user")]
     pub user: Option<String>,
     /// Map .onion names to virtual addresses (default true).
     pub onion_support: bool,
@@ -113,7 +116,8 @@ pub struct Wireguard {
 pub struct Ssh {
     /// `[user@]host` as for ssh.
     pub destination: String,
-    /// Local user to run ssh as (root mode).
+    /// Local user to run ssh as (root mode); None = `nobody`. Never root.
+    #[serde(deserialize_with = "check::de::opt_hop_user")]
     pub user: Option<String>,
     pub ssh_args: Vec<String>,
     /// Default 30 s.
@@ -123,7 +127,10 @@ pub struct Ssh {
 /// `socksapp`: any program opening a SOCKS listener on `<ns_ip>:1080`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Socksapp {
+    /// Never root.
+    #[serde(deserialize_with = "check::de::hop_user")]
     pub user: String,
+    #[serde(deserialize_with = "check::de::argv")]
     pub cmd: Vec<String>,
     /// Default 30 s.
     pub timeout: Duration,
@@ -133,6 +140,7 @@ pub struct Socksapp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Script {
     /// argv (a string `path` is one program, not a shell line).
+    #[serde(deserialize_with = "check::de::argv")]
     pub path: Vec<String>,
     /// Kill-switch device (default `tun0`).
     pub interface: IfName,
@@ -327,7 +335,7 @@ fn tor(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<HopKind> {
         timeout: o.secs(cx, "timeout", 300)?,
         circuit_build_timeout: o.secs(cx, "circuit_build_timeout", 60)?,
         builtin_dns: o.bool(cx, "builtin_dns", true)?,
-        user: o.str(cx, "user")?,
+        user: hop_user(cx, o)?,
         onion_support: o.bool(cx, "onion_support", true)?,
         tor_args: o.strings(cx, "tor_args")?.unwrap_or_default(),
     }))
@@ -356,7 +364,7 @@ fn wireguard(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<HopKind> {
 fn ssh(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<HopKind> {
     Ok(HopKind::Ssh(Ssh {
         destination: o.need_str(cx, "destination", "ssh hop", "e.g. \"user@host.example\"")?,
-        user: o.str(cx, "user")?,
+        user: hop_user(cx, o)?,
         ssh_args: o.strings(cx, "ssh_args")?.unwrap_or_default(),
         timeout: o.secs(cx, "timeout", 30)?,
     }))
@@ -369,6 +377,7 @@ fn socksapp(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<HopKind> {
         "socksapp hop",
         "the local user to run the program as",
     )?;
+    check::hop_user(&user).map_err(|e| cx.err(&o.at("user"), e))?;
     let cmd = argv(cx, o, "cmd", "socksapp hop")?;
     Ok(HopKind::Socksapp(Socksapp {
         user,
@@ -447,6 +456,15 @@ fn tun2socks(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<HopKind> {
     }))
 }
 
+/// A hop's optional `user` ([`check::hop_user`]: never root).
+fn hop_user(cx: &Cx<'_>, o: &mut Obj<'_>) -> Res<Option<String>> {
+    let user = o.str(cx, "user")?;
+    if let Some(u) = &user {
+        check::hop_user(u).map_err(|e| cx.err(&o.at("user"), e))?;
+    }
+    Ok(user)
+}
+
 /// A required program: a string (one program path) or a non-empty argv array.
 fn argv(cx: &Cx<'_>, o: &mut Obj<'_>, key: &str, what: &str) -> Res<Vec<String>> {
     let p = o.at(key);
@@ -460,6 +478,9 @@ fn argv(cx: &Cx<'_>, o: &mut Obj<'_>, key: &str, what: &str) -> Res<Vec<String>>
             let list = strings(cx, v, &p)?;
             if list.is_empty() {
                 return Err(cx.err(&p, "the argv array is empty; give at least the program"));
+            }
+            for (i, a) in list.iter().enumerate() {
+                check::text(a).map_err(|e| cx.err(&p.index(i), e))?;
             }
             Ok(list)
         }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod addr;
+pub mod check;
 mod environment;
 mod error;
 mod hop;

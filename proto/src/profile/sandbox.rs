@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::check;
 use super::environment::{environment, Environment};
 use super::locate::JsonPath;
 use super::read::{array, string, strings, truthy, Cx, Obj, Res};
@@ -27,8 +28,10 @@ pub struct Sandbox {
     pub unpriv_user_ns: bool,
     /// Working directory; None = virtuser home or the caller's cwd; `""` = the
     /// caller's cwd.
+    #[serde(deserialize_with = "check::de::opt_workdir")]
     pub workdir: Option<String>,
     /// Host name in the sandbox's UTS namespace (default "pallium").
+    #[serde(deserialize_with = "check::de::hostname")]
     pub hostname: String,
     /// Extra syscalls to deny (new in pallium-rs).
     pub seccomp: Vec<String>,
@@ -64,7 +67,9 @@ impl Default for Sandbox {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Virtuser {
     pub name: VirtuserName,
-    /// Directory copied into a new home; None = `"skeleton": false`.
+    /// Directory copied into a new home; None = `"skeleton": false`. The
+    /// sandboxer reads it with the caller's file-system ids.
+    #[serde(deserialize_with = "check::de::opt_abs_path")]
     pub skeleton: Option<String>,
 }
 
@@ -268,8 +273,10 @@ pub struct Paths {
     pub mode: PathsMode,
     pub bind: Vec<BindMount>,
     /// Host paths (globs) bound at the same place.
+    #[serde(deserialize_with = "check::de::abs_paths")]
     pub whitelist: Vec<String>,
     /// Paths (globs) hidden in the sandbox.
+    #[serde(deserialize_with = "check::de::abs_paths")]
     pub blacklist: Vec<String>,
     pub fsmount: Vec<FsMount>,
 }
@@ -288,8 +295,10 @@ pub enum PathsMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindMount {
     /// Path inside the sandbox.
+    #[serde(deserialize_with = "check::de::abs_path")]
     pub dst: String,
-    /// Path on the host.
+    /// Path on the host (relative to the caller's working directory when
+    /// not absolute, as in the original).
     pub src: String,
 }
 
@@ -313,6 +322,7 @@ impl TryFrom<WireFsMount> for FsMount {
     type Error = String;
 
     fn try_from(w: WireFsMount) -> Result<Self, String> {
+        check::abs_path(&w.dst)?;
         if !FSMOUNT_TYPES.contains(&w.fstype.as_str()) {
             return Err(format!("file system type {:?} is not allowed", w.fstype));
         }
@@ -360,10 +370,11 @@ pub(crate) fn sandbox(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<Sandbox> {
     }
     s.unsafe_host_root = o.bool(cx, "unsafe_host_root", false)?;
     s.workdir = o.str(cx, "workdir")?;
+    if let Some(w) = s.workdir.as_deref().filter(|w| !w.is_empty()) {
+        check::abs_path(w).map_err(|e| cx.err(&o.at("workdir"), e))?;
+    }
     if let Some(h) = o.str(cx, "hostname")? {
-        if h.len() > 64 {
-            return Err(cx.err(&o.at("hostname"), "host name longer than 64 bytes"));
-        }
+        check::hostname(&h).map_err(|e| cx.err(&o.at("hostname"), e))?;
         s.hostname = h;
     }
     if let Some(v) = o.get("environment") {
@@ -404,7 +415,11 @@ fn virtuser(cx: &mut Cx<'_>, v: &Value, path: JsonPath) -> Res<Virtuser> {
             let skeleton = match o.get("skeleton") {
                 None => Some(DEFAULT_SKELETON.to_string()),
                 Some(Value::Bool(false)) => None,
-                Some(v @ Value::String(_)) => Some(string(cx, v, &o.at("skeleton"))?),
+                Some(v @ Value::String(_)) => {
+                    let skel = string(cx, v, &o.at("skeleton"))?;
+                    check::abs_path(&skel).map_err(|e| cx.err(&o.at("skeleton"), e))?;
+                    Some(skel)
+                }
                 Some(v) => {
                     return Err(cx.wrong_type(&o.at("skeleton"), "a directory path or false", v))
                 }
@@ -506,18 +521,9 @@ fn pairs(cx: &Cx<'_>, v: &Value, path: &JsonPath, shape: &str) -> Res<Vec<(Strin
     Ok(out)
 }
 
-/// Sandbox paths are absolute and free of `.` and `..` components.
+/// Sandbox paths are absolute and normalized ([`check::abs_path`]).
 fn sandbox_path(cx: &Cx<'_>, s: &str, path: &JsonPath) -> Res<()> {
-    if !s.starts_with('/') {
-        return Err(cx.err(path, format!("{s:?} is not an absolute path")));
-    }
-    if s.split('/').any(|c| c == "." || c == "..") {
-        return Err(cx.err(
-            path,
-            format!("{s:?} must not contain '.' or '..' components"),
-        ));
-    }
-    Ok(())
+    check::abs_path(s).map_err(|e| cx.err(path, e))
 }
 
 #[cfg(test)]

@@ -41,7 +41,8 @@ pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
             continue;
         };
         let role = Role::from_name(&e.role).unwrap_or(Role::App);
-        let allowed = policy::allowed_mask(role);
+        // What the role holds once set up (the helpers drop the rest).
+        let allowed = policy::after_setup_mask(role);
         let field = |k: &str| st.get(k).cloned().unwrap_or_default();
         let mask = |k: &str| u64::from_str_radix(&field(k), 16).unwrap_or(0);
         let nested = matches!(role, Role::App)
