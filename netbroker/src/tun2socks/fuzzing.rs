@@ -44,6 +44,14 @@ pub fn tun_packet(p: &[u8]) {
     }
 }
 
+/// An IP+UDP packet as the engine writes one (for seed corpora and tests).
+pub fn udp_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 40 + 8 + payload.len()];
+    let n = udp::emit(&mut buf, src, dst, payload);
+    buf.truncate(n);
+    buf
+}
+
 fn udp_datagram(src: SocketAddr, dst: SocketAddr, payload: &[u8]) {
     let is_dns = dst.port() == 53 && (dst.ip() == IpAddr::V4(DNS_V4) || dst.ip() == DNS_V6);
     if !is_dns {
