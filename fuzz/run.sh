@@ -9,7 +9,8 @@
 # Uses the nightly toolchain with AddressSanitizer when rustup has one; else
 # the default toolchain with RUSTC_BOOTSTRAP=1 and no sanitizer (libFuzzer's
 # coverage instrumentation needs only stable codegen flags). FUZZ_SANITIZER
-# overrides (address, none, …). Installs cargo-fuzz when it is missing.
+# overrides (address, none, …); FUZZ_NIGHTLY=0 takes the stable way even where
+# nightly is installed. Installs cargo-fuzz when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,7 +18,8 @@ secs="${1:-20}"
 shift || true
 
 tc=()
-if command -v rustup >/dev/null && rustup toolchain list | grep -q '^nightly'; then
+if [ "${FUZZ_NIGHTLY:-1}" != 0 ] && command -v rustup >/dev/null \
+    && rustup toolchain list | grep -q '^nightly'; then
     tc=(+nightly)
     sanitizer="${FUZZ_SANITIZER:-address}"
 else

@@ -11,12 +11,13 @@ use serde::Serialize;
 
 /// Splits a fuzz input into a frame and the descriptors that come with it.
 ///
-/// Byte 0: the low 4 bits (mod `MAX_FDS + 2`) are how many descriptors
-/// (`/dev/null`) arrive with the frame; bit 7 set means the rest is a body
-/// whose length header is written here (so the fuzzer need not find it).
+/// Byte 0: the low 5 bits, modulo `MAX_FDS + 1` (a channel never delivers
+/// more), are how many descriptors (`/dev/null`) arrive with the frame; bit 7
+/// set means the rest is a body whose length header is written here (so the
+/// fuzzer need not find it).
 pub fn frame_of(data: &[u8]) -> Option<(Vec<u8>, usize)> {
     let (&ctl, rest) = data.split_first()?;
-    let nfds = usize::from(ctl & 0x0f) % (MAX_FDS + 2);
+    let nfds = usize::from(ctl & 0x1f) % (MAX_FDS + 1);
     let frame = if ctl & 0x80 != 0 {
         let mut f = (rest.len() as u32).to_le_bytes().to_vec();
         f.extend_from_slice(rest);
