@@ -14,6 +14,8 @@
 #![forbid(unsafe_code)]
 
 pub mod dns;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proxy;
 mod stack;
 mod udp;

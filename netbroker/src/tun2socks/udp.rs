@@ -66,6 +66,11 @@ pub(super) fn classify(p: &[u8]) -> Option<(SocketAddr, SocketAddr, Kind)> {
         }
         _ => return None,
     };
+    // Nothing is sent from or to "no address": smoltcp would answer such a
+    // segment with a reset to the unspecified address, and panics doing so.
+    if src.is_unspecified() || dst.is_unspecified() {
+        return None;
+    }
     let l4 = &p[off..];
     let ports = |l4: &[u8]| -> Option<(u16, u16)> {
         Some((
@@ -233,6 +238,28 @@ mod tests {
         p[33] = 0x12; // SYN+ACK
         assert_eq!(classify(&p).unwrap().2, Kind::Tcp { syn: false });
         assert!(classify(&p[..10]).is_none());
+    }
+
+    #[test]
+    fn a_packet_from_or_to_the_unspecified_address_is_dropped() {
+        // Found by fuzzing (fuzz/seeds/tun_packet/regression-unspecified-src):
+        // a SYN from 0.0.0.0 made smoltcp assert while sending its reset.
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[9] = 6;
+        p[16..20].copy_from_slice(&[203, 0, 113, 80]);
+        p[33] = 0x02;
+        assert!(classify(&p).is_none());
+        p[12..16].copy_from_slice(&[198, 18, 0, 1]);
+        assert!(classify(&p).is_some());
+        p[16..20].copy_from_slice(&[0, 0, 0, 0]);
+        assert!(classify(&p).is_none());
+        let mut v6 = vec![0u8; 60];
+        v6[0] = 0x60;
+        v6[6] = 17;
+        v6[24] = 0xfd;
+        v6[44..46].copy_from_slice(&8u16.to_be_bytes());
+        assert!(classify(&v6).is_none());
     }
 
     #[test]

@@ -230,7 +230,12 @@ fn hop(cx: &mut Cx<'_>, v: &Value, path: JsonPath) -> Res<Hop> {
     let Some((_, parse)) = HOP_TYPES.iter().find(|(n, _)| *n == lower) else {
         return Err(cx.err(
             &o.at("type"),
-            format!("unknown hop type '{t}' (known: {})", known()),
+            // Escaped: the message is one line, whatever the profile holds.
+            format!(
+                "unknown hop type '{}' (known: {})",
+                t.escape_debug(),
+                known()
+            ),
         ));
     };
     let kind = parse(cx, &mut o)?;

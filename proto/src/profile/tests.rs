@@ -268,6 +268,14 @@ fn wrong_type_names_path_and_position() {
 }
 
 #[test]
+fn an_unknown_hop_type_is_named_on_one_line() {
+    // Found by fuzzing (fuzz/seeds/profile/regression-multiline-hop-type).
+    let e = err(r#"{"chain": [{"type": "so\nrun\r\b"}]}"#);
+    assert!(e.contains(r"unknown hop type 'so\nrun\r\u{8}'"), "{e}");
+    assert!(!e.contains(['\n', '\r']), "{e:?}");
+}
+
+#[test]
 fn unknown_hop_type_lists_known_types() {
     let e = err("{\"chain\": [{\"type\": \"tor\"},\n {\"type\": \"foo\"}]}");
     assert_eq!(e, "profile p.json: chain[1].type: unknown hop type 'foo' (known: socks, http, tor, openvpn, wireguard, ssh, socksapp, script, ppp, dummy, tun2socks) (line 2, column 11)");
