@@ -1174,3 +1174,48 @@ print(refused, "%.1f" % max([t for _, t in done.values()] or [99]))
     let (line, _) = net.caps(0, 0, "web");
     assert!(line.starts_with("connected"), "{line}");
 }
+
+#[test]
+fn past_the_udp_flow_cap_a_new_flow_is_dropped_and_the_open_one_keeps_working() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    net.server("udp", 9998);
+    net.dante(1099, "none");
+    let limits = Limits {
+        udp_flows: 1,
+        ..Limits::default()
+    };
+    let engine = net.engine_with(net.config(Protocol::Socks5, 1099, None), limits);
+    let script = net.dir.join("flows.py");
+    std::fs::write(
+        &script,
+        r#"
+import socket
+def ask(s, what):
+    for _ in range(3):
+        s.sendto(what, ("203.0.113.80", 9998))
+        try:
+            return s.recvfrom(2048)[0].decode()
+        except socket.timeout:
+            continue
+    return "-"
+a, b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+a.settimeout(2); b.settimeout(1)
+print(ask(a, b"one"), ask(b, b"two"), ask(a, b"three"))
+"#,
+    )
+    .unwrap();
+    let o = net.app_run("/usr/bin/python3", &[script.to_str().unwrap()]);
+    // The first flow's association answers; the second source is over the
+    // cap (its datagrams dropped, never sent another way); the first keeps
+    // working.
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "eno - eerht",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(engine.stats().refused >= 1, "{:?}", engine.stats());
+}
