@@ -312,8 +312,8 @@ pub fn resolve_udp(
         sock.set_read_timeout(Some(timeout))?;
         sock.connect(server)?;
         let mut found = Vec::new();
-        for (i, t) in [TYPE_A, TYPE_AAAA].into_iter().enumerate() {
-            let id = 0x7000 + i as u16;
+        for t in [TYPE_A, TYPE_AAAA] {
+            let id = random_id();
             if let Err(e) = sock.send(&build_query(id, name, t)) {
                 last = e;
                 continue;

@@ -309,7 +309,8 @@ impl Proxy {
         if self.fallback.is_empty() {
             return Err(no("no DNS server is configured to ask through it".into()));
         }
-        let query = dns::build_query(dns::random_id(), name, dns::TYPE_A);
+        let id = dns::random_id();
+        let query = dns::build_query(id, name, dns::TYPE_A);
         let mut last = String::new();
         for server in &self.fallback {
             let mut s = self.dial()?;
@@ -318,6 +319,9 @@ impl Proxy {
                 continue;
             }
             match dns::tcp_exchange(&mut s, &query) {
+                Ok(resp) if resp.get(..2) != Some(&id.to_be_bytes()[..]) => {
+                    last = "an answer to another query".into();
+                }
                 Ok(resp) => {
                     if let Some(ip) = dns::answer_addrs(&resp).into_iter().find(IpAddr::is_ipv4) {
                         return Ok(ip);

@@ -39,6 +39,8 @@ struct Lookup {
     server: usize,
     /// The DNS reply read so far, once the tunnel to the server is open.
     reply: Option<Vec<u8>>,
+    /// The (random) id of the query sent.
+    id: u16,
     last: String,
 }
 
@@ -72,6 +74,7 @@ impl Dial {
                     port: *port,
                     server: 0,
                     reply: None,
+                    id: 0,
                     last: String::new(),
                 })
             }
@@ -228,7 +231,8 @@ impl Dial {
         bound: Option<SocketAddr>,
     ) -> Result<Option<Poll>, Tun2socksError> {
         if let Some(l) = self.lookup.as_mut() {
-            let query = dns::build_query(dns::random_id(), &l.name, dns::TYPE_A);
+            l.id = dns::random_id();
+            let query = dns::build_query(l.id, &l.name, dns::TYPE_A);
             self.out
                 .extend_from_slice(&(query.len() as u16).to_be_bytes());
             self.out.extend_from_slice(&query);
@@ -262,9 +266,13 @@ impl Dial {
             return Ok(());
         };
         let reply = l.reply.take().unwrap_or_default();
-        let ip = dns::answer_addrs(reply.get(2..).unwrap_or_default())
-            .into_iter()
-            .find(IpAddr::is_ipv4);
+        let msg = reply.get(2..).unwrap_or_default();
+        // An answer to another query than ours is no answer.
+        let ip = if msg.get(..2) == Some(&l.id.to_be_bytes()[..]) {
+            dns::answer_addrs(msg).into_iter().find(IpAddr::is_ipv4)
+        } else {
+            None
+        };
         match ip {
             Some(ip) => {
                 self.purpose = Purpose::Tcp(Target::Ip(SocketAddr::new(ip, l.port)));
