@@ -1158,9 +1158,10 @@ print(refused, "%.1f" % max([t for _, t in done.values()] or [99]))
     let during = engine_threads();
     let out = child.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&out.stdout);
-    // 40 pending dials, and not one thread more for them.
+    // 40 pending dials, and no thread for them (a thread per dial made 40
+    // more; the slack is for another test's engine starting meanwhile).
     assert!(
-        during <= before,
+        during < before + 8,
         "{before} engine threads before, {during} during"
     );
     // Each dial ended at the 2 s timeout: the application's connect() was
