@@ -917,6 +917,45 @@ mod tests {
     }
 
     #[test]
+    fn hostile_replies_end_in_an_error_or_done_never_a_panic() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let requests = [
+            Request::Auth,
+            Request::Connect(Target::Name("a.test".into(), 1)),
+            Request::UdpAssociate("[::1]:9".parse().unwrap()),
+        ];
+        for round in 0..3000 {
+            let protocol = [Protocol::Socks5, Protocol::Socks4a, Protocol::HttpConnect][round % 3];
+            let request = requests[round % requests.len()].clone();
+            let Ok((mut hs, _)) = Handshake::start(protocol, Some("u"), Some("p"), request) else {
+                continue;
+            };
+            let mut out = Vec::new();
+            for _ in 0..8 {
+                // Mostly small, plausible bytes, so the state machine gets far.
+                let data: Vec<u8> = (0..next() % 40)
+                    .map(|_| match next() % 4 {
+                        0 => 0,
+                        1 => 5,
+                        2 => (next() % 8) as u8,
+                        _ => next() as u8,
+                    })
+                    .collect();
+                match hs.input(&data, &mut out) {
+                    Ok((used, _)) => assert!(used <= data.len()),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    #[test]
     fn socks5_addresses_round_trip() {
         for a in ["192.0.2.1:53", "[2001:db8::1]:443"] {
             let a: SocketAddr = a.parse().unwrap();
