@@ -186,4 +186,57 @@ sleep 7
 AFTER=$(rss $HP)
 echo "  idle again (7 s later):  threads $(threads $HP), RSS $AFTER MiB ($(python3 -c "print('%+.1f' % ($AFTER - $IDLE))") MiB from idle)"
 touch "$WORK/stop"; wait $HP 2>/dev/null || true
+
+# The same flood from inside a pallium session with one socks hop through the
+# same dante (root mode, started in the dial namespace as in tun2socks.sh):
+# threads and RSS of all of the session's pallium processes together.
+PAL=./target/release/pallium
+if [ -x "$PAL" ] && [ -x ./target/release/pallium-netbroker ]; then
+    PROF="$WORK/bench-profile.json"
+    echo '{"chain": [{"type": "socks", "address": "127.0.0.1:1080"}], "run": {"command": ["sleep", "600"]}}' > "$PROF"
+    setsid ip netns exec $D "$PAL" run --quiet "$PROF" >/dev/null 2>&1 &
+    RUN=$!
+    PIDS+=($RUN)
+    for _ in $(seq 100); do ip netns exec $D "$PAL" exec "$PROF" -- true 2>/dev/null && break; sleep 0.1; done
+    # pallium's own processes of the session: its supervisor and helpers.
+    session() {
+        local pids p t=0 r=0
+        pids=$(ps -e -o pid=,ppid=,comm= | python3 -c '
+import sys
+rows = [l.split(None, 2) for l in sys.stdin]
+kids, seen, todo = {}, [], [sys.argv[1]]
+for pid, ppid, comm in rows:
+    kids.setdefault(ppid, []).append((pid, comm.strip()))
+names = {pid: comm.strip() for pid, _, comm in rows}
+while todo:
+    p = todo.pop()
+    if names.get(p, "").startswith("pallium"):
+        seen.append(p)
+    todo += [c for c, _ in kids.get(p, [])]
+print(" ".join(seen))' $RUN)
+        for p in $pids; do
+            t=$((t + $(threads $p))); r=$(python3 -c "print($r + $(rss $p))")
+        done
+        echo "$t $r"
+    }
+    read -r T0 R0 < <(session)
+    setsid ip netns exec $D "$PAL" exec --quiet "$PROF" -- python3 "$WORK/flood.py" "$PENDING" > "$WORK/pflood.out" 2>&1 &
+    PF=$!
+    PIDS+=($PF)
+    for _ in $(seq 600); do grep -q held "$WORK/pflood.out" 2>/dev/null && break; sleep 0.1; done
+    MT=0 MR=0
+    for _ in $(seq 10); do
+        read -r t r < <(session)
+        [ "$t" -gt "$MT" ] && MT=$t
+        MR=$(python3 -c "print(max($MR, $r))")
+        sleep 0.3
+    done
+    PNEW=$(ip netns exec $D "$PAL" exec --quiet "$PROF" -- python3 "$WORK/one.py")
+    echo "pallium session, idle:     threads $T0, RSS $R0 MiB (supervisor and helpers)"
+    echo "  $PENDING pending connects: threads max $MT, RSS max $MR MiB; a new connection: $PNEW"
+    kill -- -$PF 2>/dev/null || true
+    ip netns exec $D "$PAL" stop "$PROF" >/dev/null 2>&1 || true
+else
+    echo "(no release build: cargo build --release for the pallium session rows)"
+fi
 echo "targets: < 64 threads and < 128 MiB with $PENDING pending, the download's speed kept, a new connection answered at once; back within 10 MiB of idle"
