@@ -66,8 +66,17 @@ user.unprivileged: nobody
 client pass { from: 0/0 to: 0/0 }
 socks pass { from: 0/0 to: 0/0 command: bind connect udpassociate bindreply udpreply }
 EOF
-setsid ip netns exec $D danted -f "$WORK/danted.conf" -p "$WORK/danted.pid" -N 2 >/dev/null 2>&1 &
-PIDS+=($!)
+# dante keeps its own connects to the black hole going after their clients
+# are gone: each phase gets a fresh one.
+DANTE=
+dante() {
+    [ -n "$DANTE" ] && { kill -- -"$DANTE" 2>/dev/null || true; sleep 0.5; }
+    setsid ip netns exec $D danted -f "$WORK/danted.conf" -p "$WORK/danted.pid" -N 2 >/dev/null 2>&1 &
+    DANTE=$!
+    PIDS+=($DANTE)
+    for _ in $(seq 50); do ip netns exec $D ss -tln | grep -q 127.0.0.1:1080 && break; sleep 0.1; done
+}
+dante
 setsid ip netns exec $D iperf3 -s -B 203.0.113.80 -p 5201 >/dev/null 2>&1 &
 PIDS+=($!)
 cat > "$WORK/echo.py" <<'EOF'
@@ -192,6 +201,7 @@ touch "$WORK/stop"; wait $HP 2>/dev/null || true
 # threads and RSS of all of the session's pallium processes together.
 PAL=./target/release/pallium
 if [ -x "$PAL" ] && [ -x ./target/release/pallium-netbroker ]; then
+    dante
     PROF="$WORK/bench-profile.json"
     echo '{"chain": [{"type": "socks", "address": "127.0.0.1:1080"}], "run": {"command": ["sleep", "600"]}}' > "$PROF"
     setsid ip netns exec $D "$PAL" run --quiet "$PROF" >/dev/null 2>&1 &
@@ -215,23 +225,24 @@ while todo:
     todo += [c for c, _ in kids.get(p, [])]
 print(" ".join(seen))' $RUN)
         for p in $pids; do
-            t=$((t + $(threads $p))); r=$(python3 -c "print($r + $(rss $p))")
+            t=$((t + $(threads $p))); r=$((r + $(awk '/^VmRSS/ {print $2}' /proc/$p/status)))
         done
-        echo "$t $r"
+        echo "$t $(awk -v r=$r 'BEGIN {printf "%.1f", r / 1024}')"
     }
     read -r T0 R0 < <(session)
-    setsid ip netns exec $D "$PAL" exec --quiet "$PROF" -- python3 "$WORK/flood.py" "$PENDING" > "$WORK/pflood.out" 2>&1 &
+    setsid ip netns exec $D "$PAL" exec --quiet "$PROF" -- python3 -c "$(cat "$WORK/flood.py")" "$PENDING" > "$WORK/pflood.out" 2>&1 &
     PF=$!
     PIDS+=($PF)
     for _ in $(seq 600); do grep -q held "$WORK/pflood.out" 2>/dev/null && break; sleep 0.1; done
+    # At once: the dials end at the hop's connect timeout (10 s).
+    PNEW=$(ip netns exec $D "$PAL" exec --quiet "$PROF" -- python3 -c "$(cat "$WORK/one.py")")
     MT=0 MR=0
-    for _ in $(seq 10); do
+    for _ in $(seq 5); do
         read -r t r < <(session)
         [ "$t" -gt "$MT" ] && MT=$t
         MR=$(python3 -c "print(max($MR, $r))")
-        sleep 0.3
+        sleep 0.2
     done
-    PNEW=$(ip netns exec $D "$PAL" exec --quiet "$PROF" -- python3 "$WORK/one.py")
     echo "pallium session, idle:     threads $T0, RSS $R0 MiB (supervisor and helpers)"
     echo "  $PENDING pending connects: threads max $MT, RSS max $MR MiB; a new connection: $PNEW"
     kill -- -$PF 2>/dev/null || true
