@@ -1,5 +1,6 @@
 //! The only `unsafe` in the netbroker: adopting inherited descriptors, forking
-//! while single-threaded, and the `pre_exec` hook of hop daemons. Each function
+//! while single-threaded, the `pre_exec` hook of hop daemons, getrandom and
+//! the allocator tunables of the tun2socks engine. Each function
 //! wraps one operation and states the invariant that makes it sound.
 
 use std::io;
@@ -221,4 +222,57 @@ pub fn tun_set_iff(fd: std::os::fd::BorrowedFd<'_>, name: &str) -> io::Result<St
         .iter()
         .map(|c| *c as u8 as char)
         .collect())
+}
+
+/// Fill `buf` with random bytes from the kernel (getrandom(2); DNS query
+/// ids). Falls back to the clock and pid mixed if the call fails, which it
+/// only does before the kernel's pool is initialised.
+pub fn random_bytes(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: the pointer and length describe `rest`, a live, writable
+        // slice; getrandom writes at most `rest.len()` bytes into it.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    if filled < buf.len() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default()
+            ^ u64::from(std::process::id()).rotate_left(32);
+        for (i, b) in buf[filled..].iter_mut().enumerate() {
+            *b = (t.rotate_left(8 * (i as u32 % 8)) ^ (i as u64 * 0x9e37_79b9)) as u8;
+        }
+    }
+}
+
+/// Make freed memory go back to the kernel (the engine's per-connection
+/// buffers): allocations from `threshold` bytes up are mmapped of their own
+/// (setting the threshold also stops glibc from raising it after each free,
+/// which is what kept 40+ MiB of freed buffers in the heap), and the heap is
+/// trimmed beyond 1 MiB of free top. Process-wide and idempotent.
+pub fn malloc_release_freed(threshold: usize) {
+    let threshold = i32::try_from(threshold).unwrap_or(i32::MAX);
+    // SAFETY: mallopt only changes glibc's allocator tunables; any value is
+    // accepted or refused with a 0 return, never undefined behaviour.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, threshold);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+    }
+}
+
+/// Give free heap memory back to the kernel now (malloc_trim(0)); the
+/// engine calls it when it goes idle.
+pub fn malloc_trim() {
+    // SAFETY: malloc_trim walks glibc's own free lists under its locks; it
+    // touches no memory the program owns.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use pallium_netbroker::rtnl::Rtnl;
 use pallium_netbroker::tun2socks::{
-    self, Config, DnsConfig, Engine, Protocol, ProxyConfig, Tun2socksError,
+    self, Config, DnsConfig, Engine, Limits, Protocol, ProxyConfig, Tun2socksError,
 };
 use pallium_netbroker::{netns, tun};
 use proto::profile::{Endpoint, Host};
@@ -65,6 +65,12 @@ def serve(c, a):
             buf += d
         body = ("peer=%s\n" % a[0]).encode()
         c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    elif mode == "echo":
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            c.sendall(d)
     elif mode.startswith("first:"):
         c.sendall(random.Random(3).randbytes(int(mode.split(":")[1])))
         c.shutdown(socket.SHUT_WR)
@@ -185,6 +191,33 @@ t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 t.bind(("203.0.113.80", 53)); t.listen(16)
 while True:
     c, _ = t.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// Client for the caps: keeps `keep` connections to the echo server open,
+/// starts `pending` non-blocking connects to the black hole (whose dials
+/// stay pending), then tries one more connection to `last` (web or black)
+/// and prints how it ended and how long that took, then whether the kept
+/// connections still echo.
+const CAPS_PY: &str = r#"
+import errno, socket, sys, time
+keep, pending, last = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+web, black = ("203.0.113.80", 7070), ("192.0.2.66", 80)
+kept = []
+for i in range(keep):
+    c = socket.create_connection(web, timeout=10); c.sendall(b"a"); assert c.recv(1) == b"a"
+    kept.append(c)
+held = []
+for i in range(pending):
+    s = socket.socket(); s.setblocking(False); s.connect_ex(black); held.append(s)
+time.sleep(0.5)
+t0 = time.time()
+s = socket.socket(); s.settimeout(8)
+r = s.connect_ex(web if last == "web" else black)
+print("refused" if r == errno.ECONNREFUSED else "connected" if r == 0 else "error %d" % r,
+      "%.1f" % (time.time() - t0))
+for c in kept:
+    c.sendall(b"b"); assert c.recv(1) == b"b"
+print("kept %d" % len(kept))
 "#;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -438,10 +471,45 @@ impl Net {
 
     /// The TUN device in the app namespace and the engine serving it.
     fn engine(&self, cfg: Config) -> Engine {
+        self.engine_with(cfg, Limits::default())
+    }
+
+    fn engine_with(&self, cfg: Config, limits: Limits) -> Engine {
         let app = self.fd(&self.app);
         let mut rtnl = netns::run_in(app.as_fd(), Rtnl::open).unwrap().unwrap();
         let tun = tun::create(app.as_fd(), &mut rtnl, "t2s0", 65000).unwrap();
-        tun2socks::start(tun, self.fd(&self.dial), cfg).unwrap()
+        tun2socks::start_with_limits(tun, self.fd(&self.dial), cfg, limits).unwrap()
+    }
+
+    /// 192.0.2.66 in the dial namespace: routed out of web0 to a neighbour
+    /// that never answers, so a connect to it stays pending.
+    fn black_hole(&self) {
+        let d = &self.dial;
+        ip(&format!("-n {d} route add 192.0.2.0/24 dev web0"));
+        ip(&format!(
+            "-n {d} neigh add 192.0.2.66 lladdr 02:00:00:00:00:66 dev web0 nud permanent"
+        ));
+    }
+
+    /// Run [`CAPS_PY`] in the app namespace: its two lines of output.
+    fn caps(&self, keep: usize, pending: usize, last: &str) -> (String, String) {
+        let script = self.dir.join("caps.py");
+        std::fs::write(&script, CAPS_PY).unwrap();
+        let o = self.app_run(
+            "/usr/bin/python3",
+            &[
+                script.to_str().unwrap(),
+                &keep.to_string(),
+                &pending.to_string(),
+                last,
+            ],
+        );
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let mut lines = out.lines().map(str::to_string);
+        let a = lines.next().unwrap_or_default();
+        let b = lines.next().unwrap_or_default();
+        assert!(!b.is_empty(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+        (a, b)
     }
 
     /// Run a command in the app namespace.
@@ -970,4 +1038,185 @@ fn forwarded_dns_falls_back_to_tcp_when_the_proxy_relays_no_udp() {
     }
     let log = std::fs::read_to_string(&dns_log).unwrap();
     assert_eq!(log.lines().filter(|l| *l == "conn").count(), 1 + 1, "{log}");
+}
+
+/// Threads of this process whose name says they belong to an engine (the
+/// dial threads of old inherited the engine thread's name).
+fn engine_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|c| c.starts_with("tun2socks"))
+        .count()
+}
+
+/// The refusal's time in a `caps` line ("refused 0.0").
+fn took(line: &str) -> f64 {
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn past_the_pending_dial_cap_a_new_connection_is_refused_and_open_ones_keep_working() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    net.server("echo", 7070);
+    net.microsocks(1096);
+    net.black_hole();
+    let limits = Limits {
+        pending_dials: 4,
+        ..Limits::default()
+    };
+    let engine = net.engine_with(net.config(Protocol::Socks5, 1096, None), limits);
+    let (last, kept) = net.caps(2, 4, "web");
+    // Refused at connect(), at once: not accepted and reset, not left hanging.
+    assert!(last.starts_with("refused") && took(&last) < 1.0, "{last}");
+    assert_eq!(kept, "kept 2");
+    assert!(engine.stats().refused >= 1, "{:?}", engine.stats());
+}
+
+#[test]
+fn past_the_connection_cap_a_new_connection_is_refused_and_open_ones_keep_working() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    net.server("echo", 7070);
+    net.microsocks(1097);
+    let limits = Limits {
+        tcp_connections: 3,
+        ..Limits::default()
+    };
+    let engine = net.engine_with(net.config(Protocol::Socks5, 1097, None), limits);
+    let (last, kept) = net.caps(3, 0, "web");
+    assert!(last.starts_with("refused") && took(&last) < 1.0, "{last}");
+    assert_eq!(kept, "kept 3");
+    assert!(engine.stats().refused >= 1, "{:?}", engine.stats());
+    // Below the cap again, connections are accepted.
+    let (last, _) = net.caps(2, 0, "web");
+    assert!(last.starts_with("connected"), "{last}");
+}
+
+#[test]
+fn a_dial_to_an_unreachable_target_times_out_without_a_thread() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    net.server("echo", 7070);
+    net.microsocks(1098);
+    net.black_hole();
+    let mut cfg = net.config(Protocol::Socks5, 1098, None);
+    cfg.connect_timeout = Duration::from_secs(2);
+    let _engine = net.engine(cfg);
+    let before = engine_threads();
+    let script = net.dir.join("pending.py");
+    std::fs::write(
+        &script,
+        r#"
+import errno, select, socket, sys, time
+socks = []
+for i in range(40):
+    s = socket.socket(); s.setblocking(False); s.connect_ex(("192.0.2.66", 80 + i)); socks.append(s)
+open(sys.argv[1], "w").close()
+t0 = time.time(); done = {}
+while len(done) < len(socks) and time.time() - t0 < 15:
+    _, w, _ = select.select([], [s for s in socks if s not in done], [], 1)
+    for s in w:
+        done[s] = (s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), time.time() - t0)
+refused = sum(e == errno.ECONNREFUSED for e, _ in done.values())
+print(refused, "%.1f" % max([t for _, t in done.values()] or [99]))
+"#,
+    )
+    .unwrap();
+    let started = net.dir.join("started");
+    let (app, script_s, started_s) = (
+        net.app.clone(),
+        script.display().to_string(),
+        started.display().to_string(),
+    );
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &app,
+            "/usr/bin/python3",
+            &script_s,
+            &started_s,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if started.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let during = engine_threads();
+    let out = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    // 40 pending dials, and no thread for them (a thread per dial made 40
+    // more; the slack is for another test's engine starting meanwhile).
+    assert!(
+        during < before + 8,
+        "{before} engine threads before, {during} during"
+    );
+    // Each dial ended at the 2 s timeout: the application's connect() was
+    // refused then (the proxy never answered), none left hanging.
+    let mut f = out.split_whitespace();
+    let refused: usize = f.next().unwrap().parse().unwrap();
+    let last: f64 = f.next().unwrap().parse().unwrap();
+    assert_eq!(refused, 40, "{out}");
+    assert!((1.5..6.0).contains(&last), "{out}");
+    // The connections that timed out are forgotten: a new one works.
+    let (line, _) = net.caps(0, 0, "web");
+    assert!(line.starts_with("connected"), "{line}");
+}
+
+#[test]
+fn past_the_udp_flow_cap_a_new_flow_is_dropped_and_the_open_one_keeps_working() {
+    if !is_root() {
+        return;
+    }
+    let mut net = Net::new();
+    net.server("udp", 9998);
+    net.dante(1099, "none");
+    let limits = Limits {
+        udp_flows: 1,
+        ..Limits::default()
+    };
+    let engine = net.engine_with(net.config(Protocol::Socks5, 1099, None), limits);
+    let script = net.dir.join("flows.py");
+    std::fs::write(
+        &script,
+        r#"
+import socket
+def ask(s, what):
+    for _ in range(3):
+        s.sendto(what, ("203.0.113.80", 9998))
+        try:
+            return s.recvfrom(2048)[0].decode()
+        except socket.timeout:
+            continue
+    return "-"
+a, b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+a.settimeout(2); b.settimeout(1)
+print(ask(a, b"one"), ask(b, b"two"), ask(a, b"three"))
+"#,
+    )
+    .unwrap();
+    let o = net.app_run("/usr/bin/python3", &[script.to_str().unwrap()]);
+    // The first flow's association answers; the second source is over the
+    // cap (its datagrams dropped, never sent another way); the first keeps
+    // working.
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "eno - eerht",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(engine.stats().refused >= 1, "{:?}", engine.stats());
 }

@@ -108,17 +108,28 @@ pub fn refused(query: &[u8]) -> Option<Vec<u8>> {
     Some(reply(query, &q, None, RCODE_REFUSED))
 }
 
+/// A random query id (RFC 5452: ids the engine makes are not guessable).
+pub fn random_id() -> u16 {
+    let mut b = [0u8; 2];
+    crate::sys::random_bytes(&mut b);
+    u16::from_be_bytes(b)
+}
+
 /// Whether `name` (lower-case, no trailing dot) is a Tor onion name.
 fn is_onion(name: &str) -> bool {
     name == "onion" || name.ends_with(".onion")
 }
 
 /// The fake address pool of the virtual resolver: each name gets one address
-/// for as long as the pool does not wrap around.
+/// for as long as the pool does not wrap around. It wraps at its size or at
+/// its capacity of names, whichever is smaller (the oldest name's address
+/// is given to the new one), so its state stays bounded.
 #[derive(Debug)]
 pub struct FakePool {
     base: u32,
     size: u32,
+    /// Where `next` wraps around (at most `size - 1`).
+    wrap: u32,
     next: u32,
     by_name: HashMap<String, Ipv4Addr>,
     by_ip: HashMap<Ipv4Addr, String>,
@@ -131,11 +142,29 @@ impl FakePool {
         FakePool {
             base: u32::from(net) & !(size - 1),
             size,
+            wrap: size - 1,
             next: 1,
             by_name: HashMap::new(),
             by_ip: HashMap::new(),
             onion: true,
         }
+    }
+
+    /// Keep at most `names` names (at least 16): past it, addresses are
+    /// recycled oldest first.
+    pub fn set_capacity(&mut self, names: usize) {
+        let names = u32::try_from(names.max(16)).unwrap_or(u32::MAX);
+        self.wrap = self.size.saturating_sub(1).min(names.saturating_add(1));
+    }
+
+    /// How many names the pool holds now.
+    pub fn len(&self) -> usize {
+        self.by_ip.len()
+    }
+
+    /// Whether the pool holds no name.
+    pub fn is_empty(&self) -> bool {
+        self.by_ip.is_empty()
     }
 
     /// Whether `.onion` names get an address (the default) or NXDOMAIN.
@@ -150,7 +179,7 @@ impl FakePool {
         }
         let ip = Ipv4Addr::from(self.base + self.next);
         self.next += 1;
-        if self.next >= self.size - 1 {
+        if self.next >= self.wrap {
             self.next = 1;
         }
         if let Some(old) = self.by_ip.remove(&ip) {
@@ -283,8 +312,8 @@ pub fn resolve_udp(
         sock.set_read_timeout(Some(timeout))?;
         sock.connect(server)?;
         let mut found = Vec::new();
-        for (i, t) in [TYPE_A, TYPE_AAAA].into_iter().enumerate() {
-            let id = 0x7000 + i as u16;
+        for t in [TYPE_A, TYPE_AAAA] {
+            let id = random_id();
             if let Err(e) = sock.send(&build_query(id, name, t)) {
                 last = e;
                 continue;
@@ -344,6 +373,27 @@ mod tests {
         assert_eq!(answer_addrs(&pool.answer(&q).unwrap()).len(), 1);
         let r = refused(&q).unwrap();
         assert_eq!((r[..2].to_vec(), r[3] & 0x0f), (vec![0, 4], RCODE_REFUSED));
+    }
+
+    #[test]
+    fn query_ids_are_random() {
+        let ids: std::collections::HashSet<u16> = (0..16).map(|_| random_id()).collect();
+        // 16 draws from 65536 values: all equal only if they are not random.
+        assert!(ids.len() > 8, "{ids:?}");
+    }
+
+    #[test]
+    fn the_pool_keeps_at_most_its_capacity_of_names() {
+        let mut pool = FakePool::new(Ipv4Addr::new(198, 18, 128, 0), 17);
+        pool.set_capacity(16);
+        let first = pool.assign("n0.test");
+        for i in 1..40 {
+            pool.assign(&format!("n{i}.test"));
+        }
+        assert!(pool.len() <= 16, "{}", pool.len());
+        assert!(pool.name_of(first).is_none_or(|n| n != "n0.test"));
+        let last = pool.assign("n39.test");
+        assert_eq!(pool.name_of(last), Some("n39.test"));
     }
 
     #[test]

@@ -10,6 +10,17 @@
 //! Kill switch by construction: the only address the engine ever connects to
 //! is the proxy's ([`proxy::Proxy`] holds it, and nothing else in the engine
 //! creates sockets), so when the proxy dies, traffic stops.
+//!
+//! Bounded by design: the engine is one thread with one epoll loop; proxy
+//! dials are non-blocking and their handshakes are state machines driven by
+//! that loop (no thread per connection; the one other thread is the DNS
+//! forwarder of `DnsConfig::Forward`, one per engine). What the application
+//! can make it hold is capped by [`Limits`]; past a cap the new connection
+//! is refused at `connect()` (a RST to its SYN), a new UDP flow's datagrams
+//! are dropped, a new forwarded DNS query gets SERVFAIL — existing
+//! connections never stall — and the refusals are logged once per burst.
+//! A connection's buffers are allocated only once its proxy dial succeeded,
+//! and freed memory goes back to the kernel (see [`Limits`]).
 
 #![forbid(unsafe_code)]
 
@@ -45,6 +56,9 @@ pub const TUN_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x7061, 0x6c6c, 0, 0, 0, 0, 1
 pub const TUN_V6_PREFIX: u8 = 64;
 /// The virtual DNS server's IPv6 address.
 pub const DNS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x7061, 0x6c6c, 0, 0, 0, 0, 2);
+/// Allocations from this size up get a mapping of their own (see
+/// [`crate::sys::malloc_release_freed`]): every connection buffer does.
+const MMAP_THRESHOLD: usize = 32 * 1024;
 /// The default pool of fake addresses handed out by the virtual DNS.
 pub const FAKE_POOL: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 128, 0), 17);
 
@@ -106,6 +120,46 @@ pub enum DnsConfig {
     Off,
 }
 
+/// Per-engine caps on what the application can make the engine hold, and
+/// the behaviour past each (the defaults are [`Limits::default`]).
+///
+/// | cap | default | past it |
+/// |---|---|---|
+/// | `tcp_connections` (pending dials included) | 1024 | RST to the new SYN |
+/// | `pending_dials` (proxy connections being made) | 256 | RST to the new SYN |
+/// | `udp_flows` (SOCKS5 associations, by source) | 256 | the new flow's datagrams are dropped |
+/// | `dns_pending` (forwarded queries awaiting an answer) | 1024 | SERVFAIL at once |
+/// | `fake_names` (virtual DNS names remembered) | 16384 | the oldest name's address is reused |
+///
+/// Buffers: the first `large_buffer_connections` (32) connections get
+/// 512 KiB each way (window scaling for full speed), later ones 64 KiB, so
+/// the buffers of all connections together stay under ≈ 156 MiB even if
+/// every one is full; they are calloc'd on their own mappings, so only the
+/// pages a connection actually uses are resident, and they are returned to
+/// the kernel when it closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub tcp_connections: usize,
+    pub pending_dials: usize,
+    pub udp_flows: usize,
+    pub dns_pending: usize,
+    pub fake_names: usize,
+    pub large_buffer_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            tcp_connections: 1024,
+            pending_dials: 256,
+            udp_flows: 256,
+            dns_pending: 1024,
+            fake_names: 16384,
+            large_buffer_connections: 32,
+        }
+    }
+}
+
 /// Everything the engine needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -162,6 +216,8 @@ pub struct Stats {
     pub dns_queries: u64,
     /// UDP datagrams relayed (both ways).
     pub udp_datagrams: u64,
+    /// Connections, flows and DNS queries refused at a [`Limits`] cap.
+    pub refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -171,6 +227,7 @@ pub(crate) struct Counters {
     pub bytes_down: AtomicU64,
     pub dns_queries: AtomicU64,
     pub udp_datagrams: AtomicU64,
+    pub refused: AtomicU64,
 }
 
 impl Counters {
@@ -181,6 +238,7 @@ impl Counters {
             bytes_down: self.bytes_down.load(Ordering::Relaxed),
             dns_queries: self.dns_queries.load(Ordering::Relaxed),
             udp_datagrams: self.udp_datagrams.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -243,8 +301,22 @@ pub fn probe(dial_netns: BorrowedFd<'_>, cfg: &Config) -> Result<(), Tun2socksEr
 }
 
 /// Start the engine on its own thread, which enters `dial_netns` first so
-/// every socket it creates belongs there.
+/// every socket it creates belongs there; with the default [`Limits`].
 pub fn start(tun: Tun, dial_netns: OwnedFd, cfg: Config) -> Result<Engine, Tun2socksError> {
+    start_with_limits(tun, dial_netns, cfg, Limits::default())
+}
+
+/// [`start`] with other caps (tests, benchmarks).
+pub fn start_with_limits(
+    tun: Tun,
+    dial_netns: OwnedFd,
+    cfg: Config,
+    limits: Limits,
+) -> Result<Engine, Tun2socksError> {
+    // Large buffers on mappings of their own, so that freed ones go back to
+    // the kernel instead of staying in the heap (glibc otherwise raises its
+    // mmap threshold after the first free and keeps them all).
+    crate::sys::malloc_release_freed(MMAP_THRESHOLD);
     let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
         .map_err(|e| Tun2socksError::Io {
             what: "create an eventfd",
@@ -270,7 +342,7 @@ pub fn start(tun: Tun, dial_netns: OwnedFd, cfg: Config) -> Result<Engine, Tun2s
                 )?;
                 drop(dial_netns);
                 let proxy = proxy::Proxy::resolve(&cfg)?;
-                stack::Engine::new(tun, proxy, &cfg, sh.clone())
+                stack::Engine::new(tun, proxy, &cfg, limits, sh.clone())
             })();
             let mut engine = match result {
                 Ok(e) => {

@@ -2,8 +2,16 @@
 //! proxy sockets and a wake-up eventfd; smoltcp terminates the application's
 //! TCP connections, and each is spliced to a proxied stream by copying
 //! straight between smoltcp's socket buffers and the kernel socket (no
-//! per-packet allocation). Proxy handshakes run on short-lived threads (they
-//! inherit the dial namespace) and report back through a channel.
+//! per-packet allocation). Proxy dials are non-blocking and their handshakes
+//! are driven by this loop ([`dial`]); a connection gets its smoltcp socket
+//! and buffers only once its dial succeeded, so a pending dial costs a
+//! socket and a few hundred bytes. Caps: [`super::Limits`].
+//!
+//! Why epoll and not tokio: the loop already was a non-blocking epoll loop
+//! over raw descriptors (smoltcp is polled, not async), so the dials became
+//! one more kind of event in it; a current-thread tokio runtime would wrap
+//! the same epoll_wait and add a dependency, a timer wheel and its own
+//! eventfd without removing any of this code.
 
 #![forbid(unsafe_code)]
 
@@ -12,7 +20,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
@@ -27,17 +35,30 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 use super::dns::FakePool;
 use super::proxy::{Proxy, Target};
 use super::udp::{self, Kind};
-use super::{Config, DnsConfig, Shared, Tun2socksError, DNS_V4, DNS_V6, FAKE_POOL};
+use super::{Config, DnsConfig, Limits, Shared, Tun2socksError, DNS_V4, DNS_V6, FAKE_POOL};
 use crate::tun::Tun;
 
+mod dial;
 mod relay;
 
+use dial::{Dial, Poll, Purpose};
 use relay::{spawn_forwarder, Flow, Reply};
 
-/// Per-connection buffer sizes (each way). Large enough for window scaling
-/// to keep a loopback-speed path busy, small enough for the memory budget.
-const TCP_RX_BUF: usize = 512 * 1024;
-const TCP_TX_BUF: usize = 512 * 1024;
+/// Per-connection buffer sizes (each way) of the first
+/// `Limits::large_buffer_connections` connections: large enough for window
+/// scaling to keep a loopback-speed path busy.
+const TCP_BUF_LARGE: usize = 512 * 1024;
+/// The same for connections beyond those.
+const TCP_BUF_SMALL: usize = 64 * 1024;
+/// Longest SYN held back while its dial is made (a SYN carrying data is
+/// dropped instead: the application sends it again).
+const SYN_HOLD_MAX: usize = 256;
+/// Queries waiting for the DNS forwarder thread.
+const FORWARD_QUEUE: usize = 256;
+/// How long a forwarded query's id mapping is kept without an answer.
+const DNS_PENDING_TTL: Duration = Duration::from_secs(10);
+/// A connection whose handshake the application never completes.
+const HANDSHAKE_IDLE: Duration = Duration::from_secs(30);
 /// Packets read from the TUN per loop iteration before the sockets are
 /// served again.
 const TUN_BATCH: usize = 64;
@@ -54,15 +75,14 @@ const TOKEN_WAKE: u64 = 1;
 const KIND_TCP: u64 = 0;
 const KIND_UDP: u64 = 1;
 const KIND_CTL: u64 = 2;
+const KIND_DIAL: u64 = 3;
 
 fn token(id: u64, kind: u64) -> u64 {
     (id << 2) | kind
 }
 
-/// What a helper thread reports.
+/// What the DNS forwarder thread reports.
 enum Done {
-    Tcp(u64, Result<TcpStream, Tun2socksError>),
-    Udp(u64, Result<(TcpStream, UdpSocket), Tun2socksError>),
     Dns(Reply, Vec<u8>),
 }
 
@@ -141,7 +161,10 @@ impl Device for TunDevice {
 
 /// One TCP connection of the application.
 struct Conn {
-    handle: SocketHandle,
+    /// Its smoltcp socket: None while the proxy dial is being made.
+    handle: Option<SocketHandle>,
+    /// Its buffers are of the large kind (counted in `Engine::large`).
+    large: bool,
     key: (SocketAddr, SocketAddr),
     stream: Option<TcpStream>,
     readable: bool,
@@ -176,23 +199,58 @@ pub(crate) struct Engine {
     epoll: Epoll,
     proxy: Arc<Proxy>,
     shared: Arc<Shared>,
-    done_tx: Sender<Done>,
+    limits: Limits,
+    /// Proxy dials in progress, by the id of their connection or flow.
+    dials: HashMap<u64, Dial>,
+    /// Connections that hold large buffers.
+    large: usize,
+    refusals: Refusals,
+    /// Whether the heap was trimmed since the engine last held anything.
+    trimmed: bool,
     done_rx: Receiver<Done>,
     pool: Option<FakePool>,
-    forwarder: Option<Sender<(Reply, Vec<u8>)>>,
+    forwarder: Option<SyncSender<(Reply, Vec<u8>)>>,
     /// Forwarded DNS over UDP through the SOCKS5 relay to this server.
     udp_dns: Option<SocketAddr>,
     /// The forwarded servers' own addresses, answered like the virtual one.
     forward_addrs: Vec<SocketAddr>,
     /// The flow all UDP-forwarded queries share.
     dns_flow: Option<u64>,
-    /// Rewritten query id -> (the application's id, its address, the DNS
-    /// address it asked).
-    dns_ids: HashMap<u16, (u16, SocketAddr, SocketAddr)>,
-    next_dns_id: u16,
+    /// Rewritten (random) query id -> (the application's id, its address,
+    /// the DNS address it asked, when it was sent).
+    dns_ids: HashMap<u16, (u16, SocketAddr, SocketAddr, StdInstant)>,
     scratch: Vec<u8>,
     frame: Vec<u8>,
     last_sweep: StdInstant,
+    last_expiry: StdInstant,
+}
+
+/// What was refused at a cap since the last warning: logged once per burst
+/// (at most every 10 s), never per packet.
+#[derive(Default)]
+struct Refusals {
+    count: u64,
+    what: &'static str,
+    last_log: Option<StdInstant>,
+}
+
+impl Refusals {
+    fn note(&mut self, what: &'static str, shared: &Shared) {
+        shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+        self.count += 1;
+        self.what = what;
+        if self
+            .last_log
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            tracing::warn!(
+                "tun2socks: {} refused at the engine's cap of {what}",
+                self.count
+            );
+            self.count = 0;
+            self.last_log = Some(StdInstant::now());
+        }
+    }
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(Errno) -> Tun2socksError {
@@ -211,6 +269,7 @@ impl Engine {
         tun: Tun,
         proxy: Proxy,
         cfg: &Config,
+        limits: Limits,
         shared: Arc<Shared>,
     ) -> Result<Engine, Tun2socksError> {
         let mtu = tun.mtu as usize;
@@ -244,7 +303,7 @@ impl Engine {
                 EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WAKE),
             )
             .map_err(io_err("watch the eventfd"))?;
-        let (done_tx, done_rx) = channel();
+        let (done_tx, done_rx) = sync_channel(FORWARD_QUEUE);
         let proxy = Arc::new(proxy);
         let udp_dns = match &cfg.dns {
             DnsConfig::Forward(servers) if proxy.protocol == super::Protocol::Socks5 => {
@@ -256,6 +315,7 @@ impl Engine {
             DnsConfig::Virtual { onion, .. } => {
                 let mut pool = FakePool::new(FAKE_POOL.0, FAKE_POOL.1);
                 pool.set_onion(*onion);
+                pool.set_capacity(limits.fake_names);
                 (Some(pool), None)
             }
             DnsConfig::Off => (None, None),
@@ -286,7 +346,11 @@ impl Engine {
             epoll,
             proxy,
             shared,
-            done_tx,
+            limits,
+            dials: HashMap::new(),
+            large: 0,
+            refusals: Refusals::default(),
+            trimmed: true,
             done_rx,
             pool,
             forwarder,
@@ -297,10 +361,10 @@ impl Engine {
             },
             dns_flow: None,
             dns_ids: HashMap::new(),
-            next_dns_id: 1,
             scratch: vec![0; 65536 + 64],
             frame: Vec::with_capacity(65536 + 300),
             last_sweep: StdInstant::now(),
+            last_expiry: StdInstant::now(),
         })
     }
 
@@ -317,7 +381,7 @@ impl Engine {
                     .poll_delay(now(), &self.sockets)
                     .map(|d| d.total_millis())
                     .unwrap_or(1000)
-                    .min(1000);
+                    .min(if self.dials.is_empty() { 1000 } else { 250 });
                 EpollTimeout::from(d as u16)
             };
             let n = match self.epoll.wait(&mut events, timeout) {
@@ -347,6 +411,9 @@ impl Engine {
                 != smoltcp::iface::PollResult::None
             {}
             self.reap();
+            if !self.dials.is_empty() && self.last_expiry.elapsed() > Duration::from_millis(200) {
+                self.expire_dials();
+            }
             if self.last_sweep.elapsed() > Duration::from_secs(5) {
                 self.sweep();
             }
@@ -370,6 +437,7 @@ impl Engine {
                 }
             }
             KIND_UDP => self.udp_from_relay(id),
+            KIND_DIAL => self.drive_dial(id),
             KIND_CTL => {
                 // The association's control connection: any data or EOF ends it.
                 let dead = match self.flows.get_mut(&id).and_then(|fl| fl.ready.as_mut()) {
@@ -442,6 +510,10 @@ impl Engine {
         if c.dns.is_some() || c.stream.is_some() || c.failed {
             return false;
         }
+        if n > SYN_HOLD_MAX {
+            // Dropped: its retransmission is answered once the dial is done.
+            return true;
+        }
         let held = c.syn.get_or_insert_with(Vec::new);
         held.clear();
         held.extend_from_slice(&self.dev.rx[..n]);
@@ -483,8 +555,10 @@ impl Engine {
         }
     }
 
-    /// A connection request: a listening socket for exactly this destination,
-    /// and the proxy handshake started at once.
+    /// A connection request: the proxy dial is started at once (its SYN is
+    /// held back meanwhile); a connection to the DNS service gets its
+    /// listening socket at once. Past a cap, nothing is made and the SYN is
+    /// answered with a RST (no socket listens for it).
     fn on_syn(&mut self, src: SocketAddr, dst: SocketAddr) {
         if self.by_key.contains_key(&(src, dst)) {
             return;
@@ -499,11 +573,60 @@ impl Engine {
         let Some(target) = self.target_for(dst) else {
             return;
         };
-        let (rx, tx) = if dns {
-            (4096, 65536 + 2)
-        } else {
-            (TCP_RX_BUF, TCP_TX_BUF)
+        if self.conns.len() >= self.limits.tcp_connections {
+            return self.refusals.note("TCP connections", &self.shared);
+        }
+        if !dns && self.dials.len() >= self.limits.pending_dials {
+            return self.refusals.note("pending proxy dials", &self.shared);
+        }
+        let id = self.next_id;
+        let mut conn = Conn {
+            handle: None,
+            large: false,
+            key: (src, dst),
+            stream: None,
+            readable: false,
+            writable: false,
+            shut_wr: false,
+            eof: false,
+            failed: false,
+            born: StdInstant::now(),
+            dns: dns.then(Vec::new),
+            syn: None,
         };
+        if dns {
+            if !self.listen(&mut conn, 4096, 65536 + 2) {
+                return;
+            }
+        } else {
+            let dial = match Dial::start(&self.proxy, Purpose::Tcp(target)) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::debug!("tun2socks: {src} -> {dst}: {e}");
+                    return;
+                }
+            };
+            if !self.watch_dial(id, dial) {
+                return;
+            }
+            self.shared
+                .counters
+                .connections
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.next_id += 1;
+        self.trimmed = false;
+        self.by_key.insert((src, dst), id);
+        self.conns.insert(id, conn);
+        if !dns {
+            // It may be done already (or failed at once).
+            self.drive_dial(id);
+        }
+    }
+
+    /// A listening smoltcp socket for exactly the connection's destination,
+    /// with buffers of `rx` and `tx` bytes.
+    fn listen(&mut self, c: &mut Conn, rx: usize, tx: usize) -> bool {
         let mut sock = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; rx]),
             tcp::SocketBuffer::new(vec![0; tx]),
@@ -512,106 +635,161 @@ impl Engine {
         sock.set_ack_delay(None);
         sock.set_keep_alive(Some(smoltcp::time::Duration::from_secs(60)));
         let ep = IpListenEndpoint {
-            addr: Some(IpAddress::from(dst.ip())),
-            port: dst.port(),
+            addr: Some(IpAddress::from(c.key.1.ip())),
+            port: c.key.1.port(),
         };
         if sock.listen(ep).is_err() {
-            return;
+            return false;
         }
-        let handle = self.sockets.add(sock);
-        let id = self.next_id;
-        self.next_id += 1;
-        self.by_key.insert((src, dst), id);
-        self.conns.insert(
-            id,
-            Conn {
-                handle,
-                key: (src, dst),
-                stream: None,
-                readable: false,
-                writable: false,
-                shut_wr: false,
-                eof: false,
-                failed: false,
-                born: StdInstant::now(),
-                dns: dns.then(Vec::new),
-                syn: None,
-            },
-        );
-        if dns {
-            return;
+        c.handle = Some(self.sockets.add(sock));
+        true
+    }
+
+    /// Register a dial's (new) socket with the epoll set.
+    fn watch_dial(&mut self, id: u64, mut dial: Dial) -> bool {
+        dial.fresh = false;
+        let ok = self
+            .epoll
+            .add(
+                dial.stream(),
+                EpollEvent::new(
+                    EpollFlags::EPOLLIN
+                        | EpollFlags::EPOLLOUT
+                        | EpollFlags::EPOLLRDHUP
+                        | EpollFlags::EPOLLET,
+                    token(id, KIND_DIAL),
+                ),
+            )
+            .is_ok();
+        if ok {
+            self.dials.insert(id, dial);
         }
-        self.shared
-            .counters
-            .connections
-            .fetch_add(1, Ordering::Relaxed);
-        let proxy = self.proxy.clone();
-        let tx = self.done_tx.clone();
-        let shared = self.shared.clone();
-        let spawned = std::thread::Builder::new()
-            .stack_size(128 * 1024)
-            .spawn(move || {
-                let r = proxy.connect(&target);
-                if tx.send(Done::Tcp(id, r)).is_ok() {
-                    let _ = shared.wake.write(1);
+        ok
+    }
+
+    /// Make progress on the dial `id` and hand over its result when done.
+    fn drive_dial(&mut self, id: u64) {
+        let Some(dial) = self.dials.get_mut(&id) else {
+            return;
+        };
+        let poll = dial.drive(&self.proxy);
+        if let Poll::Pending = poll {
+            if dial.fresh {
+                if let Some(d) = self.dials.remove(&id) {
+                    if !self.watch_dial(id, d) {
+                        self.dial_done(id, Err(None));
+                    }
                 }
-            });
-        if spawned.is_err() {
-            if let Some(c) = self.conns.get_mut(&id) {
-                c.failed = true;
-                self.sockets.get_mut::<tcp::Socket>(c.handle).abort();
             }
+            return;
         }
+        let Some(dial) = self.dials.remove(&id) else {
+            return;
+        };
+        match poll {
+            Poll::Ready(udp) => {
+                let stream = dial.into_stream();
+                self.dial_done(id, Ok((stream, udp)));
+            }
+            Poll::Failed(e) => self.dial_done(id, Err(Some(e))),
+            Poll::Pending => {}
+        }
+    }
+
+    /// Dials past their deadline fail ("timed out").
+    fn expire_dials(&mut self) {
+        self.last_expiry = StdInstant::now();
+        let now = StdInstant::now();
+        let late: Vec<u64> = self
+            .dials
+            .iter()
+            .filter(|(_, d)| d.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            self.dials.remove(&id);
+            let e = self
+                .proxy
+                .unreachable_error(&io::Error::from(io::ErrorKind::TimedOut));
+            self.dial_done(id, Err(Some(e)));
+        }
+    }
+
+    /// A dial ended: to its connection or UDP flow.
+    fn dial_done(
+        &mut self,
+        id: u64,
+        r: Result<(TcpStream, Option<UdpSocket>), Option<Tun2socksError>>,
+    ) {
+        if self.flows.contains_key(&id) {
+            let r = match r {
+                Ok((ctl, Some(udp))) => Ok((ctl, udp)),
+                Ok((_, None)) | Err(None) => Err(None),
+                Err(Some(e)) => Err(Some(e)),
+            };
+            return self.finish_udp(id, r);
+        }
+        self.finish_tcp(id, r.map(|(s, _)| s));
     }
 
     fn finish_helpers(&mut self) {
         while let Ok(done) = self.done_rx.try_recv() {
             match done {
-                Done::Tcp(id, r) => self.finish_tcp(id, r),
-                Done::Udp(id, r) => self.finish_udp(id, r),
                 Done::Dns(to, reply) => self.dns_reply(to, &reply),
             }
         }
     }
 
-    fn finish_tcp(&mut self, id: u64, r: Result<TcpStream, Tun2socksError>) {
-        let Some(c) = self.conns.get_mut(&id) else {
+    /// The proxy connection of `id` is open (its socket now listens and
+    /// the held SYN is answered with SYN-ACK), or could not be made (the
+    /// SYN is answered with RST, and the connection forgotten).
+    fn finish_tcp(&mut self, id: u64, r: Result<TcpStream, Option<Tun2socksError>>) {
+        let Some(mut c) = self.conns.remove(&id) else {
             return;
         };
-        let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
-        match r {
-            Ok(stream) if sock.state() != tcp::State::Closed => {
-                let ok = stream.set_nonblocking(true).is_ok()
-                    && self
-                        .epoll
-                        .add(
-                            stream.as_fd(),
-                            EpollEvent::new(
-                                EpollFlags::EPOLLIN
-                                    | EpollFlags::EPOLLOUT
-                                    | EpollFlags::EPOLLRDHUP
-                                    | EpollFlags::EPOLLET,
-                                token(id, KIND_TCP),
-                            ),
-                        )
-                        .is_ok();
-                if ok {
-                    c.stream = Some(stream);
-                    c.readable = true;
-                    c.writable = true;
-                } else {
-                    c.failed = true;
-                    sock.abort();
-                }
-            }
-            Ok(_) => c.failed = true,
+        let stream = match r {
+            Ok(stream) => Some(stream),
             Err(e) => {
-                tracing::debug!("tun2socks: {} -> {}: {e}", c.key.0, c.key.1);
-                c.failed = true;
-                sock.abort();
+                if let Some(e) = e {
+                    tracing::debug!("tun2socks: {} -> {}: {e}", c.key.0, c.key.1);
+                }
+                None
             }
+        };
+        let large = self.large < self.limits.large_buffer_connections;
+        let size = if large { TCP_BUF_LARGE } else { TCP_BUF_SMALL };
+        let registered = stream.is_some_and(|s| {
+            let ok = self
+                .epoll
+                .modify(
+                    s.as_fd(),
+                    &mut EpollEvent::new(
+                        EpollFlags::EPOLLIN
+                            | EpollFlags::EPOLLOUT
+                            | EpollFlags::EPOLLRDHUP
+                            | EpollFlags::EPOLLET,
+                        token(id, KIND_TCP),
+                    ),
+                )
+                .is_ok();
+            if ok && self.listen(&mut c, size, size) {
+                c.stream = Some(s);
+                true
+            } else {
+                false
+            }
+        });
+        let syn = c.syn.take();
+        if registered {
+            c.large = large;
+            self.large += usize::from(large);
+            c.readable = true;
+            c.writable = true;
+            self.conns.insert(id, c);
+        } else {
+            self.by_key.remove(&c.key);
         }
-        if let Some(syn) = c.syn.take() {
+        if let Some(syn) = syn {
             self.release_syn(&syn);
         }
     }
@@ -624,8 +802,11 @@ impl Engine {
         let mut down = 0u64;
         let mut queries = Vec::new();
         for (id, c) in self.conns.iter_mut() {
+            let Some(handle) = c.handle else {
+                continue;
+            };
             if let Some(buf) = c.dns.as_mut() {
-                let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
+                let sock = self.sockets.get_mut::<tcp::Socket>(handle);
                 while sock.can_recv() {
                     let _ = sock.recv(|b| {
                         buf.extend_from_slice(b);
@@ -649,7 +830,7 @@ impl Engine {
             let Some(stream) = c.stream.as_ref() else {
                 continue;
             };
-            let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
+            let sock = self.sockets.get_mut::<tcp::Socket>(handle);
             let mut broken = false;
             // Application -> proxy.
             let mut rounds = 0;
@@ -726,16 +907,18 @@ impl Engine {
     fn reap(&mut self) {
         let mut gone = Vec::new();
         for (id, c) in &self.conns {
-            let sock = self.sockets.get::<tcp::Socket>(c.handle);
+            // A connection still dialling ends with its dial.
+            let Some(handle) = c.handle else {
+                continue;
+            };
+            let sock = self.sockets.get::<tcp::Socket>(handle);
             let state = sock.state();
             let done = match state {
                 tcp::State::Closed => c.stream.is_some() || c.failed || c.dns.is_some(),
                 tcp::State::TimeWait => c.shut_wr,
                 // A SYN that smoltcp never took (it dropped the segment), or
                 // a handshake the application never completed.
-                tcp::State::Listen | tcp::State::SynReceived => {
-                    c.born.elapsed() > Duration::from_secs(60)
-                }
+                tcp::State::Listen | tcp::State::SynReceived => c.born.elapsed() > HANDSHAKE_IDLE,
                 _ => false,
             };
             if done {
@@ -745,7 +928,11 @@ impl Engine {
         for id in gone {
             if let Some(c) = self.conns.remove(&id) {
                 self.by_key.remove(&c.key);
-                self.sockets.remove(c.handle);
+                if let Some(h) = c.handle {
+                    self.sockets.remove(h);
+                }
+                self.large -= usize::from(c.large);
+                self.trimmed = false;
                 // Dropping the stream closes it (and removes it from epoll).
             }
         }
@@ -753,6 +940,14 @@ impl Engine {
 
     fn sweep(&mut self) {
         self.last_sweep = StdInstant::now();
+        // Freed buffers are unmapped at once; what the heap keeps of the
+        // rest goes back once things were freed.
+        if !self.trimmed {
+            crate::sys::malloc_trim();
+            self.trimmed = true;
+        }
+        self.dns_ids
+            .retain(|_, (.., sent)| sent.elapsed() < DNS_PENDING_TTL);
         let idle: Vec<u64> = self
             .flows
             .iter()

@@ -1,7 +1,8 @@
 //! The UDP side of the engine: SOCKS5 UDP ASSOCIATE flows (one per source
-//! address of the application, set up on a helper thread), DNS answered in
-//! process (virtual), or forwarded through the proxy over the shared UDP
-//! association or the pooled DNS-over-TCP connections of the forwarder.
+//! address of the application, each set up by a non-blocking dial of the
+//! event loop), DNS answered in process (virtual), or forwarded through the
+//! proxy over the shared UDP association (query ids rewritten to random
+//! ones) or the pooled DNS-over-TCP connections of the forwarder thread.
 
 #![forbid(unsafe_code)]
 
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
@@ -20,7 +21,7 @@ use super::super::dns;
 use super::super::proxy::{Proxy, Target};
 use super::super::udp;
 use super::super::{Shared, Tun2socksError};
-use super::{token, Done, Engine, KIND_CTL, KIND_UDP, UDP_PENDING};
+use super::{token, Dial, Done, Engine, Purpose, FORWARD_QUEUE, KIND_CTL, KIND_UDP, UDP_PENDING};
 
 /// Where the answer to a forwarded DNS query goes.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +80,10 @@ impl Engine {
     ) {
         let id = match self.flow_by_app.get(&src) {
             Some(id) => *id,
-            None => self.new_flow(src, false),
+            None => match self.new_flow(src, false) {
+                Some(id) => id,
+                None => return,
+            },
         };
         if let Some(flow) = self.flows.get_mut(&id) {
             if matches!(target, Target::Name(..)) && !flow.fake.contains(&dst) {
@@ -101,22 +105,42 @@ impl Engine {
         if query.len() < 12 {
             return;
         }
-        if self.dns_ids.len() > 4096 {
-            self.dns_ids.clear();
+        if self.dns_ids.len() >= self.limits.dns_pending {
+            self.refusals.note("pending DNS queries", &self.shared);
+            if let Some(r) = dns::servfail(query) {
+                self.dns_reply(Reply::Udp { app, server: virt }, &r);
+            }
+            return;
         }
-        let id = self.next_dns_id;
-        self.next_dns_id = self.next_dns_id.wrapping_add(1);
-        self.dns_ids
-            .insert(id, (u16::from_be_bytes([query[0], query[1]]), app, virt));
+        // A random id not in use (RFC 5452): an answer cannot be forged by
+        // guessing the next one.
+        let mut id = dns::random_id();
+        while self.dns_ids.contains_key(&id) {
+            id = dns::random_id();
+        }
+        self.dns_ids.insert(
+            id,
+            (
+                u16::from_be_bytes([query[0], query[1]]),
+                app,
+                virt,
+                StdInstant::now(),
+            ),
+        );
         let mut q = query.to_vec();
         q[..2].copy_from_slice(&id.to_be_bytes());
         let flow = match self.dns_flow {
             Some(f) => f,
-            None => {
-                let f = self.new_flow(SocketAddr::from(([0, 0, 0, 0], 0)), true);
-                self.dns_flow = Some(f);
-                f
-            }
+            None => match self.new_flow(SocketAddr::from(([0, 0, 0, 0], 0)), true) {
+                Some(f) => {
+                    self.dns_flow = Some(f);
+                    f
+                }
+                None => {
+                    self.dns_ids.remove(&id);
+                    return;
+                }
+            },
         };
         self.send_on_flow(flow, Target::Ip(real), &q);
     }
@@ -142,9 +166,30 @@ impl Engine {
         }
     }
 
-    pub(super) fn new_flow(&mut self, app: SocketAddr, is_dns: bool) -> u64 {
+    /// A new flow and the dial of its association; None past a cap (its
+    /// datagrams are dropped) or if the proxy cannot be dialled at all.
+    pub(super) fn new_flow(&mut self, app: SocketAddr, is_dns: bool) -> Option<u64> {
+        if self.flows.len() >= self.limits.udp_flows {
+            self.refusals.note("UDP flows", &self.shared);
+            return None;
+        }
+        if self.dials.len() >= self.limits.pending_dials {
+            self.refusals.note("pending proxy dials", &self.shared);
+            return None;
+        }
+        let dial = match Dial::start(&self.proxy, Purpose::Udp) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!("tun2socks: UDP association failed: {e}");
+                return None;
+            }
+        };
         let id = self.next_id;
+        if !self.watch_dial(id, dial) {
+            return None;
+        }
         self.next_id += 1;
+        self.trimmed = false;
         self.flows.insert(
             id,
             Flow {
@@ -159,30 +204,21 @@ impl Engine {
         if !is_dns {
             self.flow_by_app.insert(app, id);
         }
-        let proxy = self.proxy.clone();
-        let tx = self.done_tx.clone();
-        let shared = self.shared.clone();
-        let _ = std::thread::Builder::new()
-            .stack_size(128 * 1024)
-            .spawn(move || {
-                let r = proxy.udp_associate();
-                if tx.send(Done::Udp(id, r)).is_ok() {
-                    let _ = shared.wake.write(1);
-                }
-            });
-        id
+        Some(id)
     }
 
     pub(super) fn finish_udp(
         &mut self,
         id: u64,
-        r: Result<(TcpStream, UdpSocket), Tun2socksError>,
+        r: Result<(TcpStream, UdpSocket), Option<Tun2socksError>>,
     ) {
         let Some(flow) = self.flows.get_mut(&id) else {
             return;
         };
         match r {
             Ok((ctl, sock)) => {
+                // The dial's registration of `ctl` is gone with its token.
+                let _ = self.epoll.delete(ctl.as_fd());
                 let ok = ctl.set_nonblocking(true).is_ok()
                     && sock.set_nonblocking(true).is_ok()
                     && self
@@ -221,11 +257,15 @@ impl Engine {
                 // A proxy that answers but will not associate (refuses, or
                 // hangs up on the request) does not relay UDP; one that
                 // cannot be reached may do so later.
-                if matches!(&e, Tun2socksError::Unreachable { .. }) {
-                    tracing::debug!("tun2socks: UDP association failed: {e}");
-                } else {
-                    tracing::warn!("tun2socks: {e}; UDP other than DNS is dropped");
-                    self.udp_refused = true;
+                match &e {
+                    Some(e @ Tun2socksError::Unreachable { .. }) => {
+                        tracing::debug!("tun2socks: UDP association failed: {e}");
+                    }
+                    Some(e) => {
+                        tracing::warn!("tun2socks: {e}; UDP other than DNS is dropped");
+                        self.udp_refused = true;
+                    }
+                    None => tracing::debug!("tun2socks: UDP association failed"),
                 }
                 // DNS queries that waited for the association go over TCP.
                 let pending = if flow.is_dns {
@@ -235,7 +275,7 @@ impl Engine {
                 };
                 self.drop_flow(id);
                 for (_, mut q) in pending {
-                    let Some((orig, app, server)) =
+                    let Some((orig, app, server, _)) =
                         self.dns_ids.remove(&u16::from_be_bytes([q[0], q[1]]))
                     else {
                         continue;
@@ -282,7 +322,7 @@ impl Engine {
                 if data.len() < 12 {
                     continue;
                 }
-                let Some((orig, app, virt)) =
+                let Some((orig, app, virt, _)) =
                     self.dns_ids.remove(&u16::from_be_bytes([data[0], data[1]]))
                 else {
                     continue;
@@ -317,7 +357,16 @@ impl Engine {
                 self.dns_reply(to, &reply);
             }
         } else if let Some(fw) = &self.forwarder {
-            let _ = fw.send((to, query.to_vec()));
+            match fw.try_send((to, query.to_vec())) {
+                Ok(()) => {}
+                Err(TrySendError::Full((to, q))) => {
+                    self.refusals.note("pending DNS queries", &self.shared);
+                    if let Some(reply) = dns::servfail(&q) {
+                        self.dns_reply(to, &reply);
+                    }
+                }
+                Err(TrySendError::Disconnected(_)) => {}
+            }
         } else if let Some(reply) = dns::refused(query) {
             self.dns_reply(to, &reply);
         }
@@ -331,10 +380,10 @@ impl Engine {
         match to {
             Reply::Udp { app, server } => self.send_udp_to_app(server, app, reply),
             Reply::Tcp(id) => {
-                let Some(c) = self.conns.get(&id) else {
+                let Some(handle) = self.conns.get(&id).and_then(|c| c.handle) else {
                     return;
                 };
-                let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
+                let sock = self.sockets.get_mut::<tcp::Socket>(handle);
                 if sock.send_capacity() - sock.send_queue() >= reply.len() + 2 {
                     let _ = sock.send_slice(&(reply.len() as u16).to_be_bytes());
                     let _ = sock.send_slice(reply);
@@ -350,10 +399,10 @@ pub(super) fn spawn_forwarder(
     proxy: Arc<Proxy>,
     servers: Vec<SocketAddr>,
     timeout: Duration,
-    done: Sender<Done>,
+    done: SyncSender<Done>,
     shared: Arc<Shared>,
-) -> Result<Sender<(Reply, Vec<u8>)>, Tun2socksError> {
-    let (tx, rx) = channel::<(Reply, Vec<u8>)>();
+) -> Result<SyncSender<(Reply, Vec<u8>)>, Tun2socksError> {
+    let (tx, rx) = sync_channel::<(Reply, Vec<u8>)>(FORWARD_QUEUE);
     std::thread::Builder::new()
         .name("tun2socks-dns".into())
         .stack_size(256 * 1024)
