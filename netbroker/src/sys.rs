@@ -222,3 +222,68 @@ pub fn tun_set_iff(fd: std::os::fd::BorrowedFd<'_>, name: &str) -> io::Result<St
         .map(|c| *c as u8 as char)
         .collect())
 }
+
+/// How a packet engine process is placed before it execs (see
+/// [`engine_pre_exec`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EnginePlacement {
+    /// Its dial namespace (an fd the caller keeps open until the spawn
+    /// returns).
+    pub netns: RawFd,
+    /// Its end of the control socket, which becomes its fd 3.
+    pub control: RawFd,
+    /// Root mode: the unprivileged user (uid, gid) to run as.
+    pub user: Option<(u32, u32)>,
+}
+
+/// Place a packet engine between fork and exec: enter its dial namespace,
+/// keep only its control socket (on fd 3, [`CHANNEL_FD`]) besides stdio,
+/// empty the bounding set (so the exec grants no capability, even to root),
+/// drop to its user (root mode), die with the netbroker (SIGKILL), and set
+/// no_new_privs.
+pub fn engine_pre_exec(cmd: &mut Command, p: EnginePlacement) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs between fork and exec in the child and makes
+    // only async-signal-safe system calls (signal, setns, dup2, close_range,
+    // prctl, setgroups/setresgid/setresuid, getppid) on data prepared before
+    // the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            if libc::setns(p.netns, libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::dup2(p.control, CHANNEL_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Nothing else of the netbroker's: no namespace, netlink or
+            // supervisor descriptor reaches the engine.
+            if libc::close_range(CHANNEL_FD as u32 + 1, u32::MAX, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for cap in 0..64 {
+                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+            }
+            if let Some((uid, gid)) = p.user {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setresgid(gid, gid, gid) != 0
+                    || libc::setresuid(uid, uid, uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // After the uid change, which clears it.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::other(
+                    "netbroker exited while starting an engine",
+                ));
+            }
+            Ok(())
+        });
+    }
+}
