@@ -226,6 +226,79 @@ mod tests {
         assert!(!a.is_empty() && !b.is_empty());
     }
 
+    /// Fork a child that installs the (prebuilt) filter and runs `then`;
+    /// how it ended.
+    fn filtered(then: fn() -> i32) -> nix::sys::wait::WaitStatus {
+        let programs = programs().unwrap();
+        let pid = crate::sys::fork_child(move || {
+            for p in &programs {
+                if seccompiler::apply_filter(p).is_err() {
+                    return 2;
+                }
+            }
+            then()
+        })
+        .unwrap();
+        nix::sys::wait::waitpid(pid, None).unwrap()
+    }
+
+    fn killed_by_sigsys(s: nix::sys::wait::WaitStatus) -> bool {
+        matches!(
+            s,
+            nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGSYS, _)
+        )
+    }
+
+    #[test]
+    fn an_internet_socket_is_allowed_and_a_unix_socket_or_a_file_kills() {
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+        let inet = filtered(|| {
+            match socket(
+                AddressFamily::Inet,
+                SockType::Datagram,
+                SockFlag::empty(),
+                None,
+            ) {
+                Ok(_) => 0,
+                Err(_) => 3,
+            }
+        });
+        assert_eq!(
+            inet,
+            nix::sys::wait::WaitStatus::Exited(inet.pid().unwrap(), 0)
+        );
+        let unix = filtered(|| {
+            let _ = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::empty(),
+                None,
+            );
+            0
+        });
+        assert!(killed_by_sigsys(unix), "{unix:?}");
+        let open = filtered(|| {
+            let _ = nix::fcntl::open(
+                "/etc/passwd",
+                nix::fcntl::OFlag::O_RDONLY,
+                nix::sys::stat::Mode::empty(),
+            );
+            0
+        });
+        assert!(killed_by_sigsys(open), "{open:?}");
+    }
+
+    #[test]
+    fn a_thread_can_be_started_under_the_filter() {
+        // clone3 answers ENOSYS, glibc falls back to clone with
+        // CLONE_THREAD, which the filter allows.
+        let t = filtered(|| match std::thread::spawn(|| 7).join() {
+            Ok(7) => 0,
+            _ => 3,
+        });
+        assert_eq!(t, nix::sys::wait::WaitStatus::Exited(t.pid().unwrap(), 0));
+    }
+
     #[test]
     fn no_file_or_process_call_is_allowed() {
         let all: Vec<_> = ALLOWED.iter().flat_map(|(_, c)| c.iter()).collect();
