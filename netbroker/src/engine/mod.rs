@@ -27,6 +27,7 @@ pub mod filter;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use proto::broker::ProcEntry;
@@ -89,8 +90,20 @@ impl EngineProcess {
         cfg: &Config,
         placement: Placement,
     ) -> Result<EngineProcess, EngineError> {
+        Self::spawn_exe(Path::new("/proc/self/exe"), tun, dial_netns, cfg, placement)
+    }
+
+    /// [`EngineProcess::spawn`] from the netbroker binary `exe` (tests run
+    /// it from their own executable).
+    pub fn spawn_exe(
+        exe: &Path,
+        tun: Tun,
+        dial_netns: BorrowedFd<'_>,
+        cfg: &Config,
+        placement: Placement,
+    ) -> Result<EngineProcess, EngineError> {
         let (chan, theirs) = Channel::<EngineRequest, EngineEvent>::pair()?;
-        let mut cmd = Command::new("/proc/self/exe");
+        let mut cmd = Command::new(exe);
         cmd.arg0("pallium-netbroker")
             .arg(ENGINE_ARG)
             .env_clear()
