@@ -8,7 +8,8 @@
 # 203.0.113.80; pallium starts there in root mode with one socks hop. Prints
 # per build: iperf3 throughput up and down through the hop, and the RSS of
 # all of an idle session's pallium processes (supervisor, netbroker, engine,
-# sandboxer, init), summed from /proc/PID/status.
+# sandboxer, init), summed from /proc/PID/status, and their PSS (RSS counts
+# the file pages the engine shares with the netbroker in both).
 set -euo pipefail
 SECS=${1:?usage: $0 SECONDS PALLIUM [PALLIUM…]}; shift
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
@@ -57,14 +58,16 @@ for P in "$@"; do
     ip netns exec $D "$P" run "$PROFILE" --quiet >/dev/null 2>&1 &
     RUN=$!
     sleep 2
-    rss=0; names=""
+    rss=0; pss=0; names=""
     for p in $(descendants $RUN) $RUN; do
         n=$(cat /proc/$p/comm 2>/dev/null || true)
         [ -z "$n" ] || [ "$n" = sleep ] && continue
         r=$(awk '/^VmRSS:/ {print $2}' /proc/$p/status 2>/dev/null || echo 0)
-        rss=$((rss + r)); names="$names $n:$((r / 1024))M"
+        q=$(awk '/^Pss:/ {print $2}' /proc/$p/smaps_rollup 2>/dev/null || echo 0)
+        rss=$((rss + r)); pss=$((pss + q)); names="$names $n:$((r / 1024))M"
     done
     ip netns exec $D "$P" stop "$PROFILE" >/dev/null 2>&1 || kill $RUN
     wait $RUN 2>/dev/null || true
-    printf '%s\n  up %s Gbit/s  down %s Gbit/s  idle RSS %.1f MiB (%s)\n' "$P" "$up" "$down" "$(awk -v k="$rss" 'BEGIN {print k/1024}')" "$names"
+    printf '%s\n  up %s Gbit/s  down %s Gbit/s  idle RSS %.1f MiB, PSS %.1f MiB (%s)\n' "$P" "$up" "$down" \
+        "$(awk -v k="$rss" 'BEGIN {print k/1024}')" "$(awk -v k="$pss" 'BEGIN {print k/1024}')" "$names"
 done

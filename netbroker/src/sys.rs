@@ -287,3 +287,22 @@ pub fn engine_pre_exec(cmd: &mut Command, p: EnginePlacement) {
         });
     }
 }
+
+/// Unmap this process's view of the resident pages in `[start, end)`
+/// (`MADV_DONTNEED`); they come back from the file on the next access.
+///
+/// Only for read-only private file mappings whose resident pages are all
+/// clean file pages (no anonymous copy-on-write page, as `smaps` shows):
+/// then nothing is lost. The engine calls it once set up, so its resident
+/// set holds only the code its event loop runs, not its startup's.
+pub fn forget_file_pages(start: usize, end: usize) -> io::Result<()> {
+    // SAFETY: the caller names a mapping that is not writable and holds no
+    // anonymous page, so no Rust object and no written byte lives there:
+    // dropping the page-table entries only makes the next access fault the
+    // same bytes back in from the file.
+    let r = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

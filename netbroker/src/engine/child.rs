@@ -50,6 +50,8 @@ pub fn run() -> Result<(), ChildError> {
         .try_clone_to_owned()
         .map(Chan::new)
         .map_err(ChildError::Channel)?;
+    // Read while files may still be opened (the filter forbids it).
+    let startup_pages = clean_file_mappings();
     let serving = match setup(*start) {
         Ok(s) => s,
         Err(why) => {
@@ -63,6 +65,12 @@ pub fn run() -> Result<(), ChildError> {
         .name("engine-control".into())
         .spawn(move || answer(chan, control))
         .map_err(ChildError::Channel)?;
+    // The code of exec, setup and the resolver stays shared with the
+    // netbroker in the page cache but leaves our resident set: what the
+    // loop runs comes back on its first use.
+    for (start, end) in startup_pages {
+        let _ = crate::sys::forget_file_pages(start, end);
+    }
     let reason = serving.run();
     if reason != "stopped" {
         let _ = last_word.send(EngineEvent::Exited(reason.clone()));
@@ -128,4 +136,54 @@ fn answer(mut chan: Chan, control: Control) {
         }
     }
     control.stop();
+}
+
+/// The read-only private file mappings of this process whose resident pages
+/// are all file pages (`Anonymous: 0 kB` in `/proc/self/smaps`): the
+/// binary's and libraries' code and constants, not relocated data.
+fn clean_file_mappings() -> Vec<(usize, usize)> {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        if let Some(kb) = line.strip_prefix("Anonymous:") {
+            let anon = kb.trim().trim_end_matches("kB").trim();
+            if let (Some(range), "0") = (current.take(), anon) {
+                found.push(range);
+            }
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue; // a field line such as "Rss:"
+        };
+        let path = fields.nth(3).unwrap_or("");
+        let read_only = perms.len() == 4 && !perms.contains('w') && perms.ends_with('p');
+        current = (read_only && path.starts_with('/')).then_some((start, end));
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_binarys_code_is_a_clean_file_mapping() {
+        let here = super::clean_file_mappings as *const () as usize;
+        let found = super::clean_file_mappings();
+        assert!(
+            found.iter().any(|(s, e)| (*s..*e).contains(&here)),
+            "{found:x?}"
+        );
+    }
 }
