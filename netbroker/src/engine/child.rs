@@ -50,8 +50,9 @@ pub fn run() -> Result<(), ChildError> {
         .try_clone_to_owned()
         .map(Chan::new)
         .map_err(ChildError::Channel)?;
-    // Read while files may still be opened (the filter forbids it).
-    let startup_pages = clean_file_mappings();
+    // Opened while files may still be opened (the filter forbids it), read
+    // once the engine serves (off the path to Ready).
+    let smaps = std::fs::File::open("/proc/self/smaps").ok();
     let serving = match setup(*start) {
         Ok(s) => s,
         Err(why) => {
@@ -68,7 +69,7 @@ pub fn run() -> Result<(), ChildError> {
     // The code of exec, setup and the resolver stays shared with the
     // netbroker in the page cache but leaves our resident set: what the
     // loop runs comes back on its first use.
-    for (start, end) in startup_pages {
+    for (start, end) in smaps.map(clean_file_mappings).unwrap_or_default() {
         let _ = crate::sys::forget_file_pages(start, end);
     }
     let reason = serving.run();
@@ -141,10 +142,21 @@ fn answer(mut chan: Chan, control: Control) {
 /// The read-only private file mappings of this process whose resident pages
 /// are all file pages (`Anonymous: 0 kB` in `/proc/self/smaps`): the
 /// binary's and libraries' code and constants, not relocated data.
-fn clean_file_mappings() -> Vec<(usize, usize)> {
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return Vec::new();
-    };
+fn clean_file_mappings(mut file: std::fs::File) -> Vec<(usize, usize)> {
+    use std::io::Read;
+    // Plain reads: read_to_string would also stat and seek, which the
+    // filter does not allow.
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return Vec::new(),
+        }
+    }
+    let smaps = String::from_utf8_lossy(&bytes);
     let mut found = Vec::new();
     let mut current: Option<(usize, usize)> = None;
     for line in smaps.lines() {
@@ -180,7 +192,8 @@ mod tests {
     #[test]
     fn the_binarys_code_is_a_clean_file_mapping() {
         let here = super::clean_file_mappings as *const () as usize;
-        let found = super::clean_file_mappings();
+        let smaps = std::fs::File::open("/proc/self/smaps").unwrap();
+        let found = super::clean_file_mappings(smaps);
         assert!(
             found.iter().any(|(s, e)| (*s..*e).contains(&here)),
             "{found:x?}"

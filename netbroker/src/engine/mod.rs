@@ -102,6 +102,7 @@ impl EngineProcess {
         cfg: &Config,
         placement: Placement,
     ) -> Result<EngineProcess, EngineError> {
+        let began = std::time::Instant::now();
         let (chan, theirs) = Channel::<EngineRequest, EngineEvent>::pair()?;
         let mut cmd = Command::new(exe);
         cmd.arg0("pallium-netbroker")
@@ -128,6 +129,7 @@ impl EngineProcess {
             exit: None,
         };
         engine.start(tun, cfg, placement)?;
+        tracing::debug!(pid = engine.pid(), took = ?began.elapsed(), "packet engine ready");
         Ok(engine)
     }
 
