@@ -72,6 +72,29 @@ pub struct Placement {
     pub run_as: Option<(u32, u32)>,
 }
 
+/// An engine process that has been started but serves nothing yet.
+/// Dropping it kills the process.
+#[derive(Debug)]
+pub struct Launched {
+    engine: EngineProcess,
+    placement: Placement,
+    began: std::time::Instant,
+}
+
+impl Launched {
+    /// Hand the engine its TUN device and configuration; returns once it is
+    /// confined and serving, or with its one-line error.
+    pub fn serve(mut self, tun: Tun, cfg: &Config) -> Result<EngineProcess, EngineError> {
+        self.engine.start(tun, cfg, self.placement)?;
+        tracing::debug!(
+            pid = self.engine.pid(),
+            took = ?self.began.elapsed(),
+            "packet engine ready"
+        );
+        Ok(self.engine)
+    }
+}
+
 /// A running engine process. Dropping it kills the process.
 #[derive(Debug)]
 pub struct EngineProcess {
@@ -90,7 +113,7 @@ impl EngineProcess {
         cfg: &Config,
         placement: Placement,
     ) -> Result<EngineProcess, EngineError> {
-        Self::spawn_exe(Path::new("/proc/self/exe"), tun, dial_netns, cfg, placement)
+        Self::launch(dial_netns, placement)?.serve(tun, cfg)
     }
 
     /// [`EngineProcess::spawn`] from the netbroker binary `exe` (tests run
@@ -102,6 +125,25 @@ impl EngineProcess {
         cfg: &Config,
         placement: Placement,
     ) -> Result<EngineProcess, EngineError> {
+        Self::launch_exe(exe, dial_netns, placement)?.serve(tun, cfg)
+    }
+
+    /// The first half of [`EngineProcess::spawn`]: start the process, which
+    /// loads while the caller checks the proxy and makes the TUN device;
+    /// [`Launched::serve`] hands it over.
+    pub fn launch(
+        dial_netns: BorrowedFd<'_>,
+        placement: Placement,
+    ) -> Result<Launched, EngineError> {
+        Self::launch_exe(Path::new("/proc/self/exe"), dial_netns, placement)
+    }
+
+    /// [`EngineProcess::launch`] of the netbroker binary `exe`.
+    pub fn launch_exe(
+        exe: &Path,
+        dial_netns: BorrowedFd<'_>,
+        placement: Placement,
+    ) -> Result<Launched, EngineError> {
         let began = std::time::Instant::now();
         let (chan, theirs) = Channel::<EngineRequest, EngineEvent>::pair()?;
         let mut cmd = Command::new(exe);
@@ -123,14 +165,15 @@ impl EngineProcess {
         );
         let child = cmd.spawn().map_err(EngineError::Spawn)?;
         drop(theirs);
-        let mut engine = EngineProcess {
-            child,
-            chan,
-            exit: None,
-        };
-        engine.start(tun, cfg, placement)?;
-        tracing::debug!(pid = engine.pid(), took = ?began.elapsed(), "packet engine ready");
-        Ok(engine)
+        Ok(Launched {
+            engine: EngineProcess {
+                child,
+                chan,
+                exit: None,
+            },
+            placement,
+            began,
+        })
     }
 
     fn start(&mut self, tun: Tun, cfg: &Config, placement: Placement) -> Result<(), EngineError> {

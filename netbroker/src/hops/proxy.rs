@@ -109,10 +109,6 @@ pub(super) fn start(
         resolvers: cx.outer_resolvers.to_vec(),
         connect_timeout: CONNECT_TIMEOUT,
     };
-    (cx.progress)(format!("connecting to the {name}"));
-    tun2socks::probe(cx.outer, &config)?;
-    let tun = tun::create(cx.inner.fd.as_fd(), &mut cx.inner.rtnl, TUN_NAME, TUN_MTU)
-        .map_err(HopError::Tun)?;
     let placement = Placement {
         run_as: (!cx.rootless).then(|| {
             let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -120,10 +116,17 @@ pub(super) fn start(
             (uid, uid)
         }),
     };
-    let engine = EngineProcess::spawn(tun, cx.outer, &config, placement).map_err(|e| match e {
+    let one_line = |e| match e {
         EngineError::Failed(why) => HopError::Failed(why),
         e => HopError::Failed(e.to_string()),
-    })?;
+    };
+    // The engine process loads while the proxy is checked and the TUN made.
+    let launched = EngineProcess::launch(cx.outer, placement).map_err(one_line)?;
+    (cx.progress)(format!("connecting to the {name}"));
+    tun2socks::probe(cx.outer, &config)?;
+    let tun = tun::create(cx.inner.fd.as_fd(), &mut cx.inner.rtnl, TUN_NAME, TUN_MTU)
+        .map_err(HopError::Tun)?;
+    let engine = launched.serve(tun, &config).map_err(one_line)?;
     (cx.progress)(format!("{TUN_NAME} is served through the {name}"));
     Ok(ProxyHop {
         engine,
