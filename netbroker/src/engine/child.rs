@@ -118,11 +118,17 @@ fn drop_everything() -> Result<(), String> {
 }
 
 fn limits(start: &StartEngine) -> Result<(), String> {
-    use nix::sys::resource::{setrlimit, Resource};
-    setrlimit(Resource::RLIMIT_NOFILE, start.max_files, start.max_files)
-        .map_err(|e| format!("set RLIMIT_NOFILE: {e}"))?;
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // Lower only: without capabilities the hard limit cannot rise, and a
+    // lower one the host set stays.
+    let cap = |r: Resource, name: &str, max: u64| -> Result<(), String> {
+        let (_, hard) = getrlimit(r).map_err(|e| format!("read {name}: {e}"))?;
+        let n = max.min(hard);
+        setrlimit(r, n, n).map_err(|e| format!("set {name}: {e}"))
+    };
+    cap(Resource::RLIMIT_NOFILE, "RLIMIT_NOFILE", start.max_files)?;
     if let Some(n) = start.max_tasks {
-        setrlimit(Resource::RLIMIT_NPROC, n, n).map_err(|e| format!("set RLIMIT_NPROC: {e}"))?;
+        cap(Resource::RLIMIT_NPROC, "RLIMIT_NPROC", n)?;
     }
     Ok(())
 }
