@@ -7,6 +7,7 @@
 //! after the last fork/unshare.
 
 pub mod dns;
+pub mod engine;
 pub mod hops;
 pub mod names;
 pub mod netns;
@@ -42,6 +43,7 @@ pub enum Error {
 
 /// The whole program after logging is set up.
 pub fn run() -> Result<(), Error> {
+    engine::cgroup::prepare_base();
     drop_to(Role::Netbroker)?;
     // Our parent-death signal is SIGTERM, and we ignore it: the supervisor's
     // death also closes our channel, and on that EOF we tear down and restore

@@ -1,5 +1,7 @@
 //! `pallium-netbroker`: started by the supervisor with its channel on fd 3.
-//! Logs to stderr at the level in `PALLIUM_LOG` (default `warn`).
+//! Logs to stderr at the level in `PALLIUM_LOG` (default `warn`). With the
+//! hidden first argument `--packet-engine` it is a packet engine instead,
+//! started by the netbroker itself ([`pallium_netbroker::engine`]).
 
 use std::process::ExitCode;
 
@@ -11,11 +13,21 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    match pallium_netbroker::run() {
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(pallium_netbroker::engine::ENGINE_ARG))
+    {
+        return report(pallium_netbroker::engine::child::run());
+    }
+    report(pallium_netbroker::run())
+}
+
+/// The exit code of `result`, its error logged as one line.
+fn report<E: std::error::Error>(result: Result<(), E>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
+            let mut src = e.source();
             while let Some(s) = src {
                 msg.push_str(&format!(": {s}"));
                 src = s.source();

@@ -409,6 +409,7 @@ fn handle_build_hops(
     let start = {
         use std::os::fd::AsFd;
         ChainStart {
+            session_id: &req.session_id,
             netns: n0.as_fd(),
             resolvers,
             work_dir: &work_dir,

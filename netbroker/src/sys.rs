@@ -276,3 +276,87 @@ pub fn malloc_trim() {
         libc::malloc_trim(0);
     }
 }
+
+/// How a packet engine process is placed before it execs (see
+/// [`engine_pre_exec`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EnginePlacement {
+    /// Its dial namespace (an fd the caller keeps open until the spawn
+    /// returns).
+    pub netns: RawFd,
+    /// Its end of the control socket, which becomes its fd 3.
+    pub control: RawFd,
+    /// Root mode: the unprivileged user (uid, gid) to run as.
+    pub user: Option<(u32, u32)>,
+}
+
+/// Place a packet engine between fork and exec: enter its dial namespace,
+/// keep only its control socket (on fd 3, [`CHANNEL_FD`]) besides stdio,
+/// empty the bounding set (so the exec grants no capability, even to root),
+/// drop to its user (root mode), die with the netbroker (SIGKILL), and set
+/// no_new_privs.
+pub fn engine_pre_exec(cmd: &mut Command, p: EnginePlacement) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs between fork and exec in the child and makes
+    // only async-signal-safe system calls (signal, setns, dup2, close_range,
+    // prctl, setgroups/setresgid/setresuid, getppid) on data prepared before
+    // the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            if libc::setns(p.netns, libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::dup2(p.control, CHANNEL_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Nothing else of the netbroker's: no namespace, netlink or
+            // supervisor descriptor reaches the engine.
+            if libc::close_range(CHANNEL_FD as u32 + 1, u32::MAX, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for cap in 0..64 {
+                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+            }
+            if let Some((uid, gid)) = p.user {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setresgid(gid, gid, gid) != 0
+                    || libc::setresuid(uid, uid, uid) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // After the uid change, which clears it.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::other(
+                    "netbroker exited while starting an engine",
+                ));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Unmap this process's view of the resident pages in `[start, end)`
+/// (`MADV_DONTNEED`); they come back from the file on the next access.
+///
+/// Only for read-only private file mappings whose resident pages are all
+/// clean file pages (no anonymous copy-on-write page, as `smaps` shows):
+/// then nothing is lost. The engine calls it once set up, so its resident
+/// set holds only the code its event loop runs, not its startup's.
+pub fn forget_file_pages(start: usize, end: usize) -> io::Result<()> {
+    // SAFETY: the caller names a mapping that is not writable and holds no
+    // anonymous page, so no Rust object and no written byte lives there:
+    // dropping the page-table entries only makes the next access fault the
+    // same bytes back in from the file.
+    let r = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -3,7 +3,7 @@
 //!
 //! * [`wire`]: the one codec (length-prefixed bincode frames, fds by SCM_RIGHTS)
 //!   and the typed [`wire::Channel`];
-//! * [`broker`], [`sandbox`], [`control`]: one request and one event enum per channel;
+//! * [`broker`], [`sandbox`], [`control`], [`engine`]: one request and one event enum per channel;
 //! * [`profile`]: the JSON profile types (the original pallium's format);
 //! * [`policy`]: the capabilities each role may hold, as data;
 //! * [`hidden`]: the host paths every sandbox view hides, as data;
@@ -15,6 +15,7 @@
 
 pub mod broker;
 pub mod control;
+pub mod engine;
 pub mod error;
 pub mod hidden;
 pub mod ids;

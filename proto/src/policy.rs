@@ -24,6 +24,10 @@ pub enum Role {
     RootCommand,
     /// A hop daemon (tor, ssh, openvpn, pasta, …).
     Hop,
+    /// A packet engine (tun2socks): the netbroker's child that parses the
+    /// application's packets. No capability in any set (bounding included),
+    /// no_new_privs, a seccomp filter, and in root mode never uid 0.
+    Engine,
 }
 
 impl Role {
@@ -36,6 +40,7 @@ impl Role {
             Role::App => "app",
             Role::RootCommand => "root-command",
             Role::Hop => "hop",
+            Role::Engine => "engine",
         }
     }
 
@@ -49,6 +54,7 @@ impl Role {
             Role::App,
             Role::RootCommand,
             Role::Hop,
+            Role::Engine,
         ]
         .into_iter()
         .find(|r| r.name() == base)
@@ -135,6 +141,9 @@ pub fn allowed(role: Role) -> &'static [Cap] {
         // user namespace it joins (rootless: the session's own, which grants
         // nothing on the host) to bind ports and re-enter its namespaces.
         Role::Hop => &[NetBindService, SysAdmin],
+        // Reads the application's packets: holds nothing, not even in its
+        // bounding set (it drops every capability before its first packet).
+        Role::Engine => &[],
     }
 }
 
@@ -448,6 +457,7 @@ mod tests {
     #[test]
     fn app_and_supervisor_get_nothing() {
         assert_eq!(allowed_mask(Role::App), 0);
+        assert_eq!(allowed_mask(Role::Engine), 0);
         assert_eq!(allowed_mask(Role::Supervisor), 0);
     }
 
@@ -461,6 +471,7 @@ mod tests {
     fn role_names_round_trip() {
         assert_eq!(Role::from_name("hop:pasta"), Some(Role::Hop));
         assert_eq!(Role::from_name("sandboxer"), Some(Role::Sandboxer));
+        assert_eq!(Role::from_name("engine"), Some(Role::Engine));
         assert_eq!(Role::from_name("x"), None);
     }
 }

@@ -97,7 +97,12 @@ struct Session {
 
 impl Session {
     fn start(tb: &Testbed, mode: Mode, profile: &str) -> Session {
-        let mut child = pal(tb, mode, &["run", profile])
+        Session::spawn(pal(tb, mode, &["run", profile]))
+    }
+
+    /// `cmd` (a `pallium run`) in the background.
+    fn spawn(mut cmd: Command) -> Session {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -1011,4 +1016,221 @@ fn ctrl_c_during_hop_setup_ends_at_once_and_leaves_nothing() {
             .is_some_and(|l| l.contains("interrupted (SIGINT)")),
         "{stderr}"
     );
+}
+
+/// The pid `pallium audit` shows for `role` in `mode`'s running session.
+fn audit_pid_as(tb: &Testbed, mode: Mode, profile: &str, role: &str) -> i32 {
+    let audit = text(&out(pal(tb, mode, &["audit", profile]))).0;
+    audit
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(role))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{mode:?}: no {role} process in the audit: {audit}"))
+}
+
+/// `/proc/PID/status` as key → value.
+fn proc_status(pid: i32) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn the_packet_engine_runs_unprivileged_and_its_death_stops_traffic() {
+    skip_unless_root!();
+    let tb = Testbed::new("hopengine");
+    for mode in modes() {
+        let proxy = tb.start_microsocks();
+        let p = profile(
+            "engine",
+            &format!(
+                r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
+                proxy.addr()
+            ),
+        );
+        let session = Session::start(&tb, mode, &p);
+        let url = format!("http://{}/", tb.web_v4());
+        let first = wait_up(&tb, mode, &p, &url, Duration::from_secs(20));
+        assert_eq!(lines(&first), [proxy.exit_v4().to_string()]);
+        // The engine is a process of its own, listed by audit with its
+        // role, within its policy.
+        let audit = out(pal(&tb, mode, &["audit", &p]));
+        let shown = text(&audit).0;
+        assert!(audit.status.success(), "{mode:?}: {shown}");
+        assert!(shown.contains(" engine (pallium-engine)"), "{shown}");
+        let engine = audit_pid_as(&tb, mode, &p, "engine");
+        let netbroker = audit_pid_as(&tb, mode, &p, "netbroker");
+        assert_ne!(engine, netbroker);
+        let st = proc_status(engine);
+        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert_eq!(st[set], "0000000000000000", "{mode:?}: {set} of the engine");
+        }
+        assert_eq!(st["NoNewPrivs"], "1", "{mode:?}");
+        assert_eq!(st["Seccomp"], "2", "{mode:?}");
+        let uids: Vec<&str> = st["Uid"].split_whitespace().collect();
+        assert!(
+            uids.iter().all(|u| *u != "0"),
+            "{mode:?}: engine uids {uids:?}"
+        );
+        if mode == Mode::Rootless {
+            // The caller's own uid, inside the session's namespace.
+            assert_eq!(uids[0], TestUser::get().uid().to_string());
+        }
+        // It holds its TUN, its control socket and nothing of the
+        // netbroker's (no namespace descriptor, no netlink socket).
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{engine}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|l| l.display().to_string())
+            .collect();
+        assert!(fds.iter().any(|f| f == "/dev/net/tun"), "{fds:?}");
+        assert!(!fds.iter().any(|f| f.starts_with("net:[")), "{fds:?}");
+        // Killing the engine stops the hop's traffic; nothing falls back,
+        // and the user is told.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(engine),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        session.wait_stderr("the packet engine (pid", Duration::from_secs(10));
+        assert!(
+            session.stderr().contains("killed by SIGKILL"),
+            "{}",
+            session.stderr()
+        );
+        assert_blocked(
+            &tb,
+            mode,
+            &p,
+            "curl -sS --max-time 3 http://203.0.113.10/ ; curl -sS --max-time 3 http://web4.pallium.test/",
+        );
+        session.stop(&tb, mode, &p);
+        assert_clean(&tb);
+    }
+    assert!(!tb.web_seen().contains(&tb.host_v4().to_string()));
+}
+
+/// The pids cgroup hierarchy the netbroker uses (v2 root offering pids, else
+/// v1's pids hierarchy), and whether it is v2.
+fn pids_hierarchy() -> Option<(PathBuf, bool)> {
+    let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control")
+        .is_ok_and(|s| s.split_whitespace().any(|c| c == "pids"));
+    if v2 {
+        return Some(("/sys/fs/cgroup".into(), true));
+    }
+    let v1 = PathBuf::from("/sys/fs/cgroup/pids");
+    v1.join("cgroup.procs").exists().then_some((v1, false))
+}
+
+/// The pids cgroup directory of `pid`.
+fn pids_cgroup(pid: i32, (root, v2): &(PathBuf, bool)) -> PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = text
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (id, ctl, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let ours = if *v2 {
+                id == "0" && ctl.is_empty()
+            } else {
+                ctl.split(',').any(|c| c == "pids")
+            };
+            ours.then(|| path.to_string())
+        })
+        .unwrap_or_else(|| panic!("no pids cgroup for {pid}: {text}"));
+    root.join(path.trim_start_matches('/'))
+}
+
+#[test]
+fn a_root_session_has_a_pids_cgroup_that_goes_with_it() {
+    skip_unless_root!();
+    let Some(hierarchy) = pids_hierarchy() else {
+        pallium_tests::skip("pids cgroup: this host offers no pids hierarchy");
+        return;
+    };
+    let tb = Testbed::new("hopcgroup");
+    let proxy = tb.start_microsocks();
+    let url = format!("http://{}/", tb.web_v4());
+    let make = |name: &str| {
+        profile(
+            name,
+            &format!(
+                r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
+                proxy.addr()
+            ),
+        )
+    };
+    // `ip netns exec`, the testbed's way in, mounts a /sys without the
+    // cgroup hierarchies; nsenter keeps the host's.
+    let run = |p: &str| {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", tb.host_netns()))
+            .arg(pallium())
+            .args(["run", p])
+            .env(pallium_tests::TESTBED_ENV, tb.name());
+        Session::spawn(c)
+    };
+    let up = |p: &str| -> (i32, i32, PathBuf) {
+        wait_up(&tb, Mode::Root, p, &url, Duration::from_secs(20));
+        let netbroker = audit_pid(&tb, p, "netbroker");
+        let engine = audit_pid(&tb, p, "engine");
+        let dir = pids_cgroup(netbroker, &hierarchy);
+        assert!(
+            dir.parent().is_some_and(|d| d.ends_with("pallium")),
+            "{}",
+            dir.display()
+        );
+        assert_eq!(pids_cgroup(engine, &hierarchy), dir, "the engine is in it");
+        let max = std::fs::read_to_string(dir.join("pids.max")).unwrap();
+        assert_eq!(max.trim(), "1024");
+        (netbroker, engine, dir)
+    };
+
+    // Stopped: the cgroup is removed.
+    let p = make("cgroup");
+    let session = run(&p);
+    let (_, _, dir) = up(&p);
+    session.stop(&tb, Mode::Root, &p);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert_clean(&tb);
+
+    // The netbroker killed: its engine dies with it, and the next root
+    // session's netbroker removes the empty cgroup it left.
+    let mut session = run(&p);
+    let (netbroker, engine, dir) = up(&p);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(netbroker),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while session.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the session did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_clean(&tb);
+    // Gone (or a zombie its new parent has yet to reap).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proc_status(engine)
+        .get("State")
+        .is_some_and(|s| !s.starts_with('Z'))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the engine outlived the netbroker"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let other = make("cgroup-next");
+    let session = run(&other);
+    let (_, _, next) = up(&other);
+    assert_ne!(next, dir);
+    assert!(!dir.exists(), "{} was not swept", dir.display());
+    session.stop(&tb, Mode::Root, &other);
+    assert!(!next.exists());
+    assert_clean(&tb);
 }

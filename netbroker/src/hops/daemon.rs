@@ -363,7 +363,9 @@ impl RunningHop for DaemonHop {
         )
     }
     fn pids(&self) -> Vec<ProcEntry> {
-        vec![self.daemon.proc_entry()]
+        let mut pids = vec![self.daemon.proc_entry()];
+        pids.extend(self.proxy.pids());
+        pids
     }
     fn exited(&mut self) -> Option<String> {
         if let Some(status) = self.daemon.exited() {

@@ -67,6 +67,8 @@ pub struct ChainError {
 
 /// What a hop type gets to bring itself up.
 pub struct HopCx<'a> {
+    /// The session's id ("<profile id>-<index>"): names its engine uid.
+    pub session_id: &'a str,
     /// 0-based position in the chain.
     pub index: usize,
     pub hop: &'a Hop,
@@ -168,6 +170,9 @@ pub struct Chain {
     pub hops: Vec<BuiltHop>,
     /// The user namespace that owns the application's (last) namespace.
     pub app_userns: Option<OwnedFd>,
+    /// Root mode: the pids cgroup of the netbroker and what it starts for
+    /// the chain; removed (a field: after [`Drop`] has stopped the hops).
+    pub cgroup: Option<Box<crate::engine::cgroup::SessionCgroup>>,
 }
 
 impl Drop for Chain {
@@ -211,6 +216,8 @@ impl Chain {
 
 /// Everything [`build`] needs besides the hops.
 pub struct ChainStart<'a> {
+    /// The session's id ("<profile id>-<index>").
+    pub session_id: &'a str,
     /// N0.
     pub netns: BorrowedFd<'a>,
     /// Nameservers that answer in N0.
@@ -230,6 +237,7 @@ pub struct ChainStart<'a> {
 impl fmt::Debug for ChainStart<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChainStart")
+            .field("session_id", &self.session_id)
             .field("netns", &self.netns)
             .field("resolvers", &self.resolvers)
             .field("work_dir", &self.work_dir)
@@ -248,6 +256,10 @@ pub fn build(
     progress: &mut dyn FnMut(usize, String),
 ) -> Result<Chain, ChainError> {
     let mut chain = Chain::default();
+    if !start.rootless && !hops.is_empty() {
+        let hash = crate::names::session_hash(start.session_id);
+        chain.cgroup = crate::engine::cgroup::SessionCgroup::create(hash).map(Box::new);
+    }
     let mut resolvers = start.resolvers.clone();
     for (index, hop) in hops.iter().enumerate() {
         let fail = |source| ChainError {
@@ -278,6 +290,7 @@ pub fn build(
         })?;
         let mut report = |m: String| progress(index, m);
         let mut cx = HopCx {
+            session_id: start.session_id,
             index,
             hop,
             outer,

@@ -1,5 +1,6 @@
 //! What every proxy-served hop shares: check the proxy, put a TUN in Ni and
-//! serve it with the in-process tun2socks engine dialling in N(i−1). socks,
+//! serve it with a tun2socks engine dialling in N(i−1), in an unprivileged
+//! process of its own ([`crate::engine`]). socks,
 //! http and tun2socks hops are this with their own [`ProxyConfig`]; tor and
 //! ssh hops start their daemon first and then serve it the same way.
 
@@ -9,11 +10,13 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use proto::profile::{DnsServer, HopOptions};
+use proto::broker::ProcEntry;
+use proto::profile::{DnsServer, HopOptions, Service};
 
 use super::{HopCx, HopError, RunningHop};
+use crate::engine::{EngineError, EngineProcess, Placement};
 use crate::tun;
-use crate::tun2socks::{self, Config, DnsConfig, Engine, ProxyConfig};
+use crate::tun2socks::{self, Config, DnsConfig, ProxyConfig};
 
 /// The TUN's MTU: it never meets a physical link, and large segments are
 /// what make a userspace stack fast.
@@ -26,7 +29,7 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A hop served by tun2socks.
 #[derive(Debug)]
 pub(super) struct ProxyHop {
-    engine: Engine,
+    engine: EngineProcess,
     resolv_conf: String,
     resolvers: Vec<SocketAddr>,
     description: String,
@@ -106,15 +109,24 @@ pub(super) fn start(
         resolvers: cx.outer_resolvers.to_vec(),
         connect_timeout: CONNECT_TIMEOUT,
     };
+    let placement = Placement {
+        run_as: (!cx.rootless).then(|| {
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            let uid = proto::profile::service_uid(cx.session_id, Service::Engine, &passwd);
+            (uid, uid)
+        }),
+    };
+    let one_line = |e| match e {
+        EngineError::Failed(why) => HopError::Failed(why),
+        e => HopError::Failed(e.to_string()),
+    };
+    // The engine process loads while the proxy is checked and the TUN made.
+    let launched = EngineProcess::launch(cx.outer, placement).map_err(one_line)?;
     (cx.progress)(format!("connecting to the {name}"));
     tun2socks::probe(cx.outer, &config)?;
     let tun = tun::create(cx.inner.fd.as_fd(), &mut cx.inner.rtnl, TUN_NAME, TUN_MTU)
         .map_err(HopError::Tun)?;
-    let outer = cx
-        .outer
-        .try_clone_to_owned()
-        .map_err(|e| HopError::Failed(format!("duplicate the namespace descriptor: {e}")))?;
-    let engine = tun2socks::start(tun, outer, config)?;
+    let engine = launched.serve(tun, &config).map_err(one_line)?;
     (cx.progress)(format!("{TUN_NAME} is served through the {name}"));
     Ok(ProxyHop {
         engine,
@@ -133,6 +145,9 @@ impl RunningHop for ProxyHop {
     }
     fn describe(&self) -> String {
         self.description.clone()
+    }
+    fn pids(&self) -> Vec<ProcEntry> {
+        vec![self.engine.proc_entry()]
     }
     fn exited(&mut self) -> Option<String> {
         self.engine.exited()

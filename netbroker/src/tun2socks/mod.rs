@@ -7,6 +7,10 @@
 //! pool of fake addresses whose names are handed to the proxy, or queries
 //! forwarded through the proxy.
 //!
+//! In a session the engine runs in a process of its own, without privileges
+//! ([`crate::engine`], which uses [`Serving`]); [`start`] runs it on a
+//! thread of the caller (benchmarks and tests).
+//!
 //! Kill switch by construction: the only address the engine ever connects to
 //! is the proxy's ([`proxy::Proxy`] holds it, and nothing else in the engine
 //! creates sockets), so when the proxy dies, traffic stops.
@@ -300,6 +304,80 @@ pub fn probe(dial_netns: BorrowedFd<'_>, cfg: &Config) -> Result<(), Tun2socksEr
     })?
 }
 
+/// An engine set up on the calling thread, in the calling thread's network
+/// namespace, that has not read a packet yet: the engine process confines
+/// itself between [`proxy::Proxy::resolve`] and [`Serving::new`], then calls
+/// [`Serving::run`] on the same thread.
+pub struct Serving {
+    engine: stack::Engine,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serving").finish_non_exhaustive()
+    }
+}
+
+/// Stops a [`Serving`] engine and reads its counters from another thread.
+#[derive(Debug, Clone)]
+pub struct Control {
+    shared: Arc<Shared>,
+}
+
+impl Serving {
+    /// Set the engine up on `tun` with an already resolved `proxy`.
+    pub fn new(tun: Tun, proxy: proxy::Proxy, cfg: &Config) -> Result<Serving, Tun2socksError> {
+        // As in [`start_with_limits`]: freed buffers go back to the kernel.
+        crate::sys::malloc_release_freed(MMAP_THRESHOLD);
+        let shared = Arc::new(Shared::new()?);
+        let engine = stack::Engine::new(tun, proxy, cfg, Limits::default(), shared.clone())?;
+        Ok(Serving { engine, shared })
+    }
+
+    pub fn control(&self) -> Control {
+        Control {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serve until stopped ("stopped") or the TUN device fails (why).
+    pub fn run(mut self) -> String {
+        match self.engine.run() {
+            Ok(()) => "stopped".to_string(),
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
+impl Control {
+    /// Make [`Serving::run`] return.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _ = self.shared.wake.write(1);
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+}
+
+impl Shared {
+    fn new() -> Result<Shared, Tun2socksError> {
+        let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+            .map_err(|e| Tun2socksError::Io {
+                what: "create an eventfd",
+                source: e.into(),
+            })?;
+        Ok(Shared {
+            stop: AtomicBool::new(false),
+            wake,
+            counters: Counters::default(),
+            exit: Mutex::new(None),
+        })
+    }
+}
+
 /// Start the engine on its own thread, which enters `dial_netns` first so
 /// every socket it creates belongs there; with the default [`Limits`].
 pub fn start(tun: Tun, dial_netns: OwnedFd, cfg: Config) -> Result<Engine, Tun2socksError> {
@@ -317,17 +395,7 @@ pub fn start_with_limits(
     // the kernel instead of staying in the heap (glibc otherwise raises its
     // mmap threshold after the first free and keeps them all).
     crate::sys::malloc_release_freed(MMAP_THRESHOLD);
-    let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
-        .map_err(|e| Tun2socksError::Io {
-            what: "create an eventfd",
-            source: e.into(),
-        })?;
-    let shared = Arc::new(Shared {
-        stop: AtomicBool::new(false),
-        wake,
-        counters: Counters::default(),
-        exit: Mutex::new(None),
-    });
+    let shared = Arc::new(Shared::new()?);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let sh = shared.clone();
     let thread = std::thread::Builder::new()

@@ -62,6 +62,16 @@ pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
             violations += 1;
             println!("  !! runs as the host's real uid 0 (sandbox.unsafe_host_root)");
         }
+        // A packet engine parses the application's packets: in root mode
+        // never as the host's uid 0 (it runs as the session's engine uid).
+        let engine_root = matches!(role, Role::Engine)
+            && field("Uid").split_whitespace().any(|u| u == "0")
+            && own_userns.is_some()
+            && userns(e.pid) == own_userns;
+        if engine_root {
+            violations += 1;
+            println!("  !! a packet engine runs as the host's uid 0");
+        }
         println!(
             "  uid {}  gid {}",
             field("Uid").replace('\t', " "),
@@ -94,7 +104,8 @@ pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
             let m = mask(k);
             // The bounding set only matters for the sandbox's processes: a
             // process outside it holds nothing it could regain.
-            let checked = !nested && (k != "CapBnd" || matches!(role, Role::App | Role::Init));
+            let checked =
+                !nested && (k != "CapBnd" || matches!(role, Role::App | Role::Init | Role::Engine));
             let bad = checked && m & !allowed != 0;
             violations += usize::from(bad);
             let names = policy::mask_names(m);
@@ -117,7 +128,13 @@ pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
             "2" => "filter",
             _ => "?",
         };
-        println!("  seccomp: {seccomp}");
+        // The engine's allow-list is what confines a compromised engine.
+        let seccomp_bad = matches!(role, Role::Engine) && seccomp != "filter";
+        violations += usize::from(seccomp_bad);
+        println!(
+            "  {}seccomp: {seccomp}",
+            if seccomp_bad { "!! " } else { "" }
+        );
         let ns = namespaces(e.pid);
         if matches!(role, Role::Init) && ns.contains('?') {
             println!("  namespaces: {ns} (not dumpable: readable with CAP_SYS_PTRACE only)");

@@ -1,0 +1,134 @@
+//! The netbroker ⇄ packet-engine channel. Each proxy hop's tun2socks engine
+//! runs in its own unprivileged child of the netbroker (DESIGN §2), already
+//! in its dial namespace and without capabilities when it starts: the
+//! netbroker sends one [`EngineRequest::Start`] with the TUN descriptor, the engine confines itself and answers
+//! [`EngineEvent::Ready`] or [`EngineEvent::Failed`]; later the netbroker may
+//! ask for [`EngineEvent::Stats`], and the engine says [`EngineEvent::Exited`]
+//! when it stops on its own. EOF on either side ends the other.
+//!
+//! Legal order: `Start` once, first; then any number of `Stats`.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{profile::Endpoint, wire::Fd};
+
+/// Requests from the netbroker to an engine.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum EngineRequest {
+    /// Set up and serve (legal once, first). Boxed: it is sent once, and
+    /// the enum stays small.
+    Start(Box<StartEngine>),
+    /// Report the counters ([`EngineEvent::Stats`]).
+    Stats,
+}
+
+/// Events from an engine to the netbroker.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum EngineEvent {
+    /// Confined and serving the TUN device.
+    Ready,
+    /// Setup failed; one line a user can act on. The engine exits.
+    Failed(String),
+    /// Answer to [`EngineRequest::Stats`].
+    Stats(EngineStats),
+    /// The engine stopped on its own (the TUN device failed); why. It exits.
+    Exited(String),
+}
+
+/// Everything an engine needs, with the descriptors it serves.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StartEngine {
+    /// The TUN device's packet descriptor (non-blocking).
+    pub tun: Fd,
+    pub tun_name: String,
+    pub tun_index: u32,
+    pub mtu: u32,
+    /// RLIMIT_NOFILE for the engine.
+    pub max_files: u64,
+    /// RLIMIT_NPROC (threads included) for the engine's uid, when that uid is
+    /// the engine's alone (root mode).
+    pub max_tasks: Option<u64>,
+    pub proxy: ProxySpec,
+    pub dns: DnsSpec,
+    /// Nameservers of the dial namespace (to resolve a proxy host name).
+    pub resolvers: Vec<SocketAddr>,
+    pub connect_timeout_ms: u64,
+}
+
+/// A proxy protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProxyProtocol {
+    Socks4,
+    Socks4a,
+    Socks5,
+    HttpConnect,
+}
+
+/// Where and how to reach the proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProxySpec {
+    pub protocol: ProxyProtocol,
+    pub address: Endpoint,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// How the application's DNS queries are answered (the netbroker's
+/// `tun2socks::DnsConfig`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum DnsSpec {
+    Virtual {
+        fallback: Vec<SocketAddr>,
+        onion: bool,
+    },
+    /// Servers and whether each is asked over TCP.
+    Forward(Vec<(SocketAddr, bool)>),
+    Off,
+}
+
+/// An engine's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStats {
+    pub connections: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub dns_queries: u64,
+    pub udp_datagrams: u64,
+    /// Connections, flows and DNS queries refused at the engine's caps.
+    pub refused: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{decode, encode};
+
+    #[test]
+    fn stats_round_trip() {
+        let s = EngineStats {
+            connections: 3,
+            bytes_up: 1 << 40,
+            ..Default::default()
+        };
+        let (frame, fds) = encode(&EngineEvent::Stats(s)).unwrap();
+        assert!(fds.is_empty());
+        match decode::<EngineEvent>(&frame, Vec::new()).unwrap() {
+            EngineEvent::Stats(got) => assert_eq!(got, s),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn start_without_its_descriptors_is_refused() {
+        let (frame, _) = encode(&EngineRequest::Stats).unwrap();
+        assert!(decode::<EngineRequest>(&frame, Vec::new()).is_ok());
+        // A Start frame names fds #0 and #1; without them decoding fails.
+        let mut body = vec![0u8]; // variant Start
+        body.extend([0u8, 0]); // tun fd #0 … then truncated
+        let mut f = (body.len() as u32).to_le_bytes().to_vec();
+        f.extend(body);
+        assert!(decode::<EngineRequest>(&f, Vec::new()).is_err());
+    }
+}
