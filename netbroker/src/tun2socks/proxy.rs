@@ -676,8 +676,25 @@ impl Handshake {
     }
 }
 
+/// A protocol error; what a hostile proxy sent may be part of it, so
+/// control characters are escaped and the message stays one line (fuzzing
+/// found an HTTP status line with a newline in it).
 fn proto_err(what: impl Into<String>) -> HandshakeError {
-    HandshakeError::Protocol(what.into())
+    let what: String = what.into();
+    let what = if what.chars().any(char::is_control) {
+        what.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        what
+    };
+    HandshakeError::Protocol(what)
 }
 
 /// Append a SOCKS5 address (ATYP, address, port) to `m`.
@@ -764,6 +781,19 @@ fn base64(data: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_proxy_reply_with_a_newline_stays_one_line_in_the_error() {
+        let target = Target::Ip("203.0.113.10:80".parse().unwrap());
+        let (mut hs, _) =
+            Handshake::start(Protocol::HttpConnect, None, None, Request::Connect(target)).unwrap();
+        let mut out = Vec::new();
+        let e = hs
+            .input(b"vH 500 bad\nforged line\r\n\r\n", &mut out)
+            .unwrap_err();
+        assert!(!e.to_string().contains('\n'), "{e}");
+        assert!(e.to_string().contains("\\n"), "{e}");
+    }
+
     use super::*;
 
     #[test]
