@@ -39,7 +39,11 @@ fuzz_target!(|data: &[u8]| {
     let chunk = usize::from(sel >> 5).max(1);
     let mut out = Vec::new();
     let mut done = false;
-    for piece in rest.chunks(if sel >> 5 == 7 { rest.len().max(1) } else { chunk }) {
+    for piece in rest.chunks(if sel >> 5 == 7 {
+        rest.len().max(1)
+    } else {
+        chunk
+    }) {
         if done {
             break;
         }
