@@ -45,6 +45,8 @@ pub enum ServerError {
     InitDied,
     #[error("open the sandbox's root: {0}")]
     Root(#[source] nix::Error),
+    #[error("the supervisor is gone")]
+    Orphaned,
 }
 
 type SupervisorChannel = Channel<SandboxEvent, SandboxRequest>;
@@ -62,21 +64,31 @@ pub fn run() -> Result<(), ServerError> {
         Mode::empty(),
     )
     .map_err(ServerError::HostProc)?;
+    // Our parent, the supervisor: its death must end us (its parent-death
+    // signal, set before exec, is re-armed after each credential change,
+    // which may clear it; see `Server::still_supervised`).
+    let parent = nix::unistd::getppid();
     drop_to(Role::Sandboxer)?;
     let mut chan = SupervisorChannel::new(sock);
     chan.handshake("sandboxer", "supervisor")?;
-    Server {
+    let server = Server {
         chan,
+        parent,
         host_proc,
         sandbox: None,
         seccomp: None,
         children: Vec::new(),
+    };
+    if !server.still_supervised() {
+        return Err(ServerError::Orphaned);
     }
-    .serve()
+    server.serve()
 }
 
 struct Server {
     chan: SupervisorChannel,
+    /// The supervisor's pid, our parent.
+    parent: nix::unistd::Pid,
     host_proc: OwnedFd,
     /// `None` until `Setup` succeeded.
     sandbox: Option<Sandbox>,
@@ -92,6 +104,14 @@ enum Flow {
 }
 
 impl Server {
+    /// Re-arm the parent-death signal (a change of credentials clears it)
+    /// and check the supervisor is still our parent: false once it died,
+    /// whenever that was.
+    fn still_supervised(&self) -> bool {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_ok()
+            && nix::unistd::getppid() == self.parent
+    }
+
     fn serve(mut self) -> Result<(), ServerError> {
         loop {
             let (chan_ready, init_dead, exited) = self.wait()?;
@@ -201,6 +221,13 @@ impl Server {
                     let _ = kill(sb.init, Signal::SIGKILL);
                     let _ = waitpid(sb.init, None);
                     return Err(e.into());
+                }
+                // A supervisor killed while we built the view must not
+                // leave the sandbox behind.
+                if !self.still_supervised() {
+                    let _ = kill(sb.init, Signal::SIGKILL);
+                    let _ = waitpid(sb.init, None);
+                    return Err(ServerError::Orphaned);
                 }
                 // We live in the sandbox's root since Setup entered it.
                 let root = nix::fcntl::open(
