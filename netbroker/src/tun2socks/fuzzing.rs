@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
-use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::{Device, DeviceCapabilities};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
@@ -187,19 +187,9 @@ impl Device for OnePacket {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ip;
-        caps.max_transmission_unit = self.tx.len();
-        // As the engine's device: received checksums are not checked (the
+        // The engine's own device: received checksums are not checked (the
         // kernel verified them), so the fuzzer reaches past them.
-        let mut ck = ChecksumCapabilities::default();
-        ck.ipv4 = Checksum::Tx;
-        ck.tcp = Checksum::Tx;
-        ck.udp = Checksum::Tx;
-        ck.icmpv4 = Checksum::Tx;
-        ck.icmpv6 = Checksum::Tx;
-        caps.checksum = ck;
-        caps
+        super::stack::device_capabilities(self.tx.len())
     }
 }
 

@@ -143,20 +143,25 @@ impl Device for TunDevice {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ip;
-        caps.max_transmission_unit = self.mtu;
-        // The kernel hands the TUN complete, verified packets: checksums are
-        // computed for what we send but not checked again on receipt.
-        let mut ck = ChecksumCapabilities::default();
-        ck.ipv4 = Checksum::Tx;
-        ck.tcp = Checksum::Tx;
-        ck.udp = Checksum::Tx;
-        ck.icmpv4 = Checksum::Tx;
-        ck.icmpv6 = Checksum::Tx;
-        caps.checksum = ck;
-        caps
+        device_capabilities(self.mtu)
     }
+}
+
+/// The engine's device: IP packets of up to `mtu` bytes. The kernel hands
+/// the TUN complete, verified packets: checksums are computed for what we
+/// send but not checked again on receipt.
+pub(super) fn device_capabilities(mtu: usize) -> DeviceCapabilities {
+    let mut caps = DeviceCapabilities::default();
+    caps.medium = Medium::Ip;
+    caps.max_transmission_unit = mtu;
+    let mut ck = ChecksumCapabilities::default();
+    ck.ipv4 = Checksum::Tx;
+    ck.tcp = Checksum::Tx;
+    ck.udp = Checksum::Tx;
+    ck.icmpv4 = Checksum::Tx;
+    ck.icmpv6 = Checksum::Tx;
+    caps.checksum = ck;
+    caps
 }
 
 /// One TCP connection of the application.
