@@ -584,7 +584,8 @@ impl Loop<'_> {
             // always shown.
             Ok(BrokerEvent::Progress(p)) => match p.hop {
                 Some(i) => eprintln!("pallium: warning: hop {}: {}", i + 1, p.message),
-                None => tracing::info!("{}", p.message),
+                // The uplink's (the direct uplink's engine died).
+                None => eprintln!("pallium: warning: {}", p.message),
             },
             Ok(BrokerEvent::Failed(e)) => bail!("{e}"),
             Ok(other) => bail!("netbroker sent {other:?} unexpectedly"),
