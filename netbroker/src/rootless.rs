@@ -613,6 +613,10 @@ fn holder_main(
         };
         let (fd, name) = crate::tun::open_here(&name).map_err(why)?;
         let t = crate::tun::configure(&mut rtnl, fd, name, mtu).map_err(why)?;
+        // The application's ping (an ICMP datagram socket, no capability)
+        // needs its group admitted in its own namespace; gid 0 here is the
+        // caller's, the only one mapped. Best effort: ICMP is the one thing lost.
+        let _ = fs::write("/proc/sys/net/ipv4/ping_group_range", "0 0");
         send_byte(&sock, b'T', Some(t.fd.as_raw_fd())).map_err(|e| e.to_string())?;
     }
     let fd = sys::netlink_socket_into_fd(rtnl.into_socket());

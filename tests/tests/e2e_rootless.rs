@@ -297,6 +297,12 @@ fn rootless_direct_uplink_reaches_the_testbed_but_not_the_host() {
         host_listener(&tb, &tb.host_v4().to_string(), &log),
         host_listener(&tb, &tb.host_v6().to_string(), &log),
     ];
+    // Ping sockets for the caller in the host namespace (the testbed's own).
+    assert!(tb
+        .host_exec(["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"])
+        .status()
+        .unwrap()
+        .success());
     let mut run = pal(&tb, &["run", prof])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -360,6 +366,25 @@ fn rootless_direct_uplink_reaches_the_testbed_but_not_the_host() {
         [tb.host_v4().to_string(), tb.host_v6().to_string()],
         "{stderr}"
     );
+    // ICMP echo through the engine's ping sockets, both families.
+    // (No ping binary needed: python's ping socket, as ping itself uses.)
+    let ping = r#"
+import socket, sys
+v6 = ":" in sys.argv[1]
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM,
+                  socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
+s.settimeout(3)
+s.sendto(bytes([128 if v6 else 8, 0, 0, 0, 0, 0, 0, 1]) + b"pallium", (sys.argv[1], 0))
+d = s.recv(100)
+print("reply" if d[0] == (129 if v6 else 0) and d.endswith(b"pallium") else "bad")
+"#;
+    for target in [web4.as_str(), web6.as_str()] {
+        let o = out(pal(
+            &tb,
+            &["exec", prof, "--", "python3", "-c", ping, target],
+        ));
+        assert_eq!(text(&o).0.trim(), "reply", "ping {target}: {:?}", text(&o));
+    }
     assert!(out(pal(&tb, &["stop", prof])).status.success());
     let _ = run.wait();
     for mut l in listeners {
