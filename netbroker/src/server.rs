@@ -34,7 +34,8 @@ pub enum ServeError {
 enum Built {
     Veth(VethUplink),
     Userspace(UserspaceUplink),
-    Direct(DirectUplink),
+    /// Boxed: it holds the engine process besides the namespaces.
+    Direct(Box<DirectUplink>),
 }
 
 #[derive(Debug)]
@@ -264,7 +265,7 @@ fn handle_build_chain(
             "creating the application namespace and its direct uplink (packet engine)".into(),
         );
         direct::build(req.uid, req.gid, &paths.resolv_conf)
-            .map(Built::Direct)
+            .map(|d| Built::Direct(Box::new(d)))
             .map_err(|e| RemoteError::new("netbroker: direct uplink", &e))
     } else {
         userspace_uplink(chan, &req).map(Built::Userspace)

@@ -257,7 +257,7 @@ mod tests {
     #[test]
     fn routes_and_flags() {
         let n = ok(r#"{"network": {"uplink": "slirp4netns"}}"#).network;
-        assert_eq!(n.uplink, Some(UplinkChoice::Slirp4netns));
+        assert_eq!(n.uplink, Some(super::UplinkChoice::Slirp4netns));
         assert!(ok(r#"{"network": {}}"#).network.uplink.is_none());
         assert!(err(r#"{"network": {"uplink": "vpn"}}"#).contains("not one of direct"));
         let n = ok(r#"{"network": {"routes": ["10.0.0.0/8", "2001:db8::/32"], "kill_switch": false, "force_slirp": true, "outbound_interface": "eth0"}}"#).network;

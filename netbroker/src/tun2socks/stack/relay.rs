@@ -185,9 +185,7 @@ impl Engine {
             self.refusals.note("pending proxy dials", &self.shared);
             return None;
         }
-        let Some(proxy) = self.proxy.as_ref() else {
-            return None;
-        };
+        let proxy = self.proxy.as_ref()?;
         let dial = match Dial::start(proxy, Purpose::Udp) {
             Ok(d) => d,
             Err(e) => {
