@@ -86,6 +86,11 @@ stats() { python3 -c 'import statistics,sys
 v=[float(x) for x in sys.argv[1:] if x!="fail"]; f=len(sys.argv)-1-len(v)
 print("median %5.2f  min %5.2f  (%s)%s" % (statistics.median(v), min(v), " ".join(sys.argv[1:]), " %d failed" % f if f else "") if v else "all failed")' "$@"; }
 
+# One ICMP echo through a ping socket (what ping does unprivileged).
+PING='import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP); s.settimeout(2)
+s.sendto(b"\x08\x00\x00\x00\x00\x00\x00\x01ping", (sys.argv[1], 0))
+print("ok" if s.recv(100)[0] == 0 else "bad")'
 echo "# rootless empty chain, $RUNS runs x ${SECS}s each, IPv4 iperf3 to a server namespace; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for u in pasta slirp4netns direct; do
     P="$WORK/bin/pallium exec --one-shot --quiet $WORK/$u.json --"
@@ -100,10 +105,10 @@ for u in pasta slirp4netns direct; do
     # Completeness: IPv6 TCP, UDP (a DNS query answered), ICMP echo.
     v6=$(as_user $P iperf3 -6 -c 2001:db8:b::80 -t 1 -J 2>/dev/null | gbit)
     dns=$(as_user $P python3 -c 'import socket; print(socket.gethostbyname("server.example"))' 2>/dev/null || echo fail)
-    ping=$(as_user $P ping -c1 -W2 203.0.113.80 >/dev/null 2>&1 && echo ok || echo fail)
+    ping=$(as_user $P python3 -c "$PING" 203.0.113.80 2>/dev/null || echo fail)
     echo "  IPv6 TCP $v6 Gbit/s, DNS (UDP) -> $dns, ping $ping"
-    as_user hyperfine -N -w 3 -r 20 --export-json "$WORK/$u.hf.json" \
+    as_user hyperfine -N -w 3 -r 20 --export-json "$WORK/home/$u.hf.json" \
         "$WORK/bin/pallium exec --one-shot --quiet $WORK/$u.json -- true" >/dev/null 2>&1 || true
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]
-print("  startup (one-shot, true): mean %.1f ms ± %.1f, min %.1f ms" % (r["mean"]*1e3, r["stddev"]*1e3, r["min"]*1e3))' "$WORK/$u.hf.json" 2>/dev/null || echo "  startup: hyperfine failed"
+print("  startup (one-shot, true): mean %.1f ms ± %.1f, min %.1f ms" % (r["mean"]*1e3, r["stddev"]*1e3, r["min"]*1e3))' "$WORK/home/$u.hf.json" 2>/dev/null || echo "  startup: hyperfine failed"
 done
