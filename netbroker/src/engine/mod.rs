@@ -13,6 +13,11 @@
 //! `SOCK_SEQPACKET` pair, [`proto::engine`]), resolves the proxy, sets its
 //! resource limits and its seccomp filter, and only then reads a packet.
 //!
+//! In direct mode (the rootless empty chain, [`EngineProcess::launch_here`],
+//! [`Launched::serve_direct`]) the child stays in the netbroker's network
+//! namespace — the caller's — and, rootless, makes a user namespace of its
+//! own first, where it can empty its bounding set.
+//!
 //! The netbroker side ([`EngineProcess`]) watches the child: its death while
 //! the session runs is reported like a hop's (the kill switch holds: the TUN
 //! device has no other reader, nothing leaves another way), and dropping it

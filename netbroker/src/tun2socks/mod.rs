@@ -15,6 +15,11 @@
 //! is the proxy's ([`proxy::Proxy`] holds it, and nothing else in the engine
 //! creates sockets), so when the proxy dies, traffic stops.
 //!
+//! Direct mode ([`DirectConfig`], `stack/direct.rs`; the rootless empty
+//! chain's uplink) has no proxy: the engine connects to the application's
+//! destinations itself, from the namespace it runs in, never to that
+//! host's own addresses.
+//!
 //! Bounded by design: the engine is one thread with one epoll loop; proxy
 //! dials are non-blocking and their handshakes are state machines driven by
 //! that loop (no thread per connection; the one other thread is the DNS
