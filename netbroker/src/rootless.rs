@@ -349,6 +349,64 @@ pub fn owned_netns(uid: u32, gid: u32, count: u32) -> Result<(Netns, OwnedFd), R
     Ok((Netns { fd, rtnl }, userns))
 }
 
+/// The rootless empty chain's direct uplink: the session's user namespace,
+/// inside it the application's, which owns a fresh network namespace with
+/// `lo` up and one TUN device, `tun0`, addressed and routed as a proxy hop's
+/// (every packet goes to the engine). Nothing runs in it but the
+/// application: the packet engine, in direct mode, serves the TUN from the
+/// caller's own namespace.
+#[derive(Debug)]
+pub struct DirectUplink {
+    pub netns: OwnedFd,
+    pub userns: OwnedFd,
+    pub app_userns: OwnedFd,
+    pub tun: crate::tun::Tun,
+}
+
+/// Build [`DirectUplink`] for `uid`/`gid` (the caller, whom the netbroker
+/// runs as).
+pub fn direct(uid: u32, gid: u32, tun: &str, mtu: u32) -> Result<DirectUplink, RootlessError> {
+    let ours = nix::unistd::geteuid().as_raw();
+    if ours != uid {
+        return Err(RootlessError::WrongUid { asked: uid, ours });
+    }
+    check_tun(uid)?;
+    let mut holder = Holder::start_with(&[(uid, gid, 1), (0, 0, 1)], Some((tun, mtu)))?;
+    let pid = holder.pid;
+    let open_ns = |ns: &str| {
+        let path = PathBuf::from(format!("/proc/{pid}/ns/{ns}"));
+        File::open(&path)
+            .map(OwnedFd::from)
+            .map_err(|source| RootlessError::OpenNs { path, source })
+    };
+    let netns = open_ns("net")?;
+    let app_userns = open_ns("user")?;
+    let userns = holder.session_userns.take().ok_or(RootlessError::Holder {
+        step: "open the session's user namespace",
+        source: io::Error::other("missing"),
+    })?;
+    let fd = holder.tun_fd()?;
+    let mut rtnl = Rtnl::from_socket(sys::netlink_socket_from(holder.rtnl_fd()?));
+    let index = rtnl
+        .link_index(tun)
+        .map_err(|source| RootlessError::Holder {
+            step: "find the TUN device",
+            source,
+        })?;
+    holder.finish();
+    Ok(DirectUplink {
+        netns,
+        userns,
+        app_userns,
+        tun: crate::tun::Tun {
+            fd,
+            name: tun.to_string(),
+            index,
+            mtu,
+        },
+    })
+}
+
 /// A forked child that creates the namespaces and keeps them reachable by
 /// `/proc/<pid>/ns/*` until the daemon has joined them.
 struct Holder {
@@ -365,9 +423,9 @@ impl Holder {
     /// Otherwise (root, `force_slirp`): a bare network namespace.
     fn start(userns: bool, uid: u32, gid: u32) -> Result<Self, RootlessError> {
         if userns {
-            Self::start_with(&[(uid, gid, 1), (0, 0, 1)])
+            Self::start_with(&[(uid, gid, 1), (0, 0, 1)], None)
         } else {
-            Self::start_with(&[])
+            Self::start_with(&[], None)
         }
     }
 
@@ -375,7 +433,7 @@ impl Holder {
     /// `uid`/`gid` on. With more than one, the mapping needs CAP_SETUID and
     /// CAP_SETGID (root mode), and `setgroups` stays allowed inside.
     fn start_mapped(uid: u32, gid: u32, count: u32) -> Result<Self, RootlessError> {
-        Self::start_with(&[(uid, gid, count)])
+        Self::start_with(&[(uid, gid, count)], None)
     }
 
     /// One user namespace per entry of `maps`, each inside the one before
@@ -384,7 +442,14 @@ impl Holder {
     /// maps; the holder writes the nested ones itself (the kernel takes a
     /// map only from a process in the namespace or its parent), which needs
     /// a single id, its own.
-    fn start_with(maps: &[(u32, u32, u32)]) -> Result<Self, RootlessError> {
+    /// With `tun` (name, MTU), the holder also creates and configures that
+    /// TUN device in the network namespace and sends its descriptor
+    /// ([`Holder::tun_fd`]) before the route socket.
+    fn start_with(
+        maps: &[(u32, u32, u32)],
+        tun: Option<(&str, u32)>,
+    ) -> Result<Self, RootlessError> {
+        let tun = tun.map(|(n, m)| (n.to_string(), m));
         let levels = maps.len();
         let nested: Vec<(u32, u32)> = maps.iter().skip(1).map(|&(u, g, _)| (u, g)).collect();
         let err = |step| {
@@ -401,7 +466,7 @@ impl Holder {
         )
         .map_err(err("socketpair"))?;
         // The closure owns `theirs`: the parent's copy closes when fork returns.
-        let pid = sys::fork_child(move || match holder_main(theirs, levels, &nested) {
+        let pid = sys::fork_child(move || match holder_main(theirs, levels, &nested, tun) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("pallium-netbroker: namespace holder: {e}");
@@ -440,6 +505,14 @@ impl Holder {
         holder.expect(b'U', "create namespaces")?;
         holder.send(b'M', None)?;
         Ok(holder)
+    }
+
+    /// The TUN device the holder made (with `tun` at its start).
+    fn tun_fd(&self) -> Result<OwnedFd, RootlessError> {
+        match self.recv()? {
+            (b'T', Some(fd)) => Ok(fd),
+            _ => Err(self.failed("create the TUN device")),
+        }
     }
 
     /// The route socket the holder opened inside the namespace.
@@ -499,7 +572,12 @@ impl Drop for Holder {
 /// The holder child: unshare `levels` nested user namespaces, each once its
 /// id maps are written, then the network namespace; bring `lo` up, hand a
 /// route socket back, wait to be released.
-fn holder_main(sock: OwnedFd, levels: usize, nested: &[(u32, u32)]) -> Result<(), String> {
+fn holder_main(
+    sock: OwnedFd,
+    levels: usize,
+    nested: &[(u32, u32)],
+    tun: Option<(String, u32)>,
+) -> Result<(), String> {
     nix::sys::prctl::set_pdeathsig(Some(Signal::SIGKILL)).map_err(|e| e.to_string())?;
     let handshake = || -> Result<(), String> {
         send_byte(&sock, b'U', None).map_err(|e| e.to_string())?;
@@ -528,6 +606,19 @@ fn holder_main(sock: OwnedFd, levels: usize, nested: &[(u32, u32)]) -> Result<()
     let mut rtnl = Rtnl::open().map_err(|e| format!("netlink: {e}"))?;
     let lo = rtnl.link_index("lo").map_err(|e| format!("lo: {e}"))?;
     rtnl.set_up(lo).map_err(|e| format!("lo up: {e}"))?;
+    if let Some((name, mtu)) = tun {
+        let why = |e: crate::tun::TunError| match std::error::Error::source(&e) {
+            Some(s) => format!("{e}: {s}"),
+            None => e.to_string(),
+        };
+        let (fd, name) = crate::tun::open_here(&name).map_err(why)?;
+        let t = crate::tun::configure(&mut rtnl, fd, name, mtu).map_err(why)?;
+        // The application's ping (an ICMP datagram socket, no capability)
+        // needs its group admitted in its own namespace; gid 0 here is the
+        // caller's, the only one mapped. Best effort: ICMP is the one thing lost.
+        let _ = fs::write("/proc/sys/net/ipv4/ping_group_range", "0 0");
+        send_byte(&sock, b'T', Some(t.fd.as_raw_fd())).map_err(|e| e.to_string())?;
+    }
     let fd = sys::netlink_socket_into_fd(rtnl.into_socket());
     // The daemon opens /proc/<holder>/ns/*: the kernel lets it only if its
     // permitted capabilities are a superset of ours, so keep none.

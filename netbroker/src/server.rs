@@ -9,6 +9,7 @@ use proto::broker::{
 };
 use proto::{Channel, ErrorKind, Fd, RemoteError, WireError};
 
+use crate::direct::{self, DirectUplink};
 use crate::hops::{self, Chain, ChainStart};
 use crate::netns;
 use crate::root::{self, HostPaths, VethUplink};
@@ -33,6 +34,8 @@ pub enum ServeError {
 enum Built {
     Veth(VethUplink),
     Userspace(UserspaceUplink),
+    /// Boxed: it holds the engine process besides the namespaces.
+    Direct(Box<DirectUplink>),
 }
 
 #[derive(Debug)]
@@ -165,6 +168,23 @@ fn watch_hops(
     state: &mut State,
     reported: &mut Vec<usize>,
 ) {
+    // The rootless empty chain's engine (reported as the uplink, hop None).
+    if let State::NetworkReady {
+        uplink: Some(Built::Direct(d)),
+        ..
+    } = state
+    {
+        if !reported.contains(&usize::MAX) {
+            if let Some(reason) = d.engine.exited() {
+                reported.push(usize::MAX);
+                let message = format!(
+                    "the direct uplink stopped: {reason}; the application's traffic is blocked, nothing falls back to another path"
+                );
+                tracing::debug!("{message}");
+                let _ = chan.send(BrokerEvent::Progress(Progress { hop: None, message }));
+            }
+        }
+    }
     let State::NetworkReady {
         chain: Some(chain), ..
     } = state
@@ -239,6 +259,14 @@ fn handle_build_chain(
         }
         r.map(Built::Veth)
             .map_err(|e| RemoteError::new("netbroker: veth uplink", &e))
+    } else if req.rootless && req.uplink == Uplink::Direct {
+        progress(
+            chan,
+            "creating the application namespace and its direct uplink (packet engine)".into(),
+        );
+        direct::build(req.uid, req.gid, &paths.resolv_conf)
+            .map(|d| Built::Direct(Box::new(d)))
+            .map_err(|e| RemoteError::new("netbroker: direct uplink", &e))
     } else {
         userspace_uplink(chan, &req).map(Built::Userspace)
     };
@@ -280,6 +308,9 @@ fn handle_list_pids(
                 role: u.role.into(),
             });
         }
+        if let Some(Built::Direct(d)) = uplink {
+            pids.push(d.engine.proc_entry());
+        }
         if let Some(c) = chain {
             pids.extend(c.pids());
         }
@@ -311,6 +342,15 @@ fn chain_ready(uplink: &Built) -> std::io::Result<ChainReady> {
             app_uid: None,
             resolv_conf: u.resolv_conf.clone(),
             links: vec![u.link.clone()],
+            outer: Vec::new(),
+        },
+        Built::Direct(d) => ChainReady {
+            netns: Fd(d.netns.try_clone()?),
+            userns: Some(Fd(d.userns.try_clone()?)),
+            app_userns: Some(Fd(d.app_userns.try_clone()?)),
+            app_uid: None,
+            resolv_conf: d.resolv_conf.clone(),
+            links: vec![d.link.clone()],
             outer: Vec::new(),
         },
     })
@@ -489,10 +529,10 @@ fn userspace_uplink(
     chan: &Channel<BrokerEvent, BrokerRequest>,
     req: &BuildChain,
 ) -> Result<UserspaceUplink, RemoteError> {
-    let tool = if req.uplink == Uplink::Veth {
-        Uplink::Pasta
-    } else {
-        req.uplink
+    // Direct serves the empty chain only; hops start from pasta's namespace.
+    let tool = match req.uplink {
+        Uplink::Veth | Uplink::Direct => Uplink::Pasta,
+        t => t,
     };
     let _ = chan.send(BrokerEvent::Progress(Progress {
         hop: None,

@@ -282,12 +282,16 @@ pub fn malloc_trim() {
 #[derive(Debug, Clone, Copy)]
 pub struct EnginePlacement {
     /// Its dial namespace (an fd the caller keeps open until the spawn
-    /// returns).
+    /// returns); negative: stay in the netbroker's (direct mode).
     pub netns: RawFd,
     /// Its end of the control socket, which becomes its fd 3.
     pub control: RawFd,
     /// Root mode: the unprivileged user (uid, gid) to run as.
     pub user: Option<(u32, u32)>,
+    /// Rootless direct mode: a user namespace of its own first (it owns
+    /// nothing), where it may empty its bounding set — in the caller's it
+    /// could not, without CAP_SETPCAP; its sockets stay in its netns.
+    pub own_userns: bool,
 }
 
 /// Place a packet engine between fork and exec: enter its dial namespace,
@@ -298,13 +302,16 @@ pub struct EnginePlacement {
 pub fn engine_pre_exec(cmd: &mut Command, p: EnginePlacement) {
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs between fork and exec in the child and makes
-    // only async-signal-safe system calls (signal, setns, dup2, close_range,
+    // only async-signal-safe system calls (signal, setns, unshare, dup2, close_range,
     // prctl, setgroups/setresgid/setresuid, getppid) on data prepared before
     // the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             libc::signal(libc::SIGTERM, libc::SIG_DFL);
-            if libc::setns(p.netns, libc::CLONE_NEWNET) != 0 {
+            if p.netns >= 0 && libc::setns(p.netns, libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if p.own_userns && libc::unshare(libc::CLONE_NEWUSER) != 0 {
                 return Err(io::Error::last_os_error());
             }
             if libc::dup2(p.control, CHANNEL_FD) < 0 {

@@ -53,24 +53,35 @@ pub fn create(
     name: &str,
     mtu: u32,
 ) -> Result<Tun, TunError> {
-    let (fd, name) = crate::netns::run_in(netns, || -> Result<(OwnedFd, String), TunError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open("/dev/net/tun")
-            .map_err(TunError::Open)?;
-        let fd = OwnedFd::from(file);
-        let got = crate::sys::tun_set_iff(fd.as_fd(), name).map_err(|source| TunError::Create {
+    let (fd, name) =
+        crate::netns::run_in(netns, || open_here(name)).map_err(|source| TunError::Create {
             name: name.to_string(),
             source,
-        })?;
-        Ok((fd, got))
-    })
-    .map_err(|source| TunError::Create {
+        })??;
+    configure(rtnl, fd, name, mtu)
+}
+
+/// Create TUN `name` in the calling thread's network namespace (a holder
+/// child's, rootless direct mode); its descriptor and actual name.
+pub fn open_here(name: &str) -> Result<(OwnedFd, String), TunError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/net/tun")
+        .map_err(TunError::Open)?;
+    let fd = OwnedFd::from(file);
+    let got = crate::sys::tun_set_iff(fd.as_fd(), name).map_err(|source| TunError::Create {
         name: name.to_string(),
         source,
-    })??;
+    })?;
+    Ok((fd, got))
+}
+
+/// Give the TUN device `name` (descriptor `fd`) its MTU, the tun2socks
+/// addresses, bring it up and route everything through it; `rtnl` is a
+/// route socket in its namespace.
+pub fn configure(rtnl: &mut Rtnl, fd: OwnedFd, name: String, mtu: u32) -> Result<Tun, TunError> {
     let conf = |what: &'static str| {
         let name = name.clone();
         move |source| TunError::Configure { name, what, source }

@@ -1220,3 +1220,62 @@ print(ask(a, b"one"), ask(b, b"two"), ask(a, b"three"))
     );
     assert!(engine.stats().refused >= 1, "{:?}", engine.stats());
 }
+
+#[test]
+fn direct_mode_never_connects_to_its_own_namespace() {
+    if !is_root() {
+        return;
+    }
+    // The web server's address is the dial namespace's own: in direct mode
+    // (the rootless empty chain's uplink) that is "the host", refused even
+    // when the list of refused addresses does not name it (the route check)
+    // — and loopback, which no list needs to name.
+    let mut net = Net::new();
+    let log = net.server("http", 8080);
+    // The check that it listens is a connection of its own: logged once.
+    wait_for_peers(&log, 1);
+    let app = net.fd(&net.app);
+    let mut rtnl = netns::run_in(app.as_fd(), Rtnl::open).unwrap().unwrap();
+    let tun = tun::create(app.as_fd(), &mut rtnl, "t2s0", 65000).unwrap();
+    let cfg = tun2socks::DirectConfig {
+        refused: Vec::new(),
+        resolvers: Vec::new(),
+        connect_timeout: Duration::from_secs(5),
+    };
+    let engine = tun2socks::start_direct(tun, net.fd(&net.dial), cfg, Limits::default()).unwrap();
+    for url in [
+        format!("http://{WEB_V4}:8080/"),
+        format!("http://[{WEB_V6}]:8080/"),
+    ] {
+        let e = net.curl(&url).unwrap_err();
+        assert!(e.contains("curl: (7)"), "{url}: {e}");
+    }
+    // A marker connection from the dial namespace: any connection the
+    // engine made was accepted (and logged) before it.
+    let fd = net.fd(&net.dial);
+    netns::connect_in(
+        fd.as_fd(),
+        format!("{WEB_V4}:8080").parse().unwrap(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    wait_for_peers(&log, 2);
+    assert_eq!(
+        peers(&log).len(),
+        2,
+        "a connection reached the server: {:?}",
+        peers(&log)
+    );
+    assert!(engine.exited().is_none());
+}
+
+/// Wait until the server's log holds at least `n` peers.
+fn wait_for_peers(log: &Path, n: usize) {
+    for _ in 0..200 {
+        if peers(log).len() >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("the server never logged {n} connections");
+}

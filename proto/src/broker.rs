@@ -46,6 +46,11 @@ pub enum Uplink {
     Pasta,
     /// slirp4netns, userspace; used when pasta is not installed.
     Slirp4netns,
+    /// Rootless empty chain: the packet engine in direct mode serves the
+    /// application's TUN and opens its connections from the caller's own
+    /// namespace, as the caller (`proto::engine::EngineRequest::StartDirect`).
+    /// A non-empty chain gets pasta in its place.
+    Direct,
 }
 
 /// Everything the netbroker needs to build one session's network.

@@ -22,6 +22,29 @@ pub enum EngineRequest {
     Start(Box<StartEngine>),
     /// Report the counters ([`EngineEvent::Stats`]).
     Stats,
+    /// Set up and serve in direct mode, without a proxy (legal once,
+    /// first, instead of `Start`).
+    StartDirect(Box<StartDirect>),
+}
+
+/// An engine in direct mode: it opens the application's connections itself
+/// from the namespace it runs in, refusing the host's own addresses.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StartDirect {
+    /// The TUN device's packet descriptor (non-blocking).
+    pub tun: Fd,
+    pub tun_name: String,
+    pub tun_index: u32,
+    pub mtu: u32,
+    /// RLIMIT_NOFILE for the engine.
+    pub max_files: u64,
+    /// RLIMIT_NPROC, when the engine's uid is its own (root mode).
+    pub max_tasks: Option<u64>,
+    /// The host's own addresses: never connected to.
+    pub refused: Vec<std::net::IpAddr>,
+    /// The host's DNS servers, where queries to the engine's DNS address go.
+    pub resolvers: Vec<SocketAddr>,
+    pub connect_timeout_ms: u64,
 }
 
 /// Events from an engine to the netbroker.

@@ -88,7 +88,7 @@ type Sandbox = Helper<SandboxRequest, SandboxEvent>;
 pub(crate) fn run(plan: Plan) -> Result<i32> {
     let signals = block_signals()?;
     let rootless = !nix::unistd::getuid().is_root();
-    let uplink = choose_uplink(rootless, plan.loaded.profile.network.force_slirp)?;
+    let uplink = choose_uplink(rootless, &plan.loaded.profile.network)?;
     // Both helpers start in parallel; the handshakes wait for both.
     let Plan {
         loaded,
@@ -323,10 +323,31 @@ fn checked_root(root: OwnedFd) -> Option<OwnedFd> {
     }
 }
 
-/// pasta, else slirp4netns, for rootless (and `force_slirp`); veth as root.
-pub(crate) fn choose_uplink(rootless: bool, force_slirp: bool) -> Result<Uplink> {
-    if !rootless && !force_slirp {
+/// Root: the veth. Rootless: the engine's direct mode for the empty chain
+/// (measured fastest, `extra/bench/uplinks.sh`; a chain with hops starts from
+/// pasta's namespace), unless `network.uplink` or `force_slirp` names a
+/// userspace tool; `force_slirp`: pasta, else slirp4netns.
+pub(crate) fn choose_uplink(rootless: bool, net: &proto::profile::Network) -> Result<Uplink> {
+    use proto::profile::UplinkChoice;
+    if !rootless && !net.force_slirp {
         return Ok(Uplink::Veth);
+    }
+    let tool = |name: &str| proto::runtime::find_program(name).is_some();
+    match net.uplink {
+        Some(UplinkChoice::Direct) if !rootless => {
+            bail!("network.uplink \"direct\" is for rootless mode; as root the empty chain has its veth (drop network.force_slirp)")
+        }
+        Some(UplinkChoice::Direct) => return Ok(Uplink::Direct),
+        Some(UplinkChoice::Pasta) if tool("pasta") => return Ok(Uplink::Pasta),
+        Some(UplinkChoice::Slirp4netns) if tool("slirp4netns") => return Ok(Uplink::Slirp4netns),
+        Some(UplinkChoice::Pasta) => {
+            bail!("network.uplink \"pasta\" needs pasta, which is not installed: apt-get install passt")
+        }
+        Some(UplinkChoice::Slirp4netns) => {
+            bail!("network.uplink \"slirp4netns\" needs slirp4netns, which is not installed: apt-get install slirp4netns")
+        }
+        None if rootless && !net.force_slirp && net.chain.is_empty() => return Ok(Uplink::Direct),
+        None => {}
     }
     if proto::runtime::find_program("pasta").is_some() {
         return Ok(Uplink::Pasta);
@@ -563,7 +584,8 @@ impl Loop<'_> {
             // always shown.
             Ok(BrokerEvent::Progress(p)) => match p.hop {
                 Some(i) => eprintln!("pallium: warning: hop {}: {}", i + 1, p.message),
-                None => tracing::info!("{}", p.message),
+                // The uplink's (the direct uplink's engine died).
+                None => eprintln!("pallium: warning: {}", p.message),
             },
             Ok(BrokerEvent::Failed(e)) => bail!("{e}"),
             Ok(other) => bail!("netbroker sent {other:?} unexpectedly"),

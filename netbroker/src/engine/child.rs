@@ -10,11 +10,11 @@
 
 #![forbid(unsafe_code)]
 
-use proto::engine::{EngineEvent, EngineRequest, StartEngine};
+use proto::engine::{EngineEvent, EngineRequest, StartDirect, StartEngine};
 use proto::Channel;
 
 use crate::tun::Tun;
-use crate::tun2socks::{proxy::Proxy, Control, Serving};
+use crate::tun2socks::{proxy::Proxy, Control, DirectConfig, Serving};
 
 /// Why the engine process ended with an error (logged by `main`).
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,8 @@ pub fn run() -> Result<(), ChildError> {
     let mut chan = Chan::new(sock);
     chan.handshake("engine", "netbroker")?;
     let start = match chan.recv() {
-        Ok(EngineRequest::Start(s)) => s,
+        Ok(EngineRequest::Start(s)) => Start::Proxy(s),
+        Ok(EngineRequest::StartDirect(s)) => Start::Direct(s),
         Ok(EngineRequest::Stats) => return Err(ChildError::Protocol("Stats")),
         // The netbroker went away before it told us anything.
         Err(proto::WireError::Closed) => return Ok(()),
@@ -53,7 +54,11 @@ pub fn run() -> Result<(), ChildError> {
     // Opened while files may still be opened (the filter forbids it), read
     // once the engine serves (off the path to Ready).
     let smaps = std::fs::File::open("/proc/self/smaps").ok();
-    let serving = match setup(*start) {
+    let set_up = match start {
+        Start::Proxy(s) => setup(*s),
+        Start::Direct(s) => setup_direct(*s),
+    };
+    let serving = match set_up {
         Ok(s) => s,
         Err(why) => {
             let _ = chan.send(EngineEvent::Failed(why.clone()));
@@ -80,13 +85,19 @@ pub fn run() -> Result<(), ChildError> {
     Ok(())
 }
 
+/// What the netbroker asked for.
+enum Start {
+    Proxy(Box<StartEngine>),
+    Direct(Box<StartDirect>),
+}
+
 /// Confine the process and set the engine up; the error is one line for the
 /// user.
 fn setup(start: StartEngine) -> Result<Serving, String> {
     // `ps` and `audit` show "pallium-engine", not "exe".
     let _ = nix::sys::prctl::set_name(c"pallium-engine");
     drop_everything()?;
-    limits(&start)?;
+    limits(start.max_files, start.max_tasks)?;
     let cfg = super::config_from(&start);
     let tun = Tun {
         fd: start.tun.into_inner(),
@@ -99,6 +110,27 @@ fn setup(start: StartEngine) -> Result<Serving, String> {
     let proxy = Proxy::resolve(&cfg).map_err(|e| e.to_string())?;
     super::filter::install().map_err(|e| format!("install the seccomp filter: {e}"))?;
     Serving::new(tun, proxy, &cfg).map_err(|e| e.to_string())
+}
+
+/// [`setup`] in direct mode: nothing to resolve, so the filter goes on
+/// right after the limits.
+fn setup_direct(start: StartDirect) -> Result<Serving, String> {
+    let _ = nix::sys::prctl::set_name(c"pallium-engine");
+    drop_everything()?;
+    limits(start.max_files, start.max_tasks)?;
+    let cfg = DirectConfig {
+        refused: start.refused,
+        resolvers: start.resolvers,
+        connect_timeout: std::time::Duration::from_millis(start.connect_timeout_ms),
+    };
+    let tun = Tun {
+        fd: start.tun.into_inner(),
+        name: start.tun_name,
+        index: start.tun_index,
+        mtu: start.mtu,
+    };
+    super::filter::install().map_err(|e| format!("install the seccomp filter: {e}"))?;
+    Serving::direct(tun, &cfg).map_err(|e| e.to_string())
 }
 
 /// Clear every capability set (the bounding set was emptied before exec, so
@@ -117,7 +149,7 @@ fn drop_everything() -> Result<(), String> {
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))
 }
 
-fn limits(start: &StartEngine) -> Result<(), String> {
+fn limits(max_files: u64, max_tasks: Option<u64>) -> Result<(), String> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     // Lower only: without capabilities the hard limit cannot rise, and a
     // lower one the host set stays.
@@ -126,8 +158,8 @@ fn limits(start: &StartEngine) -> Result<(), String> {
         let n = max.min(hard);
         setrlimit(r, n, n).map_err(|e| format!("set {name}: {e}"))
     };
-    cap(Resource::RLIMIT_NOFILE, "RLIMIT_NOFILE", start.max_files)?;
-    if let Some(n) = start.max_tasks {
+    cap(Resource::RLIMIT_NOFILE, "RLIMIT_NOFILE", max_files)?;
+    if let Some(n) = max_tasks {
         cap(Resource::RLIMIT_NPROC, "RLIMIT_NPROC", n)?;
     }
     Ok(())

@@ -13,6 +13,11 @@
 //! `SOCK_SEQPACKET` pair, [`proto::engine`]), resolves the proxy, sets its
 //! resource limits and its seccomp filter, and only then reads a packet.
 //!
+//! In direct mode (the rootless empty chain, [`EngineProcess::launch_here`],
+//! [`Launched::serve_direct`]) the child stays in the netbroker's network
+//! namespace — the caller's — and, rootless, makes a user namespace of its
+//! own first, where it can empty its bounding set.
+//!
 //! The netbroker side ([`EngineProcess`]) watches the child: its death while
 //! the session runs is reported like a hop's (the kill switch holds: the TUN
 //! device has no other reader, nothing leaves another way), and dropping it
@@ -32,12 +37,13 @@ use std::process::{Child, Command, Stdio};
 
 use proto::broker::ProcEntry;
 use proto::engine::{
-    DnsSpec, EngineEvent, EngineRequest, EngineStats, ProxyProtocol, ProxySpec, StartEngine,
+    DnsSpec, EngineEvent, EngineRequest, EngineStats, ProxyProtocol, ProxySpec, StartDirect,
+    StartEngine,
 };
 use proto::{Channel, Fd, WireError};
 
 use crate::tun::Tun;
-use crate::tun2socks::{Config, DnsConfig, Protocol, ProxyConfig, Stats};
+use crate::tun2socks::{Config, DirectConfig, DnsConfig, Protocol, ProxyConfig, Stats};
 
 /// The hidden first argument that makes `pallium-netbroker` an engine.
 pub const ENGINE_ARG: &str = "--packet-engine";
@@ -95,6 +101,35 @@ impl Launched {
     }
 }
 
+impl Launched {
+    /// Hand an engine launched with [`EngineProcess::launch_here`] its TUN
+    /// device in direct mode ([`DirectConfig`]).
+    pub fn serve_direct(
+        mut self,
+        tun: Tun,
+        cfg: &DirectConfig,
+    ) -> Result<EngineProcess, EngineError> {
+        let start = EngineRequest::StartDirect(Box::new(StartDirect {
+            tun: Fd(tun.fd),
+            tun_name: tun.name,
+            tun_index: tun.index,
+            mtu: tun.mtu,
+            max_files: MAX_FILES,
+            max_tasks: self.placement.run_as.map(|_| MAX_TASKS),
+            refused: cfg.refused.clone(),
+            resolvers: cfg.resolvers.clone(),
+            connect_timeout_ms: cfg.connect_timeout.as_millis() as u64,
+        }));
+        self.engine.start_with(start)?;
+        tracing::debug!(
+            pid = self.engine.pid(),
+            took = ?self.began.elapsed(),
+            "packet engine ready (direct)"
+        );
+        Ok(self.engine)
+    }
+}
+
 /// A running engine process. Dropping it kills the process.
 #[derive(Debug)]
 pub struct EngineProcess {
@@ -144,6 +179,17 @@ impl EngineProcess {
         dial_netns: BorrowedFd<'_>,
         placement: Placement,
     ) -> Result<Launched, EngineError> {
+        Self::launch_in(exe, dial_netns.as_raw_fd(), placement)
+    }
+
+    /// Start an engine process that stays in the netbroker's own network
+    /// namespace (direct mode: no setns, which a rootless netbroker could
+    /// not do anyway); [`Launched::serve_direct`] hands it over.
+    pub fn launch_here(exe: &Path, placement: Placement) -> Result<Launched, EngineError> {
+        Self::launch_in(exe, -1, placement)
+    }
+
+    fn launch_in(exe: &Path, netns: i32, placement: Placement) -> Result<Launched, EngineError> {
         let began = std::time::Instant::now();
         let (chan, theirs) = Channel::<EngineRequest, EngineEvent>::pair()?;
         let mut cmd = Command::new(exe);
@@ -158,9 +204,10 @@ impl EngineProcess {
         crate::sys::engine_pre_exec(
             &mut cmd,
             crate::sys::EnginePlacement {
-                netns: dial_netns.as_raw_fd(),
+                netns,
                 control: theirs.as_raw_fd(),
                 user: placement.run_as,
+                own_userns: netns < 0 && !nix::unistd::geteuid().is_root(),
             },
         );
         let child = cmd.spawn().map_err(EngineError::Spawn)?;
@@ -177,17 +224,7 @@ impl EngineProcess {
     }
 
     fn start(&mut self, tun: Tun, cfg: &Config, placement: Placement) -> Result<(), EngineError> {
-        let died = |e: &mut EngineProcess| {
-            let why = e.wait_reason();
-            EngineError::Died(why)
-        };
-        if let Err(e) = self.chan.handshake("netbroker", "engine") {
-            return Err(match e {
-                WireError::Closed => died(self),
-                e => e.into(),
-            });
-        }
-        self.chan.send(EngineRequest::Start(Box::new(StartEngine {
+        self.start_with(EngineRequest::Start(Box::new(StartEngine {
             tun: Fd(tun.fd),
             tun_name: tun.name,
             tun_index: tun.index,
@@ -198,7 +235,22 @@ impl EngineProcess {
             dns: dns_spec(&cfg.dns),
             resolvers: cfg.resolvers.clone(),
             connect_timeout_ms: cfg.connect_timeout.as_millis() as u64,
-        })))?;
+        })))
+    }
+
+    /// Send the start request and wait for the engine's answer.
+    fn start_with(&mut self, start: EngineRequest) -> Result<(), EngineError> {
+        let died = |e: &mut EngineProcess| {
+            let why = e.wait_reason();
+            EngineError::Died(why)
+        };
+        if let Err(e) = self.chan.handshake("netbroker", "engine") {
+            return Err(match e {
+                WireError::Closed => died(self),
+                e => e.into(),
+            });
+        }
+        self.chan.send(start)?;
         match self.chan.recv() {
             Ok(EngineEvent::Ready) => Ok(()),
             Ok(EngineEvent::Failed(why)) => Err(EngineError::Failed(why)),

@@ -15,6 +15,11 @@
 //! is the proxy's ([`proxy::Proxy`] holds it, and nothing else in the engine
 //! creates sockets), so when the proxy dies, traffic stops.
 //!
+//! Direct mode ([`DirectConfig`], `stack/direct.rs`; the rootless empty
+//! chain's uplink) has no proxy: the engine connects to the application's
+//! destinations itself, from the namespace it runs in, never to that
+//! host's own addresses.
+//!
 //! Bounded by design: the engine is one thread with one epoll loop; proxy
 //! dials are non-blocking and their handshakes are state machines driven by
 //! that loop (no thread per connection; the one other thread is the DNS
@@ -36,7 +41,7 @@ mod stack;
 mod udp;
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -171,6 +176,22 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Nameservers reachable in the dial namespace, to resolve a proxy host
     /// name (empty: the system resolver of the netbroker).
+    pub resolvers: Vec<SocketAddr>,
+    pub connect_timeout: Duration,
+}
+
+/// Direct mode (the rootless empty chain's uplink): no proxy; the engine
+/// opens the application's TCP connections, UDP flows and ICMP echo flows
+/// itself from the namespace it runs in, and forwards queries to
+/// [`DNS_V4`]/[`DNS_V6`] to `resolvers`. Destinations on loopback, link-local,
+/// multicast or unspecified addresses, in `refused`, or that the kernel
+/// routes to this host are refused (a RST, a dropped datagram).
+#[derive(Debug, Clone)]
+pub struct DirectConfig {
+    /// The host's own addresses (the netbroker lists them at start).
+    pub refused: Vec<IpAddr>,
+    /// The host's DNS servers (loopback ones too: the engine asks them,
+    /// not the application).
     pub resolvers: Vec<SocketAddr>,
     pub connect_timeout: Duration,
 }
@@ -335,6 +356,14 @@ impl Serving {
         Ok(Serving { engine, shared })
     }
 
+    /// Set an engine in direct mode up on `tun` ([`DirectConfig`]).
+    pub fn direct(tun: Tun, cfg: &DirectConfig) -> Result<Serving, Tun2socksError> {
+        crate::sys::malloc_release_freed(MMAP_THRESHOLD);
+        let shared = Arc::new(Shared::new()?);
+        let engine = stack::Engine::new_direct(tun, cfg, Limits::default(), shared.clone())?;
+        Ok(Serving { engine, shared })
+    }
+
     pub fn control(&self) -> Control {
         Control {
             shared: self.shared.clone(),
@@ -382,6 +411,69 @@ impl Shared {
 /// every socket it creates belongs there; with the default [`Limits`].
 pub fn start(tun: Tun, dial_netns: OwnedFd, cfg: Config) -> Result<Engine, Tun2socksError> {
     start_with_limits(tun, dial_netns, cfg, Limits::default())
+}
+
+/// An engine in direct mode ([`DirectConfig`]) on its own thread, which
+/// enters `dial_netns` first (tests and benchmarks; in a session the engine
+/// process runs it, [`Serving::direct`]).
+pub fn start_direct(
+    tun: Tun,
+    dial_netns: OwnedFd,
+    cfg: DirectConfig,
+    limits: Limits,
+) -> Result<Engine, Tun2socksError> {
+    crate::sys::malloc_release_freed(MMAP_THRESHOLD);
+    let shared = Arc::new(Shared::new()?);
+    let sh = shared.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("direct-{}", tun.name))
+        .spawn(move || {
+            let r = nix::sched::setns(&dial_netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Tun2socksError::Io {
+                    what: "enter the dial namespace",
+                    source: e.into(),
+                })
+                .and_then(|()| stack::Engine::new_direct(tun, &cfg, limits, sh.clone()));
+            drop(dial_netns);
+            let mut engine = match r {
+                Ok(e) => {
+                    let _ = ready_tx.send(Ok(()));
+                    e
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let reason = match engine.run() {
+                Ok(()) => "stopped".to_string(),
+                Err(e) => e.to_string(),
+            };
+            drop(engine);
+            *sh.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+        })
+        .map_err(|source| Tun2socksError::Io {
+            what: "spawn the engine thread",
+            source,
+        })?;
+    let mut engine = Engine {
+        shared,
+        thread: Some(thread),
+    };
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(engine),
+        Ok(Err(e)) => {
+            if let Some(t) = engine.thread.take() {
+                let _ = t.join();
+            }
+            Err(e)
+        }
+        Err(_) => Err(Tun2socksError::Io {
+            what: "start the engine thread",
+            source: io::Error::other("it ended before it was ready"),
+        }),
+    }
 }
 
 /// [`start`] with other caps (tests, benchmarks).

@@ -35,10 +35,13 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 use super::dns::FakePool;
 use super::proxy::{Proxy, Target};
 use super::udp::{self, Kind};
-use super::{Config, DnsConfig, Limits, Shared, Tun2socksError, DNS_V4, DNS_V6, FAKE_POOL};
+use super::{
+    Config, DirectConfig, DnsConfig, Limits, Shared, Tun2socksError, DNS_V4, DNS_V6, FAKE_POOL,
+};
 use crate::tun::Tun;
 
 mod dial;
+mod direct;
 mod relay;
 
 use dial::{Dial, Poll, Purpose};
@@ -202,7 +205,10 @@ pub(crate) struct Engine {
     udp_refused: bool,
     next_id: u64,
     epoll: Epoll,
-    proxy: Arc<Proxy>,
+    /// The proxy; None in direct mode.
+    proxy: Option<Arc<Proxy>>,
+    /// Direct mode: the engine connects to the destinations itself.
+    direct: Option<direct::Direct>,
     shared: Arc<Shared>,
     limits: Limits,
     /// Proxy dials in progress, by the id of their connection or flow.
@@ -277,6 +283,48 @@ impl Engine {
         limits: Limits,
         shared: Arc<Shared>,
     ) -> Result<Engine, Tun2socksError> {
+        Engine::build(
+            tun,
+            Some(proxy),
+            &cfg.dns,
+            cfg.connect_timeout,
+            None,
+            limits,
+            shared,
+        )
+    }
+
+    /// An engine in direct mode: no proxy, the application's connections
+    /// are opened from the engine's own namespace ([`direct`]), DNS goes
+    /// to `cfg.resolvers`.
+    pub(crate) fn new_direct(
+        tun: Tun,
+        cfg: &DirectConfig,
+        limits: Limits,
+        shared: Arc<Shared>,
+    ) -> Result<Engine, Tun2socksError> {
+        let mut e = Engine::build(
+            tun,
+            None,
+            &DnsConfig::Off,
+            cfg.connect_timeout,
+            Some(direct::Direct::new(cfg)),
+            limits,
+            shared,
+        )?;
+        e.direct_resolvers(&cfg.resolvers);
+        Ok(e)
+    }
+
+    fn build(
+        tun: Tun,
+        proxy: Option<Proxy>,
+        dns: &DnsConfig,
+        connect_timeout: Duration,
+        direct: Option<direct::Direct>,
+        limits: Limits,
+        shared: Arc<Shared>,
+    ) -> Result<Engine, Tun2socksError> {
         let mtu = tun.mtu as usize;
         let mut dev = TunDevice {
             fd: tun.fd,
@@ -309,14 +357,18 @@ impl Engine {
             )
             .map_err(io_err("watch the eventfd"))?;
         let (done_tx, done_rx) = sync_channel(FORWARD_QUEUE);
-        let proxy = Arc::new(proxy);
-        let udp_dns = match &cfg.dns {
-            DnsConfig::Forward(servers) if proxy.protocol == super::Protocol::Socks5 => {
+        let proxy = proxy.map(Arc::new);
+        let udp_dns = match dns {
+            DnsConfig::Forward(servers)
+                if proxy
+                    .as_ref()
+                    .is_some_and(|p| p.protocol == super::Protocol::Socks5) =>
+            {
                 servers.iter().find(|(_, tcp)| !tcp).map(|(a, _)| *a)
             }
             _ => None,
         };
-        let (pool, forwarder) = match &cfg.dns {
+        let (pool, forwarder) = match dns {
             DnsConfig::Virtual { onion, .. } => {
                 let mut pool = FakePool::new(FAKE_POOL.0, FAKE_POOL.1);
                 pool.set_onion(*onion);
@@ -326,12 +378,18 @@ impl Engine {
             DnsConfig::Off => (None, None),
             DnsConfig::Forward(servers) => {
                 let servers: Vec<SocketAddr> = servers.iter().map(|(a, _)| *a).collect();
+                let Some(proxy) = proxy.clone() else {
+                    return Err(Tun2socksError::Io {
+                        what: "forward DNS",
+                        source: io::Error::other("no proxy"),
+                    });
+                };
                 (
                     None,
                     Some(spawn_forwarder(
-                        proxy.clone(),
+                        proxy,
                         servers,
-                        cfg.connect_timeout,
+                        connect_timeout,
                         done_tx.clone(),
                         shared.clone(),
                     )?),
@@ -350,6 +408,7 @@ impl Engine {
             next_id: 1,
             epoll,
             proxy,
+            direct,
             shared,
             limits,
             dials: HashMap::new(),
@@ -360,7 +419,7 @@ impl Engine {
             pool,
             forwarder,
             udp_dns,
-            forward_addrs: match &cfg.dns {
+            forward_addrs: match dns {
                 DnsConfig::Forward(servers) => servers.iter().map(|(a, _)| *a).collect(),
                 DnsConfig::Virtual { .. } | DnsConfig::Off => Vec::new(),
             },
@@ -441,6 +500,7 @@ impl Engine {
                     c.writable |= wr;
                 }
             }
+            KIND_UDP if self.direct.is_some() => self.direct_readable(id),
             KIND_UDP => self.udp_from_relay(id),
             KIND_DIAL => self.drive_dial(id),
             KIND_CTL => {
@@ -495,7 +555,8 @@ impl Engine {
                     self.on_udp(src, dst, &rx[off..off + len]);
                     self.dev.rx = rx;
                 }
-                // ICMP and anything else is not relayed.
+                // ICMP echo in direct mode; anything else is not relayed.
+                _ if self.direct.is_some() => self.direct_other(n),
                 _ => {}
             }
         }
@@ -604,7 +665,18 @@ impl Engine {
                 return;
             }
         } else {
-            let dial = match Dial::start(&self.proxy, Purpose::Tcp(target)) {
+            let started = match (&self.direct, &self.proxy) {
+                (Some(d), _) => {
+                    if !d.allowed(dst.ip()) || direct::routes_to_self(dst) {
+                        tracing::debug!("tun2socks: {dst}: refused, an address of this host");
+                        return;
+                    }
+                    Dial::direct(dst, d.timeout())
+                }
+                (None, Some(p)) => Dial::start(p, Purpose::Tcp(target)),
+                (None, None) => return,
+            };
+            let dial = match started {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::debug!("tun2socks: {src} -> {dst}: {e}");
@@ -677,7 +749,10 @@ impl Engine {
         let Some(dial) = self.dials.get_mut(&id) else {
             return;
         };
-        let poll = dial.drive(&self.proxy);
+        let poll = match &self.proxy {
+            Some(p) => dial.drive(p),
+            None => dial.drive_direct(),
+        };
         if let Poll::Pending = poll {
             if dial.fresh {
                 if let Some(d) = self.dials.remove(&id) {
@@ -713,9 +788,17 @@ impl Engine {
             .collect();
         for id in late {
             self.dials.remove(&id);
-            let e = self
-                .proxy
-                .unreachable_error(&io::Error::from(io::ErrorKind::TimedOut));
+            let timed_out = io::Error::from(io::ErrorKind::TimedOut);
+            let e = match &self.proxy {
+                Some(p) => p.unreachable_error(&timed_out),
+                None => direct::dial_error(
+                    self.conns
+                        .get(&id)
+                        .map(|c| c.key.1)
+                        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+                    &timed_out,
+                ),
+            };
             self.dial_done(id, Err(Some(e)));
         }
     }
@@ -953,6 +1036,7 @@ impl Engine {
         }
         self.dns_ids
             .retain(|_, (.., sent)| sent.elapsed() < DNS_PENDING_TTL);
+        self.direct_sweep();
         let idle: Vec<u64> = self
             .flows
             .iter()

@@ -29,7 +29,7 @@ pub use hop::{
     Hop, HopKind, HopOptions, Http, Openvpn, Ppp, Script, Socks, SocksVersion, Socksapp, Ssh, Tor,
     Tun2socks, Wireguard,
 };
-pub use network::{Bridge, EthBridge, Network};
+pub use network::{Bridge, EthBridge, Network, UplinkChoice};
 pub use sandbox::{
     fnv1a, root_mode_uid, service_uid, session_uid, BindMount, FsMount, Gui, Paths, PathsMode,
     Sandbox, Service, Virtuser, VirtuserName, DEFAULT_SKELETON, FSMOUNT_TYPES, ROOT_MODE_UID_BASE,

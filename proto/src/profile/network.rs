@@ -28,6 +28,10 @@ pub struct Network {
     pub outbound_interface: Option<IfName>,
     /// Use the rootless (userspace uplink) architecture even as root.
     pub force_slirp: bool,
+    /// `uplink` (pallium's own key): which userspace uplink the empty chain
+    /// gets rootless (or with `force_slirp`); None = the default (rootless:
+    /// direct; `force_slirp`: pasta, else slirp4netns).
+    pub uplink: Option<UplinkChoice>,
     /// `port_forwarding.local`: host → application namespace forwards.
     pub port_forwarding: Vec<PortForward>,
     /// Root, empty chain: let the application reach the host's own addresses
@@ -44,10 +48,21 @@ impl Default for Network {
             kill_switch: true,
             outbound_interface: None,
             force_slirp: false,
+            uplink: None,
             port_forwarding: Vec::new(),
             host_access: false,
         }
     }
+}
+
+/// `network.uplink`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UplinkChoice {
+    /// The packet engine serving the application's TUN from the caller's
+    /// own network namespace (rootless only).
+    Direct,
+    Pasta,
+    Slirp4netns,
 }
 
 /// `network.bridge`.
@@ -88,6 +103,20 @@ pub(crate) fn network(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<Network> {
         n.outbound_interface = Some(ifname(cx, v, &o.at("outbound_interface"))?);
     }
     n.force_slirp = o.bool(cx, "force_slirp", false)?;
+    if let Some(v) = o.get("uplink") {
+        let path = o.at("uplink");
+        n.uplink = match string(cx, v, &path)?.as_str() {
+            "direct" => Some(UplinkChoice::Direct),
+            "pasta" => Some(UplinkChoice::Pasta),
+            "slirp4netns" => Some(UplinkChoice::Slirp4netns),
+            other => {
+                return Err(cx.err(
+                    &path,
+                    format!("uplink '{other}' is not one of direct, pasta, slirp4netns"),
+                ))
+            }
+        };
+    }
     n.host_access = o.bool(cx, "host_access", false)?;
     if let Some(v) = o.get("port_forwarding") {
         n.port_forwarding = port_forwarding(cx, v, o.at("port_forwarding"))?;
@@ -227,6 +256,10 @@ mod tests {
 
     #[test]
     fn routes_and_flags() {
+        let n = ok(r#"{"network": {"uplink": "slirp4netns"}}"#).network;
+        assert_eq!(n.uplink, Some(super::UplinkChoice::Slirp4netns));
+        assert!(ok(r#"{"network": {}}"#).network.uplink.is_none());
+        assert!(err(r#"{"network": {"uplink": "vpn"}}"#).contains("not one of direct"));
         let n = ok(r#"{"network": {"routes": ["10.0.0.0/8", "2001:db8::/32"], "kill_switch": false, "force_slirp": true, "outbound_interface": "eth0"}}"#).network;
         assert_eq!(n.routes.unwrap().len(), 2);
         assert!(!n.kill_switch && n.force_slirp);

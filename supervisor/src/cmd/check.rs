@@ -26,6 +26,14 @@ pub(crate) fn check(a: CheckArgs) -> Result<i32> {
         }
         (true, false, _) => "root: hop 1 connects from this namespace (no veth, no NAT)",
         (true, true, _) => "root, network.force_slirp: userspace uplink (pasta or slirp4netns)",
+        (false, false, 0)
+            if matches!(
+                p.network.uplink,
+                None | Some(proto::profile::UplinkChoice::Direct)
+            ) =>
+        {
+            "rootless: user namespace; the packet engine serves the application from this namespace (direct uplink; the host's own addresses are not reachable)"
+        }
         (false, _, _) => "rootless: user namespace, userspace uplink (pasta or slirp4netns)",
     };
     println!("mode: {mode}");

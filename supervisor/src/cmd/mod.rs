@@ -101,7 +101,7 @@ pub(crate) fn ensure_runnable(loaded: &Loaded) -> Result<()> {
         );
     }
     // A missing uplink tool is reported before anything starts.
-    crate::supervise::choose_uplink(!nix::unistd::getuid().is_root(), net.force_slirp)?;
+    crate::supervise::choose_uplink(!nix::unistd::getuid().is_root(), net)?;
     let missing = loaded.profile.unsupported();
     if let Some(first) = missing.first() {
         let more = if missing.len() > 1 {

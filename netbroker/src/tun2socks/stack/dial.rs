@@ -57,6 +57,9 @@ pub(super) struct Dial {
     udp: Option<UdpSocket>,
     out: Vec<u8>,
     pub(super) deadline: Instant,
+    /// Direct mode: a connection straight to the destination, no
+    /// handshake ([`Dial::direct`]).
+    direct: Option<SocketAddr>,
 }
 
 impl Dial {
@@ -92,7 +95,48 @@ impl Dial {
             udp: None,
             out: Vec::new(),
             deadline: Instant::now() + proxy.timeout(),
+            direct: None,
         })
+    }
+
+    /// Start a direct dial (no proxy): a non-blocking connect to `dst`
+    /// itself, done once connected ([`Dial::drive_direct`]).
+    pub(super) fn direct(
+        dst: SocketAddr,
+        timeout: std::time::Duration,
+    ) -> Result<Dial, Tun2socksError> {
+        let stream =
+            super::direct::dial_tcp(dst).map_err(|e| super::direct::dial_error(dst, &e))?;
+        Ok(Dial {
+            purpose: Purpose::Tcp(super::super::proxy::Target::Ip(dst)),
+            lookup: None,
+            stream,
+            addr: 0,
+            connected: false,
+            fresh: true,
+            hs: None,
+            udp: None,
+            out: Vec::new(),
+            deadline: Instant::now() + timeout,
+            direct: Some(dst),
+        })
+    }
+
+    /// Make what progress a direct dial's socket allows: ready once
+    /// connected, unless it reached this host after all (its local address
+    /// is its peer's).
+    pub(super) fn drive_direct(&mut self) -> Poll {
+        let dst = self
+            .direct
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        match super::direct::poll_tcp(&self.stream) {
+            Ok(Some(())) => {
+                self.connected = true;
+                Poll::Ready(None)
+            }
+            Ok(None) => Poll::Pending,
+            Err(e) => Poll::Failed(super::direct::dial_error(dst, &e)),
+        }
     }
 
     /// The socket to watch.

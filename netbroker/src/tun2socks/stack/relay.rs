@@ -60,7 +60,15 @@ impl Engine {
             Some(false) => return,
             None => {}
         }
-        if self.udp_refused || self.proxy.protocol != super::super::Protocol::Socks5 {
+        if self.direct.is_some() {
+            return self.direct_udp(src, dst, payload);
+        }
+        if self.udp_refused
+            || self
+                .proxy
+                .as_ref()
+                .is_none_or(|p| p.protocol != super::super::Protocol::Socks5)
+        {
             return;
         }
         let Some(target) = self.target_for(dst) else {
@@ -177,7 +185,8 @@ impl Engine {
             self.refusals.note("pending proxy dials", &self.shared);
             return None;
         }
-        let dial = match Dial::start(&self.proxy, Purpose::Udp) {
+        let proxy = self.proxy.as_ref()?;
+        let dial = match Dial::start(proxy, Purpose::Udp) {
             Ok(d) => d,
             Err(e) => {
                 tracing::debug!("tun2socks: UDP association failed: {e}");
@@ -352,7 +361,9 @@ impl Engine {
     /// Answer a query: at once from the virtual pool, or later through the
     /// forwarder; with neither (DNS off), at once with REFUSED.
     pub(super) fn dns_query(&mut self, to: Reply, query: &[u8]) {
-        if let Some(pool) = &mut self.pool {
+        if self.direct.is_some() {
+            self.direct_dns(to, query);
+        } else if let Some(pool) = &mut self.pool {
             if let Some(reply) = pool.answer(query) {
                 self.dns_reply(to, &reply);
             }
