@@ -400,8 +400,10 @@ impl Holder {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(err("socketpair"))?;
-        // The closure owns `theirs`: the parent's copy closes when fork returns.
-        let pid = sys::fork_child(move || match holder_main(theirs, levels, &nested) {
+        // The closure owns `theirs`: the parent's copy closes when fork
+        // returns. The holder dies with us and keeps nothing else of ours.
+        let keep = theirs.as_raw_fd();
+        let pid = sys::fork_dying_child(keep, move || match holder_main(theirs, levels, &nested) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("pallium-netbroker: namespace holder: {e}");
@@ -500,7 +502,6 @@ impl Drop for Holder {
 /// id maps are written, then the network namespace; bring `lo` up, hand a
 /// route socket back, wait to be released.
 fn holder_main(sock: OwnedFd, levels: usize, nested: &[(u32, u32)]) -> Result<(), String> {
-    nix::sys::prctl::set_pdeathsig(Some(Signal::SIGKILL)).map_err(|e| e.to_string())?;
     let handshake = || -> Result<(), String> {
         send_byte(&sock, b'U', None).map_err(|e| e.to_string())?;
         if recv_byte(&sock).map_err(|e| e.to_string())?.0 != b'M' {

@@ -52,6 +52,43 @@ pub fn fork_child(child: impl FnOnce() -> i32) -> nix::Result<Pid> {
     }
 }
 
+/// [`fork_child`] for a helper process that must not outlive the netbroker
+/// nor keep anything of it: the child sets `PR_SET_PDEATHSIG` (SIGKILL),
+/// exits at once if the netbroker died before that took effect, and closes
+/// every inherited descriptor but stdio and `keep` before it runs `child`.
+/// Above all the supervisor's channel: a child holding a copy would hide
+/// the netbroker's death from the supervisor, which waits for that EOF
+/// (and the network lock's, which other sessions wait for).
+pub fn fork_dying_child(keep: RawFd, child: impl FnOnce() -> i32) -> nix::Result<Pid> {
+    let parent = nix::unistd::getpid();
+    fork_child(move || {
+        // SAFETY: prctl and close_range take plain integers and touch no
+        // memory of ours. The descriptors closed are copies in this child;
+        // the Rust objects that own them in the parent's image are never
+        // dropped here (the child ends with `_exit` in `fork_child`), and
+        // `keep`, which `child` owns, stays open.
+        unsafe {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return 1;
+            }
+            // The parent may have died before prctl: nobody would signal.
+            if nix::unistd::getppid() != parent {
+                return 1;
+            }
+            let closed = if keep > 3 {
+                libc::close_range(3, keep as u32 - 1, 0) == 0
+                    && libc::close_range(keep as u32 + 1, u32::MAX, 0) == 0
+            } else {
+                libc::close_range(keep.max(2) as u32 + 1, u32::MAX, 0) == 0
+            };
+            if !closed {
+                return 1;
+            }
+        }
+        child()
+    })
+}
+
 /// Make a spawned hop daemon die with the netbroker: `PR_SET_PDEATHSIG` is set
 /// in the child between fork and exec, and SIGTERM, which we ignore, is
 /// given back its default action.

@@ -322,6 +322,63 @@ fn tagged(tb: &Testbed, comm: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Pids of this testbed's pallium processes (and their application).
+fn tagged_any(tb: &Testbed) -> Vec<u32> {
+    ["pallium", "pallium-netbrok", "pallium-sandbox", "sleep"]
+        .iter()
+        .flat_map(|c| tagged(tb, c))
+        .collect()
+}
+
+/// What each of `pids` is doing, for a failure message: its status lines
+/// that say who it is (parent, namespaced pids, ids, capabilities), where it
+/// sleeps, its kernel stack and what its descriptors are.
+fn describe(pids: &[u32]) -> String {
+    let mut s = String::new();
+    for pid in pids {
+        let read =
+            |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
+        let status: Vec<String> = read("status")
+            .lines()
+            .filter(|l| {
+                [
+                    "State", "PPid", "NSpid", "Uid", "Gid", "CapEff", "CapPrm", "CapBnd", "Threads",
+                ]
+                .iter()
+                .any(|k| l.starts_with(&format!("{k}:")))
+            })
+            .map(str::to_string)
+            .collect();
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| {
+                        let to = std::fs::read_link(e.path()).unwrap_or_default();
+                        format!("{}->{}", e.file_name().to_string_lossy(), to.display())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        s += &format!(
+            "pid {pid} {}: {}; wchan {}; syscall {}; fds {}\nstack:\n{}\n",
+            read("cmdline").replace('\0', " ").trim(),
+            status.join("; "),
+            read("wchan"),
+            read("syscall").trim(),
+            fds.join(" "),
+            read("stack")
+        );
+        let children: Vec<u32> = read(&format!("task/{pid}/children"))
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        if !children.is_empty() {
+            s += &format!("children of {pid}:\n{}", describe(&children));
+        }
+    }
+    s
+}
+
 /// SIGKILL of the supervisor, the netbroker or the sandboxer, at several
 /// points of startup and once the session runs, leaves nothing behind; the
 /// next run of the same profile works.
@@ -362,7 +419,8 @@ fn kill_9_of_any_process_at_any_time_leaves_nothing() {
             while run.try_wait().unwrap().is_none() {
                 assert!(
                     Instant::now() < deadline,
-                    "{victim} killed after {delay_ms} ms: the session did not end"
+                    "{victim} killed after {delay_ms} ms: the session did not end\n{}",
+                    describe(&tagged_any(&tb))
                 );
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -395,16 +453,18 @@ fn kill_9_of_any_process_at_any_time_leaves_nothing() {
                 assert!(left.iter().all(sysctl_only), "{left:?}");
                 assert!(out(pal(&tb, &["list"])).status.success());
             }
-            assert_eq!(
-                wait_clean(&tb),
-                Vec::<String>::new(),
-                "{victim} killed after {delay_ms} ms"
+            let left = wait_clean(&tb);
+            assert!(
+                left.is_empty(),
+                "{victim} killed after {delay_ms} ms: {left:?}\n{}",
+                describe(&tagged_any(&tb))
             );
             for comm in ["pallium", "pallium-netbrok", "pallium-sandbox", "sleep"] {
-                assert_eq!(
-                    tagged(&tb, comm),
-                    Vec::<u32>::new(),
-                    "{comm} left after killing {victim} at {delay_ms} ms"
+                let left = tagged(&tb, comm);
+                assert!(
+                    left.is_empty(),
+                    "{comm} left after killing {victim} at {delay_ms} ms:\n{}",
+                    describe(&left)
                 );
             }
             rounds += 1;
