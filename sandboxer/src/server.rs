@@ -13,9 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
-use proto::policy::{
-    after_setup, allowed, drop_caps, drop_to, Cap, PolicyError, Role, SANDBOXER_GVISOR_ONLY,
-};
+use proto::policy::{drop_caps, drop_to, setup_only, PolicyError, Role, SANDBOXER_GVISOR_ONLY};
 use proto::sandbox::{ExitStatus, SandboxEvent, SandboxRequest};
 use proto::{Channel, ErrorKind, RemoteError, WireError};
 
@@ -218,11 +216,7 @@ impl Server {
                 tracing::info!(init = sb.init.as_raw(), "sandbox ready");
                 // The view is built: what only that needed goes now, before
                 // the supervisor hears of it.
-                let mut drop: Vec<Cap> = allowed(Role::Sandboxer)
-                    .iter()
-                    .filter(|c| !after_setup(Role::Sandboxer).contains(c))
-                    .copied()
-                    .collect();
+                let mut drop = setup_only(Role::Sandboxer);
                 if sb.gvisor.is_none() {
                     drop.extend_from_slice(SANDBOXER_GVISOR_ONLY);
                 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{pallium, profile_dir_name, profile_file, text, wait_clean, wait_clean_except};
 use pallium_tests::{skip_unless_root, Resolver, Testbed, WEB4_NAME, WEB6_NAME};
+use proto::policy::Role;
 
 fn p() -> String {
     pallium().display().to_string()
@@ -110,6 +111,60 @@ fn a_loopback_resolver_on_the_host_is_relayed() {
         "{:?}",
         tb.stub_queries()
     );
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
+/// The DNS relay's threads (and the per-query threads they start) hold no
+/// capability, and once the chain is up the netbroker's main thread holds
+/// only what teardown needs; teardown still leaves nothing.
+#[test]
+fn the_dns_relay_threads_hold_no_capability() {
+    skip_unless_root!();
+    let tb = Testbed::builder("e2erelaycaps")
+        .resolver(Resolver::Loopback)
+        .build();
+    let prof = profile_file(
+        "e2erelaycaps",
+        r#"{"run": {"command": ["sleep", "infinity"]}}"#,
+    );
+    let prof = prof.to_str().unwrap();
+    let mut s = spawn_run(&tb, &["run", prof]);
+    wait_session(&tb, prof, "0");
+    let url = format!("http://{WEB4_NAME}/");
+    let o = out(pal(
+        &tb,
+        &["exec", prof, "--", "curl", "-sS", "--max-time", "5", &url],
+    ));
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    let o = out(pal(&tb, &["audit", prof]));
+    let (audit, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{audit}{stderr}");
+    let netbroker: i32 = audit
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("netbroker"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no netbroker in the audit: {audit}"));
+    let names: Vec<String> = proto::policy::thread_statuses(netbroker)
+        .iter()
+        .map(|t| t["Name"].clone())
+        .collect();
+    for relay in ["dns-udp", "dns-tcp"] {
+        assert!(
+            names.iter().any(|n| n == relay),
+            "{relay} missing: {names:?}"
+        );
+    }
+    common::assert_holds_after_setup(netbroker, Role::Netbroker, true);
+    for t in proto::policy::thread_statuses(netbroker) {
+        if t["Name"].starts_with("dns-") {
+            for set in ["CapEff", "CapPrm", "CapBnd"] {
+                assert_eq!(t[set], "0000000000000000", "{} {set}", t["Name"]);
+            }
+        }
+    }
+    assert!(out(pal(&tb, &["stop", prof])).status.success());
+    s.wait().unwrap();
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
 }
 
@@ -293,7 +348,12 @@ fn audit_matches_proc_status_and_the_policy() {
                 0,
                 "sandboxer must never hold CAP_NET_ADMIN"
             ),
-            "netbroker" => assert_ne!(eff & NET_ADMIN, 0),
+            // Once the chain is up: what teardown needs, in every thread
+            // (the DNS relay's threads hold nothing).
+            "netbroker" => {
+                assert_ne!(eff & NET_ADMIN, 0);
+                common::assert_holds_after_setup(*pid as i32, Role::Netbroker, true);
+            }
             _ => {}
         }
         if role == "app" {
