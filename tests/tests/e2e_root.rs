@@ -43,6 +43,30 @@ fn wait_session(tb: &Testbed, profile: &str, index: &str) {
     panic!("session {index} of {profile} never became ready");
 }
 
+/// A running session of a profile (named `name`) whose command sleeps: the
+/// profile's path and the `pallium run`, once the session answers.
+fn sleeping_session(tb: &Testbed, name: &str) -> (String, Child) {
+    let prof = profile_file(name, r#"{"run": {"command": ["sleep", "infinity"]}}"#);
+    let prof = prof.to_str().unwrap().to_string();
+    let run = spawn_run(tb, &["run", &prof]);
+    wait_session(tb, &prof, "0");
+    (prof, run)
+}
+
+/// `pallium audit PROFILE`, which must find everything within policy, and
+/// the pid it shows for `role`.
+fn audit_pid(tb: &Testbed, prof: &str, role: &str) -> (String, i32) {
+    let o = out(pal(tb, &["audit", prof]));
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+    let pid = stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(role))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {role} in the audit: {stdout}"));
+    (stdout, pid)
+}
+
 fn spawn_run(tb: &Testbed, args: &[&str]) -> Child {
     pal(tb, args)
         .stdin(Stdio::null())
@@ -123,13 +147,8 @@ fn the_dns_relay_threads_hold_no_capability() {
     let tb = Testbed::builder("e2erelaycaps")
         .resolver(Resolver::Loopback)
         .build();
-    let prof = profile_file(
-        "e2erelaycaps",
-        r#"{"run": {"command": ["sleep", "infinity"]}}"#,
-    );
-    let prof = prof.to_str().unwrap();
-    let mut s = spawn_run(&tb, &["run", prof]);
-    wait_session(&tb, prof, "0");
+    let (prof, mut s) = sleeping_session(&tb, "e2erelaycaps");
+    let prof = prof.as_str();
     let url = format!("http://{WEB4_NAME}/");
     let o = out(pal(
         &tb,
@@ -137,14 +156,7 @@ fn the_dns_relay_threads_hold_no_capability() {
     ));
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stdout}{stderr}");
-    let o = out(pal(&tb, &["audit", prof]));
-    let (audit, stderr) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{audit}{stderr}");
-    let netbroker: i32 = audit
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some("netbroker"))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no netbroker in the audit: {audit}"));
+    let (_, netbroker) = audit_pid(&tb, prof, "netbroker");
     let names: Vec<String> = proto::policy::thread_statuses(netbroker)
         .iter()
         .map(|t| t["Name"].clone())
@@ -329,17 +341,10 @@ fn audit_matches_proc_status_and_the_policy() {
         "the app's child too: {stdout}"
     );
     for (pid, role) in &procs {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let field = |k: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(k))
-                .map(|v| v.trim().to_string())
-                .unwrap()
-        };
-        let eff = u64::from_str_radix(&field("CapEff:"), 16).unwrap();
-        let bnd = u64::from_str_radix(&field("CapBnd:"), 16).unwrap();
-        assert_eq!(field("NoNewPrivs:"), "1", "{role} {pid}");
+        let status = common::proc_status(*pid as i32);
+        let eff = proto::policy::status_mask(&status, "CapEff");
+        let bnd = proto::policy::status_mask(&status, "CapBnd");
+        assert_eq!(status["NoNewPrivs"], "1", "{role} {pid}");
         const NET_ADMIN: u64 = 1 << 12;
         match role.as_str() {
             "supervisor" | "init" | "app" => assert_eq!(eff, 0, "{role} holds {eff:#x}"),
@@ -620,21 +625,9 @@ fn a_missing_helper_is_named() {
 fn the_root_mode_supervisor_drops_uid_0() {
     skip_unless_root!();
     let tb = Testbed::new("e2esupuid");
-    let prof = profile_file(
-        "e2esupuid",
-        r#"{"run": {"command": ["sleep", "infinity"]}}"#,
-    );
-    let prof = prof.to_str().unwrap();
-    let mut s = spawn_run(&tb, &["run", prof]);
-    wait_session(&tb, prof, "0");
-    let o = out(pal(&tb, &["audit", prof]));
-    let (stdout, stderr) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
-    let sup: u32 = stdout
-        .lines()
-        .find_map(|l| l.strip_suffix(" supervisor (pallium)"))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no supervisor in {stdout}"));
+    let (prof, mut s) = sleeping_session(&tb, "e2esupuid");
+    let prof = prof.as_str();
+    let (stdout, sup) = audit_pid(&tb, prof, "supervisor");
     let uids = stdout
         .lines()
         .find_map(|l| l.trim().strip_prefix("uids real/effective/saved/fs: "))
@@ -643,19 +636,14 @@ fn the_root_mode_supervisor_drops_uid_0() {
     assert_eq!(uids.len(), 4, "{stdout}");
     assert!(uids.iter().all(|u| *u == uids[0] && *u != 0), "{stdout}");
     // What the kernel says, read by the test itself.
-    let status = std::fs::read_to_string(format!("/proc/{sup}/status")).unwrap();
-    let field = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(|v| v.split_whitespace().map(String::from).collect::<Vec<_>>())
-            .unwrap()
-    };
+    let status = common::proc_status(sup);
+    let field =
+        |k: &str| -> Vec<String> { status[k].split_whitespace().map(String::from).collect() };
     let want = vec![uids[0].to_string(); 4];
-    assert_eq!(field("Uid:"), want, "{status}");
-    assert_eq!(field("Gid:"), want, "{status}");
-    assert_eq!(field("Groups:"), Vec::<String>::new(), "{status}");
-    assert_eq!(field("CapEff:"), vec!["0000000000000000"], "{status}");
+    assert_eq!(field("Uid"), want, "{status:?}");
+    assert_eq!(field("Gid"), want, "{status:?}");
+    assert_eq!(field("Groups"), Vec::<String>::new(), "{status:?}");
+    assert_eq!(field("CapEff"), vec!["0000000000000000"], "{status:?}");
     // Not dumpable: the files of its /proc directory are root's, not its uid's.
     use std::os::unix::fs::MetadataExt;
     assert_eq!(
