@@ -168,7 +168,9 @@ pub fn after_setup(role: Role) -> &'static [Cap] {
         // SYS_ADMIN, CHOWN, NET_BIND_SERVICE, NET_RAW). It watches and, at
         // the end, tears down: deletes links and its nftables tables
         // (NET_ADMIN) and stops daemons and engines that run as other uids
-        // (KILL). Restoring the host's sysctls and removing the session
+        // (KILL, which also lets our death's parent-death signal reach
+        // them: the kernel checks it like a kill from the dying netbroker).
+        // Restoring the host's sysctls and removing the session
         // directory need root's file permissions only. Capabilities are per
         // thread: the DNS relay's threads drop every one when they start
         // ([`drop_thread_caps`]), and the main thread drops the rest after
