@@ -12,48 +12,22 @@
 # the file pages the engine shares with the netbroker in both).
 set -euo pipefail
 SECS=${1:?usage: $0 SECONDS PALLIUM [PALLIUM…]}; shift
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-for c in danted iperf3 python3 ip; do command -v $c >/dev/null || { echo "needs $c" >&2; exit 1; }; done
+. "$(dirname "$0")/dial-ns.sh"
+bench_require
 D=engb$$
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    ip netns del $D 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-ip netns add $D
-ip -n $D link set lo up
-ip -n $D link add web0 type veth peer name web1
-ip -n $D addr add 203.0.113.80/24 dev web0
-ip -n $D link set web0 up; ip -n $D link set web1 up
-cat > "$WORK/danted.conf" <<EOF
-logoutput: $WORK/danted.log
-internal: 127.0.0.1 port = 1080
-external: web0
-socksmethod: none
-clientmethod: none
-user.privileged: root
-user.unprivileged: nobody
-client pass { from: 0/0 to: 0/0 }
-socks pass { from: 0/0 to: 0/0 command: connect }
-EOF
-ip netns exec $D danted -f "$WORK/danted.conf" -p "$WORK/danted.pid" -N 2 >/dev/null 2>&1 &
-PIDS+=($!)
-ip netns exec $D iperf3 -s -B 203.0.113.80 -p 5201 >/dev/null 2>&1 &
-PIDS+=($!)
+bench_init
+dial_netns $D
+start_dante $D
+start_iperf $D
 sleep 1
 PROFILE="$WORK/socks.json"
 echo '{"chain": [{"type": "socks", "address": "127.0.0.1:1080"}], "run": {"command": ["sleep", "600"]}}' > "$PROFILE"
 chmod 0644 "$PROFILE"; chmod 0755 "$WORK"
 
 descendants() { for c in $(pgrep -P "$1"); do echo "$c"; descendants "$c"; done; }
-gbit() { python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'; }
 for P in "$@"; do
-    up=$(ip netns exec $D "$P" exec --one-shot "$PROFILE" -- iperf3 -c 203.0.113.80 -t "$SECS" -J 2>/dev/null | gbit)
-    down=$(ip netns exec $D "$P" exec --one-shot "$PROFILE" -- iperf3 -c 203.0.113.80 -t "$SECS" -R -J 2>/dev/null | gbit)
+    up=$(ip netns exec $D "$P" exec --one-shot "$PROFILE" -- iperf3 -c 203.0.113.80 -t "$SECS" -J 2>/dev/null | gbps)
+    down=$(ip netns exec $D "$P" exec --one-shot "$PROFILE" -- iperf3 -c 203.0.113.80 -t "$SECS" -R -J 2>/dev/null | gbps)
     # An idle session: its pallium processes' RSS.
     ip netns exec $D "$P" run "$PROFILE" --quiet >/dev/null 2>&1 &
     RUN=$!

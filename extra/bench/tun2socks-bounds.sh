@@ -22,78 +22,23 @@ cd "$(dirname "$0")/../.."
 PENDING=${1:-10000}
 SHORT=${2:-20000}
 SECS=${3:-5}
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-for c in danted iperf3 python3 ip; do command -v $c >/dev/null || { echo "needs $c" >&2; exit 1; }; done
-
-if [ -z "${HOST:-}" ]; then
-    HOST=$(cargo bench -q -p pallium-netbroker --bench tun2socks --no-run --message-format=json 2>/dev/null |
-        python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "tun2socks" and m.get("executable"):
-        print(m["executable"])')
-fi
+. extra/bench/dial-ns.sh
+bench_require
+[ -n "${HOST:-}" ] || HOST=$(bench_host)
 [ -x "$HOST" ] || { echo "could not build the benchmark host" >&2; exit 1; }
 
 TAG=t2bb$$
 D=${TAG}d A=${TAG}a
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    # Each server runs in a session of its own: dante's forked children too.
-    for p in "${PIDS[@]}"; do kill -- -"$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    for n in $D $A; do ip netns del $n 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-ip netns add $D; ip netns add $A
-ip -n $D link set lo up; ip -n $A link set lo up
-ip -n $D link add web0 type veth peer name web1
-ip -n $D addr add 203.0.113.80/24 dev web0
-ip -n $D link set web0 up; ip -n $D link set web1 up
+bench_init
+dial_netns $D
+bench_netns $A
 ip -n $D route add 192.0.2.0/24 dev web0
 ip -n $D neigh add 192.0.2.66 lladdr 02:00:00:00:00:66 dev web0 nud permanent
-cat > "$WORK/danted.conf" <<EOF
-logoutput: $WORK/danted.log
-internal: 127.0.0.1 port = 1080
-external: web0
-socksmethod: none
-clientmethod: none
-user.privileged: root
-user.unprivileged: nobody
-client pass { from: 0/0 to: 0/0 }
-socks pass { from: 0/0 to: 0/0 command: bind connect udpassociate bindreply udpreply }
-EOF
 # dante keeps its own connects to the black hole going after their clients
-# are gone: each phase gets a fresh one.
-DANTE=
-dante() {
-    [ -n "$DANTE" ] && { kill -- -"$DANTE" 2>/dev/null || true; sleep 0.5; }
-    setsid ip netns exec $D danted -f "$WORK/danted.conf" -p "$WORK/danted.pid" -N 2 >/dev/null 2>&1 &
-    DANTE=$!
-    PIDS+=($DANTE)
-    for _ in $(seq 50); do ip netns exec $D ss -tln | grep -q 127.0.0.1:1080 && break; sleep 0.1; done
-}
-dante
-setsid ip netns exec $D iperf3 -s -B 203.0.113.80 -p 5201 >/dev/null 2>&1 &
-PIDS+=($!)
-cat > "$WORK/echo.py" <<'EOF'
-import socket, threading
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("203.0.113.80", 7007)); s.listen(1024)
-def serve(c):
-    while True:
-        d = c.recv(4096)
-        if not d: break
-        c.sendall(d)
-    c.close()
-while True:
-    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
-EOF
-setsid ip netns exec $D python3 "$WORK/echo.py" &
-PIDS+=($!)
+# are gone: each phase gets a fresh one (start_dante restarts it).
+start_dante $D
+start_iperf $D
+start_echo $D 1024
 # Holds N connects to the black hole open until killed; "held" once sent.
 cat > "$WORK/flood.py" <<'EOF'
 import resource, socket, sys, time
@@ -137,7 +82,6 @@ print("%d connections in %.1f s, %d failed" % (n // 8 * 8, time.time() - t0, bad
 EOF
 sleep 1
 
-gbps() { python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))'; }
 down() { ip netns exec $A iperf3 -J -c 203.0.113.80 -p 5201 -t "$SECS" -R | gbps; }
 rss() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 threads() { awk '/^Threads/ {print $2}' "/proc/$1/status"; }
@@ -201,7 +145,7 @@ touch "$WORK/stop"; wait $HP 2>/dev/null || true
 # threads and RSS of all of the session's pallium processes together.
 PAL=./target/release/pallium
 if [ -x "$PAL" ] && [ -x ./target/release/pallium-netbroker ]; then
-    dante
+    start_dante $D
     PROF="$WORK/bench-profile.json"
     echo '{"chain": [{"type": "socks", "address": "127.0.0.1:1080"}], "run": {"command": ["sleep", "600"]}}' > "$PROF"
     setsid ip netns exec $D "$PAL" run --quiet "$PROF" >/dev/null 2>&1 &

@@ -12,46 +12,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-5}
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-for c in danted iperf3 python3 ip; do command -v $c >/dev/null || { echo "needs $c" >&2; exit 1; }; done
-
-HOST=$(cargo bench -q -p pallium-netbroker --bench tun2socks --no-run --message-format=json 2>/dev/null |
-    python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "tun2socks" and m.get("executable"):
-        print(m["executable"])')
+. extra/bench/dial-ns.sh
+bench_require
+HOST=$(bench_host)
 [ -x "$HOST" ] || { echo "could not build the benchmark host" >&2; exit 1; }
 
 TAG=t2sb$$
 D=${TAG}d A=${TAG}a P=${TAG}p
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    for n in $D $A $P; do ip netns del $n 2>/dev/null || true; rm -rf /etc/netns/$n; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-ip netns add $D; ip netns add $A
-ip -n $D link set lo up; ip -n $A link set lo up
-ip -n $D link add web0 type veth peer name web1
-ip -n $D addr add 203.0.113.80/24 dev web0
-ip -n $D link set web0 up; ip -n $D link set web1 up
-cat > "$WORK/danted.conf" <<EOF
-logoutput: $WORK/danted.log
-internal: 127.0.0.1 port = 1080
-internal: 10.200.0.1 port = 1080
-external: web0
-socksmethod: none
-clientmethod: none
-user.privileged: root
-user.unprivileged: nobody
-client pass { from: 0/0 to: 0/0 }
-socks pass { from: 0/0 to: 0/0 command: bind connect udpassociate bindreply udpreply }
-EOF
+bench_init
+# dante also listens on 10.200.0.1, for tun2proxy's namespace below.
+dial_netns $D 10.200.0.1
+bench_netns $A
 # A second app namespace for tun2proxy, which needs a route to the proxy.
 T2P=""
 for c in tun2proxy-bin "$HOME/.cargo/bin/tun2proxy-bin" /tmp/t2p/bin/tun2proxy-bin; do
@@ -59,25 +30,9 @@ for c in tun2proxy-bin "$HOME/.cargo/bin/tun2proxy-bin" /tmp/t2p/bin/tun2proxy-b
 done
 ip -n $D link add t2pd type veth peer name t2pa
 ip -n $D addr add 10.200.0.1/30 dev t2pd; ip -n $D link set t2pd up
-ip netns exec $D danted -f "$WORK/danted.conf" -p "$WORK/danted.pid" -N 2 >/dev/null 2>&1 &
-PIDS+=($!)
-ip netns exec $D iperf3 -s -B 203.0.113.80 -p 5201 >/dev/null 2>&1 &
-PIDS+=($!)
-cat > "$WORK/echo.py" <<'EOF'
-import socket, threading
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("203.0.113.80", 7007)); s.listen(128)
-def serve(c):
-    while True:
-        d = c.recv(4096)
-        if not d: break
-        c.sendall(d)
-    c.close()
-while True:
-    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
-EOF
-ip netns exec $D python3 "$WORK/echo.py" &
-PIDS+=($!)
+start_dante $D
+start_iperf $D
+start_echo $D 128
 cat > "$WORK/conn.py" <<'EOF'
 import socket, sys, time
 n = int(sys.argv[1]); t0 = time.perf_counter()
@@ -99,7 +54,6 @@ print("%.3f" % ((time.perf_counter() - t0) / n * 1000))
 EOF
 sleep 1
 
-gbps() { python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))'; }
 iperf() { local ns=$1; shift; ip netns exec "$ns" iperf3 -J -c 203.0.113.80 -p 5201 -t "$SECS" "$@" | gbps; }
 rss() { awk '/^VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
@@ -134,7 +88,7 @@ engine 65000
 engine 1500
 
 if [ -n "$T2P" ]; then
-    ip netns add $P; ip -n $P link set lo up
+    bench_netns $P
     ip -n $D link set t2pa netns $P
     ip -n $P addr add 10.200.0.2/30 dev t2pa; ip -n $P link set t2pa up
     for mtu in 65000 8500 1500; do

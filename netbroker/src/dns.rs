@@ -85,6 +85,8 @@ pub enum RelayError {
     },
     #[error("start DNS relay thread")]
     Thread(#[source] io::Error),
+    #[error("drop the DNS relay thread's capabilities")]
+    Caps(#[source] proto::policy::PolicyError),
 }
 
 /// Listen on `listen:53` (UDP and TCP) and forward to `upstream:53`. The
@@ -103,14 +105,40 @@ pub fn start_relay(listen: Ipv4Addr, upstream: IpAddr) -> Result<(), RelayError>
         proto: "tcp",
         source,
     })?;
-    std::thread::Builder::new()
-        .name("dns-udp".into())
-        .spawn(move || serve_udp(udp, up, Arc::new(AtomicUsize::new(0))))
-        .map_err(RelayError::Thread)?;
-    std::thread::Builder::new()
-        .name("dns-tcp".into())
-        .spawn(move || serve_tcp(tcp, up, Arc::new(AtomicUsize::new(0))))
-        .map_err(RelayError::Thread)?;
+    // The relay needs no capability (its sockets are bound): its threads
+    // drop every one before serving, and the per-query threads they start
+    // inherit nothing (capabilities are per thread; the netbroker's main
+    // thread drops its own after ChainReady).
+    let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
+    let spawn = |name: &str, serve: Box<dyn FnOnce() + Send>| {
+        let dropped = dropped_tx.clone();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let r = proto::policy::drop_thread_caps();
+                let ok = r.is_ok();
+                let _ = dropped.send(r);
+                if ok {
+                    serve();
+                }
+            })
+            .map_err(RelayError::Thread)
+    };
+    spawn(
+        "dns-udp",
+        Box::new(move || serve_udp(udp, up, Arc::new(AtomicUsize::new(0)))),
+    )?;
+    spawn(
+        "dns-tcp",
+        Box::new(move || serve_tcp(tcp, up, Arc::new(AtomicUsize::new(0)))),
+    )?;
+    for _ in 0..2 {
+        match dropped_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(RelayError::Caps(e)),
+            Err(_) => return Err(RelayError::Thread(io::Error::other("the thread died"))),
+        }
+    }
     Ok(())
 }
 

@@ -465,12 +465,16 @@ impl Holder {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(err("socketpair"))?;
-        // The closure owns `theirs`: the parent's copy closes when fork returns.
-        let pid = sys::fork_child(move || match holder_main(theirs, levels, &nested, tun) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("pallium-netbroker: namespace holder: {e}");
-                1
+        // The closure owns `theirs`: the parent's copy closes when fork
+        // returns. The holder dies with us and keeps nothing else of ours.
+        let keep = theirs.as_raw_fd();
+        let pid = sys::fork_dying_child(keep, move || {
+            match holder_main(theirs, levels, &nested, tun) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("pallium-netbroker: namespace holder: {e}");
+                    1
+                }
             }
         })
         .map_err(err("fork"))?;
@@ -578,7 +582,6 @@ fn holder_main(
     nested: &[(u32, u32)],
     tun: Option<(String, u32)>,
 ) -> Result<(), String> {
-    nix::sys::prctl::set_pdeathsig(Some(Signal::SIGKILL)).map_err(|e| e.to_string())?;
     let handshake = || -> Result<(), String> {
         send_byte(&sock, b'U', None).map_err(|e| e.to_string())?;
         if recv_byte(&sock).map_err(|e| e.to_string())?.0 != b'M' {

@@ -27,6 +27,8 @@ pub enum ServeError {
     /// and the netbroker tears down and ends.
     #[error("protocol violation: {0}")]
     Protocol(&'static str),
+    #[error("drop the capabilities only the build needed")]
+    Policy(#[source] proto::policy::PolicyError),
 }
 
 /// The session's uplink once built.
@@ -95,7 +97,8 @@ pub fn serve(
             (BrokerRequest::ListPids, State::Configured) => {
                 violation(chan, "ListPids before the chain is built")
             }
-            (BrokerRequest::BuildChain(b), _) => handle_build_chain(chan, &mut state, b, paths),
+            (BrokerRequest::BuildChain(b), _) => handle_build_chain(chan, &mut state, b, paths)
+                .and_then(|()| after_chain_ready(&state)),
             (BrokerRequest::ListPids, _) => handle_list_pids(chan, &state),
             (BrokerRequest::Shutdown, _) => {
                 orphaned = false;
@@ -208,6 +211,19 @@ fn watch_hops(
             }));
         }
     }
+}
+
+/// Once `ChainReady` is sent (the state is `NetworkReady`), drop what only
+/// the build needed (`policy::after_setup`): from here on the netbroker
+/// starts nothing, it only watches and tears down. This thread is the only
+/// one that held those capabilities: the DNS relay's threads dropped all of
+/// theirs when they started. A failed drop ends the session.
+fn after_chain_ready(state: &State) -> Result<(), ServeError> {
+    if !matches!(state, State::NetworkReady { .. }) {
+        return Ok(());
+    }
+    proto::policy::drop_caps(&proto::policy::setup_only(proto::policy::Role::Netbroker))
+        .map_err(ServeError::Policy)
 }
 
 /// Tell the supervisor why, then end (the caller tears down).

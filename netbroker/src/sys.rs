@@ -1,5 +1,6 @@
 //! The only `unsafe` in the netbroker: adopting inherited descriptors, forking
-//! while single-threaded, the `pre_exec` hook of hop daemons, getrandom and
+//! while single-threaded (and a forked helper that dies with us), the one
+//! `pre_exec` hook of hop daemons and packet engines, getrandom and
 //! the allocator tunables of the tun2socks engine. Each function
 //! wraps one operation and states the invariant that makes it sound.
 
@@ -52,6 +53,43 @@ pub fn fork_child(child: impl FnOnce() -> i32) -> nix::Result<Pid> {
     }
 }
 
+/// [`fork_child`] for a helper process that must not outlive the netbroker
+/// nor keep anything of it: the child sets `PR_SET_PDEATHSIG` (SIGKILL),
+/// exits at once if the netbroker died before that took effect, and closes
+/// every inherited descriptor but stdio and `keep` before it runs `child`.
+/// Above all the supervisor's channel: a child holding a copy would hide
+/// the netbroker's death from the supervisor, which waits for that EOF
+/// (and the network lock's, which other sessions wait for).
+pub fn fork_dying_child(keep: RawFd, child: impl FnOnce() -> i32) -> nix::Result<Pid> {
+    let parent = nix::unistd::getpid();
+    fork_child(move || {
+        // SAFETY: prctl and close_range take plain integers and touch no
+        // memory of ours. The descriptors closed are copies in this child;
+        // the Rust objects that own them in the parent's image are never
+        // dropped here (the child ends with `_exit` in `fork_child`), and
+        // `keep`, which `child` owns, stays open.
+        unsafe {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return 1;
+            }
+            // The parent may have died before prctl: nobody would signal.
+            if nix::unistd::getppid() != parent {
+                return 1;
+            }
+            let closed = if keep > 3 {
+                libc::close_range(3, keep as u32 - 1, 0) == 0
+                    && libc::close_range(keep as u32 + 1, u32::MAX, 0) == 0
+            } else {
+                libc::close_range(keep.max(2) as u32 + 1, u32::MAX, 0) == 0
+            };
+            if !closed {
+                return 1;
+            }
+        }
+        child()
+    })
+}
+
 /// Make a spawned hop daemon die with the netbroker: `PR_SET_PDEATHSIG` is set
 /// in the child between fork and exec, and SIGTERM, which we ignore, is
 /// given back its default action.
@@ -98,95 +136,6 @@ pub fn ignore_sigterm() {
     use nix::sys::signal::{signal, SigHandler, Signal};
     // SAFETY: SIG_IGN installs no handler, so no code runs in signal context.
     let _ = unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) };
-}
-
-/// How a hop daemon is placed before it execs (see [`daemon_pre_exec`]).
-#[derive(Debug, Clone)]
-pub struct DaemonPlacement {
-    /// The network namespace to run in (an fd kept open by the caller until
-    /// the spawn returns).
-    pub netns: RawFd,
-    /// Rootless: enter a nested user namespace whose maps the netbroker
-    /// writes (see [`MapBack`]), so the daemon sees the caller's own uid,
-    /// name and home (ssh needs that).
-    pub map_back: Option<MapBack>,
-    /// Root: the unprivileged user (uid, gid) to run as.
-    pub user: Option<(u32, u32)>,
-    /// Signal on the netbroker's death.
-    pub death_signal: Signal,
-    /// A descriptor the daemon inherits: `(ours, its number)`.
-    pub inherit: Option<(RawFd, RawFd)>,
-}
-
-/// The handshake for a nested user namespace: a map that covers the parent
-/// namespace's root may only be written from the parent (with CAP_SETFCAP
-/// there), so the child unshares, sends its pid on `tell`, and waits for one
-/// byte on `wait` while the netbroker writes its maps.
-#[derive(Debug, Clone, Copy)]
-pub struct MapBack {
-    pub tell: RawFd,
-    pub wait: RawFd,
-}
-
-/// Place a hop daemon between fork and exec: enter its network namespace,
-/// map back or drop to its user, and make it die with the netbroker; SIGTERM,
-/// which we ignore (and an ignored signal stays ignored across exec), gets
-/// its default action back so stopping the daemon works. (std's
-/// own `uid()` would switch users before our hook runs, and then `setns`
-/// would no longer be allowed.)
-pub fn daemon_pre_exec(cmd: &mut Command, p: DaemonPlacement) {
-    let parent = nix::unistd::getpid();
-    // SAFETY: the closure runs between fork and exec in the child and makes
-    // only async-signal-safe system calls (signal, setns, dup2, unshare,
-    // getpid, read/write, prctl, setgroups/setresgid/setresuid, getppid) on
-    // data prepared before the fork; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::signal(libc::SIGTERM, libc::SIG_DFL);
-            if libc::setns(p.netns, libc::CLONE_NEWNET) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // dup2 leaves the copy without FD_CLOEXEC, so it survives exec.
-            if let Some((ours, theirs)) = p.inherit {
-                if libc::dup2(ours, theirs) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if let Some(m) = p.map_back {
-                if libc::unshare(libc::CLONE_NEWUSER) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                let pid = libc::getpid().to_ne_bytes();
-                if libc::write(m.tell, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
-                    return Err(io::Error::last_os_error());
-                }
-                let mut ok = 0u8;
-                if libc::read(m.wait, (&mut ok as *mut u8).cast(), 1) != 1 || ok != 1 {
-                    return Err(io::Error::other("the netbroker did not map the hop's user"));
-                }
-            }
-            // Nothing a daemon execs may gain a capability, whatever its uid.
-            for cap in 0..64 {
-                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
-            }
-            if let Some((uid, gid)) = p.user {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setresgid(gid, gid, gid) != 0
-                    || libc::setresuid(uid, uid, uid) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            nix::sys::prctl::set_pdeathsig(Some(p.death_signal))?;
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if nix::unistd::getppid() != parent {
-                return Err(io::Error::other("netbroker exited while starting a hop"));
-            }
-            Ok(())
-        });
-    }
 }
 
 /// `TUNSETIFF`: attach the open `/dev/net/tun` descriptor `fd` to a new TUN
@@ -277,34 +226,60 @@ pub fn malloc_trim() {
     }
 }
 
-/// How a packet engine process is placed before it execs (see
-/// [`engine_pre_exec`]).
+/// How a child of the netbroker — a hop daemon or a packet engine — is
+/// placed between fork and exec (see [`place_child`]).
 #[derive(Debug, Clone, Copy)]
-pub struct EnginePlacement {
-    /// Its dial namespace (an fd the caller keeps open until the spawn
-    /// returns); negative: stay in the netbroker's (direct mode).
+pub struct ChildPlacement {
+    /// The network namespace to run in (an fd kept open by the caller until
+    /// the spawn returns); negative: stay in the netbroker's (a direct-mode
+    /// engine).
     pub netns: RawFd,
-    /// Its end of the control socket, which becomes its fd 3.
-    pub control: RawFd,
-    /// Root mode: the unprivileged user (uid, gid) to run as.
+    /// A descriptor the child inherits: `(ours, its number)`.
+    pub inherit: Option<(RawFd, RawFd)>,
+    /// Close every descriptor above the inherited one (above stderr without
+    /// one), whatever its close-on-exec flag: nothing else of the
+    /// netbroker's (namespace, netlink or supervisor descriptors) reaches it.
+    pub close_others: bool,
+    /// Rootless: enter a nested user namespace whose maps the netbroker
+    /// writes (see [`MapBack`]), so the daemon sees the caller's own uid,
+    /// name and home (ssh needs that).
+    pub map_back: Option<MapBack>,
+    /// Root: the unprivileged user (uid, gid) to run as.
     pub user: Option<(u32, u32)>,
     /// Rootless direct mode: a user namespace of its own first (it owns
     /// nothing), where it may empty its bounding set — in the caller's it
     /// could not, without CAP_SETPCAP; its sockets stay in its netns.
     pub own_userns: bool,
+    /// Signal on the netbroker's death.
+    pub death_signal: Signal,
 }
 
-/// Place a packet engine between fork and exec: enter its dial namespace,
-/// keep only its control socket (on fd 3, [`CHANNEL_FD`]) besides stdio,
-/// empty the bounding set (so the exec grants no capability, even to root),
-/// drop to its user (root mode), die with the netbroker (SIGKILL), and set
-/// no_new_privs.
-pub fn engine_pre_exec(cmd: &mut Command, p: EnginePlacement) {
+/// The handshake for a nested user namespace: a map that covers the parent
+/// namespace's root may only be written from the parent (with CAP_SETFCAP
+/// there), so the child unshares, sends its pid on `tell`, and waits for one
+/// byte on `wait` while the netbroker writes its maps.
+#[derive(Debug, Clone, Copy)]
+pub struct MapBack {
+    pub tell: RawFd,
+    pub wait: RawFd,
+}
+
+/// Place a child between fork and exec: SIGTERM, which we ignore (and an
+/// ignored signal stays ignored across exec), gets its default action back
+/// so stopping it works; enter its network namespace; take its inherited
+/// descriptor (and close the others if asked); map back (rootless) or drop
+/// to its user; empty the bounding set (so nothing it execs gains a
+/// capability, whatever its uid); then, after the last change of
+/// credentials (which clears it), the parent-death signal, no_new_privs,
+/// and a check that the netbroker did not die before the signal was armed.
+/// (std's own `uid()` would switch users before our hook runs, and then
+/// `setns` would no longer be allowed.)
+pub fn place_child(cmd: &mut Command, p: ChildPlacement) {
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs between fork and exec in the child and makes
-    // only async-signal-safe system calls (signal, setns, unshare, dup2, close_range,
-    // prctl, setgroups/setresgid/setresuid, getppid) on data prepared before
-    // the fork; it allocates nothing.
+    // only async-signal-safe system calls (signal, setns, dup2, close_range,
+    // unshare, getpid, read/write, prctl, setgroups/setresgid/setresuid,
+    // getppid) on data prepared before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             libc::signal(libc::SIGTERM, libc::SIG_DFL);
@@ -314,13 +289,30 @@ pub fn engine_pre_exec(cmd: &mut Command, p: EnginePlacement) {
             if p.own_userns && libc::unshare(libc::CLONE_NEWUSER) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            if libc::dup2(p.control, CHANNEL_FD) < 0 {
-                return Err(io::Error::last_os_error());
+            // dup2 leaves the copy without FD_CLOEXEC, so it survives exec.
+            if let Some((ours, theirs)) = p.inherit {
+                if libc::dup2(ours, theirs) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
-            // Nothing else of the netbroker's: no namespace, netlink or
-            // supervisor descriptor reaches the engine.
-            if libc::close_range(CHANNEL_FD as u32 + 1, u32::MAX, 0) != 0 {
-                return Err(io::Error::last_os_error());
+            if p.close_others {
+                let above = p.inherit.map_or(2, |(_, theirs)| theirs) as u32;
+                if libc::close_range(above + 1, u32::MAX, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some(m) = p.map_back {
+                if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let pid = libc::getpid().to_ne_bytes();
+                if libc::write(m.tell, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
+                    return Err(io::Error::last_os_error());
+                }
+                let mut ok = 0u8;
+                if libc::read(m.wait, (&mut ok as *mut u8).cast(), 1) != 1 || ok != 1 {
+                    return Err(io::Error::other("the netbroker did not map the hop's user"));
+                }
             }
             for cap in 0..64 {
                 libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
@@ -333,16 +325,22 @@ pub fn engine_pre_exec(cmd: &mut Command, p: EnginePlacement) {
                     return Err(io::Error::last_os_error());
                 }
             }
-            // After the uid change, which clears it.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                p.death_signal as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
                 || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
             {
                 return Err(io::Error::last_os_error());
             }
+            // The netbroker died before the signal was armed: nobody would
+            // send it, and nobody reads this error (ESRCH: no allocation
+            // between fork and exec).
             if nix::unistd::getppid() != parent {
-                return Err(io::Error::other(
-                    "netbroker exited while starting an engine",
-                ));
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });

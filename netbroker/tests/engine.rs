@@ -197,12 +197,7 @@ fn is_root() -> bool {
 }
 
 fn status(pid: u32) -> std::collections::BTreeMap<String, String> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
+    proto::policy::proc_status(pid as i32, None).unwrap_or_default()
 }
 
 #[test]

@@ -163,11 +163,31 @@ pub fn after_setup(role: Role) -> &'static [Cap] {
         // runsc's uid owns); without gVisor the sandboxer drops it too
         // ([`SANDBOXER_GVISOR_ONLY`]).
         Role::Sandboxer => &[SysAdmin, Setuid, Setgid, DacOverride, Setpcap, Setfcap],
-        // The netbroker keeps its row: capabilities are per thread, and the
-        // threads its hops started during the build (packet engine, DNS)
-        // would keep theirs whatever the main thread dropped.
+        // Once it has sent `ChainReady` the netbroker starts nothing: no
+        // daemon, engine or namespace (no SETUID/SETGID/SETPCAP/SETFCAP,
+        // SYS_ADMIN, CHOWN, NET_BIND_SERVICE, NET_RAW). It watches and, at
+        // the end, tears down: deletes links and its nftables tables
+        // (NET_ADMIN) and stops daemons and engines that run as other uids
+        // (KILL, which also lets our death's parent-death signal reach
+        // them: the kernel checks it like a kill from the dying netbroker).
+        // Restoring the host's sysctls and removing the session
+        // directory need root's file permissions only. Capabilities are per
+        // thread: the DNS relay's threads drop every one when they start
+        // ([`drop_thread_caps`]), and the main thread drops the rest after
+        // `ChainReady`, so no thread holds more.
+        Role::Netbroker => &[NetAdmin, Kill],
         r => allowed(r),
     }
+}
+
+/// What `role` needed for its setup only: [`allowed`] less [`after_setup`],
+/// which the helper drops once set up.
+pub fn setup_only(role: Role) -> Vec<Cap> {
+    allowed(role)
+        .iter()
+        .filter(|c| !after_setup(role).contains(c))
+        .copied()
+        .collect()
 }
 
 /// What the sandboxer keeps after `Setup` only when the sandbox runs gVisor.
@@ -399,8 +419,8 @@ pub fn drop_to(role: Role) -> Result<(), PolicyError> {
 }
 
 /// Drop `caps` from the calling thread's effective, permitted and (with
-/// CAP_SETPCAP) bounding sets, for good: the helpers' post-setup drop. Call
-/// it while single-threaded.
+/// CAP_SETPCAP) bounding sets, for good: the helpers' post-setup drop. It
+/// changes the calling thread only: other threads keep theirs.
 pub fn drop_caps(drop: &[Cap]) -> Result<(), PolicyError> {
     use caps::CapSet;
     let err = |set| move |source| PolicyError::Caps { set, source };
@@ -422,6 +442,53 @@ pub fn drop_caps(drop: &[Cap]) -> Result<(), PolicyError> {
     Ok(())
 }
 
+/// Drop every capability from the calling thread only (bounding set first,
+/// while CAP_SETPCAP is still there): for a thread that needs none, such as
+/// a relay started by a helper that still holds its setup row. Threads it
+/// starts inherit the empty sets.
+pub fn drop_thread_caps() -> Result<(), PolicyError> {
+    drop_caps(Cap::all())
+}
+
+/// `/proc/PID/status` (or `/proc/PID/task/TID/status` with `tid`) as
+/// field → value; None when the process is gone.
+pub fn proc_status(
+    pid: i32,
+    tid: Option<i32>,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let path = match tid {
+        Some(t) => format!("/proc/{pid}/task/{t}/status"),
+        None => format!("/proc/{pid}/status"),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect(),
+    )
+}
+
+/// The status of each of `pid`'s threads: capabilities are per thread, and
+/// `/proc/PID/status` shows only the main thread's.
+pub fn thread_statuses(pid: i32) -> Vec<std::collections::BTreeMap<String, String>> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|tid| proc_status(pid, Some(tid)))
+        .collect()
+}
+
+/// A `Cap*` field of a status (hex) as a mask; 0 when absent.
+pub fn status_mask(status: &std::collections::BTreeMap<String, String>, field: &str) -> u64 {
+    status
+        .get(field)
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,6 +505,18 @@ mod tests {
         }
         let s = after_setup_mask(Role::Sandboxer);
         assert_eq!(s & (Cap::Chown.mask() | Cap::SysChroot.mask()), 0);
+        // Nothing that starts processes or makes namespaces once the chain
+        // is up.
+        let n = after_setup_mask(Role::Netbroker);
+        for c in [
+            Cap::Setuid,
+            Cap::Setgid,
+            Cap::Setpcap,
+            Cap::SysAdmin,
+            Cap::Setfcap,
+        ] {
+            assert_eq!(n & c.mask(), 0, "{c:?}");
+        }
     }
 
     #[test]

@@ -161,22 +161,29 @@ pub fn restore_if_idle(
     }
 }
 
-/// Whether any `lock` file below `run_dir` (other than `except`) is flocked
-/// by someone and belongs to a session started in network namespace `scope`
-/// (a session directory without a `netns` record counts, to be safe): that
-/// is a live session using these sysctls.
+/// Whether any session's `lock` (`<run_dir>/profile_*/session_*/lock`, other
+/// than `except`) is flocked by someone and belongs to a session started in
+/// network namespace `scope` (a session directory without a `netns` record
+/// counts, to be safe): that is a live session using these sysctls. Only
+/// session directories count: a hop's data directory inside one may hold a
+/// `lock` of its own (tor's, flocked while tor runs, with no record beside
+/// it), which kept every restore away while any tor hop ran anywhere.
 pub fn any_session_alive(run_dir: &Path, except: Option<&Path>, scope: u64) -> bool {
     let mut stack = vec![run_dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = fs::read_dir(&dir) else {
             continue;
         };
+        // The run directory and its profile directories hold directories
+        // to search; a session directory holds the lock.
+        let is_session = SessionRef::from_dir(&dir).is_some_and(|s| s.run == run_dir);
         for e in entries.flatten() {
             let path = e.path();
             let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
+            if ft.is_dir() && !is_session {
                 stack.push(path);
-            } else if ft.is_file()
+            } else if is_session
+                && ft.is_file()
                 && e.file_name() == runtime::SESSION_LOCK
                 && Some(path.as_path()) != except
             {
@@ -310,6 +317,33 @@ mod tests {
         // Our own session's lock does not count.
         assert!(restore_if_idle(&lock, &proc_sys, Some(&other)).unwrap());
         drop(held);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    /// A `lock` a hop keeps in its data directory inside a session (tor's,
+    /// flocked while tor runs, no `netns` record beside it) is not a
+    /// session's: it used to defer every restore while any tor hop ran.
+    #[test]
+    fn a_hops_own_lock_is_no_session() {
+        let d = scratch("torlock");
+        let proc_sys = d.join("proc");
+        let run = d.join("run");
+        let lock = NetLock::acquire(&run).unwrap();
+        enable_forwarding(&lock, &proc_sys).unwrap();
+        let session = session_lock_path(&run, "web-1-77").unwrap();
+        let tor = session.parent().unwrap().join("hops/hop1/tor/lock");
+        fs::create_dir_all(tor.parent().unwrap()).unwrap();
+        // The session itself is of another network namespace.
+        fs::write(session.parent().unwrap().join(runtime::NETNS_RECORD), "1\n").unwrap();
+        let held = Flock::lock(File::create(&tor).unwrap(), FlockArg::LockExclusive).unwrap();
+        let session_held =
+            Flock::lock(File::create(&session).unwrap(), FlockArg::LockExclusive).unwrap();
+        assert!(restore_if_idle(&lock, &proc_sys, None).unwrap());
+        assert_eq!(
+            fs::read_to_string(proc_sys.join(FORWARDING[0])).unwrap(),
+            "0\n"
+        );
+        drop((held, session_held));
         let _ = fs::remove_dir_all(&d);
     }
 

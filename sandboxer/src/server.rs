@@ -13,9 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
-use proto::policy::{
-    after_setup, allowed, drop_caps, drop_to, Cap, PolicyError, Role, SANDBOXER_GVISOR_ONLY,
-};
+use proto::policy::{drop_caps, drop_to, setup_only, PolicyError, Role, SANDBOXER_GVISOR_ONLY};
 use proto::sandbox::{ExitStatus, SandboxEvent, SandboxRequest};
 use proto::{Channel, ErrorKind, RemoteError, WireError};
 
@@ -104,9 +102,18 @@ enum Flow {
 }
 
 impl Server {
-    /// Re-arm the parent-death signal (a change of credentials clears it)
-    /// and check the supervisor is still our parent: false once it died,
+    /// Re-arm the parent-death signal (a change of euid, egid, fsuid or
+    /// fsgid clears it: `as_uid`, and `Setup`'s reads as the caller) and
+    /// check the supervisor is still our parent: false once it died,
     /// whenever that was.
+    ///
+    /// The signal only helps while the supervisor may signal us: in root
+    /// mode it switches to its session's uid before `Setup`, and the kernel
+    /// checks a parent-death signal like a `kill` from the dying parent, so
+    /// ours (root's) is never delivered from then on. What ends us then is
+    /// the channel's EOF, or a failed send to the dead supervisor, and
+    /// every such exit goes through `shutdown`: anything we started must be
+    /// ours (in `sandbox`/`children`) before the supervisor hears of it.
     fn still_supervised(&self) -> bool {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_ok()
             && nix::unistd::getppid() == self.parent
@@ -209,11 +216,7 @@ impl Server {
                 tracing::info!(init = sb.init.as_raw(), "sandbox ready");
                 // The view is built: what only that needed goes now, before
                 // the supervisor hears of it.
-                let mut drop: Vec<Cap> = allowed(Role::Sandboxer)
-                    .iter()
-                    .filter(|c| !after_setup(Role::Sandboxer).contains(c))
-                    .copied()
-                    .collect();
+                let mut drop = setup_only(Role::Sandboxer);
                 if sb.gvisor.is_none() {
                     drop.extend_from_slice(SANDBOXER_GVISOR_ONLY);
                 }
@@ -237,14 +240,17 @@ impl Server {
                         | nix::fcntl::OFlag::O_CLOEXEC,
                     nix::sys::stat::Mode::empty(),
                 )
-                .map_err(ServerError::Root)?;
-                self.chan.send(SandboxEvent::Ready {
-                    init_pid: sb.init.as_raw(),
-                    root: proto::Fd(root),
-                    owner: sb.host_owner,
-                })?;
+                .map_err(ServerError::Root);
+                let (init_pid, owner) = (sb.init.as_raw(), sb.host_owner);
+                // Ours before the supervisor hears of it, so that a failed
+                // send (the supervisor died) still ends it in `shutdown`.
                 self.sandbox = Some(sb);
                 self.seccomp = Some(seccomp);
+                self.chan.send(SandboxEvent::Ready {
+                    init_pid,
+                    root: proto::Fd(root?),
+                    owner,
+                })?;
                 Ok(Flow::Continue)
             }
             Err(e) => {
@@ -344,11 +350,13 @@ impl Server {
                     landlock = sb.landlock.enforced(),
                     "file view confinement"
                 );
-                self.chan.send(SandboxEvent::Spawned {
-                    id,
-                    pid: child.pid.as_raw(),
-                })?;
+                // Ours before the supervisor hears of it: if that send
+                // fails (the supervisor died), `shutdown` must still reap
+                // it, or the dying init would wait for it forever and we
+                // for the init.
+                let pid = child.pid.as_raw();
                 self.children.push(child);
+                self.chan.send(SandboxEvent::Spawned { id, pid })?;
             }
             Err(e) => {
                 tracing::info!(id, "spawn failed: {e}");
@@ -391,6 +399,10 @@ impl Server {
             // if it moved to another group.
             kill(Pid::from_raw(-pid.as_raw()), sig).or_else(|_| kill(pid, sig))
         });
+        // The euid change cleared the parent-death signal.
+        if uid.is_some() && !self.still_supervised() {
+            return Err(ServerError::Orphaned);
+        }
         Ok(Flow::Continue)
     }
 

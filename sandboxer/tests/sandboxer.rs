@@ -181,6 +181,48 @@ fn eof_on_the_channel_ends_the_sandbox() {
     assert!(!Path::new(&format!("/proc/{init}")).exists());
 }
 
+/// A supervisor that dies right after asking for a spawn (in root mode its
+/// parent-death signal cannot reach the root sandboxer): the answer cannot
+/// be sent, and the sandboxer must still end the sandbox. It used to record
+/// the child only after the answer, so the dying init waited for that child
+/// to be reaped and the sandboxer for the init, for ever.
+#[test]
+fn a_supervisor_gone_before_the_spawn_answer_leaves_nothing() {
+    if !root() {
+        return;
+    }
+    let mut sb = Sandboxer::root_mode();
+    let init = sb.setup(new_netns(), None, 0, 0);
+    let null = || Fd(std::fs::File::open("/dev/null").unwrap().into());
+    sb.chan
+        .send(SandboxRequest::Spawn(Spawn {
+            id: 1,
+            argv: vec!["sleep".into(), "100".into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: None,
+            stdio: [null(), null(), null()],
+            tty: false,
+            root: false,
+            netns: None,
+        }))
+        .unwrap();
+    // The request stays readable; every answer to it fails (EPIPE).
+    nix::sys::socket::shutdown(sb.chan.fd().as_raw_fd(), nix::sys::socket::Shutdown::Both).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while sb.proc.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandboxer did not end: {}",
+            std::fs::read_to_string(format!("/proc/{}/stack", sb.proc.id())).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !Path::new(&format!("/proc/{init}")).exists(),
+        "the init survived"
+    );
+}
+
 #[test]
 fn rootless_app_runs_as_the_callers_uid() {
     if !root() {

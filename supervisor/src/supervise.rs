@@ -454,8 +454,10 @@ fn reap(child: &mut std::process::Child, chan: std::os::fd::BorrowedFd<'_>) {
         if left.is_zero() {
             if child.kill().is_err() {
                 // Root mode: the helper is root's and we are the session's
-                // uid by now. Our exit kills it (its parent-death signal);
-                // waiting for it here could wait forever.
+                // uid by now, so neither our kill nor our death's signal
+                // reaches it (the kernel checks a parent-death signal as a
+                // kill from us). Our exit closes its channel, and on that
+                // EOF it ends; waiting for it here could wait forever.
                 return;
             }
             break;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{pallium, profile_dir_name, profile_file, text, wait_clean, wait_clean_except};
 use pallium_tests::{skip_unless_root, Resolver, Testbed, WEB4_NAME, WEB6_NAME};
+use proto::policy::Role;
 
 fn p() -> String {
     pallium().display().to_string()
@@ -40,6 +41,30 @@ fn wait_session(tb: &Testbed, profile: &str, index: &str) {
         std::thread::sleep(Duration::from_millis(30));
     }
     panic!("session {index} of {profile} never became ready");
+}
+
+/// A running session of a profile (named `name`) whose command sleeps: the
+/// profile's path and the `pallium run`, once the session answers.
+fn sleeping_session(tb: &Testbed, name: &str) -> (String, Child) {
+    let prof = profile_file(name, r#"{"run": {"command": ["sleep", "infinity"]}}"#);
+    let prof = prof.to_str().unwrap().to_string();
+    let run = spawn_run(tb, &["run", &prof]);
+    wait_session(tb, &prof, "0");
+    (prof, run)
+}
+
+/// `pallium audit PROFILE`, which must find everything within policy, and
+/// the pid it shows for `role`.
+fn audit_pid(tb: &Testbed, prof: &str, role: &str) -> (String, i32) {
+    let o = out(pal(tb, &["audit", prof]));
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+    let pid = stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(role))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {role} in the audit: {stdout}"));
+    (stdout, pid)
 }
 
 fn spawn_run(tb: &Testbed, args: &[&str]) -> Child {
@@ -110,6 +135,48 @@ fn a_loopback_resolver_on_the_host_is_relayed() {
         "{:?}",
         tb.stub_queries()
     );
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
+/// The DNS relay's threads (and the per-query threads they start) hold no
+/// capability, and once the chain is up the netbroker's main thread holds
+/// only what teardown needs; teardown still leaves nothing.
+#[test]
+fn the_dns_relay_threads_hold_no_capability() {
+    skip_unless_root!();
+    let tb = Testbed::builder("e2erelaycaps")
+        .resolver(Resolver::Loopback)
+        .build();
+    let (prof, mut s) = sleeping_session(&tb, "e2erelaycaps");
+    let prof = prof.as_str();
+    let url = format!("http://{WEB4_NAME}/");
+    let o = out(pal(
+        &tb,
+        &["exec", prof, "--", "curl", "-sS", "--max-time", "5", &url],
+    ));
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    let (_, netbroker) = audit_pid(&tb, prof, "netbroker");
+    let names: Vec<String> = proto::policy::thread_statuses(netbroker)
+        .iter()
+        .map(|t| t["Name"].clone())
+        .collect();
+    for relay in ["dns-udp", "dns-tcp"] {
+        assert!(
+            names.iter().any(|n| n == relay),
+            "{relay} missing: {names:?}"
+        );
+    }
+    common::assert_holds_after_setup(netbroker, Role::Netbroker, true);
+    for t in proto::policy::thread_statuses(netbroker) {
+        if t["Name"].starts_with("dns-") {
+            for set in ["CapEff", "CapPrm", "CapBnd"] {
+                assert_eq!(t[set], "0000000000000000", "{} {set}", t["Name"]);
+            }
+        }
+    }
+    assert!(out(pal(&tb, &["stop", prof])).status.success());
+    s.wait().unwrap();
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
 }
 
@@ -274,17 +341,10 @@ fn audit_matches_proc_status_and_the_policy() {
         "the app's child too: {stdout}"
     );
     for (pid, role) in &procs {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let field = |k: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(k))
-                .map(|v| v.trim().to_string())
-                .unwrap()
-        };
-        let eff = u64::from_str_radix(&field("CapEff:"), 16).unwrap();
-        let bnd = u64::from_str_radix(&field("CapBnd:"), 16).unwrap();
-        assert_eq!(field("NoNewPrivs:"), "1", "{role} {pid}");
+        let status = common::proc_status(*pid as i32);
+        let eff = proto::policy::status_mask(&status, "CapEff");
+        let bnd = proto::policy::status_mask(&status, "CapBnd");
+        assert_eq!(status["NoNewPrivs"], "1", "{role} {pid}");
         const NET_ADMIN: u64 = 1 << 12;
         match role.as_str() {
             "supervisor" | "init" | "app" => assert_eq!(eff, 0, "{role} holds {eff:#x}"),
@@ -293,7 +353,12 @@ fn audit_matches_proc_status_and_the_policy() {
                 0,
                 "sandboxer must never hold CAP_NET_ADMIN"
             ),
-            "netbroker" => assert_ne!(eff & NET_ADMIN, 0),
+            // Once the chain is up: what teardown needs, in every thread
+            // (the DNS relay's threads hold nothing).
+            "netbroker" => {
+                assert_ne!(eff & NET_ADMIN, 0);
+                common::assert_holds_after_setup(*pid as i32, Role::Netbroker, true);
+            }
             _ => {}
         }
         if role == "app" {
@@ -320,6 +385,63 @@ fn tagged(tb: &Testbed, comm: &str) -> Vec<u32> {
                 .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == tag.as_bytes()))
         })
         .collect()
+}
+
+/// Pids of this testbed's pallium processes (and their application).
+fn tagged_any(tb: &Testbed) -> Vec<u32> {
+    ["pallium", "pallium-netbrok", "pallium-sandbox", "sleep"]
+        .iter()
+        .flat_map(|c| tagged(tb, c))
+        .collect()
+}
+
+/// What each of `pids` is doing, for a failure message: its status lines
+/// that say who it is (parent, namespaced pids, ids, capabilities), where it
+/// sleeps, its kernel stack and what its descriptors are.
+fn describe(pids: &[u32]) -> String {
+    let mut s = String::new();
+    for pid in pids {
+        let read =
+            |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
+        let status: Vec<String> = read("status")
+            .lines()
+            .filter(|l| {
+                [
+                    "State", "PPid", "NSpid", "Uid", "Gid", "CapEff", "CapPrm", "CapBnd", "Threads",
+                ]
+                .iter()
+                .any(|k| l.starts_with(&format!("{k}:")))
+            })
+            .map(str::to_string)
+            .collect();
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| {
+                        let to = std::fs::read_link(e.path()).unwrap_or_default();
+                        format!("{}->{}", e.file_name().to_string_lossy(), to.display())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        s += &format!(
+            "pid {pid} {}: {}; wchan {}; syscall {}; fds {}\nstack:\n{}\n",
+            read("cmdline").replace('\0', " ").trim(),
+            status.join("; "),
+            read("wchan"),
+            read("syscall").trim(),
+            fds.join(" "),
+            read("stack")
+        );
+        let children: Vec<u32> = read(&format!("task/{pid}/children"))
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        if !children.is_empty() {
+            s += &format!("children of {pid}:\n{}", describe(&children));
+        }
+    }
+    s
 }
 
 /// SIGKILL of the supervisor, the netbroker or the sandboxer, at several
@@ -362,7 +484,8 @@ fn kill_9_of_any_process_at_any_time_leaves_nothing() {
             while run.try_wait().unwrap().is_none() {
                 assert!(
                     Instant::now() < deadline,
-                    "{victim} killed after {delay_ms} ms: the session did not end"
+                    "{victim} killed after {delay_ms} ms: the session did not end\n{}",
+                    describe(&tagged_any(&tb))
                 );
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -393,18 +516,32 @@ fn kill_9_of_any_process_at_any_time_leaves_nothing() {
                 };
                 let left = wait_clean_except(&tb, sysctl_only);
                 assert!(left.iter().all(sysctl_only), "{left:?}");
-                assert!(out(pal(&tb, &["list"])).status.success());
+                // `list` leaves them while a session of this network
+                // namespace may be alive, and one whose directory has no
+                // namespace record yet counts, to be safe: another test's
+                // session starting meanwhile (the tests run in parallel
+                // and share /run/pallium). Then the next command restores.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    assert!(out(pal(&tb, &["list"])).status.success());
+                    if tb.leftovers().is_empty() || Instant::now() > deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
-            assert_eq!(
-                wait_clean(&tb),
-                Vec::<String>::new(),
-                "{victim} killed after {delay_ms} ms"
+            let left = wait_clean(&tb);
+            assert!(
+                left.is_empty(),
+                "{victim} killed after {delay_ms} ms: {left:?}\n{}",
+                describe(&tagged_any(&tb))
             );
             for comm in ["pallium", "pallium-netbrok", "pallium-sandbox", "sleep"] {
-                assert_eq!(
-                    tagged(&tb, comm),
-                    Vec::<u32>::new(),
-                    "{comm} left after killing {victim} at {delay_ms} ms"
+                let left = tagged(&tb, comm);
+                assert!(
+                    left.is_empty(),
+                    "{comm} left after killing {victim} at {delay_ms} ms:\n{}",
+                    describe(&left)
                 );
             }
             rounds += 1;
@@ -500,21 +637,9 @@ fn a_missing_helper_is_named() {
 fn the_root_mode_supervisor_drops_uid_0() {
     skip_unless_root!();
     let tb = Testbed::new("e2esupuid");
-    let prof = profile_file(
-        "e2esupuid",
-        r#"{"run": {"command": ["sleep", "infinity"]}}"#,
-    );
-    let prof = prof.to_str().unwrap();
-    let mut s = spawn_run(&tb, &["run", prof]);
-    wait_session(&tb, prof, "0");
-    let o = out(pal(&tb, &["audit", prof]));
-    let (stdout, stderr) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
-    let sup: u32 = stdout
-        .lines()
-        .find_map(|l| l.strip_suffix(" supervisor (pallium)"))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no supervisor in {stdout}"));
+    let (prof, mut s) = sleeping_session(&tb, "e2esupuid");
+    let prof = prof.as_str();
+    let (stdout, sup) = audit_pid(&tb, prof, "supervisor");
     let uids = stdout
         .lines()
         .find_map(|l| l.trim().strip_prefix("uids real/effective/saved/fs: "))
@@ -523,19 +648,14 @@ fn the_root_mode_supervisor_drops_uid_0() {
     assert_eq!(uids.len(), 4, "{stdout}");
     assert!(uids.iter().all(|u| *u == uids[0] && *u != 0), "{stdout}");
     // What the kernel says, read by the test itself.
-    let status = std::fs::read_to_string(format!("/proc/{sup}/status")).unwrap();
-    let field = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(|v| v.split_whitespace().map(String::from).collect::<Vec<_>>())
-            .unwrap()
-    };
+    let status = common::proc_status(sup);
+    let field =
+        |k: &str| -> Vec<String> { status[k].split_whitespace().map(String::from).collect() };
     let want = vec![uids[0].to_string(); 4];
-    assert_eq!(field("Uid:"), want, "{status}");
-    assert_eq!(field("Gid:"), want, "{status}");
-    assert_eq!(field("Groups:"), Vec::<String>::new(), "{status}");
-    assert_eq!(field("CapEff:"), vec!["0000000000000000"], "{status}");
+    assert_eq!(field("Uid"), want, "{status:?}");
+    assert_eq!(field("Gid"), want, "{status:?}");
+    assert_eq!(field("Groups"), Vec::<String>::new(), "{status:?}");
+    assert_eq!(field("CapEff"), vec!["0000000000000000"], "{status:?}");
     // Not dumpable: the files of its /proc directory are root's, not its uid's.
     use std::os::unix::fs::MetadataExt;
     assert_eq!(

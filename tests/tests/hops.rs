@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text, wait_clean};
+use common::{pallium, proc_status, profile_file, text, wait_clean};
 use pallium_tests::{skip_unless_root, Auth, Socks, TestUser, Testbed, WEB4_NAME, WEB6_NAME};
 
 fn out(mut c: Command) -> Output {
@@ -1028,16 +1028,6 @@ fn audit_pid_as(tb: &Testbed, mode: Mode, profile: &str, role: &str) -> i32 {
         .unwrap_or_else(|| panic!("{mode:?}: no {role} process in the audit: {audit}"))
 }
 
-/// `/proc/PID/status` as key → value.
-fn proc_status(pid: i32) -> std::collections::BTreeMap<String, String> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
-
 #[test]
 fn the_packet_engine_runs_unprivileged_and_its_death_stops_traffic() {
     skip_unless_root!();
@@ -1064,6 +1054,9 @@ fn the_packet_engine_runs_unprivileged_and_its_death_stops_traffic() {
         let engine = audit_pid_as(&tb, mode, &p, "engine");
         let netbroker = audit_pid_as(&tb, mode, &p, "netbroker");
         assert_ne!(engine, netbroker);
+        // The netbroker serving the hop keeps only what teardown needs
+        // (rootless: inside the session's user namespace, which it entered).
+        common::assert_holds_after_setup(netbroker, proto::policy::Role::Netbroker, true);
         let st = proc_status(engine);
         for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
             assert_eq!(st[set], "0000000000000000", "{mode:?}: {set} of the engine");

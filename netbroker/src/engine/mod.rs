@@ -4,7 +4,7 @@
 //! packets so holds no capability, has no_new_privs and a seccomp allow-list
 //! ([`filter`]), and in root mode runs as the session's engine uid.
 //!
-//! Between fork and exec ([`crate::sys::engine_pre_exec`]) the child enters
+//! Between fork and exec ([`crate::sys::place_child`]) the child enters
 //! the dial namespace N(i−1) (a process creates its sockets in the namespace
 //! it is in), keeps only its control socket, empties its bounding set and,
 //! in root mode, switches to the engine uid; so the engine binary starts
@@ -201,13 +201,18 @@ impl EngineProcess {
         if let Some(level) = std::env::var_os("PALLIUM_LOG") {
             cmd.env("PALLIUM_LOG", level);
         }
-        crate::sys::engine_pre_exec(
+        // Its control socket becomes its fd 3 and nothing else of ours
+        // reaches it; it dies with us (SIGKILL).
+        crate::sys::place_child(
             &mut cmd,
-            crate::sys::EnginePlacement {
+            crate::sys::ChildPlacement {
                 netns,
-                control: theirs.as_raw_fd(),
+                inherit: Some((theirs.as_raw_fd(), crate::sys::CHANNEL_FD)),
+                close_others: true,
+                map_back: None,
                 user: placement.run_as,
                 own_userns: netns < 0 && !nix::unistd::geteuid().is_root(),
+                death_signal: nix::sys::signal::Signal::SIGKILL,
             },
         );
         let child = cmd.spawn().map_err(EngineError::Spawn)?;

@@ -23,7 +23,7 @@ use proto::profile::{Endpoint, Host};
 use super::proxy::{self, Names, ProxyHop};
 use super::{HopCx, HopError, RunningHop};
 use crate::netns;
-use crate::sys::{self, DaemonPlacement, MapBack};
+use crate::sys::{self, ChildPlacement, MapBack};
 use crate::tun2socks::{Protocol, ProxyConfig};
 
 /// A running hop daemon; dropping it stops it (SIGTERM, then SIGKILL).
@@ -229,14 +229,16 @@ pub(super) fn spawn(
         }
         None => None,
     };
-    sys::daemon_pre_exec(
+    sys::place_child(
         &mut cmd,
-        DaemonPlacement {
+        ChildPlacement {
             netns: p.netns,
+            inherit: p.inherit,
+            close_others: false,
             map_back,
             user: p.user,
+            own_userns: false,
             death_signal: Signal::SIGKILL,
-            inherit: p.inherit,
         },
     );
     let program = cmd.get_program().to_string_lossy().into_owned();

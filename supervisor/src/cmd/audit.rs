@@ -1,8 +1,8 @@
 //! `pallium audit PROFILE [-s N]`: every process of a session with its uids,
 //! capability sets, no_new_privs, seccomp mode and namespaces, read from
-//! `/proc/PID/status`, and a `!!` on anything its role's policy forbids.
-
-use std::collections::BTreeMap;
+//! `/proc/PID/status` (capabilities: of every thread, `/proc/PID/task/*`),
+//! and a `!!` on anything its role's policy forbids once set up
+//! (`policy::after_setup`).
 
 use anyhow::Result;
 use proto::policy::{self, Role};
@@ -37,18 +37,30 @@ pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
         .flatten();
     let mut violations = 0;
     for e in &entries {
-        let Some(st) = read_status(e.pid) else {
+        let Some(st) = policy::proc_status(e.pid, None) else {
             continue;
         };
+        // Capabilities are per thread: a set is what any thread holds.
+        let threads = policy::thread_statuses(e.pid);
         let role = Role::from_name(&e.role).unwrap_or(Role::App);
         // What the role holds once set up (the helpers drop the rest).
         let allowed = policy::after_setup_mask(role);
         let field = |k: &str| st.get(k).cloned().unwrap_or_default();
-        let mask = |k: &str| u64::from_str_radix(&field(k), 16).unwrap_or(0);
+        let mask = |k: &str| {
+            threads.iter().fold(policy::status_mask(&st, k), |m, t| {
+                m | policy::status_mask(t, k)
+            })
+        };
         let nested = matches!(role, Role::App)
             && sandbox_userns.is_some()
             && userns(e.pid) != sandbox_userns;
         println!("{} {} ({})", e.pid, e.role, field("Name"));
+        if threads.len() > 1 {
+            println!(
+                "  {} threads: the sets below are what any of them holds",
+                threads.len()
+            );
+        }
         if nested {
             println!("  in a user namespace nested inside the sandbox (at most the application's network namespace is its): its capabilities count only there");
         }
@@ -148,16 +160,6 @@ pub(crate) fn audit(a: SessionArgs) -> Result<i32> {
     }
     println!("all {} processes within policy", entries.len());
     Ok(0)
-}
-
-fn read_status(pid: i32) -> Option<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    Some(
-        text.lines()
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-            .collect(),
-    )
 }
 
 /// The inode of `pid`'s user namespace.

@@ -108,3 +108,46 @@ pub(crate) fn wait_clean_except(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `/proc/PID/status` as field → value (empty once the process is gone).
+pub(crate) fn proc_status(pid: i32) -> std::collections::BTreeMap<String, String> {
+    proto::policy::proc_status(pid, None).unwrap_or_default()
+}
+
+/// Assert that no thread of `pid` holds, in its effective or permitted set,
+/// a capability its `role` drops once set up, and that its main thread's
+/// effective and bounding sets are exactly what the role keeps (`bounding`:
+/// where the helper could trim it, i.e. held CAP_SETPCAP). Capabilities are
+/// per thread: `/proc/PID/status` alone shows the main thread's only.
+pub(crate) fn assert_holds_after_setup(pid: i32, role: proto::policy::Role, bounding: bool) {
+    use proto::policy::{after_setup_mask, mask_names, status_mask, thread_statuses};
+    let keep = after_setup_mask(role);
+    let threads = thread_statuses(pid);
+    assert!(!threads.is_empty(), "{role:?} {pid} is gone");
+    for t in &threads {
+        for set in ["CapEff", "CapPrm"] {
+            let extra = status_mask(t, set) & !keep;
+            assert_eq!(
+                extra,
+                0,
+                "{role:?} {pid}, thread {} ({}): {set} holds {:?} beyond its after-setup row",
+                t["Pid"],
+                t["Name"],
+                mask_names(extra)
+            );
+        }
+    }
+    let main = proc_status(pid);
+    assert_eq!(
+        mask_names(status_mask(&main, "CapEff")),
+        mask_names(keep),
+        "{role:?} {pid}: effective set"
+    );
+    if bounding {
+        assert_eq!(
+            mask_names(status_mask(&main, "CapBnd")),
+            mask_names(keep),
+            "{role:?} {pid}: bounding set"
+        );
+    }
+}
