@@ -25,7 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
 use nix::errno::Errno;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+#[cfg(not(feature = "tokio-loop"))]
+use nix::sys::epoll::{Epoll, EpollTimeout};
+use nix::sys::epoll::{EpollCreateFlags, EpollEvent, EpollFlags};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
@@ -40,6 +42,11 @@ use crate::tun::Tun;
 
 mod dial;
 mod relay;
+#[cfg(feature = "tokio-loop")]
+mod tokio_loop;
+
+#[cfg(feature = "tokio-loop")]
+use tokio_loop::Registry as Epoll;
 
 use dial::{Dial, Poll, Purpose};
 use relay::{spawn_forwarder, Flow, Reply};
@@ -374,6 +381,7 @@ impl Engine {
     }
 
     /// Run until stopped (Ok) or the TUN device fails (Err).
+    #[cfg(not(feature = "tokio-loop"))]
     pub(crate) fn run(&mut self) -> Result<(), Tun2socksError> {
         let mut events = vec![EpollEvent::empty(); 256];
         let mut busy = true;
