@@ -9,18 +9,22 @@
 # (iperf3 inside the dial namespace) and, when `tun2proxy-bin` is found
 # (PATH, ~/.cargo/bin or /tmp/t2p/bin; `cargo install tun2proxy --root
 # /tmp/t2p`), against tun2proxy through the same dante.
+# HOST=path runs another build of the benchmark host, PAL=path another
+# pallium (its helpers beside it) for the session rows (A/B comparisons).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-5}
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 for c in danted iperf3 python3 ip; do command -v $c >/dev/null || { echo "needs $c" >&2; exit 1; }; done
 
-HOST=$(cargo bench -q -p pallium-netbroker --bench tun2socks --no-run --message-format=json 2>/dev/null |
-    python3 -c 'import json,sys
+if [ -z "${HOST:-}" ]; then
+    HOST=$(cargo bench -q -p pallium-netbroker --bench tun2socks --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "tun2socks" and m.get("executable"):
         print(m["executable"])')
+fi
 [ -x "$HOST" ] || { echo "could not build the benchmark host" >&2; exit 1; }
 
 TAG=t2sb$$
@@ -160,8 +164,8 @@ fi
 # The same through pallium itself: a session with one socks hop started in
 # the dial namespace (root mode: hop 1 dials from there), iperf3 and the
 # connection loop run inside its sandbox; RSS is the whole netbroker's.
-PAL=./target/release/pallium
-if [ -x "$PAL" ] && [ -x ./target/release/pallium-netbroker ]; then
+PAL=${PAL:-./target/release/pallium}
+if [ -x "$PAL" ] && [ -x "$(dirname "$PAL")/pallium-netbroker" ]; then
     PROF="$WORK/bench-profile.json"
     echo '{"chain": [{"type": "socks", "address": "127.0.0.1:1080"}], "run": {"command": ["sleep", "600"]}}' > "$PROF"
     ip netns exec $D "$PAL" run --quiet "$PROF" >/dev/null 2>&1 &
