@@ -16,7 +16,8 @@
 #  4. SHORT (20000) short connections (connect, 1 byte echoed, close; 8
 #     clients in parallel), then the RSS once the engine is idle again.
 # HOST=path runs another build of the benchmark host (e.g. an older commit's,
-# for a before/after comparison).
+# for a before/after comparison), PAL=path another pallium (its helpers
+# beside it) for the session part.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PENDING=${1:-10000}
@@ -143,8 +144,8 @@ touch "$WORK/stop"; wait $HP 2>/dev/null || true
 # The same flood from inside a pallium session with one socks hop through the
 # same dante (root mode, started in the dial namespace as in tun2socks.sh):
 # threads and RSS of all of the session's pallium processes together.
-PAL=./target/release/pallium
-if [ -x "$PAL" ] && [ -x ./target/release/pallium-netbroker ]; then
+PAL=${PAL:-./target/release/pallium}
+if [ -x "$PAL" ] && [ -x "$(dirname "$PAL")/pallium-netbroker" ]; then
     start_dante $D
     PROF="$WORK/bench-profile.json"
     echo '{"chain": [{"type": "socks", "address": "127.0.0.1:1080"}], "run": {"command": ["sleep", "600"]}}' > "$PROF"

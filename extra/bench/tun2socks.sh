@@ -9,12 +9,14 @@
 # (iperf3 inside the dial namespace) and, when `tun2proxy-bin` is found
 # (PATH, ~/.cargo/bin or /tmp/t2p/bin; `cargo install tun2proxy --root
 # /tmp/t2p`), against tun2proxy through the same dante.
+# HOST=path runs another build of the benchmark host, PAL=path another
+# pallium (its helpers beside it) for the session rows (A/B comparisons).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-5}
 . extra/bench/dial-ns.sh
 bench_require
-HOST=$(bench_host)
+HOST=${HOST:-$(bench_host)}
 [ -x "$HOST" ] || { echo "could not build the benchmark host" >&2; exit 1; }
 
 TAG=t2sb$$
@@ -114,8 +116,8 @@ fi
 # The same through pallium itself: a session with one socks hop started in
 # the dial namespace (root mode: hop 1 dials from there), iperf3 and the
 # connection loop run inside its sandbox; RSS is the whole netbroker's.
-PAL=./target/release/pallium
-if [ -x "$PAL" ] && [ -x ./target/release/pallium-netbroker ]; then
+PAL=${PAL:-./target/release/pallium}
+if [ -x "$PAL" ] && [ -x "$(dirname "$PAL")/pallium-netbroker" ]; then
     PROF="$WORK/bench-profile.json"
     echo '{"chain": [{"type": "socks", "address": "127.0.0.1:1080"}], "run": {"command": ["sleep", "600"]}}' > "$PROF"
     ip netns exec $D "$PAL" run --quiet "$PROF" >/dev/null 2>&1 &

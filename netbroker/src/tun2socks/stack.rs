@@ -7,11 +7,33 @@
 //! and buffers only once its dial succeeded, so a pending dial costs a
 //! socket and a few hundred bytes. Caps: [`super::Limits`].
 //!
-//! Why epoll and not tokio: the loop already was a non-blocking epoll loop
-//! over raw descriptors (smoltcp is polled, not async), so the dials became
-//! one more kind of event in it; a current-thread tokio runtime would wrap
-//! the same epoll_wait and add a dependency, a timer wheel and its own
-//! eventfd without removing any of this code.
+//! Why epoll and not tokio — measured (issue 10). A current-thread tokio
+//! variant of this loop (`extra/bench/tokio-loop.patch`: `AsyncFd` on the
+//! TUN, the eventfd and every socket, `tokio::time` for the poll delay and
+//! the dial deadlines; same stack, relay, dials and caps) passed the engine
+//! (seccomp) and tun2socks tests unchanged. Release builds, run in
+//! alternation (A B B A …) on a 2-core machine shared with four other
+//! builds (load 1–15), medians (range):
+//!
+//! | | epoll | tokio |
+//! |---|---|---|
+//! | engine CPU per GB, up / down (`engine-cpu.sh`, n=4) | 0.481 / 0.438 s | 0.481 / 0.488 s |
+//! | engine CPU per 1000 short connections (n=4) | 178 ms (165–200) | 230 ms (220–250) |
+//! | throughput, in-process, MTU 65000, up / down (n=4) | 8.2 / 7.4 Gbit/s | 8.7 / 7.4 Gbit/s |
+//! | throughput, session `engine-session.sh`, up / down (n=3) | 3.2 / 3.6 Gbit/s | 2.5 / 3.3 Gbit/s (noise) |
+//! | idle engine process RSS (n=10) | 1.83 MiB (1.51–1.88) | 2.35 MiB (1.96–2.60) |
+//! | idle session, all processes, RSS (n=3) | 13.7 MiB | 14.7 MiB |
+//! | 10,000 pending connects: threads / RSS max (bounds bench, n=2) | 2 / 4.35 MiB | 2 / 4.55 MiB |
+//! | after 20,000 short connections, RSS from idle (n=2) | +0.3 MiB | +0.45 MiB |
+//! | spawn → Ready of the engine (n=10) | 5.4 ms | 5.1 ms (noise) |
+//! | `exec --one-shot` through one SOCKS hop (`ab-startup.py`, n=40) | 45.1 ms | 44.3 ms (noise) |
+//! | `pallium-netbroker` binary | 3.42 MB | +114 KiB |
+//!
+//! Throughput and start-up are the same within noise; tokio costs half a MiB
+//! per idle engine, 30% more CPU per new connection (part of it the
+//! prototype's registration shim) and 11% more per GB downloaded, and it
+//! removes no code: smoltcp is polled, not async, so the tokio loop is this
+//! loop with a registration layer under it. So the epoll loop stays.
 
 #![forbid(unsafe_code)]
 
