@@ -115,7 +115,9 @@ else
 fi
 # The same through pallium itself: a session with one socks hop started in
 # the dial namespace (root mode: hop 1 dials from there), iperf3 and the
-# connection loop run inside its sandbox; RSS is the whole netbroker's.
+# connection loop run inside its sandbox (the loop's source is passed with -c:
+# the bench's temporary directory is private to the host's /tmp, which the
+# sandbox does not see); RSS is the netbroker's plus its packet engine's.
 PAL=${PAL:-./target/release/pallium}
 if [ -x "$PAL" ] && [ -x "$(dirname "$PAL")/pallium-netbroker" ]; then
     PROF="$WORK/bench-profile.json"
@@ -125,11 +127,14 @@ if [ -x "$PAL" ] && [ -x "$(dirname "$PAL")/pallium-netbroker" ]; then
     PIDS+=($RUN)
     for _ in $(seq 100); do ip netns exec $D "$PAL" exec "$PROF" -- true 2>/dev/null && break; sleep 0.1; done
     pex() { ip netns exec $D "$PAL" exec --quiet "$PROF" -- "$@"; }
-    ms=$(pex python3 "$WORK/conn.py" 300)
+    ms=$(pex python3 -c "$(cat "$WORK/conn.py")" 300)
     up=$(pex iperf3 -J -c 203.0.113.80 -p 5201 -t "$SECS" | gbps)
     down=$(pex iperf3 -J -c 203.0.113.80 -p 5201 -t "$SECS" -R | gbps)
     NB=$(pgrep -P "$RUN" -f pallium-netbroker | head -1)
-    mem=$( [ -n "$NB" ] && rss "$NB" || echo "?")
+    mem="?"
+    if [ -n "$NB" ]; then
+        mem=$(for p in "$NB" $(pgrep -P "$NB"); do rss "$p"; echo; done | awk '{s += $1} END {printf "%.1f", s}')
+    fi
     ip netns exec $D "$PAL" stop "$PROF" >/dev/null 2>&1 || true
     printf '%-44s %8s %8s %10s %9s\n' "pallium exec, one socks hop (netbroker RSS)" "$up" "$down" \
         "$(python3 -c "print('%.3f' % ($ms - $DIRECT_MS))")" "$mem"
