@@ -23,6 +23,10 @@ use super::super::udp;
 use super::super::{Shared, Tun2socksError};
 use super::{token, Dial, Done, Engine, Purpose, FORWARD_QUEUE, KIND_CTL, KIND_UDP, UDP_PENDING};
 
+/// Most ports per UDP flow whose fake destination is remembered (about
+/// 40 KiB per flow).
+const FAKE_PORTS: usize = 1024;
+
 /// Where the answer to a forwarded DNS query goes.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Reply {
@@ -37,9 +41,12 @@ pub(super) struct Flow {
     pub(super) app: SocketAddr,
     pub(super) pending: Vec<(Target, Vec<u8>)>,
     pub(super) ready: Option<(TcpStream, UdpSocket)>,
-    /// Fake destinations the app sent to, by port: replies from the real
-    /// address are shown as coming from the fake one.
-    pub(super) fake: Vec<SocketAddr>,
+    /// The fake destination the app last sent to on each port: replies
+    /// from the real address are shown as coming from the fake one. A map by
+    /// port with at most [`FAKE_PORTS`] entries: it was a list searched per
+    /// datagram, which one socket sending to many fake (address, port) pairs
+    /// grew without bound, each datagram costing a scan of all before it.
+    pub(super) fake: HashMap<u16, SocketAddr>,
     /// The shared association of forwarded DNS queries (answers are matched
     /// to the application by their rewritten query id).
     pub(super) is_dns: bool,
@@ -86,8 +93,15 @@ impl Engine {
             },
         };
         if let Some(flow) = self.flows.get_mut(&id) {
-            if matches!(target, Target::Name(..)) && !flow.fake.contains(&dst) {
-                flow.fake.push(dst);
+            if matches!(target, Target::Name(..)) {
+                if flow.fake.len() >= FAKE_PORTS && !flow.fake.contains_key(&dst.port()) {
+                    // Full: another port's entry makes room (any one).
+                    let evict = flow.fake.keys().next().copied();
+                    if let Some(port) = evict {
+                        flow.fake.remove(&port);
+                    }
+                }
+                flow.fake.insert(dst.port(), dst);
             }
         }
         self.send_on_flow(id, target, payload);
@@ -196,7 +210,7 @@ impl Engine {
                 app,
                 pending: Vec::new(),
                 ready: None,
-                fake: Vec::new(),
+                fake: HashMap::new(),
                 is_dns,
                 last: StdInstant::now(),
             },
@@ -313,10 +327,7 @@ impl Engine {
             };
             flow.last = StdInstant::now();
             // Replies to a fake address come back from the real one.
-            let shown = match flow.fake.iter().find(|f| f.port() == from.port()) {
-                Some(f) if !flow.fake.contains(&from) => *f,
-                _ => from,
-            };
+            let shown = flow.fake.get(&from.port()).copied().unwrap_or(from);
             if flow.is_dns {
                 let data = &mut buf[off..n];
                 if data.len() < 12 {

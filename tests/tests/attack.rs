@@ -1,0 +1,267 @@
+//! The application as an attacker: it tries to make the packet engine or the
+//! netbroker grow without bound, to get traffic around the hop chain, to reach
+//! the host or other sessions, and to crash the engine. Each test is a finding
+//! that failed on the code before its fix (or is ignored with the reason).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{pallium, profile_file, text};
+use pallium_tests::{skip_unless_root, TestUser, Testbed, WEB4_NAME};
+
+fn out(mut c: Command) -> Output {
+    c.stdin(Stdio::null()).output().expect("run")
+}
+
+/// The binaries, staged where the test user can run them.
+fn staged() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| TestUser::get().stage_binaries(&common::binaries()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Root,
+    Rootless,
+}
+
+fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
+    match mode {
+        Mode::Root => {
+            let mut argv = vec![pallium().display().to_string()];
+            argv.extend(args.iter().map(|s| s.to_string()));
+            tb.host_exec(argv)
+        }
+        Mode::Rootless => {
+            let mut argv = vec![staged().join("pallium").display().to_string()];
+            argv.extend(args.iter().map(|s| s.to_string()));
+            tb.host_exec_as(TestUser::get(), argv)
+        }
+    }
+}
+
+/// A profile file the test user can read.
+fn profile(name: &str, json: &str) -> String {
+    let p = profile_file(name, json);
+    let dir = std::env::temp_dir().join(format!("pallium-attack-profiles-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dst = dir.join(p.file_name().unwrap());
+    std::fs::copy(&p, &dst).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
+    dst.display().to_string()
+}
+
+fn curl(url: &str) -> String {
+    format!("curl -sS --max-time 10 {url}; echo")
+}
+
+/// A running `pallium run PROFILE` (its command `sleep 3600`).
+struct Session(std::process::Child);
+
+impl Session {
+    fn start(tb: &Testbed, mode: Mode, profile: &str) -> Session {
+        let child = pal(tb, mode, &["run", profile])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn run");
+        Session(child)
+    }
+
+    fn stop(mut self, tb: &Testbed, mode: Mode, profile: &str) {
+        let _ = out(pal(tb, mode, &["stop", profile]));
+        let _ = self.0.wait();
+    }
+}
+
+/// Retry `curl URL` in the running session until it answers.
+fn wait_up(tb: &Testbed, mode: Mode, profile: &str, url: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = out(pal(
+            tb,
+            mode,
+            &["exec", profile, "--", "sh", "-c", &curl(url)],
+        ));
+        if o.status.success() && !text(&o).0.trim().is_empty() {
+            return text(&o).0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{mode:?}: never came up: {:?}",
+            text(&o)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Not a test: a testbed with a SOCKS hop session, root and rootless, left
+/// running until /tmp/attack-lab/stop exists, for attacking by hand.
+#[test]
+#[ignore = "interactive lab, run by hand"]
+fn lab() {
+    skip_unless_root!();
+    let tb = Testbed::new("attacklab");
+    let proxy = tb.start_microsocks();
+    let dante = tb.start_dante();
+    let auth = dante.auth().unwrap().clone();
+    let ps = profile(
+        "labsocks",
+        &format!(
+            r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "3600"]}}}}"#,
+            proxy.addr()
+        ),
+    );
+    let pd = profile(
+        "labdante",
+        &format!(
+            r#"{{"chain": [{{"type": "socks", "address": "{}", "username": "{}", "password": "{}"}}], "run": {{"command": ["sleep", "3600"]}}}}"#,
+            dante.addr(),
+            auth.user,
+            auth.pass
+        ),
+    );
+    let pe = profile("labempty", r#"{"run": {"command": ["sleep", "3600"]}}"#);
+    let s1 = Session::start(&tb, Mode::Root, &ps);
+    let s2 = Session::start(&tb, Mode::Rootless, &ps);
+    let s3 = Session::start(&tb, Mode::Root, &pd);
+    let s4 = Session::start(&tb, Mode::Root, &pe);
+    let s5 = Session::start(&tb, Mode::Rootless, &pe);
+    for (m, p) in [(Mode::Root, &ps), (Mode::Rootless, &ps), (Mode::Root, &pd)] {
+        eprintln!(
+            "{m:?} {p}: {}",
+            wait_up(&tb, m, p, &format!("http://{WEB4_NAME}/"))
+        );
+    }
+    let info = format!(
+        "host={}\nweb={}\nrouter={}\nproxy={} ({})\ndante={} {}:{}\nsocks_profile={ps}\ndante_profile={pd}\nempty_profile={pe}\npallium={}\nstaged={}\nuser={}\nudp_echo={}\n",
+        tb.host_netns(), tb.web_netns(), tb.router_netns(), proxy.addr(), proxy.netns(),
+        dante.addr(), auth.user, auth.pass,
+        pallium().display(), staged().display(), TestUser::get().name(), tb.udp_echo_port()
+    );
+    std::fs::write("/tmp/attack-lab/info", info).unwrap();
+    while !std::path::Path::new("/tmp/attack-lab/stop").exists() {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = std::fs::remove_file("/tmp/attack-lab/stop");
+    s1.stop(&tb, Mode::Root, &ps);
+    s2.stop(&tb, Mode::Rootless, &ps);
+    s3.stop(&tb, Mode::Root, &pd);
+    s4.stop(&tb, Mode::Root, &pe);
+    s5.stop(&tb, Mode::Rootless, &pe);
+}
+
+/// The pid `pallium audit` shows for `role` in the running session.
+fn audit_pid(tb: &Testbed, mode: Mode, profile: &str, role: &str) -> i32 {
+    let audit = text(&out(pal(tb, mode, &["audit", profile]))).0;
+    audit
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(role))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {role} process in the audit: {audit}"))
+}
+
+/// CPU time (user + system) `pid` has used, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which may hold spaces): utime is the 14th.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Resolves `NAMES` random names through the virtual DNS, then sends one
+/// datagram from one UDP socket to each of `COUNT` distinct (fake address,
+/// port) pairs, a batch at a time once the engine has read the one before
+/// (tun0's `tx_packets`), so none is lost in the TUN's queue whatever the load.
+const UDP_FAKE_FLOOD: &str = r#"
+import socket, sys, time, random, struct
+names = int(sys.argv[1]); count = int(sys.argv[2])
+ns = [l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver')][0]
+d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); d.settimeout(5)
+addrs = []
+for i in range(names):
+    name = 'n%d-%d.example' % (i, random.randrange(1 << 30))
+    q = struct.pack('>HHHHHH', i, 0x100, 1, 0, 0, 0) + b''.join(bytes([len(p)]) + p.encode() for p in name.split('.')) + b'\0' + struct.pack('>HH', 1, 1)
+    d.sendto(q, (ns, 53)); r = d.recv(512)
+    addrs.append(socket.inet_ntoa(r[-4:]))
+def txp():
+    return int(open('/sys/class/net/tun0/statistics/tx_packets').read())
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sent = 0; base = txp()
+while sent < count:
+    for _ in range(min(128, count - sent)):
+        u.sendto(b'x', (addrs[sent % names], 1024 + sent // names)); sent += 1
+    while txp() - base < sent:
+        time.sleep(0.0005)
+print('sent', sent, 'read by the engine', txp() - base)
+"#;
+
+/// Finding: a UDP flow remembered every fake (address, port) it sent to in a
+/// list searched for each datagram, so one socket sending to ever more fake
+/// destinations grew it without bound and made each datagram cost a scan of
+/// all the ones before: 200,000 datagrams took the engine 23.6 s of CPU
+/// (50,000: 0.7 s), its one thread busy for every other connection. Fixed in
+/// `tun2socks/stack/relay.rs` (a map by port, at most 1024 per flow).
+#[test]
+fn udp_to_many_fake_destinations_costs_the_engine_time_linear_in_datagrams() {
+    skip_unless_root!();
+    let tb = Testbed::new("attackudpfake");
+    let dante = tb.start_dante();
+    let auth = dante.auth().expect("dante requires credentials").clone();
+    let p = profile(
+        "udpfake",
+        &format!(
+            r#"{{"chain": [{{"type": "socks", "address": "{}", "username": "{}", "password": "{}"}}], "run": {{"command": ["sleep", "3600"]}}}}"#,
+            dante.addr(),
+            auth.user,
+            auth.pass
+        ),
+    );
+    let session = Session::start(&tb, Mode::Root, &p);
+    wait_up(&tb, Mode::Root, &p, &format!("http://{WEB4_NAME}/"));
+    let engine = audit_pid(&tb, Mode::Root, &p, "engine");
+    let count = 200_000u64;
+    let before = cpu_ticks(engine);
+    let o = out(pal(
+        &tb,
+        Mode::Root,
+        &[
+            "exec",
+            &p,
+            "--",
+            "python3",
+            "-c",
+            UDP_FAKE_FLOOD,
+            "100",
+            &count.to_string(),
+        ],
+    ));
+    let used = cpu_ticks(engine) - before;
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    // CPU time the engine spent (not wall-clock time): linear is ~1 µs a
+    // datagram; the list made it ~120 µs at this count, and growing.
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as u64;
+    let per_datagram_us = used * 1_000_000 / hz / count;
+    eprintln!("{stdout}engine CPU {used} ticks for {count} datagrams: {per_datagram_us} µs each");
+    assert!(
+        per_datagram_us < 40,
+        "the engine spent {per_datagram_us} µs of CPU per datagram ({used} ticks for {count})"
+    );
+    // The engine still serves a new connection.
+    assert_eq!(
+        wait_up(&tb, Mode::Root, &p, &format!("http://{WEB4_NAME}/")).trim(),
+        dante.exit_v4().to_string()
+    );
+    session.stop(&tb, Mode::Root, &p);
+}
