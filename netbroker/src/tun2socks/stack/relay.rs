@@ -21,7 +21,10 @@ use super::super::dns;
 use super::super::proxy::{Proxy, Target};
 use super::super::udp;
 use super::super::{Shared, Tun2socksError};
-use super::{token, Dial, Done, Engine, Purpose, FORWARD_QUEUE, KIND_CTL, KIND_UDP, UDP_PENDING};
+use super::{
+    token, Dial, Done, Engine, Purpose, FORWARD_QUEUE, KIND_CTL, KIND_UDP, UDP_PENDING,
+    UDP_PENDING_BYTES,
+};
 
 /// Most ports per UDP flow whose fake destination is remembered (about
 /// 40 KiB per flow).
@@ -173,7 +176,10 @@ impl Engine {
                     .fetch_add(1, Ordering::Relaxed);
             }
             Some(_) => {}
-            None if flow.pending.len() < UDP_PENDING => {
+            None if flow.pending.len() < UDP_PENDING
+                && flow.pending.iter().map(|(_, p)| p.len()).sum::<usize>() + payload.len()
+                    <= UDP_PENDING_BYTES =>
+            {
                 flow.pending.push((target, payload.to_vec()));
             }
             None => {}
