@@ -281,10 +281,13 @@ impl Engine {
                     Some(e @ Tun2socksError::Unreachable { .. }) => {
                         tracing::debug!("tun2socks: UDP association failed: {e}");
                     }
-                    Some(e) => {
+                    // Said once: every flow pending when the proxy refuses
+                    // fails alike, and the application makes the flows.
+                    Some(e) if !self.udp_refused => {
                         tracing::warn!("tun2socks: {e}; UDP other than DNS is dropped");
                         self.udp_refused = true;
                     }
+                    Some(e) => tracing::debug!("tun2socks: {e}"),
                     None => tracing::debug!("tun2socks: UDP association failed"),
                 }
                 // DNS queries that waited for the association go over TCP.
