@@ -469,3 +469,158 @@ fn a_proxy_refusing_udp_is_reported_once_however_many_flows_wait() {
         .count();
     assert_eq!(warned, 1, "{stderr}");
 }
+
+/// A service on the host namespace's loopback (127.0.0.1:7778) and on all
+/// its addresses (7777), each answering `host-secret`.
+const HOST_SERVICE: &str = r#"
+import socket, threading
+def serve(addr):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(addr); s.listen(16)
+    while True:
+        c, _ = s.accept(); c.sendall(b'host-secret\n'); c.close()
+threading.Thread(target=serve, args=(('0.0.0.0', 7777),), daemon=True).start()
+serve(('127.0.0.1', 7778))
+"#;
+
+/// Asks the virtual DNS for each `name:port` argument, connects to the fake
+/// address (the hop's proxy resolves the name) and prints what answered.
+const CONNECT_BY_NAME: &str = r#"
+import socket, struct, sys
+ns = [l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver')][0]
+for arg in sys.argv[1:]:
+    name, port = arg.rsplit(':', 1)
+    d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); d.settimeout(5)
+    q = struct.pack('>HHHHHH', 9, 0x100, 1, 0, 0, 0) + b''.join(bytes([len(p)]) + p.encode() for p in name.split('.')) + b'\0' + struct.pack('>HH', 1, 1)
+    d.sendto(q, (ns, 53)); ip = socket.inet_ntoa(d.recv(512)[-4:])
+    try:
+        s = socket.create_connection((ip, int(port)), timeout=5)
+        s.sendall(b'GET / HTTP/1.0\r\n\r\n'); print(arg, s.recv(64))
+    except OSError as e:
+        print(arg, 'failed:', e)
+"#;
+
+/// Finding (not fixed): a daemon hop's SOCKS server runs in N(i-1), which for
+/// the first hop in root mode is the host's own network namespace, and it
+/// connects wherever the application names. With a `socksapp` hop (here
+/// microsocks, as `hops.rs` runs it) the application asks the virtual DNS for
+/// `localhost` (or `127.0.0.1`, or any public name that resolves to it, or
+/// the host's address) and reaches services the host keeps to itself — which
+/// the empty chain's nftables walls (`prerouting`, local destinations) deny.
+/// Tor and ssh make their connections elsewhere (the exit, the server), so
+/// only programs that connect directly are affected; a `socks`/`http` hop
+/// whose proxy runs on the host is the same case by the user's choice.
+/// The fix is in `hops/` (another helper's area): run socksapp in a
+/// namespace of its own behind a veth with the same walls as the empty
+/// chain (root), or pasta without `--map-host-loopback` (rootless); a check
+/// in the engine cannot work, since the proxy resolves the names.
+#[test]
+#[ignore = "needs daemon hops out of the host namespace (hops/socksapp.rs, root mode): see the comment"]
+fn a_socksapp_hop_does_not_reach_the_hosts_own_services() {
+    skip_unless_root!();
+    let tb = Testbed::new("attacksocksapp");
+    let mut service = tb
+        .host_exec(["python3", "-c", HOST_SERVICE])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the host service");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !text(&out(tb.host_exec(["ss", "-Hltn", "sport = :7778"])))
+        .0
+        .contains("7778")
+    {
+        assert!(Instant::now() < deadline, "the host service never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let which = Command::new("sh")
+        .args(["-c", "command -v microsocks"])
+        .output()
+        .expect("sh");
+    let microsocks = String::from_utf8(which.stdout).unwrap();
+    let p = profile(
+        "socksapp",
+        &format!(
+            r#"{{"chain": [{{"type": "socksapp", "user": "nobody", "cmd": ["{}", "-i", "127.0.0.1", "-p", "{{port}}"]}}]}}"#,
+            microsocks.trim()
+        ),
+    );
+    let o = out(pal(
+        &tb,
+        Mode::Root,
+        &[
+            "exec",
+            "--one-shot",
+            &p,
+            "--",
+            "python3",
+            "-c",
+            CONNECT_BY_NAME,
+            "localhost:7778",
+            "127.0.0.1:7778",
+            &format!("{}:7777", tb.host_v4()),
+            &format!("{WEB4_NAME}:80"),
+        ],
+    ));
+    let _ = service.kill();
+    let _ = service.wait();
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    eprintln!("{stdout}");
+    assert!(
+        stdout.contains(&format!("{WEB4_NAME}:80 b'HTTP")),
+        "the hop works: {stdout}"
+    );
+    assert!(
+        !stdout.contains("host-secret"),
+        "the application reached the host's own services: {stdout}"
+    );
+}
+
+/// Not a test: a testbed with a Tor-hop session (root), left running until
+/// /tmp/attack-lab/stop-tor exists, for attacking by hand.
+#[test]
+#[ignore = "interactive lab, run by hand"]
+fn lab_tor() {
+    skip_unless_root!();
+    let tb = Testbed::new("attacklabtor");
+    let tor = tb.start_tor();
+    let args = serde_json::to_string(&tor.client_args()).unwrap();
+    let pt = profile(
+        "labtor",
+        &format!(
+            r#"{{"chain": [{{"type": "tor", "timeout": 120, "tor_args": {args}}}], "run": {{"command": ["sleep", "3600"]}}}}"#
+        ),
+    );
+    let s = Session::start(&tb, Mode::Root, &pt);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let o = out(pal(
+            &tb,
+            Mode::Root,
+            &[
+                "exec",
+                &pt,
+                "--",
+                "sh",
+                "-c",
+                &curl(&format!("http://{WEB4_NAME}/")),
+            ],
+        ));
+        if o.status.success() && !text(&o).0.trim().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tor never came up");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let info = format!(
+        "host={}\nweb={}\ntor_profile={pt}\nonion={}\n",
+        tb.host_netns(),
+        tb.web_netns(),
+        tor.onion_url()
+    );
+    std::fs::write("/tmp/attack-lab/info-tor", info).unwrap();
+    while !std::path::Path::new("/tmp/attack-lab/stop-tor").exists() {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = std::fs::remove_file("/tmp/attack-lab/stop-tor");
+    s.stop(&tb, Mode::Root, &pt);
+}
