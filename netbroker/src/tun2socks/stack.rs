@@ -87,8 +87,12 @@ const HANDSHAKE_IDLE: Duration = Duration::from_secs(30);
 /// Packets read from the TUN per loop iteration before the sockets are
 /// served again.
 const TUN_BATCH: usize = 64;
-/// Datagrams queued per UDP flow while its association is being set up.
+/// Datagrams queued per UDP flow while its association is being set up,
+/// and their bytes at most: the TUN's MTU lets a datagram be 64 KiB, and 32
+/// of those in each of 256 flows made the engine hold 430 MiB while a proxy
+/// was slow to associate.
 const UDP_PENDING: usize = 32;
+const UDP_PENDING_BYTES: usize = 64 * 1024;
 const UDP_IDLE: Duration = Duration::from_secs(120);
 /// smoltcp's own addresses: the "router" that AnyIP routes everything via.
 const ROUTER_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 3);

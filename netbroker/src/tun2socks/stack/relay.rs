@@ -21,7 +21,14 @@ use super::super::dns;
 use super::super::proxy::{Proxy, Target};
 use super::super::udp;
 use super::super::{Shared, Tun2socksError};
-use super::{token, Dial, Done, Engine, Purpose, FORWARD_QUEUE, KIND_CTL, KIND_UDP, UDP_PENDING};
+use super::{
+    token, Dial, Done, Engine, Purpose, FORWARD_QUEUE, KIND_CTL, KIND_UDP, UDP_PENDING,
+    UDP_PENDING_BYTES,
+};
+
+/// Most ports per UDP flow whose fake destination is remembered (about
+/// 40 KiB per flow).
+const FAKE_PORTS: usize = 1024;
 
 /// Where the answer to a forwarded DNS query goes.
 #[derive(Debug, Clone, Copy)]
@@ -37,9 +44,12 @@ pub(super) struct Flow {
     pub(super) app: SocketAddr,
     pub(super) pending: Vec<(Target, Vec<u8>)>,
     pub(super) ready: Option<(TcpStream, UdpSocket)>,
-    /// Fake destinations the app sent to, by port: replies from the real
-    /// address are shown as coming from the fake one.
-    pub(super) fake: Vec<SocketAddr>,
+    /// The fake destination the app last sent to on each port: replies
+    /// from the real address are shown as coming from the fake one. A map by
+    /// port with at most [`FAKE_PORTS`] entries: it was a list searched per
+    /// datagram, which one socket sending to many fake (address, port) pairs
+    /// grew without bound, each datagram costing a scan of all before it.
+    pub(super) fake: HashMap<u16, SocketAddr>,
     /// The shared association of forwarded DNS queries (answers are matched
     /// to the application by their rewritten query id).
     pub(super) is_dns: bool,
@@ -94,8 +104,15 @@ impl Engine {
             },
         };
         if let Some(flow) = self.flows.get_mut(&id) {
-            if matches!(target, Target::Name(..)) && !flow.fake.contains(&dst) {
-                flow.fake.push(dst);
+            if matches!(target, Target::Name(..)) {
+                if flow.fake.len() >= FAKE_PORTS && !flow.fake.contains_key(&dst.port()) {
+                    // Full: another port's entry makes room (any one).
+                    let evict = flow.fake.keys().next().copied();
+                    if let Some(port) = evict {
+                        flow.fake.remove(&port);
+                    }
+                }
+                flow.fake.insert(dst.port(), dst);
             }
         }
         self.send_on_flow(id, target, payload);
@@ -167,7 +184,10 @@ impl Engine {
                     .fetch_add(1, Ordering::Relaxed);
             }
             Some(_) => {}
-            None if flow.pending.len() < UDP_PENDING => {
+            None if flow.pending.len() < UDP_PENDING
+                && flow.pending.iter().map(|(_, p)| p.len()).sum::<usize>() + payload.len()
+                    <= UDP_PENDING_BYTES =>
+            {
                 flow.pending.push((target, payload.to_vec()));
             }
             None => {}
@@ -205,7 +225,7 @@ impl Engine {
                 app,
                 pending: Vec::new(),
                 ready: None,
-                fake: Vec::new(),
+                fake: HashMap::new(),
                 is_dns,
                 last: StdInstant::now(),
             },
@@ -270,10 +290,13 @@ impl Engine {
                     Some(e @ Tun2socksError::Unreachable { .. }) => {
                         tracing::debug!("tun2socks: UDP association failed: {e}");
                     }
-                    Some(e) => {
+                    // Said once: every flow pending when the proxy refuses
+                    // fails alike, and the application makes the flows.
+                    Some(e) if !self.udp_refused => {
                         tracing::warn!("tun2socks: {e}; UDP other than DNS is dropped");
                         self.udp_refused = true;
                     }
+                    Some(e) => tracing::debug!("tun2socks: {e}"),
                     None => tracing::debug!("tun2socks: UDP association failed"),
                 }
                 // DNS queries that waited for the association go over TCP.
@@ -322,10 +345,7 @@ impl Engine {
             };
             flow.last = StdInstant::now();
             // Replies to a fake address come back from the real one.
-            let shown = match flow.fake.iter().find(|f| f.port() == from.port()) {
-                Some(f) if !flow.fake.contains(&from) => *f,
-                _ => from,
-            };
+            let shown = flow.fake.get(&from.port()).copied().unwrap_or(from);
             if flow.is_dns {
                 let data = &mut buf[off..n];
                 if data.len() < 12 {
