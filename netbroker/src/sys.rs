@@ -104,7 +104,7 @@ pub fn ignore_sigterm() {
 #[derive(Debug, Clone)]
 pub struct DaemonPlacement {
     /// The network namespace to run in (an fd kept open by the caller until
-    /// the spawn returns).
+    /// the spawn returns); −1: the netbroker's own ([`crate::netns::is_current`]).
     pub netns: RawFd,
     /// Rootless: enter a nested user namespace whose maps the netbroker
     /// writes (see [`MapBack`]), so the daemon sees the caller's own uid,
@@ -143,7 +143,7 @@ pub fn daemon_pre_exec(cmd: &mut Command, p: DaemonPlacement) {
     unsafe {
         cmd.pre_exec(move || {
             libc::signal(libc::SIGTERM, libc::SIG_DFL);
-            if libc::setns(p.netns, libc::CLONE_NEWNET) != 0 {
+            if p.netns >= 0 && libc::setns(p.netns, libc::CLONE_NEWNET) != 0 {
                 return Err(io::Error::last_os_error());
             }
             // dup2 leaves the copy without FD_CLOEXEC, so it survives exec.
@@ -282,7 +282,7 @@ pub fn malloc_trim() {
 #[derive(Debug, Clone, Copy)]
 pub struct EnginePlacement {
     /// Its dial namespace (an fd the caller keeps open until the spawn
-    /// returns).
+    /// returns); −1: the netbroker's own.
     pub netns: RawFd,
     /// Its end of the control socket, which becomes its fd 3.
     pub control: RawFd,
@@ -304,7 +304,7 @@ pub fn engine_pre_exec(cmd: &mut Command, p: EnginePlacement) {
     unsafe {
         cmd.pre_exec(move || {
             libc::signal(libc::SIGTERM, libc::SIG_DFL);
-            if libc::setns(p.netns, libc::CLONE_NEWNET) != 0 {
+            if p.netns >= 0 && libc::setns(p.netns, libc::CLONE_NEWNET) != 0 {
                 return Err(io::Error::last_os_error());
             }
             if libc::dup2(p.control, CHANNEL_FD) < 0 {

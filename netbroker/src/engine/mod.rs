@@ -158,7 +158,13 @@ impl EngineProcess {
         crate::sys::engine_pre_exec(
             &mut cmd,
             crate::sys::EnginePlacement {
-                netns: dial_netns.as_raw_fd(),
+                // Our own namespace (hop 1 rootless, or root's host): no
+                // setns, which a rootless netbroker may not do even there.
+                netns: if crate::netns::is_current(dial_netns) {
+                    -1
+                } else {
+                    dial_netns.as_raw_fd()
+                },
                 control: theirs.as_raw_fd(),
                 user: placement.run_as,
             },

@@ -146,7 +146,11 @@ pub(super) fn placement(
         (Some((u.uid.as_raw(), u.gid.as_raw())), None)
     };
     Ok(Placement {
-        netns: cx.outer.as_raw_fd(),
+        netns: if netns::is_current(cx.outer) {
+            -1
+        } else {
+            cx.outer.as_raw_fd()
+        },
         map_back,
         user,
         inherit: None,
@@ -165,14 +169,20 @@ pub(super) struct Placement {
 
 /// Rootless: the caller's ids on the host, as the netbroker's user namespace
 /// maps them (its uid_map says "0 <uid> 1").
+/// None in the caller's own user namespace (hop 1 rootless, started before
+/// the netbroker enters the session's): the daemon already is the caller.
 fn real_ids() -> Option<(u32, u32)> {
-    let first = |path: &str| -> Option<u32> {
+    let first = |path: &str| -> Option<(u32, u32)> {
         let text = std::fs::read_to_string(path).ok()?;
         let mut w = text.split_whitespace();
-        let (_inside, outside) = (w.next()?, w.next()?);
-        outside.parse().ok()
+        let (inside, outside) = (w.next()?, w.next()?);
+        Some((inside.parse().ok()?, outside.parse().ok()?))
     };
-    Some((first("/proc/self/uid_map")?, first("/proc/self/gid_map")?))
+    let (inside, uid) = first("/proc/self/uid_map")?;
+    let (_, gid) = first("/proc/self/gid_map")?;
+    // The initial user namespace maps 0 to 0 (all of them); the session's
+    // maps its root to the caller's uid.
+    (!(inside == 0 && uid == 0)).then_some((uid, gid))
 }
 
 /// The netbroker's half of the map-back handshake: read the child's pid,

@@ -124,8 +124,9 @@ pub(super) fn start(
     let launched = EngineProcess::launch(cx.outer, placement).map_err(one_line)?;
     (cx.progress)(format!("connecting to the {name}"));
     tun2socks::probe(cx.outer, &config)?;
-    let tun = tun::create(cx.inner.fd.as_fd(), &mut cx.inner.rtnl, TUN_NAME, TUN_MTU)
-        .map_err(HopError::Tun)?;
+    let inner = cx.inner.get()?;
+    let tun =
+        tun::create(inner.fd.as_fd(), &mut inner.rtnl, TUN_NAME, TUN_MTU).map_err(HopError::Tun)?;
     let engine = launched.serve(tun, &config).map_err(one_line)?;
     (cx.progress)(format!("{TUN_NAME} is served through the {name}"));
     Ok(ProxyHop {
