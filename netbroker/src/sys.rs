@@ -288,6 +288,11 @@ pub struct EnginePlacement {
     pub control: RawFd,
     /// Root mode: the unprivileged user (uid, gid) to run as.
     pub user: Option<(u32, u32)>,
+    /// Rootless hop 1, in the caller's own user namespace: first enter a
+    /// fresh, unmapped user namespace, where emptying the bounding set is
+    /// allowed (in the caller's it takes CAP_SETPCAP, which the caller
+    /// lacks); sockets still belong to the caller's network namespace.
+    pub own_userns: bool,
 }
 
 /// Place a packet engine between fork and exec: enter its dial namespace,
@@ -299,7 +304,7 @@ pub fn engine_pre_exec(cmd: &mut Command, p: EnginePlacement) {
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs between fork and exec in the child and makes
     // only async-signal-safe system calls (signal, setns, dup2, close_range,
-    // prctl, setgroups/setresgid/setresuid, getppid) on data prepared before
+    // unshare, prctl, setgroups/setresgid/setresuid, getppid) on data prepared before
     // the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
@@ -313,6 +318,9 @@ pub fn engine_pre_exec(cmd: &mut Command, p: EnginePlacement) {
             // Nothing else of the netbroker's: no namespace, netlink or
             // supervisor descriptor reaches the engine.
             if libc::close_range(CHANNEL_FD as u32 + 1, u32::MAX, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if p.own_userns && libc::unshare(libc::CLONE_NEWUSER) != 0 {
                 return Err(io::Error::last_os_error());
             }
             for cap in 0..64 {

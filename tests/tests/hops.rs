@@ -415,8 +415,8 @@ fn two_hops_nest_socks_then_http() {
         assert_clean(&tb);
         // `--namespace 1`: where hop 2 connects from, behind hop 1 only
         // (names still resolve, through hop 1); `--namespace 0`: where hop 1
-        // connects from, this namespace as root, pasta's rootless — both
-        // leave from the host's address.
+        // connects from, this namespace as root, leaving from the host's
+        // address (rootless it is the caller's own: refused).
         for (ns, url, exit) in [
             ("1", format!("http://{WEB4_NAME}/"), socks.exit_v4()),
             ("0", format!("http://{}/", tb.web_v4()), tb.host_v4()),
@@ -437,6 +437,18 @@ fn two_hops_nest_socks_then_http() {
                 ],
             ));
             let (stdout, stderr) = text(&o);
+            if mode == Mode::Rootless && ns == "0" {
+                // Rootless, N0 is the caller's own namespace: one clear
+                // line, nothing started.
+                assert!(!o.status.success(), "{stdout}{stderr}");
+                assert!(
+                    stderr.contains("namespace 0 is your own network namespace")
+                        && stderr.lines().count() == 1,
+                    "{stderr}"
+                );
+                assert_clean(&tb);
+                continue;
+            }
             assert!(
                 o.status.success(),
                 "{mode:?} --namespace {ns}: {stdout}{stderr}"

@@ -146,6 +146,9 @@ impl EngineProcess {
     ) -> Result<Launched, EngineError> {
         let began = std::time::Instant::now();
         let (chan, theirs) = Channel::<EngineRequest, EngineEvent>::pair()?;
+        // Our own namespace (hop 1 rootless, or root's host): no setns,
+        // which a rootless netbroker may not do even there.
+        let here = crate::netns::is_current(dial_netns);
         let mut cmd = Command::new(exe);
         cmd.arg0("pallium-netbroker")
             .arg(ENGINE_ARG)
@@ -158,15 +161,12 @@ impl EngineProcess {
         crate::sys::engine_pre_exec(
             &mut cmd,
             crate::sys::EnginePlacement {
-                // Our own namespace (hop 1 rootless, or root's host): no
-                // setns, which a rootless netbroker may not do even there.
-                netns: if crate::netns::is_current(dial_netns) {
-                    -1
-                } else {
-                    dial_netns.as_raw_fd()
-                },
+                netns: if here { -1 } else { dial_netns.as_raw_fd() },
                 control: theirs.as_raw_fd(),
                 user: placement.run_as,
+                // Not root and not in a user namespace of the session's:
+                // the caller's own (rootless hop 1).
+                own_userns: here && placement.run_as.is_none() && !in_session_userns(),
             },
         );
         let child = cmd.spawn().map_err(EngineError::Spawn)?;
@@ -283,6 +283,15 @@ impl Drop for EngineProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether the netbroker runs in a user namespace that maps its uid 0 (the
+/// session's, rootless), rather than the caller's own or the host's.
+fn in_session_userns() -> bool {
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let mut w = map.split_whitespace();
+    // The initial user namespace maps 0 to 0; the session's, 0 to the caller.
+    !(w.next() == Some("0") && w.next() == Some("0"))
 }
 
 /// "was killed by SIGSYS (a system call outside its seccomp filter)", "exited with status 1".
