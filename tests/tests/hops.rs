@@ -1246,3 +1246,84 @@ fn a_root_session_has_a_pids_cgroup_that_goes_with_it() {
     assert!(!next.exists());
     assert_clean(&tb);
 }
+
+/// The processes of `uid` whose name is `comm`.
+fn procs_named(comm: &str, uid: u32) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let owner = std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid());
+            name.trim() == comm && owner.is_ok_and(|u| u == uid)
+        })
+        .collect()
+}
+
+/// The network namespace of `pid` (its inode), as root sees it.
+fn netns_of(pid: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .map(|l| l.display().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_rootless_socks_chain_starts_in_the_callers_namespace_without_pasta() {
+    skip_unless_root!();
+    if !tun_usable() {
+        pallium_tests::skip("rootless hops: /dev/net/tun is not world read-write");
+        return;
+    }
+    let tb = Testbed::new("hopnopasta");
+    let proxy = tb.start_microsocks();
+    let p = profile(
+        "nopasta",
+        &format!(
+            r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
+            proxy.addr()
+        ),
+    );
+    let uid = TestUser::get().uid();
+    let pastas_before = procs_named("pasta", uid);
+    let session = Session::start(&tb, Mode::Rootless, &p);
+    let exit = wait_up(
+        &tb,
+        Mode::Rootless,
+        &p,
+        &format!("http://{WEB4_NAME}/"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(lines(&exit), [proxy.exit_v4().to_string()]);
+    // No pasta of the caller's, none in the audit.
+    assert_eq!(procs_named("pasta", uid), pastas_before, "a pasta started");
+    let audit = text(&out(pal(&tb, Mode::Rootless, &["audit", &p]))).0;
+    assert!(!audit.contains("pasta"), "{audit}");
+    // Hop 1's engine dials from where pallium runs, as the caller.
+    let engine = audit_pid_as(&tb, Mode::Rootless, &p, "engine");
+    let supervisor = audit_pid_as(&tb, Mode::Rootless, &p, "supervisor");
+    assert_eq!(netns_of(engine), netns_of(supervisor));
+    let st = proc_status(engine);
+    assert_eq!(
+        st["Uid"].split_whitespace().next(),
+        Some(uid.to_string().as_str())
+    );
+    assert_eq!(st["CapBnd"], "0000000000000000");
+    assert!(!audit.contains("!!"), "{audit}");
+    // Killing hop 1's engine stops traffic: nothing falls back.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(engine),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    session.wait_stderr("stopped", Duration::from_secs(10));
+    assert_blocked(
+        &tb,
+        Mode::Rootless,
+        &p,
+        &format!("curl -sS --max-time 3 http://{}/", tb.web_v4()),
+    );
+    session.stop(&tb, Mode::Rootless, &p);
+    assert_clean(&tb);
+}
