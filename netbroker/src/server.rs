@@ -350,10 +350,10 @@ fn teardown(state: State, paths: &HostPaths) {
 /// there); rootless, the caller's own namespace: hop 1's processes start
 /// there as ordinary children of ours, as the caller, and the netbroker
 /// enters the session's user namespace only then ([`enter_session`]), with
-/// no pasta at all. Otherwise (root with `force_slirp`, or a rootless
-/// `socksapp` hop 1, a program listening on `<ns ip>:1080` that needs a
-/// namespace of its own) N0 is the pasta/slirp4netns namespace, which the
-/// netbroker enters together with its user namespace when rootless.
+/// no pasta at all. Otherwise (root with `force_slirp`, or a rootless hop 1
+/// that listens on a TCP port, [`hops::starts_in_caller`]) N0 is the
+/// pasta/slirp4netns namespace, which the netbroker enters together with its
+/// user namespace when rootless.
 fn handle_build_hops(
     chan: &mut Channel<BrokerEvent, BrokerRequest>,
     state: &mut State,
@@ -369,10 +369,10 @@ fn handle_build_hops(
         chan.send(BrokerEvent::Failed(e)).map_err(ServeError::from)
     };
     let in_caller = req.rootless
-        && !req
+        && req
             .chain
             .first()
-            .is_some_and(|h| matches!(h.kind, proto::profile::HopKind::Socksapp(_)));
+            .is_some_and(|h| hops::starts_in_caller(&h.kind));
     let use_host = in_caller || (!req.rootless && req.uplink == Uplink::Veth);
     let uplink = if use_host {
         None

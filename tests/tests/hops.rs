@@ -1327,3 +1327,89 @@ fn a_rootless_socks_chain_starts_in_the_callers_namespace_without_pasta() {
     session.stop(&tb, Mode::Rootless, &p);
     assert_clean(&tb);
 }
+
+/// The listening TCP sockets (local address:port, hex as the kernel shows
+/// them) of the testbed's host namespace, where pallium starts.
+fn tcp_listeners(tb: &Testbed) -> std::collections::BTreeSet<String> {
+    let o = out(tb.host_exec(["cat", "/proc/net/tcp", "/proc/net/tcp6"]));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // st 0A: LISTEN.
+            (f.len() > 3 && f[3] == "0A").then(|| f[1].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_tor_hop_1_listens_on_no_tcp_port_and_only_the_session_reaches_its_socket() {
+    skip_unless_root!();
+    let tb = Testbed::new("hoptorsock");
+    let tor = tb.start_tor();
+    tor.wait_ready();
+    let args = serde_json::to_string(&tor.client_args()).unwrap();
+    let tor_hop = format!(r#"{{"type": "tor", "timeout": 120, "tor_args": {args}}}"#);
+    for mode in modes() {
+        let p = profile(
+            "torsock",
+            &format!(r#"{{"chain": [{tor_hop}], "run": {{"command": ["sleep", "600"]}}}}"#),
+        );
+        let before = tcp_listeners(&tb);
+        let session = Session::start(&tb, mode, &p);
+        wait_up(
+            &tb,
+            mode,
+            &p,
+            &format!("http://{WEB4_NAME}/"),
+            Duration::from_secs(150),
+        );
+        // Nothing of the session listens on TCP where pallium runs.
+        assert_eq!(tcp_listeners(&tb), before, "{mode:?}: a new TCP listener");
+        // tor's SOCKS socket, from its command line.
+        let tor_pid = audit_pid_as(&tb, mode, &p, "hop:tor");
+        let cmdline = std::fs::read(format!("/proc/{tor_pid}/cmdline")).unwrap();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let at = args.iter().position(|a| a == "--SocksPort").unwrap();
+        let path = args[at + 1]
+            .strip_prefix("unix:\"")
+            .and_then(|s| s.split('"').next())
+            .unwrap_or_else(|| panic!("{mode:?}: SocksPort {}", args[at + 1]))
+            .to_string();
+        let connect = |who: Option<&str>| {
+            let script = format!(
+                "import socket; s = socket.socket(socket.AF_UNIX); s.connect({path:?}); s.send(b'\\x05\\x01\\x00'); print(s.recv(2).hex())"
+            );
+            let mut c = match who {
+                Some(user) => {
+                    let mut c = Command::new("setpriv");
+                    c.args([
+                        "--reuid",
+                        user,
+                        "--regid",
+                        user,
+                        "--clear-groups",
+                        "python3",
+                    ]);
+                    c
+                }
+                None => Command::new("python3"),
+            };
+            let o = out({
+                c.args(["-c", &script]);
+                c
+            });
+            (o.status.success(), text(&o).0.trim().to_string())
+        };
+        // The host's root gets a SOCKS5 answer there (the path is right) …
+        assert_eq!(connect(None), (true, "0500".to_string()), "{mode:?}");
+        // … another local user not even a connection.
+        let other = TestUser::get().uid() + 1;
+        assert!(!connect(Some(&other.to_string())).0, "{mode:?}: {path}");
+        session.stop(&tb, mode, &p);
+        assert_clean(&tb);
+    }
+}

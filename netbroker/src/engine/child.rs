@@ -97,7 +97,8 @@ fn setup(start: StartEngine) -> Result<Serving, String> {
     // Before the filter: resolving a host name reads /etc and may use
     // whatever the system resolver wants.
     let proxy = Proxy::resolve(&cfg).map_err(|e| e.to_string())?;
-    super::filter::install().map_err(|e| format!("install the seccomp filter: {e}"))?;
+    super::filter::install_for(cfg.proxy.unix.is_some())
+        .map_err(|e| format!("install the seccomp filter: {e}"))?;
     Serving::new(tun, proxy, &cfg).map_err(|e| e.to_string())
 }
 

@@ -332,6 +332,7 @@ fn proxy_spec(p: &ProxyConfig) -> ProxySpec {
         address: p.address.clone(),
         username: p.username.clone(),
         password: p.password.clone(),
+        unix_path: p.unix.as_ref().map(|u| u.display().to_string()),
     }
 }
 
@@ -359,6 +360,7 @@ pub(crate) fn config_from(s: &StartEngine) -> Config {
             address: s.proxy.address.clone(),
             username: s.proxy.username.clone(),
             password: s.proxy.password.clone(),
+            unix: s.proxy.unix_path.as_ref().map(std::path::PathBuf::from),
         },
         dns: match &s.dns {
             DnsSpec::Virtual { fallback, onion } => DnsConfig::Virtual {

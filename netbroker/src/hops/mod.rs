@@ -237,6 +237,12 @@ fn hop_type(kind: &HopKind) -> Option<&'static dyn HopType> {
     })
 }
 
+/// Whether a rootless chain may start with `kind` in the caller's own
+/// network namespace ([`HopKind::rootless_starts_in_caller`]).
+pub fn starts_in_caller(kind: &HopKind) -> bool {
+    kind.rootless_starts_in_caller()
+}
+
 /// Whether this netbroker can build `kind` (the supervisor checks earlier
 /// from proto's table; this is the last word).
 pub fn supported(kind: &HopKind) -> bool {
