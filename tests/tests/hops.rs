@@ -1413,3 +1413,58 @@ fn a_tor_hop_1_listens_on_no_tcp_port_and_only_the_session_reaches_its_socket() 
         assert_clean(&tb);
     }
 }
+
+#[test]
+fn kill_9_of_a_rootless_session_with_hop_1_in_the_callers_namespace_leaves_nothing() {
+    skip_unless_root!();
+    if !tun_usable() {
+        pallium_tests::skip("rootless hops: /dev/net/tun is not world read-write");
+        return;
+    }
+    let tb = Testbed::new("hopkill9rl");
+    let proxy = tb.start_microsocks();
+    let p = profile(
+        "socks-kill9",
+        &format!(
+            r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
+            proxy.addr()
+        ),
+    );
+    let url = format!("http://{}/", tb.web_v4());
+    for victim in ["supervisor", "netbroker"] {
+        let mut session = Session::start(&tb, Mode::Rootless, &p);
+        wait_up(&tb, Mode::Rootless, &p, &url, Duration::from_secs(30));
+        // Hop 1's engine runs outside the session's user namespace, in the
+        // caller's: it goes with the session all the same.
+        let engine = audit_pid_as(&tb, Mode::Rootless, &p, "engine");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(audit_pid_as(&tb, Mode::Rootless, &p, victim)),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while session.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{victim} killed: the session did not end"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_clean(&tb);
+        // Gone, or a zombie its new parent has yet to reap.
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{engine}/stat"))
+                .ok()
+                .and_then(|s| Some(s.rsplit_once(") ")?.1.starts_with('Z')))
+                .is_some_and(|zombie| !zombie)
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive() {
+            assert!(
+                Instant::now() < deadline,
+                "{victim} killed: the engine {engine} lives on"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
