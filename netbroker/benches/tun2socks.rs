@@ -41,6 +41,7 @@ fn main() {
             address: Endpoint::parse(&args[3], None).expect("proxy address"),
             username: None,
             password: None,
+            unix: None,
         },
         dns: DnsConfig::Virtual {
             fallback: Vec::new(),

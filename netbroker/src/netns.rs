@@ -88,19 +88,55 @@ pub fn create_owned(uid: u32, gid: u32, count: u32) -> Result<(Netns, OwnedFd), 
 /// capability outside, so nothing is given up; it must happen before any
 /// thread starts (the kernel refuses `setns` into a user namespace otherwise).
 pub fn enter_session(userns: BorrowedFd<'_>, netns: BorrowedFd<'_>) -> Result<(), NetnsError> {
-    setns(userns, CloneFlags::CLONE_NEWUSER).map_err(|e| NetnsError::Enter {
-        what: "user",
-        source: e.into(),
-    })?;
+    // A worker thread that has just been joined (a hop started in the
+    // caller's namespace may have used one) can still count as a thread of
+    // ours for a moment: the kernel then says EINVAL. Try a few times.
+    let mut tries = 0;
+    loop {
+        match setns(userns, CloneFlags::CLONE_NEWUSER) {
+            Err(nix::Error::EINVAL) if tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            r => {
+                r.map_err(|e| NetnsError::Enter {
+                    what: "user",
+                    source: e.into(),
+                })?;
+                break;
+            }
+        }
+    }
     setns(netns, CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Enter {
         what: "network",
         source: e.into(),
     })
 }
 
+/// Whether `netns` is the calling thread's own network namespace.
+pub fn is_current(netns: BorrowedFd<'_>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let theirs = File::from(match netns.try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(_) => return false,
+    })
+    .metadata()
+    .map(id);
+    let ours = std::fs::metadata(SELF_NET).map(id);
+    matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
+}
+
 /// Run `f` on a short-lived thread inside `netns`: the sockets it creates
 /// belong there. (`setns` is per thread; the caller's thread stays put.)
+/// In our own namespace `f` runs right here: no `setns` (which needs
+/// CAP_SYS_ADMIN over the namespace even to stay in it: a rootless
+/// netbroker in the caller's namespace has none) and no thread (which
+/// would stand in the way of entering the session's user namespace).
 pub fn run_in<T: Send>(netns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    if is_current(netns) {
+        return Ok(f());
+    }
     std::thread::scope(|s| {
         s.spawn(|| {
             setns(netns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;

@@ -407,6 +407,36 @@ pub fn direct(uid: u32, gid: u32, tun: &str, mtu: u32) -> Result<DirectUplink, R
     })
 }
 
+/// A rootless chain whose hop 1 runs in the caller's own network namespace
+/// (no pasta): the session's user namespace (the caller mapped to root),
+/// and inside it the application's, which owns a fresh network namespace,
+/// the application's; the netbroker then enters the first and that
+/// namespace ([`crate::netns::enter_session`]). Returns (session user
+/// namespace, application user namespace, network namespace).
+pub fn session_namespaces(uid: u32, gid: u32) -> Result<(OwnedFd, OwnedFd, Netns), RootlessError> {
+    let ours = nix::unistd::geteuid().as_raw();
+    if ours != uid {
+        return Err(RootlessError::WrongUid { asked: uid, ours });
+    }
+    check_tun(uid)?;
+    let mut holder = Holder::start(true, uid, gid)?;
+    let open_ns = |ns: &str| {
+        let path = PathBuf::from(format!("/proc/{}/ns/{ns}", holder.pid));
+        File::open(&path)
+            .map(OwnedFd::from)
+            .map_err(|source| RootlessError::OpenNs { path, source })
+    };
+    let fd = open_ns("net")?;
+    let app_userns = open_ns("user")?;
+    let session_userns = holder.session_userns.take().ok_or(RootlessError::Holder {
+        step: "open the session's user namespace",
+        source: io::Error::other("not made"),
+    })?;
+    let rtnl = Rtnl::from_socket(sys::netlink_socket_from(holder.rtnl_fd()?));
+    holder.finish();
+    Ok((session_userns, app_userns, Netns { fd, rtnl }))
+}
+
 /// A forked child that creates the namespaces and keeps them reachable by
 /// `/proc/<pid>/ns/*` until the daemon has joined them.
 struct Holder {

@@ -401,10 +401,15 @@ fn teardown(state: State, paths: &HostPaths) {
     }
 }
 
-/// Build a non-empty chain. N0 is the namespace the netbroker started in
-/// (root, veth uplink: the host, no veth needed — hop 1 dials from there), or
-/// the pasta/slirp4netns namespace, which the netbroker then enters together
-/// with its user namespace when rootless.
+/// Build a non-empty chain. N0 is the namespace the netbroker started in:
+/// root with the veth uplink, the host (no veth needed: hop 1 dials from
+/// there); rootless, the caller's own namespace: hop 1's processes start
+/// there as ordinary children of ours, as the caller, and the netbroker
+/// enters the session's user namespace only then ([`enter_session`]), with
+/// no pasta at all. Otherwise (root with `force_slirp`, or a rootless hop 1
+/// that listens on a TCP port, [`hops::starts_in_caller`]) N0 is the
+/// pasta/slirp4netns namespace, which the netbroker enters together with its
+/// user namespace when rootless.
 fn handle_build_hops(
     chan: &mut Channel<BrokerEvent, BrokerRequest>,
     state: &mut State,
@@ -419,7 +424,12 @@ fn handle_build_hops(
         tracing::debug!("{e}");
         chan.send(BrokerEvent::Failed(e)).map_err(ServeError::from)
     };
-    let use_host = !req.rootless && req.uplink == Uplink::Veth;
+    let in_caller = req.rootless
+        && req
+            .chain
+            .first()
+            .is_some_and(|h| hops::starts_in_caller(&h.kind));
+    let use_host = in_caller || (!req.rootless && req.uplink == Uplink::Veth);
     let uplink = if use_host {
         None
     } else {
@@ -481,7 +491,10 @@ fn handle_build_hops(
             },
         }
     };
-    let built = hops::build(&req.chain, &start, &mut |i, m| progress(chan, Some(i), m));
+    let enter = in_caller.then(|| enter_session(req.uid, req.gid));
+    let built = hops::build(&req.chain, &start, enter, &mut |i, m| {
+        progress(chan, Some(i), m)
+    });
     let chain = match built {
         Ok(c) => c,
         Err(e) => {
@@ -501,9 +514,10 @@ fn handle_build_hops(
             .expect("a non-empty chain has a last hop")
             .try_clone_to_owned()
             .map_err(ServeError::Dup)?),
-        userns: match &uplink {
-            Some(u) => dup_userns(u).map_err(ServeError::Dup)?,
-            None => None,
+        userns: match (&uplink, &chain.session_userns) {
+            (Some(u), _) => dup_userns(u).map_err(ServeError::Dup)?,
+            (None, Some(s)) => Some(Fd(s.try_clone().map_err(ServeError::Dup)?)),
+            (None, None) => None,
         },
         app_userns: chain
             .app_userns
@@ -528,6 +542,31 @@ fn handle_build_hops(
     };
     chan.send(BrokerEvent::ChainReady(ready))?;
     Ok(())
+}
+
+/// Rootless, hop 1 in the caller's namespace: once hop 1's processes there
+/// are started, make the session's user namespace (the caller as root) and
+/// the application's network namespace inside it, and move the
+/// (single-threaded) netbroker into both, so it may make the hops' namespaces
+/// and devices; then back to the netbroker's capability row, now relative
+/// to the session's namespace (entering a user namespace grants them all).
+fn enter_session(uid: u32, gid: u32) -> hops::EnterSession {
+    Box::new(move || {
+        use std::os::fd::AsFd;
+        let chained = |e: &(dyn std::error::Error + 'static)| {
+            RemoteError::new("enter the session's namespaces", e).to_string()
+        };
+        let (session_userns, app_userns, app_netns) =
+            rootless::session_namespaces(uid, gid).map_err(|e| chained(&e))?;
+        netns::enter_session(session_userns.as_fd(), app_netns.fd.as_fd())
+            .map_err(|e| chained(&e))?;
+        proto::policy::drop_to(proto::policy::Role::Netbroker).map_err(|e| chained(&e))?;
+        Ok(hops::Entered {
+            session_userns,
+            app_netns,
+            app_userns,
+        })
+    })
 }
 
 /// The hops' private directory: inside the session directory when the

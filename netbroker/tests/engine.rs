@@ -116,6 +116,7 @@ impl Net {
                 address: Endpoint { host, port: 1080 },
                 username: None,
                 password: None,
+                unix: None,
             },
             dns: DnsConfig::Virtual {
                 fallback: Vec::new(),

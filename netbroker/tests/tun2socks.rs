@@ -455,6 +455,7 @@ impl Net {
                 },
                 username: user.map(|u| u.0.to_string()),
                 password: user.map(|u| u.1.to_string()),
+                unix: None,
             },
             dns: DnsConfig::Virtual {
                 fallback: Vec::new(),

@@ -96,6 +96,9 @@ pub struct ProxySpec {
     pub address: Endpoint,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// A hop daemon's SOCKS listener on a unix stream socket, dialled
+    /// instead of `address` (which then only names it).
+    pub unix_path: Option<String>,
 }
 
 /// How the application's DNS queries are answered (the netbroker's

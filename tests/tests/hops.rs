@@ -415,8 +415,8 @@ fn two_hops_nest_socks_then_http() {
         assert_clean(&tb);
         // `--namespace 1`: where hop 2 connects from, behind hop 1 only
         // (names still resolve, through hop 1); `--namespace 0`: where hop 1
-        // connects from, this namespace as root, pasta's rootless — both
-        // leave from the host's address.
+        // connects from, this namespace as root, leaving from the host's
+        // address (rootless it is the caller's own: refused).
         for (ns, url, exit) in [
             ("1", format!("http://{WEB4_NAME}/"), socks.exit_v4()),
             ("0", format!("http://{}/", tb.web_v4()), tb.host_v4()),
@@ -437,6 +437,18 @@ fn two_hops_nest_socks_then_http() {
                 ],
             ));
             let (stdout, stderr) = text(&o);
+            if mode == Mode::Rootless && ns == "0" {
+                // Rootless, N0 is the caller's own namespace: one clear
+                // line, nothing started.
+                assert!(!o.status.success(), "{stdout}{stderr}");
+                assert!(
+                    stderr.contains("namespace 0 is your own network namespace")
+                        && stderr.lines().count() == 1,
+                    "{stderr}"
+                );
+                assert_clean(&tb);
+                continue;
+            }
             assert!(
                 o.status.success(),
                 "{mode:?} --namespace {ns}: {stdout}{stderr}"
@@ -1226,4 +1238,226 @@ fn a_root_session_has_a_pids_cgroup_that_goes_with_it() {
     session.stop(&tb, Mode::Root, &other);
     assert!(!next.exists());
     assert_clean(&tb);
+}
+
+/// The processes of `uid` whose name is `comm`.
+fn procs_named(comm: &str, uid: u32) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let owner = std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid());
+            name.trim() == comm && owner.is_ok_and(|u| u == uid)
+        })
+        .collect()
+}
+
+/// The network namespace of `pid` (its inode), as root sees it.
+fn netns_of(pid: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .map(|l| l.display().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_rootless_socks_chain_starts_in_the_callers_namespace_without_pasta() {
+    skip_unless_root!();
+    if !tun_usable() {
+        pallium_tests::skip("rootless hops: /dev/net/tun is not world read-write");
+        return;
+    }
+    let tb = Testbed::new("hopnopasta");
+    let proxy = tb.start_microsocks();
+    let p = profile(
+        "nopasta",
+        &format!(
+            r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
+            proxy.addr()
+        ),
+    );
+    let uid = TestUser::get().uid();
+    let pastas_before = procs_named("pasta", uid);
+    let session = Session::start(&tb, Mode::Rootless, &p);
+    let exit = wait_up(
+        &tb,
+        Mode::Rootless,
+        &p,
+        &format!("http://{WEB4_NAME}/"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(lines(&exit), [proxy.exit_v4().to_string()]);
+    // No pasta of the caller's, none in the audit.
+    assert_eq!(procs_named("pasta", uid), pastas_before, "a pasta started");
+    let audit = text(&out(pal(&tb, Mode::Rootless, &["audit", &p]))).0;
+    assert!(!audit.contains("pasta"), "{audit}");
+    // Hop 1's engine dials from where pallium runs, as the caller.
+    let engine = audit_pid_as(&tb, Mode::Rootless, &p, "engine");
+    let supervisor = audit_pid_as(&tb, Mode::Rootless, &p, "supervisor");
+    assert_eq!(netns_of(engine), netns_of(supervisor));
+    let st = proc_status(engine);
+    assert_eq!(
+        st["Uid"].split_whitespace().next(),
+        Some(uid.to_string().as_str())
+    );
+    assert_eq!(st["CapBnd"], "0000000000000000");
+    assert!(!audit.contains("!!"), "{audit}");
+    // Killing hop 1's engine stops traffic: nothing falls back.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(engine),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    session.wait_stderr("stopped", Duration::from_secs(10));
+    assert_blocked(
+        &tb,
+        Mode::Rootless,
+        &p,
+        &format!("curl -sS --max-time 3 http://{}/", tb.web_v4()),
+    );
+    session.stop(&tb, Mode::Rootless, &p);
+    assert_clean(&tb);
+}
+
+/// The listening TCP sockets (local address:port, hex as the kernel shows
+/// them) of the testbed's host namespace, where pallium starts.
+fn tcp_listeners(tb: &Testbed) -> std::collections::BTreeSet<String> {
+    let o = out(tb.host_exec(["cat", "/proc/net/tcp", "/proc/net/tcp6"]));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // st 0A: LISTEN.
+            (f.len() > 3 && f[3] == "0A").then(|| f[1].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_tor_hop_1_listens_on_no_tcp_port_and_only_the_session_reaches_its_socket() {
+    skip_unless_root!();
+    let tb = Testbed::new("hoptorsock");
+    let tor = tb.start_tor();
+    tor.wait_ready();
+    let args = serde_json::to_string(&tor.client_args()).unwrap();
+    let tor_hop = format!(r#"{{"type": "tor", "timeout": 120, "tor_args": {args}}}"#);
+    for mode in modes() {
+        let p = profile(
+            "torsock",
+            &format!(r#"{{"chain": [{tor_hop}], "run": {{"command": ["sleep", "600"]}}}}"#),
+        );
+        let before = tcp_listeners(&tb);
+        let session = Session::start(&tb, mode, &p);
+        wait_up(
+            &tb,
+            mode,
+            &p,
+            &format!("http://{WEB4_NAME}/"),
+            Duration::from_secs(150),
+        );
+        // Nothing of the session listens on TCP where pallium runs.
+        assert_eq!(tcp_listeners(&tb), before, "{mode:?}: a new TCP listener");
+        // tor's SOCKS socket, from its command line.
+        let tor_pid = audit_pid_as(&tb, mode, &p, "hop:tor");
+        let cmdline = std::fs::read(format!("/proc/{tor_pid}/cmdline")).unwrap();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let at = args.iter().position(|a| a == "--SocksPort").unwrap();
+        let path = args[at + 1]
+            .strip_prefix("unix:\"")
+            .and_then(|s| s.split('"').next())
+            .unwrap_or_else(|| panic!("{mode:?}: SocksPort {}", args[at + 1]))
+            .to_string();
+        let connect = |who: Option<&str>| {
+            let script = format!(
+                "import socket; s = socket.socket(socket.AF_UNIX); s.connect({path:?}); s.send(b'\\x05\\x01\\x00'); print(s.recv(2).hex())"
+            );
+            let mut c = match who {
+                Some(user) => {
+                    let mut c = Command::new("setpriv");
+                    c.args([
+                        "--reuid",
+                        user,
+                        "--regid",
+                        user,
+                        "--clear-groups",
+                        "python3",
+                    ]);
+                    c
+                }
+                None => Command::new("python3"),
+            };
+            let o = out({
+                c.args(["-c", &script]);
+                c
+            });
+            (o.status.success(), text(&o).0.trim().to_string())
+        };
+        // The host's root gets a SOCKS5 answer there (the path is right) …
+        assert_eq!(connect(None), (true, "0500".to_string()), "{mode:?}");
+        // … another local user not even a connection.
+        let other = TestUser::get().uid() + 1;
+        assert!(!connect(Some(&other.to_string())).0, "{mode:?}: {path}");
+        session.stop(&tb, mode, &p);
+        assert_clean(&tb);
+    }
+}
+
+#[test]
+fn kill_9_of_a_rootless_session_with_hop_1_in_the_callers_namespace_leaves_nothing() {
+    skip_unless_root!();
+    if !tun_usable() {
+        pallium_tests::skip("rootless hops: /dev/net/tun is not world read-write");
+        return;
+    }
+    let tb = Testbed::new("hopkill9rl");
+    let proxy = tb.start_microsocks();
+    let p = profile(
+        "socks-kill9",
+        &format!(
+            r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
+            proxy.addr()
+        ),
+    );
+    let url = format!("http://{}/", tb.web_v4());
+    for victim in ["supervisor", "netbroker"] {
+        let mut session = Session::start(&tb, Mode::Rootless, &p);
+        wait_up(&tb, Mode::Rootless, &p, &url, Duration::from_secs(30));
+        // Hop 1's engine runs outside the session's user namespace, in the
+        // caller's: it goes with the session all the same.
+        let engine = audit_pid_as(&tb, Mode::Rootless, &p, "engine");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(audit_pid_as(&tb, Mode::Rootless, &p, victim)),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while session.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{victim} killed: the session did not end"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_clean(&tb);
+        // Gone, or a zombie its new parent has yet to reap.
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{engine}/stat"))
+                .ok()
+                .and_then(|s| Some(s.rsplit_once(") ")?.1.starts_with('Z')))
+                .is_some_and(|zombie| !zombie)
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive() {
+            assert!(
+                Instant::now() < deadline,
+                "{victim} killed: the engine {engine} lives on"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }

@@ -108,7 +108,8 @@ fn setup(start: StartEngine) -> Result<Serving, String> {
     // Before the filter: resolving a host name reads /etc and may use
     // whatever the system resolver wants.
     let proxy = Proxy::resolve(&cfg).map_err(|e| e.to_string())?;
-    super::filter::install().map_err(|e| format!("install the seccomp filter: {e}"))?;
+    super::filter::install_for(cfg.proxy.unix.is_some())
+        .map_err(|e| format!("install the seccomp filter: {e}"))?;
     Serving::new(tun, proxy, &cfg).map_err(|e| e.to_string())
 }
 
@@ -134,7 +135,8 @@ fn setup_direct(start: StartDirect) -> Result<Serving, String> {
 }
 
 /// Clear every capability set (the bounding set was emptied before exec, so
-/// the others are normally empty already) and check it; set no_new_privs.
+/// the others are normally empty already), set no_new_privs, and check:
+/// an empty bounding set, or none that could be emptied (see below).
 fn drop_everything() -> Result<(), String> {
     use caps::CapSet;
     let fail = |what: &str, e: caps::errors::CapsError| format!("drop capabilities ({what}): {e}");
@@ -142,11 +144,24 @@ fn drop_everything() -> Result<(), String> {
     for set in [CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
         caps::clear(None, set).map_err(|e| fail("clear", e))?;
     }
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;
     let bounding = caps::read(None, CapSet::Bounding).map_err(|e| fail("bounding", e))?;
     if let Some(c) = bounding.iter().next() {
-        return Err(format!("{c} is still in the bounding set"));
+        // A rootless hop 1's engine runs as the caller in the caller's own
+        // user namespace, where emptying the bounding set takes a
+        // capability it never had (CAP_SETPCAP): like any program of the
+        // user's it keeps a full bounding set, which with no capability,
+        // a uid other than 0 and no_new_privs (no set-uid or file
+        // capability takes effect on exec) grants nothing.
+        let no_caps = [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable]
+            .into_iter()
+            .all(|set| caps::read(None, set).is_ok_and(|c| c.is_empty()));
+        let unprivileged = !nix::unistd::geteuid().is_root() && !nix::unistd::getuid().is_root();
+        if !(no_caps && unprivileged) {
+            return Err(format!("{c} is still in the bounding set"));
+        }
     }
-    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))
+    Ok(())
 }
 
 fn limits(max_files: u64, max_tasks: Option<u64>) -> Result<(), String> {

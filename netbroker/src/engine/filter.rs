@@ -4,7 +4,8 @@
 //!
 //! What the engine does after setup is an event loop on descriptors it
 //! already holds (the TUN, an epoll, an eventfd, its control socket) plus
-//! TCP/UDP sockets to the proxy: so sockets of the Internet families only,
+//! TCP/UDP sockets to the proxy: so sockets of the Internet families only
+//! (and unix stream sockets when the proxy is a hop daemon's unix socket),
 //! no file system, no process creation (a thread is a `clone` with
 //! `CLONE_THREAD`), no namespaces, no ptrace, no `ioctl` but `FIONBIO`.
 //!
@@ -161,6 +162,14 @@ pub enum FilterError {
 
 /// The two programs: clone3 → ENOSYS, then the allow-list.
 pub fn programs() -> Result<[BpfProgram; 2], FilterError> {
+    programs_for(false)
+}
+
+/// [`programs`] for an engine whose proxy is a hop daemon's unix socket
+/// (`unix`): then `socket(AF_UNIX, SOCK_STREAM, …)` is allowed too (the
+/// dial's `connect` is allowed for every socket it may make); no datagram
+/// or seqpacket unix socket, nothing else.
+pub fn programs_for(unix: bool) -> Result<[BpfProgram; 2], FilterError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|_| FilterError::Arch)?;
     let compile = |e: seccompiler::BackendError| FilterError::Compile(e.to_string());
     let enosys = SeccompFilter::new(
@@ -187,6 +196,28 @@ pub fn programs() -> Result<[BpfProgram; 2], FilterError> {
             .map_err(compile)?;
         rules.insert(call, r);
     }
+    if unix {
+        // The type argument carries SOCK_NONBLOCK | SOCK_CLOEXEC too.
+        let kind = 0xf;
+        let stream = SeccompRule::new(vec![
+            SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::Eq,
+                libc::AF_UNIX as u64,
+            )
+            .map_err(compile)?,
+            SeccompCondition::new(
+                1,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(kind),
+                libc::SOCK_STREAM as u64,
+            )
+            .map_err(compile)?,
+        ])
+        .map_err(compile)?;
+        rules.entry(libc::SYS_socket).or_default().push(stream);
+    }
     // A thread, never a new process.
     let thread = libc::CLONE_THREAD as u64;
     rules.insert(
@@ -210,7 +241,12 @@ pub fn programs() -> Result<[BpfProgram; 2], FilterError> {
 /// that point). The ENOSYS program first: installing the allow-list ends
 /// the use of `seccomp` itself.
 pub fn install() -> Result<(), FilterError> {
-    for p in programs()? {
+    install_for(false)
+}
+
+/// [`install`] of [`programs_for`]`(unix)`.
+pub fn install_for(unix: bool) -> Result<(), FilterError> {
+    for p in programs_for(unix)? {
         seccompiler::apply_filter(&p)?;
     }
     Ok(())
@@ -229,7 +265,10 @@ mod tests {
     /// Fork a child that installs the (prebuilt) filter and runs `then`;
     /// how it ended.
     fn filtered(then: fn() -> i32) -> nix::sys::wait::WaitStatus {
-        let programs = programs().unwrap();
+        filtered_by(programs().unwrap(), then)
+    }
+
+    fn filtered_by(programs: [BpfProgram; 2], then: fn() -> i32) -> nix::sys::wait::WaitStatus {
         let pid = crate::sys::fork_child(move || {
             for p in &programs {
                 if seccompiler::apply_filter(p).is_err() {
@@ -286,6 +325,36 @@ mod tests {
             0
         });
         assert!(killed_by_sigsys(open), "{open:?}");
+    }
+
+    #[test]
+    fn a_unix_proxy_engine_may_make_unix_stream_sockets_only() {
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+        let stream = filtered_by(programs_for(true).unwrap(), || {
+            match socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+                None,
+            ) {
+                Ok(_) => 0,
+                Err(_) => 3,
+            }
+        });
+        assert_eq!(
+            stream,
+            nix::sys::wait::WaitStatus::Exited(stream.pid().unwrap(), 0)
+        );
+        let dgram = filtered_by(programs_for(true).unwrap(), || {
+            let _ = socket(
+                AddressFamily::Unix,
+                SockType::Datagram,
+                SockFlag::empty(),
+                None,
+            );
+            0
+        });
+        assert!(killed_by_sigsys(dgram), "{dgram:?}");
     }
 
     #[test]

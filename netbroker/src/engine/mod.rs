@@ -179,7 +179,14 @@ impl EngineProcess {
         dial_netns: BorrowedFd<'_>,
         placement: Placement,
     ) -> Result<Launched, EngineError> {
-        Self::launch_in(exe, dial_netns.as_raw_fd(), placement)
+        // Our own namespace (hop 1 rootless, or root's host): no setns,
+        // which a rootless netbroker may not do even there.
+        let netns = if crate::netns::is_current(dial_netns) {
+            -1
+        } else {
+            dial_netns.as_raw_fd()
+        };
+        Self::launch_in(exe, netns, placement)
     }
 
     /// Start an engine process that stays in the netbroker's own network
@@ -211,7 +218,9 @@ impl EngineProcess {
                 close_others: true,
                 map_back: None,
                 user: placement.run_as,
-                own_userns: netns < 0 && !nix::unistd::geteuid().is_root(),
+                // Not root and not in a user namespace of the session's: the
+                // caller's own (rootless hop 1, the direct uplink).
+                own_userns: netns < 0 && placement.run_as.is_none() && !in_session_userns(),
                 death_signal: nix::sys::signal::Signal::SIGKILL,
             },
         );
@@ -336,6 +345,15 @@ impl Drop for EngineProcess {
     }
 }
 
+/// Whether the netbroker runs in a user namespace that maps its uid 0 (the
+/// session's, rootless), rather than the caller's own or the host's.
+fn in_session_userns() -> bool {
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let mut w = map.split_whitespace();
+    // The initial user namespace maps 0 to 0; the session's, 0 to the caller.
+    !(w.next() == Some("0") && w.next() == Some("0"))
+}
+
 /// "was killed by SIGSYS (a system call outside its seccomp filter)", "exited with status 1".
 fn describe_exit(pid: u32, status: std::process::ExitStatus) -> String {
     if let Some(sig) = status.signal() {
@@ -374,6 +392,7 @@ fn proxy_spec(p: &ProxyConfig) -> ProxySpec {
         address: p.address.clone(),
         username: p.username.clone(),
         password: p.password.clone(),
+        unix_path: p.unix.as_ref().map(|u| u.display().to_string()),
     }
 }
 
@@ -401,6 +420,7 @@ pub(crate) fn config_from(s: &StartEngine) -> Config {
             address: s.proxy.address.clone(),
             username: s.proxy.username.clone(),
             password: s.proxy.password.clone(),
+            unix: s.proxy.unix_path.as_ref().map(std::path::PathBuf::from),
         },
         dns: match &s.dns {
             DnsSpec::Virtual { fallback, onion } => DnsConfig::Virtual {

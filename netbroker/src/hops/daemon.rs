@@ -146,7 +146,11 @@ pub(super) fn placement(
         (Some((u.uid.as_raw(), u.gid.as_raw())), None)
     };
     Ok(Placement {
-        netns: cx.outer.as_raw_fd(),
+        netns: if netns::is_current(cx.outer) {
+            -1
+        } else {
+            cx.outer.as_raw_fd()
+        },
         map_back,
         user,
         inherit: None,
@@ -165,14 +169,20 @@ pub(super) struct Placement {
 
 /// Rootless: the caller's ids on the host, as the netbroker's user namespace
 /// maps them (its uid_map says "0 <uid> 1").
+/// None in the caller's own user namespace (hop 1 rootless, started before
+/// the netbroker enters the session's): the daemon already is the caller.
 fn real_ids() -> Option<(u32, u32)> {
-    let first = |path: &str| -> Option<u32> {
+    let first = |path: &str| -> Option<(u32, u32)> {
         let text = std::fs::read_to_string(path).ok()?;
         let mut w = text.split_whitespace();
-        let (_inside, outside) = (w.next()?, w.next()?);
-        outside.parse().ok()
+        let (inside, outside) = (w.next()?, w.next()?);
+        Some((inside.parse().ok()?, outside.parse().ok()?))
     };
-    Some((first("/proc/self/uid_map")?, first("/proc/self/gid_map")?))
+    let (inside, uid) = first("/proc/self/uid_map")?;
+    let (_, gid) = first("/proc/self/gid_map")?;
+    // The initial user namespace maps 0 to 0 (all of them); the session's
+    // maps its root to the caller's uid.
+    (!(inside == 0 && uid == 0)).then_some((uid, gid))
 }
 
 /// The netbroker's half of the map-back handshake: read the child's pid,
@@ -261,12 +271,71 @@ pub(super) fn spawn(
     })
 }
 
-/// Wait until `addr` accepts a TCP connection in N(i−1), the daemon dies, or
-/// `timeout` passes. `what` names the daemon in errors.
+/// Where a daemon's SOCKS listener is: a loopback port of N(i−1) (a
+/// `socksapp` program's), or a unix socket in a directory only the
+/// session's engine can enter ([`socket_dir`]).
+#[derive(Debug, Clone)]
+pub(super) enum Listener {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listener::Tcp(a) => write!(f, "{a}"),
+            Listener::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A directory for a daemon's unix socket that only it and the hop's engine
+/// can enter: rootless, 0700 (everything is the caller); root mode, owned
+/// by the daemon's user, group the engine's, mode 2750 (the socket the
+/// daemon makes there takes the engine's group, and no one else may even
+/// look up its name). `daemon_user`: root mode's (uid, gid) of the daemon.
+pub(super) fn socket_dir(
+    cx: &HopCx<'_>,
+    daemon_user: Option<(u32, u32)>,
+) -> Result<PathBuf, HopError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = cx.work_dir.join("socks");
+    let fail = |e: std::io::Error| HopError::Failed(format!("prepare {}: {e}", dir.display()));
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+    if let Some((uid, _)) = daemon_user {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let engine =
+            proto::profile::service_uid(cx.session_id, proto::profile::Service::Engine, &passwd);
+        traversable(cx.work_dir).map_err(fail)?;
+        // The mode while it is still ours (no CAP_FOWNER after the chown);
+        // a directory keeps its set-group-id bit through the chown.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2750)).map_err(fail)?;
+        nix::unistd::chown(&dir, Some(uid.into()), Some(engine.into()))
+            .map_err(|e| fail(e.into()))?;
+    }
+    Ok(dir)
+}
+
+/// Root mode: the path down to a hop's directory becomes traversable (never
+/// listable) by others, so a daemon's user and the engine's reach what is
+/// theirs there; the session directory keeps its mode otherwise (0700, root
+/// mode 0770: the supervisor's group writes there).
+pub(super) fn traversable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in dir.ancestors().take(3) {
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o7777 | 0o011))?;
+    }
+    Ok(())
+}
+
+/// Wait until the listener accepts a connection (a TCP one from N(i−1)),
+/// the daemon dies, or `timeout` passes. `what` names the daemon in errors.
 pub(super) fn wait_listening(
     cx: &HopCx<'_>,
     daemon: &mut Daemon,
-    addr: SocketAddr,
+    addr: &Listener,
     timeout: Duration,
     what: &str,
 ) -> Result<(), HopError> {
@@ -279,7 +348,11 @@ pub(super) fn wait_listening(
                 daemon.tail()
             )));
         }
-        if netns::connect_in(cx.outer, addr, Duration::from_millis(200)).is_ok() {
+        let up = match addr {
+            Listener::Tcp(a) => netns::connect_in(cx.outer, *a, Duration::from_millis(200)).is_ok(),
+            Listener::Unix(p) => UnixStream::connect(p).is_ok(),
+        };
+        if up {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -386,20 +459,27 @@ impl RunningHop for DaemonHop {
 pub(super) fn serve(
     cx: &mut HopCx<'_>,
     daemon: Daemon,
-    socks: SocketAddr,
+    socks: &Listener,
     what: String,
     names: Names,
 ) -> Result<DaemonHop, HopError> {
+    let (address, unix) = match socks {
+        Listener::Tcp(a) => (*a, None),
+        // A placeholder (port 0 is no valid endpoint on the wire): the
+        // engine dials the path, and messages name it.
+        Listener::Unix(p) => (SocketAddr::from(([127, 0, 0, 1], 1)), Some(p.clone())),
+    };
     let proxy = proxy::start(
         cx,
         ProxyConfig {
             protocol: Protocol::Socks5,
             address: Endpoint {
-                host: Host::Ip(socks.ip()),
-                port: socks.port(),
+                host: Host::Ip(address.ip()),
+                port: address.port(),
             },
             username: None,
             password: None,
+            unix,
         },
         names,
     )?;

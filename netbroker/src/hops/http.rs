@@ -21,6 +21,7 @@ impl HopType for HttpHop {
             address: h.address.clone(),
             username: h.username.clone(),
             password: h.password.clone(),
+            unix: None,
         };
         Ok(Box::new(proxy::start(cx, config, Names::REMOTE)?))
     }

@@ -77,7 +77,8 @@ pub struct HopCx<'a> {
     /// Nameservers that answer in N(i−1) (to resolve a proxy's host name).
     pub outer_resolvers: &'a [SocketAddr],
     /// Ni: where the hop's exit device goes; `lo` is up, nothing else.
-    pub inner: &'a mut Netns,
+    /// Made on first use ([`Inner::get`]), after the hop's work in N(i−1).
+    pub inner: &'a mut Inner,
     /// A private directory for the hop's state (daemon data, sockets, logs).
     pub work_dir: &'a Path,
     /// The netbroker runs rootless, inside the session's user namespace.
@@ -108,6 +109,93 @@ impl fmt::Debug for HopCx<'_> {
             .field("index", &self.index)
             .field("hop", &self.hop.kind.name())
             .field("work_dir", &self.work_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What enters the session's user namespace for a rootless chain whose
+/// hop 1 starts in the caller's own network namespace: called once hop 1's
+/// processes there are started, it returns the namespaces it made.
+pub type EnterSession = Box<dyn FnOnce() -> Result<Entered, String>>;
+
+/// The namespaces [`EnterSession`] made: the session's user namespace (which
+/// the netbroker is now in), and the application's network namespace with
+/// the user namespace that owns it.
+#[derive(Debug)]
+pub struct Entered {
+    pub session_userns: OwnedFd,
+    pub app_netns: Netns,
+    pub app_userns: OwnedFd,
+}
+
+/// A hop's Ni, made when the hop first asks for it: a hop first starts what
+/// runs in N(i−1) (its daemon, its engine, the proxy check), which for a
+/// rootless hop 1 must happen before the netbroker leaves the caller's
+/// namespaces ([`EnterSession`]).
+pub struct Inner {
+    ns: Option<Netns>,
+    /// The last hop's: its namespace is owned by the application's user
+    /// namespace.
+    last: bool,
+    app_ids: (u32, u32, u32),
+    enter: Option<EnterSession>,
+    /// The session's user namespace, once entered.
+    session_userns: Option<OwnedFd>,
+    /// The application's user namespace, once its namespace is made.
+    app_userns: Option<OwnedFd>,
+    /// Made by `enter` for the last hop while this one is not it.
+    app: Option<(Netns, OwnedFd)>,
+}
+
+impl Inner {
+    fn new(last: bool, app_ids: (u32, u32, u32), enter: Option<EnterSession>) -> Self {
+        Inner {
+            ns: None,
+            last,
+            app_ids,
+            enter,
+            session_userns: None,
+            app_userns: None,
+            app: None,
+        }
+    }
+
+    /// Ni, made (and the session entered) on first use.
+    pub fn get(&mut self) -> Result<&mut Netns, HopError> {
+        if self.ns.is_none() {
+            let ns = match (self.enter.take(), self.last) {
+                (Some(enter), last) => {
+                    let e = enter().map_err(HopError::Failed)?;
+                    self.session_userns = Some(e.session_userns);
+                    let (ns, userns) = (e.app_netns, e.app_userns);
+                    if last {
+                        self.app_userns = Some(userns);
+                        ns
+                    } else {
+                        self.app = Some((ns, userns));
+                        netns::create().map_err(HopError::Netns)?
+                    }
+                }
+                (None, true) => {
+                    let (uid, gid, count) = self.app_ids;
+                    let (ns, userns) =
+                        netns::create_owned(uid, gid, count).map_err(HopError::Netns)?;
+                    self.app_userns = Some(userns);
+                    ns
+                }
+                (None, false) => netns::create().map_err(HopError::Netns)?,
+            };
+            self.ns = Some(ns);
+        }
+        Ok(self.ns.as_mut().expect("made above"))
+    }
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inner")
+            .field("ns", &self.ns)
+            .field("last", &self.last)
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +237,12 @@ fn hop_type(kind: &HopKind) -> Option<&'static dyn HopType> {
     })
 }
 
+/// Whether a rootless chain may start with `kind` in the caller's own
+/// network namespace ([`HopKind::rootless_starts_in_caller`]).
+pub fn starts_in_caller(kind: &HopKind) -> bool {
+    kind.rootless_starts_in_caller()
+}
+
 /// Whether this netbroker can build `kind` (the supervisor checks earlier
 /// from proto's table; this is the last word).
 pub fn supported(kind: &HopKind) -> bool {
@@ -170,6 +264,9 @@ pub struct Chain {
     pub hops: Vec<BuiltHop>,
     /// The user namespace that owns the application's (last) namespace.
     pub app_userns: Option<OwnedFd>,
+    /// Rootless with hop 1 in the caller's namespace: the session's user
+    /// namespace, entered on the way ([`EnterSession`]).
+    pub session_userns: Option<OwnedFd>,
     /// Root mode: the pids cgroup of the netbroker and what it starts for
     /// the chain; removed (a field: after [`Drop`] has stopped the hops).
     pub cgroup: Option<Box<crate::engine::cgroup::SessionCgroup>>,
@@ -250,9 +347,15 @@ impl fmt::Debug for ChainStart<'_> {
 
 /// Bring `hops` up in order. On error everything built so far is stopped
 /// (dropped) before returning.
+///
+/// `enter`: N0 is the caller's own namespace and the netbroker still in the
+/// caller's user namespace (rootless): hop 1 starts what runs in N0 first,
+/// then [`Inner::get`] calls `enter`, and hop 1's TUN and everything after
+/// it are made inside the session's user namespace.
 pub fn build(
     hops: &[Hop],
     start: &ChainStart<'_>,
+    mut enter: Option<EnterSession>,
     progress: &mut dyn FnMut(usize, String),
 ) -> Result<Chain, ChainError> {
     let mut chain = Chain::default();
@@ -261,6 +364,8 @@ pub fn build(
         chain.cgroup = crate::engine::cgroup::SessionCgroup::create(hash).map(Box::new);
     }
     let mut resolvers = start.resolvers.clone();
+    // The application's namespace when hop 1's `enter` made it early.
+    let mut app: Option<(Netns, OwnedFd)> = None;
     for (index, hop) in hops.iter().enumerate() {
         let fail = |source| ChainError {
             number: index + 1,
@@ -272,15 +377,14 @@ pub fn build(
             Some(h) => h.netns.as_fd(),
             None => start.netns,
         };
-        let mut inner = if index + 1 == hops.len() {
-            let (uid, gid, count) = start.app_ids;
-            let (ns, userns) =
-                netns::create_owned(uid, gid, count).map_err(|e| fail(HopError::Netns(e)))?;
-            chain.app_userns = Some(userns);
-            ns
-        } else {
-            netns::create().map_err(|e| fail(HopError::Netns(e)))?
-        };
+        let last = index + 1 == hops.len();
+        let mut inner = Inner::new(last, start.app_ids, enter.take());
+        if last {
+            if let Some((ns, userns)) = app.take() {
+                inner.ns = Some(ns);
+                inner.app_userns = Some(userns);
+            }
+        }
         let work_dir = start.work_dir.join(format!("hop{}", index + 1));
         std::fs::create_dir_all(&work_dir).map_err(|e| {
             fail(HopError::Failed(format!(
@@ -302,10 +406,26 @@ pub fn build(
             progress: &mut report,
             cancelled: start.cancelled,
         };
-        let running = ty.start(&mut cx).map_err(fail)?;
+        let started = ty.start(&mut cx);
+        // A hop that never asked for its namespace still gets one.
+        let made = match started.is_ok() && inner.ns.is_none() {
+            true => inner.get().map(drop),
+            false => Ok(()),
+        };
+        // Whatever the hop made stays with the chain, to be dropped in order.
+        if let Some(userns) = inner.app_userns.take() {
+            chain.app_userns = Some(userns);
+        }
+        app = app.or(inner.app.take());
+        if let Some(userns) = inner.session_userns.take() {
+            chain.session_userns = Some(userns);
+        }
+        let running = started.map_err(fail)?;
+        made.map_err(fail)?;
+        let ns = inner.ns.take().expect("made above");
         resolvers = running.resolvers();
         chain.hops.push(BuiltHop {
-            netns: inner.fd,
+            netns: ns.fd,
             kind: hop.kind.name(),
             running,
         });

@@ -37,7 +37,10 @@ pub(super) struct ProxyHop {
 
 /// "SOCKS5 proxy 192.0.2.9:1080", for progress lines and errors.
 fn proxy_name(p: &ProxyConfig) -> String {
-    format!("{} proxy {}", p.protocol.name(), p.address)
+    match &p.unix {
+        Some(path) => format!("{} proxy unix:{}", p.protocol.name(), path.display()),
+        None => format!("{} proxy {}", p.protocol.name(), p.address),
+    }
 }
 
 /// How names resolve behind a hop that has no `dns` list.
@@ -122,10 +125,15 @@ pub(super) fn start(
     };
     // The engine process loads while the proxy is checked and the TUN made.
     let launched = EngineProcess::launch(cx.outer, placement).map_err(one_line)?;
-    (cx.progress)(format!("connecting to the {name}"));
-    tun2socks::probe(cx.outer, &config)?;
-    let tun = tun::create(cx.inner.fd.as_fd(), &mut cx.inner.rtnl, TUN_NAME, TUN_MTU)
-        .map_err(HopError::Tun)?;
+    // A hop daemon's unix socket is checked by its hop (tor lists its
+    // listeners; root mode the netbroker may not reach it at all).
+    if config.proxy.unix.is_none() {
+        (cx.progress)(format!("connecting to the {name}"));
+        tun2socks::probe(cx.outer, &config)?;
+    }
+    let inner = cx.inner.get()?;
+    let tun =
+        tun::create(inner.fd.as_fd(), &mut inner.rtnl, TUN_NAME, TUN_MTU).map_err(HopError::Tun)?;
     let engine = launched.serve(tun, &config).map_err(one_line)?;
     (cx.progress)(format!("{TUN_NAME} is served through the {name}"));
     Ok(ProxyHop {

@@ -26,6 +26,7 @@ impl HopType for SocksHop {
             address: s.address.clone(),
             username: s.username.clone(),
             password: s.password.clone(),
+            unix: None,
         };
         Ok(Box::new(proxy::start(cx, config, Names::REMOTE)?))
     }

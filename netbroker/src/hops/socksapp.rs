@@ -43,11 +43,12 @@ impl HopType for SocksappHop {
             &cx.work_dir.join("socksapp.log"),
             "hop:socksapp",
         )?;
-        daemon::wait_listening(cx, &mut daemon, socks, app.timeout, program)?;
+        let socks = daemon::Listener::Tcp(socks);
+        daemon::wait_listening(cx, &mut daemon, &socks, app.timeout, program)?;
         Ok(Box::new(daemon::serve(
             cx,
             daemon,
-            socks,
+            &socks,
             program.clone(),
             Names::REMOTE,
         )?))

@@ -28,6 +28,9 @@ impl HopType for SshHop {
         // Root mode: `nobody` unless the profile names an account (whose
         // keys ssh then uses); never root.
         let place = daemon::placement(cx, ssh.user.as_deref(), "nobody", true)?;
+        // A TCP port: OpenSSH 9.2 takes `-D PATH` on its command line but
+        // listens nowhere (tried in the testbed), so a rootless ssh hop 1
+        // keeps pasta's namespace, whose loopback is the session's alone.
         let port = daemon::free_port(cx)?;
         let socks = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let timeout = ssh.timeout.as_secs().max(1);
@@ -41,12 +44,13 @@ impl HopType for SshHop {
             .arg(&ssh.destination);
         (cx.progress)(format!("starting ssh to {}", ssh.destination));
         let mut daemon = daemon::spawn(cmd, place, &cx.work_dir.join("ssh.log"), "hop:ssh")?;
-        daemon::wait_listening(cx, &mut daemon, socks, ssh.timeout, "ssh")?;
+        let socks = daemon::Listener::Tcp(socks);
+        daemon::wait_listening(cx, &mut daemon, &socks, ssh.timeout, "ssh")?;
         let what = format!("ssh {}", ssh.destination);
         Ok(Box::new(daemon::serve(
             cx,
             daemon,
-            socks,
+            &socks,
             what,
             Names::REMOTE,
         )?))

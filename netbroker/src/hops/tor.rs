@@ -16,7 +16,6 @@
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -52,22 +51,31 @@ impl HopType for TorHop {
         let place = daemon::placement(cx, tor.user.as_deref(), fallback, false)?;
         let data = cx.work_dir.join("tor");
         private_dir(cx.work_dir, &data, place.user)?;
-        let port = daemon::free_port(cx)?;
-        let socks = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        // Its SOCKS port: a unix socket only the hop's engine may reach.
+        let path = daemon::socket_dir(cx, place.user)?.join("socks");
+        let socks = daemon::Listener::Unix(path.clone());
         let (ours, theirs) = UnixStream::pair()
             .map_err(|e| HopError::Failed(format!("create tor's control socketpair: {e}")))?;
         let mut place = place;
         place.inherit = Some((theirs.as_raw_fd(), CONTROL_FD));
         let mut cmd = Command::new(&exe);
-        cmd.args(tor_args(&data, socks, &tor));
+        cmd.args(tor_args(&data, &path, place.user.is_some(), &tor));
         (cx.progress)(format!("starting tor ({})", exe.display()));
         let spawned = daemon::spawn(cmd, place, &cx.work_dir.join("tor.log"), "hop:tor");
         drop(theirs);
         let mut daemon = spawned?;
         let control = Control::new(ours)
             .map_err(|e| HopError::Failed(format!("tor's control socket: {e}")))?;
-        let control = wait_circuit(cx, &mut daemon, control, &tor)?;
-        daemon::wait_listening(cx, &mut daemon, socks, Duration::from_secs(5), "tor")?;
+        let mut control = wait_circuit(cx, &mut daemon, control, &tor)?;
+        // Root mode the netbroker may not even look up the socket's name
+        // (its directory is tor's and the engine's): tor says it listens.
+        let listeners = control.getinfo("net/listeners/socks").unwrap_or_default();
+        if !listeners.contains(&path.display().to_string()) {
+            return Err(HopError::Failed(format!(
+                "tor did not open its SOCKS socket {socks} (it lists {listeners:?}): {}",
+                daemon.tail()
+            )));
+        }
         let names = if tor.builtin_dns {
             Names::Remote {
                 onion: tor.onion_support,
@@ -82,7 +90,7 @@ impl HopType for TorHop {
             }
             Names::Off
         };
-        let mut hop = daemon::serve(cx, daemon, socks, "tor".into(), names)?;
+        let mut hop = daemon::serve(cx, daemon, &socks, "tor".into(), names)?;
         let mut control = control;
         // Exit at once (SHUTDOWN would wait for ShutdownWaitLength).
         hop.halt = Some(Halt(Box::new(move || {
@@ -97,9 +105,16 @@ const CONTROL_FD: i32 = 3;
 
 /// tor's command line: no torrc at all (neither the system's nor Debian's
 /// defaults), everything explicit, the user's `tor_args` last so they win.
-fn tor_args(data: &Path, socks: SocketAddr, tor: &Tor) -> Vec<String> {
+/// `socks`: its SOCKS socket's path; `shared`: root mode, where tor's user
+/// and the engine's differ: the socket is made 0666 (`WorldWritable`, with
+/// which tor also skips its own check of the directory, which would insist
+/// on a group of tor's) and its directory (tor's user, the engine's group,
+/// mode 2750) keeps everyone else out.
+fn tor_args(data: &Path, socks: &Path, shared: bool, tor: &Tor) -> Vec<String> {
     let none = data.join("no-torrc").display().to_string();
     let d = data.display().to_string();
+    let flags = if shared { " WorldWritable" } else { "" };
+    let socks = format!("unix:\"{}\"{flags}", socks.display());
     let mut args: Vec<String> = [
         "-f",
         &none,
@@ -111,7 +126,7 @@ fn tor_args(data: &Path, socks: SocketAddr, tor: &Tor) -> Vec<String> {
         "--__OwningControllerFD",
         &CONTROL_FD.to_string(),
         "--SocksPort",
-        &socks.to_string(),
+        &socks,
         "--CircuitBuildTimeout",
         &tor.circuit_build_timeout.as_secs().max(10).to_string(),
         "--Log",
@@ -292,8 +307,10 @@ mod tests {
             onion_support: true,
             tor_args: vec!["--TestingTorNetwork".into(), "1".into()],
         };
-        let a = tor_args(Path::new("/x"), "127.0.0.1:9050".parse().unwrap(), &t);
+        let a = tor_args(Path::new("/x"), Path::new("/x/socks"), false, &t);
         assert_eq!(&a[a.len() - 2..], &["--TestingTorNetwork", "1"]);
-        assert!(a.windows(2).any(|w| w == ["--SocksPort", "127.0.0.1:9050"]));
+        assert!(a
+            .windows(2)
+            .any(|w| w == ["--SocksPort", "unix:\"/x/socks\""]));
     }
 }

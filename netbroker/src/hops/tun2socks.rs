@@ -38,6 +38,7 @@ impl HopType for Tun2socksHop {
             address: t.address.clone(),
             username: t.username.clone(),
             password: t.password.clone(),
+            unix: None,
         };
         Ok(Box::new(proxy::start(cx, config, Names::REMOTE)?))
     }

@@ -38,6 +38,7 @@ pub mod dns;
 pub mod fuzzing;
 pub mod proxy;
 mod stack;
+pub mod stream;
 mod udp;
 
 use std::io;
@@ -105,6 +106,9 @@ pub struct ProxyConfig {
     pub address: proto::profile::Endpoint,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// A hop daemon's listener on a unix stream socket (tor's `SocksPort
+    /// unix:`, ssh's `-D PATH`): dialled instead of `address`.
+    pub unix: Option<std::path::PathBuf>,
 }
 
 /// How the application's DNS queries (to [`DNS_V4`]/[`DNS_V6`]) are answered.

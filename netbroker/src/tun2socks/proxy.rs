@@ -14,12 +14,17 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, SockaddrStorage};
+use nix::sys::socket::{
+    connect, socket, AddressFamily, SockFlag, SockType, SockaddrStorage, UnixAddr,
+};
 use proto::profile::Host;
 
+use super::stream::ProxyStream;
 use super::{dns, short_reason, Config, DnsConfig, Protocol, Tun2socksError};
 
 /// Where a proxied connection should go.
@@ -50,13 +55,17 @@ pub struct Proxy {
     /// DNS servers asked through the proxy when a SOCKS4 proxy needs an
     /// address for a name.
     fallback: Vec<SocketAddr>,
+    /// The proxy's unix socket, dialled instead of `addrs`.
+    unix: Option<PathBuf>,
 }
 
 impl Proxy {
     /// Resolve the proxy's address (in the calling thread's namespace).
     pub fn resolve(cfg: &Config) -> Result<Proxy, Tun2socksError> {
         let ep = &cfg.proxy.address;
+        let unix = cfg.proxy.unix.clone();
         let addrs = match &ep.host {
+            _ if unix.is_some() => Vec::new(),
             Host::Ip(ip) => vec![SocketAddr::new(*ip, ep.port)],
             Host::Name(name) => {
                 let ips = if cfg.resolvers.is_empty() {
@@ -89,7 +98,11 @@ impl Proxy {
         Ok(Proxy {
             protocol: cfg.proxy.protocol,
             addrs,
-            display: ep.to_string(),
+            display: match &unix {
+                Some(path) => format!("unix:{}", path.display()),
+                None => ep.to_string(),
+            },
+            unix,
             username: cfg.proxy.username.clone(),
             password: cfg.proxy.password.clone(),
             timeout: cfg.connect_timeout,
@@ -123,7 +136,14 @@ impl Proxy {
 
     /// A TCP connection to the proxy itself, nothing more. This is the only
     /// place the engine makes TCP sockets.
-    fn dial(&self) -> Result<TcpStream, Tun2socksError> {
+    fn dial(&self) -> Result<ProxyStream, Tun2socksError> {
+        if let Some(path) = &self.unix {
+            let s = UnixStream::connect(path).map_err(|e| self.unreachable(&e))?;
+            s.set_read_timeout(Some(self.timeout))
+                .and_then(|()| s.set_write_timeout(Some(self.timeout)))
+                .map_err(|e| self.unreachable(&e))?;
+            return Ok(ProxyStream::Unix(s));
+        }
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
         for a in &self.addrs {
             match TcpStream::connect_timeout(a, self.timeout) {
@@ -132,7 +152,7 @@ impl Proxy {
                     s.set_read_timeout(Some(self.timeout))
                         .and_then(|()| s.set_write_timeout(Some(self.timeout)))
                         .map_err(|e| self.unreachable(&e))?;
-                    return Ok(s);
+                    return Ok(ProxyStream::Tcp(s));
                 }
                 Err(e) => last = e,
             }
@@ -143,7 +163,19 @@ impl Proxy {
     /// Start a non-blocking connection to the proxy's address number `idx`
     /// (the engine's dials; [`Proxy::addrs`]): the connect is in progress
     /// when this returns, its outcome shows as writability and `SO_ERROR`.
-    pub fn dial_nonblocking(&self, idx: usize) -> io::Result<TcpStream> {
+    pub fn dial_nonblocking(&self, idx: usize) -> io::Result<ProxyStream> {
+        if let Some(path) = &self.unix {
+            let fd = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+                None,
+            )?;
+            // A unix connect completes at once or fails (EAGAIN: the
+            // daemon's backlog is full).
+            connect(fd.as_raw_fd(), &UnixAddr::new(path.as_path())?)?;
+            return Ok(ProxyStream::from_fd(fd, true));
+        }
         let addr = *self
             .addrs
             .get(idx)
@@ -165,12 +197,22 @@ impl Proxy {
         }
         let s = TcpStream::from(fd);
         let _ = s.set_nodelay(true);
-        Ok(s)
+        Ok(ProxyStream::Tcp(s))
+    }
+
+    /// How many ways [`Proxy::dial_nonblocking`] has: the proxy's addresses,
+    /// or its one unix socket.
+    pub fn dial_count(&self) -> usize {
+        if self.unix.is_some() {
+            1
+        } else {
+            self.addrs.len()
+        }
     }
 
     /// The UDP socket of a SOCKS5 association made over `ctl`: bound to
     /// the address `ctl` left from, so the proxy sees both from one host.
-    pub fn udp_socket_for(&self, ctl: &TcpStream) -> io::Result<UdpSocket> {
+    pub fn udp_socket_for(&self, ctl: &ProxyStream) -> io::Result<UdpSocket> {
         let local = ctl.local_addr()?;
         let udp = UdpSocket::bind(SocketAddr::new(local.ip(), 0))?;
         udp.set_nonblocking(true)?;
@@ -187,7 +229,8 @@ impl Proxy {
             Protocol::HttpConnect => {
                 // A CONNECT to the proxy's own address: the answer to it does
                 // not matter, only whether the proxy wants other credentials.
-                let target = Target::Ip(self.addrs[0]);
+                let own = self.addrs.first().copied();
+                let target = Target::Ip(own.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 1))));
                 match self.drive(&mut s, Request::Connect(target)) {
                     Err(e @ Tun2socksError::BadCredentials { .. }) => Err(e),
                     Err(Tun2socksError::Protocol { what, .. })
@@ -205,7 +248,7 @@ impl Proxy {
     /// for data (blocking, with the handshake's timeouts cleared). The
     /// engine itself never blocks on this: it drives the same [`Handshake`]
     /// from its event loop; this is for the probe and the DNS forwarder.
-    pub fn connect(&self, target: &Target) -> Result<TcpStream, Tun2socksError> {
+    pub fn connect(&self, target: &Target) -> Result<ProxyStream, Tun2socksError> {
         let target = match (self.protocol, target) {
             (Protocol::Socks4, Target::Name(name, port)) => {
                 let ip = self.resolve_through(name)?;
@@ -278,7 +321,7 @@ impl Proxy {
     /// Run a handshake on a blocking stream: peek at what the proxy sent,
     /// let the state machine take what belongs to the handshake, and read
     /// exactly that, so nothing of the tunnel is consumed here.
-    fn drive(&self, s: &mut TcpStream, request: Request) -> Result<Progress, Tun2socksError> {
+    fn drive(&self, s: &mut ProxyStream, request: Request) -> Result<Progress, Tun2socksError> {
         let (mut hs, first) = self.handshake(request)?;
         s.write_all(&first).map_err(|e| self.io_error(e))?;
         let mut buf = [0u8; 2048];

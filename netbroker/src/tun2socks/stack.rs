@@ -39,7 +39,9 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+
+use super::stream::ProxyStream;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -200,7 +202,7 @@ struct Conn {
     /// Its buffers are of the large kind (counted in `Engine::large`).
     large: bool,
     key: (SocketAddr, SocketAddr),
-    stream: Option<TcpStream>,
+    stream: Option<ProxyStream>,
     readable: bool,
     writable: bool,
     /// We shut down the proxy stream's write side (the app sent FIN).
@@ -833,7 +835,7 @@ impl Engine {
     fn dial_done(
         &mut self,
         id: u64,
-        r: Result<(TcpStream, Option<UdpSocket>), Option<Tun2socksError>>,
+        r: Result<(ProxyStream, Option<UdpSocket>), Option<Tun2socksError>>,
     ) {
         if self.flows.contains_key(&id) {
             let r = match r {
@@ -857,7 +859,7 @@ impl Engine {
     /// The proxy connection of `id` is open (its socket now listens and
     /// the held SYN is answered with SYN-ACK), or could not be made (the
     /// SYN is answered with RST, and the connection forgotten).
-    fn finish_tcp(&mut self, id: u64, r: Result<TcpStream, Option<Tun2socksError>>) {
+    fn finish_tcp(&mut self, id: u64, r: Result<ProxyStream, Option<Tun2socksError>>) {
         let Some(mut c) = self.conns.remove(&id) else {
             return;
         };

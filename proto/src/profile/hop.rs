@@ -50,6 +50,19 @@ pub enum HopKind {
     Tun2socks(Tun2socks),
 }
 
+impl HopKind {
+    /// Whether a rootless chain starting with this hop starts in the
+    /// caller's own network namespace (no pasta): its transport is the
+    /// engine's dials, or a daemon listening on a unix socket only the
+    /// session reaches (tor). Not a daemon on a loopback TCP port, which
+    /// any local user could use there: `socksapp` (a program told a
+    /// port) and `ssh` (OpenSSH 9.2's `-D` takes no unix socket); those
+    /// keep pasta's namespace, whose loopback is the session's alone.
+    pub fn rootless_starts_in_caller(&self) -> bool {
+        !matches!(self, HopKind::Socksapp(_) | HopKind::Ssh(_))
+    }
+}
+
 /// SOCKS protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SocksVersion {

@@ -120,8 +120,9 @@ pub(crate) fn find_runsc() -> Option<std::path::PathBuf> {
 }
 
 /// Check `--namespace` (Python-style) against the profile's chain: k hops
-/// give k+1 namespaces, N0 (where hop 1 connects from: as root this very
-/// namespace, rootless pasta's) to Nk (the application's, -1); the empty
+/// give k+1 namespaces, N0 (where hop 1 connects from: this very namespace;
+/// rootless, pallium cannot run a command there, except pasta's before a
+/// `socksapp` or `ssh` hop 1) to Nk (the application's, -1); the empty
 /// chain has only the application's. Anything but the application's skips
 /// hops: the note to show once the command is about to run says which.
 /// gVisor runs only in the application's.
@@ -147,9 +148,20 @@ pub(crate) fn check_namespace_index(
     if profile.sandbox.gvisor {
         bail!("--namespace {index}: sandbox.gvisor runs commands only in the application's namespace (-1)");
     }
+    let pasta_first = profile
+        .network
+        .chain
+        .first()
+        .is_some_and(|h| !h.kind.rootless_starts_in_caller());
     let place = match j {
         0 if nix::unistd::getuid().is_root() => "this namespace (where pallium runs)".to_string(),
-        0 => "the rootless uplink's namespace".to_string(),
+        0 if pasta_first => "the rootless uplink's namespace".to_string(),
+        // Rootless, hop 1 connects from the caller's own namespace, which
+        // the session's user namespace has no say over.
+        0 => bail!(
+            "--namespace {index}: namespace 0 is your own network namespace (a rootless chain's hop 1 connects from where pallium runs): run the command without pallium, or choose 1…{}",
+            n - 1
+        ),
         _ => format!("hop {j}'s namespace"),
     };
     let first = j + 1;

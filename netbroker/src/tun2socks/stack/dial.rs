@@ -7,11 +7,12 @@
 #![forbid(unsafe_code)]
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Instant;
 
 use super::super::dns;
 use super::super::proxy::{Handshake, Progress, Proxy, Request, Target};
+use super::super::stream::ProxyStream;
 use super::super::{Protocol, Tun2socksError};
 
 /// What the dial is for.
@@ -47,7 +48,7 @@ struct Lookup {
 pub(super) struct Dial {
     purpose: Purpose,
     lookup: Option<Lookup>,
-    stream: TcpStream,
+    stream: ProxyStream,
     addr: usize,
     connected: bool,
     /// A new socket was opened (another address, or after the lookup): the
@@ -110,7 +111,7 @@ impl Dial {
         Ok(Dial {
             purpose: Purpose::Tcp(super::super::proxy::Target::Ip(dst)),
             lookup: None,
-            stream,
+            stream: ProxyStream::Tcp(stream),
             addr: 0,
             connected: false,
             fresh: true,
@@ -129,7 +130,14 @@ impl Dial {
         let dst = self
             .direct
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        match super::direct::poll_tcp(&self.stream) {
+        let ProxyStream::Tcp(stream) = &self.stream else {
+            // A direct dial is always TCP (`Dial::direct`).
+            return Poll::Failed(super::direct::dial_error(
+                dst,
+                &std::io::Error::other("not a TCP socket"),
+            ));
+        };
+        match super::direct::poll_tcp(stream) {
             Ok(Some(())) => {
                 self.connected = true;
                 Poll::Ready(None)
@@ -140,12 +148,12 @@ impl Dial {
     }
 
     /// The socket to watch.
-    pub(super) fn stream(&self) -> &TcpStream {
+    pub(super) fn stream(&self) -> &ProxyStream {
         &self.stream
     }
 
     /// The proxy connection of a dial that is [`Poll::Ready`].
-    pub(super) fn into_stream(self) -> TcpStream {
+    pub(super) fn into_stream(self) -> ProxyStream {
         self.stream
     }
 
@@ -163,7 +171,7 @@ impl Dial {
         loop {
             if !self.connected {
                 let err = match self.stream.take_error() {
-                    Ok(None) => match self.stream.peer_addr() {
+                    Ok(None) => match self.stream.connected() {
                         Ok(_) => None,
                         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Ok(None),
                         Err(e) => Some(e),
@@ -288,7 +296,7 @@ impl Dial {
             Purpose::Udp => {
                 let relay = bound.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
                 let relay = if relay.ip().is_unspecified() {
-                    let peer = self.stream.peer_addr().map_err(|e| proxy.broken_off(e))?;
+                    let peer = self.stream.peer_inet().map_err(|e| proxy.broken_off(e))?;
                     SocketAddr::new(peer.ip(), relay.port())
                 } else {
                     relay
@@ -357,9 +365,9 @@ impl Dial {
 
 /// Open a non-blocking connection to the proxy's first address from `idx`
 /// on that does not fail at once.
-fn open_from(proxy: &Proxy, idx: usize) -> Result<(TcpStream, usize), Tun2socksError> {
+fn open_from(proxy: &Proxy, idx: usize) -> Result<(ProxyStream, usize), Tun2socksError> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-    for i in idx..proxy.addrs().len() {
+    for i in idx..proxy.dial_count() {
         match proxy.dial_nonblocking(i) {
             Ok(s) => return Ok((s, i)),
             Err(e) => last = e,
@@ -370,7 +378,7 @@ fn open_from(proxy: &Proxy, idx: usize) -> Result<(TcpStream, usize), Tun2socksE
 
 /// Read `n` bytes already seen with peek (they are there: no wait).
 fn consume(
-    stream: &TcpStream,
+    stream: &ProxyStream,
     n: usize,
     buf: &mut [u8],
     proxy: &Proxy,

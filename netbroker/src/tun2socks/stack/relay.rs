@@ -7,7 +7,9 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
+
+use super::super::stream::ProxyStream;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -43,7 +45,7 @@ pub(super) enum Reply {
 pub(super) struct Flow {
     pub(super) app: SocketAddr,
     pub(super) pending: Vec<(Target, Vec<u8>)>,
-    pub(super) ready: Option<(TcpStream, UdpSocket)>,
+    pub(super) ready: Option<(ProxyStream, UdpSocket)>,
     /// The fake destination the app last sent to on each port: replies
     /// from the real address are shown as coming from the fake one. A map by
     /// port with at most [`FAKE_PORTS`] entries: it was a list searched per
@@ -239,7 +241,7 @@ impl Engine {
     pub(super) fn finish_udp(
         &mut self,
         id: u64,
-        r: Result<(TcpStream, UdpSocket), Option<Tun2socksError>>,
+        r: Result<(ProxyStream, UdpSocket), Option<Tun2socksError>>,
     ) {
         let Some(flow) = self.flows.get_mut(&id) else {
             return;
@@ -438,7 +440,7 @@ pub(super) fn spawn_forwarder(
         .name("tun2socks-dns".into())
         .stack_size(256 * 1024)
         .spawn(move || {
-            let mut pool: HashMap<SocketAddr, TcpStream> = HashMap::new();
+            let mut pool: HashMap<SocketAddr, ProxyStream> = HashMap::new();
             while let Ok((to, query)) = rx.recv() {
                 let mut reply = None;
                 'servers: for server in &servers {
