@@ -274,6 +274,11 @@ pub struct Chain {
 
 impl Drop for Chain {
     fn drop(&mut self) {
+        // The cgroup move overlaps with stopping the hops (it waits for an
+        // RCU grace period); the cgroup's drop, after this, removes it.
+        if let Some(cg) = &mut self.cgroup {
+            cg.leave_soon();
+        }
         while let Some(hop) = self.hops.pop() {
             drop(hop);
         }
