@@ -429,8 +429,41 @@ fn handle_build_hops(
             .chain
             .first()
             .is_some_and(|h| hops::starts_in_caller(&h.kind));
-    let use_host = in_caller || (!req.rootless && req.uplink == Uplink::Veth);
-    let uplink = if use_host {
+    // Root, and hop 1 a daemon on a loopback TCP port (ssh, socksapp): in
+    // the host's namespace any local user could use that port, and a
+    // socksapp program would connect the application to the host's own
+    // services; so N0 is a namespace of the session's with the empty
+    // chain's veth uplink and wall (the host's addresses refused).
+    let own_n0 = !req.rootless
+        && req.uplink == Uplink::Veth
+        && req
+            .chain
+            .first()
+            .is_some_and(|h| !h.kind.rootless_starts_in_caller());
+    let use_host = in_caller || (!req.rootless && req.uplink == Uplink::Veth && !own_n0);
+    let veth = if own_n0 {
+        progress(
+            chan,
+            Some(0),
+            "creating hop 1's namespace and its veth uplink (its daemon's port stays off the host)"
+                .into(),
+        );
+        let mut warnings = Vec::new();
+        let r = root::build(&req.session_id, false, paths, &mut |w| warnings.push(w));
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let _ = root::teardown(&req.session_id, paths);
+                return fail(chan, RemoteError::new("netbroker: hop 1's veth uplink", &e));
+            }
+        }
+    } else {
+        None
+    };
+    let uplink = if use_host || veth.is_some() {
         None
     } else {
         match userspace_uplink(chan, &req) {
@@ -438,14 +471,18 @@ fn handle_build_hops(
             Err(e) => return fail(chan, e),
         }
     };
-    let n0 = match &uplink {
-        Some(u) => u.netns.try_clone(),
-        None => netns::current().map_err(std::io::Error::other),
+    let n0 = match (&uplink, &veth) {
+        (Some(u), _) => u.netns.try_clone(),
+        (None, Some(v)) => v.netns.try_clone(),
+        (None, None) => netns::current().map_err(std::io::Error::other),
     }
     .map_err(ServeError::Dup)?;
-    let resolvers = match &uplink {
-        Some(u) => hops::nameservers(&u.resolv_conf),
-        None => hops::nameservers(&std::fs::read_to_string(&paths.resolv_conf).unwrap_or_default()),
+    let resolvers = match (&uplink, &veth) {
+        (Some(u), _) => hops::nameservers(&u.resolv_conf),
+        (None, Some(v)) => hops::nameservers(&v.resolv_conf),
+        (None, None) => {
+            hops::nameservers(&std::fs::read_to_string(&paths.resolv_conf).unwrap_or_default())
+        }
     };
     if let Some(UserspaceUplink {
         userns: Some(userns),
@@ -499,6 +536,10 @@ fn handle_build_hops(
         Ok(c) => c,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&work_dir);
+            if veth.is_some() {
+                drop(veth);
+                let _ = root::teardown(&req.session_id, paths);
+            }
             let mut remote = RemoteError::new("netbroker", &e);
             if matches!(e.source, hops::HopError::Refused(_)) {
                 remote = remote.with_kind(ErrorKind::Refused);
@@ -507,6 +548,7 @@ fn handle_build_hops(
         }
     };
     let mut links: Vec<String> = uplink.iter().map(|u| u.link.clone()).collect();
+    links.extend(veth.iter().map(|v| v.link.clone()));
     links.extend(chain.describe());
     let ready = ChainReady {
         netns: Fd(chain
@@ -537,7 +579,7 @@ fn handle_build_hops(
     *state = State::NetworkReady {
         session_id: req.session_id,
         chain: Some(chain),
-        uplink: uplink.map(Built::Userspace),
+        uplink: uplink.map(Built::Userspace).or(veth.map(Built::Veth)),
         work_dir: Some(work_dir),
     };
     chan.send(BrokerEvent::ChainReady(ready))?;

@@ -506,22 +506,20 @@ for arg in sys.argv[1:]:
         print(arg, 'failed:', e)
 "#;
 
-/// Finding (not fixed): a daemon hop's SOCKS server runs in N(i-1), which for
-/// the first hop in root mode is the host's own network namespace, and it
+/// Finding (fixed): a daemon hop's SOCKS server ran in N(i-1), which for the
+/// first hop in root mode was the host's own network namespace, and it
 /// connects wherever the application names. With a `socksapp` hop (here
-/// microsocks, as `hops.rs` runs it) the application asks the virtual DNS for
-/// `localhost` (or `127.0.0.1`, or any public name that resolves to it, or
-/// the host's address) and reaches services the host keeps to itself — which
-/// the empty chain's nftables walls (`prerouting`, local destinations) deny.
-/// Tor and ssh make their connections elsewhere (the exit, the server), so
-/// only programs that connect directly are affected; a `socks`/`http` hop
-/// whose proxy runs on the host is the same case by the user's choice.
-/// The fix is in `hops/` (another helper's area): run socksapp in a
-/// namespace of its own behind a veth with the same walls as the empty
-/// chain (root), or pasta without `--map-host-loopback` (rootless); a check
-/// in the engine cannot work, since the proxy resolves the names.
+/// microsocks, as `hops.rs` runs it) the application asked the virtual DNS
+/// for `localhost` (or `127.0.0.1`, or the host's address) and reached
+/// services the host keeps to itself — which the empty chain's nftables
+/// walls (`prerouting`, local destinations) deny. A check in the engine
+/// cannot work, since the proxy resolves the names. Now a root chain whose
+/// hop 1 is a daemon on a loopback TCP port (socksapp, ssh) starts in a
+/// namespace of the session's with the empty chain's veth uplink and walls
+/// (`server::handle_build_hops`). Tor and ssh make their connections
+/// elsewhere (the exit, the server); a `socks`/`http` hop whose proxy runs
+/// on the host is the same case by the user's choice.
 #[test]
-#[ignore = "needs daemon hops out of the host namespace (hops/socksapp.rs, root mode): see the comment"]
 fn a_socksapp_hop_does_not_reach_the_hosts_own_services() {
     skip_unless_root!();
     let tb = Testbed::new("attacksocksapp");
