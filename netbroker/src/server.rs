@@ -429,11 +429,12 @@ fn handle_build_hops(
             .chain
             .first()
             .is_some_and(|h| hops::starts_in_caller(&h.kind));
-    // Root, and hop 1 a daemon on a loopback TCP port (ssh, socksapp): in
-    // the host's namespace any local user could use that port, and a
-    // socksapp program would connect the application to the host's own
-    // services; so N0 is a namespace of the session's with the empty
-    // chain's veth uplink and wall (the host's addresses refused).
+    // Root, and hop 1 a daemon on a loopback TCP port (socksapp): in the
+    // host's namespace any local user could use that port, and a socksapp
+    // program would connect the application to the host's own services;
+    // so N0 is a namespace of the session's with the empty chain's veth
+    // uplink and wall (the host's addresses refused). An ssh hop 1 needs
+    // none: its port is in a namespace of its own (`hops/ssh.rs`).
     let own_n0 = !req.rootless
         && req.uplink == Uplink::Veth
         && req

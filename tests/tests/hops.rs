@@ -1352,6 +1352,60 @@ fn tcp_listeners(tb: &Testbed) -> std::collections::BTreeSet<String> {
 }
 
 #[test]
+fn an_ssh_hop_1_runs_without_pasta_and_listens_on_no_tcp_port_where_pallium_runs() {
+    skip_unless_root!();
+    let tb = Testbed::new("hopsshfd");
+    let sshd = tb.start_sshd();
+    let args = serde_json::to_string(&sshd.ssh_options()).unwrap();
+    let uid = TestUser::get().uid();
+    for mode in modes() {
+        let user = match mode {
+            Mode::Root => format!(r#", "user": "{}""#, TestUser::NAME),
+            Mode::Rootless => String::new(),
+        };
+        let p = profile(
+            "sshfd",
+            &format!(
+                r#"{{"chain": [{{"type": "ssh", "destination": "{}@{}", "ssh_args": {args}{user}}}], "run": {{"command": ["sleep", "600"]}}}}"#,
+                sshd.user(),
+                sshd.addr().ip()
+            ),
+        );
+        let before = tcp_listeners(&tb);
+        let pastas_before = procs_named("pasta", uid);
+        let session = Session::start(&tb, mode, &p);
+        let exit = wait_up(
+            &tb,
+            mode,
+            &p,
+            &format!("http://{WEB4_NAME}/"),
+            Duration::from_secs(30),
+        );
+        assert_eq!(lines(&exit), [sshd.exit_v4().to_string()], "{mode:?}");
+        // ssh's SOCKS port is in a namespace of its own, not where pallium runs.
+        assert_eq!(tcp_listeners(&tb), before, "{mode:?}: a new TCP listener");
+        assert_eq!(procs_named("pasta", uid), pastas_before, "a pasta started");
+        let audit = text(&out(pal(&tb, mode, &["audit", &p]))).0;
+        assert!(!audit.contains("pasta"), "{audit}");
+        assert!(!audit.contains("!!"), "{audit}");
+        let ssh = audit_pid_as(&tb, mode, &p, "hop:ssh");
+        let engine = audit_pid_as(&tb, mode, &p, "engine");
+        let supervisor = audit_pid_as(&tb, mode, &p, "supervisor");
+        assert_eq!(netns_of(ssh), netns_of(engine), "{mode:?}");
+        assert_ne!(netns_of(ssh), netns_of(supervisor), "{mode:?}");
+        // ssh runs as the key's owner: rootless the caller, mapped back.
+        let st = proc_status(ssh);
+        assert_eq!(
+            st["Uid"].split_whitespace().next(),
+            Some(uid.to_string().as_str()),
+            "{mode:?}"
+        );
+        session.stop(&tb, mode, &p);
+        assert_clean(&tb);
+    }
+}
+
+#[test]
 fn a_tor_hop_1_listens_on_no_tcp_port_and_only_the_session_reaches_its_socket() {
     skip_unless_root!();
     let tb = Testbed::new("hoptorsock");

@@ -202,10 +202,23 @@ fn map_child(tell: OwnedFd, wait: OwnedFd, ids: (u32, u32)) -> std::io::Result<(
 
 /// Start `cmd` placed as `p`, its stdout and stderr appended to `log`.
 pub(super) fn spawn(
+    cmd: Command,
+    p: Placement,
+    log: &Path,
+    role: &str,
+) -> Result<Daemon, HopError> {
+    spawn_with(cmd, p, log, role, None)
+}
+
+/// [`spawn`], with `stdio` (when given) as the daemon's stdin and stdout
+/// instead of /dev/null and the log: a connection handed to it (ssh's
+/// `ProxyCommand=-`).
+pub(super) fn spawn_with(
     mut cmd: Command,
     p: Placement,
     log: &Path,
     role: &str,
+    stdio: Option<OwnedFd>,
 ) -> Result<Daemon, HopError> {
     let fail = |what: &str, e: std::io::Error| HopError::Failed(format!("{what}: {e}"));
     let file = OpenOptions::new()
@@ -217,9 +230,18 @@ pub(super) fn spawn(
     let err = file
         .try_clone()
         .map_err(|e| fail("duplicate the log descriptor", e))?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::from(file))
-        .stderr(Stdio::from(err));
+    match stdio {
+        Some(fd) => {
+            let out = fd
+                .try_clone()
+                .map_err(|e| fail("duplicate the daemon's connection", e))?;
+            cmd.stdin(Stdio::from(fd)).stdout(Stdio::from(out));
+        }
+        None => {
+            cmd.stdin(Stdio::null()).stdout(Stdio::from(file));
+        }
+    }
+    cmd.stderr(Stdio::from(err));
     // The map-back handshake runs on a thread: `spawn` returns only once the
     // child has exec'd, which it does only after we wrote its maps.
     let mut mapper = None;

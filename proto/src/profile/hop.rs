@@ -52,14 +52,15 @@ pub enum HopKind {
 
 impl HopKind {
     /// Whether a rootless chain starting with this hop starts in the
-    /// caller's own network namespace (no pasta): its transport is the
-    /// engine's dials, or a daemon listening on a unix socket only the
-    /// session reaches (tor). Not a daemon on a loopback TCP port, which
-    /// any local user could use there: `socksapp` (a program told a
-    /// port) and `ssh` (OpenSSH 9.2's `-D` takes no unix socket); those
-    /// keep pasta's namespace, whose loopback is the session's alone.
+    /// caller's own network namespace (no pasta), as a root one starts in
+    /// the host's: its transport is the engine's dials, a daemon listening
+    /// on a unix socket only the session reaches (tor), or ssh in a
+    /// loopback-only namespace of its own with a connection the netbroker
+    /// opened. Not `socksapp`, a program told a loopback TCP port, which
+    /// any local user could use there: it keeps pasta's namespace (root: a
+    /// namespace of its own), whose loopback is the session's alone.
     pub fn rootless_starts_in_caller(&self) -> bool {
-        !matches!(self, HopKind::Socksapp(_) | HopKind::Ssh(_))
+        !matches!(self, HopKind::Socksapp(_))
     }
 }
 
