@@ -390,9 +390,14 @@ pub fn open_path_as_group(path: &std::path::Path, group: Option<u32>) -> io::Res
     let Some(gid) = group else {
         return open();
     };
+    // Any change of a thread's file-system ids makes the whole process
+    // non-dumpable, and so its later children too: we could no longer open
+    // their /proc entries (a later hop's namespace holder). Restored once
+    // the thread that held the group is gone.
+    let dumpable = nix::sys::prctl::get_dumpable().unwrap_or(false);
     // On a thread of its own, which ends right after the open: no other
-    // thread's credentials change, and nothing needs restoring.
-    std::thread::scope(|s| {
+    // thread's credentials change.
+    let opened = std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: setfsgid takes a plain integer and changes the calling
             // thread's file-system gid only (the kernel keeps credentials
@@ -413,5 +418,9 @@ pub fn open_path_as_group(path: &std::path::Path, group: Option<u32>) -> io::Res
         })
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("its lookup thread panicked")))
-    })
+    });
+    if dumpable {
+        nix::sys::prctl::set_dumpable(true)?;
+    }
+    opened
 }

@@ -338,6 +338,11 @@ mod tests {
             let Ok((server, theirs)) = Server::start(&path, Some(GROUP)) else {
                 return 12;
             };
+            // Taking the group for a moment left the process dumpable (its
+            // later children's /proc entries stay ours to open).
+            if nix::sys::prctl::get_dumpable() != Ok(true) {
+                return 16;
+            }
             // The setup capabilities gone (all of them): dials still work.
             if proto::policy::drop_thread_caps().is_err() {
                 return 13;
