@@ -1,7 +1,8 @@
 //! The only `unsafe` in the netbroker: adopting inherited descriptors, forking
 //! while single-threaded (and a forked helper that dies with us), the one
-//! `pre_exec` hook of hop daemons and packet engines, getrandom and
-//! the allocator tunables of the tun2socks engine. Each function
+//! `pre_exec` hook of hop daemons and packet engines, getrandom,
+//! the allocator tunables of the tun2socks engine, and the file-system group
+//! of the thread that opens a hop daemon's socket for an engine's dials. Each function
 //! wraps one operation and states the invariant that makes it sound.
 
 use std::io;
@@ -41,7 +42,10 @@ pub fn take_channel_fd() -> io::Result<OwnedFd> {
 pub fn fork_child(child: impl FnOnce() -> i32) -> nix::Result<Pid> {
     // SAFETY: the netbroker does all namespace work before it starts any thread
     // (the DNS relay thread is started after every fork), so the child is a
-    // complete copy of a single-threaded process and may allocate freely.
+    // complete copy of a single-threaded process and may allocate freely. The
+    // one exception, an engine's dial thread (`engine::dial`, a unix-socket
+    // hop before this one), takes no lock but the allocator's, which glibc's
+    // fork holds across the fork and resets in the child.
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
@@ -364,4 +368,59 @@ pub fn forget_file_pages(start: usize, end: usize) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// An `O_PATH` descriptor of `path` (a hop daemon's socket: connecting to
+/// `/proc/self/fd/N` later reaches it without looking its name up again,
+/// so without permission on its directory), looked up with `group` as the
+/// file-system group when given. Root mode, the socket's directory belongs
+/// to the daemon's user and the engine's group (mode 2750), which the
+/// netbroker — root without CAP_DAC_OVERRIDE — is refused otherwise; it
+/// takes the group with CAP_SETGID, which it holds until `ChainReady`.
+pub fn open_path_as_group(path: &std::path::Path, group: Option<u32>) -> io::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    let open = || {
+        nix::fcntl::open(
+            path,
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(io::Error::from)
+    };
+    let Some(gid) = group else {
+        return open();
+    };
+    // Any change of a thread's file-system ids makes the whole process
+    // non-dumpable, and so its later children too: we could no longer open
+    // their /proc entries (a later hop's namespace holder). Restored once
+    // the thread that held the group is gone.
+    let dumpable = nix::sys::prctl::get_dumpable().unwrap_or(false);
+    // On a thread of its own, which ends right after the open: no other
+    // thread's credentials change.
+    let opened = std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setfsgid takes a plain integer and changes the calling
+            // thread's file-system gid only (the kernel keeps credentials
+            // per thread and glibc does not broadcast this call), and this
+            // thread ends after the one open below.
+            unsafe { libc::setfsgid(gid) };
+            // It returns the previous value whether it worked or not; -1 is
+            // refused and answers the current one.
+            // SAFETY: as above; -1 changes nothing.
+            let now = unsafe { libc::setfsgid(u32::MAX) };
+            if now as u32 != gid {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("could not take group {gid} to look it up (no CAP_SETGID?)"),
+                ));
+            }
+            open()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("its lookup thread panicked")))
+    });
+    if dumpable {
+        nix::sys::prctl::set_dumpable(true)?;
+    }
+    opened
 }

@@ -269,3 +269,81 @@ fn a_setup_error_comes_back_as_the_engines_one_line() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A proxy on a unix socket, as a hop daemon's (tor's `SocksPort unix:`),
+/// here a relay to microsocks: the engine, whose filter allows no unix
+/// socket, is served through it by the netbroker's dials. Its directory is
+/// another user's and the engine's group's (2750), as in root mode.
+#[test]
+fn an_engine_reaches_a_unix_socket_proxy_through_the_netbrokers_dials() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    if !is_root() {
+        return;
+    }
+    let net = Net::new("c");
+    let id = "engine-test-2";
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let uid = proto::profile::service_uid(id, Service::Engine, &passwd);
+    let dir = net.dir.join("socks");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("socks");
+    let listener = UnixListener::bind(&path).unwrap();
+    let mode = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+    mode(&path, 0o666).unwrap();
+    mode(&dir, 0o2750).unwrap();
+    nix::unistd::chown(&dir, Some(65534.into()), Some(uid.into())).unwrap();
+    // Each connection to the socket is relayed to microsocks.
+    let relayed = Arc::new(AtomicUsize::new(0));
+    let dial_ns = net.fd(&net.dial);
+    let count = relayed.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { break };
+            let Ok(tcp) = netns::connect_in(
+                dial_ns.as_fd(),
+                "127.0.0.1:1080".parse().unwrap(),
+                Duration::from_secs(5),
+            ) else {
+                continue;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            let (mut c2, mut t2) = (conn.try_clone().unwrap(), tcp.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut t2);
+                let _ = t2.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let (mut conn, mut tcp) = (conn, tcp);
+                let _ = std::io::copy(&mut tcp, &mut conn);
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    let mut cfg = net.config(Host::Ip("127.0.0.1".parse().unwrap()));
+    cfg.proxy.unix = Some(path.clone());
+    let engine = net.engine(&cfg, id).unwrap();
+    let body = net.curl("http://203.0.113.80:8080/").unwrap();
+    assert_eq!(body, "hello through the engine\n");
+    assert!(
+        relayed.load(Ordering::SeqCst) >= 1,
+        "not through the socket"
+    );
+    let st = status(engine.pid());
+    assert_eq!(st["Seccomp"], "2");
+    assert_eq!(st["Uid"], format!("{uid}\t{uid}\t{uid}\t{uid}"));
+    drop(engine);
+
+    // A socket that is not there: the engine is not started, one line says
+    // which.
+    cfg.proxy.unix = Some(dir.join("gone"));
+    match net.engine(&cfg, id) {
+        Err(e @ EngineError::Dial(_)) => {
+            let why = e.to_string();
+            assert!(why.contains("gone") && !why.contains('\n'), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

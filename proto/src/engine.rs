@@ -7,6 +7,14 @@
 //! when it stops on its own. EOF on either side ends the other.
 //!
 //! Legal order: `Start` once, first; then any number of `Stats`.
+//!
+//! An engine whose proxy is a unix socket (a hop daemon's, `ProxySpec::
+//! unix_path`) may not make unix sockets itself (its seccomp filter kills
+//! it: seccomp cannot see which path a connect names). `Start` then brings
+//! it the engine's end of a second `SOCK_SEQPACKET` socket, its *dial
+//! channel* ([`StartEngine::dial`]): each [`DialRequest`] is answered by one
+//! [`DialReply`], the descriptor of a stream socket the netbroker connected
+//! to that one path for it, or the errno of the connect.
 
 use std::net::SocketAddr;
 
@@ -78,6 +86,55 @@ pub struct StartEngine {
     /// Nameservers of the dial namespace (to resolve a proxy host name).
     pub resolvers: Vec<SocketAddr>,
     pub connect_timeout_ms: u64,
+    /// The dial channel, when `proxy.unix_path` is set (and only then): the
+    /// engine's end of a `SOCK_SEQPACKET` socket the netbroker answers
+    /// [`DialRequest`]s on.
+    pub dial: Option<Fd>,
+}
+
+/// An engine asks for a connection to its proxy's unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DialRequest;
+
+/// The netbroker's answer to one [`DialRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum DialReply {
+    /// A non-blocking stream socket connected to the proxy's socket.
+    Connected(Fd),
+    /// The connect failed with this errno (`EAGAIN`: the daemon's backlog
+    /// is full; `ECONNREFUSED`: it stopped listening).
+    Failed(Errno),
+}
+
+/// An errno from the peer: a positive number below 4096 (the kernel's
+/// range), checked when decoded, so a malformed reply is a decoding error
+/// rather than a strange `io::Error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Errno(i32);
+
+impl Errno {
+    /// The largest errno the kernel returns (`MAX_ERRNO`).
+    pub const MAX: i32 = 4095;
+
+    /// `n` if it is an errno number.
+    pub const fn new(n: i32) -> Option<Errno> {
+        if n >= 1 && n <= Self::MAX {
+            Some(Errno(n))
+        } else {
+            None
+        }
+    }
+
+    pub const fn get(self) -> i32 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Errno {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i32::deserialize(d)?;
+        Errno::new(n).ok_or_else(|| serde::de::Error::custom(format!("{n} is no errno")))
+    }
 }
 
 /// A proxy protocol.
@@ -144,6 +201,27 @@ mod tests {
             EngineEvent::Stats(got) => assert_eq!(got, s),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_dial_reply_carries_its_descriptor_or_a_valid_errno() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (frame, fds) = encode(&DialReply::Connected(Fd(a.into()))).unwrap();
+        assert_eq!(fds.len(), 1);
+        // Without the descriptor the reply does not decode.
+        assert!(decode::<DialReply>(&frame, Vec::new()).is_err());
+        let failed = DialReply::Failed(Errno::new(libc::EAGAIN).unwrap());
+        let (frame, _) = encode(&failed).unwrap();
+        match decode::<DialReply>(&frame, Vec::new()).unwrap() {
+            DialReply::Failed(e) => assert_eq!(e.get(), libc::EAGAIN),
+            other => panic!("{other:?}"),
+        }
+        // An errno out of the kernel's range is a malformed reply.
+        for bad in [0, -1, 4096, i32::MAX] {
+            let (frame, _) = encode(&DialReply::Failed(Errno(bad))).unwrap();
+            assert!(decode::<DialReply>(&frame, Vec::new()).is_err(), "{bad}");
+        }
+        assert!(Errno::new(0).is_none() && Errno::new(4096).is_none());
     }
 
     #[test]

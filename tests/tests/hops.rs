@@ -833,6 +833,15 @@ fn tor_hop_end_to_end() {
     let (a_out, a_err) = text(&audit);
     assert!(audit.status.success(), "{a_out}{a_err}");
     assert!(a_out.contains("hop:tor"), "{a_out}");
+    // The hop's engine served the application through tor's unix socket
+    // with no unix socket of its own: its seccomp filter, the one every
+    // engine has, kills it for any (netbroker engine::filter's tests); the
+    // netbroker connected each one for it over its dial channel.
+    let engine = audit_pid(&tb, &p, "engine");
+    let st = proc_status(engine);
+    assert_eq!(st["Seccomp"], "2", "the tor hop's engine is filtered");
+    assert_eq!(st["NoNewPrivs"], "1");
+    assert_eq!(st["CapEff"], "0000000000000000");
     tor.kill_exit();
     assert_blocked(
         &tb,

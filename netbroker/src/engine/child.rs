@@ -108,8 +108,23 @@ fn setup(start: StartEngine) -> Result<Serving, String> {
     // Before the filter: resolving a host name reads /etc and may use
     // whatever the system resolver wants.
     let proxy = Proxy::resolve(&cfg).map_err(|e| e.to_string())?;
-    super::filter::install_for(cfg.proxy.unix.is_some())
-        .map_err(|e| format!("install the seccomp filter: {e}"))?;
+    // A unix-socket proxy is reached through the netbroker, which dials
+    // for us: the filter allows no unix socket.
+    let proxy = match (&cfg.proxy.unix, start.dial) {
+        (Some(_), Some(chan)) => {
+            let client = super::dial::Client::new(chan.into_inner())
+                .map_err(|e| format!("set up the dial channel: {e}"))?;
+            proxy.with_dial_channel(std::sync::Arc::new(client))
+        }
+        (None, None) => proxy,
+        (Some(_), None) => {
+            return Err("the netbroker sent a unix-socket proxy without its dial channel".into())
+        }
+        (None, Some(_)) => {
+            return Err("the netbroker sent a dial channel for a proxy that needs none".into())
+        }
+    };
+    super::filter::install().map_err(|e| format!("install the seccomp filter: {e}"))?;
     Serving::new(tun, proxy, &cfg).map_err(|e| e.to_string())
 }
 

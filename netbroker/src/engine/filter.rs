@@ -5,8 +5,10 @@
 //! What the engine does after setup is an event loop on descriptors it
 //! already holds (the TUN, an epoll, an eventfd, its control socket) plus
 //! TCP/UDP sockets to the proxy: so sockets of the Internet families only
-//! (and unix stream sockets when the proxy is a hop daemon's unix socket),
-//! no file system, no process creation (a thread is a `clone` with
+//! — never a unix socket, whose connect could name any path: an engine whose
+//! proxy is a hop daemon's unix socket gets each connection from the
+//! netbroker over the channel it was started with ([`super::dial`]) — no
+//! file system, no process creation (a thread is a `clone` with
 //! `CLONE_THREAD`), no namespaces, no ptrace, no `ioctl` but `FIONBIO`.
 //!
 //! Anything else kills the process (`SECCOMP_RET_KILL_PROCESS`), not
@@ -160,16 +162,11 @@ pub enum FilterError {
     Install(#[from] seccompiler::Error),
 }
 
-/// The two programs: clone3 → ENOSYS, then the allow-list.
+/// The two programs: clone3 → ENOSYS, then the allow-list. The same for
+/// every engine: one whose proxy is a hop daemon's unix socket gets its
+/// connections from the netbroker ([`super::dial`]) and makes no unix
+/// socket either.
 pub fn programs() -> Result<[BpfProgram; 2], FilterError> {
-    programs_for(false)
-}
-
-/// [`programs`] for an engine whose proxy is a hop daemon's unix socket
-/// (`unix`): then `socket(AF_UNIX, SOCK_STREAM, …)` is allowed too (the
-/// dial's `connect` is allowed for every socket it may make); no datagram
-/// or seqpacket unix socket, nothing else.
-pub fn programs_for(unix: bool) -> Result<[BpfProgram; 2], FilterError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|_| FilterError::Arch)?;
     let compile = |e: seccompiler::BackendError| FilterError::Compile(e.to_string());
     let enosys = SeccompFilter::new(
@@ -196,28 +193,6 @@ pub fn programs_for(unix: bool) -> Result<[BpfProgram; 2], FilterError> {
             .map_err(compile)?;
         rules.insert(call, r);
     }
-    if unix {
-        // The type argument carries SOCK_NONBLOCK | SOCK_CLOEXEC too.
-        let kind = 0xf;
-        let stream = SeccompRule::new(vec![
-            SeccompCondition::new(
-                0,
-                SeccompCmpArgLen::Qword,
-                SeccompCmpOp::Eq,
-                libc::AF_UNIX as u64,
-            )
-            .map_err(compile)?,
-            SeccompCondition::new(
-                1,
-                SeccompCmpArgLen::Qword,
-                SeccompCmpOp::MaskedEq(kind),
-                libc::SOCK_STREAM as u64,
-            )
-            .map_err(compile)?,
-        ])
-        .map_err(compile)?;
-        rules.entry(libc::SYS_socket).or_default().push(stream);
-    }
     // A thread, never a new process.
     let thread = libc::CLONE_THREAD as u64;
     rules.insert(
@@ -241,12 +216,7 @@ pub fn programs_for(unix: bool) -> Result<[BpfProgram; 2], FilterError> {
 /// that point). The ENOSYS program first: installing the allow-list ends
 /// the use of `seccomp` itself.
 pub fn install() -> Result<(), FilterError> {
-    install_for(false)
-}
-
-/// [`install`] of [`programs_for`]`(unix)`.
-pub fn install_for(unix: bool) -> Result<(), FilterError> {
-    for p in programs_for(unix)? {
+    for p in programs()? {
         seccompiler::apply_filter(&p)?;
     }
     Ok(())
@@ -327,34 +297,65 @@ mod tests {
         assert!(killed_by_sigsys(open), "{open:?}");
     }
 
+    /// No engine may make a unix socket of any type, not even one whose
+    /// proxy is a hop daemon's unix socket (the netbroker dials for it): a
+    /// connect's path is out of seccomp's sight, so one allowed unix socket
+    /// would reach every socket the engine's uid reaches. Its dial channel
+    /// works under the filter: a request out, a descriptor in.
     #[test]
-    fn a_unix_proxy_engine_may_make_unix_stream_sockets_only() {
+    fn a_unix_socket_of_any_type_kills_every_engine_and_the_dial_channel_works() {
         use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-        let stream = filtered_by(programs_for(true).unwrap(), || {
-            match socket(
-                AddressFamily::Unix,
-                SockType::Stream,
+        for kind in [SockType::Stream, SockType::Datagram, SockType::SeqPacket] {
+            for flags in [
+                SockFlag::empty(),
                 SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-                None,
-            ) {
-                Ok(_) => 0,
-                Err(_) => 3,
+            ] {
+                static CASE: std::sync::Mutex<Option<(SockType, SockFlag)>> =
+                    std::sync::Mutex::new(None);
+                *CASE.lock().unwrap() = Some((kind, flags));
+                let s = filtered(|| {
+                    let (kind, flags) = CASE.lock().unwrap().unwrap();
+                    let _ = socket(AddressFamily::Unix, kind, flags, None);
+                    0
+                });
+                assert!(killed_by_sigsys(s), "{kind:?} {flags:?}: {s:?}");
+            }
+        }
+        // socketpair is no way around it either.
+        assert!(!ALLOWED
+            .iter()
+            .flat_map(|(_, c)| c.iter())
+            .any(|c| *c == libc::SYS_socketpair));
+        // The dial channel: the engine's end, made before the filter.
+        let dir = std::env::temp_dir().join(format!("pallium-filter-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("socks");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let (server, theirs) = super::super::dial::Server::start(&path, None).unwrap();
+        let client = super::super::dial::Client::new(theirs).unwrap();
+        static CLIENT: std::sync::Mutex<Option<super::super::dial::Client>> =
+            std::sync::Mutex::new(None);
+        *CLIENT.lock().unwrap() = Some(client);
+        let dialled = filtered(|| {
+            let c = CLIENT.lock().unwrap();
+            match c.as_ref().map(|c| c.dial()) {
+                Some(Ok(_)) => 0,
+                _ => 3,
             }
         });
+        CLIENT.lock().unwrap().take();
+        drop(server);
         assert_eq!(
-            stream,
-            nix::sys::wait::WaitStatus::Exited(stream.pid().unwrap(), 0)
+            dialled,
+            nix::sys::wait::WaitStatus::Exited(dialled.pid().unwrap(), 0)
         );
-        let dgram = filtered_by(programs_for(true).unwrap(), || {
-            let _ = socket(
-                AddressFamily::Unix,
-                SockType::Datagram,
-                SockFlag::empty(),
-                None,
-            );
-            0
-        });
-        assert!(killed_by_sigsys(dgram), "{dgram:?}");
+        listener.set_nonblocking(true).unwrap();
+        assert!(
+            listener.accept().is_ok(),
+            "the connection reached the socket"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -18,6 +18,10 @@
 //! namespace — the caller's — and, rootless, makes a user namespace of its
 //! own first, where it can empty its bounding set.
 //!
+//! An engine whose proxy is a hop daemon's unix socket makes no unix socket
+//! (its filter forbids them all): the netbroker dials for it over a second
+//! channel sent with Start ([`dial`]).
+//!
 //! The netbroker side ([`EngineProcess`]) watches the child: its death while
 //! the session runs is reported like a hop's (the kill switch holds: the TUN
 //! device has no other reader, nothing leaves another way), and dropping it
@@ -28,6 +32,7 @@
 
 pub mod cgroup;
 pub mod child;
+pub mod dial;
 pub mod filter;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -69,6 +74,8 @@ pub enum EngineError {
     Failed(String),
     #[error("the packet engine process {0} before it was ready")]
     Died(String),
+    #[error(transparent)]
+    Dial(#[from] dial::DialError),
 }
 
 /// How the engine process is placed.
@@ -137,6 +144,9 @@ pub struct EngineProcess {
     chan: Channel<EngineRequest, EngineEvent>,
     /// Set once the engine has stopped: why.
     exit: Option<String>,
+    /// The thread that dials the proxy's unix socket for it, if it has one
+    /// ([`dial`]); it ends when dropped, after `Drop` has killed the engine.
+    dial: Option<dial::Server>,
 }
 
 impl EngineProcess {
@@ -231,6 +241,7 @@ impl EngineProcess {
                 child,
                 chan,
                 exit: None,
+                dial: None,
             },
             placement,
             began,
@@ -238,6 +249,19 @@ impl EngineProcess {
     }
 
     fn start(&mut self, tun: Tun, cfg: &Config, placement: Placement) -> Result<(), EngineError> {
+        // A hop daemon's unix socket: opened now, while the netbroker may
+        // still take the engine's group (root mode the socket's directory
+        // is the daemon's and the engine's group's), dialled for the engine
+        // over its dial channel for the rest of the session.
+        let dial = match &cfg.proxy.unix {
+            Some(path) => {
+                let group = placement.run_as.map(|(_, gid)| gid);
+                let (server, theirs) = dial::Server::start(path, group)?;
+                self.dial = Some(server);
+                Some(Fd(theirs))
+            }
+            None => None,
+        };
         self.start_with(EngineRequest::Start(Box::new(StartEngine {
             tun: Fd(tun.fd),
             tun_name: tun.name,
@@ -249,6 +273,7 @@ impl EngineProcess {
             dns: dns_spec(&cfg.dns),
             resolvers: cfg.resolvers.clone(),
             connect_timeout_ms: cfg.connect_timeout.as_millis() as u64,
+            dial,
         })))
     }
 

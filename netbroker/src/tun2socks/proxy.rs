@@ -1,7 +1,9 @@
 //! The proxy clients of the tun2socks engine: SOCKS4, SOCKS4a, SOCKS5 (with
 //! username/password and UDP ASSOCIATE) and HTTP CONNECT (with basic auth).
 //! Every socket the engine opens is made here, and only ever to the proxy's
-//! own address: that is what makes the kill switch structural.
+//! own address: that is what makes the kill switch structural. (A proxy on a
+//! hop daemon's unix socket: the engine process gets each connection from
+//! the netbroker, [`crate::engine::dial`].)
 //!
 //! Each protocol's handshake is written once, as a sans-I/O state machine
 //! ([`Handshake`]: bytes in, bytes to send, done or an error), which the
@@ -15,7 +17,8 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -26,6 +29,7 @@ use proto::profile::Host;
 
 use super::stream::ProxyStream;
 use super::{dns, short_reason, Config, DnsConfig, Protocol, Tun2socksError};
+use crate::engine::dial::Client as DialClient;
 
 /// Where a proxied connection should go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +61,9 @@ pub struct Proxy {
     fallback: Vec<SocketAddr>,
     /// The proxy's unix socket, dialled instead of `addrs`.
     unix: Option<PathBuf>,
+    /// The engine process's way to it: the netbroker connects for it
+    /// ([`crate::engine::dial`]; the engine may make no unix socket).
+    dial_channel: Option<Arc<DialClient>>,
 }
 
 impl Proxy {
@@ -107,7 +114,35 @@ impl Proxy {
             password: cfg.proxy.password.clone(),
             timeout: cfg.connect_timeout,
             fallback,
+            dial_channel: None,
         })
+    }
+
+    /// Reach the unix socket through the netbroker's dial channel rather
+    /// than by its path (the engine process, whose filter allows no unix
+    /// socket).
+    pub fn with_dial_channel(mut self, channel: Arc<DialClient>) -> Proxy {
+        self.dial_channel = Some(channel);
+        self
+    }
+
+    /// A non-blocking stream socket connected to the proxy's unix socket
+    /// `path`: from the netbroker, or made here (an engine on a thread of
+    /// the netbroker, tests and benchmarks).
+    fn unix_stream(&self, path: &Path) -> io::Result<UnixStream> {
+        if let Some(c) = &self.dial_channel {
+            return c.dial().map(UnixStream::from);
+        }
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        // A unix connect completes at once or fails (EAGAIN: the
+        // daemon's backlog is full).
+        connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+        Ok(UnixStream::from(fd))
     }
 
     fn proto(&self) -> &'static str {
@@ -138,7 +173,10 @@ impl Proxy {
     /// place the engine makes TCP sockets.
     fn dial(&self) -> Result<ProxyStream, Tun2socksError> {
         if let Some(path) = &self.unix {
-            let s = UnixStream::connect(path).map_err(|e| self.unreachable(&e))?;
+            let s = self
+                .unix_stream(path)
+                .and_then(|s| s.set_nonblocking(false).map(|()| s))
+                .map_err(|e| self.unreachable(&e))?;
             s.set_read_timeout(Some(self.timeout))
                 .and_then(|()| s.set_write_timeout(Some(self.timeout)))
                 .map_err(|e| self.unreachable(&e))?;
@@ -165,16 +203,7 @@ impl Proxy {
     /// when this returns, its outcome shows as writability and `SO_ERROR`.
     pub fn dial_nonblocking(&self, idx: usize) -> io::Result<ProxyStream> {
         if let Some(path) = &self.unix {
-            let fd = socket(
-                AddressFamily::Unix,
-                SockType::Stream,
-                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-                None,
-            )?;
-            // A unix connect completes at once or fails (EAGAIN: the
-            // daemon's backlog is full).
-            connect(fd.as_raw_fd(), &UnixAddr::new(path.as_path())?)?;
-            return Ok(ProxyStream::from_fd(fd, true));
+            return self.unix_stream(path).map(ProxyStream::Unix);
         }
         let addr = *self
             .addrs

@@ -1,13 +1,14 @@
 //! A connection to the proxy: TCP, or a unix stream socket when the proxy
 //! is a hop daemon of the session's listening on a path only the session can
-//! reach (tor's `SocksPort unix:`, ssh's `-D PATH`). The engine's dials,
+//! reach (tor's `SocksPort unix:`, ssh's `-D PATH`; the engine process gets
+//! that socket connected from the netbroker). The engine's dials,
 //! relays and DNS-over-TCP pool hold a [`ProxyStream`] and never ask which.
 
 #![forbid(unsafe_code)]
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -19,16 +20,6 @@ pub enum ProxyStream {
 }
 
 impl ProxyStream {
-    /// A connected (or connecting, non-blocking) stream socket of either
-    /// family, from its descriptor.
-    pub fn from_fd(fd: OwnedFd, unix: bool) -> Self {
-        if unix {
-            ProxyStream::Unix(UnixStream::from(fd))
-        } else {
-            ProxyStream::Tcp(TcpStream::from(fd))
-        }
-    }
-
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             ProxyStream::Tcp(s) => s.peek(buf),
