@@ -478,7 +478,22 @@ impl Net {
     fn engine_with(&self, cfg: Config, limits: Limits) -> Engine {
         let app = self.fd(&self.app);
         let mut rtnl = netns::run_in(app.as_fd(), Rtnl::open).unwrap().unwrap();
-        let tun = tun::create(app.as_fd(), &mut rtnl, "t2s0", 65000).unwrap();
+        // A test that makes a second engine after dropping the first reuses
+        // the name: until every copy of the old TUN descriptor is closed
+        // (a child another test thread forks holds one until its exec) the
+        // kernel answers EBUSY, for a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let tun = loop {
+            match tun::create(app.as_fd(), &mut rtnl, "t2s0", 65000) {
+                Err(tun::TunError::Create { source, .. })
+                    if source.raw_os_error() == Some(libc::EBUSY)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                r => break r.unwrap(),
+            }
+        };
         tun2socks::start_with_limits(tun, self.fd(&self.dial), cfg, limits).unwrap()
     }
 

@@ -203,6 +203,17 @@ fn wait_circuit(
         }
         if let Some(c) = &mut control {
             if c.getinfo("status/circuit-established").ok().as_deref() == Some("1") {
+                // tor may have finished bootstrapping since the phase above
+                // was read: show where it ended (100%, "Done").
+                if let Ok(line) = c.getinfo("status/bootstrap-phase") {
+                    let (pct, summary) = bootstrap(&line);
+                    if pct.is_some() && pct != last_pct {
+                        (cx.progress)(format!(
+                            "tor: bootstrapped {}% ({summary})",
+                            pct.unwrap_or(0)
+                        ));
+                    }
+                }
                 (cx.progress)("tor: circuit established".into());
                 return Ok(control.take().expect("checked above"));
             }
