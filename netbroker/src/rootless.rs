@@ -120,26 +120,16 @@ pub fn build(
     };
     let exe = find_in_path(tool).ok_or(RootlessError::Missing { tool, package })?;
     if rootless {
-        let ours = nix::unistd::geteuid().as_raw();
-        if ours != uid {
-            return Err(RootlessError::WrongUid { asked: uid, ours });
-        }
-        check_tun(uid)?;
+        check_caller(uid)?;
     }
     let mut holder = Holder::start(rootless, uid, gid)?;
     let pid = holder.pid;
     let proc_ns = |ns: &str| PathBuf::from(format!("/proc/{pid}/ns/{ns}"));
-    let open_ns = |ns: &str| {
-        let path = proc_ns(ns);
-        File::open(&path)
-            .map(OwnedFd::from)
-            .map_err(|source| RootlessError::OpenNs { path, source })
-    };
-    let netns = open_ns("net")?;
+    let netns = holder.open_ns("net")?;
     // Rootless: the session's user namespace, and inside it the
     // application's, which owns the network namespace (pasta joins it).
     let (userns, app_userns) = if rootless {
-        (holder.session_userns.take(), Some(open_ns("user")?))
+        (holder.session_userns.take(), Some(holder.open_ns("user")?))
     } else {
         (None, None)
     };
@@ -336,14 +326,8 @@ fn tail(mut f: File) -> String {
 /// a short-lived holder child, so the netbroker's threads stay where they are.
 pub fn owned_netns(uid: u32, gid: u32, count: u32) -> Result<(Netns, OwnedFd), RootlessError> {
     let holder = Holder::start_mapped(uid, gid, count)?;
-    let open_ns = |ns: &str| {
-        let path = PathBuf::from(format!("/proc/{}/ns/{ns}", holder.pid));
-        File::open(&path)
-            .map(OwnedFd::from)
-            .map_err(|source| RootlessError::OpenNs { path, source })
-    };
-    let fd = open_ns("net")?;
-    let userns = open_ns("user")?;
+    let fd = holder.open_ns("net")?;
+    let userns = holder.open_ns("user")?;
     let rtnl = Rtnl::from_socket(sys::netlink_socket_from(holder.rtnl_fd()?));
     holder.finish();
     Ok((Netns { fd, rtnl }, userns))
@@ -366,25 +350,11 @@ pub struct DirectUplink {
 /// Build [`DirectUplink`] for `uid`/`gid` (the caller, whom the netbroker
 /// runs as).
 pub fn direct(uid: u32, gid: u32, tun: &str, mtu: u32) -> Result<DirectUplink, RootlessError> {
-    let ours = nix::unistd::geteuid().as_raw();
-    if ours != uid {
-        return Err(RootlessError::WrongUid { asked: uid, ours });
-    }
-    check_tun(uid)?;
+    check_caller(uid)?;
     let mut holder = Holder::start_with(&[(uid, gid, 1), (0, 0, 1)], Some((tun, mtu)))?;
-    let pid = holder.pid;
-    let open_ns = |ns: &str| {
-        let path = PathBuf::from(format!("/proc/{pid}/ns/{ns}"));
-        File::open(&path)
-            .map(OwnedFd::from)
-            .map_err(|source| RootlessError::OpenNs { path, source })
-    };
-    let netns = open_ns("net")?;
-    let app_userns = open_ns("user")?;
-    let userns = holder.session_userns.take().ok_or(RootlessError::Holder {
-        step: "open the session's user namespace",
-        source: io::Error::other("missing"),
-    })?;
+    let netns = holder.open_ns("net")?;
+    let app_userns = holder.open_ns("user")?;
+    let userns = holder.take_session_userns()?;
     let fd = holder.tun_fd()?;
     let mut rtnl = Rtnl::from_socket(sys::netlink_socket_from(holder.rtnl_fd()?));
     let index = rtnl
@@ -414,24 +384,11 @@ pub fn direct(uid: u32, gid: u32, tun: &str, mtu: u32) -> Result<DirectUplink, R
 /// namespace ([`crate::netns::enter_session`]). Returns (session user
 /// namespace, application user namespace, network namespace).
 pub fn session_namespaces(uid: u32, gid: u32) -> Result<(OwnedFd, OwnedFd, Netns), RootlessError> {
-    let ours = nix::unistd::geteuid().as_raw();
-    if ours != uid {
-        return Err(RootlessError::WrongUid { asked: uid, ours });
-    }
-    check_tun(uid)?;
+    check_caller(uid)?;
     let mut holder = Holder::start(true, uid, gid)?;
-    let open_ns = |ns: &str| {
-        let path = PathBuf::from(format!("/proc/{}/ns/{ns}", holder.pid));
-        File::open(&path)
-            .map(OwnedFd::from)
-            .map_err(|source| RootlessError::OpenNs { path, source })
-    };
-    let fd = open_ns("net")?;
-    let app_userns = open_ns("user")?;
-    let session_userns = holder.session_userns.take().ok_or(RootlessError::Holder {
-        step: "open the session's user namespace",
-        source: io::Error::other("not made"),
-    })?;
+    let fd = holder.open_ns("net")?;
+    let app_userns = holder.open_ns("user")?;
+    let session_userns = holder.take_session_userns()?;
     let rtnl = Rtnl::from_socket(sys::netlink_socket_from(holder.rtnl_fd()?));
     holder.finish();
     Ok((session_userns, app_userns, Netns { fd, rtnl }))
@@ -446,7 +403,34 @@ struct Holder {
     session_userns: Option<OwnedFd>,
 }
 
+/// Rootless: the netbroker must be the session's `uid` (it writes the user
+/// namespace's maps as itself), and `/dev/net/tun` must be open to it.
+fn check_caller(uid: u32) -> Result<(), RootlessError> {
+    let ours = nix::unistd::geteuid().as_raw();
+    if ours != uid {
+        return Err(RootlessError::WrongUid { asked: uid, ours });
+    }
+    check_tun(uid)
+}
+
 impl Holder {
+    /// Open the holder's namespace of kind `ns` ("net", "user": its
+    /// innermost user namespace).
+    fn open_ns(&self, ns: &str) -> Result<OwnedFd, RootlessError> {
+        let path = PathBuf::from(format!("/proc/{}/ns/{ns}", self.pid));
+        File::open(&path)
+            .map(OwnedFd::from)
+            .map_err(|source| RootlessError::OpenNs { path, source })
+    }
+
+    /// The session's (outermost) user namespace of a nested holder.
+    fn take_session_userns(&mut self) -> Result<OwnedFd, RootlessError> {
+        self.session_userns.take().ok_or(RootlessError::Holder {
+            step: "open the session's user namespace",
+            source: io::Error::other("not made"),
+        })
+    }
+
     /// Rootless: the session's user namespace (`uid`/`gid` mapped to 0),
     /// and inside it the application's (its root mapped to 0 again), which
     /// owns the network namespace; [`Holder::session_userns`] is the first.
