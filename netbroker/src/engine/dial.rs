@@ -36,8 +36,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use nix::sys::socket::{
-    connect, setsockopt, shutdown, socket, socketpair, sockopt, AddressFamily, Shutdown, SockFlag,
-    SockType, UnixAddr,
+    setsockopt, shutdown, socketpair, sockopt, AddressFamily, Shutdown, SockFlag, SockType,
+    UnixAddr,
 };
 use proto::engine::{DialReply, DialRequest, Errno};
 use proto::{Channel, Fd, WireError};
@@ -156,7 +156,7 @@ fn answer(chan: &mut Channel<DialReply, DialRequest>, target: &OwnedFd) -> Strin
             Err(WireError::Closed) => return "closed".into(),
             Err(e) => return format!("a malformed request: {e}"),
         }
-        let reply = match connect_to(&addr) {
+        let reply = match crate::tun2socks::stream::connect_unix(&addr) {
             Ok(fd) => DialReply::Connected(Fd(fd)),
             Err(e) => DialReply::Failed(Errno::new(e as i32).unwrap_or(EIO)),
         };
@@ -171,19 +171,6 @@ const EIO: Errno = match Errno::new(libc::EIO) {
     Some(e) => e,
     None => unreachable!(),
 };
-
-/// One non-blocking connect to the socket (it completes at once or fails;
-/// EAGAIN: the daemon's backlog is full).
-fn connect_to(addr: &UnixAddr) -> Result<OwnedFd, nix::Error> {
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    connect(fd.as_raw_fd(), addr)?;
-    Ok(fd)
-}
 
 /// The engine's side: asks the netbroker for each connection.
 #[derive(Debug)]

@@ -426,58 +426,10 @@ pub fn start_direct(
     cfg: DirectConfig,
     limits: Limits,
 ) -> Result<Engine, Tun2socksError> {
-    crate::sys::malloc_release_freed(MMAP_THRESHOLD);
-    let shared = Arc::new(Shared::new()?);
-    let sh = shared.clone();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name(format!("direct-{}", tun.name))
-        .spawn(move || {
-            let r = nix::sched::setns(&dial_netns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| Tun2socksError::Io {
-                    what: "enter the dial namespace",
-                    source: e.into(),
-                })
-                .and_then(|()| stack::Engine::new_direct(tun, &cfg, limits, sh.clone()));
-            drop(dial_netns);
-            let mut engine = match r {
-                Ok(e) => {
-                    let _ = ready_tx.send(Ok(()));
-                    e
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            let reason = match engine.run() {
-                Ok(()) => "stopped".to_string(),
-                Err(e) => e.to_string(),
-            };
-            drop(engine);
-            *sh.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
-        })
-        .map_err(|source| Tun2socksError::Io {
-            what: "spawn the engine thread",
-            source,
-        })?;
-    let mut engine = Engine {
-        shared,
-        thread: Some(thread),
-    };
-    match ready_rx.recv() {
-        Ok(Ok(())) => Ok(engine),
-        Ok(Err(e)) => {
-            if let Some(t) = engine.thread.take() {
-                let _ = t.join();
-            }
-            Err(e)
-        }
-        Err(_) => Err(Tun2socksError::Io {
-            what: "start the engine thread",
-            source: io::Error::other("it ended before it was ready"),
-        }),
-    }
+    let name = format!("direct-{}", tun.name);
+    start_thread(name, dial_netns, move |sh| {
+        stack::Engine::new_direct(tun, &cfg, limits, sh)
+    })
 }
 
 /// [`start`] with other caps (tests, benchmarks).
@@ -487,6 +439,21 @@ pub fn start_with_limits(
     cfg: Config,
     limits: Limits,
 ) -> Result<Engine, Tun2socksError> {
+    let name = format!("tun2socks-{}", tun.name);
+    start_thread(name, dial_netns, move |sh| {
+        let proxy = proxy::Proxy::resolve(&cfg)?;
+        stack::Engine::new(tun, proxy, &cfg, limits, sh)
+    })
+}
+
+/// Run an engine on a thread of its own called `name`, which enters
+/// `dial_netns` and then builds the engine with `make`; returns once it is
+/// set up (or why it could not be).
+fn start_thread(
+    name: String,
+    dial_netns: OwnedFd,
+    make: impl FnOnce(Arc<Shared>) -> Result<stack::Engine, Tun2socksError> + Send + 'static,
+) -> Result<Engine, Tun2socksError> {
     // Large buffers on mappings of their own, so that freed ones go back to
     // the kernel instead of staying in the heap (glibc otherwise raises its
     // mmap threshold after the first free and keeps them all).
@@ -495,7 +462,7 @@ pub fn start_with_limits(
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let sh = shared.clone();
     let thread = std::thread::Builder::new()
-        .name(format!("tun2socks-{}", tun.name))
+        .name(name)
         .spawn(move || {
             let result = (|| {
                 nix::sched::setns(&dial_netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(
@@ -505,8 +472,7 @@ pub fn start_with_limits(
                     },
                 )?;
                 drop(dial_netns);
-                let proxy = proxy::Proxy::resolve(&cfg)?;
-                stack::Engine::new(tun, proxy, &cfg, limits, sh.clone())
+                make(sh.clone())
             })();
             let mut engine = match result {
                 Ok(e) => {

@@ -15,16 +15,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::sys::socket::{
-    connect, socket, AddressFamily, SockFlag, SockType, SockaddrStorage, UnixAddr,
-};
+use nix::sys::socket::UnixAddr;
 use proto::profile::Host;
 
 use super::stream::ProxyStream;
@@ -133,15 +129,7 @@ impl Proxy {
         if let Some(c) = &self.dial_channel {
             return c.dial().map(UnixStream::from);
         }
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        // A unix connect completes at once or fails (EAGAIN: the
-        // daemon's backlog is full).
-        connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+        let fd = super::stream::connect_unix(&UnixAddr::new(path)?)?;
         Ok(UnixStream::from(fd))
     }
 
@@ -209,24 +197,7 @@ impl Proxy {
             .addrs
             .get(idx)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
-        let family = if addr.is_ipv4() {
-            AddressFamily::Inet
-        } else {
-            AddressFamily::Inet6
-        };
-        let fd = socket(
-            family,
-            SockType::Stream,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        match connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
-            Ok(()) | Err(Errno::EINPROGRESS) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let s = TcpStream::from(fd);
-        let _ = s.set_nodelay(true);
-        Ok(ProxyStream::Tcp(s))
+        super::stack::dial_tcp(addr).map(ProxyStream::Tcp)
     }
 
     /// How many ways [`Proxy::dial_nonblocking`] has: the proxy's addresses,

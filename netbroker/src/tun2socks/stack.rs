@@ -66,6 +66,7 @@ use crate::tun::Tun;
 
 mod dial;
 mod direct;
+pub(crate) use direct::dial_tcp;
 mod relay;
 
 use dial::{Dial, Poll, Purpose};

@@ -8,9 +8,25 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
+
+use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+
+/// One non-blocking connect to a unix stream socket: it completes at once or
+/// fails (EAGAIN: the daemon's backlog is full). The netbroker's dials for
+/// an engine, and an engine on a thread of the netbroker (tests, benchmarks).
+pub fn connect_unix(addr: &UnixAddr) -> nix::Result<OwnedFd> {
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(fd.as_raw_fd(), addr)?;
+    Ok(fd)
+}
 
 /// A stream to the proxy.
 #[derive(Debug)]

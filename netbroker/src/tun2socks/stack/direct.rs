@@ -130,7 +130,8 @@ pub(crate) fn routes_to_self(dst: SocketAddr) -> bool {
     }
 }
 
-/// Start a non-blocking TCP connection straight to `dst`.
+/// Start a non-blocking TCP connection straight to `dst` (a direct dial,
+/// and the engine's dial of a TCP proxy, [`super::super::proxy::Proxy::dial_nonblocking`]).
 pub(crate) fn dial_tcp(dst: SocketAddr) -> io::Result<TcpStream> {
     let family = if dst.is_ipv4() {
         AddressFamily::Inet
