@@ -13,53 +13,21 @@
 set -euo pipefail
 A_HOST=${1:?usage: $0 HOST_A HOST_B [ROUNDS] [BYTES]}; B_HOST=${2:?usage: $0 HOST_A HOST_B [ROUNDS] [BYTES]}
 ROUNDS=${3:-5}; BYTES=${4:-2G}; CONNS=${5:-2000}
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-for c in danted iperf3 python3 ip; do command -v $c >/dev/null || { echo "needs $c" >&2; exit 1; }; done
+. "$(dirname "$0")/dial-ns.sh"
+bench_require
+bench_init
 D=ecpu$$d A=ecpu$$a
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -- -"$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    for n in $D $A; do ip netns del $n 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-ip netns add $D; ip netns add $A
-ip -n $D link set lo up; ip -n $A link set lo up
-ip -n $D link add web0 type veth peer name web1
-ip -n $D addr add 203.0.113.80/24 dev web0
-ip -n $D link set web0 up; ip -n $D link set web1 up
-cat > "$WORK/danted.conf" <<EOC
-logoutput: $WORK/danted.log
-internal: 127.0.0.1 port = 1080
-external: web0
-socksmethod: none
-clientmethod: none
-user.privileged: root
-user.unprivileged: nobody
-client pass { from: 0/0 to: 0/0 }
-socks pass { from: 0/0 to: 0/0 command: connect }
-EOC
-setsid ip netns exec $D danted -f "$WORK/danted.conf" -p "$WORK/danted.pid" -N 2 >/dev/null 2>&1 &
-PIDS+=($!)
-setsid ip netns exec $D iperf3 -s -B 203.0.113.80 -p 5201 >/dev/null 2>&1 &
-PIDS+=($!)
-cat > "$WORK/echo.py" <<'EOC'
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("203.0.113.80", 7007)); s.listen(128)
-while True:
-    c, _ = s.accept(); c.sendall(c.recv(1)); c.close()
-EOC
+dial_netns $D
+bench_netns $A
+start_dante $D
+start_iperf $D
+start_echo $D
 cat > "$WORK/conn.py" <<'EOC'
 import socket, sys
 for _ in range(int(sys.argv[1])):
     c = socket.create_connection(("203.0.113.80", 7007)); c.sendall(b"x")
     assert c.recv(1) == b"x"; c.close()
 EOC
-setsid ip netns exec $D python3 "$WORK/echo.py" >/dev/null 2>&1 &
-PIDS+=($!)
 sleep 1
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TCK=$(getconf CLK_TCK)

@@ -12,8 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-5}; SECS=${2:-2}; SRC=${3:-}
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-for c in danted iperf3 python3 ip hyperfine setpriv; do command -v $c >/dev/null || { echo "needs $c" >&2; exit 1; }; done
+. extra/bench/dial-ns.sh
+bench_require hyperfine setpriv
 if [ -z "$SRC" ]; then cargo build --release --workspace --bins -q; SRC=target/release; fi
 BIN=/opt/pallium-firsthop-bench
 install -d -m 0755 "$BIN"
@@ -23,36 +23,12 @@ id "$USER_NAME" >/dev/null 2>&1 || useradd -m "$USER_NAME"
 UID_N=$(id -u "$USER_NAME")
 install -d -m 0700 -o "$USER_NAME" -g "$USER_NAME" "/run/user/$UID_N"
 [ -e /dev/net/tun ] && chmod 0666 /dev/net/tun
+bench_init
 D=fhb$$
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    ip netns del $D 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-ip netns add $D
-ip -n $D link set lo up
-ip -n $D link add web0 type veth peer name web1
-ip -n $D addr add 203.0.113.80/24 dev web0
-ip -n $D link set web0 up; ip -n $D link set web1 up
-cat > "$WORK/danted.conf" <<EOF
-logoutput: $WORK/danted.log
-internal: 203.0.113.80 port = 1080
-external: web0
-socksmethod: none
-clientmethod: none
-user.privileged: root
-user.unprivileged: nobody
-client pass { from: 0/0 to: 0/0 }
-socks pass { from: 0/0 to: 0/0 command: connect }
-EOF
-ip netns exec $D danted -f "$WORK/danted.conf" -p "$WORK/danted.pid" -N 2 >/dev/null 2>&1 &
-PIDS+=($!)
-ip netns exec $D iperf3 -s -B 203.0.113.80 -p 5201 >/dev/null 2>&1 &
-PIDS+=($!)
+# dante also listens on 203.0.113.80, the address the profile names.
+dial_netns $D 203.0.113.80
+start_dante $D
+start_iperf $D
 sleep 1
 PROFILE="$WORK/socks.json"
 echo '{"chain": [{"type": "socks", "address": "203.0.113.80:1080"}]}' > "$PROFILE"
