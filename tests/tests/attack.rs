@@ -629,3 +629,53 @@ fn lab_tor() {
     let _ = std::fs::remove_file("/tmp/attack-lab/stop-tor");
     s.stop(&tb, Mode::Root, &pt);
 }
+
+/// Finding (open): the rootless direct uplink refuses the host's own
+/// addresses from a list made at start, and catches addresses added later by
+/// a route lookup that expects a local destination to be its own source
+/// (`direct::routes_to_self`, `poll_tcp`). For a secondary address (a second
+/// address in a subnet the host already has) the kernel's local route carries
+/// the primary address as its source, so neither check fires: an address
+/// added to the host after the session started (an alias, a VIP, a second
+/// DHCP lease) is reachable, TCP both ways and UDP one way.
+#[test]
+fn the_direct_uplink_does_not_reach_a_secondary_address_added_later() {
+    skip_unless_root!();
+    let tb = Testbed::new("attacksecondary");
+    let mut service = tb
+        .host_exec(["python3", "-c", HOST_SERVICE])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the host service");
+    let p = profile("directsecondary", "{}");
+    let app = pal(
+        &tb,
+        Mode::Rootless,
+        &[
+            "exec",
+            "--one-shot",
+            &p,
+            "--",
+            "python3",
+            "-c",
+            "import socket,time\ntime.sleep(10)\ntry:\n s=socket.create_connection(('192.0.2.77',7777),timeout=5); print(s.recv(64))\nexcept OSError as e: print('failed:', e)",
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start the session");
+    std::thread::sleep(Duration::from_secs(5));
+    let add = out(tb.host_exec(["ip", "addr", "add", "192.0.2.77/24", "dev", "eth0"]));
+    assert!(add.status.success(), "{:?}", text(&add));
+    let o = app.wait_with_output().expect("wait");
+    let _ = service.kill();
+    let _ = service.wait();
+    let (stdout, stderr) = text(&o);
+    eprintln!("{stdout}{stderr}");
+    assert!(
+        !stdout.contains("host-secret"),
+        "the application reached the host's own services: {stdout}"
+    );
+}
