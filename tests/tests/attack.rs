@@ -630,14 +630,16 @@ fn lab_tor() {
     s.stop(&tb, Mode::Root, &pt);
 }
 
-/// Finding (open): the rootless direct uplink refuses the host's own
-/// addresses from a list made at start, and catches addresses added later by
-/// a route lookup that expects a local destination to be its own source
-/// (`direct::routes_to_self`, `poll_tcp`). For a secondary address (a second
-/// address in a subnet the host already has) the kernel's local route carries
-/// the primary address as its source, so neither check fires: an address
-/// added to the host after the session started (an alias, a VIP, a second
-/// DHCP lease) is reachable, TCP both ways and UDP one way.
+/// Finding (fixed): the rootless direct uplink refused the host's own
+/// addresses from a list made at start, and caught addresses added later by
+/// a route lookup that expects a local destination to be its own source. For
+/// a secondary address (a second address in a subnet the host already has)
+/// the kernel's local route carries the primary address as its source, so
+/// neither check fired: an address added to the host after the session
+/// started (an alias, a VIP, a second DHCP lease) was reachable, TCP both
+/// ways and UDP one way. Now `direct::routes_to_self` also asks whether a
+/// socket may bind to the destination (only local addresses may), for every
+/// new connection and UDP flow (`Direct::admits`).
 #[test]
 fn the_direct_uplink_does_not_reach_a_secondary_address_added_later() {
     skip_unless_root!();

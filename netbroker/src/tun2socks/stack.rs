@@ -696,7 +696,7 @@ impl Engine {
         } else {
             let started = match (&self.direct, &self.proxy) {
                 (Some(d), _) => {
-                    if !d.allowed(dst.ip()) || direct::routes_to_self(dst) {
+                    if !d.admits(dst) {
                         tracing::debug!("tun2socks: {dst}: refused, an address of this host");
                         return;
                     }

@@ -84,9 +84,12 @@ impl Direct {
         }
     }
 
-    /// Whether the application may reach `ip` (see the module doc).
-    pub(crate) fn allowed(&self, ip: IpAddr) -> bool {
-        allowed(&self.refused, ip)
+    /// Whether the application may reach `dst` (see the module doc): not
+    /// an address refused by kind or by the list the engine started with,
+    /// and not one the kernel routes to this host now ([`routes_to_self`]:
+    /// an address added since). Asked once per new connection or flow.
+    pub(crate) fn admits(&self, dst: SocketAddr) -> bool {
+        allowed(&self.refused, dst.ip()) && !routes_to_self(dst)
     }
 
     pub(crate) fn timeout(&self) -> Duration {
@@ -108,14 +111,22 @@ pub(crate) fn allowed(refused: &[IpAddr], ip: IpAddr) -> bool {
     !special && !refused.contains(&ip)
 }
 
-/// Whether the kernel routes `dst` to this host: the source it would pick
-/// for a local destination is the destination itself. Sends nothing.
+/// Whether the kernel routes `dst` to this host. Two questions to the
+/// kernel, neither of which sends anything: may a socket bind to `dst` (the
+/// kernel allows that exactly for its local, broadcast and multicast
+/// addresses — a secondary address added after the engine started too,
+/// whose local route names the primary as source), and is the source it
+/// would pick for `dst` the destination itself (a local destination's, and
+/// the only question where `ip_nonlocal_bind` lets every bind succeed).
 pub(crate) fn routes_to_self(dst: SocketAddr) -> bool {
     let any: SocketAddr = if dst.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
+    if !nonlocal_bind(dst.is_ipv4()) && UdpSocket::bind(SocketAddr::new(dst.ip(), 0)).is_ok() {
+        return true;
+    }
     let Ok(probe) = UdpSocket::bind(any) else {
         return true;
     };
@@ -128,6 +139,28 @@ pub(crate) fn routes_to_self(dst: SocketAddr) -> bool {
         // Unreachable: not ours either, the connect will say so.
         Err(_) => false,
     }
+}
+
+/// Whether this host lets a socket bind to addresses that are not its own
+/// (`net.ipv4.ip_nonlocal_bind`/`net.ipv6.ip_nonlocal_bind`), asked once per
+/// family by binding to an address no host holds in practice (the last of
+/// the shared address space, of the documentation prefix).
+fn nonlocal_bind(v4: bool) -> bool {
+    use std::sync::OnceLock;
+    static V4: OnceLock<bool> = OnceLock::new();
+    static V6: OnceLock<bool> = OnceLock::new();
+    let (cell, probe): (&OnceLock<bool>, IpAddr) = if v4 {
+        (&V4, std::net::Ipv4Addr::new(100, 127, 255, 254).into())
+    } else {
+        (
+            &V6,
+            Ipv6Addr::new(
+                0x2001, 0xdb8, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xfffe,
+            )
+            .into(),
+        )
+    };
+    *cell.get_or_init(|| UdpSocket::bind(SocketAddr::new(probe, 0)).is_ok())
 }
 
 /// Start a non-blocking TCP connection straight to `dst` (a direct dial,
@@ -302,7 +335,7 @@ impl Engine {
             return Some(*id);
         }
         let (proto, _, dst) = key;
-        if !d.allowed(dst.ip()) {
+        if !d.admits(dst) {
             tracing::debug!("tun2socks: {dst}: refused, an address of this host");
             return None;
         }
