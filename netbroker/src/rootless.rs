@@ -466,6 +466,8 @@ impl Holder {
         let tun = tun.map(|(n, m)| (n.to_string(), m));
         let levels = maps.len();
         let nested: Vec<(u32, u32)> = maps.iter().skip(1).map(|&(u, g, _)| (u, g)).collect();
+        // Every group of the innermost user namespace (the application's).
+        let ping_max = maps.last().map(|&(_, _, count)| count.saturating_sub(1));
         let err = |step| {
             move |e: nix::Error| RootlessError::Holder {
                 step,
@@ -483,7 +485,7 @@ impl Holder {
         // returns. The holder dies with us and keeps nothing else of ours.
         let keep = theirs.as_raw_fd();
         let pid = sys::fork_dying_child(keep, move || {
-            match holder_main(theirs, levels, &nested, tun) {
+            match holder_main(theirs, levels, &nested, ping_max, tun) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("pallium-netbroker: namespace holder: {e}");
@@ -588,12 +590,14 @@ impl Drop for Holder {
 }
 
 /// The holder child: unshare `levels` nested user namespaces, each once its
-/// id maps are written, then the network namespace; bring `lo` up, hand a
-/// route socket back, wait to be released.
+/// id maps are written, then the network namespace; admit groups
+/// 0…`ping_max` of the innermost user namespace to ICMP datagram sockets
+/// there; bring `lo` up, hand a route socket back, wait to be released.
 fn holder_main(
     sock: OwnedFd,
     levels: usize,
     nested: &[(u32, u32)],
+    ping_max: Option<u32>,
     tun: Option<(String, u32)>,
 ) -> Result<(), String> {
     let handshake = || -> Result<(), String> {
@@ -619,6 +623,16 @@ fn holder_main(
         write("gid_map", format!("0 {gid} 1\n"))?;
     }
     unshare_(CloneFlags::CLONE_NEWNET)?;
+    // The application's ping (an ICMP datagram socket: Debian's ping needs
+    // its file capability otherwise, which no_new_privs ignores) works when
+    // its group is in this namespace's range, "1 0" (none) by default. The
+    // range is read in our user namespace, the application's: all its
+    // groups, whichever the sandbox runs it as (a virtual user's too). Only
+    // with a user namespace of the session's: a bare one is the host's ids.
+    if let Some(max) = ping_max {
+        fs::write("/proc/sys/net/ipv4/ping_group_range", format!("0 {max}"))
+            .map_err(|e| format!("write net.ipv4.ping_group_range: {e}"))?;
+    }
     handshake()?;
     let mut rtnl = Rtnl::open().map_err(|e| format!("netlink: {e}"))?;
     let lo = rtnl.link_index("lo").map_err(|e| format!("lo: {e}"))?;
@@ -630,10 +644,6 @@ fn holder_main(
         };
         let (fd, name) = crate::tun::open_here(&name).map_err(why)?;
         let t = crate::tun::configure(&mut rtnl, fd, name, mtu).map_err(why)?;
-        // The application's ping (an ICMP datagram socket, no capability)
-        // needs its group admitted in its own namespace; gid 0 here is the
-        // caller's, the only one mapped. Best effort: ICMP is the one thing lost.
-        let _ = fs::write("/proc/sys/net/ipv4/ping_group_range", "0 0");
         send_byte(&sock, b'T', Some(t.fd.as_raw_fd())).map_err(|e| e.to_string())?;
     }
     let fd = sys::netlink_socket_into_fd(rtnl.into_socket());
