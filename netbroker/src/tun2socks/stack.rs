@@ -67,6 +67,7 @@ use crate::tun::Tun;
 mod dial;
 mod direct;
 pub(crate) use direct::dial_tcp;
+mod icmp;
 mod relay;
 
 use dial::{Dial, Poll, Purpose};
@@ -584,12 +585,22 @@ impl Engine {
                     self.on_udp(src, dst, &rx[off..off + len]);
                     self.dev.rx = rx;
                 }
-                // ICMP echo in direct mode; anything else is not relayed.
+                // ICMP echo in direct mode; on a proxy hop it is answered
+                // "prohibited" (icmp.rs); anything else is not relayed.
                 _ if self.direct.is_some() => self.direct_other(n),
-                _ => {}
+                _ => self.refuse_icmp(n),
             }
         }
         Ok(true)
+    }
+
+    /// Answer an ICMP echo request of length `n` in the receive buffer
+    /// "administratively prohibited" ([`icmp`]); drop anything else.
+    fn refuse_icmp(&mut self, n: usize) {
+        let k = icmp::prohibited(&mut self.scratch, &self.dev.rx[..n]);
+        if k > 0 {
+            let _ = nix::unistd::write(&self.dev.fd, &self.scratch[..k]);
+        }
     }
 
     /// Keep the SYN of length `n` in the receive buffer back if its proxy

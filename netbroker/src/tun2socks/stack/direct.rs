@@ -5,7 +5,8 @@
 //! the proxy path), a UDP flow is one connected socket per (source,
 //! destination) pair, an ICMP echo flow one ping socket
 //! (`socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)`, where the host's
-//! `net.ipv4.ping_group_range` admits the caller; else dropped, said once),
+//! `net.ipv4.ping_group_range` admits the caller; else answered
+//! "administratively prohibited" (`icmp.rs`), said once),
 //! and queries to the engine's DNS address are forwarded to the host's
 //! resolvers over UDP with random ids.
 //!
@@ -318,7 +319,9 @@ impl Engine {
         };
         let key = (1, SocketAddr::new(src, id), SocketAddr::new(dst, 0));
         let Some(fid) = self.direct_flow(key) else {
-            return;
+            // Refused (the host itself, no ping socket for the caller, the
+            // flow cap): said at once rather than left to time out.
+            return self.refuse_icmp(n);
         };
         let Some(f) = self.direct.as_mut().and_then(|d| d.flows.get_mut(&fid)) else {
             return;
@@ -350,7 +353,7 @@ impl Engine {
             {
                 if !d.no_ping {
                     d.no_ping = true;
-                    tracing::warn!("tun2socks: ping sockets are not allowed for this user (sysctl net.ipv4.ping_group_range); ICMP echo from the sandbox is dropped");
+                    tracing::warn!("tun2socks: ping sockets are not allowed for this user (sysctl net.ipv4.ping_group_range); ICMP echo from the sandbox is answered \"administratively prohibited\"");
                 }
                 return None;
             }
@@ -483,7 +486,7 @@ fn open_flow(proto: u8, dst: SocketAddr) -> io::Result<UdpSocket> {
 
 /// An ICMP (v4) or ICMPv6 echo request: source, destination, echo id and
 /// the offset of the ICMP message.
-fn echo_request(p: &[u8]) -> Option<(IpAddr, IpAddr, u16, usize)> {
+pub(super) fn echo_request(p: &[u8]) -> Option<(IpAddr, IpAddr, u16, usize)> {
     let (src, dst, off, want) = match p.first()? >> 4 {
         4 => {
             let ip = Ipv4Packet::new_checked(p).ok()?;
@@ -522,7 +525,13 @@ fn echo_request(p: &[u8]) -> Option<(IpAddr, IpAddr, u16, usize)> {
 /// Write the echo reply `msg` (as a ping socket returns it: the ICMP
 /// message) from `src` to `dst` as an IP packet, its id set back to the
 /// application's `id`; the packet's length (0 if it does not fit).
-fn emit_echo_reply(buf: &mut [u8], src: IpAddr, dst: IpAddr, id: u16, msg: &[u8]) -> usize {
+pub(super) fn emit_echo_reply(
+    buf: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    id: u16,
+    msg: &[u8],
+) -> usize {
     if msg.len() < 8 {
         return 0;
     }
@@ -582,7 +591,7 @@ fn emit_echo_reply(buf: &mut [u8], src: IpAddr, dst: IpAddr, id: u16, msg: &[u8]
 }
 
 /// The sum of `b` as big-endian 16-bit words (odd length: zero-padded).
-fn ones(b: &[u8]) -> u32 {
+pub(super) fn ones(b: &[u8]) -> u32 {
     b.chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
         .sum()
