@@ -7,7 +7,7 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::dns::{self, DnsPlan};
@@ -61,6 +61,12 @@ pub enum RootError {
     Route {
         iface: String,
         gateway: IpAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("write {path}")]
+    Sysctl {
+        path: String,
         #[source]
         source: io::Error,
     },
@@ -159,6 +165,7 @@ pub fn build(
         index: index(&mut host, &host_if)?,
         rtnl: host,
     };
+    link_sysctls(&paths.proc_sys, &host_if, app.fd.as_fd())?;
     configure_end(
         &mut host_end.rtnl,
         &host_if,
@@ -233,6 +240,37 @@ fn index(rtnl: &mut Rtnl, iface: &str) -> Result<u32, RootError> {
         iface: iface.into(),
         source,
     })
+}
+
+/// Before the links go up: no duplicate address detection on either end
+/// (our addresses skip it already, `IFA_F_NODAD`; this covers the
+/// link-local ones, which would stay tentative for a second or two after
+/// the application starts), and the host end never takes a router
+/// advertisement from the sandbox, whatever the host's
+/// `default/accept_ra` (2 on a router that learns its uplink from RAs would
+/// let an application with `exec --root` route the host's traffic).
+fn link_sysctls(
+    proc_sys: &Path,
+    host_if: &str,
+    app_netns: BorrowedFd<'_>,
+) -> Result<(), RootError> {
+    let write = |path: PathBuf, value: &str| {
+        std::fs::write(&path, value).map_err(|source| RootError::Sysctl {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let host = proc_sys.join("net/ipv6/conf").join(host_if);
+    write(host.join("accept_dad"), "0")?;
+    write(host.join("accept_ra"), "0")?;
+    // /proc/sys/net is the calling thread's namespace's.
+    let app = Path::new("/proc/sys/net/ipv6/conf")
+        .join(names::APP_IFNAME)
+        .join("accept_dad");
+    netns::run_in(app_netns, || write(app.clone(), "0")).map_err(|source| RootError::Sysctl {
+        path: app.display().to_string(),
+        source,
+    })?
 }
 
 fn configure_end(rtnl: &mut Rtnl, iface: &str, v4: IpAddr, v6: IpAddr) -> Result<(), RootError> {

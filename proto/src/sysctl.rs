@@ -1,5 +1,10 @@
 //! IP forwarding in the host namespace for root-mode veth links: switched on
-//! only if off, the original values recorded in
+//! only if off (and, before IPv6 forwarding is, `accept_ra` raised from 1 to
+//! 2 on the host's interfaces, so that they keep accepting router
+//! advertisements: a router ignores them at 1, and switching forwarding on
+//! deletes the default routes learned from them unless it is 2 — a host
+//! whose IPv6 default route came from an RA lost it, and the sandbox its
+//! IPv6, with the first session), the original values recorded in
 //! `/run/pallium/sysctl.<netns inode>.saved`, and restored once no pallium
 //! session started in that network namespace is alive any more (sysctls are
 //! per network namespace; each session directory records its namespace in a
@@ -29,6 +34,12 @@ pub use crate::runtime::current_netns;
 pub const RUN_DIR: &str = runtime::ROOT_RUN_DIR;
 /// The sysctls a veth uplink needs, relative to `/proc/sys`.
 pub const FORWARDING: [&str; 2] = ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"];
+/// Where the per-interface IPv6 settings are, relative to `/proc/sys`.
+const V6_CONF: &str = "net/ipv6/conf";
+/// Interfaces whose `accept_ra` stays as it is: the settings for all and
+/// for new interfaces (our own veths must never take a sandbox's RAs), and
+/// loopback.
+const RA_SKIP: [&str; 3] = ["all", "default", "lo"];
 
 /// What failed while handling the host's forwarding sysctls.
 #[derive(Debug, thiserror::Error)]
@@ -119,14 +130,81 @@ pub fn enable_forwarding(lock: &NetLock, proc_sys: &Path) -> Result<(), SysctlEr
         if value != "0" {
             continue;
         }
-        // Record first, then change: a crash in between leaves nothing unrestorable.
-        if !saved.iter().any(|(k, _)| k == key) {
-            saved.push((key.to_string(), value));
-            write_saved(&saved_path, &saved)?;
+        if key == FORWARDING[1] {
+            keep_accepting_ras(proc_sys, &saved_path, &mut saved)?;
         }
+        record(&saved_path, &mut saved, key, value)?;
         write_value(&path, "1")?;
     }
     Ok(())
+}
+
+/// Before IPv6 forwarding goes on: `accept_ra` 1 → 2 on every interface
+/// of the namespace but [`RA_SKIP`], each recorded first.
+fn keep_accepting_ras(
+    proc_sys: &Path,
+    saved_path: &Path,
+    saved: &mut Vec<(String, String)>,
+) -> Result<(), SysctlError> {
+    let dir = proc_sys.join(V6_CONF);
+    let entries = fs::read_dir(&dir).map_err(|source| SysctlError::Read {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !RA_SKIP.contains(&n.as_str()))
+        .collect();
+    names.sort();
+    for name in names {
+        let key = format!("{V6_CONF}/{name}/accept_ra");
+        let path = proc_sys.join(&key);
+        // An interface that went away meanwhile has nothing to keep.
+        let Ok(value) = read_trimmed(&path) else {
+            continue;
+        };
+        if value == "1" {
+            record(saved_path, saved, &key, value)?;
+            write_value(&path, "2")?;
+        }
+    }
+    Ok(())
+}
+
+/// Record `key`'s original `value` (the first one only) before it changes:
+/// a crash in between leaves nothing unrestorable.
+fn record(
+    saved_path: &Path,
+    saved: &mut Vec<(String, String)>,
+    key: &str,
+    value: String,
+) -> Result<(), SysctlError> {
+    if !saved.iter().any(|(k, _)| k == key) {
+        saved.push((key.to_string(), value));
+        write_saved(saved_path, saved)?;
+    }
+    Ok(())
+}
+
+/// Whether `key` is one we change, so may write back: the file is root's,
+/// but never write arbitrary sysctls.
+fn restorable(key: &str) -> bool {
+    if FORWARDING.contains(&key) {
+        return true;
+    }
+    let Some(name) = key
+        .strip_prefix(V6_CONF)
+        .and_then(|k| k.strip_prefix('/'))
+        .and_then(|k| k.strip_suffix("/accept_ra"))
+    else {
+        return false;
+    };
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !RA_SKIP.contains(&name)
 }
 
 /// If no session is alive (ignoring the lock file `own_lock`, the caller's own
@@ -145,11 +223,18 @@ pub fn restore_if_idle(
     }
     let saved_path = lock.saved_path();
     let saved = read_saved(&saved_path)?;
-    for (key, value) in &saved {
-        // Only keys we know: the file is root's, but never write arbitrary sysctls.
-        if FORWARDING.contains(&key.as_str()) {
-            write_value(&proc_sys.join(key), value)?;
+    // Last changed, first restored: forwarding goes off before accept_ra
+    // goes back to 1.
+    for (key, value) in saved.iter().rev() {
+        if !restorable(key) || !matches!(value.as_str(), "0" | "1" | "2") {
+            continue;
         }
+        let path = proc_sys.join(key);
+        // An interface gone since has nothing to restore.
+        if key.ends_with("/accept_ra") && !path.exists() {
+            continue;
+        }
+        write_value(&path, value)?;
     }
     match fs::remove_file(&saved_path) {
         Ok(()) => Ok(!saved.is_empty()),
@@ -297,6 +382,81 @@ mod tests {
             .join(format!("sysctl.{}.saved", current_netns()))
             .exists());
         let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn ipv6_forwarding_keeps_interfaces_accepting_router_advertisements() {
+        let d = scratch("ra");
+        let proc_sys = d.join("proc");
+        let run = d.join("run");
+        let conf = proc_sys.join(V6_CONF);
+        fs::write(conf.join("all/forwarding"), "0\n").unwrap();
+        for (name, ra) in [
+            ("all", "1"),
+            ("default", "1"),
+            ("lo", "1"),
+            ("eth0", "1"),
+            ("wlan0", "0"),
+            ("eth1", "2"),
+            ("pallium01234567", "0"),
+        ] {
+            fs::create_dir_all(conf.join(name)).unwrap();
+            fs::write(conf.join(name).join("accept_ra"), format!("{ra}\n")).unwrap();
+        }
+        let ra = |name: &str| {
+            fs::read_to_string(conf.join(name).join("accept_ra"))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        let lock = NetLock::acquire(&run).unwrap();
+        enable_forwarding(&lock, &proc_sys).unwrap();
+        let now: Vec<String> = [
+            "all",
+            "default",
+            "lo",
+            "eth0",
+            "wlan0",
+            "eth1",
+            "pallium01234567",
+        ]
+        .map(ra)
+        .to_vec();
+        assert_eq!(now, ["1", "1", "1", "2", "0", "2", "0"]);
+        // Recorded before forwarding went on.
+        let saved = fs::read_to_string(saved_path(&run, lock.scope())).unwrap();
+        assert_eq!(
+            saved,
+            "net/ipv4/ip_forward 0\nnet/ipv6/conf/eth0/accept_ra 1\nnet/ipv6/conf/all/forwarding 0\n"
+        );
+        assert!(restore_if_idle(&lock, &proc_sys, None).unwrap());
+        assert_eq!(ra("eth0"), "1");
+        assert_eq!(
+            fs::read_to_string(conf.join("all/forwarding")).unwrap(),
+            "0\n"
+        );
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn only_our_own_keys_are_restored() {
+        for key in [
+            "net/ipv4/ip_forward",
+            "net/ipv6/conf/all/forwarding",
+            "net/ipv6/conf/eth0/accept_ra",
+        ] {
+            assert!(restorable(key), "{key}");
+        }
+        for key in [
+            "kernel/core_pattern",
+            "net/ipv6/conf/all/accept_ra",
+            "net/ipv6/conf/default/accept_ra",
+            "net/ipv6/conf/../../../kernel/accept_ra",
+            "net/ipv6/conf/eth0/forwarding",
+            "net/ipv6/conf//accept_ra",
+        ] {
+            assert!(!restorable(key), "{key}");
+        }
     }
 
     #[test]
