@@ -16,6 +16,8 @@ const WATCHED_SYSCTLS: &[&str] = &[
     "net/ipv4/ip_forward",
     "net/ipv6/conf/all/forwarding",
     "net/ipv4/conf/all/route_localnet",
+    // Raised to 2 while IPv6 forwarding is on (proto::sysctl).
+    "net/ipv6/conf/eth0/accept_ra",
 ];
 /// The testbed's own links in the host namespace.
 const OWN_LINKS: &[&str] = &["lo", "eth0"];
