@@ -307,6 +307,8 @@ fn ra_routes(tb: &Testbed) -> Vec<String> {
 
 /// A leftover of the router advertisements: the route and the SLAAC
 /// address's local route on the host's uplink.
+// `wait_clean_except` takes a `fn(&String) -> bool`.
+#[allow(clippy::ptr_arg)]
 fn from_the_ra(finding: &String) -> bool {
     finding.starts_with("route added:")
         && (finding.contains(" proto ra ")
