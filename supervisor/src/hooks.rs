@@ -235,6 +235,7 @@ mod tests {
     #[test]
     fn forwarded_ports_are_named_in_rule_order() {
         let p = proto::profile::parse(
+            "<test>",
             r#"{"network": {"port_forwarding": {"local": ["tcp://127.0.0.1:1337:127.0.0.1:8000", "udp://[::1]:53:[::1]:5353"]}}}"#,
         )
         .unwrap()
