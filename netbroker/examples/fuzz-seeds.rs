@@ -310,6 +310,7 @@ fn build_chain(chain: Vec<proto::profile::Hop>) -> BrokerRequest {
         routes: Some(vec!["10.0.0.0/8".into()]),
         host_access: false,
         quiet: false,
+        port_forwarding: Vec::new(),
     })
 }
 

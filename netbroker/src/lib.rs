@@ -9,6 +9,7 @@
 pub mod direct;
 pub mod dns;
 pub mod engine;
+pub mod forward;
 pub mod hops;
 pub mod names;
 pub mod netns;

@@ -115,15 +115,24 @@ pub fn enter_session(userns: BorrowedFd<'_>, netns: BorrowedFd<'_>) -> Result<()
 
 /// Whether `netns` is the calling thread's own network namespace.
 pub fn is_current(netns: BorrowedFd<'_>) -> bool {
+    same_ns(netns, SELF_NET)
+}
+
+/// Is `userns` the user namespace we are in?
+pub fn is_current_userns(userns: BorrowedFd<'_>) -> bool {
+    same_ns(userns, "/proc/thread-self/ns/user")
+}
+
+fn same_ns(ns: BorrowedFd<'_>, ours: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
     let id = |m: std::fs::Metadata| (m.dev(), m.ino());
-    let theirs = File::from(match netns.try_clone_to_owned() {
+    let theirs = File::from(match ns.try_clone_to_owned() {
         Ok(fd) => fd,
         Err(_) => return false,
     })
     .metadata()
     .map(id);
-    let ours = std::fs::metadata(SELF_NET).map(id);
+    let ours = std::fs::metadata(ours).map(id);
     matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
 }
 

@@ -10,6 +10,7 @@ use proto::broker::{
 use proto::{Channel, ErrorKind, Fd, RemoteError, WireError};
 
 use crate::direct::{self, DirectUplink};
+use crate::forward;
 use crate::hops::{self, Chain, ChainStart};
 use crate::netns;
 use crate::root::{self, HostPaths, VethUplink};
@@ -40,10 +41,14 @@ enum Built {
     Direct(Box<DirectUplink>),
 }
 
+// One per netbroker, moved a handful of times: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum State {
     Configured,
     NetworkReady {
+        /// The port forwarder, stopped first.
+        forwarder: Option<crate::engine::EngineProcess>,
         session_id: String,
         /// Declared before the uplink: the hops stop first.
         chain: Option<Chain>,
@@ -253,8 +258,16 @@ fn handle_build_chain(
         .with_kind(ErrorKind::Refused);
         return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
     }
+    // Before anything is built: a port in use is the whole answer.
+    let bound = match forward::bind_all(&req.port_forwarding) {
+        Ok(b) => b,
+        Err(e) => {
+            let e = RemoteError::new("netbroker", &e).with_kind(ErrorKind::Refused);
+            return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
+        }
+    };
     if !req.chain.is_empty() {
-        return handle_build_hops(chan, state, req, paths);
+        return handle_build_hops(chan, state, req, paths, bound);
     }
     let progress = |chan: &Channel<BrokerEvent, BrokerRequest>, message: String| {
         let _ = chan.send(BrokerEvent::Progress(Progress { hop: None, message }));
@@ -299,7 +312,18 @@ fn handle_build_chain(
         }
     };
     let ready = chain_ready(&uplink).map_err(ServeError::Dup)?;
+    let forwarder = match start_forwarder(bound, &ready, &req) {
+        Ok(f) => f,
+        Err(e) => {
+            drop(uplink);
+            if use_veth {
+                let _ = root::teardown(&req.session_id, paths);
+            }
+            return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
+        }
+    };
     *state = State::NetworkReady {
+        forwarder,
         session_id: req.session_id,
         chain: None,
         uplink: Some(uplink),
@@ -317,7 +341,13 @@ fn handle_list_pids(
         pid: std::process::id() as i32,
         role: "netbroker".into(),
     }];
-    if let State::NetworkReady { uplink, chain, .. } = state {
+    if let State::NetworkReady {
+        uplink,
+        chain,
+        forwarder,
+        ..
+    } = state
+    {
         if let Some(Built::Userspace(u)) = uplink {
             pids.push(ProcEntry {
                 pid: u.daemon.id() as i32,
@@ -329,6 +359,9 @@ fn handle_list_pids(
         }
         if let Some(c) = chain {
             pids.extend(c.pids());
+        }
+        if let Some(f) = forwarder {
+            pids.push(f.proc_entry());
         }
     }
     chan.send(BrokerEvent::Pids(pids)).map_err(Into::into)
@@ -374,6 +407,7 @@ fn chain_ready(uplink: &Built) -> std::io::Result<ChainReady> {
 
 fn teardown(state: State, paths: &HostPaths) {
     let State::NetworkReady {
+        forwarder,
         session_id,
         chain,
         uplink,
@@ -382,8 +416,10 @@ fn teardown(state: State, paths: &HostPaths) {
     else {
         return;
     };
-    // The hops first (engines, then their daemons), from the application's
-    // end backwards.
+    // The forwarder first (nothing reaches the application from outside
+    // any more), then the hops (engines, then their daemons), from the
+    // application's end backwards.
+    drop(forwarder);
     drop(chain);
     if let Some(dir) = work_dir {
         let _ = std::fs::remove_dir_all(dir);
@@ -415,6 +451,7 @@ fn handle_build_hops(
     state: &mut State,
     req: BuildChain,
     paths: &HostPaths,
+    bound: forward::Bound,
 ) -> Result<(), ServeError> {
     let progress = |chan: &Channel<BrokerEvent, BrokerRequest>, hop: Option<usize>, message| {
         let _ = chan.send(BrokerEvent::Progress(Progress { hop, message }));
@@ -577,7 +614,24 @@ fn handle_build_hops(
             .collect::<Result<_, _>>()
             .map_err(ServeError::Dup)?,
     };
+    // Started before the state holds the chain: on failure the chain's
+    // drop here tears it down (the veth's host side after it).
+    let forwarder = start_forwarder(bound, &ready, &req);
+    let forwarder = match forwarder {
+        Ok(f) => f,
+        Err(e) => {
+            drop(chain);
+            drop(uplink);
+            let _ = std::fs::remove_dir_all(&work_dir);
+            if veth.is_some() {
+                drop(veth);
+                let _ = root::teardown(&req.session_id, paths);
+            }
+            return fail(chan, e);
+        }
+    };
     *state = State::NetworkReady {
+        forwarder,
         session_id: req.session_id,
         chain: Some(chain),
         uplink: uplink.map(Built::Userspace).or(veth.map(Built::Veth)),
@@ -585,6 +639,35 @@ fn handle_build_hops(
     };
     chan.send(BrokerEvent::ChainReady(ready))?;
     Ok(())
+}
+
+/// `network.port_forwarding.local`: the forwarder in the application's
+/// namespace of `ready`, with the sockets bound before the build; None
+/// without rules. Root mode it runs as the session's engine uid.
+fn start_forwarder(
+    bound: forward::Bound,
+    ready: &ChainReady,
+    req: &BuildChain,
+) -> Result<Option<crate::engine::EngineProcess>, RemoteError> {
+    use std::os::fd::AsFd;
+    if bound.is_empty() {
+        return Ok(None);
+    }
+    let placement = crate::engine::Placement {
+        run_as: (!req.rootless).then(|| {
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            let uid = proto::profile::service_uid(
+                &req.session_id,
+                proto::profile::Service::Engine,
+                &passwd,
+            );
+            (uid, uid)
+        }),
+    };
+    let userns = ready.userns.as_ref().map(|u| u.0.as_fd());
+    forward::start(bound, ready.netns.0.as_fd(), userns, placement)
+        .map(Some)
+        .map_err(|e| RemoteError::new("netbroker", &e))
 }
 
 /// Rootless, hop 1 in the caller's namespace: once hop 1's processes there

@@ -238,6 +238,10 @@ pub struct ChildPlacement {
     /// the spawn returns); negative: stay in the netbroker's (a direct-mode
     /// engine).
     pub netns: RawFd,
+    /// A user namespace to join before `netns` (negative: none): the one
+    /// that owns it, when the netbroker is not in it (the rootless port
+    /// forwarder of a direct uplink, [`crate::forward`]).
+    pub userns: RawFd,
     /// A descriptor the child inherits: `(ours, its number)`.
     pub inherit: Option<(RawFd, RawFd)>,
     /// Close every descriptor above the inherited one (above stderr without
@@ -281,12 +285,15 @@ pub struct MapBack {
 pub fn place_child(cmd: &mut Command, p: ChildPlacement) {
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs between fork and exec in the child and makes
-    // only async-signal-safe system calls (signal, setns, dup2, close_range,
+    // only async-signal-safe system calls (signal, setns (user, net), dup2, close_range,
     // unshare, getpid, read/write, prctl, setgroups/setresgid/setresuid,
     // getppid) on data prepared before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            if p.userns >= 0 && libc::setns(p.userns, libc::CLONE_NEWUSER) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             if p.netns >= 0 && libc::setns(p.netns, libc::CLONE_NEWNET) != 0 {
                 return Err(io::Error::last_os_error());
             }

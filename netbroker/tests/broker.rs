@@ -139,6 +139,7 @@ fn build(sup: &mut Sup, uplink: Uplink) -> Result<ChainReady, String> {
         routes: None,
         host_access: false,
         quiet: true,
+        port_forwarding: Vec::new(),
     }))
     .map_err(|e| e.to_string())?;
     loop {
@@ -367,6 +368,7 @@ fn a_second_build_chain_ends_the_netbroker_and_restores_everything() {
             routes: None,
             host_access: false,
             quiet: true,
+            port_forwarding: Vec::new(),
         }))
         .map_err(|e| e.to_string())?;
         if !matches!(sup.recv(), Ok(BrokerEvent::Failed(_))) {
@@ -515,6 +517,7 @@ fn build_rootless(sup: &mut Sup, uid: u32, gid: u32, uplink: Uplink) -> Result<C
         routes: None,
         host_access: false,
         quiet: true,
+        port_forwarding: Vec::new(),
     }))
     .map_err(|e| e.to_string())?;
     loop {
@@ -718,6 +721,7 @@ fn build_request(session_id: &str, chain: Vec<proto::profile::Hop>) -> BrokerReq
         routes: None,
         host_access: false,
         quiet: true,
+        port_forwarding: Vec::new(),
     })
 }
 

@@ -76,6 +76,10 @@ pub struct BuildChain {
     pub host_access: bool,
     /// Suppress helper tools' output.
     pub quiet: bool,
+    /// `network.port_forwarding.local`: the netbroker binds each host
+    /// address before it builds anything and relays into the application's
+    /// namespace (an unprivileged forwarder process).
+    pub port_forwarding: Vec<crate::profile::PortForward>,
 }
 
 /// A progress line from the build.

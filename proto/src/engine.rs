@@ -33,6 +33,34 @@ pub enum EngineRequest {
     /// Set up and serve in direct mode, without a proxy (legal once,
     /// first, instead of `Start`).
     StartDirect(Box<StartDirect>),
+    /// Be the session's port forwarder instead ([`StartForward`]; legal
+    /// once, first, instead of `Start`): the process runs in the
+    /// application's network namespace and relays what reaches the host's
+    /// listeners it is given.
+    StartForward(Box<StartForward>),
+}
+
+/// `network.port_forwarding.local`: the listeners the netbroker bound in the
+/// host's namespace, each with where its traffic goes in the application's.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StartForward {
+    pub rules: Vec<ForwardListener>,
+    /// RLIMIT_NOFILE for the forwarder.
+    pub max_files: u64,
+    /// RLIMIT_NPROC, when its uid is its own (root mode).
+    pub max_tasks: Option<u64>,
+}
+
+/// One forwarding rule with its bound host socket.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForwardListener {
+    /// A listening TCP socket or a bound UDP socket (blocking).
+    pub socket: Fd,
+    pub transport: crate::profile::Transport,
+    /// The destination inside the application's namespace.
+    pub guest: SocketAddr,
+    /// The rule as the profile spells it, for messages.
+    pub rule: String,
 }
 
 /// An engine in direct mode: it opens the application's connections itself

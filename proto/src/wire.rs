@@ -343,6 +343,7 @@ mod tests {
             routes: Some(vec!["10.0.0.0/8".into()]),
             host_access: true,
             quiet: false,
+            port_forwarding: Vec::new(),
         })
     }
 

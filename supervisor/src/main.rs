@@ -9,6 +9,7 @@ mod cli;
 mod cmd;
 mod error;
 mod exec;
+mod hooks;
 mod identity;
 mod peer;
 mod profile_source;
@@ -23,6 +24,9 @@ mod transfer;
 use clap::Parser;
 
 fn main() {
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(hooks::HOOK_RUNNER_ARG)) {
+        std::process::exit(hooks::runner_main());
+    }
     let args = cli::Cli::parse();
     let level = args.loglevel.as_deref().map(str::to_ascii_lowercase);
     let filter = std::env::var("PALLIUM_LOG")

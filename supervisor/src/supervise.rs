@@ -110,7 +110,21 @@ pub(crate) fn run(plan: Plan) -> Result<i32> {
         namespace,
     };
     let mut sandbox: Sandbox = spawn::spawn("pallium-sandboxer", &[])?;
-    let result = run_with(&plan, &mut broker, &mut sandbox, signals, rootless, uplink);
+    // Started while we are still the caller: the hooks run as the caller.
+    let mut hooks = crate::hooks::HookRunner::start(&plan.loaded.profile.network.hooks)?;
+    let result = run_with(
+        &plan,
+        &mut broker,
+        &mut sandbox,
+        signals,
+        rootless,
+        uplink,
+        hooks.as_mut(),
+    );
+    // While the network is still up.
+    if let Some(h) = hooks.as_mut() {
+        h.pre_down();
+    }
     let _ = broker.chan.send(BrokerRequest::Shutdown);
     let _ = sandbox.chan.send(SandboxRequest::Shutdown);
     // The sandbox must be gone before we return: its PID namespace ends with
@@ -134,6 +148,7 @@ fn run_with(
     signals: SignalFd,
     rootless: bool,
     uplink: Uplink,
+    hooks: Option<&mut crate::hooks::HookRunner>,
 ) -> Result<i32> {
     broker.handshake("netbroker")?;
     sandbox.handshake("sandboxer")?;
@@ -176,6 +191,7 @@ fn run_with(
         routes: None,
         host_access: profile.network.host_access,
         quiet: plan.quiet,
+        port_forwarding: profile.network.port_forwarding.clone(),
     }))?;
     let chain = match wait_chain(broker, plan.quiet, &profile.network.chain, &signals)? {
         Chained::Ready(c) => c,
@@ -254,6 +270,17 @@ fn run_with(
         writeln!(f, "{init_pid}").with_context(|| format!("writing --pid-file {}", p.display()))?;
     }
 
+    let session_env = crate::hooks::session_env(profile);
+    if let Some(h) = hooks {
+        let mut env = session_env.clone();
+        env.push((
+            "PALLIUM_SESSION_INDEX".into(),
+            plan.session.index.to_string(),
+        ));
+        env.push(("PALLIUM_PROFILE".into(), plan.loaded.display.clone()));
+        env.push(("PALLIUM_INIT_PID".into(), init_pid.to_string()));
+        h.post_up(env)?;
+    }
     let mut stdio = terminal::setup(if plan.loaded.profile.sandbox.gvisor {
         terminal::Runner::GvisorFirst
     } else {
@@ -262,7 +289,10 @@ fn run_with(
     sandbox.chan.send(SandboxRequest::Spawn(Spawn {
         id: 0,
         argv: plan.argv.clone(),
-        env: profile.sandbox.environment.apply(std::env::vars()),
+        env: with_session(
+            profile.sandbox.environment.apply(std::env::vars()),
+            &session_env,
+        ),
         cwd: workdir(plan),
         stdio: stdio.take_fds(),
         tty: stdio.tty,
@@ -285,11 +315,22 @@ fn run_with(
         sandbox_root,
         app_owner,
         environment: profile.sandbox.environment.clone(),
+        session_env,
     };
     let status = lp.serve();
     let Loop { stdio, .. } = lp;
     stdio.finish();
     status
+}
+
+/// The application's environment with the session's variables, which win.
+fn with_session(
+    mut env: Vec<(String, String)>,
+    session: &[(String, String)],
+) -> Vec<(String, String)> {
+    env.retain(|(k, _)| !session.iter().any(|(s, _)| s == k));
+    env.extend(session.iter().cloned());
+    env
 }
 
 /// The network namespace `--namespace index` names, given the chain's
@@ -508,6 +549,9 @@ struct Loop<'a> {
     app_owner: Option<(u32, u32)>,
     /// The session profile's environment policy, applied to every `exec`.
     environment: proto::profile::Environment,
+    /// The session's own variables ([`crate::hooks::session_env`]), given
+    /// to every `exec` too.
+    session_env: Vec<(String, String)>,
 }
 
 enum Next {
@@ -718,7 +762,7 @@ impl Loop<'_> {
                     argv: e.argv,
                     // Filtered here, on the trusted side: the client sent
                     // its whole environment.
-                    env: self.environment.apply(e.env),
+                    env: with_session(self.environment.apply(e.env), &self.session_env),
                     cwd: e.cwd,
                     stdio: e.stdio,
                     tty: e.tty,

@@ -39,6 +39,10 @@ pub fn run() -> Result<(), ChildError> {
     let start = match chan.recv() {
         Ok(EngineRequest::Start(s)) => Start::Proxy(s),
         Ok(EngineRequest::StartDirect(s)) => Start::Direct(s),
+        // Not an engine at all: the session's port forwarder.
+        Ok(EngineRequest::StartForward(s)) => {
+            return crate::forward::serve(chan, *s).map_err(ChildError::Setup)
+        }
         Ok(EngineRequest::Stats) => return Err(ChildError::Protocol("Stats")),
         // The netbroker went away before it told us anything.
         Err(proto::WireError::Closed) => return Ok(()),
@@ -152,7 +156,7 @@ fn setup_direct(start: StartDirect) -> Result<Serving, String> {
 /// Clear every capability set (the bounding set was emptied before exec, so
 /// the others are normally empty already), set no_new_privs, and check:
 /// an empty bounding set, or none that could be emptied (see below).
-fn drop_everything() -> Result<(), String> {
+pub(crate) fn drop_everything() -> Result<(), String> {
     use caps::CapSet;
     let fail = |what: &str, e: caps::errors::CapsError| format!("drop capabilities ({what}): {e}");
     caps::clear(None, CapSet::Ambient).map_err(|e| fail("ambient", e))?;
@@ -179,7 +183,7 @@ fn drop_everything() -> Result<(), String> {
     Ok(())
 }
 
-fn limits(max_files: u64, max_tasks: Option<u64>) -> Result<(), String> {
+pub(crate) fn limits(max_files: u64, max_tasks: Option<u64>) -> Result<(), String> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     // Lower only: without capabilities the hard limit cannot rise, and a
     // lower one the host set stays.

@@ -137,6 +137,26 @@ impl Launched {
     }
 }
 
+impl Launched {
+    /// Hand a forwarder launched with [`EngineProcess::launch_forwarder`]
+    /// its bound host sockets; returns once it relays.
+    pub fn serve_forward(
+        mut self,
+        rules: Vec<proto::engine::ForwardListener>,
+    ) -> Result<EngineProcess, EngineError> {
+        self.engine
+            .start_with(EngineRequest::StartForward(Box::new(
+                proto::engine::StartForward {
+                    rules,
+                    max_files: MAX_FILES,
+                    max_tasks: self.placement.run_as.map(|_| MAX_TASKS),
+                },
+            )))?;
+        tracing::debug!(pid = self.engine.pid(), "port forwarder ready");
+        Ok(self.engine)
+    }
+}
+
 /// A running engine process. Dropping it kills the process.
 #[derive(Debug)]
 pub struct EngineProcess {
@@ -196,17 +216,43 @@ impl EngineProcess {
         } else {
             dial_netns.as_raw_fd()
         };
-        Self::launch_in(exe, netns, placement)
+        Self::launch_in(exe, netns, -1, placement)
     }
 
     /// Start an engine process that stays in the netbroker's own network
     /// namespace (direct mode: no setns, which a rootless netbroker could
     /// not do anyway); [`Launched::serve_direct`] hands it over.
     pub fn launch_here(exe: &Path, placement: Placement) -> Result<Launched, EngineError> {
-        Self::launch_in(exe, -1, placement)
+        Self::launch_in(exe, -1, -1, placement)
     }
 
-    fn launch_in(exe: &Path, netns: i32, placement: Placement) -> Result<Launched, EngineError> {
+    /// Start the session's port forwarder ([`crate::forward`]) in the
+    /// application's namespace `netns`, joining its owner `userns` first
+    /// where the netbroker is not in it (rootless direct uplink);
+    /// [`Launched::serve_forward`] hands it the host's sockets.
+    pub fn launch_forwarder(
+        exe: &Path,
+        netns: BorrowedFd<'_>,
+        userns: Option<BorrowedFd<'_>>,
+        placement: Placement,
+    ) -> Result<Launched, EngineError> {
+        let userns = userns
+            .filter(|u| !crate::netns::is_current_userns(*u))
+            .map_or(-1, |u| u.as_raw_fd());
+        let netns = if crate::netns::is_current(netns) {
+            -1
+        } else {
+            netns.as_raw_fd()
+        };
+        Self::launch_in(exe, netns, userns, placement)
+    }
+
+    fn launch_in(
+        exe: &Path,
+        netns: i32,
+        userns: i32,
+        placement: Placement,
+    ) -> Result<Launched, EngineError> {
         let began = std::time::Instant::now();
         let (chan, theirs) = Channel::<EngineRequest, EngineEvent>::pair()?;
         let mut cmd = Command::new(exe);
@@ -224,13 +270,17 @@ impl EngineProcess {
             &mut cmd,
             crate::sys::ChildPlacement {
                 netns,
+                userns,
                 inherit: Some((theirs.as_raw_fd(), crate::sys::CHANNEL_FD)),
                 close_others: true,
                 map_back: None,
                 user: placement.run_as,
                 // Not root and not in a user namespace of the session's: the
                 // caller's own (rootless hop 1, the direct uplink).
-                own_userns: netns < 0 && placement.run_as.is_none() && !in_session_userns(),
+                own_userns: netns < 0
+                    && userns < 0
+                    && placement.run_as.is_none()
+                    && !in_session_userns(),
                 death_signal: nix::sys::signal::Signal::SIGKILL,
             },
         );

@@ -265,6 +265,7 @@ pub(super) fn spawn_with(
         &mut cmd,
         ChildPlacement {
             netns: p.netns,
+            userns: -1,
             inherit: p.inherit,
             close_others: false,
             map_back,

@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -232,15 +232,16 @@ pub enum Transport {
 }
 
 /// `network.port_forwarding.local` entry:
-/// `<tcp|udp>://<bind_host_ip>:<bind_host_port>:<guest_ip>:<guest_port>`.
-/// IPv4 only, as in the original.
+/// `<tcp|udp>://<bind_host_ip>:<bind_host_port>:<guest_ip>:<guest_port>`,
+/// an IPv6 address in brackets (`tcp://[::1]:8081:[::1]:8001`; the
+/// original knows IPv4 only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortForward {
     pub transport: Transport,
     /// Where the host listens.
-    pub host: SocketAddrV4,
+    pub host: SocketAddr,
     /// Where the connection goes inside the application namespace.
-    pub guest: SocketAddrV4,
+    pub guest: SocketAddr,
 }
 
 /// The original's message for a rule of the wrong shape.
@@ -260,24 +261,43 @@ impl FromStr for PortForward {
                 ))
             }
         };
-        let parts: Vec<&str> = rest.split(':').collect();
-        let [hip, hport, gip, gport] = parts[..] else {
+        let (host, rest) = forward_end(rest)?;
+        let rest = rest.strip_prefix(':').ok_or(PORT_FORWARD_SHAPE)?;
+        let (guest, rest) = forward_end(rest)?;
+        if !rest.is_empty() {
             return Err(PORT_FORWARD_SHAPE.to_string());
-        };
-        let ip = |x: &str| {
-            x.parse::<Ipv4Addr>()
-                .map_err(|_| format!("{x:?} is not an IPv4 address ({PORT_FORWARD_SHAPE})"))
-        };
-        let port = |x: &str| {
-            parse_port(x)
-                .ok_or_else(|| format!("{x:?} is not a port number 1-65535 ({PORT_FORWARD_SHAPE})"))
-        };
+        }
         Ok(PortForward {
             transport,
-            host: SocketAddrV4::new(ip(hip)?, port(hport)?),
-            guest: SocketAddrV4::new(ip(gip)?, port(gport)?),
+            host,
+            guest,
         })
     }
+}
+
+/// One `IP:PORT` of a forwarding rule (`[IPv6]:PORT`), and what follows it.
+fn forward_end(s: &str) -> Result<(SocketAddr, &str), String> {
+    let (ip, rest) = match s.strip_prefix('[') {
+        Some(v6) => {
+            let (ip, rest) = v6.split_once(']').ok_or(PORT_FORWARD_SHAPE)?;
+            let ip = ip
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("{ip:?} is not an IPv6 address ({PORT_FORWARD_SHAPE})"))?;
+            (IpAddr::V6(ip), rest)
+        }
+        None => {
+            let (ip, rest) = s.split_at(s.find(':').ok_or(PORT_FORWARD_SHAPE)?);
+            let ip = ip
+                .parse::<Ipv4Addr>()
+                .map_err(|_| format!("{ip:?} is not an IPv4 address ({PORT_FORWARD_SHAPE})"))?;
+            (IpAddr::V4(ip), rest)
+        }
+    };
+    let rest = rest.strip_prefix(':').ok_or(PORT_FORWARD_SHAPE)?;
+    let (port, rest) = rest.split_at(rest.find(':').unwrap_or(rest.len()));
+    let port = parse_port(port)
+        .ok_or_else(|| format!("{port:?} is not a port number 1-65535 ({PORT_FORWARD_SHAPE})"))?;
+    Ok((SocketAddr::new(ip, port), rest))
 }
 
 impl fmt::Display for PortForward {
@@ -428,6 +448,12 @@ mod tests {
         assert_eq!(r.to_string(), "tcp://127.0.0.1:8080:10.0.0.2:80");
         let u: PortForward = "udp://0.0.0.0:53:127.0.0.1:53".parse().unwrap();
         assert_eq!(u.transport, Transport::Udp);
+        let v6: PortForward = "tcp://[::1]:8081:[::1]:8001".parse().unwrap();
+        assert_eq!(v6.host, "[::1]:8081".parse().unwrap());
+        assert_eq!(v6.guest, "[::1]:8001".parse().unwrap());
+        assert_eq!(v6.to_string(), "tcp://[::1]:8081:[::1]:8001");
+        let mixed: PortForward = "udp://127.0.0.1:53:[fd00::1]:53".parse().unwrap();
+        assert_eq!(mixed.guest, "[fd00::1]:53".parse().unwrap());
     }
 
     #[test]
@@ -441,7 +467,8 @@ mod tests {
         for bad in [
             "tcp://1.2.3.4:1:5.6.7.8",
             "1.2.3.4:1:5.6.7.8:2",
-            "tcp://[::1]:1:[::1]:2",
+            "tcp://[::1]:1:[::1]",
+            "tcp://1.2.3.4:1:5.6.7.8:2:3",
         ] {
             assert_eq!(
                 bad.parse::<PortForward>().unwrap_err(),
@@ -455,6 +482,8 @@ mod tests {
         assert!(e.starts_with("\"99999\" is not a port number"), "{e}");
         let e = "tcp://host:1:5.6.7.8:2".parse::<PortForward>().unwrap_err();
         assert!(e.starts_with("\"host\" is not an IPv4 address"), "{e}");
+        let e = "tcp://[x]:1:5.6.7.8:2".parse::<PortForward>().unwrap_err();
+        assert!(e.starts_with("\"x\" is not an IPv6 address"), "{e}");
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use hop::{
     Hop, HopKind, HopOptions, Http, Openvpn, Ppp, Script, Socks, SocksVersion, Socksapp, Ssh, Tor,
     Tun2socks, Wireguard,
 };
-pub use network::{Bridge, EthBridge, Network, UplinkChoice};
+pub use network::{Bridge, EthBridge, Hooks, Network, UplinkChoice};
 pub use sandbox::{
     fnv1a, root_mode_uid, service_uid, session_uid, BindMount, FsMount, Gui, Paths, PathsMode,
     Sandbox, Service, Virtuser, VirtuserName, DEFAULT_SKELETON, FSMOUNT_TYPES, ROOT_MODE_UID_BASE,
@@ -124,19 +124,29 @@ fn profile(cx: &mut Cx<'_>, v: &Value) -> Res<Profile> {
     Ok(p)
 }
 
+/// A command: a string for `/bin/sh -c`, or a non-empty argv array.
+pub(crate) fn command(cx: &Cx<'_>, v: &Value, path: &JsonPath, or: &str) -> Res<Command> {
+    match v {
+        Value::String(_) => Ok(Command::Shell(string(cx, v, path)?)),
+        Value::Array(_) => {
+            let argv = strings(cx, v, path)?;
+            if argv.is_empty() {
+                return Err(cx.err(
+                    path,
+                    format!("the command array is empty; give at least the program (or {or})"),
+                ));
+            }
+            Ok(Command::Argv(argv))
+        }
+        v => Err(cx.wrong_type(path, "a string or an array of strings", v)),
+    }
+}
+
 fn run(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<Run> {
     let path = o.at("command");
     let command = match o.get("command") {
         None => None,
-        Some(v @ Value::String(_)) => Some(Command::Shell(string(cx, v, &path)?)),
-        Some(v @ Value::Array(_)) => {
-            let argv = strings(cx, v, &path)?;
-            if argv.is_empty() {
-                return Err(cx.err(&path, "the command array is empty; give at least the program (or leave \"command\" out for $SHELL)"));
-            }
-            Some(Command::Argv(argv))
-        }
-        Some(v) => return Err(cx.wrong_type(&path, "a string or an array of strings", v)),
+        Some(v) => Some(command(cx, v, &path, "leave \"command\" out for $SHELL")?),
     };
     Ok(Run {
         command,

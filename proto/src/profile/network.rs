@@ -37,6 +37,20 @@ pub struct Network {
     /// Root, empty chain: let the application reach the host's own addresses
     /// (default false: only the internet and the DNS relay).
     pub host_access: bool,
+    /// `hooks` (pallium's own key): commands run on the host, as the
+    /// supervisor, around the session.
+    pub hooks: Hooks,
+}
+
+/// `network.hooks`: `post_up` runs once the network is up, before the
+/// application starts (a failure ends the session); `pre_down` when the
+/// session ends, before the network is torn down. Each a string for
+/// `/bin/sh -c` or an argv array; they see the session's `PALLIUM_*`
+/// variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hooks {
+    pub post_up: Option<super::Command>,
+    pub pre_down: Option<super::Command>,
 }
 
 impl Default for Network {
@@ -51,6 +65,7 @@ impl Default for Network {
             uplink: None,
             port_forwarding: Vec::new(),
             host_access: false,
+            hooks: Hooks::default(),
         }
     }
 }
@@ -120,6 +135,18 @@ pub(crate) fn network(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<Network> {
     n.host_access = o.bool(cx, "host_access", false)?;
     if let Some(v) = o.get("port_forwarding") {
         n.port_forwarding = port_forwarding(cx, v, o.at("port_forwarding"))?;
+    }
+    if let Some(v) = o.get("hooks") {
+        let mut h = Obj::new(cx, v, o.at("hooks"))?;
+        for (key, slot) in [
+            ("post_up", &mut n.hooks.post_up),
+            ("pre_down", &mut n.hooks.pre_down),
+        ] {
+            if let Some(v) = h.get(key) {
+                *slot = Some(super::command(cx, v, &h.at(key), "leave the hook out")?);
+            }
+        }
+        h.finish(cx);
     }
     Ok(n)
 }

@@ -20,9 +20,6 @@ const UNSUPPORTED: &[(&str, fn(&Profile) -> bool)] = &[
         "network.routes (split tunnelling) is not supported yet",
         |p| p.network.routes.is_some(),
     ),
-    ("network.port_forwarding is not supported yet", |p| {
-        !p.network.port_forwarding.is_empty()
-    }),
     ("network.outbound_interface is not supported yet", |p| {
         p.network.outbound_interface.is_some()
     }),
