@@ -70,8 +70,13 @@ impl HopType for OpenvpnHop {
             cx.index + 1
         );
         let tun = OuterTun::create(cx.outer, &name, owner)?;
-        let (config_r, config_w) = nix::unistd::pipe()
+        let (config_r, config_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| HopError::Failed(format!("create openvpn's config pipe: {e}")))?;
+        // openvpn opens /dev/fd/3 again, which checks the pipe's owner.
+        if let Some((uid, gid)) = place.user {
+            nix::unistd::fchown(&config_r, Some(uid.into()), Some(gid.into()))
+                .map_err(|e| HopError::Failed(format!("hand openvpn its config pipe: {e}")))?;
+        }
         let mut place = place;
         place.inherit = Some((config_r.as_raw_fd(), CONFIG_FD));
         let mut cmd = Command::new(&exe);

@@ -1,0 +1,99 @@
+//! The openvpn hop end to end, as root, against the testbed's real OpenVPN
+//! server: over UDP and TCP the web host sees the VPN server's address for
+//! IPv4 and IPv6, the application's resolv.conf is the pushed DNS server,
+//! and a wrong password fails with one line naming the hop.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use common::{pallium, profile_file, text, wait_clean};
+use pallium_tests::{skip_unless_root, Testbed, VpnProto, WEB4_NAME, WEB6_NAME};
+
+fn out(mut c: Command) -> Output {
+    c.stdin(Stdio::null()).output().expect("run")
+}
+
+fn one_shot(tb: &Testbed, profile: &str, script: &str) -> (bool, String, String) {
+    let argv = [
+        pallium().display().to_string(),
+        "exec".into(),
+        "--one-shot".into(),
+        profile.into(),
+        "--".into(),
+        "sh".into(),
+        "-c".into(),
+        script.into(),
+    ];
+    let o = out(tb.host_exec(argv));
+    let (a, b) = text(&o);
+    (o.status.success(), a, b)
+}
+
+fn hop(config: &std::path::Path, user: &str, pass: &str, timeout: u32) -> String {
+    format!(
+        r#"{{"chain": [{{"type": "openvpn", "config": {}, "username": {}, "password": {}, "timeout": {timeout}}}]}}"#,
+        serde_json::to_string(&config.display().to_string()).unwrap(),
+        serde_json::to_string(user).unwrap(),
+        serde_json::to_string(pass).unwrap()
+    )
+}
+
+#[test]
+fn openvpn_udp_and_tcp_exit_at_the_vpn_server_with_its_dns() {
+    skip_unless_root!();
+    let tb = Testbed::new("ovpn");
+    let vpn = tb.start_openvpn();
+    let auth = vpn.auth();
+    for proto in [VpnProto::Udp, VpnProto::Tcp] {
+        let p = profile_file(
+            "ovpn",
+            &hop(&vpn.client_config(proto), &auth.user, &auth.pass, 30),
+        );
+        let script = format!(
+            "curl -sS --max-time 10 http://{WEB4_NAME}/; echo; curl -sS --max-time 10 http://{WEB6_NAME}/; echo; grep nameserver /etc/resolv.conf"
+        );
+        let (ok, stdout, stderr) = one_shot(&tb, &p.display().to_string(), &script);
+        assert!(ok, "{proto:?}: {stdout}{stderr}\n{}", vpn.log());
+        let l: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(
+            l,
+            [
+                vpn.exit_v4().to_string(),
+                vpn.exit_v6().to_string(),
+                format!("nameserver {}", tb.dns_v4())
+            ],
+            "{proto:?}: {stderr}"
+        );
+        assert!(stderr.contains("hop 1 (openvpn)"), "{stderr}");
+        assert_eq!(wait_clean(&tb), Vec::<String>::new(), "left behind");
+    }
+    let host: std::net::IpAddr = tb.host_v4().into();
+    assert!(tb.dns_queries().iter().all(|q| q.client != host));
+    assert!(!tb.web_seen().contains(&tb.host_v4().to_string()));
+}
+
+#[test]
+fn a_wrong_openvpn_password_fails_with_one_line_naming_the_hop() {
+    skip_unless_root!();
+    let tb = Testbed::new("ovpnbad");
+    let vpn = tb.start_openvpn();
+    let auth = vpn.auth().wrong();
+    let p = profile_file(
+        "ovpnbad",
+        &hop(
+            &vpn.client_config(VpnProto::Udp),
+            &auth.user,
+            &auth.pass,
+            30,
+        ),
+    );
+    let (ok, stdout, stderr) = one_shot(&tb, &p.display().to_string(), "echo ran");
+    assert!(!ok && !stdout.contains("ran"), "{stdout}{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("hop 1 (openvpn)") && last.contains("AUTH_FAILED"),
+        "{stderr}"
+    );
+    assert_eq!(wait_clean(&tb), Vec::<String>::new(), "left behind");
+}
