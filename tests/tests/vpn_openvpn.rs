@@ -8,15 +8,32 @@ mod common;
 use std::process::{Command, Output, Stdio};
 
 use common::{pallium, profile_file, text, wait_clean};
-use pallium_tests::{skip_unless_root, Testbed, VpnProto, WEB4_NAME, WEB6_NAME};
+use pallium_tests::{skip_unless_root, TestUser, Testbed, VpnProto, WEB4_NAME, WEB6_NAME};
 
 fn out(mut c: Command) -> Output {
     c.stdin(Stdio::null()).output().expect("run")
 }
 
 fn one_shot(tb: &Testbed, profile: &str, script: &str) -> (bool, String, String) {
+    one_shot_as(tb, false, profile, script)
+}
+
+/// `rootless`: as the test user, with binaries staged where it can run them.
+fn one_shot_as(
+    tb: &Testbed,
+    rootless: bool,
+    profile: &str,
+    script: &str,
+) -> (bool, String, String) {
+    let exe = if rootless {
+        TestUser::get()
+            .stage_binaries(&common::binaries())
+            .join("pallium")
+    } else {
+        pallium()
+    };
     let argv = [
-        pallium().display().to_string(),
+        exe.display().to_string(),
         "exec".into(),
         "--one-shot".into(),
         profile.into(),
@@ -25,7 +42,11 @@ fn one_shot(tb: &Testbed, profile: &str, script: &str) -> (bool, String, String)
         "-c".into(),
         script.into(),
     ];
-    let o = out(tb.host_exec(argv));
+    let o = out(if rootless {
+        tb.host_exec_as(TestUser::get(), argv)
+    } else {
+        tb.host_exec(argv)
+    });
     let (a, b) = text(&o);
     (o.status.success(), a, b)
 }
@@ -93,6 +114,33 @@ fn a_wrong_openvpn_password_fails_with_one_line_naming_the_hop() {
     let last = stderr.lines().last().unwrap_or_default();
     assert!(
         last.contains("hop 1 (openvpn)") && last.contains("AUTH_FAILED"),
+        "{stderr}"
+    );
+    assert_eq!(wait_clean(&tb), Vec::<String>::new(), "left behind");
+}
+
+#[test]
+fn rootless_openvpn_exits_at_the_vpn_server() {
+    skip_unless_root!();
+    let tb = Testbed::new("ovpnrl");
+    let vpn = tb.start_openvpn();
+    let auth = vpn.auth();
+    let json = hop(
+        &vpn.client_config(VpnProto::Udp),
+        &auth.user,
+        &auth.pass,
+        30,
+    );
+    let p = vpn.config_file("rootless.json", &json);
+    let script = format!(
+        "curl -sS --max-time 10 http://{WEB4_NAME}/; echo; curl -sS --max-time 10 http://{WEB6_NAME}/; echo"
+    );
+    let (ok, stdout, stderr) = one_shot_as(&tb, true, &p.display().to_string(), &script);
+    assert!(ok, "{stdout}{stderr}");
+    let l: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        l,
+        [vpn.exit_v4().to_string(), vpn.exit_v6().to_string()],
         "{stderr}"
     );
     assert_eq!(wait_clean(&tb), Vec::<String>::new(), "left behind");
