@@ -145,3 +145,43 @@ fn rootless_openvpn_exits_at_the_vpn_server() {
     );
     assert_eq!(wait_clean(&tb), Vec::<String>::new(), "left behind");
 }
+
+#[test]
+fn bad_openvpn_hops_fail_with_one_line_naming_the_hop_and_leave_nothing() {
+    skip_unless_root!();
+    let tb = Testbed::new("ovpnbad2");
+    let vpn = tb.start_openvpn();
+    let auth = vpn.auth();
+    let good = vpn.client_config_text(VpnProto::Udp);
+    let bad = vpn.config_file("bad.ovpn", &format!("{good}no-such-directive 1\n"));
+    // Nothing answers there: openvpn keeps trying until the hop's timeout.
+    let web = tb.web_v4().to_string();
+    let unreachable = vpn.config_file(
+        "unreachable.ovpn",
+        &good.replace(&vpn.exit_v4().to_string(), &web),
+    );
+    let udp = vpn.client_config(VpnProto::Udp);
+    let missing = hop(&udp, &auth.user, &auth.pass, 30).replace(
+        r#""timeout": 30"#,
+        r#""timeout": 30, "openvpn_path": "/nonexistent/openvpn""#,
+    );
+    let cases = [
+        (hop(&bad, &auth.user, &auth.pass, 30), "no-such-directive"),
+        (
+            hop(&unreachable, &auth.user, &auth.pass, 3),
+            "did not connect within 3 s",
+        ),
+        (missing, "openvpn_path"),
+    ];
+    for (json, needle) in cases {
+        let p = profile_file("ovpnbad2", &json);
+        let (ok, stdout, stderr) = one_shot(&tb, &p.display().to_string(), "echo ran");
+        assert!(!ok && !stdout.contains("ran"), "{json}: {stdout}{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.contains("hop 1 (openvpn)") && last.contains(needle),
+            "{json}: '{needle}' not in the error: {stderr}"
+        );
+        assert_eq!(wait_clean(&tb), Vec::<String>::new(), "{json}: left behind");
+    }
+}
