@@ -185,3 +185,87 @@ fn bad_openvpn_hops_fail_with_one_line_naming_the_hop_and_leave_nothing() {
         assert_eq!(wait_clean(&tb), Vec::<String>::new(), "{json}: left behind");
     }
 }
+
+/// `pallium ARGS` as root in the testbed's host namespace.
+fn pal(tb: &Testbed, args: &[&str]) -> Command {
+    let mut argv = vec![pallium().display().to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    tb.host_exec(argv)
+}
+
+#[test]
+fn killing_the_openvpn_server_blocks_traffic_and_names_the_hop() {
+    skip_unless_root!();
+    let tb = Testbed::new("ovpnkill");
+    let vpn = tb.start_openvpn();
+    let auth = vpn.auth();
+    let json = hop(
+        &vpn.client_config(VpnProto::Tcp),
+        &auth.user,
+        &auth.pass,
+        30,
+    )
+    .replace(r#"}]}"#, r#"}], "run": {"command": ["sleep", "600"]}}"#);
+    let p = profile_file("ovpnkill", &json).display().to_string();
+    let mut run = pal(&tb, &["run", &p])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    let url = format!("http://{}/", tb.web_v4());
+    let curl = format!("curl -sS --max-time 3 {url}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let o = out(pal(&tb, &["exec", &p, "--", "sh", "-c", &curl]));
+        if o.status.success() {
+            assert_eq!(text(&o).0.trim(), vpn.exit_v4().to_string());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never up: {:?}",
+            text(&o)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let audit = out(pal(&tb, &["audit", &p]));
+    assert!(audit.status.success(), "audit: {:?}", text(&audit));
+    assert!(text(&audit).0.contains("hop:openvpn"), "{:?}", text(&audit));
+    // A transfer in flight when the server dies.
+    let mut transfer = pal(
+        &tb,
+        &[
+            "exec",
+            &p,
+            "--",
+            "sh",
+            "-c",
+            &format!("while :; do {curl}; sleep 0.1; done"),
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("transfer");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    vpn.kill();
+    let mut stderr = run.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    use std::io::Read;
+    while !seen.contains("hop 1: stopped: openvpn lost its connection") {
+        let n = stderr.read(&mut buf).expect("read run's stderr");
+        assert!(n > 0, "run ended without naming the hop: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let o = out(pal(&tb, &["exec", &p, "--", "sh", "-c", &curl]));
+    assert!(!o.status.success(), "traffic still flows: {:?}", text(&o));
+    let _ = transfer.kill();
+    let _ = transfer.wait();
+    let _ = out(pal(&tb, &["stop", &p]));
+    let _ = run.wait();
+    assert!(!tb.web_seen().contains(&tb.host_v4().to_string()));
+    assert_eq!(wait_clean(&tb), Vec::<String>::new(), "left behind");
+}

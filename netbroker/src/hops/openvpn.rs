@@ -722,25 +722,14 @@ impl Monitor {
         let lost = Arc::new(Mutex::new(None));
         let stream = mgmt.stream.try_clone().ok();
         let seen = lost.clone();
-        let thread = thread::spawn(move || loop {
-            let line = match mgmt.line() {
-                Ok(Some(l)) => l,
-                Ok(None) => continue,
-                Err(_) => return,
-            };
-            let why = match mgmt.handle(&line) {
-                Event::State { name, .. } if name == "RECONNECTING" || name == "EXITING" => {
-                    let reason = line.split(',').nth(2).unwrap_or_default().to_string();
-                    Some(format!(
-                        "openvpn lost its connection ({} {reason}); traffic is blocked until it reconnects",
-                        name.to_lowercase()
-                    ))
-                }
-                Event::AuthFailed => Some("the server refused the password on reconnection".into()),
-                Event::Failed(why) => Some(why),
-                _ => None,
-            };
-            if let Some(why) = why {
+        let thread = thread::spawn(move || {
+            // It only reads and answers openvpn: it holds no capability
+            // (`pallium audit` counts every thread's).
+            if let Err(e) = proto::policy::drop_thread_caps() {
+                tracing::warn!("openvpn monitor: drop its capabilities: {e}; it stops");
+                return;
+            }
+            while let Some(why) = next_loss(&mut mgmt) {
                 let mut l = seen.lock().unwrap_or_else(|e| e.into_inner());
                 l.get_or_insert(why);
             }
@@ -754,6 +743,32 @@ impl Monitor {
 
     fn lost(&self) -> Option<String> {
         self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Read management lines until one says the connection is lost (its
+/// reason) or the connection ends (None).
+fn next_loss(mgmt: &mut Mgmt) -> Option<String> {
+    loop {
+        let line = match mgmt.line() {
+            Ok(Some(l)) => l,
+            Ok(None) => continue,
+            Err(_) => return None,
+        };
+        match mgmt.handle(&line) {
+            Event::State { name, .. } if name == "RECONNECTING" || name == "EXITING" => {
+                let reason = line.split(',').nth(2).unwrap_or_default().to_string();
+                return Some(format!(
+                    "openvpn lost its connection ({} {reason}); traffic is blocked until it reconnects",
+                    name.to_lowercase()
+                ));
+            }
+            Event::AuthFailed => {
+                return Some("the server refused the password on reconnection".into())
+            }
+            Event::Failed(why) => return Some(why),
+            _ => {}
+        }
     }
 }
 
