@@ -97,6 +97,16 @@ impl Rtnl {
         self.request(RouteNetlinkMessage::DelLink(msg), 0).map(drop)
     }
 
+    /// Move interface `index` into the network namespace `ns` (it arrives
+    /// down, without addresses; its name stays). Hops that get their exit
+    /// device made in N(i−1) (openvpn's TUN, a script's interface) use it.
+    pub fn move_link(&mut self, index: u32, ns: BorrowedFd<'_>) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
+    }
+
     /// Bring interface `index` up.
     pub fn set_up(&mut self, index: u32) -> io::Result<()> {
         let mut msg = LinkMessage::default();

@@ -177,6 +177,26 @@ pub fn tun_set_iff(fd: std::os::fd::BorrowedFd<'_>, name: &str) -> io::Result<St
         .collect())
 }
 
+/// Make the TUN device attached to `fd` persistent (it outlives the
+/// descriptor) and owned by `uid`/`gid`, so that a process of that user
+/// without CAP_NET_ADMIN may attach to it by name (`TUNSETIFF`): an openvpn
+/// hop's daemon.
+pub fn tun_persist_for(fd: std::os::fd::BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    nix::ioctl_write_int_bad!(tunsetowner, libc::TUNSETOWNER);
+    nix::ioctl_write_int_bad!(tunsetgroup, libc::TUNSETGROUP);
+    nix::ioctl_write_int_bad!(tunsetpersist, libc::TUNSETPERSIST);
+    // SAFETY: `fd` is an open descriptor borrowed for the calls; these
+    // ioctls take a plain integer argument (no pointer) and only change the
+    // attached device's owner, group and persistence.
+    unsafe {
+        tunsetowner(fd.as_raw_fd(), uid as libc::c_int).map_err(io::Error::from)?;
+        tunsetgroup(fd.as_raw_fd(), gid as libc::c_int).map_err(io::Error::from)?;
+        tunsetpersist(fd.as_raw_fd(), 1).map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
 /// Fill `buf` with random bytes from the kernel (getrandom(2); DNS query
 /// ids). Falls back to the clock and pid mixed if the call fails, which it
 /// only does before the kernel's pool is initialised.

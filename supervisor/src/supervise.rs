@@ -141,6 +141,37 @@ pub(crate) fn run(plan: Plan) -> Result<i32> {
     result
 }
 
+/// The largest hop file read for the netbroker (an .ovpn with its inline
+/// keys is a few KiB).
+const HOP_FILE_MAX: u64 = 1 << 20;
+
+/// The chain with the files its hops name read in, as the caller (before we
+/// drop our identity): the netbroker never opens a path a profile names, or
+/// it would read for anyone what only it may.
+fn with_hop_files(chain: &[proto::profile::Hop]) -> Result<Vec<proto::profile::Hop>> {
+    use std::io::Read;
+    let mut out = chain.to_vec();
+    for (i, hop) in out.iter_mut().enumerate() {
+        if let proto::profile::HopKind::Openvpn(o) = &mut hop.kind {
+            let mut text = String::new();
+            std::fs::File::open(&o.config)
+                .and_then(|f| f.take(HOP_FILE_MAX + 1).read_to_string(&mut text))
+                .with_context(|| {
+                    format!("hop {} (openvpn): reading its config {}", i + 1, o.config)
+                })?;
+            if text.len() as u64 > HOP_FILE_MAX {
+                bail!(
+                    "hop {} (openvpn): its config {} is larger than 1 MiB; is it the right file?",
+                    i + 1,
+                    o.config
+                );
+            }
+            o.config_text = Some(text);
+        }
+    }
+    Ok(out)
+}
+
 fn run_with(
     plan: &Plan2,
     broker: &mut Broker,
@@ -171,6 +202,7 @@ fn run_with(
             std::fs::File::create(p).with_context(|| format!("creating --pid-file {}", p.display()))
         })
         .transpose()?;
+    let hops = with_hop_files(&profile.network.chain)?;
     if rootless {
         proto::policy::drop_to(Role::Supervisor)
             .context("dropping the supervisor's capabilities")?;
@@ -187,7 +219,7 @@ fn run_with(
         uid,
         gid,
         uplink,
-        chain: profile.network.chain.clone(),
+        chain: hops,
         routes: None,
         host_access: profile.network.host_access,
         quiet: plan.quiet,

@@ -10,6 +10,7 @@
 //!                                  bridge ── dns 198.51.100.53 / fd00:db8:2::53 (dnsmasq :53)
 //!                                         ├─ proxies 198.51.100.10–99 (on demand: microsocks,
 //!                                         │  dante, tinyproxy, sshd; `<kind>.pallium.test`)
+//!                                         ├─ openvpn 198.51.100.10–99 (on demand: UDP 1194, TCP 443)
 //!                                         └─ Tor nodes 198.51.100.100– (on demand: a private
 //!                                            Tor network with an onion service for the web host)
 //! ```
@@ -36,6 +37,7 @@ mod hosts;
 mod leftovers;
 mod names;
 mod net;
+mod openvpn;
 mod proxy;
 mod tor;
 mod udp;
@@ -50,6 +52,7 @@ pub use names::cleanup_stale;
 pub use net::{
     Resolver, Testbed, TestbedBuilder, TESTBED_ENV, WEB4_NAME, WEB6_NAME, WEB_NAME, ZONE,
 };
+pub use openvpn::{OpenvpnServer, VpnProto, OPENVPN_TCP_PORT, OPENVPN_UDP_PORT};
 pub use proxy::{Auth, Proxy, Socks, SshServer};
 pub use tor::TorNetwork;
 pub use user::TestUser;

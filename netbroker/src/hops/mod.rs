@@ -14,6 +14,7 @@
 
 mod daemon;
 mod http;
+mod openvpn;
 mod proxy;
 mod socks;
 mod socksapp;
@@ -233,6 +234,7 @@ fn hop_type(kind: &HopKind) -> Option<&'static dyn HopType> {
         HopKind::Tor(_) => &tor::TorHop,
         HopKind::Ssh(_) => &ssh::SshHop,
         HopKind::Socksapp(_) => &socksapp::SocksappHop,
+        HopKind::Openvpn(_) => &openvpn::OpenvpnHop,
         _ => return None,
     })
 }

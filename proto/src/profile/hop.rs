@@ -58,9 +58,12 @@ impl HopKind {
     /// loopback-only namespace of its own with a connection the netbroker
     /// opened. Not `socksapp`, a program told a loopback TCP port, which
     /// any local user could use there: it keeps pasta's namespace (root: a
-    /// namespace of its own), whose loopback is the session's alone.
+    /// namespace of its own), whose loopback is the session's alone. Nor
+    /// `openvpn`, whose TUN the netbroker makes in N0 before moving it into
+    /// N1: it may not in the caller's namespace, and as root it keeps the
+    /// device off the host's.
     pub fn rootless_starts_in_caller(&self) -> bool {
-        !matches!(self, HopKind::Socksapp(_))
+        !matches!(self, HopKind::Socksapp(_) | HopKind::Openvpn(_))
     }
 }
 
@@ -113,6 +116,11 @@ pub struct Tor {
 pub struct Openvpn {
     /// Path of the .ovpn file.
     pub config: String,
+    /// The file's text, read by the supervisor as the caller (before it
+    /// drops its identity) and sent to the netbroker, which never opens a
+    /// path a profile names; None until then.
+    #[serde(default)]
+    pub config_text: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
     /// Default 60 s.
@@ -363,6 +371,7 @@ fn tor(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<HopKind> {
 fn openvpn(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<HopKind> {
     Ok(HopKind::Openvpn(Openvpn {
         config: o.need_str(cx, "config", "openvpn hop", "the path of an .ovpn file")?,
+        config_text: None,
         username: o.str(cx, "username")?,
         password: o.str(cx, "password")?,
         timeout: o.secs(cx, "timeout", 60)?,

@@ -515,7 +515,6 @@ fn unsupported_lists_each_feature_once() {
     assert_eq!(
         u,
         [
-            "hop type 'openvpn' is not supported yet",
             "sandbox.gui is not supported yet",
             "sandbox.audio is not supported yet",
         ]

@@ -1,0 +1,271 @@
+//! The openvpn hop end to end, as root, against the testbed's real OpenVPN
+//! server: over UDP and TCP the web host sees the VPN server's address for
+//! IPv4 and IPv6, the application's resolv.conf is the pushed DNS server,
+//! and a wrong password fails with one line naming the hop.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use common::{pallium, profile_file, text, wait_clean};
+use pallium_tests::{skip_unless_root, TestUser, Testbed, VpnProto, WEB4_NAME, WEB6_NAME};
+
+fn out(mut c: Command) -> Output {
+    c.stdin(Stdio::null()).output().expect("run")
+}
+
+fn one_shot(tb: &Testbed, profile: &str, script: &str) -> (bool, String, String) {
+    one_shot_as(tb, false, profile, script)
+}
+
+/// `rootless`: as the test user, with binaries staged where it can run them.
+fn one_shot_as(
+    tb: &Testbed,
+    rootless: bool,
+    profile: &str,
+    script: &str,
+) -> (bool, String, String) {
+    let exe = if rootless {
+        TestUser::get()
+            .stage_binaries(&common::binaries())
+            .join("pallium")
+    } else {
+        pallium()
+    };
+    let argv = [
+        exe.display().to_string(),
+        "exec".into(),
+        "--one-shot".into(),
+        profile.into(),
+        "--".into(),
+        "sh".into(),
+        "-c".into(),
+        script.into(),
+    ];
+    let o = out(if rootless {
+        tb.host_exec_as(TestUser::get(), argv)
+    } else {
+        tb.host_exec(argv)
+    });
+    let (a, b) = text(&o);
+    (o.status.success(), a, b)
+}
+
+fn hop(config: &std::path::Path, user: &str, pass: &str, timeout: u32) -> String {
+    format!(
+        r#"{{"chain": [{{"type": "openvpn", "config": {}, "username": {}, "password": {}, "timeout": {timeout}}}]}}"#,
+        serde_json::to_string(&config.display().to_string()).unwrap(),
+        serde_json::to_string(user).unwrap(),
+        serde_json::to_string(pass).unwrap()
+    )
+}
+
+#[test]
+fn openvpn_udp_and_tcp_exit_at_the_vpn_server_with_its_dns() {
+    skip_unless_root!();
+    let tb = Testbed::new("ovpn");
+    let vpn = tb.start_openvpn();
+    let auth = vpn.auth();
+    for proto in [VpnProto::Udp, VpnProto::Tcp] {
+        let p = profile_file(
+            "ovpn",
+            &hop(&vpn.client_config(proto), &auth.user, &auth.pass, 30),
+        );
+        let script = format!(
+            "curl -sS --max-time 10 http://{WEB4_NAME}/; echo; curl -sS --max-time 10 http://{WEB6_NAME}/; echo; grep nameserver /etc/resolv.conf"
+        );
+        let (ok, stdout, stderr) = one_shot(&tb, &p.display().to_string(), &script);
+        assert!(ok, "{proto:?}: {stdout}{stderr}\n{}", vpn.log());
+        let l: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(
+            l,
+            [
+                vpn.exit_v4().to_string(),
+                vpn.exit_v6().to_string(),
+                format!("nameserver {}", tb.dns_v4())
+            ],
+            "{proto:?}: {stderr}"
+        );
+        assert!(stderr.contains("hop 1 (openvpn)"), "{stderr}");
+        assert_eq!(wait_clean(&tb), Vec::<String>::new(), "left behind");
+    }
+    let host: std::net::IpAddr = tb.host_v4().into();
+    assert!(tb.dns_queries().iter().all(|q| q.client != host));
+    assert!(!tb.web_seen().contains(&tb.host_v4().to_string()));
+}
+
+#[test]
+fn a_wrong_openvpn_password_fails_with_one_line_naming_the_hop() {
+    skip_unless_root!();
+    let tb = Testbed::new("ovpnbad");
+    let vpn = tb.start_openvpn();
+    let auth = vpn.auth().wrong();
+    let p = profile_file(
+        "ovpnbad",
+        &hop(
+            &vpn.client_config(VpnProto::Udp),
+            &auth.user,
+            &auth.pass,
+            30,
+        ),
+    );
+    let (ok, stdout, stderr) = one_shot(&tb, &p.display().to_string(), "echo ran");
+    assert!(!ok && !stdout.contains("ran"), "{stdout}{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("hop 1 (openvpn)") && last.contains("AUTH_FAILED"),
+        "{stderr}"
+    );
+    assert_eq!(wait_clean(&tb), Vec::<String>::new(), "left behind");
+}
+
+#[test]
+fn rootless_openvpn_exits_at_the_vpn_server() {
+    skip_unless_root!();
+    let tb = Testbed::new("ovpnrl");
+    let vpn = tb.start_openvpn();
+    let auth = vpn.auth();
+    let json = hop(
+        &vpn.client_config(VpnProto::Udp),
+        &auth.user,
+        &auth.pass,
+        30,
+    );
+    let p = vpn.config_file("rootless.json", &json);
+    let script = format!(
+        "curl -sS --max-time 10 http://{WEB4_NAME}/; echo; curl -sS --max-time 10 http://{WEB6_NAME}/; echo"
+    );
+    let (ok, stdout, stderr) = one_shot_as(&tb, true, &p.display().to_string(), &script);
+    assert!(ok, "{stdout}{stderr}");
+    let l: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        l,
+        [vpn.exit_v4().to_string(), vpn.exit_v6().to_string()],
+        "{stderr}"
+    );
+    assert_eq!(wait_clean(&tb), Vec::<String>::new(), "left behind");
+}
+
+#[test]
+fn bad_openvpn_hops_fail_with_one_line_naming_the_hop_and_leave_nothing() {
+    skip_unless_root!();
+    let tb = Testbed::new("ovpnbad2");
+    let vpn = tb.start_openvpn();
+    let auth = vpn.auth();
+    let good = vpn.client_config_text(VpnProto::Udp);
+    let bad = vpn.config_file("bad.ovpn", &format!("{good}no-such-directive 1\n"));
+    // Nothing answers there: openvpn keeps trying until the hop's timeout.
+    let web = tb.web_v4().to_string();
+    let unreachable = vpn.config_file(
+        "unreachable.ovpn",
+        &good.replace(&vpn.exit_v4().to_string(), &web),
+    );
+    let udp = vpn.client_config(VpnProto::Udp);
+    let missing = hop(&udp, &auth.user, &auth.pass, 30).replace(
+        r#""timeout": 30"#,
+        r#""timeout": 30, "openvpn_path": "/nonexistent/openvpn""#,
+    );
+    let cases = [
+        (hop(&bad, &auth.user, &auth.pass, 30), "no-such-directive"),
+        (
+            hop(&unreachable, &auth.user, &auth.pass, 3),
+            "did not connect within 3 s",
+        ),
+        (missing, "openvpn_path"),
+    ];
+    for (json, needle) in cases {
+        let p = profile_file("ovpnbad2", &json);
+        let (ok, stdout, stderr) = one_shot(&tb, &p.display().to_string(), "echo ran");
+        assert!(!ok && !stdout.contains("ran"), "{json}: {stdout}{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.contains("hop 1 (openvpn)") && last.contains(needle),
+            "{json}: '{needle}' not in the error: {stderr}"
+        );
+        assert_eq!(wait_clean(&tb), Vec::<String>::new(), "{json}: left behind");
+    }
+}
+
+/// `pallium ARGS` as root in the testbed's host namespace.
+fn pal(tb: &Testbed, args: &[&str]) -> Command {
+    let mut argv = vec![pallium().display().to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    tb.host_exec(argv)
+}
+
+#[test]
+fn killing_the_openvpn_server_blocks_traffic_and_names_the_hop() {
+    skip_unless_root!();
+    let tb = Testbed::new("ovpnkill");
+    let vpn = tb.start_openvpn();
+    let auth = vpn.auth();
+    let json = hop(
+        &vpn.client_config(VpnProto::Tcp),
+        &auth.user,
+        &auth.pass,
+        30,
+    )
+    .replace(r#"}]}"#, r#"}], "run": {"command": ["sleep", "600"]}}"#);
+    let p = profile_file("ovpnkill", &json).display().to_string();
+    let mut run = pal(&tb, &["run", &p])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    let url = format!("http://{}/", tb.web_v4());
+    let curl = format!("curl -sS --max-time 3 {url}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let o = out(pal(&tb, &["exec", &p, "--", "sh", "-c", &curl]));
+        if o.status.success() {
+            assert_eq!(text(&o).0.trim(), vpn.exit_v4().to_string());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never up: {:?}",
+            text(&o)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let audit = out(pal(&tb, &["audit", &p]));
+    assert!(audit.status.success(), "audit: {:?}", text(&audit));
+    assert!(text(&audit).0.contains("hop:openvpn"), "{:?}", text(&audit));
+    // A transfer in flight when the server dies.
+    let mut transfer = pal(
+        &tb,
+        &[
+            "exec",
+            &p,
+            "--",
+            "sh",
+            "-c",
+            &format!("while :; do {curl}; sleep 0.1; done"),
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("transfer");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    vpn.kill();
+    let mut stderr = run.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    use std::io::Read;
+    while !seen.contains("hop 1: stopped: openvpn lost its connection") {
+        let n = stderr.read(&mut buf).expect("read run's stderr");
+        assert!(n > 0, "run ended without naming the hop: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let o = out(pal(&tb, &["exec", &p, "--", "sh", "-c", &curl]));
+    assert!(!o.status.success(), "traffic still flows: {:?}", text(&o));
+    let _ = transfer.kill();
+    let _ = transfer.wait();
+    let _ = out(pal(&tb, &["stop", &p]));
+    let _ = run.wait();
+    assert!(!tb.web_seen().contains(&tb.host_v4().to_string()));
+    assert_eq!(wait_clean(&tb), Vec::<String>::new(), "left behind");
+}
