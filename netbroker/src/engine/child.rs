@@ -39,7 +39,9 @@ pub fn run() -> Result<(), ChildError> {
     let start = match chan.recv() {
         Ok(EngineRequest::Start(s)) => Start::Proxy(s),
         Ok(EngineRequest::StartDirect(s)) => Start::Direct(s),
+        Ok(EngineRequest::StartWireguard(s)) => Start::Wireguard(s),
         Ok(EngineRequest::Stats) => return Err(ChildError::Protocol("Stats")),
+        Ok(EngineRequest::Peers) => return Err(ChildError::Protocol("Peers")),
         // The netbroker went away before it told us anything.
         Err(proto::WireError::Closed) => return Ok(()),
         Err(e) => return Err(e.into()),
@@ -57,6 +59,9 @@ pub fn run() -> Result<(), ChildError> {
     let set_up = match start {
         Start::Proxy(s) => setup(*s),
         Start::Direct(s) => setup_direct(*s),
+        Start::Wireguard(s) => {
+            return super::wireguard::serve(chan, last_word, *s).map_err(ChildError::Setup)
+        }
     };
     let serving = match set_up {
         Ok(s) => s,
@@ -89,6 +94,7 @@ pub fn run() -> Result<(), ChildError> {
 enum Start {
     Proxy(Box<StartEngine>),
     Direct(Box<StartDirect>),
+    Wireguard(Box<proto::engine::StartWireguard>),
 }
 
 /// Confine the process and set the engine up; the error is one line for the
@@ -152,7 +158,7 @@ fn setup_direct(start: StartDirect) -> Result<Serving, String> {
 /// Clear every capability set (the bounding set was emptied before exec, so
 /// the others are normally empty already), set no_new_privs, and check:
 /// an empty bounding set, or none that could be emptied (see below).
-fn drop_everything() -> Result<(), String> {
+pub(super) fn drop_everything() -> Result<(), String> {
     use caps::CapSet;
     let fail = |what: &str, e: caps::errors::CapsError| format!("drop capabilities ({what}): {e}");
     caps::clear(None, CapSet::Ambient).map_err(|e| fail("ambient", e))?;
@@ -179,7 +185,7 @@ fn drop_everything() -> Result<(), String> {
     Ok(())
 }
 
-fn limits(max_files: u64, max_tasks: Option<u64>) -> Result<(), String> {
+pub(super) fn limits(max_files: u64, max_tasks: Option<u64>) -> Result<(), String> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     // Lower only: without capabilities the hard limit cannot rise, and a
     // lower one the host set stays.

@@ -20,6 +20,8 @@ mod socksapp;
 mod ssh;
 mod tor;
 mod tun2socks;
+mod wgconf;
+mod wireguard;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -233,6 +235,7 @@ fn hop_type(kind: &HopKind) -> Option<&'static dyn HopType> {
         HopKind::Tor(_) => &tor::TorHop,
         HopKind::Ssh(_) => &ssh::SshHop,
         HopKind::Socksapp(_) => &socksapp::SocksappHop,
+        HopKind::Wireguard(_) => &wireguard::WireguardHop,
         _ => return None,
     })
 }
