@@ -31,7 +31,10 @@ pub struct WgServer {
 impl WgServer {
     /// Its name in the test zone, `wireguard.pallium.test`.
     pub fn name(&self) -> &str {
-        self.host.fqdn.as_deref().expect("wireguard hosts have names")
+        self.host
+            .fqdn
+            .as_deref()
+            .expect("wireguard hosts have names")
     }
     /// The address the web host sees for an IPv4 connection through the tunnel.
     pub fn exit_v4(&self) -> Ipv4Addr {
@@ -83,9 +86,12 @@ static COUNT: AtomicU32 = AtomicU32::new(0);
 /// `wg genkey` and `wg pubkey`.
 pub fn wg_keypair() -> (String, String) {
     let private = cmd::run(Command::new("wg").arg("genkey")).trim().to_owned();
-    let out = cmd::output(&mut Command::new("wg").arg("pubkey"), Some(&private));
+    let out = cmd::output(Command::new("wg").arg("pubkey"), Some(&private));
     assert!(out.status.success(), "wg pubkey failed");
-    (private, String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    (
+        private,
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+    )
 }
 
 impl Testbed {
@@ -103,8 +109,16 @@ impl Testbed {
         let deadline = Instant::now() + Duration::from_secs(15);
         let sock = PathBuf::from(format!("/var/run/wireguard/{ifname}.sock"));
         while !sock.exists() {
-            assert!(Instant::now() < deadline, "wireguard-go did not start: {}", daemon.log());
-            assert!(daemon.exited().is_none(), "wireguard-go exited: {}", daemon.log());
+            assert!(
+                Instant::now() < deadline,
+                "wireguard-go did not start: {}",
+                daemon.log()
+            );
+            assert!(
+                daemon.exited().is_none(),
+                "wireguard-go exited: {}",
+                daemon.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let key = host.dir.join("server.key");
@@ -113,8 +127,16 @@ impl Testbed {
         cmd::run(&mut cmd::netns_exec(
             ns,
             [
-                "wg", "set", &ifname, "listen-port", &WG_PORT.to_string(), "private-key",
-                &key.to_string_lossy(), "peer", &client_public, "allowed-ips",
+                "wg",
+                "set",
+                &ifname,
+                "listen-port",
+                &WG_PORT.to_string(),
+                "private-key",
+                &key.to_string_lossy(),
+                "peer",
+                &client_public,
+                "allowed-ips",
                 "10.77.0.2/32,fd77::2/128",
             ],
         ));
@@ -129,10 +151,15 @@ impl Testbed {
         for s in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
             cmd::run(&mut cmd::netns_exec(ns, ["sysctl", "-q", "-w", s]));
         }
-        let nft = "table inet wgnat {\n chain post {\n  type nat hook postrouting priority 100;\n  \
+        let nft =
+            "table inet wgnat {\n chain post {\n  type nat hook postrouting priority 100;\n  \
                    oifname \"eth0\" masquerade\n }\n}\n";
         let out = cmd::output(&mut cmd::netns_exec(ns, ["nft", "-f", "-"]), Some(nft));
-        assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         WgServer {
             daemon,
             host,

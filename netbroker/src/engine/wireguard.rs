@@ -158,7 +158,11 @@ fn answer(
 }
 
 /// Each configured peer's state, in `keys`' order.
-fn peer_states(rt: &tokio::runtime::Handle, device: &Device, keys: &[PublicKey]) -> Vec<WgPeerState> {
+fn peer_states(
+    rt: &tokio::runtime::Handle,
+    device: &Device,
+    keys: &[PublicKey],
+) -> Vec<WgPeerState> {
     // No I/O in this future (locks only): a handle may block on it while
     // the runtime's own thread drives the device.
     let stats = rt.block_on(device.peers());
@@ -285,7 +289,9 @@ impl UdpSend for Udp {
 
     async fn send_to(&self, packet: Packet, destination: SocketAddr) -> io::Result<()> {
         let to = match (self.v6, destination.ip()) {
-            (true, IpAddr::V4(ip)) => SocketAddr::new(ip.to_ipv6_mapped().into(), destination.port()),
+            (true, IpAddr::V4(ip)) => {
+                SocketAddr::new(ip.to_ipv6_mapped().into(), destination.port())
+            }
             _ => destination,
         };
         self.sock.send_to(&packet, to).await.map(drop)

@@ -105,7 +105,11 @@ pub(super) fn parse(text: &str) -> Result<WgConfig, String> {
                     peers.push(PeerDraft::default());
                     Section::Peer
                 }
-                _ => return Err(at(format!("unknown section {line} (use [Interface] or [Peer])"))),
+                _ => {
+                    return Err(at(format!(
+                        "unknown section {line} (use [Interface] or [Peer])"
+                    )))
+                }
             };
             continue;
         }
@@ -116,7 +120,9 @@ pub(super) fn parse(text: &str) -> Result<WgConfig, String> {
         let value = value.trim();
         let list = || value.split(',').map(str::trim).filter(|v| !v.is_empty());
         match (&section, key.as_str()) {
-            (Section::None, _) => return Err(at(format!("'{key}' before any [Interface] or [Peer]"))),
+            (Section::None, _) => {
+                return Err(at(format!("'{key}' before any [Interface] or [Peer]")))
+            }
             (_, k) if IGNORED.contains(&k) => ignored.push(k.to_string()),
             (Section::Interface, "privatekey") => private_key = Some(parse_key(value).map_err(at)?),
             (Section::Interface, "address") => {
@@ -140,7 +146,9 @@ pub(super) fn parse(text: &str) -> Result<WgConfig, String> {
                         .parse::<u32>()
                         .ok()
                         .filter(|m| (1280..=65535).contains(m))
-                        .ok_or_else(|| at(format!("MTU {value} is not a number from 1280 to 65535")))?,
+                        .ok_or_else(|| {
+                            at(format!("MTU {value} is not a number from 1280 to 65535"))
+                        })?,
                 )
             }
             (Section::Peer, k) => {
@@ -158,14 +166,18 @@ pub(super) fn parse(text: &str) -> Result<WgConfig, String> {
                         p.keepalive = match value {
                             "off" | "0" => None,
                             v => Some(v.parse::<u16>().map_err(|_| {
-                                at(format!("PersistentKeepalive {v} is not a number of seconds"))
+                                at(format!(
+                                    "PersistentKeepalive {v} is not a number of seconds"
+                                ))
                             })?),
                         }
                     }
                     _ => return Err(at(format!("unknown key '{key}' in [Peer]"))),
                 }
             }
-            (Section::Interface, _) => return Err(at(format!("unknown key '{key}' in [Interface]"))),
+            (Section::Interface, _) => {
+                return Err(at(format!("unknown key '{key}' in [Interface]")))
+            }
         }
     }
     let private_key = private_key.ok_or("[Interface] has no PrivateKey")?;
@@ -252,7 +264,11 @@ fn parse_endpoint(v: &str) -> Result<(String, u16), String> {
     } else {
         v.rsplit_once(':').ok_or_else(bad)?
     };
-    let port = port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(bad)?;
     if host.is_empty() || host.contains(char::is_whitespace) {
         return Err(bad());
     }
@@ -303,7 +319,8 @@ mod tests {
 
     #[test]
     fn a_missing_private_key_is_named() {
-        let text = format!("[Interface]\nAddress = 10.0.0.2\n[Peer]\nPublicKey = {K2}\nEndpoint = a:1\n");
+        let text =
+            format!("[Interface]\nAddress = 10.0.0.2\n[Peer]\nPublicKey = {K2}\nEndpoint = a:1\n");
         assert_eq!(parse(&text).unwrap_err(), "[Interface] has no PrivateKey");
     }
 
@@ -317,10 +334,19 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_and_wg_quick_keys_are_ignored() {
-        let text = conf(&format!("[Peer]\nPublicKey = {K2}\nEndpoint = a:1\nFoo = 1\n"));
-        assert!(parse(&text).unwrap_err().contains("unknown key 'foo' in [Peer]"));
-        let text = conf(&format!("PostUp = iptables -A x\n[Peer]\nPublicKey = {K2}\nEndpoint = a:1\n"));
-        assert_eq!(parse(&text).unwrap().ignored, vec!["dns search domain example.org", "postup"]);
+        let text = conf(&format!(
+            "[Peer]\nPublicKey = {K2}\nEndpoint = a:1\nFoo = 1\n"
+        ));
+        assert!(parse(&text)
+            .unwrap_err()
+            .contains("unknown key 'foo' in [Peer]"));
+        let text = conf(&format!(
+            "PostUp = iptables -A x\n[Peer]\nPublicKey = {K2}\nEndpoint = a:1\n"
+        ));
+        assert_eq!(
+            parse(&text).unwrap().ignored,
+            vec!["dns search domain example.org", "postup"]
+        );
     }
 
     #[test]

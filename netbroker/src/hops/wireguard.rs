@@ -78,7 +78,11 @@ fn resolve_peers(cx: &HopCx<'_>, conf: &WgConfig) -> Result<Vec<WgPeer>, HopErro
             public_key: p.public_key,
             preshared_key: p.preshared_key,
             endpoint,
-            allowed_ips: p.allowed_ips.iter().map(|(ip, l)| network(*ip, *l)).collect(),
+            allowed_ips: p
+                .allowed_ips
+                .iter()
+                .map(|(ip, l)| network(*ip, *l))
+                .collect(),
             keepalive: p.keepalive,
         });
     }
@@ -108,9 +112,7 @@ fn resolve(cx: &HopCx<'_>, host: &str, port: u16) -> Result<SocketAddr, HopError
             .or(ips.first())
             .map(|ip| SocketAddr::new(*ip, port))
             .ok_or_else(|| {
-                HopError::Failed(format!(
-                    "resolve the WireGuard Endpoint {host}: no address"
-                ))
+                HopError::Failed(format!("resolve the WireGuard Endpoint {host}: no address"))
             }),
         Err(e) => Err(HopError::Failed(format!(
             "resolve the WireGuard Endpoint {host}: {}",
@@ -150,8 +152,7 @@ struct Watched {
     name: String,
     has_endpoint: bool,
     rx: u64,
-    /// When `rx` last grew (or the hop started), and `tx` then.
-    heard: Instant,
+    /// `tx` when `rx` last grew (or the hop started).
     tx_then: u64,
     /// Since when data has gone out with nothing heard back.
     sent_since: Option<Instant>,
@@ -187,7 +188,11 @@ fn start(cx: &mut HopCx<'_>, conf: WgConfig, peers: Vec<WgPeer>) -> Result<WgHop
         .map_err(one_line)?;
     wait_for_handshakes(cx, &mut engine, &names, &with_endpoint)?;
     (cx.progress)(format!("{TUN_NAME} is up: WireGuard handshake done"));
-    let resolv_conf: String = conf.dns.iter().map(|ip| format!("nameserver {ip}\n")).collect();
+    let resolv_conf: String = conf
+        .dns
+        .iter()
+        .map(|ip| format!("nameserver {ip}\n"))
+        .collect();
     if conf.dns.is_empty() {
         (cx.progress)("the WireGuard config has no DNS: no name server behind this hop".into());
     }
@@ -205,7 +210,6 @@ fn start(cx: &mut HopCx<'_>, conf: WgConfig, peers: Vec<WgPeer>) -> Result<WgHop
                 name,
                 has_endpoint,
                 rx: 0,
-                heard: Instant::now(),
                 tx_then: 0,
                 sent_since: None,
             })
@@ -231,9 +235,14 @@ fn make_tun(
         .map_err(|e| HopError::Failed(format!("create {TUN_NAME}: {e}")))?
         .map_err(HopError::Tun)?;
     let rtnl = &mut inner.rtnl;
-    let fail = |what: String| move |e: std::io::Error| HopError::Failed(format!("{TUN_NAME}: {what}: {e}"));
-    let index = rtnl.link_index(&name).map_err(fail("find its index".into()))?;
-    rtnl.set_mtu(index, mtu).map_err(fail(format!("set the MTU {mtu}")))?;
+    let fail = |what: String| {
+        move |e: std::io::Error| HopError::Failed(format!("{TUN_NAME}: {what}: {e}"))
+    };
+    let index = rtnl
+        .link_index(&name)
+        .map_err(fail("find its index".into()))?;
+    rtnl.set_mtu(index, mtu)
+        .map_err(fail(format!("set the MTU {mtu}")))?;
     for (ip, len) in &conf.addresses {
         rtnl.add_address(index, *ip, *len)
             .map_err(fail(format!("add the address {ip}/{len}")))?;
@@ -271,7 +280,9 @@ fn wait_for_handshakes(
             return Err(HopError::Failed(why));
         }
         let Some(states) = engine.peers() else {
-            let why = engine.exited().unwrap_or_else(|| "the WireGuard engine stopped".into());
+            let why = engine
+                .exited()
+                .unwrap_or_else(|| "the WireGuard engine stopped".into());
             return Err(HopError::Failed(why));
         };
         let waiting = states
@@ -319,7 +330,6 @@ impl RunningHop for WgHop {
             }
             if s.rx_bytes != w.rx {
                 w.rx = s.rx_bytes;
-                w.heard = now;
                 w.tx_then = s.tx_bytes;
                 w.sent_since = None;
                 continue;
@@ -335,7 +345,9 @@ impl RunningHop for WgHop {
                     SILENCE.as_secs()
                 ));
             }
-            if s.handshake_age_ms.is_some_and(|ms| ms >= REJECT_AFTER.as_millis() as u64) {
+            if s.handshake_age_ms
+                .is_some_and(|ms| ms >= REJECT_AFTER.as_millis() as u64)
+            {
                 return Some(format!(
                     "no handshake with {} for {} s: its session expired",
                     w.name,

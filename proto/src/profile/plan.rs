@@ -7,7 +7,15 @@
 use super::{Command, Gui, HopKind, PathsMode, Profile, SocksVersion, VirtuserName, DROPPED};
 
 /// Hop types the netbroker can build. Add a name when its hop lands.
-const SUPPORTED_HOPS: &[&str] = &["socks", "http", "tun2socks", "tor", "ssh", "socksapp", "wireguard"];
+const SUPPORTED_HOPS: &[&str] = &[
+    "socks",
+    "http",
+    "tun2socks",
+    "tor",
+    "ssh",
+    "socksapp",
+    "wireguard",
+];
 
 /// Profile features not implemented yet: (message, does this profile use it?).
 /// Delete a line when its feature lands.
