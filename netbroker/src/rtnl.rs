@@ -183,6 +183,28 @@ impl Rtnl {
         .map(drop)
     }
 
+    /// Add a route to `dst/len` straight out of interface `oif` (a
+    /// point-to-point device), no gateway.
+    pub fn add_dev_route(&mut self, dst: IpAddr, len: u8, oif: u32) -> io::Result<()> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family(dst);
+        msg.header.destination_prefix_length = len;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Static;
+        msg.header.scope = RouteScope::Link;
+        msg.header.kind = RouteType::Unicast;
+        if len > 0 {
+            msg.attributes
+                .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+        }
+        msg.attributes.push(RouteAttribute::Oif(oif));
+        self.request(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
     /// Every address configured in this namespace.
     pub fn addresses(&mut self) -> io::Result<Vec<Prefix>> {
         let replies = self.request(

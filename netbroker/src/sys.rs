@@ -451,3 +451,12 @@ pub fn open_path_as_group(path: &std::path::Path, group: Option<u32>) -> io::Res
     }
     opened
 }
+
+/// Register an owned descriptor (the WireGuard engine's TUN) with the
+/// current tokio runtime's reactor.
+pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd is a valid open descriptor that it alone closes,
+    // and its as_raw_fd() always returns that same descriptor; moved into
+    // the AsyncFd, it stays open for the AsyncFd's whole life.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)
+}

@@ -38,6 +38,12 @@ pub enum EngineRequest {
     /// application's network namespace and relays what reaches the host's
     /// listeners it is given.
     StartForward(Box<StartForward>),
+    /// Set up and serve a userspace WireGuard device (legal once, first,
+    /// instead of `Start`): the wireguard hop.
+    StartWireguard(Box<StartWireguard>),
+    /// Report each WireGuard peer's state ([`EngineEvent::Peers`]); only
+    /// after `StartWireguard`.
+    Peers,
 }
 
 /// `network.port_forwarding.local`: the listeners the netbroker bound in the
@@ -61,6 +67,63 @@ pub struct ForwardListener {
     pub guest: SocketAddr,
     /// The rule as the profile spells it, for messages.
     pub rule: String,
+}
+
+/// A WireGuard engine: it encrypts what the TUN device gives it and sends
+/// it to the peers over a UDP socket it binds in its own namespace, N(i−1)
+/// (where it was started), and decrypts what comes back into the TUN.
+#[derive(Serialize, Deserialize)]
+pub struct StartWireguard {
+    /// The TUN device's packet descriptor (non-blocking), in Ni.
+    pub tun: Fd,
+    pub tun_name: String,
+    pub mtu: u32,
+    pub max_files: u64,
+    pub max_tasks: Option<u64>,
+    /// The interface's private key (never logged: see the Debug impl).
+    pub private_key: [u8; 32],
+    pub peers: Vec<WgPeer>,
+}
+
+impl std::fmt::Debug for StartWireguard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartWireguard")
+            .field("tun", &self.tun)
+            .field("tun_name", &self.tun_name)
+            .field("mtu", &self.mtu)
+            .field("peers", &self.peers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One WireGuard peer, its endpoint already resolved.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct WgPeer {
+    pub public_key: [u8; 32],
+    pub preshared_key: Option<[u8; 32]>,
+    pub endpoint: Option<SocketAddr>,
+    /// (network address, prefix length).
+    pub allowed_ips: Vec<(std::net::IpAddr, u8)>,
+    pub keepalive: Option<u16>,
+}
+
+impl std::fmt::Debug for WgPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WgPeer")
+            .field("endpoint", &self.endpoint)
+            .field("allowed_ips", &self.allowed_ips)
+            .field("keepalive", &self.keepalive)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One peer's state ([`EngineEvent::Peers`]), in the order of `peers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WgPeerState {
+    /// Milliseconds since the last completed handshake, if any.
+    pub handshake_age_ms: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
 }
 
 /// An engine in direct mode: it opens the application's connections itself
@@ -94,6 +157,8 @@ pub enum EngineEvent {
     Stats(EngineStats),
     /// The engine stopped on its own (the TUN device failed); why. It exits.
     Exited(String),
+    /// Answer to [`EngineRequest::Peers`].
+    Peers(Vec<WgPeerState>),
 }
 
 /// Everything an engine needs, with the descriptors it serves.

@@ -43,6 +43,7 @@ mod tor;
 mod udp;
 mod user;
 mod web;
+mod wireguard;
 
 use std::io::Write;
 
@@ -56,6 +57,7 @@ pub use openvpn::{OpenvpnServer, VpnProto, OPENVPN_TCP_PORT, OPENVPN_UDP_PORT};
 pub use proxy::{Auth, Proxy, Socks, SshServer};
 pub use tor::TorNetwork;
 pub use user::TestUser;
+pub use wireguard::{wg_keypair, WgServer, WG_PORT};
 
 /// Environment variable naming a file that [`skip`] appends its reasons to, so that
 /// `tests/run-all.sh` can list skipped tests (libtest hides a passing test's output).

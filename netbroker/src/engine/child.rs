@@ -43,7 +43,9 @@ pub fn run() -> Result<(), ChildError> {
         Ok(EngineRequest::StartForward(s)) => {
             return crate::forward::serve(chan, *s).map_err(ChildError::Setup)
         }
+        Ok(EngineRequest::StartWireguard(s)) => Start::Wireguard(s),
         Ok(EngineRequest::Stats) => return Err(ChildError::Protocol("Stats")),
+        Ok(EngineRequest::Peers) => return Err(ChildError::Protocol("Peers")),
         // The netbroker went away before it told us anything.
         Err(proto::WireError::Closed) => return Ok(()),
         Err(e) => return Err(e.into()),
@@ -61,6 +63,9 @@ pub fn run() -> Result<(), ChildError> {
     let set_up = match start {
         Start::Proxy(s) => setup(*s),
         Start::Direct(s) => setup_direct(*s),
+        Start::Wireguard(s) => {
+            return super::wireguard::serve(chan, last_word, *s).map_err(ChildError::Setup)
+        }
     };
     let serving = match set_up {
         Ok(s) => s,
@@ -93,6 +98,7 @@ pub fn run() -> Result<(), ChildError> {
 enum Start {
     Proxy(Box<StartEngine>),
     Direct(Box<StartDirect>),
+    Wireguard(Box<proto::engine::StartWireguard>),
 }
 
 /// Confine the process and set the engine up; the error is one line for the

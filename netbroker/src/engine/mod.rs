@@ -34,6 +34,7 @@ pub mod cgroup;
 pub mod child;
 pub mod dial;
 pub mod filter;
+pub mod wireguard;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -153,6 +154,27 @@ impl Launched {
                 },
             )))?;
         tracing::debug!(pid = self.engine.pid(), "port forwarder ready");
+        Ok(self.engine)
+    }
+
+    /// Hand a WireGuard engine ([`wireguard`]) its TUN device and
+    /// configuration; returns once it is confined and its device built.
+    pub fn serve_wireguard(
+        mut self,
+        tun: Tun,
+        private_key: [u8; 32],
+        peers: Vec<proto::engine::WgPeer>,
+    ) -> Result<EngineProcess, EngineError> {
+        let start = EngineRequest::StartWireguard(Box::new(proto::engine::StartWireguard {
+            tun: Fd(tun.fd),
+            tun_name: tun.name,
+            mtu: tun.mtu,
+            max_files: MAX_FILES,
+            max_tasks: self.placement.run_as.map(|_| MAX_TASKS),
+            private_key,
+            peers,
+        }));
+        self.engine.start_with(start)?;
         Ok(self.engine)
     }
 }
@@ -397,6 +419,20 @@ impl EngineProcess {
         loop {
             match self.chan.recv() {
                 Ok(EngineEvent::Stats(s)) => return Some(stats_from(s)),
+                Ok(EngineEvent::Exited(why)) => self.exit = Some(why),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// A WireGuard engine's peers, in configuration order; None once it
+    /// is gone.
+    pub fn peers(&mut self) -> Option<Vec<proto::engine::WgPeerState>> {
+        self.chan.send(EngineRequest::Peers).ok()?;
+        loop {
+            match self.chan.recv() {
+                Ok(EngineEvent::Peers(p)) => return Some(p),
                 Ok(EngineEvent::Exited(why)) => self.exit = Some(why),
                 Ok(_) => continue,
                 Err(_) => return None,

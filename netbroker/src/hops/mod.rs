@@ -21,6 +21,8 @@ mod socksapp;
 mod ssh;
 mod tor;
 mod tun2socks;
+mod wgconf;
+mod wireguard;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -235,6 +237,7 @@ fn hop_type(kind: &HopKind) -> Option<&'static dyn HopType> {
         HopKind::Ssh(_) => &ssh::SshHop,
         HopKind::Socksapp(_) => &socksapp::SocksappHop,
         HopKind::Openvpn(_) => &openvpn::OpenvpnHop,
+        HopKind::Wireguard(_) => &wireguard::WireguardHop,
         _ => return None,
     })
 }

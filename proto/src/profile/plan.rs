@@ -15,6 +15,7 @@ const SUPPORTED_HOPS: &[&str] = &[
     "ssh",
     "socksapp",
     "openvpn",
+    "wireguard",
 ];
 
 /// Profile features not implemented yet: (message, does this profile use it?).
