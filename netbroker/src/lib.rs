@@ -19,6 +19,7 @@ pub mod root;
 pub mod rootless;
 pub mod rtnl;
 pub mod server;
+pub mod split;
 pub mod sys;
 #[cfg(test)]
 mod testutil;

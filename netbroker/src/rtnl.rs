@@ -173,6 +173,60 @@ impl Rtnl {
         .map(drop)
     }
 
+    /// The main table's default routes (both families), as the kernel
+    /// reports them: templates for [`Rtnl::add_route_like`].
+    pub fn default_routes(&mut self) -> io::Result<Vec<RouteMessage>> {
+        let mut out = Vec::new();
+        for fam in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = fam;
+            for m in self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP)? {
+                if let RouteNetlinkMessage::NewRoute(r) = m {
+                    let main = r.header.table == RouteHeader::RT_TABLE_MAIN;
+                    if main
+                        && r.header.destination_prefix_length == 0
+                        && r.header.kind == RouteType::Unicast
+                    {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete the route `r` (as dumped).
+    pub fn delete_route(&mut self, r: &RouteMessage) -> io::Result<()> {
+        self.request(RouteNetlinkMessage::DelRoute(r.clone()), 0)
+            .map(drop)
+    }
+
+    /// Add a route to `dst/len` going where `template` (a dumped default
+    /// route of the same family) goes: same gateway, device and table.
+    pub fn add_route_like(
+        &mut self,
+        template: &RouteMessage,
+        dst: IpAddr,
+        len: u8,
+    ) -> io::Result<()> {
+        let mut msg = template.clone();
+        msg.header.destination_prefix_length = len;
+        msg.header.protocol = RouteProtocol::Static;
+        msg.attributes.retain(|a| {
+            matches!(
+                a,
+                RouteAttribute::Gateway(_) | RouteAttribute::Oif(_) | RouteAttribute::Priority(_)
+            )
+        });
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+        self.request(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
     /// Every address configured in this namespace.
     pub fn addresses(&mut self) -> io::Result<Vec<Prefix>> {
         let replies = self.request(

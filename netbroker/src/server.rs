@@ -9,11 +9,14 @@ use proto::broker::{
 };
 use proto::{Channel, ErrorKind, Fd, RemoteError, WireError};
 
+use std::os::fd::AsFd as _;
+
 use crate::direct::{self, DirectUplink};
 use crate::hops::{self, Chain, ChainStart};
 use crate::netns;
 use crate::root::{self, HostPaths, VethUplink};
 use crate::rootless::{self, UserspaceUplink};
+use crate::split;
 
 /// What ends the serving loop abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -298,6 +301,20 @@ fn handle_build_chain(
             return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
         }
     };
+    if let Some(routes) = &req.routes {
+        let (netns, resolv) = match &uplink {
+            Built::Veth(v) => (v.netns.as_fd(), &v.resolv_conf),
+            Built::Userspace(u) => (u.netns.as_fd(), &u.resolv_conf),
+            Built::Direct(d) => (d.netns.as_fd(), &d.resolv_conf),
+        };
+        if let Err(e) = split_routes(netns, routes, resolv) {
+            drop(uplink);
+            if use_veth {
+                let _ = root::teardown(&req.session_id, paths);
+            }
+            return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
+        }
+    }
     let ready = chain_ready(&uplink).map_err(ServeError::Dup)?;
     *state = State::NetworkReady {
         session_id: req.session_id,
@@ -548,6 +565,17 @@ fn handle_build_hops(
             return fail(chan, remote);
         }
     };
+    if let (Some(routes), Some(netns)) = (&req.routes, chain.app_netns()) {
+        if let Err(e) = split_routes(netns, routes, &chain.resolv_conf()) {
+            drop(chain);
+            let _ = std::fs::remove_dir_all(&work_dir);
+            if veth.is_some() {
+                drop(veth);
+                let _ = root::teardown(&req.session_id, paths);
+            }
+            return fail(chan, e);
+        }
+    }
     let mut links: Vec<String> = uplink.iter().map(|u| u.link.clone()).collect();
     links.extend(veth.iter().map(|v| v.link.clone()));
     links.extend(chain.describe());
@@ -585,6 +613,22 @@ fn handle_build_hops(
     };
     chan.send(BrokerEvent::ChainReady(ready))?;
     Ok(())
+}
+
+/// `network.routes`: narrow the application namespace's routes to the list
+/// (and the session's resolvers).
+fn split_routes(
+    netns: std::os::fd::BorrowedFd<'_>,
+    routes: &[String],
+    resolv_conf: &str,
+) -> Result<(), RemoteError> {
+    let resolvers: Vec<std::net::IpAddr> = hops::nameservers(resolv_conf)
+        .iter()
+        .map(|a| a.ip())
+        .collect();
+    split::parse(routes)
+        .and_then(|r| split::restrict(netns, &r, &resolvers))
+        .map_err(|e| RemoteError::new("netbroker: network.routes", &e))
 }
 
 /// Rootless, hop 1 in the caller's namespace: once hop 1's processes there

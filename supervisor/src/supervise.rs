@@ -173,7 +173,11 @@ fn run_with(
         gid,
         uplink,
         chain: profile.network.chain.clone(),
-        routes: None,
+        routes: profile
+            .network
+            .routes
+            .as_ref()
+            .map(|r| r.iter().map(ToString::to_string).collect()),
         host_access: profile.network.host_access,
         quiet: plan.quiet,
     }))?;

@@ -16,10 +16,6 @@ const UNSUPPORTED: &[(&str, fn(&Profile) -> bool)] = &[
     ("network.bridge is not supported yet", |p| {
         p.network.bridge.is_some()
     }),
-    (
-        "network.routes (split tunnelling) is not supported yet",
-        |p| p.network.routes.is_some(),
-    ),
     ("network.port_forwarding is not supported yet", |p| {
         !p.network.port_forwarding.is_empty()
     }),
