@@ -6,6 +6,7 @@
 //! Single-threaded for all namespace work; only the DNS relay starts threads,
 //! after the last fork/unshare.
 
+pub mod bridge;
 pub mod direct;
 pub mod dns;
 pub mod engine;

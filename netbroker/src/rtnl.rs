@@ -90,6 +90,26 @@ impl Rtnl {
             .map(drop)
     }
 
+    /// Create a Linux bridge called `name`.
+    pub fn add_bridge(&mut self, name: &str) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map(drop)
+    }
+
+    /// Enslave interface `index` to the bridge `master` (0: release it).
+    pub fn set_master(&mut self, index: u32, master: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Controller(master));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
+    }
+
     /// Delete interface `index` (for a veth, both ends go at once).
     pub fn delete_link(&mut self, index: u32) -> io::Result<()> {
         let mut msg = LinkMessage::default();
@@ -128,7 +148,23 @@ impl Rtnl {
 
     /// Add a default route via `gateway` out of interface `oif`.
     pub fn add_default_route(&mut self, gateway: IpAddr, oif: u32) -> io::Result<()> {
+        self.add_route(None, gateway, oif)
+    }
+
+    /// Add a route to `dst` (`(network, prefix length)`; None: the default
+    /// route) via `gateway` out of interface `oif`, in the main table.
+    pub fn add_route(
+        &mut self,
+        dst: Option<(IpAddr, u8)>,
+        gateway: IpAddr,
+        oif: u32,
+    ) -> io::Result<()> {
         let mut msg = RouteMessage::default();
+        if let Some((net, len)) = dst {
+            msg.header.destination_prefix_length = len;
+            msg.attributes
+                .push(RouteAttribute::Destination(RouteAddress::from(net)));
+        }
         msg.header.address_family = family(gateway);
         msg.header.table = RouteHeader::RT_TABLE_MAIN;
         msg.header.protocol = RouteProtocol::Static;

@@ -44,10 +44,14 @@ enum Built {
 }
 
 #[derive(Debug)]
+// One State per netbroker process: boxing the ready state would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum State {
     Configured,
     NetworkReady {
         session_id: String,
+        /// `network.bridge`: goes first (it routes into the chain).
+        bridge: Option<Box<crate::bridge::BridgeLink>>,
         /// Declared before the uplink: the hops stop first.
         chain: Option<Chain>,
         uplink: Option<Built>,
@@ -315,9 +319,21 @@ fn handle_build_chain(
             return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
         }
     }
-    let ready = chain_ready(&uplink).map_err(ServeError::Dup)?;
+    let mut ready = chain_ready(&uplink).map_err(ServeError::Dup)?;
+    let bridge = match build_bridge(chan, &req, ready.netns.0.as_fd(), &ready.resolv_conf) {
+        Ok(b) => b,
+        Err(e) => {
+            drop(uplink);
+            if use_veth {
+                let _ = root::teardown(&req.session_id, paths);
+            }
+            return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
+        }
+    };
+    ready.links.extend(bridge.iter().map(|b| b.link.clone()));
     *state = State::NetworkReady {
         session_id: req.session_id,
+        bridge,
         chain: None,
         uplink: Some(uplink),
         work_dir: None,
@@ -392,6 +408,7 @@ fn chain_ready(uplink: &Built) -> std::io::Result<ChainReady> {
 fn teardown(state: State, paths: &HostPaths) {
     let State::NetworkReady {
         session_id,
+        bridge,
         chain,
         uplink,
         work_dir,
@@ -399,8 +416,9 @@ fn teardown(state: State, paths: &HostPaths) {
     else {
         return;
     };
-    // The hops first (engines, then their daemons), from the application's
-    // end backwards.
+    // The bridge first (it routes into the chain), then the hops (engines,
+    // then their daemons), from the application's end backwards.
+    drop(bridge);
     drop(chain);
     if let Some(dir) = work_dir {
         let _ = std::fs::remove_dir_all(dir);
@@ -605,14 +623,58 @@ fn handle_build_hops(
             .collect::<Result<_, _>>()
             .map_err(ServeError::Dup)?,
     };
+    let bridge = match build_bridge(chan, &req, ready.netns.0.as_fd(), &ready.resolv_conf) {
+        Ok(b) => b,
+        Err(e) => {
+            drop(chain);
+            let _ = std::fs::remove_dir_all(&work_dir);
+            if veth.is_some() {
+                drop(veth);
+                let _ = root::teardown(&req.session_id, paths);
+            }
+            return fail(chan, e);
+        }
+    };
+    let mut ready = ready;
+    ready.links.extend(bridge.iter().map(|b| b.link.clone()));
     *state = State::NetworkReady {
         session_id: req.session_id,
+        bridge,
         chain: Some(chain),
         uplink: uplink.map(Built::Userspace).or(veth.map(Built::Veth)),
         work_dir: Some(work_dir),
     };
     chan.send(BrokerEvent::ChainReady(ready))?;
     Ok(())
+}
+
+/// `network.bridge` (root), once the application's namespace is built.
+fn build_bridge(
+    chan: &Channel<BrokerEvent, BrokerRequest>,
+    req: &BuildChain,
+    app: std::os::fd::BorrowedFd<'_>,
+    resolv_conf: &str,
+) -> Result<Option<Box<crate::bridge::BridgeLink>>, RemoteError> {
+    let Some(b) = &req.bridge else {
+        return Ok(None);
+    };
+    if req.rootless {
+        return Err(
+            RemoteError::msg("netbroker: network.bridge", "network.bridge needs root")
+                .with_kind(ErrorKind::Refused),
+        );
+    }
+    let _ = chan.send(BrokerEvent::Progress(Progress {
+        hop: None,
+        message: format!(
+            "creating the bridge {}{}",
+            crate::bridge::host_name(&req.session_id, b),
+            if b.dhcp { " with DHCP" } else { "" }
+        ),
+    }));
+    crate::bridge::build(&req.session_id, b, app, resolv_conf, req.quiet)
+        .map(|b| Some(Box::new(b)))
+        .map_err(|e| RemoteError::new("netbroker: network.bridge", &e))
 }
 
 /// `network.routes`: narrow the application namespace's routes to the list

@@ -178,6 +178,7 @@ fn run_with(
             .routes
             .as_ref()
             .map(|r| r.iter().map(ToString::to_string).collect()),
+        bridge: profile.network.bridge.clone(),
         host_access: profile.network.host_access,
         quiet: plan.quiet,
     }))?;
