@@ -6,6 +6,7 @@
 //! Single-threaded for all namespace work; only the DNS relay starts threads,
 //! after the last fork/unshare.
 
+pub mod bridge;
 pub mod direct;
 pub mod dns;
 pub mod engine;
@@ -20,6 +21,7 @@ pub mod root;
 pub mod rootless;
 pub mod rtnl;
 pub mod server;
+pub mod split;
 pub mod sys;
 #[cfg(test)]
 mod testutil;

@@ -46,6 +46,12 @@ const V4_RANGES: [(Ipv4Addr, u8); 3] = [
 /// (the session hash) spreads IPv6 networks over fd00::/8 like an RFC 4193
 /// global ID; IPv4 takes the lowest free /30. `None` if a pool is exhausted.
 pub fn choose(existing: &[Prefix], seed: u32) -> Option<LinkNets> {
+    choose_sized(existing, seed, V4_LEN)
+}
+
+/// [`choose`] with an IPv4 network of `v4_len` bits (a bridge's /28 has
+/// room for DHCP leases).
+pub fn choose_sized(existing: &[Prefix], seed: u32, v4_len: u8) -> Option<LinkNets> {
     let v4s: Vec<(u128, u8)> = existing
         .iter()
         .filter(|p| p.len > 0)
@@ -64,7 +70,7 @@ pub fn choose(existing: &[Prefix], seed: u32) -> Option<LinkNets> {
         .collect();
     let v4 = V4_RANGES
         .iter()
-        .find_map(|&(base, len)| first_free(u128::from(u32::from(base)), len, V4_LEN, 32, &v4s))?;
+        .find_map(|&(base, len)| first_free(u128::from(u32::from(base)), len, v4_len, 32, &v4s))?;
     // fdXX:XXXX:XXXX::/48 from the seed, then the first free /64 from there.
     let global = (0xfdu128 << 120) | (u128::from(seed) << 88);
     let v6 = first_free(global, 48, V6_LEN, 128, &v6s)

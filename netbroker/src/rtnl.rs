@@ -90,6 +90,26 @@ impl Rtnl {
             .map(drop)
     }
 
+    /// Create a Linux bridge called `name`.
+    pub fn add_bridge(&mut self, name: &str) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map(drop)
+    }
+
+    /// Enslave interface `index` to the bridge `master` (0: release it).
+    pub fn set_master(&mut self, index: u32, master: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Controller(master));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
+    }
+
     /// Delete interface `index` (for a veth, both ends go at once).
     pub fn delete_link(&mut self, index: u32) -> io::Result<()> {
         let mut msg = LinkMessage::default();
@@ -138,7 +158,23 @@ impl Rtnl {
 
     /// Add a default route via `gateway` out of interface `oif`.
     pub fn add_default_route(&mut self, gateway: IpAddr, oif: u32) -> io::Result<()> {
+        self.add_route(None, gateway, oif)
+    }
+
+    /// Add a route to `dst` (`(network, prefix length)`; None: the default
+    /// route) via `gateway` out of interface `oif`, in the main table.
+    pub fn add_route(
+        &mut self,
+        dst: Option<(IpAddr, u8)>,
+        gateway: IpAddr,
+        oif: u32,
+    ) -> io::Result<()> {
         let mut msg = RouteMessage::default();
+        if let Some((net, len)) = dst {
+            msg.header.destination_prefix_length = len;
+            msg.attributes
+                .push(RouteAttribute::Destination(RouteAddress::from(net)));
+        }
         msg.header.address_family = family(gateway);
         msg.header.table = RouteHeader::RT_TABLE_MAIN;
         msg.header.protocol = RouteProtocol::Static;
@@ -198,6 +234,60 @@ impl Rtnl {
                 .push(RouteAttribute::Destination(RouteAddress::from(dst)));
         }
         msg.attributes.push(RouteAttribute::Oif(oif));
+        self.request(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
+    /// The main table's default routes (both families), as the kernel
+    /// reports them: templates for [`Rtnl::add_route_like`].
+    pub fn default_routes(&mut self) -> io::Result<Vec<RouteMessage>> {
+        let mut out = Vec::new();
+        for fam in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = fam;
+            for m in self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP)? {
+                if let RouteNetlinkMessage::NewRoute(r) = m {
+                    let main = r.header.table == RouteHeader::RT_TABLE_MAIN;
+                    if main
+                        && r.header.destination_prefix_length == 0
+                        && r.header.kind == RouteType::Unicast
+                    {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete the route `r` (as dumped).
+    pub fn delete_route(&mut self, r: &RouteMessage) -> io::Result<()> {
+        self.request(RouteNetlinkMessage::DelRoute(r.clone()), 0)
+            .map(drop)
+    }
+
+    /// Add a route to `dst/len` going where `template` (a dumped default
+    /// route of the same family) goes: same gateway, device and table.
+    pub fn add_route_like(
+        &mut self,
+        template: &RouteMessage,
+        dst: IpAddr,
+        len: u8,
+    ) -> io::Result<()> {
+        let mut msg = template.clone();
+        msg.header.destination_prefix_length = len;
+        msg.header.protocol = RouteProtocol::Static;
+        msg.attributes.retain(|a| {
+            matches!(
+                a,
+                RouteAttribute::Gateway(_) | RouteAttribute::Oif(_) | RouteAttribute::Priority(_)
+            )
+        });
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(dst)));
         self.request(
             RouteNetlinkMessage::NewRoute(msg),
             NLM_F_CREATE | NLM_F_EXCL,

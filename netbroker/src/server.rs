@@ -9,12 +9,15 @@ use proto::broker::{
 };
 use proto::{Channel, ErrorKind, Fd, RemoteError, WireError};
 
+use std::os::fd::AsFd as _;
+
 use crate::direct::{self, DirectUplink};
 use crate::forward;
 use crate::hops::{self, Chain, ChainStart};
 use crate::netns;
 use crate::root::{self, HostPaths, VethUplink};
 use crate::rootless::{self, UserspaceUplink};
+use crate::split;
 
 /// What ends the serving loop abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -44,12 +47,16 @@ enum Built {
 // One per netbroker, moved a handful of times: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
+// One State per netbroker process: boxing the ready state would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum State {
     Configured,
     NetworkReady {
         /// The port forwarder, stopped first.
         forwarder: Option<crate::engine::EngineProcess>,
         session_id: String,
+        /// `network.bridge`: goes first (it routes into the chain).
+        bridge: Option<Box<crate::bridge::BridgeLink>>,
         /// Declared before the uplink: the hops stop first.
         chain: Option<Chain>,
         uplink: Option<Built>,
@@ -311,9 +318,26 @@ fn handle_build_chain(
             return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
         }
     };
-    let ready = chain_ready(&uplink).map_err(ServeError::Dup)?;
-    let forwarder = match start_forwarder(bound, &ready, &req) {
-        Ok(f) => f,
+    if let Some(routes) = &req.routes {
+        let (netns, resolv) = match &uplink {
+            Built::Veth(v) => (v.netns.as_fd(), &v.resolv_conf),
+            Built::Userspace(u) => (u.netns.as_fd(), &u.resolv_conf),
+            Built::Direct(d) => (d.netns.as_fd(), &d.resolv_conf),
+        };
+        if let Err(e) = split_routes(netns, routes, resolv) {
+            drop(uplink);
+            if use_veth {
+                let _ = root::teardown(&req.session_id, paths);
+            }
+            return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
+        }
+    }
+    let mut ready = chain_ready(&uplink).map_err(ServeError::Dup)?;
+    let extras = start_forwarder(bound, &ready, &req).and_then(|f| {
+        build_bridge(chan, &req, ready.netns.0.as_fd(), &ready.resolv_conf).map(|b| (f, b))
+    });
+    let (forwarder, bridge) = match extras {
+        Ok(fb) => fb,
         Err(e) => {
             drop(uplink);
             if use_veth {
@@ -322,9 +346,11 @@ fn handle_build_chain(
             return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
         }
     };
+    ready.links.extend(bridge.iter().map(|b| b.link.clone()));
     *state = State::NetworkReady {
         forwarder,
         session_id: req.session_id,
+        bridge,
         chain: None,
         uplink: Some(uplink),
         work_dir: None,
@@ -409,6 +435,7 @@ fn teardown(state: State, paths: &HostPaths) {
     let State::NetworkReady {
         forwarder,
         session_id,
+        bridge,
         chain,
         uplink,
         work_dir,
@@ -417,9 +444,10 @@ fn teardown(state: State, paths: &HostPaths) {
         return;
     };
     // The forwarder first (nothing reaches the application from outside
-    // any more), then the hops (engines, then their daemons), from the
-    // application's end backwards.
+    // any more), then the bridge (it routes into the chain), then the hops
+    // (engines, then their daemons), from the application's end backwards.
     drop(forwarder);
+    drop(bridge);
     drop(chain);
     if let Some(dir) = work_dir {
         let _ = std::fs::remove_dir_all(dir);
@@ -585,6 +613,17 @@ fn handle_build_hops(
             return fail(chan, remote);
         }
     };
+    if let (Some(routes), Some(netns)) = (&req.routes, chain.app_netns()) {
+        if let Err(e) = split_routes(netns, routes, &chain.resolv_conf()) {
+            drop(chain);
+            let _ = std::fs::remove_dir_all(&work_dir);
+            if veth.is_some() {
+                drop(veth);
+                let _ = root::teardown(&req.session_id, paths);
+            }
+            return fail(chan, e);
+        }
+    }
     let mut links: Vec<String> = uplink.iter().map(|u| u.link.clone()).collect();
     links.extend(veth.iter().map(|v| v.link.clone()));
     links.extend(chain.describe());
@@ -616,9 +655,11 @@ fn handle_build_hops(
     };
     // Started before the state holds the chain: on failure the chain's
     // drop here tears it down (the veth's host side after it).
-    let forwarder = start_forwarder(bound, &ready, &req);
-    let forwarder = match forwarder {
-        Ok(f) => f,
+    let extras = start_forwarder(bound, &ready, &req).and_then(|f| {
+        build_bridge(chan, &req, ready.netns.0.as_fd(), &ready.resolv_conf).map(|b| (f, b))
+    });
+    let (forwarder, bridge) = match extras {
+        Ok(fb) => fb,
         Err(e) => {
             drop(chain);
             drop(uplink);
@@ -630,9 +671,12 @@ fn handle_build_hops(
             return fail(chan, e);
         }
     };
+    let mut ready = ready;
+    ready.links.extend(bridge.iter().map(|b| b.link.clone()));
     *state = State::NetworkReady {
         forwarder,
         session_id: req.session_id,
+        bridge,
         chain: Some(chain),
         uplink: uplink.map(Built::Userspace).or(veth.map(Built::Veth)),
         work_dir: Some(work_dir),
@@ -668,6 +712,51 @@ fn start_forwarder(
     forward::start(bound, ready.netns.0.as_fd(), userns, placement)
         .map(Some)
         .map_err(|e| RemoteError::new("netbroker", &e))
+}
+
+/// `network.bridge` (root), once the application's namespace is built.
+fn build_bridge(
+    chan: &Channel<BrokerEvent, BrokerRequest>,
+    req: &BuildChain,
+    app: std::os::fd::BorrowedFd<'_>,
+    resolv_conf: &str,
+) -> Result<Option<Box<crate::bridge::BridgeLink>>, RemoteError> {
+    let Some(b) = &req.bridge else {
+        return Ok(None);
+    };
+    if req.rootless {
+        return Err(
+            RemoteError::msg("netbroker: network.bridge", "network.bridge needs root")
+                .with_kind(ErrorKind::Refused),
+        );
+    }
+    let _ = chan.send(BrokerEvent::Progress(Progress {
+        hop: None,
+        message: format!(
+            "creating the bridge {}{}",
+            crate::bridge::host_name(&req.session_id, b),
+            if b.dhcp { " with DHCP" } else { "" }
+        ),
+    }));
+    crate::bridge::build(&req.session_id, b, app, resolv_conf, req.quiet)
+        .map(|b| Some(Box::new(b)))
+        .map_err(|e| RemoteError::new("netbroker: network.bridge", &e))
+}
+
+/// `network.routes`: narrow the application namespace's routes to the list
+/// (and the session's resolvers).
+fn split_routes(
+    netns: std::os::fd::BorrowedFd<'_>,
+    routes: &[String],
+    resolv_conf: &str,
+) -> Result<(), RemoteError> {
+    let resolvers: Vec<std::net::IpAddr> = hops::nameservers(resolv_conf)
+        .iter()
+        .map(|a| a.ip())
+        .collect();
+    split::parse(routes)
+        .and_then(|r| split::restrict(netns, &r, &resolvers))
+        .map_err(|e| RemoteError::new("netbroker: network.routes", &e))
 }
 
 /// Rootless, hop 1 in the caller's namespace: once hop 1's processes there

@@ -114,6 +114,25 @@ pub fn die_with_parent(cmd: &mut Command, sig: Signal) {
     }
 }
 
+/// Start a spawned command in the network namespace `netns` (a descriptor
+/// the caller keeps open until the spawn returns), before any later
+/// `pre_exec` hook. Unlike [`place_child`] it keeps the child's
+/// credentials and capabilities: for dnsmasq, which binds its DHCP port as
+/// root and then drops to its own unprivileged user.
+pub fn setns_before_exec(cmd: &mut Command, netns: RawFd) {
+    // SAFETY: the closure runs between fork and exec in the child and only
+    // calls the async-signal-safe `setns` on a descriptor number captured
+    // before the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(netns, libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Wrap a netlink socket descriptor (received from a namespace holder) as a
 /// `netlink_sys::Socket`.
 pub fn netlink_socket_from(fd: OwnedFd) -> netlink_sys::Socket {

@@ -71,6 +71,8 @@ pub struct BuildChain {
     pub chain: Vec<Hop>,
     /// `network.routes`: destinations routed through the chain (None = all).
     pub routes: Option<Vec<String>>,
+    /// `network.bridge` (root): a host link routed through the chain.
+    pub bridge: Option<crate::profile::Bridge>,
     /// `network.host_access`: root's veth uplink lets the application reach
     /// the host's own addresses (by default the session's table drops that).
     pub host_access: bool,

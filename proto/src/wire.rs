@@ -334,6 +334,7 @@ mod tests {
 
     fn build() -> BrokerRequest {
         BrokerRequest::BuildChain(BuildChain {
+            bridge: None,
             session_id: "abc-0".into(),
             rootless: true,
             uid: 1000,

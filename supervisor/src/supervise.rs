@@ -220,7 +220,12 @@ fn run_with(
         gid,
         uplink,
         chain: hops,
-        routes: None,
+        routes: profile
+            .network
+            .routes
+            .as_ref()
+            .map(|r| r.iter().map(ToString::to_string).collect()),
+        bridge: profile.network.bridge.clone(),
         host_access: profile.network.host_access,
         quiet: plan.quiet,
         port_forwarding: profile.network.port_forwarding.clone(),

@@ -182,6 +182,16 @@ impl Cidr {
             }
         }
     }
+
+    /// Whether the two networks share an address (one contains the other).
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        if self.addr.is_ipv4() != other.addr.is_ipv4() {
+            return false;
+        }
+        let prefix = self.prefix.min(other.prefix);
+        let cut = |addr| Cidr { addr, prefix }.network();
+        cut(self.addr) == cut(other.addr)
+    }
 }
 
 impl fmt::Display for Cidr {

@@ -164,7 +164,8 @@ fn bridge(cx: &mut Cx<'_>, v: &Value, path: JsonPath) -> Res<Bridge> {
             .split(',')
             .filter(|r| !r.trim().is_empty())
             .map(|r| r.parse().map_err(|e: String| cx.err(&o.at("routes"), e)))
-            .collect::<Res<_>>()?,
+            .collect::<Res<Vec<Cidr>>>()
+            .and_then(|l| no_overlap(cx, &l, &o.at("routes")).map(|()| l))?,
         Some(v) => cidrs(cx, v, &o.at("routes"))?,
     };
     let dhcp = o.bool(cx, "dhcp", false)?;
@@ -221,10 +222,30 @@ fn port_forwarding(cx: &mut Cx<'_>, v: &Value, path: JsonPath) -> Res<Vec<PortFo
 
 fn cidrs(cx: &Cx<'_>, v: &Value, path: &JsonPath) -> Res<Vec<Cidr>> {
     let list = strings(cx, v, path)?;
-    list.iter()
+    let out: Vec<Cidr> = list
+        .iter()
         .enumerate()
         .map(|(i, s)| s.parse().map_err(|e: String| cx.err(&path.index(i), e)))
-        .collect()
+        .collect::<Res<_>>()?;
+    no_overlap(cx, &out, path)?;
+    Ok(out)
+}
+
+/// Overlapping routes would make one of them dead (the longer prefix wins)
+/// and usually mean a typo: refuse them, naming both.
+fn no_overlap(cx: &Cx<'_>, list: &[Cidr], path: &JsonPath) -> Res<()> {
+    for (i, a) in list.iter().enumerate() {
+        if let Some(j) = list[..i].iter().position(|b| b.overlaps(a)) {
+            return Err(cx.err(
+                &path.index(i),
+                format!(
+                    "route {a} overlaps route {} (entry {j}): list each network once",
+                    list[j]
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn ifname(cx: &Cx<'_>, v: &Value, path: &JsonPath) -> Res<IfName> {
@@ -258,6 +279,18 @@ mod tests {
         assert!(n.chain.is_empty() && n.bridge.is_none() && n.routes.is_none());
         assert!(n.port_forwarding.is_empty());
         assert!(!n.host_access);
+    }
+
+    #[test]
+    fn overlapping_routes_are_refused_naming_the_key() {
+        let e = err(r#"{"network": {"routes": ["10.0.0.0/8", "192.0.2.0/24", "10.1.0.0/16"]}}"#);
+        assert!(e.contains("network.routes[2]"), "{e}");
+        assert!(e.contains("overlaps route 10.0.0.0/8"), "{e}");
+        let e = err(r#"{"network": {"bridge": {"routes": "2001:db8::/32, 2001:db8:1::/48"}}}"#);
+        assert!(e.contains("network.bridge.routes"), "{e}");
+        // Different families and disjoint networks are fine.
+        let n = ok(r#"{"network": {"routes": ["0.0.0.0/1", "128.0.0.0/1", "::/0"]}}"#).network;
+        assert_eq!(n.routes.unwrap().len(), 3);
     }
 
     #[test]

@@ -25,10 +25,6 @@ const UNSUPPORTED: &[(&str, fn(&Profile) -> bool)] = &[
     ("network.bridge is not supported yet", |p| {
         p.network.bridge.is_some()
     }),
-    (
-        "network.routes (split tunnelling) is not supported yet",
-        |p| p.network.routes.is_some(),
-    ),
     ("network.outbound_interface is not supported yet", |p| {
         p.network.outbound_interface.is_some()
     }),

@@ -1,0 +1,106 @@
+//! `network.routes` (split tunnelling): once the chain is built, the
+//! application's namespace keeps routes to the listed networks only. Each
+//! default route of the main table is replaced by one route per listed
+//! network of its family, going where the default went (the chain's exit
+//! device or the uplink's gateway); a family with no listed network is left
+//! with no way out at all. The session's resolvers stay reachable.
+
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::BorrowedFd;
+
+use proto::profile::Cidr;
+
+use crate::netns;
+use crate::rtnl::{Prefix, Rtnl};
+
+/// What failed while narrowing the application's routes.
+#[derive(Debug, thiserror::Error)]
+pub enum SplitError {
+    #[error("network.routes entry {0:?} is not a network")]
+    Malformed(String),
+    #[error("enter the application's network namespace")]
+    Enter(#[source] io::Error),
+    #[error("list the application namespace's routes")]
+    Dump(#[source] io::Error),
+    #[error("replace the default route by a route to {dst}")]
+    Add {
+        dst: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("delete the application namespace's default route")]
+    Delete(#[source] io::Error),
+}
+
+/// Parse the supervisor's list (it is a peer's input: checked again here).
+pub fn parse(routes: &[String]) -> Result<Vec<Cidr>, SplitError> {
+    routes
+        .iter()
+        .map(|r| r.parse().map_err(|_| SplitError::Malformed(r.clone())))
+        .collect()
+}
+
+/// Leave `netns` routes to `routes` (and the `resolvers`) only.
+pub fn restrict(
+    netns: BorrowedFd<'_>,
+    routes: &[Cidr],
+    resolvers: &[IpAddr],
+) -> Result<(), SplitError> {
+    netns::run_in(netns, || restrict_here(routes, resolvers)).map_err(SplitError::Enter)?
+}
+
+fn restrict_here(routes: &[Cidr], resolvers: &[IpAddr]) -> Result<(), SplitError> {
+    let mut rtnl = Rtnl::open().map_err(SplitError::Enter)?;
+    let defaults = rtnl.default_routes().map_err(SplitError::Dump)?;
+    let mut specific: Vec<Prefix> = Vec::new();
+    for v6 in [false, true] {
+        specific.extend(
+            rtnl.routes(v6)
+                .map_err(SplitError::Dump)?
+                .into_iter()
+                .filter(|p| p.len > 0),
+        );
+    }
+    for d in &defaults {
+        let v6 = d.header.address_family == netlink_packet_route::AddressFamily::Inet6;
+        let mut targets: Vec<(IpAddr, u8)> = routes
+            .iter()
+            .filter(|c| c.addr.is_ipv6() == v6)
+            .map(|c| (c.addr, c.prefix))
+            .collect();
+        // A resolver no listed or on-link route reaches gets a host route.
+        for r in resolvers.iter().filter(|r| r.is_ipv6() == v6) {
+            let host = Cidr {
+                addr: *r,
+                prefix: if v6 { 128 } else { 32 },
+            };
+            let listed = routes.iter().any(|c| c.overlaps(&host));
+            let on_link = specific.iter().any(|p| {
+                Cidr {
+                    addr: cut(p.addr, p.len),
+                    prefix: p.len,
+                }
+                .overlaps(&host)
+            });
+            if !listed && !on_link && !targets.contains(&(host.addr, host.prefix)) {
+                targets.push((host.addr, host.prefix));
+            }
+        }
+        for (dst, len) in targets {
+            rtnl.add_route_like(d, dst, len)
+                .map_err(|source| SplitError::Add {
+                    dst: format!("{dst}/{len}"),
+                    source,
+                })?;
+        }
+        rtnl.delete_route(d).map_err(SplitError::Delete)?;
+    }
+    Ok(())
+}
+
+fn cut(addr: IpAddr, len: u8) -> IpAddr {
+    Cidr { addr, prefix: len }.network()
+}

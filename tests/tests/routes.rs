@@ -1,0 +1,142 @@
+//! `network.routes` (split tunnelling), root, on the fake internet: the
+//! listed destinations are reached through the chain (the exit address is
+//! the chain's), every other one is unroutable in the application's
+//! namespace (ENETUNREACH, not a timeout), names still resolve, and nothing
+//! is left behind. Overlapping routes are refused before anything is set up.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use common::{pallium, profile_file, text, wait_clean};
+use pallium_tests::{skip_unless_root, Testbed, WEB4_NAME};
+
+fn out(mut c: Command) -> Output {
+    c.stdin(Stdio::null()).output().expect("run")
+}
+
+/// `pallium exec --one-shot PROFILE -- sh -c SCRIPT` in the testbed's host
+/// namespace: (success, stdout, stderr).
+fn one_shot(tb: &Testbed, name: &str, json: &str, script: &str) -> (bool, String, String) {
+    let prof = profile_file(name, json);
+    let argv = [
+        pallium().display().to_string(),
+        "exec".into(),
+        "--one-shot".into(),
+        prof.display().to_string(),
+        "--".into(),
+        "sh".into(),
+        "-c".into(),
+        script.into(),
+    ];
+    let o = out(tb.host_exec(argv));
+    let (so, se) = text(&o);
+    (o.status.success(), so, se)
+}
+
+/// A shell line printing what a TCP connect to `ip`:`port` gives: "connected"
+/// or the errno's name (ENETUNREACH for a destination with no route).
+fn connect(ip: &str, port: u16) -> String {
+    format!(
+        "python3 -c 'import socket,errno,sys\n\
+         s=socket.socket(socket.AF_INET6 if \":\" in sys.argv[1] else socket.AF_INET)\n\
+         s.settimeout(5)\n\
+         try:\n  s.connect((sys.argv[1],{port})); print(\"connected\")\n\
+         except OSError as e: print(errno.errorcode.get(e.errno,str(e)))' {ip}"
+    )
+}
+
+fn curl(url: &str) -> String {
+    format!("curl -sS --max-time 10 {url}; echo")
+}
+
+fn lines(s: &str) -> Vec<String> {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn split_tunnelling_without_hops_routes_only_the_listed_networks() {
+    skip_unless_root!();
+    let tb = Testbed::new("routes0");
+    let other = tb.start_microsocks();
+    let script = [
+        curl(&format!("http://{}/", tb.web_v4())),
+        curl(&format!("http://{WEB4_NAME}/")),
+        connect(&other.exit_v4().to_string(), other.port()),
+        connect(&other.exit_v6().to_string(), other.port()),
+    ]
+    .join("; ");
+    // Control: without routes the other host answers on both families.
+    let (ok, so, se) = one_shot(&tb, "routes-all", "{}", &script);
+    assert!(ok, "{so}{se}");
+    let host = tb.host_v4().to_string();
+    assert_eq!(lines(&so), [&host, &host, "connected", "connected"], "{se}");
+
+    let json = format!(r#"{{"network": {{"routes": ["{}/32"]}}}}"#, tb.web_v4());
+    let (ok, so, se) = one_shot(&tb, "routes-web", &json, &script);
+    assert!(ok, "{so}{se}");
+    // The web host (by address and by name: DNS still works), and nothing
+    // else: IPv4 elsewhere and all of IPv6 have no route.
+    assert_eq!(
+        lines(&so),
+        [&host, &host, "ENETUNREACH", "ENETUNREACH"],
+        "{se}"
+    );
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
+#[test]
+fn split_tunnelling_through_a_socks_hop_exits_at_the_proxy() {
+    skip_unless_root!();
+    let tb = Testbed::new("routes1");
+    let proxy = tb.start_microsocks();
+    let json = format!(
+        r#"{{"network": {{"chain": [{{"type": "socks", "address": "{}"}}],
+             "routes": ["{}/32", "{}/128"]}}}}"#,
+        proxy.addr(),
+        tb.web_v4(),
+        tb.web_v6()
+    );
+    let script = [
+        curl(&format!("http://{}/", tb.web_v4())),
+        curl(&format!("http://[{}]/", tb.web_v6())),
+        // The proxy's own host is not listed.
+        connect(&proxy.exit_v4().to_string(), proxy.port()),
+        connect(&proxy.exit_v6().to_string(), proxy.port()),
+    ]
+    .join("; ");
+    let (ok, so, se) = one_shot(&tb, "routes-socks", &json, &script);
+    assert!(ok, "{so}{se}");
+    assert_eq!(
+        lines(&so),
+        [
+            proxy.exit_v4().to_string(),
+            proxy.exit_v6().to_string(),
+            "ENETUNREACH".into(),
+            "ENETUNREACH".into()
+        ],
+        "{se}"
+    );
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
+#[test]
+fn overlapping_routes_are_refused_before_anything_is_set_up() {
+    skip_unless_root!();
+    let tb = Testbed::new("routes2");
+    let (ok, so, se) = one_shot(
+        &tb,
+        "routes-overlap",
+        r#"{"network": {"routes": ["10.0.0.0/8", "10.1.0.0/16"]}}"#,
+        "true",
+    );
+    assert!(!ok, "{so}{se}");
+    let errors: Vec<&str> = se.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(errors.len(), 1, "{se}");
+    assert!(errors[0].contains("network.routes[1]"), "{se}");
+    assert!(errors[0].contains("overlaps route 10.0.0.0/8"), "{se}");
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
