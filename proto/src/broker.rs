@@ -13,6 +13,8 @@ use crate::profile::{check, Hop};
 use crate::{error::RemoteError, wire::Fd};
 
 /// Requests from the supervisor to the netbroker.
+// BuildChain is sent once per session: boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize, Deserialize)]
 pub enum BrokerRequest {
     /// Create the application's network namespace and its uplink.
