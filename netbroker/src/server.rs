@@ -47,8 +47,6 @@ enum Built {
 // One per netbroker, moved a handful of times: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-// One State per netbroker process: boxing the ready state would buy nothing.
-#[allow(clippy::large_enum_variant)]
 enum State {
     Configured,
     NetworkReady {
