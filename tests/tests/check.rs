@@ -75,10 +75,7 @@ fn check_of_the_empty_profile_is_ok() {
 
 #[test]
 fn unsupported_hop_is_refused_before_anything_is_set_up() {
-    let p = profile_file(
-        "ppp-refused",
-        r#"{"chain": [{"type": "ppp"}]}"#,
-    );
+    let p = profile_file("ppp-refused", r#"{"chain": [{"type": "ppp"}]}"#);
     let out = run(&["exec", "--one-shot", p.to_str().unwrap(), "--", "true"]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1));

@@ -119,10 +119,18 @@ impl<'v> Obj<'v> {
             .filter(|(k, _)| !self.used.iter().any(|u| u == *k))
     }
 
-    /// Warn about every key not consumed.
+    /// Warn about every key not consumed, suggesting the known key it is
+    /// closest to (a typo such as `adress` for `address`).
     pub(crate) fn finish(self, cx: &mut Cx<'_>) {
         for (k, _) in self.rest() {
-            cx.warn(format_args!("unknown key {} (ignored)", self.path.key(k)));
+            match closest(k, &self.used) {
+                Some(known) => cx.warn(format_args!(
+                    "unknown key {} (ignored; did you mean {}?)",
+                    self.path.key(k),
+                    self.path.key(known)
+                )),
+                None => cx.warn(format_args!("unknown key {} (ignored)", self.path.key(k))),
+            }
         }
     }
 
@@ -220,4 +228,19 @@ pub(crate) fn truthy(v: &Value) -> bool {
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
     }
+}
+
+/// The known key `unknown` is most likely a misspelling of: within a
+/// Damerau–Levenshtein distance of 1 for short keys and 2 from six letters
+/// on, case ignored; None if nothing is that close.
+fn closest<'k>(unknown: &str, known: &'k [String]) -> Option<&'k str> {
+    let limit = if unknown.chars().count() >= 6 { 2 } else { 1 };
+    let lower = unknown.to_lowercase();
+    known
+        .iter()
+        .filter(|k| k.as_str() != unknown)
+        .map(|k| (strsim::damerau_levenshtein(&lower, &k.to_lowercase()), k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
 }

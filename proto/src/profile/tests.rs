@@ -477,19 +477,22 @@ fn unknown_keys_warn_with_their_path() {
     let mut w = p.warnings;
     w.sort();
     let want = [
-        "chain_",
-        "netwrk",
-        "network.bridge.nmae",
-        "network.chian",
-        "network.port_forwarding.remote",
-        "run.cmd",
-        "sandbox.gvsior",
-        "sandbox.paths.readonly",
-        "sandbox.virtuser.home",
+        ("chain_", Some("chain")),
+        ("netwrk", Some("network")),
+        ("network.bridge.nmae", Some("network.bridge.name")),
+        ("network.chian", Some("network.chain")),
+        ("network.port_forwarding.remote", None),
+        ("run.cmd", None),
+        ("sandbox.gvsior", Some("sandbox.gvisor")),
+        ("sandbox.paths.readonly", None),
+        ("sandbox.virtuser.home", None),
     ];
     let mut want: Vec<String> = want
         .iter()
-        .map(|k| format!("profile p.json: unknown key {k} (ignored)"))
+        .map(|(k, hint)| match hint {
+            Some(h) => format!("profile p.json: unknown key {k} (ignored; did you mean {h}?)"),
+            None => format!("profile p.json: unknown key {k} (ignored)"),
+        })
         .collect();
     want.sort();
     assert_eq!(w, want);
@@ -498,7 +501,7 @@ fn unknown_keys_warn_with_their_path() {
     );
     assert_eq!(
         p.warnings,
-        ["profile p.json: unknown key chain[0].adress (ignored)"]
+        ["profile p.json: unknown key chain[0].adress (ignored; did you mean chain[0].address?)"]
     );
 }
 
