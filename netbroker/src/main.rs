@@ -6,13 +6,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PALLIUM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    proto::log::init();
     if std::env::args_os().nth(1).as_deref()
         == Some(std::ffi::OsStr::new(pallium_netbroker::engine::ENGINE_ARG))
     {

@@ -9,7 +9,8 @@
 //! * [`hidden`]: the host paths every sandbox view hides, as data;
 //! * [`runtime`]: the runtime directory's layout and session liveness,
 //!   [`sysctl`]: the host's forwarding sysctls and their restore, [`ids`]:
-//!   the one id hash — shared runtime code every crate uses alike.
+//!   the one id hash, [`log`]: the one log setup — shared runtime code every
+//!   crate uses alike.
 //!
 //! This crate depends on nothing else of ours.
 
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod error;
 pub mod hidden;
 pub mod ids;
+pub mod log;
 pub mod policy;
 pub mod profile;
 pub mod runtime;

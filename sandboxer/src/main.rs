@@ -5,15 +5,8 @@
 
 use std::process::ExitCode;
 
-use tracing_subscriber::EnvFilter;
-
 fn main() -> ExitCode {
-    let filter = EnvFilter::try_from_env("PALLIUM_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    proto::log::init();
     match pallium_sandboxer::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

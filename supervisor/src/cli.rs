@@ -27,6 +27,10 @@ pub(crate) struct Cli {
     /// Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL (also: env PALLIUM_LOG).
     #[arg(long, global = true, value_parser = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "debug", "info", "warning", "error", "critical"])]
     pub(crate) loglevel: Option<String>,
+    /// More log detail from all three processes, as timestamped records:
+    /// -v info, -vv debug, -vvv trace (also: env PALLIUM_LOG).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
     #[command(subcommand)]
     pub(crate) command: Command,
 }

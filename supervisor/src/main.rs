@@ -28,18 +28,13 @@ fn main() {
         std::process::exit(hooks::runner_main());
     }
     let args = cli::Cli::parse();
-    let level = args.loglevel.as_deref().map(str::to_ascii_lowercase);
-    let filter = std::env::var("PALLIUM_LOG")
-        .ok()
-        .or(level)
+    // -v / --loglevel win over the environment; the helpers log at the
+    // same level (they read the variable too).
+    let filter = proto::log::directive(args.loglevel.as_deref(), args.verbose)
+        .or_else(|| std::env::var(proto::log::ENV).ok())
         .unwrap_or_else(|| "warn".into());
-    // The helpers log at the same level.
-    std::env::set_var("PALLIUM_LOG", &filter);
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&filter))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    std::env::set_var(proto::log::ENV, &filter);
+    proto::log::init();
     let code = match cmd::run(args) {
         Ok(code) => code,
         Err(e) => {
