@@ -101,6 +101,17 @@ fn profile(cx: &mut Cx<'_>, v: &Value) -> Res<Profile> {
             "network and chain properties cannot be specified at the same time (move \"chain\" into \"network\")",
         ));
     }
+    // Notes for people: `comment` (a string or an array of lines) says
+    // what a profile is for; `$schema` points an editor at the schema.
+    // Neither changes anything.
+    if let Some(v) = o.get("comment") {
+        if !matches!(v, Value::String(_)) {
+            strings(cx, v, &o.at("comment"))?;
+        }
+    }
+    if let Some(v) = o.get("$schema") {
+        string(cx, v, &o.at("$schema"))?;
+    }
     let mut p = Profile::default();
     if let Some(v) = o.get("network") {
         let mut n = Obj::new(cx, v, o.at("network"))?;

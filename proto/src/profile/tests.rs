@@ -699,3 +699,14 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
         ]
     })
 }
+
+#[test]
+fn comment_and_schema_are_accepted_and_change_nothing() {
+    let p = ok(r#"{"comment": ["what this is for", "line 2"], "$schema": "x.json"}"#);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert_eq!(p.profile, Profile::default());
+    let p = ok(r#"{"comment": "one line"}"#);
+    assert_eq!(p.profile, Profile::default());
+    let e = err(r#"{"comment": 3}"#);
+    assert!(e.contains("comment"), "{e}");
+}
