@@ -11,6 +11,7 @@ mod error;
 mod exec;
 mod hooks;
 mod identity;
+mod notify;
 mod peer;
 mod profile_source;
 mod runtime;

@@ -202,6 +202,8 @@ fn run_with(
             std::fs::File::create(p).with_context(|| format!("creating --pid-file {}", p.display()))
         })
         .transpose()?;
+    let notifier =
+        crate::notify::Notifier::from_env().context("connecting to systemd's NOTIFY_SOCKET")?;
     let hops = with_hop_files(&profile.network.chain)?;
     if rootless {
         proto::policy::drop_to(Role::Supervisor)
@@ -317,6 +319,15 @@ fn run_with(
         env.push(("PALLIUM_PROFILE".into(), plan.loaded.display.clone()));
         env.push(("PALLIUM_INIT_PID".into(), init_pid.to_string()));
         h.post_up(env)?;
+    }
+    if let Some(n) = &notifier {
+        let status = format!(
+            "session {} of {} up",
+            plan.session.index, plan.loaded.display
+        );
+        if let Err(e) = n.ready(&status) {
+            tracing::warn!("telling systemd the session is up: {e}");
+        }
     }
     let mut stdio = terminal::setup(if plan.loaded.profile.sandbox.gvisor {
         terminal::Runner::GvisorFirst
