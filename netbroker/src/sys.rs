@@ -4,6 +4,7 @@
 //! the allocator tunables of the tun2socks engine, and the file-system group
 //! of the thread that opens a hop daemon's socket for an engine's dials. Each function
 //! wraps one operation and states the invariant that makes it sound.
+#![allow(unsafe_code)] // The one module of this crate that may: see the module doc.
 
 use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};

@@ -3,6 +3,7 @@
 //! spawns the built binary with a socketpair on fd 3, speaks to it as the
 //! supervisor, checks the application namespace from a forked grandchild, and
 //! checks that `kill -9` of the broker leaves nothing behind. Root only.
+#![allow(unsafe_code)] // Tests call raw syscalls to attack or inspect the sandbox.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};

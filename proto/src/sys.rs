@@ -1,4 +1,5 @@
 //! The only `unsafe` in proto: adopting descriptors the kernel handed us.
+#![allow(unsafe_code)] // The one module of this crate that may: see the module doc.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 

@@ -3,6 +3,7 @@
 //! place the mount view leaves writable by file permissions but grants
 //! nothing (the sandbox's root tmpfs, a stand-in tmpfs) is still denied.
 //! Needs root; the landlock checks skip where the kernel has no landlock.
+#![allow(unsafe_code)] // Tests call raw syscalls to attack or inspect the sandbox.
 
 use proto::profile::PathsMode;
 

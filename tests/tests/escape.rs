@@ -12,6 +12,7 @@
 //! `sleep infinity`): one python script (`escape/attempts.py`) makes the
 //! attempts from inside it, the crafted-symlink `cp`/`mv` attempts use it
 //! from outside. The four views run in parallel.
+#![allow(unsafe_code)] // Tests call raw syscalls to attack or inspect the sandbox.
 
 mod common;
 #[path = "escape/host.rs"]
