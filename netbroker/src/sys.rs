@@ -108,7 +108,8 @@ pub fn die_with_parent(cmd: &mut Command, sig: Signal) {
             nix::sys::prctl::set_pdeathsig(Some(sig))?;
             // The parent may have died before prctl took effect.
             if nix::unistd::getppid() != parent {
-                return Err(io::Error::other("netbroker exited while starting a hop"));
+                // An OS error code: nothing may allocate between fork and exec.
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
@@ -362,7 +363,9 @@ pub fn place_child(cmd: &mut Command, p: ChildPlacement) {
                 }
                 let mut ok = 0u8;
                 if libc::read(m.wait, (&mut ok as *mut u8).cast(), 1) != 1 || ok != 1 {
-                    return Err(io::Error::other("the netbroker did not map the hop's user"));
+                    // The netbroker did not map the hop's user (an OS error
+                    // code: nothing may allocate between fork and exec).
+                    return Err(io::Error::from_raw_os_error(libc::EPERM));
                 }
             }
             for cap in 0..64 {
