@@ -2,7 +2,6 @@
 //! sandboxer with its channel on fd 3, handshake as the supervisor, set up,
 //! spawn scripts, collect their output and status, shut down.
 #![allow(unsafe_code)] // Tests call raw syscalls to attack or inspect the sandbox.
-
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::Read;
