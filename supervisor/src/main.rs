@@ -14,6 +14,7 @@ mod identity;
 mod notify;
 mod peer;
 mod profile_source;
+mod progress;
 mod runtime;
 mod session;
 mod spawn;

@@ -485,12 +485,37 @@ fn wait_chain(
     hops: &[proto::profile::Hop],
     signals: &SignalFd,
 ) -> Result<Chained> {
+    let kinds: Vec<&str> = hops.iter().map(|h| h.kind.name()).collect();
+    let mut display = crate::progress::Display::stderr(&kinds, quiet);
+    let result = wait_chain_events(broker, &mut display, signals);
+    match &result {
+        Ok(Chained::Ready(_)) => display.finish(),
+        _ => display.abandon(),
+    }
+    result
+}
+
+fn wait_chain_events(
+    broker: &mut Broker,
+    display: &mut crate::progress::Display<std::io::Stderr>,
+    signals: &SignalFd,
+) -> Result<Chained> {
     loop {
         let mut fds = [
             PollFd::new(broker.chan.fd(), PollFlags::POLLIN),
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
         ];
-        match poll(&mut fds, PollTimeout::NONE) {
+        // A live display redraws its elapsed times while nothing happens.
+        let timeout = if display.is_live() {
+            PollTimeout::from(crate::progress::TICK.as_millis() as u16)
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
+            Ok(0) => {
+                display.tick();
+                continue;
+            }
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e).context("waiting for the netbroker"),
         }
@@ -507,12 +532,11 @@ fn wait_chain(
         }
         match broker.chan.recv().context("netbroker")? {
             // The empty chain's one step is not worth a line; hops' progress is.
-            BrokerEvent::Progress(p) if !quiet && p.hop.is_some() => {
-                let i = p.hop.unwrap_or(0);
-                let kind = hops.get(i).map_or("?", |h| h.kind.name());
-                eprintln!("pallium: hop {} ({kind}): {}", i + 1, p.message)
+            BrokerEvent::Progress(p) => {
+                if let Some(i) = p.hop {
+                    display.report(i, &p.message);
+                }
             }
-            BrokerEvent::Progress(_) => {}
             BrokerEvent::ChainReady(c) => return Ok(Chained::Ready(c)),
             BrokerEvent::Failed(e) => return Err(anyhow!("{e}")),
             other => bail!("netbroker sent {other:?} while building the chain"),
