@@ -246,6 +246,75 @@ pub fn restore_if_idle(
     }
 }
 
+/// Remove the saved records of network namespaces that are gone: sessions
+/// started inside a namespace that was deleted before their netbroker could
+/// restore (a test's namespace, a container's) leave a record nothing can
+/// ever restore. A record is dropped only when no session of its scope is
+/// alive and no process is in that namespace (nor is it mounted under
+/// `/run/netns`). Returns how many were removed. Call under [`NetLock`];
+/// cheap when every record is the caller's own scope (nothing to scan).
+pub fn forget_gone_scopes(lock: &NetLock) -> usize {
+    let Ok(entries) = fs::read_dir(&lock.run_dir) else {
+        return 0;
+    };
+    let others: Vec<u64> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_prefix("sysctl.")?
+                .strip_suffix(".saved")?
+                .parse()
+                .ok()
+        })
+        .filter(|&scope| scope != lock.scope)
+        .collect();
+    if others.is_empty() {
+        return 0;
+    }
+    let live = live_netns();
+    let mut removed = 0;
+    for scope in others {
+        if live.contains(&scope) || any_session_alive(&lock.run_dir, None, scope) {
+            continue;
+        }
+        if fs::remove_file(saved_path(&lock.run_dir, scope)).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The inodes of every network namespace some process (or thread) is in,
+/// or that is mounted under `/run/netns`.
+fn live_netns() -> std::collections::HashSet<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut live = std::collections::HashSet::new();
+    let inode = |p: &Path| fs::metadata(p).map(|m| m.ino()).ok();
+    for dir in ["/run/netns", "/var/run/netns"] {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            live.extend(inode(&e.path()));
+        }
+    }
+    for p in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if !p
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        for t in fs::read_dir(p.path().join("task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            live.extend(inode(&t.path().join("ns/net")));
+        }
+    }
+    live
+}
+
 /// Whether any session's `lock` (`<run_dir>/profile_*/session_*/lock`, other
 /// than `except`) is flocked by someone and belongs to a session started in
 /// network namespace `scope` (a session directory without a `netns` record
@@ -352,6 +421,36 @@ mod tests {
         fs::write(d.join("proc/net/ipv4/ip_forward"), "0\n").unwrap();
         fs::write(d.join("proc/net/ipv6/conf/all/forwarding"), "1\n").unwrap();
         d
+    }
+
+    #[test]
+    fn records_of_namespaces_that_are_gone_are_forgotten() {
+        let d = scratch("gone");
+        let run = d.join("run");
+        let lock = NetLock::acquire(&run).unwrap();
+        let own = saved_path(&run, lock.scope());
+        fs::write(&own, "net/ipv4/ip_forward 0\n").unwrap();
+        // Inode 1 is no network namespace anyone is in.
+        let gone = saved_path(&run, 1);
+        fs::write(&gone, "net/ipv4/ip_forward 0\n").unwrap();
+        // init's namespace is alive whatever ours is.
+        let init = fs::metadata("/proc/1/ns/net").map(|m| {
+            use std::os::unix::fs::MetadataExt as _;
+            m.ino()
+        });
+        let alive = init
+            .ok()
+            .filter(|&i| i != lock.scope())
+            .map(|i| saved_path(&run, i));
+        if let Some(a) = &alive {
+            fs::write(a, "net/ipv4/ip_forward 0\n").unwrap();
+        }
+        assert_eq!(forget_gone_scopes(&lock), 1);
+        assert!(!gone.exists() && own.exists());
+        if let Some(a) = &alive {
+            assert!(a.exists(), "a live namespace's record was dropped");
+        }
+        let _ = fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -85,13 +85,35 @@ pub(crate) fn collect_garbage(run: &Path) {
 /// forwarding sysctls a dead netbroker left on go back to what they were
 /// (`proto::sysctl`, the netbroker's own restore).
 fn restore_forwarding_if_idle(run: &Path) {
-    let saved = proto::sysctl::saved_path(run, current_netns());
-    if !saved.exists() || !nix::unistd::getuid().is_root() {
+    if !nix::unistd::getuid().is_root() || !has_saved_records(run) {
         return;
     }
-    let restored = proto::sysctl::NetLock::acquire(run)
-        .and_then(|lock| proto::sysctl::restore_if_idle(&lock, Path::new("/proc/sys"), None));
+    let restored = proto::sysctl::NetLock::acquire(run).and_then(|lock| {
+        let gone = proto::sysctl::forget_gone_scopes(&lock);
+        if gone > 0 {
+            tracing::debug!(
+                "dropped {gone} forwarding records of network namespaces that are gone"
+            );
+        }
+        if proto::sysctl::saved_path(run, current_netns()).exists() {
+            proto::sysctl::restore_if_idle(&lock, Path::new("/proc/sys"), None)?;
+        }
+        Ok(())
+    });
     if let Err(e) = restored {
         tracing::debug!("restoring the forwarding sysctls: {e}");
     }
+}
+
+/// Whether any `sysctl.<netns>.saved` record exists (one readdir).
+fn has_saved_records(run: &Path) -> bool {
+    std::fs::read_dir(run)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("sysctl.") && name.ends_with(".saved")
+        })
 }
