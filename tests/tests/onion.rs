@@ -3,7 +3,8 @@
 //! is reached by another Tor client of the network (the network's own)
 //! through the `.onion` address pallium shows; the application and the
 //! `post_up` hook see `PALLIUM_ONION_ADDRESS`; `onion_service` on a non-tor
-//! hop is one line naming the key; nothing is left behind after `stop`.
+//! hop is one line naming the key; nothing is left behind after `stop` and
+//! after `kill -9` of the supervisor.
 //!
 //! Wall time: the network takes 20–35 s to come up, each session's tor
 //! some seconds to bootstrap, and its new service a few more to publish
@@ -211,6 +212,40 @@ fn serves_an_onion_service(tb: &Testbed, tor: &TorNetwork, mode: Mode) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `kill -9` of the supervisor once the address is shown: the netbroker
+/// tears down (tor, the forwarder, the socket's directory).
+fn kill_9_leaves_nothing(tb: &Testbed, tor: &TorNetwork) {
+    let args = serde_json::to_string(&tor.client_args()).unwrap();
+    let json = format!(
+        r#"{{"chain": [{{"type": "tor", "timeout": 120, "tor_args": {args},
+              "onion_service": {{"port": 80, "target": 8080}}}}],
+            "run": {{"command": ["sleep", "600"]}}}}"#
+    );
+    let prof = readable_profile("onion-kill", &json);
+    let (mut run, rx) = spawn_run(tb, Mode::Root, &prof);
+    let (addr, said) = onion_line(&rx, Instant::now() + REACH_LIMIT);
+    assert!(addr.is_some(), "no onion service shown: {said}");
+    let dir = Path::new("/run/pallium").join(profile_dir_name(Path::new(&prof)));
+    // Where the check below looks: the socket's directory is there now.
+    assert_eq!(onion_dirs(&dir).len(), 1, "{}", dir.display());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = run.wait();
+    assert_eq!(wait_clean(tb), Vec::<String>::new());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !onion_dirs(&dir).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "onion sockets left after kill -9: {:?}",
+            onion_dirs(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// `onion` directories (where the services' sockets live) under `dir`.
 fn onion_dirs(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -261,4 +296,5 @@ fn onion_service_reaches_the_sandbox_from_another_tor_client() {
     for mode in modes() {
         serves_an_onion_service(&tb, &tor, mode);
     }
+    kill_9_leaves_nothing(&tb, &tor);
 }
