@@ -7,7 +7,8 @@
 //! anything ([`bind_all`]: a port in use is one line naming the rule), and
 //! once the chain is up starts the *forwarder* ([`start`]): a child like a
 //! packet engine (same binary, same placement: no capability,
-//! no_new_privs, root mode the session's engine uid), but placed in the
+//! no_new_privs, root mode the session's engine uid, the engine's seccomp
+//! allow-list plus `accept`), but placed in the
 //! application's network namespace, which receives the bound sockets over
 //! its control channel and relays ([`serve`]): TCP byte streams (two
 //! threads per connection), UDP datagrams with a flow table per rule (one
@@ -149,6 +150,9 @@ pub fn serve(mut chan: Chan, start: StartForward) -> Result<(), String> {
     let set_up = (|| {
         crate::engine::child::drop_everything()?;
         crate::engine::child::limits(start.max_files, start.max_tasks)?;
+        // Before any relay thread: all of them run under it.
+        crate::engine::filter::install_forwarder()
+            .map_err(|e| format!("install the forwarder's seccomp filter: {e}"))?;
         for r in start.rules {
             let fd = r.socket.into_inner();
             let rule = r.rule;

@@ -201,7 +201,17 @@ fn serves_an_onion_service(tb: &Testbed, tor: &TorNetwork, mode: Mode) {
         up,
         format!("PALLIUM_ONION_ADDRESS={addr}\nPALLIUM_ONION_PORT=80\nPALLIUM_ONION_TARGET=8080\n"),
         "{mode:?}"
+    ); // Every process within policy: the forwarder, which relays for the
+       // service, counts as an engine (no capability, a seccomp filter).
+    let o = out(pal(tb, mode, &["audit", &prof]));
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{mode:?}: {stdout}{stderr}");
+    let engines = stdout.matches(" engine").count();
+    assert!(
+        engines >= 2,
+        "{mode:?}: the hop's engine and the forwarder: {stdout}"
     );
+
     assert!(out(pal(tb, mode, &["stop", &prof])).status.success());
     assert_eq!(run.wait().unwrap().code(), Some(143), "{mode:?}");
     assert_eq!(wait_clean(tb), Vec::<String>::new(), "{mode:?}");
