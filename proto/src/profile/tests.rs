@@ -443,6 +443,13 @@ fn onion_service_on_a_tor_hop() {
         "{:?}",
         p.warnings
     );
+    // `pallium check` says it.
+    let d = p.profile.describe();
+    assert!(
+        d.iter()
+            .any(|l| l.contains("onion service port 80 → port 80 in the sandbox")),
+        "{d:?}"
+    );
 }
 
 #[test]
