@@ -383,8 +383,8 @@ mod onion {
     }
 
     /// Bind the service's socket in a directory of the hop's (root mode:
-    /// ours, tor's group, 0710; the socket 0660: tor may connect, no one
-    /// else may even look it up), then `ADD_ONION` with a new key that tor
+    /// ours, tor's group, 0710; the socket tor's user's, 0600: only tor may
+    /// connect, no one else may even look it up), then `ADD_ONION` with a new key that tor
     /// forgets (`DiscardPK`: a new address each session, nothing on disk).
     /// The service lives as long as the control connection.
     pub(super) fn publish(
@@ -414,13 +414,18 @@ mod onion {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
             .map_err(|e| fail("set the mode of the directory of", e))?;
         let listener = UnixListener::bind(&path).map_err(|e| fail("bind", e))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
+        // The mode while the socket is still ours (no CAP_FOWNER after the
+        // chown).
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| fail("set the mode of", e))?;
-        if let Some((_, gid)) = tor_user {
-            for p in [dir.as_path(), path.as_path()] {
-                nix::unistd::chown(p, None, Some(gid.into()))
-                    .map_err(|e| fail("give tor's group", e.into()))?;
-            }
+        if let Some((uid, gid)) = tor_user {
+            // The directory stays ours (we remove it at the end) for tor's
+            // group to pass through; the socket becomes tor's user's alone
+            // (a group such as nogroup may be shared).
+            nix::unistd::chown(&dir, None, Some(gid.into()))
+                .map_err(|e| fail("give tor's group the directory of", e.into()))?;
+            nix::unistd::chown(&path, Some(uid.into()), Some(gid.into()))
+                .map_err(|e| fail("give tor's user", e.into()))?;
         }
         let line = add_onion(&path, service);
         let reply = control.command(&line).map_err(|e| {
