@@ -27,14 +27,17 @@ use pallium_tests::{skip_unless_root, TestUser, Testbed, TorNetwork};
 /// client's lookup and circuits).
 const REACH_LIMIT: Duration = Duration::from_secs(180);
 
-/// The application: an HTTP server on 127.0.0.1:8080 whose body is what
-/// pallium told it about its onion service.
+/// The application: an HTTP server on port 8080 of the loopback address
+/// its argument names (127.0.0.1 or ::1) whose body is what pallium told it
+/// about its onion service.
 const SERVER: &str = r#"
-import os, socket
+import os, socket, sys
 body = "onion-app %s %s %s\n" % (os.environ.get("PALLIUM_ONION_ADDRESS", "-"),
     os.environ.get("PALLIUM_ONION_PORT", "-"), os.environ.get("PALLIUM_ONION_TARGET", "-"))
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", 8080)); s.listen(16)
+host = sys.argv[1]
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, 8080)); s.listen(16)
 while True:
     c, _ = s.accept()
     c.recv(4096)
@@ -143,7 +146,9 @@ fn onion_line(rx: &mpsc::Receiver<String>, deadline: Instant) -> (Option<String>
     (None, said)
 }
 
-fn serves_an_onion_service(tb: &Testbed, tor: &TorNetwork, mode: Mode) {
+/// `listen`: the server's loopback address (the forwarder tries
+/// 127.0.0.1, then ::1).
+fn serves_an_onion_service(tb: &Testbed, tor: &TorNetwork, mode: Mode, listen: &str) {
     let name = format!("onion-{mode:?}").to_lowercase();
     let dir = hook_dir(&name);
     let args = serde_json::to_string(&tor.client_args()).unwrap();
@@ -151,7 +156,7 @@ fn serves_an_onion_service(tb: &Testbed, tor: &TorNetwork, mode: Mode) {
         r#"{{"network": {{"chain": [{{"type": "tor", "timeout": 120, "tor_args": {args},
               "onion_service": {{"port": 80, "target": 8080}}}}],
             "hooks": {{"post_up": "env | grep ^PALLIUM_ONION > {}/up"}}}},
-            "run": {{"command": ["/usr/bin/python3", "-c", {}]}}}}"#,
+            "run": {{"command": ["/usr/bin/python3", "-c", {}, "{listen}"]}}}}"#,
         dir.display(),
         serde_json::to_string(SERVER).unwrap()
     );
@@ -192,7 +197,7 @@ fn serves_an_onion_service(tb: &Testbed, tor: &TorNetwork, mode: Mode) {
         std::thread::sleep(Duration::from_secs(1));
     }
     eprintln!(
-        "{mode:?}: address shown {:.1} s after `pallium run`, service reached {:.1} s after ({tries} tries)",
+        "{mode:?} ({listen}): address shown {:.1} s after `pallium run`, service reached {:.1} s after ({tries} tries)",
         shown.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
@@ -303,8 +308,13 @@ fn onion_service_reaches_the_sandbox_from_another_tor_client() {
 
     let tor = tb.start_tor();
     tor.wait_ready();
+    // Root with an IPv4 server, rootless with an IPv6-only one.
     for mode in modes() {
-        serves_an_onion_service(&tb, &tor, mode);
+        let listen = match mode {
+            Mode::Root => "127.0.0.1",
+            Mode::Rootless => "::1",
+        };
+        serves_an_onion_service(&tb, &tor, mode, listen);
     }
     kill_9_leaves_nothing(&tb, &tor);
 }
