@@ -60,6 +60,12 @@ fn main() -> std::io::Result<()> {
             resolv_conf: "nameserver 198.18.0.2\n".into(),
             links: vec!["veth-pl0 10.200.0.1/30".into()],
             outer: vec![fd()],
+            onion_services: vec![proto::broker::OnionReady {
+                hop: 1,
+                address: format!("{}.onion", "a".repeat(56)),
+                port: 80,
+                target: 8080,
+            }],
         }),
     );
     w.frame("wire_broker", "pids", &BrokerEvent::Pids(pids()));

@@ -7,26 +7,34 @@
 //! anything ([`bind_all`]: a port in use is one line naming the rule), and
 //! once the chain is up starts the *forwarder* ([`start`]): a child like a
 //! packet engine (same binary, same placement: no capability,
-//! no_new_privs, root mode the session's engine uid), but placed in the
+//! no_new_privs, root mode the session's engine uid, the engine's seccomp
+//! allow-list plus `accept`), but placed in the
 //! application's network namespace, which receives the bound sockets over
 //! its control channel and relays ([`serve`]): TCP byte streams (two
 //! threads per connection), UDP datagrams with a flow table per rule (one
 //! socket per client, expired after [`UDP_IDLE`] without traffic). It
 //! parses nothing of the traffic it relays. The same process serves root
 //! and rootless sessions and every uplink; it dies with the netbroker.
+//!
+//! It also serves a tor hop's `onion_service`: the hop binds a unix socket
+//! only its tor may connect to and publishes the service with it as the
+//! target (`hops/tor.rs`); the forwarder accepts there and connects to the
+//! target port on the application's loopback ([`serve_onion`]).
 
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::io;
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proto::engine::{EngineEvent, EngineRequest, ForwardListener, StartForward};
+use proto::engine::{EngineEvent, EngineRequest, ForwardListener, OnionListener, StartForward};
 use proto::profile::{PortForward, Transport};
 use proto::{Channel, Fd};
 
@@ -101,10 +109,12 @@ pub fn bind_all(rules: &[PortForward]) -> Result<Bound, ForwardError> {
     Ok(Bound(out))
 }
 
-/// Start the forwarder for `bound` in the application's namespace `netns`
-/// (owned by `userns`, which it joins first where we are not in it).
+/// Start the forwarder for `bound` and the chain's `onions` in the
+/// application's namespace `netns` (owned by `userns`, which it joins first
+/// where we are not in it).
 pub fn start(
     bound: Bound,
+    onions: Vec<crate::hops::Onion>,
     netns: BorrowedFd<'_>,
     userns: Option<BorrowedFd<'_>>,
     placement: Placement,
@@ -121,7 +131,15 @@ pub fn start(
             rule: rule.to_string(),
         })
         .collect();
-    Ok(launched.serve_forward(rules)?)
+    let onions = onions
+        .into_iter()
+        .map(|o| OnionListener {
+            name: format!("{}:{}", o.address, o.port),
+            socket: Fd(o.listener.into()),
+            target: o.target,
+        })
+        .collect();
+    Ok(launched.serve_forward(rules, onions)?)
 }
 
 type Chan = Channel<EngineEvent, EngineRequest>;
@@ -132,6 +150,9 @@ pub fn serve(mut chan: Chan, start: StartForward) -> Result<(), String> {
     let set_up = (|| {
         crate::engine::child::drop_everything()?;
         crate::engine::child::limits(start.max_files, start.max_tasks)?;
+        // Before any relay thread: all of them run under it.
+        crate::engine::filter::install_forwarder()
+            .map_err(|e| format!("install the forwarder's seccomp filter: {e}"))?;
         for r in start.rules {
             let fd = r.socket.into_inner();
             let rule = r.rule;
@@ -151,6 +172,14 @@ pub fn serve(mut chan: Chan, start: StartForward) -> Result<(), String> {
                 }
             };
             spawned.map_err(|e| format!("start a forwarding thread: {e}"))?;
+        }
+        for o in start.onions {
+            let l = UnixListener::from(o.socket.into_inner());
+            let (target, name) = (o.target, o.name);
+            std::thread::Builder::new()
+                .name("forward-onion".into())
+                .spawn(move || serve_onion(l, target, &name))
+                .map_err(|e| format!("start an onion service thread: {e}"))?;
         }
         Ok::<(), String>(())
     })();
@@ -208,7 +237,78 @@ fn relay_tcp(client: TcpStream, guest: SocketAddr) {
         let _ = client.shutdown(Shutdown::Both);
         return;
     };
-    let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+    relay(client, server);
+}
+
+/// An onion service: each connection tor makes to the socket goes to
+/// `target` on the application's loopback (127.0.0.1, else ::1).
+fn serve_onion(listener: UnixListener, target: u16, name: &str) {
+    let live = Arc::new(AtomicUsize::new(0));
+    loop {
+        let client = match listener.accept() {
+            Ok((c, _)) => c,
+            Err(e) => {
+                tracing::debug!("onion service {name}: accept: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if live.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            tracing::debug!(
+                "onion service {name}: {MAX_CONNECTIONS} connections open, one refused"
+            );
+            continue;
+        }
+        live.fetch_add(1, Ordering::Relaxed);
+        let count = Arc::clone(&live);
+        let spawned = std::thread::Builder::new()
+            .name("forward-conn".into())
+            .spawn(move || {
+                let v4 = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, target));
+                let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, target));
+                match TcpStream::connect_timeout(&v4, CONNECT_TIMEOUT)
+                    .or_else(|_| TcpStream::connect_timeout(&v6, CONNECT_TIMEOUT))
+                {
+                    Ok(server) => relay(client, server),
+                    Err(_) => {
+                        let _ = client.shutdown(Shutdown::Both);
+                    }
+                }
+                count.fetch_sub(1, Ordering::Relaxed);
+            });
+        if spawned.is_err() {
+            live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A stream socket the relay copies between.
+trait Stream: Read + Write + Send + Sized + 'static {
+    fn dup(&self) -> io::Result<Self>;
+    fn shut(&self, how: Shutdown);
+}
+
+impl Stream for TcpStream {
+    fn dup(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn shut(&self, how: Shutdown) {
+        let _ = self.shutdown(how);
+    }
+}
+
+impl Stream for UnixStream {
+    fn dup(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn shut(&self, how: Shutdown) {
+        let _ = self.shutdown(how);
+    }
+}
+
+/// Copy both ways until both sides have ended.
+fn relay<C: Stream, S: Stream>(client: C, server: S) {
+    let (Ok(c2), Ok(s2)) = (client.dup(), server.dup()) else {
         return;
     };
     let up = std::thread::Builder::new()
@@ -220,10 +320,10 @@ fn relay_tcp(client: TcpStream, guest: SocketAddr) {
     }
 }
 
-fn copy_half(mut from: TcpStream, mut to: TcpStream) {
+fn copy_half<F: Stream, T: Stream>(mut from: F, mut to: T) {
     let _ = io::copy(&mut from, &mut to);
-    let _ = to.shutdown(Shutdown::Write);
-    let _ = from.shutdown(Shutdown::Read);
+    to.shut(Shutdown::Write);
+    from.shut(Shutdown::Read);
 }
 
 type Flows = Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>>;

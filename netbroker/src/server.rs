@@ -331,7 +331,7 @@ fn handle_build_chain(
         }
     }
     let mut ready = chain_ready(&uplink).map_err(ServeError::Dup)?;
-    let extras = start_forwarder(bound, &ready, &req).and_then(|f| {
+    let extras = start_forwarder(bound, Vec::new(), &ready, &req).and_then(|f| {
         build_bridge(chan, &req, ready.netns.0.as_fd(), &ready.resolv_conf).map(|b| (f, b))
     });
     let (forwarder, bridge) = match extras {
@@ -403,6 +403,7 @@ fn chain_ready(uplink: &Built) -> std::io::Result<ChainReady> {
             resolv_conf: v.resolv_conf.clone(),
             links: vec![v.link.clone()],
             outer: Vec::new(),
+            onion_services: Vec::new(),
         },
         Built::Userspace(u) => ChainReady {
             netns: Fd(u.netns.try_clone()?),
@@ -416,6 +417,7 @@ fn chain_ready(uplink: &Built) -> std::io::Result<ChainReady> {
             resolv_conf: u.resolv_conf.clone(),
             links: vec![u.link.clone()],
             outer: Vec::new(),
+            onion_services: Vec::new(),
         },
         Built::Direct(d) => ChainReady {
             netns: Fd(d.netns.try_clone()?),
@@ -425,6 +427,7 @@ fn chain_ready(uplink: &Built) -> std::io::Result<ChainReady> {
             resolv_conf: d.resolv_conf.clone(),
             links: vec![d.link.clone()],
             outer: Vec::new(),
+            onion_services: Vec::new(),
         },
     })
 }
@@ -596,7 +599,7 @@ fn handle_build_hops(
     let built = hops::build(&req.chain, &start, enter, &mut |i, m| {
         progress(chan, Some(i), m)
     });
-    let chain = match built {
+    let mut chain = match built {
         Ok(c) => c,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&work_dir);
@@ -622,6 +625,17 @@ fn handle_build_hops(
             return fail(chan, e);
         }
     }
+    let onions = chain.take_onions();
+    let onion_services = onions
+        .iter()
+        .map(|(hop, o)| proto::broker::OnionReady {
+            hop: *hop,
+            address: o.address.clone(),
+            port: o.port,
+            target: o.target,
+        })
+        .collect();
+    let onions = onions.into_iter().map(|(_, o)| o).collect();
     let mut links: Vec<String> = uplink.iter().map(|u| u.link.clone()).collect();
     links.extend(veth.iter().map(|v| v.link.clone()));
     links.extend(chain.describe());
@@ -650,10 +664,11 @@ fn handle_build_hops(
             .map(|fd| fd.try_clone_to_owned().map(Fd))
             .collect::<Result<_, _>>()
             .map_err(ServeError::Dup)?,
+        onion_services,
     };
     // Started before the state holds the chain: on failure the chain's
     // drop here tears it down (the veth's host side after it).
-    let extras = start_forwarder(bound, &ready, &req).and_then(|f| {
+    let extras = start_forwarder(bound, onions, &ready, &req).and_then(|f| {
         build_bridge(chan, &req, ready.netns.0.as_fd(), &ready.resolv_conf).map(|b| (f, b))
     });
     let (forwarder, bridge) = match extras {
@@ -683,16 +698,18 @@ fn handle_build_hops(
     Ok(())
 }
 
-/// `network.port_forwarding.local`: the forwarder in the application's
-/// namespace of `ready`, with the sockets bound before the build; None
-/// without rules. Root mode it runs as the session's engine uid.
+/// `network.port_forwarding.local` and tor hops' `onion_service`: the
+/// forwarder in the application's namespace of `ready`, with the sockets
+/// bound before the build and the onion services' sockets; None without
+/// either. Root mode it runs as the session's engine uid.
 fn start_forwarder(
     bound: forward::Bound,
+    onions: Vec<hops::Onion>,
     ready: &ChainReady,
     req: &BuildChain,
 ) -> Result<Option<crate::engine::EngineProcess>, RemoteError> {
     use std::os::fd::AsFd;
-    if bound.is_empty() {
+    if bound.is_empty() && onions.is_empty() {
         return Ok(None);
     }
     let placement = crate::engine::Placement {
@@ -707,7 +724,7 @@ fn start_forwarder(
         }),
     };
     let userns = ready.userns.as_ref().map(|u| u.0.as_fd());
-    forward::start(bound, ready.netns.0.as_fd(), userns, placement)
+    forward::start(bound, onions, ready.netns.0.as_fd(), userns, placement)
         .map(Some)
         .map_err(|e| RemoteError::new("netbroker", &e))
 }

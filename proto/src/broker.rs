@@ -119,6 +119,22 @@ pub struct ChainReady {
     /// pallium started in, or pasta's), for `exec --namespace`. Empty
     /// without hops.
     pub outer: Vec<Fd>,
+    /// Onion services the chain's tor hops publish (`onion_service`), in
+    /// chain order.
+    pub onion_services: Vec<OnionReady>,
+}
+
+/// A published onion service: where Tor clients reach the application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnionReady {
+    /// 1-based hop number (as users count).
+    pub hop: usize,
+    /// `<56 base32 characters>.onion`.
+    pub address: String,
+    /// The port at that address.
+    pub port: u16,
+    /// The TCP port in the application's namespace it reaches.
+    pub target: u16,
 }
 
 /// One process of a session, for `pallium audit`.

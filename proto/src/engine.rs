@@ -51,6 +51,8 @@ pub enum EngineRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StartForward {
     pub rules: Vec<ForwardListener>,
+    /// Onion services: listening unix sockets a tor hop's tor connects to.
+    pub onions: Vec<OnionListener>,
     /// RLIMIT_NOFILE for the forwarder.
     pub max_files: u64,
     /// RLIMIT_NPROC, when its uid is its own (root mode).
@@ -124,6 +126,18 @@ pub struct WgPeerState {
     pub handshake_age_ms: Option<u64>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+}
+
+/// One onion service's unix socket (listening, blocking), bound by the
+/// netbroker where only the hop's tor may connect; each connection is
+/// relayed to `target` in the application's namespace.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OnionListener {
+    pub socket: Fd,
+    /// The TCP port on the application's loopback (127.0.0.1, else ::1).
+    pub target: u16,
+    /// `<address>.onion:<port>`, for messages.
+    pub name: String,
 }
 
 /// An engine in direct mode: it opens the application's connections itself

@@ -372,6 +372,7 @@ mod tests {
             resolv_conf: "nameserver 192.0.2.53\n".into(),
             links: vec![],
             outer: vec![Fd(r2)],
+            onion_services: vec![],
         });
         a.send(ev).unwrap();
         let BrokerEvent::ChainReady(got) = b.recv().unwrap() else {
@@ -429,6 +430,7 @@ mod tests {
             resolv_conf: String::new(),
             links: vec![],
             outer: vec![],
+            onion_services: vec![],
         })
         .unwrap();
         assert_eq!(fds.len(), 1);

@@ -49,6 +49,28 @@ pub(crate) fn session_env(profile: &Profile) -> Vec<(String, String)> {
     ]
 }
 
+/// Variables for the chain's onion services (tor hops' `onion_service`):
+/// `PALLIUM_ONION_ADDRESS`, the `.onion` host name; `PALLIUM_ONION_PORT`,
+/// the port Tor clients use there; `PALLIUM_ONION_TARGET`, the port in the
+/// sandbox it reaches. Space-separated in chain order if several tor hops
+/// have one; none without.
+pub(crate) fn onion_env(onions: &[proto::broker::OnionReady]) -> Vec<(String, String)> {
+    if onions.is_empty() {
+        return Vec::new();
+    }
+    let join = |f: &dyn Fn(&proto::broker::OnionReady) -> String| {
+        onions.iter().map(f).collect::<Vec<_>>().join(" ")
+    };
+    vec![
+        ("PALLIUM_ONION_ADDRESS".into(), join(&|o| o.address.clone())),
+        ("PALLIUM_ONION_PORT".into(), join(&|o| o.port.to_string())),
+        (
+            "PALLIUM_ONION_TARGET".into(),
+            join(&|o| o.target.to_string()),
+        ),
+    ]
+}
+
 /// The supervisor's end of a hook runner.
 #[derive(Debug)]
 pub(crate) struct HookRunner {
@@ -250,5 +272,27 @@ mod tests {
         assert_eq!(get("PALLIUM_FORWARD_TCP_PORTS"), Some("8000"));
         assert_eq!(get("PALLIUM_FORWARD_UDP_PORTS"), Some("5353"));
         assert!(session_env(&Profile::default()).is_empty());
+    }
+
+    #[test]
+    fn onion_services_are_named_in_chain_order() {
+        let o = |hop, address: &str, port, target| proto::broker::OnionReady {
+            hop,
+            address: address.into(),
+            port,
+            target,
+        };
+        let env = onion_env(&[o(1, "a.onion", 80, 8080), o(3, "b.onion", 22, 22)]);
+        assert_eq!(
+            env,
+            [
+                ("PALLIUM_ONION_ADDRESS".into(), "a.onion b.onion".into()),
+                ("PALLIUM_ONION_PORT".into(), "80 22".into()),
+                ("PALLIUM_ONION_TARGET".into(), "8080 22".into()),
+            ]
+        );
+        assert!(onion_env(&[]).is_empty());
+        // Hooks take them.
+        assert_eq!(allowed(env.clone()), env);
     }
 }

@@ -245,6 +245,13 @@ fn run_with(
         }
     };
     let outer = chain.outer;
+    for o in &chain.onion_services {
+        // The user's result, not a tool's chatter: shown even with --quiet.
+        eprintln!(
+            "pallium: onion service {}:{} (hop {}, tor) → port {} in the sandbox",
+            o.address, o.port, o.hop, o.target
+        );
+    }
     let hostname = profile.sandbox.hostname.clone();
     sandbox.chan.send(SandboxRequest::Setup(Box::new(Setup {
         netns: chain.netns,
@@ -309,7 +316,8 @@ fn run_with(
         writeln!(f, "{init_pid}").with_context(|| format!("writing --pid-file {}", p.display()))?;
     }
 
-    let session_env = crate::hooks::session_env(profile);
+    let mut session_env = crate::hooks::session_env(profile);
+    session_env.extend(crate::hooks::onion_env(&chain.onion_services));
     if let Some(h) = hooks {
         let mut env = session_env.clone();
         env.push((

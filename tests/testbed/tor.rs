@@ -269,6 +269,19 @@ impl TorNetwork {
         }
     }
 
+    /// `curl` of `url` (e.g. an onion service's) through the network's own client, as a Tor user
+    /// elsewhere would: the body, or curl's error — after which the client forgets what it
+    /// learnt of onion services (`NEWNYM`), so that a try before a service's descriptor was
+    /// published does not spoil the next one.
+    pub fn client_fetch(&self, url: &str) -> Result<String, String> {
+        let client = self.node(Role::Client);
+        let got = self.fetch(client, url);
+        if got.is_err() {
+            self.newnym(client);
+        }
+        got
+    }
+
     /// `curl` of `url` through the network's client, run in the client's namespace; the body
     /// (the address the web host saw) or curl's error.
     fn fetch(&self, client: &Node, url: &str) -> Result<String, String> {

@@ -3,8 +3,9 @@
 //! from the testbed's host namespace over forwarded TCP and UDP ports, IPv4
 //! and IPv6; the application and the hooks see the `PALLIUM_FORWARD*`
 //! variables; a host port in use is one line naming the rule; the original's
-//! `test_port_forwarding` (nc in the sandbox); nothing is left behind after
-//! `stop` and after `kill -9` of the supervisor, and the ports are free again.
+//! `test_port_forwarding` (nc in the sandbox); the same behind a socks hop;
+//! nothing is left behind after `stop` and after `kill -9` of the
+//! supervisor, and the ports are free again.
 
 mod common;
 
@@ -269,6 +270,43 @@ fn rootless_forwards_through_the_pasta_uplink() {
         .success());
     assert_eq!(run.wait().unwrap().code(), Some(143));
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
+/// Forwarded ports reach an application behind a hop (socks, microsocks):
+/// the forwarder sits in the application's namespace, not the hop's, root
+/// and rootless.
+#[test]
+fn forwards_reach_an_application_behind_a_socks_hop() {
+    skip_unless_root!();
+    let tb = Testbed::new("fwdsocks");
+    let socks = tb.start_microsocks();
+    let json = serde_json::json!({
+        "network": {
+            "chain": [{"type": "socks", "address": socks.addr().to_string()}],
+            "port_forwarding": {"local": RULES},
+        },
+        "run": {"command": ["/usr/bin/python3", "-c", SERVER]},
+    });
+    let p = profile_file("fwdsocks", &json.to_string());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let prof = p.display().to_string();
+    let mut modes = vec![Mode::Root];
+    if std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006) {
+        modes.push(Mode::Rootless);
+    } else {
+        pallium_tests::skip(
+            "rootless forwarding behind a hop: /dev/net/tun is not world read-write",
+        );
+    }
+    for mode in modes {
+        let mut run = spawn_run(&tb, mode, &prof);
+        assert_forwards(&tb, &mut run);
+        assert!(out(pal(&tb, mode, &["stop", &prof])).status.success());
+        assert_eq!(run.wait().unwrap().code(), Some(143));
+        assert_eq!(wait_clean(&tb), Vec::<String>::new());
+    }
 }
 
 /// The original's `test_port_forwarding`: `nc -l -p 8000` in the sandbox,

@@ -1,6 +1,8 @@
 //! The packet engine's seccomp filter: an allow-list, as data. Scope: the
 //! engine process after it has resolved its proxy, for the rest of its life
-//! (all its threads: they are started after the filter).
+//! (all its threads: they are started after the filter); and the port
+//! forwarder's, the same list with `accept` (it serves listeners it was
+//! given), from before it starts relaying.
 //!
 //! What the engine does after setup is an event loop on descriptors it
 //! already holds (the TUN, an epoll, an eventfd, its control socket) plus
@@ -162,11 +164,26 @@ pub enum FilterError {
     Install(#[from] seccompiler::Error),
 }
 
+/// What the port forwarder ([`crate::forward`]) needs beyond an engine's
+/// list: taking connections on the listeners it was given (host TCP
+/// ports, an onion service's unix socket). It makes no unix socket
+/// either: accepting on one it holds needs no `socket()`.
+const FORWARDER_EXTRA: &[libc::c_long] = &[libc::SYS_accept4, libc::SYS_accept];
+
 /// The two programs: clone3 → ENOSYS, then the allow-list. The same for
 /// every engine: one whose proxy is a hop daemon's unix socket gets its
 /// connections from the netbroker ([`super::dial`]) and makes no unix
 /// socket either.
 pub fn programs() -> Result<[BpfProgram; 2], FilterError> {
+    programs_with(&[])
+}
+
+/// The forwarder's programs: the engine's and [`FORWARDER_EXTRA`].
+pub fn forwarder_programs() -> Result<[BpfProgram; 2], FilterError> {
+    programs_with(FORWARDER_EXTRA)
+}
+
+fn programs_with(extra: &[libc::c_long]) -> Result<[BpfProgram; 2], FilterError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|_| FilterError::Arch)?;
     let compile = |e: seccompiler::BackendError| FilterError::Compile(e.to_string());
     let enosys = SeccompFilter::new(
@@ -179,6 +196,7 @@ pub fn programs() -> Result<[BpfProgram; 2], FilterError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
         .iter()
         .flat_map(|(_, calls)| calls.iter())
+        .chain(extra)
         .map(|n| (*n, Vec::new()))
         .collect();
     let cond = |arg: u8, op: SeccompCmpOp, v: u64| {
@@ -216,7 +234,16 @@ pub fn programs() -> Result<[BpfProgram; 2], FilterError> {
 /// that point). The ENOSYS program first: installing the allow-list ends
 /// the use of `seccomp` itself.
 pub fn install() -> Result<(), FilterError> {
-    for p in programs()? {
+    apply(programs()?)
+}
+
+/// [`install`] for the port forwarder, before it starts its threads.
+pub fn install_forwarder() -> Result<(), FilterError> {
+    apply(forwarder_programs()?)
+}
+
+fn apply(programs: [BpfProgram; 2]) -> Result<(), FilterError> {
+    for p in programs {
         seccompiler::apply_filter(&p)?;
     }
     Ok(())
@@ -355,6 +382,48 @@ mod tests {
             listener.accept().is_ok(),
             "the connection reached the socket"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The forwarder accepts on a unix listener it holds and dials TCP,
+    /// but may make no unix socket; an engine may not even accept.
+    #[test]
+    fn the_forwarder_accepts_on_what_it_holds_and_makes_no_unix_socket() {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let dir = std::env::temp_dir().join(format!("pallium-fwdfilter-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("s");
+        static LISTENER: std::sync::Mutex<Option<UnixListener>> = std::sync::Mutex::new(None);
+        *LISTENER.lock().unwrap() = Some(UnixListener::bind(&path).unwrap());
+        let _client = UnixStream::connect(&path).unwrap();
+        let accept = || match LISTENER.lock().unwrap().as_ref().map(|l| l.accept()) {
+            Some(Ok(_)) => 0,
+            _ => 3,
+        };
+        let s = filtered_by(forwarder_programs().unwrap(), accept);
+        assert_eq!(s, nix::sys::wait::WaitStatus::Exited(s.pid().unwrap(), 0));
+        let s = filtered(accept);
+        assert!(killed_by_sigsys(s), "an engine accepted: {s:?}");
+        let s = filtered_by(forwarder_programs().unwrap(), || {
+            let _ = UnixStream::connect("/nonexistent");
+            0
+        });
+        assert!(killed_by_sigsys(s), "{s:?}");
+        // A TCP dial into the application's namespace (the listener is the
+        // test's, made before the filter: the forwarder never listens).
+        static TARGET: std::sync::Mutex<Option<std::net::SocketAddr>> = std::sync::Mutex::new(None);
+        let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        *TARGET.lock().unwrap() = Some(target.local_addr().unwrap());
+        let s = filtered_by(forwarder_programs().unwrap(), || {
+            let a = TARGET.lock().unwrap().unwrap();
+            match std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5)) {
+                Ok(_) => 0,
+                Err(_) => 3,
+            }
+        });
+        assert_eq!(s, nix::sys::wait::WaitStatus::Exited(s.pid().unwrap(), 0));
+        LISTENER.lock().unwrap().take();
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -144,11 +144,13 @@ impl Launched {
     pub fn serve_forward(
         mut self,
         rules: Vec<proto::engine::ForwardListener>,
+        onions: Vec<proto::engine::OnionListener>,
     ) -> Result<EngineProcess, EngineError> {
         self.engine
             .start_with(EngineRequest::StartForward(Box::new(
                 proto::engine::StartForward {
                     rules,
+                    onions,
                     max_files: MAX_FILES,
                     max_tasks: self.placement.run_as.map(|_| MAX_TASKS),
                 },

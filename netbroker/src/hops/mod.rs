@@ -224,6 +224,22 @@ pub trait RunningHop: fmt::Debug + Send {
     fn exited(&mut self) -> Option<String> {
         None
     }
+    /// The hop's onion service (tor's `onion_service`), once: its socket
+    /// goes to the session's forwarder.
+    fn onion(&mut self) -> Option<Onion> {
+        None
+    }
+}
+
+/// An onion service a hop published: Tor clients reach `address:port`,
+/// tor connects to `listener`, the forwarder relays to `target` in the
+/// application's namespace.
+#[derive(Debug)]
+pub struct Onion {
+    pub address: String,
+    pub port: u16,
+    pub target: u16,
+    pub listener: std::os::unix::net::UnixListener,
 }
 
 /// The registry: profile hop type → implementation. Adding a hop type adds a
@@ -318,6 +334,15 @@ impl Chain {
 
     pub fn pids(&self) -> Vec<ProcEntry> {
         self.hops.iter().flat_map(|h| h.running.pids()).collect()
+    }
+
+    /// The hops' onion services with their 1-based hop numbers, taken once.
+    pub fn take_onions(&mut self) -> Vec<(usize, Onion)> {
+        self.hops
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, h)| h.running.onion().map(|o| (i + 1, o)))
+            .collect()
     }
 }
 

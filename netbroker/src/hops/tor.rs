@@ -24,6 +24,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use proto::broker::ProcEntry;
 use proto::profile::{HopKind, Tor};
 
 use super::daemon::{self, Daemon, Halt};
@@ -56,6 +57,7 @@ impl HopType for TorHop {
         let socks = daemon::Listener::Unix(path.clone());
         let (ours, theirs) = UnixStream::pair()
             .map_err(|e| HopError::Failed(format!("create tor's control socketpair: {e}")))?;
+        let tor_user = place.user;
         let mut place = place;
         place.inherit = Some((theirs.as_raw_fd(), CONTROL_FD));
         let mut cmd = Command::new(&exe);
@@ -90,13 +92,58 @@ impl HopType for TorHop {
             }
             Names::Off
         };
+        // Before the engine: its socket is bound and the service known
+        // to tor (published in the background) when the chain is ready.
+        let onion = match tor.onion_service {
+            Some(service) => Some(onion::publish(
+                cx,
+                &mut control,
+                service,
+                tor_user,
+                &daemon,
+            )?),
+            None => None,
+        };
         let mut hop = daemon::serve(cx, daemon, &socks, "tor".into(), names)?;
         let mut control = control;
-        // Exit at once (SHUTDOWN would wait for ShutdownWaitLength).
+        // Exit at once (SHUTDOWN would wait for ShutdownWaitLength). The
+        // onion service goes with this connection, or with tor.
         hop.halt = Some(Halt(Box::new(move || {
             let _ = control.command("SIGNAL HALT");
         })));
-        Ok(Box::new(hop))
+        Ok(Box::new(TorRunning { hop, onion }))
+    }
+}
+
+/// A running tor hop: the daemon hop, and its onion service until the
+/// netbroker takes the socket for the forwarder.
+#[derive(Debug)]
+struct TorRunning {
+    hop: daemon::DaemonHop,
+    onion: Option<onion::Published>,
+}
+
+impl RunningHop for TorRunning {
+    fn resolv_conf(&self) -> String {
+        self.hop.resolv_conf()
+    }
+    fn resolvers(&self) -> Vec<std::net::SocketAddr> {
+        self.hop.resolvers()
+    }
+    fn describe(&self) -> String {
+        match &self.onion {
+            Some(o) => format!("{}; onion service {}", self.hop.describe(), o.describe()),
+            None => self.hop.describe(),
+        }
+    }
+    fn pids(&self) -> Vec<ProcEntry> {
+        self.hop.pids()
+    }
+    fn exited(&mut self) -> Option<String> {
+        self.hop.exited()
+    }
+    fn onion(&mut self) -> Option<super::Onion> {
+        self.onion.as_mut().and_then(onion::Published::take)
     }
 }
 
@@ -295,6 +342,132 @@ impl Control {
     }
 }
 
+/// `onion_service`: the unix socket tor's service connects to, and the
+/// `ADD_ONION` that makes the service.
+mod onion {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixListener;
+    use std::path::Path;
+
+    use proto::profile::OnionService;
+
+    use super::super::daemon::Daemon;
+    use super::super::{HopCx, HopError, Onion};
+    use super::Control;
+
+    /// A service tor announced, with its socket until it is taken.
+    #[derive(Debug)]
+    pub(super) struct Published {
+        address: String,
+        service: OnionService,
+        listener: Option<UnixListener>,
+    }
+
+    impl Published {
+        pub(super) fn describe(&self) -> String {
+            format!(
+                "{}:{} → port {} in the sandbox",
+                self.address, self.service.port, self.service.target
+            )
+        }
+
+        /// The netbroker's share, once: the socket goes to the forwarder.
+        pub(super) fn take(&mut self) -> Option<Onion> {
+            Some(Onion {
+                address: self.address.clone(),
+                port: self.service.port,
+                target: self.service.target,
+                listener: self.listener.take()?,
+            })
+        }
+    }
+
+    /// Bind the service's socket in a directory of the hop's (root mode:
+    /// ours, tor's group, 0710; the socket tor's user's, 0600: only tor may
+    /// connect, no one else may even look it up), then `ADD_ONION` with a new key that tor
+    /// forgets (`DiscardPK`: a new address each session, nothing on disk).
+    /// The service lives as long as the control connection.
+    pub(super) fn publish(
+        cx: &HopCx<'_>,
+        control: &mut Control,
+        service: OnionService,
+        tor_user: Option<(u32, u32)>,
+        daemon: &Daemon,
+    ) -> Result<Published, HopError> {
+        let dir = cx.work_dir.join("onion");
+        let path = dir.join("s");
+        let fail = |what: &str, e: std::io::Error| {
+            HopError::Failed(format!("{what} {}: {e}", path.display()))
+        };
+        // tor reads the path as a bare word of its control protocol.
+        if path.to_str().is_none_or(|p| {
+            p.chars()
+                .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+        }) {
+            return Err(HopError::Failed(format!(
+                "onion_service: the hop's directory {} has a space or quote in its path, which tor cannot take",
+                dir.display()
+            )));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| fail("create the directory of", e))?;
+        let mode = if tor_user.is_some() { 0o710 } else { 0o700 };
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| fail("set the mode of the directory of", e))?;
+        let listener = UnixListener::bind(&path).map_err(|e| fail("bind", e))?;
+        // The mode while the socket is still ours (no CAP_FOWNER after the
+        // chown).
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| fail("set the mode of", e))?;
+        if let Some((uid, gid)) = tor_user {
+            // The directory stays ours (we remove it at the end) for tor's
+            // group to pass through; the socket becomes tor's user's alone
+            // (a group such as nogroup may be shared).
+            nix::unistd::chown(&dir, None, Some(gid.into()))
+                .map_err(|e| fail("give tor's group the directory of", e.into()))?;
+            nix::unistd::chown(&path, Some(uid.into()), Some(gid.into()))
+                .map_err(|e| fail("give tor's user", e.into()))?;
+        }
+        let line = add_onion(&path, service);
+        let reply = control.command(&line).map_err(|e| {
+            HopError::Failed(format!(
+                "onion_service: tor refused the onion service ({e}): {}",
+                daemon.tail()
+            ))
+        })?;
+        let address = service_id(&reply).ok_or_else(|| {
+            HopError::Failed(format!(
+                "onion_service: tor's reply named no service: {reply:?}"
+            ))
+        })?;
+        // The supervisor shows the address once the chain is ready.
+        Ok(Published {
+            address: format!("{address}.onion"),
+            service,
+            listener: Some(listener),
+        })
+    }
+
+    /// The `ADD_ONION` command for `service` served on `socket`.
+    pub(super) fn add_onion(socket: &Path, service: OnionService) -> String {
+        format!(
+            "ADD_ONION NEW:ED25519-V3 Flags=DiscardPK Port={},unix:{}",
+            service.port,
+            socket.display()
+        )
+    }
+
+    /// The `ServiceID=` of an `ADD_ONION` reply: 56 base32 characters.
+    pub(super) fn service_id(reply: &[String]) -> Option<String> {
+        reply
+            .iter()
+            .find_map(|l| l.strip_prefix("ServiceID="))
+            .filter(|id| {
+                id.len() == 56 && id.bytes().all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7'))
+            })
+            .map(str::to_string)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,11 +490,33 @@ mod tests {
             user: None,
             onion_support: true,
             tor_args: vec!["--TestingTorNetwork".into(), "1".into()],
+            onion_service: None,
         };
         let a = tor_args(Path::new("/x"), Path::new("/x/socks"), false, &t);
         assert_eq!(&a[a.len() - 2..], &["--TestingTorNetwork", "1"]);
         assert!(a
             .windows(2)
             .any(|w| w == ["--SocksPort", "unix:\"/x/socks\""]));
+    }
+
+    #[test]
+    fn add_onion_names_the_port_and_socket() {
+        let s = proto::profile::OnionService {
+            port: 80,
+            target: 8080,
+        };
+        assert_eq!(
+            onion::add_onion(Path::new("/run/p/hop1/onion/s"), s),
+            "ADD_ONION NEW:ED25519-V3 Flags=DiscardPK Port=80,unix:/run/p/hop1/onion/s"
+        );
+    }
+
+    #[test]
+    fn service_id_is_checked() {
+        let id = "wl57oglo276z5jc3kett2oikmnsavxk7jbbc3v25jadnxutwxgpoo2ad";
+        let reply = vec![format!("ServiceID={id}"), "OK".to_string()];
+        assert_eq!(onion::service_id(&reply).as_deref(), Some(id));
+        assert_eq!(onion::service_id(&["ServiceID=../x".into()]), None);
+        assert_eq!(onion::service_id(&["OK".into()]), None);
     }
 }

@@ -109,6 +109,20 @@ pub struct Tor {
     pub onion_support: bool,
     /// Extra tor command-line arguments.
     pub tor_args: Vec<String>,
+    /// `onion_service`: publish a port of the application's namespace as
+    /// an onion service of this hop's tor (a pallium addition).
+    pub onion_service: Option<OnionService>,
+}
+
+/// `"onion_service": {"port": 80, "target": 8080}` on a tor hop: Tor's own
+/// terms are "onion service" and `HiddenServicePort VIRTPORT TARGET`;
+/// `port` is the port Tor clients connect to at the `.onion` address,
+/// `target` (default: `port`) the TCP port in the application's network
+/// namespace that answers them (on its loopback, 127.0.0.1 or ::1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnionService {
+    pub port: u16,
+    pub target: u16,
 }
 
 /// `openvpn`.
@@ -260,6 +274,15 @@ fn hop(cx: &mut Cx<'_>, v: &Value, path: JsonPath) -> Res<Hop> {
             ),
         ));
     };
+    if lower != "tor" && o.has("onion_service") {
+        return Err(cx.err(
+            &o.at("onion_service"),
+            format!(
+                "onion_service is only for tor hops (a {lower} hop cannot publish an onion service); \
+                 move it to a tor hop of the chain"
+            ),
+        ));
+    }
     let kind = parse(cx, &mut o)?;
     let options = if matches!(kind, HopKind::Script(_)) {
         HopOptions::default()
@@ -365,7 +388,36 @@ fn tor(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<HopKind> {
         user: hop_user(cx, o)?,
         onion_support: o.bool(cx, "onion_support", true)?,
         tor_args: o.strings(cx, "tor_args")?.unwrap_or_default(),
+        onion_service: match o.get("onion_service") {
+            None => None,
+            Some(v) => Some(onion_service(cx, v, o.at("onion_service"))?),
+        },
     }))
+}
+
+fn onion_service(cx: &mut Cx<'_>, v: &Value, path: JsonPath) -> Res<OnionService> {
+    let mut o = Obj::new(cx, v, path)?;
+    let port = |cx: &Cx<'_>, o: &mut Obj<'_>, key: &str| -> Res<Option<u16>> {
+        let Some(v) = o.get(key) else {
+            return Ok(None);
+        };
+        match v.as_u64().and_then(|n| u16::try_from(n).ok()) {
+            Some(n) if n != 0 => Ok(Some(n)),
+            _ => Err(cx.err(
+                &o.at(key),
+                format!("expected a TCP port (1 to 65535), found {v}"),
+            )),
+        }
+    };
+    let Some(p) = port(cx, &mut o, "port")? else {
+        return Err(cx.err(
+            &o.path,
+            "onion_service needs \"port\" (the port Tor clients connect to, e.g. 80)",
+        ));
+    };
+    let target = port(cx, &mut o, "target")?.unwrap_or(p);
+    o.finish(cx);
+    Ok(OnionService { port: p, target })
 }
 
 fn openvpn(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<HopKind> {

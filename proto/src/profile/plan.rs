@@ -237,6 +237,12 @@ fn hop_line(k: &HopKind) -> String {
             if let Some(u) = &t.user {
                 l += &format!(", as user {u}");
             }
+            if let Some(o) = &t.onion_service {
+                l += &format!(
+                    ", onion service port {} → port {} in the sandbox",
+                    o.port, o.target
+                );
+            }
             if !t.tor_args.is_empty() {
                 l += &format!(", args {:?}", t.tor_args);
             }

@@ -412,6 +412,81 @@ fn hop_defaults_and_options() {
 }
 
 #[test]
+fn onion_service_on_a_tor_hop() {
+    let HopKind::Tor(t) =
+        kind(r#"{"chain": [{"type": "tor", "onion_service": {"port": 80, "target": 8080}}]}"#)
+    else {
+        panic!()
+    };
+    assert_eq!(
+        t.onion_service,
+        Some(OnionService {
+            port: 80,
+            target: 8080
+        })
+    );
+    // target defaults to port; none without the key.
+    let HopKind::Tor(t) = kind(r#"{"chain": [{"type": "tor", "onion_service": {"port": 22}}]}"#)
+    else {
+        panic!()
+    };
+    assert_eq!(t.onion_service.map(|o| o.target), Some(22));
+    let HopKind::Tor(t) = kind(r#"{"chain": [{"type": "tor"}]}"#) else {
+        panic!()
+    };
+    assert_eq!(t.onion_service, None);
+    // An unknown key inside is a warning naming it.
+    let p = ok(r#"{"chain": [{"type": "tor", "onion_service": {"port": 80, "prot": 1}}]}"#);
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert!(
+        p.warnings[0].contains("chain[0].onion_service.prot"),
+        "{:?}",
+        p.warnings
+    );
+    // `pallium check` says it.
+    let d = p.profile.describe();
+    assert!(
+        d.iter()
+            .any(|l| l.contains("onion service port 80 → port 80 in the sandbox")),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn onion_service_errors_name_the_key() {
+    for (json, want) in [
+        (
+            r#"{"chain": [{"type": "tor", "onion_service": {"port": 0}}]}"#,
+            "chain[0].onion_service.port: expected a TCP port (1 to 65535), found 0",
+        ),
+        (
+            r#"{"chain": [{"type": "tor", "onion_service": {"port": 80, "target": 70000}}]}"#,
+            "chain[0].onion_service.target: expected a TCP port (1 to 65535), found 70000",
+        ),
+        (
+            r#"{"chain": [{"type": "tor", "onion_service": {"port": "80"}}]}"#,
+            "chain[0].onion_service.port: expected a TCP port (1 to 65535), found \"80\"",
+        ),
+        (
+            r#"{"chain": [{"type": "tor", "onion_service": {"target": 80}}]}"#,
+            "chain[0].onion_service: onion_service needs \"port\"",
+        ),
+        (
+            r#"{"chain": [{"type": "tor", "onion_service": 80}]}"#,
+            "chain[0].onion_service: expected an object, found an integer",
+        ),
+        (
+            r#"{"chain": [{"type": "socks", "address": "192.0.2.1:1080", "onion_service": {"port": 80}}]}"#,
+            "chain[0].onion_service: onion_service is only for tor hops (a socks hop",
+        ),
+    ] {
+        let e = err(json);
+        assert!(e.contains(want), "{json}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+}
+
+#[test]
 fn common_hop_options() {
     let h = ok(r#"{"chain": [{"type": "tor", "dns": ["1.1.1.1", "tcp://9.9.9.9"], "quiet": true, "tor_path": "/opt/tor", "tun2socks_path": "/opt/t2s"}]}"#)
         .profile
