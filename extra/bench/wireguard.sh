@@ -1,20 +1,23 @@
 #!/bin/bash
 # WireGuard hop (userspace WireGuard in pallium's packet engine) vs plain
-# wireguard-go on the same wireguard-go server, one run each: connect time
-# (start → traffic passes), iperf3 throughput (10 s up, 10 s down) and the
-# client side's peak RSS during the transfers (the engine process vs the
-# wireguard-go client). A throwaway server namespace "pbwg<pid>-s"
+# wireguard-go on the same wireguard-go server: connect time (start → traffic
+# passes, one run), iperf3 throughput with the CPU seconds per GB of the
+# process doing the VPN's work, alternating plain and hop (vpn-rounds.sh),
+# and the client side's peak RSS over the transfers (the engine process vs
+# the wireguard-go client). A throwaway server namespace "pbwg<pid>-s"
 # (203.0.113.90 on a veth from pallium's namespace, wireguard-go on UDP 51820,
 # keys made now, iperf3 on the server's tunnel address 10.78.0.1), the plain
 # client in "pbwg<pid>-c"; pallium runs as root in "pbwg<pid>-h" (forwarding
-# on, for its veth uplink). Usage: wireguard.sh [TARGET_DIR] (default
-# target/release).
+# on, for its veth uplink). Usage: wireguard.sh [TARGET_DIR] [ROUNDS] [BYTES]
+# (default target/release, 3, 300M).
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 for t in wireguard-go wg iperf3 bc; do
     command -v $t >/dev/null || { echo "needs $t" >&2; exit 1; }
 done
+. "$(dirname "$0")/vpn-rounds.sh"
 BIN=$(realpath "${1:-target/release}")
+ROUNDS=${2:-3} BYTES=${3:-300M}
 S=pbwg$$-s C=pbwg$$-c H=pbwg$$-h
 # wireguard-go's control sockets are shared by every namespace: unique names.
 SIF=pbwgs$$ CIF=pbwgc$$
@@ -66,12 +69,6 @@ peak_rss() {
     done
     echo $max
 }
-iperf() { # $@: the command prefix that runs iperf3's client
-    for dir in up down; do
-        flag=; [ $dir = down ] && flag=-R
-        "$@" iperf3 -c 10.78.0.1 -t 10 $flag -f m | grep -E "receiver" | sed "s/^/  iperf3 $dir: /"
-    done
-}
 
 # Plain wireguard-go: connect = start → first ping answered through the tunnel.
 t0=$(now)
@@ -83,11 +80,6 @@ ip -n $C addr add 10.78.0.2/24 dev $CIF; ip -n $C link set $CIF up
 until ip netns exec $C ping -c1 -W1 10.78.0.1 >/dev/null 2>&1; do sleep 0.01; done
 t1=$(now)
 echo "plain wireguard-go: connect $(echo "$t1 - $t0" | bc) s"
-peak_rss "$CPID" done.plain > rss.plain & SAMPLER=$!
-iperf ip netns exec $C
-touch done.plain; wait $SAMPLER
-echo "  peak RSS of wireguard-go: $(cat rss.plain) KiB"
-kill "$CPID"
 
 # Through pallium: connect = `exec --one-shot …` opening a TCP connection to
 # iperf3, minus the same with an empty chain.
@@ -107,7 +99,9 @@ echo '{}' > none.json
 t0=$(now); ip netns exec $H "$BIN/pallium" exec --one-shot --quiet ./none.json -- true; t1=$(now)
 t2=$(now); ip netns exec $H "$BIN/pallium" exec --one-shot --quiet ./hop.json -- bash -c 'exec 3<>/dev/tcp/10.78.0.1/5201'; t3=$(now)
 echo "pallium wireguard hop: one-shot $(echo "$t3 - $t2" | bc) s, empty chain $(echo "$t1 - $t0" | bc) s"
-# One session for both transfers, so the engine's RSS covers both.
+
+# Throughput: both clients stay up and take turns (vpn-rounds.sh); the
+# engine's and wireguard-go's peak RSS over all the transfers.
 echo '{"chain": [{"type": "wireguard", "config": "'"$W"'/hop.conf"}], "run": {"command": ["sleep", "600"]}}' > run.json
 ip netns exec $H "$BIN/pallium" run --quiet ./run.json >/dev/null 2>&1 & RUN=$!; PIDS+=($RUN)
 until ip netns exec $H "$BIN/pallium" exec ./run.json -- bash -c 'exec 3<>/dev/tcp/10.78.0.1/5201' 2>/dev/null; do sleep 0.1; done
@@ -117,8 +111,9 @@ for p in $(descendants $RUN); do
     grep -qa -- --packet-engine /proc/$p/cmdline 2>/dev/null && ENGINE=$p
 done
 [ -n "$ENGINE" ] || { echo "no packet engine under pallium run ($RUN)" >&2; exit 1; }
-peak_rss "$ENGINE" done.hop > rss.hop & SAMPLER=$!
-iperf ip netns exec $H "$BIN/pallium" exec --quiet ./run.json --
-touch done.hop; wait $SAMPLER
-echo "  peak RSS of the packet engine: $(cat rss.hop) KiB"
+peak_rss "$CPID" done > rss.plain & S1=$!
+peak_rss "$ENGINE" done > rss.hop & S2=$!
+vpn_rounds "$CPID" "ip netns exec $C" "$ENGINE" "ip netns exec $H $BIN/pallium exec --quiet ./run.json --" 10.78.0.1
+touch done; wait $S1 $S2
+echo "peak RSS: wireguard-go client $(cat rss.plain) KiB, pallium's packet engine $(cat rss.hop) KiB"
 ip netns exec $H "$BIN/pallium" stop ./run.json >/dev/null 2>&1 || true
