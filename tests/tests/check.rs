@@ -75,12 +75,14 @@ fn check_of_the_empty_profile_is_ok() {
 
 #[test]
 fn unsupported_hop_is_refused_before_anything_is_set_up() {
-    let p = profile_file("ppp-refused", r#"{"chain": [{"type": "ppp"}]}"#);
+    // openvpn runs now; `dummy` (the original's plain routed namespace) is
+    // still refused.
+    let p = profile_file("dummy-refused", r#"{"chain": [{"type": "dummy"}]}"#);
     let out = run(&["exec", "--one-shot", p.to_str().unwrap(), "--", "true"]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr.contains("hop type 'ppp' is not supported yet"),
+        stderr.contains("hop type 'dummy' is not supported yet"),
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");

@@ -1,7 +1,9 @@
-//! The openvpn hop end to end, as root, against the testbed's real OpenVPN
-//! server: over UDP and TCP the web host sees the VPN server's address for
-//! IPv4 and IPv6, the application's resolv.conf is the pushed DNS server,
-//! and a wrong password fails with one line naming the hop.
+//! The openvpn hop end to end, root and rootless, against the testbed's real
+//! OpenVPN server: over UDP and TCP the web host sees the VPN server's
+//! address for IPv4 and IPv6, the application's resolv.conf is the pushed
+//! DNS server; a wrong password, a bad config, a missing binary and an
+//! unreachable server fail with one line naming the hop; the server killed
+//! mid-transfer blocks traffic and the run names the hop.
 
 mod common;
 
@@ -120,30 +122,42 @@ fn a_wrong_openvpn_password_fails_with_one_line_naming_the_hop() {
 }
 
 #[test]
-fn rootless_openvpn_exits_at_the_vpn_server() {
+fn rootless_openvpn_udp_and_tcp_exit_at_the_vpn_server_with_its_dns() {
     skip_unless_root!();
     let tb = Testbed::new("ovpnrl");
     let vpn = tb.start_openvpn();
     let auth = vpn.auth();
-    let json = hop(
-        &vpn.client_config(VpnProto::Udp),
-        &auth.user,
-        &auth.pass,
-        30,
+    for proto in [VpnProto::Udp, VpnProto::Tcp] {
+        let json = hop(&vpn.client_config(proto), &auth.user, &auth.pass, 30);
+        let p = vpn.config_file(&format!("rootless-{proto:?}.json"), &json);
+        let script = format!(
+            "curl -sS --max-time 10 http://{WEB4_NAME}/; echo; curl -sS --max-time 10 http://{WEB6_NAME}/; echo; grep nameserver /etc/resolv.conf"
+        );
+        let (ok, stdout, stderr) = one_shot_as(&tb, true, &p.display().to_string(), &script);
+        assert!(ok, "{proto:?}: {stdout}{stderr}");
+        let l: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(
+            l,
+            [
+                vpn.exit_v4().to_string(),
+                vpn.exit_v6().to_string(),
+                format!("nameserver {}", tb.dns_v4())
+            ],
+            "{proto:?}: {stderr}"
+        );
+        assert!(stderr.contains("as the caller"), "{proto:?}: {stderr}");
+        assert_eq!(wait_clean(&tb), Vec::<String>::new(), "left behind");
+    }
+    // The names were resolved through the tunnel: the DNS server saw the VPN server only.
+    let q = tb.dns_queries();
+    assert!(
+        q.iter()
+            .any(|q| q.name == WEB4_NAME && q.client == std::net::IpAddr::from(vpn.exit_v4())),
+        "{q:?}"
     );
-    let p = vpn.config_file("rootless.json", &json);
-    let script = format!(
-        "curl -sS --max-time 10 http://{WEB4_NAME}/; echo; curl -sS --max-time 10 http://{WEB6_NAME}/; echo"
-    );
-    let (ok, stdout, stderr) = one_shot_as(&tb, true, &p.display().to_string(), &script);
-    assert!(ok, "{stdout}{stderr}");
-    let l: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
-    assert_eq!(
-        l,
-        [vpn.exit_v4().to_string(), vpn.exit_v6().to_string()],
-        "{stderr}"
-    );
-    assert_eq!(wait_clean(&tb), Vec::<String>::new(), "left behind");
+    let host: std::net::IpAddr = tb.host_v4().into();
+    assert!(q.iter().all(|q| q.client != host), "{q:?}");
+    assert!(!tb.web_seen().contains(&tb.host_v4().to_string()));
 }
 
 #[test]
@@ -186,17 +200,37 @@ fn bad_openvpn_hops_fail_with_one_line_naming_the_hop_and_leave_nothing() {
     }
 }
 
-/// `pallium ARGS` as root in the testbed's host namespace.
-fn pal(tb: &Testbed, args: &[&str]) -> Command {
-    let mut argv = vec![pallium().display().to_string()];
+/// `pallium ARGS` in the testbed's host namespace, as root or (`rootless`) as the test user.
+fn pal_as(tb: &Testbed, rootless: bool, args: &[&str]) -> Command {
+    let exe = if rootless {
+        TestUser::get()
+            .stage_binaries(&common::binaries())
+            .join("pallium")
+    } else {
+        pallium()
+    };
+    let mut argv = vec![exe.display().to_string()];
     argv.extend(args.iter().map(|s| s.to_string()));
-    tb.host_exec(argv)
+    if rootless {
+        tb.host_exec_as(TestUser::get(), argv)
+    } else {
+        tb.host_exec(argv)
+    }
 }
 
 #[test]
 fn killing_the_openvpn_server_blocks_traffic_and_names_the_hop() {
     skip_unless_root!();
     let tb = Testbed::new("ovpnkill");
+    for rootless in [false, true] {
+        killing_the_openvpn_server_in(&tb, rootless);
+    }
+    assert!(!tb.web_seen().contains(&tb.host_v4().to_string()));
+}
+
+/// One run of the kill-switch test: a new server, a session, a transfer,
+/// the server killed.
+fn killing_the_openvpn_server_in(tb: &Testbed, rootless: bool) {
     let vpn = tb.start_openvpn();
     let auth = vpn.auth();
     let json = hop(
@@ -206,8 +240,9 @@ fn killing_the_openvpn_server_blocks_traffic_and_names_the_hop() {
         30,
     )
     .replace(r#"}]}"#, r#"}], "run": {"command": ["sleep", "600"]}}"#);
-    let p = profile_file("ovpnkill", &json).display().to_string();
-    let mut run = pal(&tb, &["run", &p])
+    let p = vpn.config_file("kill.json", &json).display().to_string();
+    let pal = |tb: &Testbed, args: &[&str]| pal_as(tb, rootless, args);
+    let mut run = pal(tb, &["run", &p])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -217,7 +252,7 @@ fn killing_the_openvpn_server_blocks_traffic_and_names_the_hop() {
     let curl = format!("curl -sS --max-time 3 {url}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let o = out(pal(&tb, &["exec", &p, "--", "sh", "-c", &curl]));
+        let o = out(pal(tb, &["exec", &p, "--", "sh", "-c", &curl]));
         if o.status.success() {
             assert_eq!(text(&o).0.trim(), vpn.exit_v4().to_string());
             break;
@@ -229,12 +264,12 @@ fn killing_the_openvpn_server_blocks_traffic_and_names_the_hop() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let audit = out(pal(&tb, &["audit", &p]));
+    let audit = out(pal(tb, &["audit", &p]));
     assert!(audit.status.success(), "audit: {:?}", text(&audit));
     assert!(text(&audit).0.contains("hop:openvpn"), "{:?}", text(&audit));
     // A transfer in flight when the server dies.
     let mut transfer = pal(
-        &tb,
+        tb,
         &[
             "exec",
             &p,
@@ -260,12 +295,21 @@ fn killing_the_openvpn_server_blocks_traffic_and_names_the_hop() {
         assert!(n > 0, "run ended without naming the hop: {seen}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    let o = out(pal(&tb, &["exec", &p, "--", "sh", "-c", &curl]));
+    let before = tb.web_seen().len();
+    let o = out(pal(tb, &["exec", &p, "--", "sh", "-c", &curl]));
     assert!(!o.status.success(), "traffic still flows: {:?}", text(&o));
     let _ = transfer.kill();
     let _ = transfer.wait();
-    let _ = out(pal(&tb, &["stop", &p]));
+    let _ = out(pal(tb, &["stop", &p]));
     let _ = run.wait();
-    assert!(!tb.web_seen().contains(&tb.host_v4().to_string()));
-    assert_eq!(wait_clean(&tb), Vec::<String>::new(), "left behind");
+    assert_eq!(
+        tb.web_seen().len(),
+        before,
+        "rootless {rootless}: something reached the web host after the server died"
+    );
+    assert_eq!(
+        wait_clean(tb),
+        Vec::<String>::new(),
+        "rootless {rootless}: left behind"
+    );
 }

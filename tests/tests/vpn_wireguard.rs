@@ -407,6 +407,11 @@ fn socks_then_wireguard_exits_at_the_wireguard_server() {
             || shown.contains(&format!("[{}]", dante.exit_v6())),
         "client endpoint: {shown}"
     );
+    let seen = tb.web_seen();
+    assert!(
+        seen.len() == modes().len() && seen.iter().all(|a| *a == server.exit_v4().to_string()),
+        "the web host saw {seen:?}"
+    );
 }
 
 fn profile_with(name: &str, hops: &str) -> String {
