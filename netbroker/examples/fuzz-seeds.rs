@@ -327,6 +327,7 @@ fn setup(profile: proto::profile::Sandbox) -> SandboxRequest {
         profile,
         runsc: None,
         hidden: vec!["/run/user/1000/bus".into()],
+        binds: Vec::new(),
     }))
 }
 

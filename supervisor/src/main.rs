@@ -5,13 +5,17 @@
 
 #![deny(unsafe_code)]
 
+mod audio;
 mod cli;
 mod cmd;
+mod desktop;
 mod error;
 mod exec;
+mod gui;
 mod identity;
 mod peer;
 mod profile_source;
+mod pulse;
 mod runtime;
 mod session;
 mod spawn;
@@ -19,6 +23,7 @@ mod supervise;
 mod sys;
 mod terminal;
 mod transfer;
+mod xauth;
 
 use clap::Parser;
 

@@ -156,15 +156,24 @@ fn run_with(
             std::fs::File::create(p).with_context(|| format!("creating --pid-file {}", p.display()))
         })
         .transpose()?;
-    if rootless {
-        proto::policy::drop_to(Role::Supervisor)
-            .context("dropping the supervisor's capabilities")?;
-    } else {
+    let ids = (!rootless).then(|| identity::ServiceIds::supervisor(&session_id(plan)));
+    // The audio relay connects as the caller; the GUI reads its display.
+    let mut desktop = crate::desktop::Desktop::prepare(
+        &profile.sandbox,
+        &plan.session.dir,
+        ids.map(|i| (i.uid, i.gid)),
+    )?;
+    if let Some(ids) = ids {
         // Root mode: not even uid 0 from here on (crate::identity).
-        let ids = identity::ServiceIds::supervisor(&session_id(plan));
         identity::prepare(&plan.session.dir, ids)?;
         identity::become_service(ids)?;
+    } else {
+        proto::policy::drop_to(Role::Supervisor)
+            .context("dropping the supervisor's capabilities")?;
     }
+    // Xpra (no more privilege than the caller) comes up while the chain is
+    // built.
+    desktop.start(plan.quiet)?;
 
     broker.chan.send(BrokerRequest::BuildChain(BuildChain {
         session_id: session_id(plan),
@@ -190,6 +199,7 @@ fn run_with(
         }
     };
     let outer = chain.outer;
+    let (binds, desktop_env) = desktop.finish()?;
     let hostname = profile.sandbox.hostname.clone();
     sandbox.chan.send(SandboxRequest::Setup(Box::new(Setup {
         netns: chain.netns,
@@ -204,6 +214,7 @@ fn run_with(
         profile: profile.sandbox.clone(),
         runsc,
         hidden,
+        binds,
     })))?;
     let (init_pid, sandbox_root, app_owner) = match sandbox.chan.recv().context("sandboxer")? {
         SandboxEvent::Ready {
@@ -262,7 +273,10 @@ fn run_with(
     sandbox.chan.send(SandboxRequest::Spawn(Spawn {
         id: 0,
         argv: plan.argv.clone(),
-        env: profile.sandbox.environment.apply(std::env::vars()),
+        env: crate::desktop::with(
+            profile.sandbox.environment.apply(std::env::vars()),
+            &desktop_env,
+        ),
         cwd: workdir(plan),
         stdio: stdio.take_fds(),
         tty: stdio.tty,
@@ -285,6 +299,7 @@ fn run_with(
         sandbox_root,
         app_owner,
         environment: profile.sandbox.environment.clone(),
+        desktop_env,
     };
     let status = lp.serve();
     let Loop { stdio, .. } = lp;
@@ -508,6 +523,8 @@ struct Loop<'a> {
     app_owner: Option<(u32, u32)>,
     /// The session profile's environment policy, applied to every `exec`.
     environment: proto::profile::Environment,
+    /// The GUI's and audio relay's variables, set for every `exec` too.
+    desktop_env: Vec<(String, String)>,
 }
 
 enum Next {
@@ -718,7 +735,7 @@ impl Loop<'_> {
                     argv: e.argv,
                     // Filtered here, on the trusted side: the client sent
                     // its whole environment.
-                    env: self.environment.apply(e.env),
+                    env: crate::desktop::with(self.environment.apply(e.env), &self.desktop_env),
                     cwd: e.cwd,
                     stdio: e.stdio,
                     tty: e.tty,
