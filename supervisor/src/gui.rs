@@ -248,6 +248,10 @@ const SERVER_OPTIONS: &[&str] = &[
     "--exit-with-children=no",
 ];
 
+/// The X server Xpra starts (`:N` is appended), via `setpriv` for a
+/// parent-death signal.
+const XVFB: &str = "setpriv --pdeathsig TERM -- Xvfb +extension GLX +extension Composite -screen 0 5760x2560x24+32 -dpi 96 -nolisten tcp -noreset -auth $XAUTHORITY";
+
 /// Client options: the window titles say where a window comes from.
 const CLIENT_OPTIONS: &[&str] = &[
     "--mdns=no",
@@ -298,6 +302,10 @@ fn spawn_server(dir: &Path, display: u32, quiet: bool) -> Result<Child> {
     let mut cmd = xpra(dir, "start", display);
     cmd.args(SERVER_OPTIONS)
         .arg(format!("--log-dir={}", dir.display()))
+        // Xpra's own X server command (Debian's), but dying with Xpra:
+        // after a kill -9 of pallium, Xpra gets SIGTERM yet may end without
+        // stopping its X server, which runs in a session of its own.
+        .arg(format!("--xvfb={XVFB}"))
         .env("XAUTHORITY", &auth);
     spawn(cmd, &dir.join("server.log"), quiet)
 }

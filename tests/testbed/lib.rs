@@ -31,6 +31,7 @@
 
 mod cmd;
 mod daemon;
+mod desktop;
 mod dns;
 mod hosts;
 mod leftovers;
@@ -44,6 +45,7 @@ mod web;
 
 use std::io::Write;
 
+pub use desktop::{missing_program, rms, wait_for, Pulse, Xvfb};
 pub use dns::DnsQuery;
 pub use leftovers::leftovers;
 pub use names::cleanup_stale;
