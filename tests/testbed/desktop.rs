@@ -239,20 +239,38 @@ impl Pulse {
     /// Start recording the null sink's monitor (raw s16le, 44.1 kHz stereo) into `file`.
     pub fn record(&self, file: &Path) -> Child {
         let f = std::fs::File::create(file).expect("recording file");
-        self.command(&[
-            "parec",
-            "-d",
-            "pallium_test.monitor",
-            "--raw",
-            "--format=s16le",
-            "--rate=44100",
-            "--channels=2",
-        ])
-        .stdin(Stdio::null())
-        .stdout(f)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start parec")
+        let rec = self
+            .command(&[
+                "parec",
+                "-d",
+                "pallium_test.monitor",
+                "--raw",
+                "--format=s16le",
+                "--rate=44100",
+                "--channels=2",
+                "--latency-msec=20",
+            ])
+            .stdin(Stdio::null())
+            .stdout(f)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start parec");
+        // Recording once bytes arrive: a tone played before would be lost.
+        wait_for(Duration::from_secs(30), || {
+            (std::fs::metadata(file).ok()?.len() > 0).then_some(())
+        })
+        .expect("parec recording");
+        rec
+    }
+
+    /// Stop a recording started by [`Pulse::record`] (SIGINT: parec writes
+    /// out what it holds).
+    pub fn stop(mut rec: Child) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(rec.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let _ = rec.wait();
     }
 }
 
