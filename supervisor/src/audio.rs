@@ -153,7 +153,7 @@ pub(crate) fn serve(server: PathBuf, microphone: bool) -> Result<i32> {
             // The supervisor's pipe: EOF (or anything) ends us.
             return Ok(0);
         }
-        if !fds[1].revents().is_some_and(|r| !r.is_empty()) {
+        if fds[1].revents().is_none_or(|r| r.is_empty()) {
             continue;
         }
         let Ok((client, _)) = listener.accept() else {

@@ -19,6 +19,9 @@ use crate::audio::{self, Relay};
 use crate::gui::{Outer, Xpra};
 use crate::xauth;
 
+/// Variables for the application.
+pub(crate) type Env = Vec<(String, String)>;
+
 /// The share directory as the sandbox sees it.
 const SHARE_IN_SANDBOX: &str = "/tmp/.pallium";
 
@@ -89,7 +92,7 @@ impl Desktop {
 
     /// Wait for the display, write the application's files; the sandbox's
     /// binds and the variables its processes get.
-    pub(crate) fn finish(&mut self) -> Result<(Vec<SessionBind>, Vec<(String, String)>)> {
+    pub(crate) fn finish(&mut self) -> Result<(Vec<SessionBind>, Env)> {
         let mut binds = Vec::new();
         let mut env = Vec::new();
         if self.gui == Gui::Off && !self.audio {

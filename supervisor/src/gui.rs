@@ -278,6 +278,11 @@ fn xpra(dir: &Path, subcommand: &str, display: u32) -> Command {
         .arg(format!(":{display}"))
         .arg(format!("--socket-dir={d}"))
         .arg(format!("--socket-dirs={d}"))
+        // Xpra's built-in defaults and our options, no configuration
+        // files: Debian's runs `/etc/X11/Xsession true` on the nested
+        // display (the caller's session scripts, outside the sandbox).
+        .env("XPRA_SYSTEM_CONF_DIRS", dir)
+        .env("XPRA_USER_CONF_DIRS", dir)
         .env("HOME", dir)
         .env("XDG_RUNTIME_DIR", dir)
         .env_remove("DBUS_SESSION_BUS_ADDRESS")
