@@ -63,17 +63,21 @@ impl Desktop {
         if d.gui != Gui::Off {
             d.outer = Some(Outer::read()?);
         }
-        std::fs::create_dir(&d.share).with_context(|| format!("creating {}", d.share.display()))?;
         // Root mode: the application is another unprivileged uid; nothing
         // but the sandbox sees this directory (the session's is 0770).
-        std::fs::set_permissions(&d.share, std::fs::Permissions::from_mode(0o755))?;
-        if let Some((uid, gid)) = owner {
-            nix::unistd::chown(
-                &d.share,
-                Some(nix::unistd::Uid::from_raw(uid)),
-                Some(nix::unistd::Gid::from_raw(gid)),
-            )
-            .with_context(|| format!("handing {} to the session's uid", d.share.display()))?;
+        make_dir(&d.share, 0o755, owner)?;
+        if let (Gui::Xpra, Some(_)) = (d.gui, owner) {
+            // Xpra's state, and the two directories it makes there: root's
+            // and the service group's, so that the netbroker (root without
+            // CAP_DAC_OVERRIDE) can remove them after a kill -9 of the
+            // supervisor.
+            for dir in [
+                d.xpra_dir.clone(),
+                d.xpra_dir.join("xpra"),
+                d.xpra_dir.join("pulse"),
+            ] {
+                make_dir(&dir, 0o770, owner)?;
+            }
         }
         if d.audio {
             d.relay = Some(audio::start(&d.share, sandbox.microphone)?);
@@ -134,6 +138,25 @@ impl Desktop {
         }
         Ok((binds, env))
     }
+}
+
+/// Create `dir` with `mode`; root mode (`owner`: the service ids) root's
+/// with the service group, the setgid bit and group write, so that both the
+/// supervisor and root without CAP_DAC_OVERRIDE (the netbroker, which
+/// removes the session's directory after a kill -9) may remove what is
+/// made there.
+fn make_dir(dir: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
+    std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mode = match owner {
+        Some((_, gid)) => {
+            nix::unistd::chown(dir, None, Some(nix::unistd::Gid::from_raw(gid)))
+                .with_context(|| format!("opening {} to the session's group", dir.display()))?;
+            mode | 0o2070
+        }
+        None => mode,
+    };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", dir.display()))
 }
 
 /// `gui: "expose"`: the caller's own display socket and cookie (giving up

@@ -99,8 +99,11 @@ impl Xpra {
         if proto::runtime::find_program("xpra").is_none() {
             bail!("sandbox.gui needs xpra, which is not installed: apt-get install xpra python3-pil python3-gi-cairo");
         }
-        std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        // Root mode: prepared by crate::desktop (root's, our group's).
+        if !dir.exists() {
+            std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         let display = free_display(std::process::id())
             .ok_or_else(|| anyhow!("sandbox.gui: no free X display number between 100 and 999"))?;
         let server = spawn_server(dir, display, quiet)?;

@@ -244,6 +244,7 @@ fn the_nested_display_ends_after_kill_9_of_pallium() {
         .find_window("pallium-test-clock", Duration::from_secs(90))
         .expect("the sandbox's clock on the desktop");
     // `ip netns exec` execs pallium: the child is the supervisor.
+    let pid = child.id();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -259,6 +260,16 @@ fn the_nested_display_ends_after_kill_9_of_pallium() {
             .find_window("pallium-test-clock", Duration::from_secs(0))
             .is_none(),
         "the clock's window outlived the session"
+    );
+    // Root mode: the netbroker (root without CAP_DAC_OVERRIDE) removes the
+    // session's directory, Xpra's files in it included.
+    assert!(
+        wait_for(Duration::from_secs(30), || session_dir_of(pid)
+            .is_none()
+            .then_some(()))
+        .is_some(),
+        "the session directory {:?} is left after kill -9",
+        session_dir_of(pid)
     );
     drop(desktop);
     assert!(
@@ -312,4 +323,17 @@ fn the_hardened_browser_profile_shows_its_window_under_gvisor() {
     let _ = std::fs::remove_dir_all(&downloads);
     assert!(status.success(), "pallium: {status}");
     assert!(display_gone(n), "nested display :{n} left behind");
+}
+
+/// The session directory whose supervisor was `pid`, if it is still there.
+fn session_dir_of(pid: u32) -> Option<std::path::PathBuf> {
+    std::fs::read_dir("/run/pallium")
+        .ok()?
+        .flatten()
+        .find_map(|p| {
+            std::fs::read_dir(p.path()).ok()?.flatten().find_map(|s| {
+                let recorded = std::fs::read_to_string(s.path().join("supervisor.pid")).ok()?;
+                (recorded.trim() == pid.to_string()).then(|| s.path())
+            })
+        })
 }
