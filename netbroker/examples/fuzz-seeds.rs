@@ -335,6 +335,7 @@ fn setup(profile: proto::profile::Sandbox) -> SandboxRequest {
         profile,
         runsc: None,
         hidden: vec!["/run/user/1000/bus".into()],
+        binds: Vec::new(),
     }))
 }
 

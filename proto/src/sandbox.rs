@@ -85,6 +85,23 @@ pub struct Setup {
     /// `$XDG_RUNTIME_DIR` (its IPC sockets).
     #[serde(deserialize_with = "check::de::abs_paths")]
     pub hidden: Vec<String>,
+    /// What the supervisor prepared for this session and the view must
+    /// show: `sandbox.gui`'s X socket, Xauthority and `sandbox.audio`'s
+    /// relay socket and client configuration. Bound last, over the view.
+    pub binds: Vec<SessionBind>,
+}
+
+/// A host path bound into the sandbox at `target`, which must lie in the
+/// sandbox's private `/tmp` (a fresh tmpfs in every view: the mount point is
+/// created there, never on a host file system).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionBind {
+    #[serde(deserialize_with = "check::de::abs_path")]
+    pub source: String,
+    #[serde(deserialize_with = "check::de::tmp_path")]
+    pub target: String,
+    /// A directory (else a file or socket).
+    pub dir: bool,
 }
 
 /// One process to start inside the sandbox.

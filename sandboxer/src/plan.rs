@@ -266,6 +266,40 @@ pub fn default_view(entries: &[HostEntry], files: &PrivateFiles, read_only: bool
     ops
 }
 
+/// The session's own binds (`Setup::binds`: the GUI's X socket and
+/// Xauthority, the audio relay's directory), each a writable bind of a host
+/// path made by the supervisor for this session, at a target in the
+/// sandbox's private `/tmp`. They go last, over the view, so no hidden
+/// path (`/tmp/.X11-unix` is one) covers them.
+pub fn session_binds(binds: &[proto::sandbox::SessionBind]) -> Vec<MountOp> {
+    let (old, new) = (Path::new(OLD_ROOT), Path::new(NEW_ROOT));
+    let mut ops = Vec::new();
+    for b in binds {
+        let target = new.join(b.target.trim_start_matches('/'));
+        if let Some(parent) = target.parent() {
+            ops.push(MountOp::MakeDirAll {
+                path: parent.into(),
+            });
+        }
+        ops.push(if b.dir {
+            MountOp::MakeDir {
+                path: target.clone(),
+            }
+        } else {
+            MountOp::MakeFile {
+                path: target.clone(),
+            }
+        });
+        ops.push(MountOp::Bind {
+            source: old.join(b.source.trim_start_matches('/')),
+            target,
+            optional: false,
+            readonly: false,
+        });
+    }
+    ops
+}
+
 /// Root mode, the application in a user namespace of its own: every
 /// writable bind of a host path (the profile's `paths.bind`) gets an
 /// [`MountOp::Idmap`] right after it, so the application may write where the
@@ -582,6 +616,32 @@ mod tests {
                 if target == Path::new("/newroot/proc/sys"))
         });
         assert!(proc < sys);
+    }
+
+    #[test]
+    fn session_binds_make_their_mount_points_in_the_new_root() {
+        let binds = [proto::sandbox::SessionBind {
+            source: "/tmp/.X11-unix/X42".into(),
+            target: "/tmp/.X11-unix/X42".into(),
+            dir: false,
+        }];
+        assert_eq!(
+            session_binds(&binds),
+            vec![
+                MountOp::MakeDirAll {
+                    path: "/newroot/tmp/.X11-unix".into()
+                },
+                MountOp::MakeFile {
+                    path: "/newroot/tmp/.X11-unix/X42".into()
+                },
+                MountOp::Bind {
+                    source: "/oldroot/tmp/.X11-unix/X42".into(),
+                    target: "/newroot/tmp/.X11-unix/X42".into(),
+                    optional: false,
+                    readonly: false,
+                },
+            ]
+        );
     }
 
     #[test]

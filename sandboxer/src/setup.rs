@@ -190,6 +190,12 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
     if idmap.is_some() {
         ops = plan::idmap_writable_binds(ops);
     }
+    // While the host's root is still there to bind from.
+    let at = ops
+        .iter()
+        .position(|op| matches!(op, plan::MountOp::Detach { target } if target == Path::new(plan::OLD_ROOT)))
+        .unwrap_or(ops.len().saturating_sub(1));
+    ops.splice(at..at, plan::session_binds(&req.binds));
     if let Some(g) = &gvisor {
         // Before the last step, which enters the view.
         let at = ops.len().saturating_sub(1);

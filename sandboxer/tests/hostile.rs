@@ -32,6 +32,7 @@ fn setup_request(profile: Sandbox, (uid, gid): (u32, u32)) -> SandboxRequest {
         runsc: None,
         profile,
         hidden: vec![],
+        binds: Vec::new(),
     }))
 }
 

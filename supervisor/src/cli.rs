@@ -61,6 +61,10 @@ pub(crate) enum Command {
     /// no_new_privs, seccomp mode and namespaces, marking anything the policy
     /// does not allow.
     Audit(SessionArgs),
+    /// Internal: a session's audio relay (started by its supervisor for
+    /// `sandbox.audio`, its listening socket on fd 3; ends when stdin closes).
+    #[command(hide = true, name = "audio-relay")]
+    AudioRelay(AudioRelayArgs),
     /// Copy a file (or, with -r, a directory tree) between the host and a
     /// running session's sandbox.
     ///
@@ -227,4 +231,14 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["pallium", "mv", "-r", "a", "p:b"]).is_err());
     }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AudioRelayArgs {
+    /// The caller's PulseAudio server socket.
+    #[arg(long)]
+    pub(crate) server: std::path::PathBuf,
+    /// Let clients record (the profile's `audio` asks for the microphone).
+    #[arg(long)]
+    pub(crate) microphone: bool,
 }

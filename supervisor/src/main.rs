@@ -5,16 +5,20 @@
 
 #![deny(unsafe_code)]
 
+mod audio;
 mod cli;
 mod cmd;
+mod desktop;
 mod error;
 mod exec;
+mod gui;
 mod hooks;
 mod identity;
 mod notify;
 mod peer;
 mod profile_source;
 mod progress;
+mod pulse;
 mod runtime;
 mod session;
 mod spawn;
@@ -22,6 +26,7 @@ mod supervise;
 mod sys;
 mod terminal;
 mod transfer;
+mod xauth;
 
 use clap::Parser;
 

@@ -205,15 +205,24 @@ fn run_with(
     let notifier =
         crate::notify::Notifier::from_env().context("connecting to systemd's NOTIFY_SOCKET")?;
     let hops = with_hop_files(&profile.network.chain)?;
-    if rootless {
-        proto::policy::drop_to(Role::Supervisor)
-            .context("dropping the supervisor's capabilities")?;
-    } else {
+    let ids = (!rootless).then(|| identity::ServiceIds::supervisor(&session_id(plan)));
+    // The audio relay connects as the caller; the GUI reads its display.
+    let mut desktop = crate::desktop::Desktop::prepare(
+        &profile.sandbox,
+        &plan.session.dir,
+        ids.map(|i| (i.uid, i.gid)),
+    )?;
+    if let Some(ids) = ids {
         // Root mode: not even uid 0 from here on (crate::identity).
-        let ids = identity::ServiceIds::supervisor(&session_id(plan));
         identity::prepare(&plan.session.dir, ids)?;
         identity::become_service(ids)?;
+    } else {
+        proto::policy::drop_to(Role::Supervisor)
+            .context("dropping the supervisor's capabilities")?;
     }
+    // Xpra (no more privilege than the caller) comes up while the chain is
+    // built.
+    desktop.start(plan.quiet)?;
 
     broker.chan.send(BrokerRequest::BuildChain(BuildChain {
         session_id: session_id(plan),
@@ -252,6 +261,7 @@ fn run_with(
             o.address, o.port, o.hop, o.target
         );
     }
+    let (binds, desktop_env) = desktop.finish()?;
     let hostname = profile.sandbox.hostname.clone();
     sandbox.chan.send(SandboxRequest::Setup(Box::new(Setup {
         netns: chain.netns,
@@ -266,6 +276,7 @@ fn run_with(
         profile: profile.sandbox.clone(),
         runsc,
         hidden,
+        binds,
     })))?;
     let (init_pid, sandbox_root, app_owner) = match sandbox.chan.recv().context("sandboxer")? {
         SandboxEvent::Ready {
@@ -346,7 +357,10 @@ fn run_with(
         id: 0,
         argv: plan.argv.clone(),
         env: with_session(
-            profile.sandbox.environment.apply(std::env::vars()),
+            crate::desktop::with(
+                profile.sandbox.environment.apply(std::env::vars()),
+                &desktop_env,
+            ),
             &session_env,
         ),
         cwd: workdir(plan),
@@ -372,6 +386,7 @@ fn run_with(
         app_owner,
         environment: profile.sandbox.environment.clone(),
         session_env,
+        desktop_env,
     };
     let status = lp.serve();
     let Loop { stdio, .. } = lp;
@@ -632,6 +647,8 @@ struct Loop<'a> {
     /// The session's own variables ([`crate::hooks::session_env`]), given
     /// to every `exec` too.
     session_env: Vec<(String, String)>,
+    /// The GUI's and audio relay's variables, set for every `exec` too.
+    desktop_env: Vec<(String, String)>,
 }
 
 enum Next {
@@ -842,7 +859,10 @@ impl Loop<'_> {
                     argv: e.argv,
                     // Filtered here, on the trusted side: the client sent
                     // its whole environment.
-                    env: with_session(self.environment.apply(e.env), &self.session_env),
+                    env: with_session(
+                        crate::desktop::with(self.environment.apply(e.env), &self.desktop_env),
+                        &self.session_env,
+                    ),
                     cwd: e.cwd,
                     stdio: e.stdio,
                     tty: e.tty,

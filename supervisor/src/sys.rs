@@ -42,6 +42,28 @@ pub(crate) fn prepare_helper(cmd: &mut Command, channel: RawFd, death_signal: Si
     }
 }
 
+/// Make `cmd`'s child (the GUI's xpra server and client) get SIGTERM when
+/// we die (xpra then stops its X server itself), run in its own process
+/// group, and start with no blocked signals (we block some for our
+/// signalfd; a child that inherited that mask would not hear our SIGTERM).
+pub(crate) fn prepare_desktop_child(cmd: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // async-signal-safe functions (prctl, getppid, kill, setpgid,
+    // sigprocmask); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+            if nix::unistd::getppid() != parent {
+                let _ = nix::sys::signal::raise(Signal::SIGTERM);
+            }
+            nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+            Ok(())
+        });
+    }
+}
+
 /// Put `fd` on standard input.
 pub(crate) fn dup_onto_stdin(fd: BorrowedFd<'_>) {
     // SAFETY: dup2 onto fd 0 only replaces our standard input, which no Rust
@@ -87,6 +109,16 @@ pub(crate) fn owned(fd: RawFd) -> std::os::fd::OwnedFd {
     use std::os::fd::FromRawFd;
     // SAFETY: `fd` was just returned by accept4/socket and has no other owner.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// Own fd 3, which our parent put there for us (`prepare_helper`): the
+/// listener of `pallium audio-relay`. Call once.
+pub(crate) fn inherited_fd3() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fd 3 was set up by our parent before exec (dup2 in
+    // `prepare_helper`, without CLOEXEC) and nothing in this process has
+    // opened or owns it; the single caller takes it once, at start.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(3) }
 }
 
 /// `pidfd_send_signal(pidfd, 0, NULL, 0)`: Ok while the process `pidfd`

@@ -32,6 +32,7 @@
 
 mod cmd;
 mod daemon;
+mod desktop;
 mod dns;
 mod hosts;
 mod leftovers;
@@ -47,6 +48,7 @@ mod wireguard;
 
 use std::io::Write;
 
+pub use desktop::{missing_program, rms, wait_for, Pulse, Xvfb};
 pub use dns::DnsQuery;
 pub use leftovers::leftovers;
 pub use names::cleanup_stale;

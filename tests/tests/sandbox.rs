@@ -203,7 +203,7 @@ fn bad_sandbox_input_is_refused_before_anything_is_set_up() {
 }
 
 /// The original README's "hardened browser" profile (ORIGINAL.md §1.8) with a
-/// shell in place of the browser (and without `gui`/`audio`, not built yet):
+/// shell in place of the browser (its `gui` is tested in tests/tests/gui.rs):
 /// under gVisor, as a virtual user with a persistent home, the Downloads bind
 /// the only way out to the host. As root, the Downloads directory is given
 /// to the uid `pallium check` names, as the user would.

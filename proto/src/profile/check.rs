@@ -33,6 +33,17 @@ pub fn abs_path(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A path below `/tmp/` ([`abs_path`]'s rules): where a session's own binds
+/// go in the sandbox (`proto::sandbox::SessionBind`), a fresh tmpfs in every
+/// view.
+pub fn tmp_path(s: &str) -> Result<(), String> {
+    abs_path(s)?;
+    if !s.starts_with("/tmp/") || s.len() <= "/tmp/".len() {
+        return Err(format!("{s:?} is not below /tmp"));
+    }
+    Ok(())
+}
+
 /// A host name: 1–64 bytes (the UTS limit), letters, digits, `-`, `_`, `.`.
 pub fn hostname(s: &str) -> Result<(), String> {
     let ok = (1..=64).contains(&s.len())
@@ -111,6 +122,10 @@ pub mod de {
 
     pub fn abs_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         checked(d, super::abs_path)
+    }
+
+    pub fn tmp_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        checked(d, super::tmp_path)
     }
 
     pub fn opt_abs_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

@@ -28,10 +28,6 @@ const UNSUPPORTED: &[(&str, fn(&Profile) -> bool)] = &[
     ("network.outbound_interface is not supported yet", |p| {
         p.network.outbound_interface.is_some()
     }),
-    ("sandbox.gui is not supported yet", |p| {
-        p.sandbox.gui != Gui::Off
-    }),
-    ("sandbox.audio is not supported yet", |p| p.sandbox.audio),
 ];
 
 impl Profile {
@@ -145,7 +141,11 @@ impl Profile {
             Gui::Expose => line.push("GUI via the host display".into()),
         }
         if s.audio {
-            line.push("audio".into());
+            line.push(if s.microphone {
+                "audio relay with the microphone".into()
+            } else {
+                "audio relay (no recording)".into()
+            });
         }
         if !s.unpriv_user_ns {
             line.push("no user namespaces".into());

@@ -22,8 +22,13 @@ pub struct Sandbox {
     /// Run the command under gVisor's `runsc`.
     pub gvisor: bool,
     pub gui: Gui,
-    /// Bind the caller's PulseAudio socket.
+    /// A PulseAudio relay to the caller's server: `true` or
+    /// `{"microphone": BOOL}`.
     pub audio: bool,
+    /// `audio.microphone` (new in pallium-rs): the relay lets the
+    /// application record (the microphone, and a sink's monitor: what other
+    /// applications play). Off by default.
+    pub microphone: bool,
     /// false: deny creating user namespaces inside the sandbox (default true).
     pub unpriv_user_ns: bool,
     /// Working directory; None = virtuser home or the caller's cwd; `""` = the
@@ -53,6 +58,7 @@ impl Default for Sandbox {
             gvisor: false,
             gui: Gui::Off,
             audio: false,
+            microphone: false,
             unpriv_user_ns: true,
             workdir: None,
             hostname: "pallium".into(),
@@ -360,7 +366,16 @@ pub(crate) fn sandbox(cx: &mut Cx<'_>, o: &mut Obj<'_>) -> Res<Sandbox> {
             ))
         }
     };
-    s.audio = o.bool(cx, "audio", false)?;
+    let audio_at = o.at("audio");
+    match o.get("audio") {
+        Some(v @ Value::Object(_)) => {
+            let mut a = Obj::new(cx, v, audio_at)?;
+            s.audio = true;
+            s.microphone = a.bool(cx, "microphone", false)?;
+            a.finish(cx);
+        }
+        _ => s.audio = o.bool(cx, "audio", false)?,
+    }
     s.unpriv_user_ns = o.bool(cx, "unpriv_user_ns", true)?;
     if s.gvisor && !s.unpriv_user_ns {
         return Err(cx.err(
@@ -762,6 +777,9 @@ mod tests {
         assert_eq!(s.hostname, "box");
         let e = err(r#"{"sandbox": {"seccomp": ["PTRACE"]}}"#);
         assert!(e.contains("sandbox.seccomp[0]:"), "{e}");
+        let a = ok(r#"{"sandbox": {"audio": {"microphone": true}}}"#);
+        assert!(a.audio && a.microphone);
+        assert!(!ok(r#"{"sandbox": {"audio": true}}"#).microphone);
         let e = err(r#"{"sandbox": {"audio": "yes"}}"#);
         assert!(
             e.contains("sandbox.audio: expected true or false, found a string"),

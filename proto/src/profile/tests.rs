@@ -590,13 +590,7 @@ fn nulls_mean_default() {
 fn unsupported_lists_each_feature_once() {
     assert!(ok(r#"{"run": {"command": ["true"], "quiet": true}, "network": {"force_slirp": true, "kill_switch": false}, "sandbox": {"hostname": "h", "workdir": "/", "virtuser": "$tmp", "paths": {"mode": "base"}, "seccomp": ["uname"], "unpriv_user_ns": false}}"#).profile.unsupported().is_empty());
     let u = ok(EXAMPLES[1].1).profile.unsupported();
-    assert_eq!(
-        u,
-        [
-            "sandbox.gui is not supported yet",
-            "sandbox.audio is not supported yet",
-        ]
-    );
+    assert!(u.is_empty(), "{u:?}");
     let u = ok(r#"{"chain": [{"type": "dummy"}, {"type": "tor"}, {"type": "dummy"}]}"#)
         .profile
         .unsupported();

@@ -110,6 +110,7 @@ impl Sandboxer {
                 runsc: profile.gvisor.then(|| "/usr/bin/runsc".to_string()),
                 profile,
                 hidden: vec![],
+                binds: Vec::new(),
             })))
             .unwrap();
         match self.chan.recv().unwrap() {

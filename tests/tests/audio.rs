@@ -1,0 +1,236 @@
+//! `sandbox.audio` end to end, root and rootless, against a PulseAudio
+//! server the test starts (private runtime directory, a null sink): a tone
+//! played with `paplay` in the sandbox is recorded from the sink's monitor
+//! with an RMS far above silence (sox); recording from the sandbox is
+//! refused unless the profile asks for the microphone, and so is loading a
+//! server module; a second session cannot open the first one's relay.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{pallium, text};
+use pallium_tests::{missing_program, rms, skip_unless_root, wait_for, Pulse, TestUser, Testbed};
+
+const PROGRAMS: &[&str] = &["pulseaudio", "pactl", "paplay", "parec", "sox", "python3"];
+
+/// Play a 1.5 s tone, then try to record and to load a module.
+const SCRIPT: &str = r#"sox -q -n -t wav - synth 1.5 sine 440 vol 0.5 | paplay; echo "paplay=$?"
+echo "recorded=$(timeout 20 parec -d pallium_test.monitor --raw 2>/dev/null | head -c 4000 | wc -c)"
+pactl load-module module-null-sink >/dev/null 2>&1 && echo module-LOADED || echo module-refused
+"#;
+
+fn skip_if_missing() -> bool {
+    if let Some(p) = missing_program(PROGRAMS) {
+        pallium_tests::skip(&format!("{p} is not installed"));
+        return true;
+    }
+    false
+}
+
+fn tun_usable() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
+}
+
+/// `pallium exec --one-shot PROFILE -- sh -c SCRIPT` with `PULSE_SERVER`.
+fn exec(tb: &Testbed, pulse: &Pulse, rootless: bool, profile: &str, script: &str) -> Command {
+    let server = format!("PULSE_SERVER={}", pulse.server());
+    if rootless {
+        let dir = TestUser::get().stage_binaries(&common::binaries());
+        let bin = dir.join("pallium").display().to_string();
+        tb.host_exec_as(
+            TestUser::get(),
+            [
+                server.as_str(),
+                &bin,
+                "exec",
+                "--one-shot",
+                profile,
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+        )
+    } else {
+        let bin = pallium().display().to_string();
+        let mut c = tb.host_exec([
+            bin.as_str(),
+            "exec",
+            "--one-shot",
+            profile,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]);
+        c.env("PULSE_SERVER", pulse.server());
+        c
+    }
+}
+
+fn output(mut c: Command) -> Output {
+    c.stdin(Stdio::null()).output().expect("run pallium")
+}
+
+fn recording_file(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("pallium-audio-{}-{name}.raw", std::process::id()))
+}
+
+fn play_and_record(rootless: bool, name: &str) {
+    let tb = Testbed::new(name);
+    let user = rootless.then(TestUser::get);
+    let pulse = Pulse::start(&tb, user);
+    let file = recording_file(name);
+    let rec = pulse.record(&file);
+    let o = output(exec(
+        &tb,
+        &pulse,
+        rootless,
+        r#"{"sandbox": {"audio": true}}"#,
+        SCRIPT,
+    ));
+    Pulse::stop(rec);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("paplay=0"), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("recorded=0"),
+        "recording was not refused: {stdout}"
+    );
+    assert!(stdout.contains("module-refused"), "{stdout}");
+    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    eprintln!("{name}: recorded {size} bytes");
+    let level = rms(&file);
+    let _ = std::fs::remove_file(&file);
+    eprintln!("{name}: RMS of the recorded tone {level:.4} (silence: 0)");
+    assert!(level > 0.02, "the tone did not arrive: RMS {level}");
+
+    // With the microphone asked for, recording works.
+    let o = output(exec(
+        &tb,
+        &pulse,
+        rootless,
+        r#"{"sandbox": {"audio": {"microphone": true}}}"#,
+        SCRIPT,
+    ));
+    let (stdout, stderr) = text(&o);
+    assert!(stdout.contains("recorded=4000"), "{stdout}{stderr}");
+    assert!(stdout.contains("module-refused"), "{stdout}");
+    drop(pulse);
+    // The netbroker finishes its teardown on its own, after pallium exits.
+    assert!(
+        wait_for(Duration::from_secs(30), || tb
+            .leftovers()
+            .is_empty()
+            .then_some(()))
+        .is_some(),
+        "{:?}",
+        tb.leftovers()
+    );
+}
+
+#[test]
+fn a_tone_played_in_the_sandbox_reaches_the_callers_server_root() {
+    skip_unless_root!();
+    if skip_if_missing() {
+        return;
+    }
+    play_and_record(false, "audroot");
+}
+
+#[test]
+fn a_tone_played_in_the_sandbox_reaches_the_callers_server_rootless() {
+    skip_unless_root!();
+    if skip_if_missing() {
+        return;
+    }
+    if !tun_usable() {
+        pallium_tests::skip("/dev/net/tun is not world read-write");
+        return;
+    }
+    play_and_record(true, "auduser");
+}
+
+/// The relay socket of the session whose supervisor is `pid`.
+fn relay_of(pid: u32) -> Option<PathBuf> {
+    for profile in std::fs::read_dir("/run/pallium").ok()?.flatten() {
+        for session in std::fs::read_dir(profile.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let info =
+                std::fs::read_to_string(session.path().join("info.json")).unwrap_or_default();
+            if info.contains(&format!("\"supervisor_pid\":{pid}")) {
+                return Some(session.path().join("share/pulse-native"));
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_second_session_cannot_open_the_first_ones_relay() {
+    skip_unless_root!();
+    if skip_if_missing() {
+        return;
+    }
+    let tb = Testbed::new("audpriv");
+    let pulse = Pulse::start(&tb, None);
+    let profile = r#"{"sandbox": {"audio": true}}"#;
+    let mut first = exec(&tb, &pulse, false, profile, "echo up; read line")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the first session");
+    let mut line = String::new();
+    BufReader::new(first.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "up");
+    let relay = relay_of(first.id()).expect("the first session's relay socket");
+    let path = relay.display().to_string();
+    // The probe works: from the host, the relay reaches the server.
+    let o = pulse
+        .command(&[
+            "env",
+            &format!("PULSE_SERVER=unix:{path}"),
+            &format!(
+                "PULSE_CLIENTCONFIG={}",
+                relay.with_file_name("pulse-client.conf").display()
+            ),
+            "pactl",
+            "info",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "the relay does not answer: {o:?}");
+
+    let probe = format!(
+        r#"PULSE_SERVER=unix:{path} pactl info >/dev/null 2>&1 && echo pactl-OPENED || echo pactl-refused
+python3 -c 'import socket; socket.socket(socket.AF_UNIX).connect("{path}")' 2>/dev/null && echo CONNECTED || echo no-connect"#
+    );
+    let o = output(exec(&tb, &pulse, false, profile, &probe));
+    let (stdout, stderr) = text(&o);
+    assert!(stdout.contains("pactl-refused"), "{stdout}{stderr}");
+    assert!(stdout.contains("no-connect"), "{stdout}{stderr}");
+
+    writeln!(first.stdin.as_mut().unwrap(), "done").unwrap();
+    assert!(first.wait().unwrap().success());
+    drop(pulse);
+    // The netbroker finishes its teardown on its own, after pallium exits.
+    assert!(
+        wait_for(Duration::from_secs(30), || tb
+            .leftovers()
+            .is_empty()
+            .then_some(()))
+        .is_some(),
+        "{:?}",
+        tb.leftovers()
+    );
+}
