@@ -14,7 +14,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoMacVlan, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -90,11 +91,37 @@ impl Rtnl {
             .map(drop)
     }
 
+    /// Create a macvlan (bridge mode) of interface `parent` called `name`
+    /// directly in the namespace `ns` (the name only has to be free there).
+    pub fn add_macvlan(&mut self, name: &str, parent: u32, ns: BorrowedFd<'_>) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::Link(parent));
+        msg.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+                MacVlanMode::Bridge,
+            )])),
+        ]));
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map(drop)
+    }
+
     /// Delete interface `index` (for a veth, both ends go at once).
     pub fn delete_link(&mut self, index: u32) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
         self.request(RouteNetlinkMessage::DelLink(msg), 0).map(drop)
+    }
+
+    /// Move interface `index` into the network namespace `ns` (its
+    /// addresses and routes stay behind: the caller restores them there).
+    pub fn move_link(&mut self, index: u32, ns: BorrowedFd<'_>) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
     }
 
     /// Bring interface `index` up.
@@ -190,6 +217,35 @@ impl Rtnl {
                         }
                         _ => None,
                     })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The addresses of interface `index` (its local address and prefix
+    /// length each).
+    pub fn link_addresses(&mut self, index: u32) -> io::Result<Vec<Prefix>> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                    let len = a.header.prefix_len;
+                    let local = a.attributes.iter().find_map(|at| match at {
+                        AddressAttribute::Local(addr) => Some(*addr),
+                        _ => None,
+                    });
+                    let addr = local.or_else(|| {
+                        a.attributes.iter().find_map(|at| match at {
+                            AddressAttribute::Address(addr) => Some(*addr),
+                            _ => None,
+                        })
+                    })?;
+                    Some(Prefix { addr, len })
                 }
                 _ => None,
             })
