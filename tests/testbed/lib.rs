@@ -37,6 +37,7 @@ mod leftovers;
 mod names;
 mod net;
 mod proxy;
+mod script;
 mod tor;
 mod udp;
 mod user;
@@ -51,6 +52,7 @@ pub use net::{
     Resolver, Testbed, TestbedBuilder, TESTBED_ENV, WEB4_NAME, WEB6_NAME, WEB_NAME, ZONE,
 };
 pub use proxy::{Auth, Proxy, Socks, SshServer};
+pub use script::{unique_ifname, WgPeer, WG_CLIENT, WG_PORT, WG_SERVER};
 pub use tor::TorNetwork;
 pub use user::TestUser;
 

@@ -1,0 +1,354 @@
+//! Script hops end to end: a script that brings up a real tunnel (wireguard-go and `wg`, to a
+//! wireguard-go peer the test starts on the fake internet) — the web host sees the peer's
+//! address, names resolve through the tunnel with the nameserver the script wrote, `pallium
+//! audit` passes, and teardown stops the script's daemons (wireguard-go, its control socket
+//! gone); a script that makes a plain device, root and rootless (the device is moved into the
+//! hop's namespace with its address); and bad scripts (missing, not executable, failing,
+//! never making the device, leaving a daemon behind) fail with one line and leave nothing.
+
+mod common;
+
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{pallium, profile_file, text, wait_clean};
+use pallium_tests::{skip_unless_root, unique_ifname, TestUser, Testbed, WEB4_NAME, WG_CLIENT};
+
+fn out(mut c: Command) -> Output {
+    c.stdin(Stdio::null()).output().expect("run")
+}
+
+fn staged() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| TestUser::get().stage_binaries(&common::binaries()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Root,
+    Rootless,
+}
+
+fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
+    match mode {
+        Mode::Root => {
+            let mut argv = vec![pallium().display().to_string()];
+            argv.extend(args.iter().map(|s| s.to_string()));
+            tb.host_exec(argv)
+        }
+        Mode::Rootless => {
+            let mut argv = vec![staged().join("pallium").display().to_string()];
+            argv.extend(args.iter().map(|s| s.to_string()));
+            tb.host_exec_as(TestUser::get(), argv)
+        }
+    }
+}
+
+/// A directory everyone can read, for profiles and scripts.
+fn shared_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pallium-script-hop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn profile(name: &str, json: &str) -> String {
+    let p = profile_file(name, json);
+    let dst = shared_dir().join(p.file_name().unwrap());
+    std::fs::copy(&p, &dst).unwrap();
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
+    dst.display().to_string()
+}
+
+/// A shell script file with `mode`.
+fn script(name: &str, body: &str, mode: u32) -> String {
+    let p = shared_dir().join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    p.display().to_string()
+}
+
+fn one_shot(tb: &Testbed, mode: Mode, profile: &str, sh: &str) -> (bool, String, String) {
+    let o = out(pal(
+        tb,
+        mode,
+        &["exec", "--one-shot", profile, "--", "sh", "-c", sh],
+    ));
+    let (stdout, stderr) = text(&o);
+    (o.status.success(), stdout, stderr)
+}
+
+fn tun_usable() -> bool {
+    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
+}
+
+fn modes() -> Vec<Mode> {
+    if tun_usable() {
+        vec![Mode::Root, Mode::Rootless]
+    } else {
+        pallium_tests::skip("rootless script hops: /dev/net/tun is not world read-write");
+        vec![Mode::Root]
+    }
+}
+
+/// Pids whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() {
+            continue;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(format!("{name}: {cmdline}"));
+        }
+    }
+    found
+}
+
+/// Wait (the kernel reaps asynchronously) until no process has `needle` in its command line.
+fn assert_gone(needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = processes_with(needle);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "left running: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn assert_clean(tb: &Testbed) {
+    assert_eq!(wait_clean(tb), Vec::<String>::new(), "left behind");
+}
+
+/// The client side: wireguard-go (which backgrounds itself), `wg set`, the tunnel's address
+/// and the nameserver, all from the hop's `PALLIUM_SCRIPT_*` keys.
+const WG_CLIENT_SCRIPT: &str = r#"set -e
+IF="$PALLIUM_SCRIPT_INTERFACE"
+wireguard-go "$IF"
+wg set "$IF" private-key "$PALLIUM_SCRIPT_KEY" peer "$PALLIUM_SCRIPT_PEER" \
+    endpoint "$PALLIUM_SCRIPT_ENDPOINT" allowed-ips 0.0.0.0/0 persistent-keepalive 25
+ip addr add "$PALLIUM_SCRIPT_ADDRESS/24" dev "$IF"
+ip link set "$IF" up
+echo "nameserver $PALLIUM_SCRIPT_DNS" > /etc/resolv.conf
+echo "wireguard-go up on $IF"
+"#;
+
+#[test]
+fn script_hop_brings_up_wireguard_go_and_exits_at_the_peer() {
+    skip_unless_root!();
+    let tb = Testbed::new("scriptwg");
+    let peer = tb.start_wireguard_peer();
+    let path = script("wg-up", WG_CLIENT_SCRIPT, 0o755);
+    let ifname = unique_ifname("pwc");
+    let p = profile(
+        "wg",
+        &format!(
+            r#"{{"chain": [{{"type": "script", "path": "{path}", "interface": "{ifname}",
+                "key": "{}", "peer": "{}", "endpoint": "{}", "address": "{WG_CLIENT}",
+                "dns": "{}"}}],
+              "run": {{"command": ["sleep", "600"]}}}}"#,
+            peer.client_key().display(),
+            peer.public_key(),
+            peer.endpoint(),
+            tb.dns_v4()
+        ),
+    );
+    let mut session = pal(&tb, Mode::Root, &["run", &p])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Up once a name resolves and the web host answers through the tunnel.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let o = out(pal(
+            &tb,
+            Mode::Root,
+            &[
+                "exec",
+                &p,
+                "--",
+                "sh",
+                "-c",
+                &format!("curl -sS --max-time 10 http://{WEB4_NAME}/"),
+            ],
+        ));
+        if o.status.success() {
+            break text(&o).0;
+        }
+        assert!(
+            Instant::now() < deadline && session.try_wait().unwrap().is_none(),
+            "the session never came up: {:?}",
+            text(&o)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(seen.trim(), peer.exit_v4().to_string(), "exit address");
+    // The name was resolved through the tunnel, with the script's nameserver.
+    let q = tb.dns_queries();
+    let host: [IpAddr; 2] = [tb.host_v4().into(), tb.host_v6().into()];
+    assert!(
+        q.iter().any(|q| q.client == IpAddr::from(peer.exit_v4())),
+        "no query through the tunnel: {q:?}"
+    );
+    assert!(
+        q.iter().all(|q| !host.contains(&q.client)),
+        "a query from the host: {q:?}"
+    );
+    // The application's namespace has the tunnel with its address, and no other way out.
+    let o = out(pal(
+        &tb,
+        Mode::Root,
+        &["exec", &p, "--", "ip", "-o", "addr"],
+    ));
+    let (addrs, _) = text(&o);
+    assert!(
+        addrs.contains(&ifname) && addrs.contains(&format!("{WG_CLIENT}/24")),
+        "{addrs}"
+    );
+    let audit = out(pal(&tb, Mode::Root, &["audit", &p]));
+    assert!(audit.status.success(), "audit: {:?}", text(&audit));
+    assert!(
+        text(&audit).0.contains("hop:script"),
+        "the script's holder is audited: {:?}",
+        text(&audit)
+    );
+    assert!(
+        !processes_with(&format!("wireguard-go {ifname}")).is_empty(),
+        "the client runs"
+    );
+    let _ = out(pal(&tb, Mode::Root, &["stop", &p]));
+    let _ = session.wait();
+    assert_gone(&format!("wireguard-go {ifname}"));
+    let sock = format!("/var/run/wireguard/{ifname}.sock");
+    assert!(!std::path::Path::new(&sock).exists(), "{sock} left behind");
+    assert!(peer.is_running());
+    assert_clean(&tb);
+}
+
+#[test]
+fn script_hop_moves_the_device_with_its_address() {
+    skip_unless_root!();
+    let tb = Testbed::new("scriptdev");
+    let path = script(
+        "dummy-up",
+        "set -e\nip link add \"$PALLIUM_SCRIPT_INTERFACE\" type dummy\n\
+         ip addr add 10.99.0.2/24 dev \"$PALLIUM_SCRIPT_INTERFACE\"\n\
+         echo 'nameserver 192.0.2.99' > /etc/resolv.conf\n",
+        0o755,
+    );
+    for mode in modes() {
+        let ifname = unique_ifname("psd");
+        let p = profile(
+            "dev",
+            &format!(
+                r#"{{"chain": [{{"type": "script", "path": ["{path}"], "interface": "{ifname}"}}]}}"#
+            ),
+        );
+        let (ok, stdout, stderr) = one_shot(
+            &tb,
+            mode,
+            &p,
+            "ip -o -4 addr; ip route; cat /etc/resolv.conf",
+        );
+        assert!(ok, "{mode:?}: {stdout}{stderr}");
+        assert!(
+            stdout.contains(&ifname) && stdout.contains("10.99.0.2/24"),
+            "{mode:?}: {stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("default dev {ifname}")),
+            "{mode:?}: {stdout}"
+        );
+        assert!(
+            stdout.contains("nameserver 192.0.2.99"),
+            "{mode:?}: {stdout}"
+        );
+        // The host's resolv.conf is not the script's.
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        assert!(
+            !host.contains("192.0.2.99"),
+            "the script wrote the host's resolv.conf"
+        );
+        assert_clean(&tb);
+    }
+}
+
+#[test]
+fn bad_scripts_fail_with_one_line_and_leave_nothing() {
+    skip_unless_root!();
+    let tb = Testbed::new("scriptbad");
+    let failing = script(
+        "fails",
+        "echo 'cannot reach the VPN server' >&2\nexit 3\n",
+        0o755,
+    );
+    let not_exec = script("notexec", "exit 0\n", 0o644);
+    let marker = format!("98{}", std::process::id());
+    let no_device = script(
+        "nodevice",
+        &format!("setsid sleep {marker} </dev/null >/dev/null 2>&1 &\nexit 0\n"),
+        0o755,
+    );
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            r#""path": "/nonexistent/vpn-up""#.to_string(),
+            vec!["hop 1 (script)", "/nonexistent/vpn-up", "No such file"],
+        ),
+        (
+            format!(r#""path": "{not_exec}""#),
+            vec!["hop 1 (script)", "not an executable file"],
+        ),
+        (
+            format!(r#""path": ["{failing}", "arg"]"#),
+            vec![
+                "hop 1 (script)",
+                "exited with status 3",
+                "cannot reach the VPN server",
+            ],
+        ),
+        (
+            format!(r#""path": "{no_device}", "interface": "nosuchdev0""#),
+            vec!["hop 1 (script)", "nosuchdev0 never appeared"],
+        ),
+    ];
+    for mode in modes() {
+        for (hop, needles) in &cases {
+            let p = profile(
+                "bad",
+                &format!(r#"{{"chain": [{{"type": "script", {hop}}}]}}"#),
+            );
+            let (ok, stdout, stderr) = one_shot(&tb, mode, &p, "echo ran");
+            assert!(!ok, "{mode:?} {hop}: {stdout}{stderr}");
+            assert!(!stdout.contains("ran"), "{mode:?} {hop}: the command ran");
+            let last = stderr.lines().last().unwrap_or_default();
+            for n in needles {
+                assert!(
+                    last.contains(n),
+                    "{mode:?} {hop}: '{n}' not in the error: {stderr}"
+                );
+            }
+            let others: Vec<&str> = stderr
+                .lines()
+                .filter(|l| *l != last && !l.starts_with("pallium: hop "))
+                .collect();
+            assert!(
+                others.is_empty(),
+                "{mode:?} {hop}: more than the error: {stderr}"
+            );
+            // The daemon the script left (in a session of its own) went with it.
+            assert_gone(&format!("sleep {marker}"));
+            assert_clean(&tb);
+        }
+    }
+}
