@@ -242,7 +242,7 @@ fn script_hop_moves_the_device_with_its_address() {
     let tb = Testbed::new("scriptdev");
     let path = script(
         "dummy-up",
-        "set -e\nip link add \"$PALLIUM_SCRIPT_INTERFACE\" type dummy\n\
+        "set -e\nip tuntap add dev \"$PALLIUM_SCRIPT_INTERFACE\" mode tun\n\
          ip addr add 10.99.0.2/24 dev \"$PALLIUM_SCRIPT_INTERFACE\"\n\
          echo 'nameserver 192.0.2.99' > /etc/resolv.conf\n",
         0o755,

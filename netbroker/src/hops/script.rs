@@ -27,6 +27,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
 use std::fs::OpenOptions;
@@ -509,9 +510,23 @@ fn init() -> Result<i32, String> {
     .map_err(|e| format!("bind the hop's resolv.conf on /etc/resolv.conf: {e}"))?;
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("pid namespace: {e}"))?;
     narrow_caps()?;
-    let holder = nix::unistd::getpid();
-    let init = sys::fork_child(move || reaper(status, &argv, holder))
-        .map_err(|e| format!("fork the script's init: {e}"))?;
+    // The child is init of a new pid namespace, where getppid() answers 0
+    // whoever its parent is: it learns that we are gone from this pipe
+    // instead (our write end closes when we exit; it never writes).
+    let (alive_r, alive_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (alive_r, alive_w) = (Cell::new(Some(alive_r)), Cell::new(Some(alive_w)));
+    let init = sys::fork_child(|| {
+        // The child's copies: its write end goes, the read end is its own.
+        drop(alive_w.take());
+        match alive_r.take() {
+            Some(r) => reaper(status, &argv, r),
+            None => 1,
+        }
+    })
+    .map_err(|e| format!("fork the script's init: {e}"))?;
+    drop(alive_r.take());
+    // Open until we return: its end-of-file is the child's news of us.
+    let _alive_w = alive_w.take();
     // Ours were only for the setup; the status channel is the child's.
     for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
         let _ = caps::clear(None, set);
@@ -542,12 +557,21 @@ fn narrow_caps() -> Result<(), String> {
 
 /// PID 1 of the script's pid namespace: run the script, report its status
 /// on `status`, then reap whatever it left until the holder dies.
-fn reaper(status: OwnedFd, argv: &[CString], holder: Pid) -> i32 {
-    if nix::sys::prctl::set_pdeathsig(Some(Signal::SIGKILL)).is_err()
-        || nix::unistd::getppid() != holder
-    {
+fn reaper(status: OwnedFd, argv: &[CString], holder_alive: OwnedFd) -> i32 {
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(Some(Signal::SIGKILL)) {
+        eprintln!("pallium script holder: parent-death signal: {e}");
         return 1;
     }
+    // The holder may have died before the prctl took effect: then its end
+    // of the pipe is closed and ours reads end-of-file at once.
+    let mut fds = [nix::poll::PollFd::new(
+        holder_alive.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).map_or(true, |n| n != 0) {
+        return 1;
+    }
+    drop(holder_alive);
     let script = match sys::fork_child(|| {
         let _ = nix::unistd::execvp(&argv[0], argv);
         let _ = writeln!(
