@@ -2,21 +2,25 @@
 //! wireguard-go peer the test starts on the fake internet) — the web host sees the peer's
 //! address, names resolve through the tunnel with the nameserver the script wrote, `pallium
 //! audit` passes, and teardown stops the script's daemons (wireguard-go, its control socket
-//! gone); a script that makes a plain device, root and rootless (the device is moved into the
+//! gone, root and rootless, and after kill -9 of the supervisor or the netbroker); a script that
+//! makes a plain device, root and rootless (the device is moved into the
 //! hop's namespace with its address); and bad scripts (missing, not executable, failing,
-//! never making the device, leaving a daemon behind) fail with one line and leave nothing.
+//! never making the device, never exiting within its timeout, leaving a daemon behind) fail
+//! with one line and leave nothing.
 
 mod common;
 
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{pallium, profile_file, text, wait_clean};
-use pallium_tests::{skip_unless_root, unique_ifname, TestUser, Testbed, WEB4_NAME, WG_CLIENT};
+use pallium_tests::{
+    skip_unless_root, unique_ifname, TestUser, Testbed, WgPeer, WEB4_NAME, WG_CLIENT,
+};
 
 fn out(mut c: Command) -> Output {
     c.stdin(Stdio::null()).output().expect("run")
@@ -142,41 +146,49 @@ echo "nameserver $PALLIUM_SCRIPT_DNS" > /etc/resolv.conf
 echo "wireguard-go up on $IF"
 "#;
 
-#[test]
-fn script_hop_brings_up_wireguard_go_and_exits_at_the_peer() {
-    skip_unless_root!();
-    let tb = Testbed::new("scriptwg");
-    let peer = tb.start_wireguard_peer();
+/// The wireguard-go script's profile for `mode`: the client's key in a file that mode's
+/// script can read.
+fn wg_profile(tb: &Testbed, peer: &WgPeer, mode: Mode, ifname: &str) -> String {
     let path = script("wg-up", WG_CLIENT_SCRIPT, 0o755);
-    let ifname = unique_ifname("pwc");
-    let p = profile(
+    let key = shared_dir().join(format!("wg-key-{ifname}"));
+    std::fs::copy(peer.client_key(), &key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if mode == Mode::Rootless {
+        let u = TestUser::get();
+        std::os::unix::fs::chown(&key, Some(u.uid()), Some(u.gid())).unwrap();
+    }
+    profile(
         "wg",
         &format!(
             r#"{{"chain": [{{"type": "script", "path": "{path}", "interface": "{ifname}",
                 "key": "{}", "peer": "{}", "endpoint": "{}", "address": "{WG_CLIENT}",
                 "dns": "{}"}}],
               "run": {{"command": ["sleep", "600"]}}}}"#,
-            peer.client_key().display(),
+            key.display(),
             peer.public_key(),
             peer.endpoint(),
             tb.dns_v4()
         ),
-    );
-    let mut session = pal(&tb, Mode::Root, &["run", &p])
+    )
+}
+
+/// `pallium run` of `p`, once a name resolves and the web host answers through the tunnel;
+/// what the web host saw.
+fn wg_session(tb: &Testbed, mode: Mode, p: &str) -> (Child, String) {
+    let mut session = pal(tb, mode, &["run", p])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Up once a name resolves and the web host answers through the tunnel.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let seen = loop {
+    loop {
         let o = out(pal(
-            &tb,
-            Mode::Root,
+            tb,
+            mode,
             &[
                 "exec",
-                &p,
+                p,
                 "--",
                 "sh",
                 "-c",
@@ -184,56 +196,127 @@ fn script_hop_brings_up_wireguard_go_and_exits_at_the_peer() {
             ],
         ));
         if o.status.success() {
-            break text(&o).0;
+            return (session, text(&o).0);
         }
-        assert!(
-            Instant::now() < deadline && session.try_wait().unwrap().is_none(),
-            "the session never came up: {:?}",
-            text(&o)
-        );
+        if Instant::now() >= deadline || session.try_wait().unwrap().is_some() {
+            let _ = session.kill();
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(session.stderr.as_mut().unwrap(), &mut err);
+            panic!("{mode:?}: the session never came up: {:?}\n{err}", text(&o));
+        }
         std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(seen.trim(), peer.exit_v4().to_string(), "exit address");
-    // The name was resolved through the tunnel, with the script's nameserver.
-    let q = tb.dns_queries();
-    let host: [IpAddr; 2] = [tb.host_v4().into(), tb.host_v6().into()];
-    assert!(
-        q.iter().any(|q| q.client == IpAddr::from(peer.exit_v4())),
-        "no query through the tunnel: {q:?}"
-    );
-    assert!(
-        q.iter().all(|q| !host.contains(&q.client)),
-        "a query from the host: {q:?}"
-    );
-    // The application's namespace has the tunnel with its address, and no other way out.
-    let o = out(pal(
-        &tb,
-        Mode::Root,
-        &["exec", &p, "--", "ip", "-o", "addr"],
-    ));
-    let (addrs, _) = text(&o);
-    assert!(
-        addrs.contains(&ifname) && addrs.contains(&format!("{WG_CLIENT}/24")),
-        "{addrs}"
-    );
-    let audit = out(pal(&tb, Mode::Root, &["audit", &p]));
-    assert!(audit.status.success(), "audit: {:?}", text(&audit));
-    assert!(
-        text(&audit).0.contains("hop:script"),
-        "the script's holder is audited: {:?}",
-        text(&audit)
-    );
-    assert!(
-        !processes_with(&format!("wireguard-go {ifname}")).is_empty(),
-        "the client runs"
-    );
-    let _ = out(pal(&tb, Mode::Root, &["stop", &p]));
-    let _ = session.wait();
-    assert_gone(&format!("wireguard-go {ifname}"));
-    let sock = format!("/var/run/wireguard/{ifname}.sock");
-    assert!(!std::path::Path::new(&sock).exists(), "{sock} left behind");
-    assert!(peer.is_running());
-    assert_clean(&tb);
+    }
+}
+
+fn audit_pid(tb: &Testbed, mode: Mode, p: &str, role: &str) -> i32 {
+    let audit = text(&out(pal(tb, mode, &["audit", p]))).0;
+    audit
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(role))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{mode:?}: no {role} process in the audit: {audit}"))
+}
+
+#[test]
+fn script_hop_brings_up_wireguard_go_and_exits_at_the_peer() {
+    skip_unless_root!();
+    let tb = Testbed::new("scriptwg");
+    let peer = tb.start_wireguard_peer();
+    for mode in modes() {
+        let ifname = unique_ifname("pwc");
+        let p = wg_profile(&tb, &peer, mode, &ifname);
+        let before = tb.dns_queries().len();
+        let (mut session, seen) = wg_session(&tb, mode, &p);
+        assert_eq!(
+            seen.trim(),
+            peer.exit_v4().to_string(),
+            "{mode:?}: exit address"
+        );
+        // The name was resolved through the tunnel, with the script's nameserver.
+        let q = tb.dns_queries().split_off(before);
+        let host: [IpAddr; 2] = [tb.host_v4().into(), tb.host_v6().into()];
+        assert!(
+            q.iter().any(|q| q.client == IpAddr::from(peer.exit_v4())),
+            "{mode:?}: no query through the tunnel: {q:?}"
+        );
+        assert!(
+            q.iter().all(|q| !host.contains(&q.client)),
+            "{mode:?}: a query from the host: {q:?}"
+        );
+        // The application's namespace has the tunnel with its address, and no other way out.
+        let o = out(pal(&tb, mode, &["exec", &p, "--", "ip", "-o", "addr"]));
+        let (addrs, _) = text(&o);
+        assert!(
+            addrs.contains(&ifname) && addrs.contains(&format!("{WG_CLIENT}/24")),
+            "{mode:?}: {addrs}"
+        );
+        let audit = out(pal(&tb, mode, &["audit", &p]));
+        assert!(
+            audit.status.success(),
+            "{mode:?}: audit: {:?}",
+            text(&audit)
+        );
+        assert!(
+            text(&audit).0.contains("hop:script"),
+            "{mode:?}: the script's holder is audited: {:?}",
+            text(&audit)
+        );
+        assert!(
+            !processes_with(&format!("wireguard-go {ifname}")).is_empty(),
+            "{mode:?}: the client runs"
+        );
+        // Its control socket is the script's own, not in the host's /run/wireguard.
+        let sock = format!("/run/wireguard/{ifname}.sock");
+        assert!(!std::path::Path::new(&sock).exists(), "{sock} on the host");
+        let _ = out(pal(&tb, mode, &["stop", &p]));
+        let _ = session.wait();
+        assert_gone(&format!("wireguard-go {ifname}"));
+        assert!(peer.is_running());
+        assert_clean(&tb);
+    }
+}
+
+/// SIGKILL of the supervisor, then of the netbroker, of a session whose script left
+/// wireguard-go running: the session ends and the script's daemons go with it, nothing left.
+#[test]
+fn kill_9_of_a_script_session_leaves_nothing() {
+    skip_unless_root!();
+    let tb = Testbed::new("scriptkill");
+    let peer = tb.start_wireguard_peer();
+    for victim in ["supervisor", "netbroker"] {
+        let ifname = unique_ifname("pwk");
+        let p = wg_profile(&tb, &peer, Mode::Root, &ifname);
+        let (mut session, _) = wg_session(&tb, Mode::Root, &p);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(audit_pid(&tb, Mode::Root, &p, victim)),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while session.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{victim} killed: the session did not end"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_gone(&format!("wireguard-go {ifname}"));
+        let sock = format!("/run/wireguard/{ifname}.sock");
+        assert!(!std::path::Path::new(&sock).exists(), "{sock} left behind");
+        if victim == "netbroker" {
+            // The host's forwarding sysctls (hop 1's veth uplink) are written back by the next
+            // pallium command once no session may be alive, as in hops.rs's kill -9 test.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                assert!(out(pal(&tb, Mode::Root, &["list"])).status.success());
+                if tb.leftovers().is_empty() || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        assert_clean(&tb);
+    }
 }
 
 #[test]
@@ -300,6 +383,7 @@ fn bad_scripts_fail_with_one_line_and_leave_nothing() {
         &format!("setsid sleep {marker} </dev/null >/dev/null 2>&1 &\nexit 0\n"),
         0o755,
     );
+    let hangs = script("hangs", &format!("sleep {marker}\n"), 0o755);
     let cases: Vec<(String, Vec<&str>)> = vec![
         (
             r#""path": "/nonexistent/vpn-up""#.to_string(),
@@ -320,6 +404,10 @@ fn bad_scripts_fail_with_one_line_and_leave_nothing() {
         (
             format!(r#""path": "{no_device}", "interface": "nosuchdev0""#),
             vec!["hop 1 (script)", "nosuchdev0 never appeared"],
+        ),
+        (
+            format!(r#""path": "{hangs}", "timeout": "1""#),
+            vec!["hop 1 (script)", "did not exit within 1 s"],
         ),
     ];
     for mode in modes() {

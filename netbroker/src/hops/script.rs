@@ -508,6 +508,7 @@ fn init() -> Result<i32, String> {
         None::<&str>,
     )
     .map_err(|e| format!("bind the hop's resolv.conf on /etc/resolv.conf: {e}"))?;
+    private_wireguard_run()?;
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("pid namespace: {e}"))?;
     narrow_caps()?;
     // The child is init of a new pid namespace, where getppid() answers 0
@@ -540,6 +541,36 @@ fn init() -> Result<i32, String> {
             Err(e) => return Err(format!("wait for the script's init: {e}")),
         }
     }
+}
+
+/// Userspace WireGuard (wireguard-go, boringtun) puts its control socket in
+/// `/run/wireguard`, shared by every namespace: a fresh tmpfs there, in the
+/// script's mount namespace, keeps its sockets its own (no clash of names
+/// with the host's or another session's, `wg` in the script still finds
+/// them), lets the session's user namespace root make them rootless, and
+/// takes them away with the namespace however the script ends, SIGKILL
+/// included. Made where missing when we may (root); rootless without it the
+/// script sees the host's directory, which it cannot write.
+fn private_wireguard_run() -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    let dir = Path::new("/run/wireguard");
+    if !dir.is_dir() {
+        match std::fs::create_dir(dir) {
+            Ok(()) => {
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(_) => return Ok(()),
+        }
+    }
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=1m"),
+    )
+    .map_err(|e| format!("a private /run/wireguard for the script: {e}"))
 }
 
 /// Only CAP_NET_ADMIN may reach the script (its bounding set; uid 0's exec
