@@ -599,7 +599,7 @@ fn reaper(status: OwnedFd, argv: &[CString], holder_alive: OwnedFd) -> i32 {
         holder_alive.as_fd(),
         nix::poll::PollFlags::POLLIN,
     )];
-    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).map_or(true, |n| n != 0) {
+    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) != Ok(0) {
         return 1;
     }
     drop(holder_alive);
