@@ -440,3 +440,174 @@ fn bad_scripts_fail_with_one_line_and_leave_nothing() {
         }
     }
 }
+
+/// `extra/scripts/openconnect`, copied where the test user may run it.
+fn openconnect_script() -> String {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../extra/scripts/openconnect");
+    let dst = shared_dir().join("openconnect");
+    std::fs::copy(&src, &dst).unwrap();
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dst.display().to_string()
+}
+
+/// The OpenConnect script's own argument handling: `--help` lists the profile keys, and
+/// without a `destination` it says so in one line (and runs no openconnect).
+#[test]
+fn openconnect_script_help_and_missing_destination() {
+    let path = openconnect_script();
+    let o = out({
+        let mut c = Command::new(&path);
+        c.arg("--help")
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        c
+    });
+    let (stdout, _) = text(&o);
+    assert!(o.status.success(), "{stdout}");
+    for key in [
+        "destination",
+        "username",
+        "password_file",
+        "servercert",
+        "protocol",
+    ] {
+        assert!(
+            stdout.contains(key),
+            "--help does not mention {key}: {stdout}"
+        );
+    }
+    let o = out({
+        let mut c = Command::new(&path);
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("PALLIUM_SCRIPT_INTERFACE", "tun0");
+        c
+    });
+    let (stdout, stderr) = text(&o);
+    assert!(!o.status.success());
+    assert_eq!(stdout, "");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no \"destination\""), "{stderr}");
+}
+
+/// The OpenConnect script as a hop, root and rootless, against a testbed address where no VPN
+/// server listens: one line naming the hop and openconnect's reason, nothing left behind.
+#[test]
+fn openconnect_script_hop_reports_an_unreachable_server() {
+    skip_unless_root!();
+    let tb = Testbed::new("scriptoc");
+    let path = openconnect_script();
+    for mode in modes() {
+        let ifname = unique_ifname("poc");
+        let p = profile(
+            "oc",
+            &format!(
+                r#"{{"chain": [{{"type": "script", "path": "{path}", "interface": "{ifname}",
+                    "destination": "https://{}:9/", "username": "john.doe", "timeout": "5"}}]}}"#,
+                tb.web_v4()
+            ),
+        );
+        let (ok, stdout, stderr) = one_shot(&tb, mode, &p, "echo ran");
+        assert!(!ok, "{mode:?}: {stdout}{stderr}");
+        assert!(!stdout.contains("ran"), "{mode:?}: the command ran");
+        let last = stderr.lines().last().unwrap_or_default();
+        // Rootless, hop 1's upstream namespace is served by pasta, which leaves a connection
+        // to a closed port unanswered (the web host refuses it): openconnect waits, and the
+        // hop's timeout ends it, its error showing how far openconnect got.
+        let needles: &[&str] = match mode {
+            Mode::Root => &[
+                "openconnect could not connect to https://",
+                "Connection refused",
+            ],
+            Mode::Rootless => &["did not exit within 5 s", "POST https://"],
+        };
+        for n in ["hop 1 (script)"].iter().chain(needles) {
+            assert!(
+                last.contains(n),
+                "{mode:?}: '{n}' not in the error: {stderr}"
+            );
+        }
+        let others: Vec<&str> = stderr
+            .lines()
+            .filter(|l| *l != last && !l.starts_with("pallium: hop "))
+            .collect();
+        assert!(others.is_empty(), "{mode:?}: more than the error: {stderr}");
+        assert_gone(&format!("--interface {ifname}"));
+        assert_clean(&tb);
+    }
+}
+
+/// The script as openconnect's vpnc-script (`--vpnc-script`, run by openconnect on connect):
+/// on a real TUN in a testbed namespace it puts the pushed addresses and MTU on the device and
+/// writes the pushed nameservers and domain to /etc/resolv.conf (here a file bound over it in a
+/// mount namespace of the test's own); on the other reasons it does nothing.
+#[test]
+fn openconnect_script_configures_the_tun_as_vpnc_script() {
+    skip_unless_root!();
+    let tb = Testbed::new("scriptvpnc");
+    let path = openconnect_script();
+    let ns = tb.web_netns();
+    let tun = unique_ifname("pov");
+    let ok = |c: Command| {
+        let o = out(c);
+        assert!(o.status.success(), "{:?}", text(&o));
+        text(&o).0
+    };
+    ok(tb.exec_in(&ns, ["ip", "tuntap", "add", "dev", &tun, "mode", "tun"]));
+    let resolv = shared_dir().join(format!("resolv-{tun}"));
+    std::fs::write(&resolv, "nameserver 192.0.2.1\n").unwrap();
+    let run = |reason: &str| {
+        let mut c = Command::new("unshare");
+        c.args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /etc/resolv.conf && shift && exec \"$@\"",
+        ])
+        .arg(&resolv)
+        .arg("--")
+        .args([
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "env",
+            "-i",
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+        ])
+        .arg(format!("reason={reason}"))
+        .arg(format!("TUNDEV={tun}"))
+        .args([
+            "INTERNAL_IP4_ADDRESS=10.1.2.3",
+            "INTERNAL_IP4_MTU=1300",
+            "INTERNAL_IP6_NETMASK=fd00:5::5/64",
+            "INTERNAL_IP4_DNS=10.1.0.53 10.1.0.54",
+            "INTERNAL_IP6_DNS=fd00:5::53",
+            "CISCO_DEF_DOMAIN=corp.example",
+        ])
+        .args([path.as_str(), "--vpnc-script"]);
+        c
+    };
+    // pre-init and disconnect: nothing changes.
+    ok(run("pre-init"));
+    ok(run("disconnect"));
+    assert_eq!(
+        std::fs::read_to_string(&resolv).unwrap(),
+        "nameserver 192.0.2.1\n"
+    );
+    assert!(!ok(tb.exec_in(&ns, ["ip", "-o", "addr", "show", "dev", &tun])).contains("10.1.2.3"));
+    ok(run("connect"));
+    let addrs = ok(tb.exec_in(&ns, ["ip", "-o", "addr", "show", "dev", &tun]));
+    assert!(
+        addrs.contains("10.1.2.3/32") && addrs.contains("fd00:5::5/64"),
+        "{addrs}"
+    );
+    let link = ok(tb.exec_in(&ns, ["ip", "-o", "link", "show", "dev", &tun]));
+    assert!(link.contains("mtu 1300") && link.contains(",UP"), "{link}");
+    assert_eq!(
+        std::fs::read_to_string(&resolv).unwrap(),
+        "nameserver 10.1.0.53\nnameserver 10.1.0.54\nnameserver fd00:5::53\nsearch corp.example\n"
+    );
+    let _ = std::fs::remove_file(&resolv);
+    ok(tb.exec_in(&ns, ["ip", "link", "del", "dev", &tun]));
+}
