@@ -611,3 +611,128 @@ fn openconnect_script_configures_the_tun_as_vpnc_script() {
     let _ = std::fs::remove_file(&resolv);
     ok(tb.exec_in(&ns, ["ip", "link", "del", "dev", &tun]));
 }
+
+/// A peers file in /etc/ppp/peers, unique to this test process, removed on drop.
+struct Peers(PathBuf);
+
+impl Peers {
+    fn new(tag: &str, text: &str) -> Peers {
+        let p = PathBuf::from(format!(
+            "/etc/ppp/peers/pallium-test-{tag}-{}",
+            std::process::id()
+        ));
+        std::fs::write(&p, text).unwrap();
+        Peers(p)
+    }
+    fn provider(&self) -> String {
+        self.0.file_name().unwrap().to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Peers {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// ppp hops, everything around pppd (this machine's kernel has no PPP, see below): refused
+/// rootless and after the first hop, a missing peers file, a device that is not there, and no
+/// kernel PPP support — each one line naming the hop, nothing left behind.
+#[test]
+fn ppp_hop_errors_are_one_line() {
+    skip_unless_root!();
+    let tb = Testbed::new("ppperr");
+    // The testbed host's uplink, the device a PPPoE peers file names.
+    let links = text(&out(tb.host_exec(["ip", "-o", "link", "show"]))).0;
+    let uplink = links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap())
+        .find(|n| *n != "lo")
+        .expect("the testbed host has an uplink")
+        .to_string();
+    let good = Peers::new(
+        "good",
+        &format!("pty \"/usr/sbin/pppoe -I {uplink} -T 80\"\nnoauth\nusepeerdns\n"),
+    );
+    let nodev = Peers::new("nodev", "pty \"/usr/sbin/pppoe -I nosuchdev9 -T 80\"\n");
+    let tun_script = script(
+        "tun-up",
+        "ip tuntap add dev \"$PALLIUM_SCRIPT_INTERFACE\" mode tun\n",
+        0o755,
+    );
+    let ppp = |peers: &str| format!(r#"{{"type": "ppp", "provider": "{peers}"}}"#);
+    let missing = format!("pallium-test-none-{}", std::process::id());
+    let mut cases: Vec<(Mode, String, Vec<String>)> = vec![
+        (
+            Mode::Root,
+            format!(
+                r#"{{"type": "script", "path": "{tun_script}", "interface": "{}"}}, {}"#,
+                unique_ifname("ppt"),
+                ppp(&good.provider())
+            ),
+            vec!["hop 2 (ppp)".into(), "must be the chain's first hop".into()],
+        ),
+        (
+            Mode::Root,
+            ppp(&missing),
+            vec![
+                "hop 1 (ppp)".into(),
+                format!("/etc/ppp/peers/{missing}"),
+                "No such file".into(),
+            ],
+        ),
+        (
+            Mode::Root,
+            ppp(&nodev.provider()),
+            vec!["hop 1 (ppp)".into(), "ppp device nosuchdev9".into()],
+        ),
+    ];
+    if tun_usable() {
+        cases.push((
+            Mode::Rootless,
+            ppp(&good.provider()),
+            vec!["hop 1 (ppp)".into(), "needs root mode".into()],
+        ));
+    }
+    // Here: a Firecracker kernel without CONFIG_PPP (no ppp_generic: /dev/ppp is missing, and
+    // a node made for it, c 108 0, answers ENXIO) nor CONFIG_PPPOE, and no modules to load.
+    let ppp_dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/ppp");
+    if ppp_dev.is_err() {
+        cases.push((
+            Mode::Root,
+            ppp(&good.provider()),
+            vec![
+                "hop 1 (ppp)".into(),
+                "this kernel has no PPP support (/dev/ppp".into(),
+            ],
+        ));
+    } else {
+        pallium_tests::skip("ppp: this kernel has PPP support; the no-support error is untested");
+    }
+    for (mode, chain, needles) in &cases {
+        let p = profile("ppp", &format!(r#"{{"chain": [{chain}]}}"#));
+        let (ok, stdout, stderr) = one_shot(&tb, *mode, &p, "echo ran");
+        assert!(!ok, "{mode:?} {chain}: {stdout}{stderr}");
+        assert!(!stdout.contains("ran"), "{mode:?} {chain}: the command ran");
+        let last = stderr.lines().last().unwrap_or_default();
+        for n in needles {
+            assert!(
+                last.contains(n.as_str()),
+                "{mode:?} {chain}: '{n}' not in the error: {stderr}"
+            );
+        }
+        let others: Vec<&str> = stderr
+            .lines()
+            .filter(|l| *l != last && !l.starts_with("pallium: hop "))
+            .collect();
+        assert!(
+            others.is_empty(),
+            "{mode:?} {chain}: more than the error: {stderr}"
+        );
+        assert_clean(&tb);
+    }
+}

@@ -21,7 +21,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
@@ -60,8 +60,6 @@ impl HopType for PppHop {
             ))
         })?;
         let device = device(ppp, &text)?;
-        kernel_support(Path::new("/dev/ppp"))?;
-        let pppd = daemon::find_tool(cx, "pppd", "ppp")?;
         let parent = Rtnl::open()
             .and_then(|mut r| r.link_index(&device))
             .map_err(|e| {
@@ -69,6 +67,8 @@ impl HopType for PppHop {
                     "ppp device {device}: {e}; set the hop's \"device\" to a host interface"
                 ))
             })?;
+        kernel_support(Path::new("/dev/ppp"))?;
+        let pppd = daemon::find_tool(cx, "pppd", "ppp")?;
         let mut own = netns::create().map_err(HopError::Netns)?;
         Rtnl::open()
             .and_then(|mut r| r.add_macvlan(&device, parent, own.fd.as_fd()))
@@ -80,12 +80,8 @@ impl HopType for PppHop {
         let resolv = cx.work_dir.join("resolv.conf");
         std::fs::write(&resolv, "")
             .map_err(|e| HopError::Failed(format!("write {}: {e}", resolv.display())))?;
-        let argv = [
-            pppd.as_os_str(),
-            OsStr::new("call"),
-            OsStr::new(&ppp.provider),
-            OsStr::new("updetach"),
-        ];
+        let argv = pppd_argv(&pppd, &ppp.provider);
+        let argv: Vec<&OsStr> = argv.iter().map(|a| a.as_os_str()).collect();
         let mut holder = spawn_holder(
             own.fd.as_raw_fd(),
             &argv,
@@ -109,6 +105,20 @@ impl HopType for PppHop {
     }
 }
 
+/// pppd's command line: the provider's peers file, `updetach` (exit 0 once
+/// IPCP is up, in the background from then on; its exit code otherwise),
+/// and `defaultroute`, since P's only way out must be `ppp0` (P has no
+/// other default route for it to clash with).
+fn pppd_argv(pppd: &Path, provider: &str) -> Vec<OsString> {
+    vec![
+        pppd.into(),
+        "call".into(),
+        provider.into(),
+        "updetach".into(),
+        "defaultroute".into(),
+    ]
+}
+
 /// Root mode, first hop: the only place a ppp hop may be.
 fn allowed(rootless: bool, index: usize) -> Result<(), HopError> {
     if rootless {
@@ -126,7 +136,8 @@ fn allowed(rootless: bool, index: usize) -> Result<(), HopError> {
 }
 
 /// The hop's `device`, else the peers file's (`plugin rp-pppoe.so eth0`,
-/// `plugin pppoe.so nic-eth0`, or a `nic-eth0` line).
+/// `plugin pppoe.so nic-eth0`, a `nic-eth0` line, or user-mode PPPoE as
+/// Debian's `dsl-provider` has it: `pty "/usr/sbin/pppoe -I eth0 …"`).
 fn device(ppp: &Ppp, peers: &str) -> Result<String, HopError> {
     if let Some(d) = &ppp.device {
         return Ok(d.to_string());
@@ -137,6 +148,10 @@ fn device(ppp: &Ppp, peers: &str) -> Result<String, HopError> {
         let dev = match words.as_slice() {
             ["plugin", p, dev, ..] if p.ends_with("pppoe.so") => Some(*dev),
             [w] if w.starts_with("nic-") => Some(*w),
+            ["pty", cmd @ ..] if cmd.iter().any(|w| w.trim_matches('"').ends_with("pppoe")) => cmd
+                .windows(2)
+                .find(|w| w[0].trim_matches('"') == "-I")
+                .map(|w| w[1].trim_matches('"')),
             _ => None,
         };
         if let Some(d) = dev {
@@ -149,7 +164,8 @@ fn device(ppp: &Ppp, peers: &str) -> Result<String, HopError> {
     )))
 }
 
-/// The kernel's PPP support: `/dev/ppp` must open.
+/// The kernel's PPP support: `/dev/ppp` must open. Missing, the node can
+/// be made; ENXIO/ENODEV, the kernel has no PPP driver (`ppp_generic`).
 fn kernel_support(dev: &Path) -> Result<(), HopError> {
     std::fs::OpenOptions::new()
         .read(true)
@@ -157,8 +173,15 @@ fn kernel_support(dev: &Path) -> Result<(), HopError> {
         .open(dev)
         .map(drop)
         .map_err(|e| {
+            let fix = match e.raw_os_error() {
+                Some(libc::ENOENT) => format!(
+                    "load the ppp_generic and pppoe modules (modprobe pppoe) and, if {} is still missing, mknod {0} c 108 0",
+                    dev.display()
+                ),
+                _ => "load the ppp_generic and pppoe modules (modprobe pppoe) or use a kernel built with CONFIG_PPP and CONFIG_PPPOE".into(),
+            };
             HopError::Failed(format!(
-                "this kernel has no PPP support ({}: {e}); load the ppp_generic and pppoe modules (modprobe pppoe) or use another hop type",
+                "this kernel has no PPP support ({}: {e}); {fix}",
                 dev.display()
             ))
         })
@@ -313,8 +336,30 @@ mod tests {
             "enp3s0"
         );
         assert_eq!(device(&ppp(None), "nic-eth2\n").unwrap(), "eth2");
+        let debian = "noipdefault\npty \"/usr/sbin/pppoe -I enp1s0 -T 80 -m 1452\"\nnoauth\n";
+        assert_eq!(device(&ppp(None), debian).unwrap(), "enp1s0");
+        let e = device(&ppp(None), "pty \"/usr/sbin/pppoe -T 80\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("set the hop's \"device\""), "{e}");
         let e = device(&ppp(None), "noauth\n").unwrap_err().to_string();
         assert!(e.contains("set the hop's \"device\""), "{e}");
+    }
+
+    #[test]
+    fn pppd_calls_the_provider_and_detaches_once_up() {
+        let argv = pppd_argv(Path::new("/usr/sbin/pppd"), "dsl-provider");
+        assert_eq!(
+            argv,
+            [
+                "/usr/sbin/pppd",
+                "call",
+                "dsl-provider",
+                "updetach",
+                "defaultroute"
+            ]
+            .map(OsString::from)
+        );
     }
 
     #[test]
