@@ -384,6 +384,12 @@ fn bad_scripts_fail_with_one_line_and_leave_nothing() {
         0o755,
     );
     let hangs = script("hangs", &format!("sleep {marker}\n"), 0o755);
+    // What the script holds: CAP_NET_ADMIN (bit 12) and nothing else, no_new_privs.
+    let caps = script(
+        "caps",
+        "grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status >&2\nexit 5\n",
+        0o755,
+    );
     let cases: Vec<(String, Vec<&str>)> = vec![
         (
             r#""path": "/nonexistent/vpn-up""#.to_string(),
@@ -404,6 +410,16 @@ fn bad_scripts_fail_with_one_line_and_leave_nothing() {
         (
             format!(r#""path": "{no_device}", "interface": "nosuchdev0""#),
             vec!["hop 1 (script)", "nosuchdev0 never appeared"],
+        ),
+        (
+            format!(r#""path": "{caps}""#),
+            vec![
+                "hop 1 (script)",
+                "exited with status 5",
+                "CapEff:\t0000000000001000",
+                "CapBnd:\t0000000000001000",
+                "NoNewPrivs:\t1",
+            ],
         ),
         (
             format!(r#""path": "{hangs}", "timeout": "1""#),

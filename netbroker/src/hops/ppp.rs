@@ -3,8 +3,9 @@
 //! device; anywhere else it is refused with one line).
 //!
 //! pppd runs in a namespace of its own, P, under the script hop's holder
-//! ([`super::script::spawn_holder`]: uid 0 with CAP_NET_ADMIN only, a pid
-//! namespace that dies with the hop), on a macvlan of the `device` made
+//! ([`super::script::spawn_holder`]: uid 0 with CAP_NET_ADMIN and, for
+//! PPPoE's packet socket, CAP_NET_RAW only, a pid namespace that dies with
+//! the hop), on a macvlan of the `device` made
 //! directly in P under the device's own name (so the peers file's
 //! `plugin pppoe.so eth0` finds it). `updetach` makes pppd exit 0 once IPCP
 //! is up, which the holder reports, and fail with its exit code otherwise.
@@ -84,6 +85,7 @@ impl HopType for PppHop {
         let argv: Vec<&OsStr> = argv.iter().map(|a| a.as_os_str()).collect();
         let mut holder = spawn_holder(
             own.fd.as_raw_fd(),
+            true,
             &argv,
             &Default::default(),
             &resolv,

@@ -54,8 +54,12 @@ use crate::rtnl::{Prefix, Rtnl};
 use crate::sys;
 
 /// The hidden first argument that makes the netbroker binary a script
-/// hop's holder: `--script-init RESOLV_CONF -- ARGV…`.
+/// hop's holder: `--script-init RESOLV_CONF CAPS -- ARGV…`.
 pub const SCRIPT_INIT_ARG: &str = "--script-init";
+
+/// The holder's second argument: which capabilities the program keeps.
+const CAPS_NET_ADMIN: &str = "net_admin";
+const CAPS_NET_RAW: &str = "net_admin,net_raw";
 
 /// How long the script may run before it must have exited (its
 /// `timeout` key, in seconds, which it also sees as
@@ -290,9 +294,13 @@ fn members(ns: &Path) -> Vec<i32> {
 
 /// Start a holder in `netns` (negative: ours) running `argv` (the program
 /// first) with `env` (and `PATH`), its `/etc/resolv.conf` the file `resolv`,
-/// its output appended to `log`; `role` names it for `pallium audit`.
+/// its output appended to `log`; `role` names it for `pallium audit`. The
+/// program may hold CAP_NET_ADMIN, and CAP_NET_RAW too with `net_raw`
+/// (pppd's PPPoE discovery needs a packet socket).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn spawn_holder(
     netns: RawFd,
+    net_raw: bool,
     argv: &[&OsStr],
     env: &BTreeMap<String, String>,
     resolv: &Path,
@@ -314,6 +322,11 @@ pub(super) fn spawn_holder(
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg(SCRIPT_INIT_ARG)
         .arg(resolv)
+        .arg(if net_raw {
+            CAPS_NET_RAW
+        } else {
+            CAPS_NET_ADMIN
+        })
         .arg("--")
         .args(argv)
         .env_clear()
@@ -360,7 +373,16 @@ fn spawn(
     } else {
         cx.outer.as_raw_fd()
     };
-    spawn_holder(netns, &argv, &env, resolv, cx.work_dir, log, "hop:script")
+    spawn_holder(
+        netns,
+        false,
+        &argv,
+        &env,
+        resolv,
+        cx.work_dir,
+        log,
+        "hop:script",
+    )
 }
 
 /// The interface in N(i−1), once it exists, and its addresses.
@@ -459,7 +481,7 @@ impl RunningHop for RunningScript {
     }
 }
 
-/// The holder's side (`--script-init RESOLV_CONF -- ARGV…`), in a fresh
+/// The holder's side (`--script-init RESOLV_CONF CAPS -- ARGV…`), in a fresh
 /// process the netbroker placed in N(i−1) with the status channel on fd 3:
 /// a mount namespace whose `/etc/resolv.conf` is RESOLV_CONF, a pid
 /// namespace whose init is our child, every capability but CAP_NET_ADMIN
@@ -479,11 +501,17 @@ fn init() -> Result<i32, String> {
     use nix::mount::{mount, MsFlags};
     use nix::sched::{unshare, CloneFlags};
     let args: Vec<String> = std::env::args().skip(2).collect();
-    let (resolv, argv) = match args.split_first() {
-        Some((r, rest)) if rest.first().map(String::as_str) == Some("--") && rest.len() > 1 => {
-            (r.clone(), rest[1..].to_vec())
+    let (resolv, net_raw, argv) = match args.as_slice() {
+        [r, caps, dd, rest @ ..]
+            if dd == "--" && !rest.is_empty() && (caps == CAPS_NET_ADMIN || caps == CAPS_NET_RAW) =>
+        {
+            (r.clone(), caps == CAPS_NET_RAW, rest.to_vec())
         }
-        _ => return Err("usage: --script-init RESOLV_CONF -- PROGRAM [ARGS…]".into()),
+        _ => {
+            return Err(format!(
+                "usage: {SCRIPT_INIT_ARG} RESOLV_CONF {CAPS_NET_ADMIN}|{CAPS_NET_RAW} -- PROGRAM [ARGS…]"
+            ))
+        }
     };
     let status = sys::take_script_status_fd().map_err(|e| format!("status channel: {e}"))?;
     let argv: Vec<CString> = argv
@@ -510,7 +538,7 @@ fn init() -> Result<i32, String> {
     .map_err(|e| format!("bind the hop's resolv.conf on /etc/resolv.conf: {e}"))?;
     private_wireguard_run()?;
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("pid namespace: {e}"))?;
-    narrow_caps()?;
+    narrow_caps(net_raw)?;
     // The child is init of a new pid namespace, where getppid() answers 0
     // whoever its parent is: it learns that we are gone from this pipe
     // instead (our write end closes when we exit; it never writes).
@@ -573,11 +601,13 @@ fn private_wireguard_run() -> Result<(), String> {
     .map_err(|e| format!("a private /run/wireguard for the script: {e}"))
 }
 
-/// Only CAP_NET_ADMIN may reach the script (its bounding set; uid 0's exec
-/// then gives it that one), none ambient, and nothing gained on exec.
-fn narrow_caps() -> Result<(), String> {
+/// Only CAP_NET_ADMIN (and CAP_NET_RAW with `net_raw`) may reach the
+/// program (its bounding set; uid 0's exec then gives it those), none
+/// ambient, and nothing gained on exec.
+fn narrow_caps(net_raw: bool) -> Result<(), String> {
+    use caps::Capability::{CAP_NET_ADMIN, CAP_NET_RAW};
     for cap in caps::all() {
-        if cap != caps::Capability::CAP_NET_ADMIN {
+        if cap != CAP_NET_ADMIN && !(net_raw && cap == CAP_NET_RAW) {
             caps::drop(None, caps::CapSet::Bounding, cap)
                 .map_err(|e| format!("drop {cap} from the bounding set: {e}"))?;
         }
