@@ -56,6 +56,17 @@ impl WgPeer {
         &self.ifname
     }
 
+    /// Where the server last heard its client from (`address:port`), if it has.
+    pub fn client_endpoint(&self) -> Option<String> {
+        let out = cmd::netns_exec(&self.host.netns, ["wg", "show", &self.ifname, "endpoints"])
+            .output()
+            .expect("wg show");
+        assert!(out.status.success(), "wg show: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ep = text.split_whitespace().nth(1)?;
+        (ep != "(none)").then(|| ep.to_string())
+    }
+
     /// Whether wireguard-go still runs.
     pub fn is_running(&self) -> bool {
         self.daemon.exited().is_none()

@@ -149,6 +149,11 @@ echo "wireguard-go up on $IF"
 /// The wireguard-go script's profile for `mode`: the client's key in a file that mode's
 /// script can read.
 fn wg_profile(tb: &Testbed, peer: &WgPeer, mode: Mode, ifname: &str) -> String {
+    wg_profile_after(tb, peer, mode, ifname, "")
+}
+
+/// [`wg_profile`] with `before` (hops, each followed by a comma) ahead of the script hop.
+fn wg_profile_after(tb: &Testbed, peer: &WgPeer, mode: Mode, ifname: &str, before: &str) -> String {
     let path = script("wg-up", WG_CLIENT_SCRIPT, 0o755);
     let key = shared_dir().join(format!("wg-key-{ifname}"));
     std::fs::copy(peer.client_key(), &key).unwrap();
@@ -160,7 +165,7 @@ fn wg_profile(tb: &Testbed, peer: &WgPeer, mode: Mode, ifname: &str) -> String {
     profile(
         "wg",
         &format!(
-            r#"{{"chain": [{{"type": "script", "path": "{path}", "interface": "{ifname}",
+            r#"{{"chain": [{before} {{"type": "script", "path": "{path}", "interface": "{ifname}",
                 "key": "{}", "peer": "{}", "endpoint": "{}", "address": "{WG_CLIENT}",
                 "dns": "{}"}}],
               "run": {{"command": ["sleep", "600"]}}}}"#,
@@ -272,6 +277,44 @@ fn script_hop_brings_up_wireguard_go_and_exits_at_the_peer() {
         let _ = session.wait();
         assert_gone(&format!("wireguard-go {ifname}"));
         assert!(peer.is_running());
+        assert_clean(&tb);
+    }
+}
+
+/// A script hop after a SOCKS hop (dante, UDP ASSOCIATE): the script runs where hop 2
+/// connects from, so the tunnel's UDP travels through the proxy — the WireGuard server hears
+/// its client from the proxy's address, and the web host sees the server's.
+#[test]
+fn script_hop_behind_a_socks_hop_tunnels_through_it() {
+    skip_unless_root!();
+    let tb = Testbed::new("scriptchain");
+    let peer = tb.start_wireguard_peer();
+    let proxy = tb.start_dante();
+    let auth = proxy.auth().expect("dante requires credentials").clone();
+    let socks = format!(
+        r#"{{"type": "socks", "address": "{}", "username": "{}", "password": "{}"}},"#,
+        proxy.addr(),
+        auth.user,
+        auth.pass
+    );
+    for mode in modes() {
+        let ifname = unique_ifname("pwx");
+        let p = wg_profile_after(&tb, &peer, mode, &ifname, &socks);
+        let (mut session, seen) = wg_session(&tb, mode, &p);
+        assert_eq!(
+            seen.trim(),
+            peer.exit_v4().to_string(),
+            "{mode:?}: exit address"
+        );
+        let from = peer.client_endpoint().expect("the server heard its client");
+        assert!(
+            from.starts_with(&format!("{}:", proxy.exit_v4())),
+            "{mode:?}: the tunnel came from {from}, not through the proxy {}",
+            proxy.exit_v4()
+        );
+        let _ = out(pal(&tb, mode, &["stop", &p]));
+        let _ = session.wait();
+        assert_gone(&format!("wireguard-go {ifname}"));
         assert_clean(&tb);
     }
 }
