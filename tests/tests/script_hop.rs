@@ -237,13 +237,21 @@ fn script_hop_brings_up_wireguard_go_and_exits_at_the_peer() {
             peer.exit_v4().to_string(),
             "{mode:?}: exit address"
         );
-        // The name was resolved through the tunnel, with the script's nameserver.
-        let q = tb.dns_queries().split_off(before);
+        // The name was resolved through the tunnel, with the script's nameserver (dnsmasq
+        // may log it a moment after it answered).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let q = loop {
+            let q = tb.dns_queries().split_off(before);
+            if q.iter().any(|q| q.client == IpAddr::from(peer.exit_v4())) {
+                break q;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{mode:?}: no query through the tunnel: {q:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
         let host: [IpAddr; 2] = [tb.host_v4().into(), tb.host_v6().into()];
-        assert!(
-            q.iter().any(|q| q.client == IpAddr::from(peer.exit_v4())),
-            "{mode:?}: no query through the tunnel: {q:?}"
-        );
         assert!(
             q.iter().all(|q| !host.contains(&q.client)),
             "{mode:?}: a query from the host: {q:?}"

@@ -484,7 +484,8 @@ impl RunningHop for RunningScript {
 /// The holder's side (`--script-init RESOLV_CONF CAPS -- ARGV…`), in a fresh
 /// process the netbroker placed in N(i−1) with the status channel on fd 3:
 /// a mount namespace whose `/etc/resolv.conf` is RESOLV_CONF, a pid
-/// namespace whose init is our child, every capability but CAP_NET_ADMIN
+/// namespace whose init is our child, a private tmpfs on `/run/wireguard`,
+/// every capability but CAP_NET_ADMIN (and CAP_NET_RAW when CAPS says so)
 /// out of the bounding set, no_new_privs; the child runs the script as its
 /// own child, reports its exit status and reaps until the end.
 pub fn init_main() -> i32 {
