@@ -56,15 +56,22 @@ impl WgPeer {
         &self.ifname
     }
 
-    /// Where the server last heard its client from (`address:port`), if it has.
-    pub fn client_endpoint(&self) -> Option<String> {
-        let out = cmd::netns_exec(&self.host.netns, ["wg", "show", &self.ifname, "endpoints"])
+    /// Where the server last heard its client from (`address:port`), or what `wg show` said.
+    pub fn client_endpoint(&self) -> Result<String, String> {
+        let out = cmd::netns_exec(&self.host.netns, ["wg", "show", &self.ifname, "dump"])
             .output()
             .expect("wg show");
-        assert!(out.status.success(), "wg show: {out:?}");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let ep = text.split_whitespace().nth(1)?;
-        (ep != "(none)").then(|| ep.to_string())
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // dump: the interface's line, then per peer: key, psk, endpoint, …
+        match text.lines().nth(1).and_then(|l| l.split('\t').nth(2)) {
+            Some(ep) if out.status.success() && ep != "(none)" => Ok(ep.to_string()),
+            _ => Err(format!(
+                "wg show {} dump: {}: {text}{}",
+                self.ifname,
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )),
+        }
     }
 
     /// Whether wireguard-go still runs.

@@ -154,7 +154,8 @@ fn wg_profile(tb: &Testbed, peer: &WgPeer, mode: Mode, ifname: &str) -> String {
 
 /// [`wg_profile`] with `before` (hops, each followed by a comma) ahead of the script hop.
 fn wg_profile_after(tb: &Testbed, peer: &WgPeer, mode: Mode, ifname: &str, before: &str) -> String {
-    let path = script("wg-up", WG_CLIENT_SCRIPT, 0o755);
+    // One file per session: rewriting a script another test's shell is reading would cut it.
+    let path = script(&format!("wg-up-{ifname}"), WG_CLIENT_SCRIPT, 0o755);
     let key = shared_dir().join(format!("wg-key-{ifname}"));
     std::fs::copy(peer.client_key(), &key).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -162,8 +163,10 @@ fn wg_profile_after(tb: &Testbed, peer: &WgPeer, mode: Mode, ifname: &str, befor
         let u = TestUser::get();
         std::os::unix::fs::chown(&key, Some(u.uid()), Some(u.gid())).unwrap();
     }
+    // Named after the interface: tests running at once must not share a profile (nor so a
+    // session).
     profile(
-        "wg",
+        &format!("wg-{ifname}"),
         &format!(
             r#"{{"chain": [{before} {{"type": "script", "path": "{path}", "interface": "{ifname}",
                 "key": "{}", "peer": "{}", "endpoint": "{}", "address": "{WG_CLIENT}",
@@ -314,7 +317,9 @@ fn script_hop_behind_a_socks_hop_tunnels_through_it() {
             peer.exit_v4().to_string(),
             "{mode:?}: exit address"
         );
-        let from = peer.client_endpoint().expect("the server heard its client");
+        let from = peer
+            .client_endpoint()
+            .unwrap_or_else(|e| panic!("{mode:?}: the server never heard its client: {e}"));
         assert!(
             from.starts_with(&format!("{}:", proxy.exit_v4())),
             "{mode:?}: the tunnel came from {from}, not through the proxy {}",
@@ -508,8 +513,14 @@ fn bad_scripts_fail_with_one_line_and_leave_nothing() {
     }
 }
 
-/// `extra/scripts/openconnect`, copied where the test user may run it.
+/// `extra/scripts/openconnect`, copied (once: tests run it at once) where the test user may
+/// run it.
 fn openconnect_script() -> String {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(copy_openconnect_script).clone()
+}
+
+fn copy_openconnect_script() -> String {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../extra/scripts/openconnect");
     let dst = shared_dir().join("openconnect");
     std::fs::copy(&src, &dst).unwrap();

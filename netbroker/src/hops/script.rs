@@ -104,7 +104,12 @@ impl HopType for ScriptHop {
                 holder.daemon.tail()
             )));
         }
-        let (index, addrs) = find_interface(cx, &ifname, &program)?;
+        let (index, addrs) = find_interface(cx, &ifname, &program).map_err(|e| match e {
+            // What the script and its daemons said last (a VPN client that died after it
+            // backgrounded itself takes its device with it).
+            HopError::Failed(m) => HopError::Failed(format!("{m}: {}", holder.daemon.tail())),
+            e => e,
+        })?;
         let inner = cx.inner.get()?;
         let moved = netns::run_in(cx.outer, || -> std::io::Result<()> {
             Rtnl::open()?.move_link(index, inner.fd.as_fd())
