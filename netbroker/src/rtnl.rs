@@ -14,7 +14,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoMacVlan, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -98,6 +99,23 @@ impl Rtnl {
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
                 InfoKind::Bridge,
             )]));
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map(drop)
+    }
+
+    /// Create a macvlan (bridge mode) of interface `parent` called `name`
+    /// directly in the namespace `ns` (the name only has to be free there).
+    pub fn add_macvlan(&mut self, name: &str, parent: u32, ns: BorrowedFd<'_>) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::Link(parent));
+        msg.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+                MacVlanMode::Bridge,
+            )])),
+        ]));
         self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
             .map(drop)
     }
@@ -312,6 +330,35 @@ impl Rtnl {
                         }
                         _ => None,
                     })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The addresses of interface `index` (its local address and prefix
+    /// length each).
+    pub fn link_addresses(&mut self, index: u32) -> io::Result<Vec<Prefix>> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                    let len = a.header.prefix_len;
+                    let local = a.attributes.iter().find_map(|at| match at {
+                        AddressAttribute::Local(addr) => Some(*addr),
+                        _ => None,
+                    });
+                    let addr = local.or_else(|| {
+                        a.attributes.iter().find_map(|at| match at {
+                            AddressAttribute::Address(addr) => Some(*addr),
+                            _ => None,
+                        })
+                    })?;
+                    Some(Prefix { addr, len })
                 }
                 _ => None,
             })

@@ -483,3 +483,48 @@ pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // the AsyncFd, it stays open for the AsyncFd's whole life.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)
 }
+
+/// Place a script hop's holder (the netbroker binary in its script-init
+/// mode, see `hops::script`) between fork and exec: SIGTERM back to its
+/// default action, into the network namespace `netns`, `status` on fd 3
+/// and every other descriptor above stderr closed, the parent-death signal
+/// armed (SIGKILL), and a check that the netbroker did not die before that.
+/// Capabilities stay: the holder itself makes the script's mount and pid
+/// namespaces, then narrows what the script may hold.
+pub fn place_script_init(cmd: &mut Command, netns: RawFd, status: RawFd) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs between fork and exec in the child and makes
+    // only async-signal-safe system calls (signal, setns, dup2, close_range,
+    // prctl, getppid) on integers prepared before the fork; it allocates
+    // nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            if netns >= 0 && libc::setns(netns, libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::dup2(status, 3) < 0 || libc::close_range(4, u32::MAX, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The script-init holder's status descriptor (fd 3, see
+/// [`place_script_init`]), adopted once.
+pub fn take_script_status_fd() -> io::Result<OwnedFd> {
+    // SAFETY: as in `take_channel_fd`: F_GETFD on a possibly-closed number
+    // is harmless, and fd 3 was handed to this process for this purpose.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(3) };
+    fcntl(borrowed, FcntlArg::F_GETFD)?;
+    fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    // SAFETY: fd 3 is open (checked above) and owned by nothing else here.
+    Ok(unsafe { OwnedFd::from_raw_fd(3) })
+}

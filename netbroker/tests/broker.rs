@@ -56,6 +56,11 @@ fn in_child(f: impl FnOnce() -> Result<(), String>) {
             let mut msg = String::new();
             let _ = std::fs::File::from(r).read_to_string(&mut msg);
             let st = waitpid(child, None).unwrap();
+            // The child's throwaway host directory (a copy of the binaries
+            // included): gone with the child, whatever happened.
+            let _ = std::fs::remove_dir_all(
+                std::env::temp_dir().join(format!("pallium-nb-test-{child}")),
+            );
             assert!(matches!(st, WaitStatus::Exited(_, 0)), "{st:?}: {msg}");
         }
     }

@@ -40,6 +40,7 @@ mod names;
 mod net;
 mod openvpn;
 mod proxy;
+mod script;
 mod tor;
 mod udp;
 mod user;
@@ -57,6 +58,7 @@ pub use net::{
 };
 pub use openvpn::{OpenvpnServer, VpnProto, OPENVPN_TCP_PORT, OPENVPN_UDP_PORT};
 pub use proxy::{Auth, Proxy, Socks, SshServer};
+pub use script::{unique_ifname, WgPeer, WG_CLIENT, WG_SERVER};
 pub use tor::TorNetwork;
 pub use user::TestUser;
 pub use wireguard::{wg_keypair, WgServer, WG_PORT};

@@ -15,7 +15,9 @@
 mod daemon;
 mod http;
 mod openvpn;
+mod ppp;
 mod proxy;
+mod script;
 mod socks;
 mod socksapp;
 mod ssh;
@@ -33,6 +35,8 @@ use proto::broker::ProcEntry;
 use proto::profile::{Hop, HopKind};
 
 use crate::netns::{self, Netns, NetnsError};
+
+pub use script::{init_main as script_init_main, SCRIPT_INIT_ARG};
 
 /// What failed while bringing a hop up. Messages name the hop's own terms
 /// (proxy address, daemon); [`ChainError`] adds which hop it was.
@@ -243,7 +247,10 @@ pub struct Onion {
 }
 
 /// The registry: profile hop type → implementation. Adding a hop type adds a
-/// file and an arm here.
+/// file and an arm here; the match is exhaustive, so a new [`HopKind`]
+/// does not compile until it has an arm (None: parsed, not built yet).
+/// proto's table says the same for `run` and `check`
+/// ([`HopKind::built`]); a test holds the two equal.
 fn hop_type(kind: &HopKind) -> Option<&'static dyn HopType> {
     Some(match kind {
         HopKind::Socks(_) => &socks::SocksHop,
@@ -254,7 +261,9 @@ fn hop_type(kind: &HopKind) -> Option<&'static dyn HopType> {
         HopKind::Socksapp(_) => &socksapp::SocksappHop,
         HopKind::Openvpn(_) => &openvpn::OpenvpnHop,
         HopKind::Wireguard(_) => &wireguard::WireguardHop,
-        _ => return None,
+        HopKind::Script(_) => &script::ScriptHop,
+        HopKind::Ppp(_) => &ppp::PppHop,
+        HopKind::Dummy => return None,
     })
 }
 
@@ -484,6 +493,38 @@ pub fn nameservers(resolv_conf: &str) -> Vec<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One hop of each type, as a profile writes it.
+    fn sample(name: &str) -> Option<&'static str> {
+        Some(match name {
+            "socks" | "http" => r#""address": "192.0.2.1:1080""#,
+            "tun2socks" => r#""protocol": "socks5", "address": "192.0.2.1:1080""#,
+            "tor" | "ppp" | "dummy" => "",
+            "openvpn" | "wireguard" => r#""config": "/x.conf""#,
+            "ssh" => r#""destination": "u@h""#,
+            "socksapp" => r#""user": "nobody", "cmd": ["x"]"#,
+            "script" => r#""path": "/x""#,
+            _ => return None,
+        })
+    }
+
+    #[test]
+    fn the_registry_is_the_one_proto_tells_run_and_check() {
+        for (name, built) in proto::profile::hop_types() {
+            let extra =
+                sample(name).unwrap_or_else(|| panic!("add a sample '{name}' hop to this test"));
+            let sep = if extra.is_empty() { "" } else { ", " };
+            let text = format!(r#"{{"chain": [{{"type": "{name}"{sep}{extra}}}]}}"#);
+            let mut parsed = proto::profile::parse("p.json", &text).unwrap();
+            let kind = parsed.profile.network.chain.remove(0).kind;
+            assert_eq!(
+                supported(&kind),
+                built == proto::profile::Built::Yes,
+                "hop type '{name}': netbroker/src/hops/mod.rs's hop_type and proto's HOP_TYPES disagree"
+            );
+            assert_eq!(kind.built(), supported(&kind), "{name}");
+        }
+    }
 
     #[test]
     fn nameservers_are_read_from_resolv_conf() {

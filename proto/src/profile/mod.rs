@@ -26,8 +26,8 @@ pub use addr::{Cidr, DnsServer, Endpoint, Host, IfName, PortForward, Transport};
 pub use environment::{dropped_by_default, Environment, Names, DROPPED};
 pub use error::ProfileError;
 pub use hop::{
-    Hop, HopKind, HopOptions, Http, OnionService, Openvpn, Ppp, Script, Socks, SocksVersion,
-    Socksapp, Ssh, Tor, Tun2socks, Wireguard,
+    hop_types, Built, Hop, HopKind, HopOptions, Http, OnionService, Openvpn, Ppp, Script, Socks,
+    SocksVersion, Socksapp, Ssh, Tor, Tun2socks, Wireguard,
 };
 pub use network::{Bridge, EthBridge, Hooks, Network, UplinkChoice};
 pub use sandbox::{

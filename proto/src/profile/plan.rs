@@ -1,22 +1,11 @@
 //! What a profile asks for, in words: [`Profile::unsupported`] (features this
-//! build cannot run yet, one table to shrink as they land) and
+//! build cannot run yet, one table to shrink as they land; hop types come
+//! from the hop registry's `Built` column) and
 //! [`Profile::describe`] (the plan `pallium check` prints; never secrets).
 
 #![forbid(unsafe_code)]
 
 use super::{Command, Gui, HopKind, PathsMode, Profile, SocksVersion, VirtuserName, DROPPED};
-
-/// Hop types the netbroker can build. Add a name when its hop lands.
-const SUPPORTED_HOPS: &[&str] = &[
-    "socks",
-    "http",
-    "tun2socks",
-    "tor",
-    "ssh",
-    "socksapp",
-    "openvpn",
-    "wireguard",
-];
 
 /// Profile features not implemented yet: (message, does this profile use it?).
 /// Delete a line when its feature lands.
@@ -38,7 +27,7 @@ impl Profile {
         for hop in &self.network.chain {
             let name = hop.kind.name();
             let line = format!("hop type '{name}' is not supported yet");
-            if !SUPPORTED_HOPS.contains(&name) && !out.contains(&line) {
+            if !hop.kind.built() && !out.contains(&line) {
                 out.push(line);
             }
         }
