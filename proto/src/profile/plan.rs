@@ -13,9 +13,6 @@ const SUPPORTED_HOPS: &[&str] = &["socks", "http", "tun2socks", "tor", "ssh", "s
 /// Delete a line when its feature lands.
 #[allow(clippy::type_complexity)] // A table of plain closures reads best.
 const UNSUPPORTED: &[(&str, fn(&Profile) -> bool)] = &[
-    ("network.bridge is not supported yet", |p| {
-        p.network.bridge.is_some()
-    }),
     ("network.port_forwarding is not supported yet", |p| {
         !p.network.port_forwarding.is_empty()
     }),
