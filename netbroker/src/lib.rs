@@ -11,6 +11,7 @@ pub mod direct;
 pub mod dns;
 pub mod engine;
 pub mod hops;
+pub mod hostroute;
 pub mod names;
 pub mod netns;
 pub mod nft;

@@ -320,7 +320,7 @@ fn handle_build_chain(
         }
     }
     let mut ready = chain_ready(&uplink).map_err(ServeError::Dup)?;
-    let bridge = match build_bridge(chan, &req, ready.netns.0.as_fd(), &ready.resolv_conf) {
+    let bridge = match build_bridge(chan, &req, ready.netns.0.as_fd(), &ready.resolv_conf, &[]) {
         Ok(b) => b,
         Err(e) => {
             drop(uplink);
@@ -623,7 +623,8 @@ fn handle_build_hops(
             .collect::<Result<_, _>>()
             .map_err(ServeError::Dup)?,
     };
-    let bridge = match build_bridge(chan, &req, ready.netns.0.as_fd(), &ready.resolv_conf) {
+    let skip = chain_uids(&req.session_id, &chain);
+    let bridge = match build_bridge(chan, &req, ready.netns.0.as_fd(), &ready.resolv_conf, &skip) {
         Ok(b) => b,
         Err(e) => {
             drop(chain);
@@ -654,6 +655,7 @@ fn build_bridge(
     req: &BuildChain,
     app: std::os::fd::BorrowedFd<'_>,
     resolv_conf: &str,
+    skip_uids: &[u32],
 ) -> Result<Option<Box<crate::bridge::BridgeLink>>, RemoteError> {
     let Some(b) = &req.bridge else {
         return Ok(None);
@@ -672,9 +674,30 @@ fn build_bridge(
             if b.dhcp { " with DHCP" } else { "" }
         ),
     }));
-    crate::bridge::build(&req.session_id, b, app, resolv_conf, req.quiet)
+    crate::bridge::build(&req.session_id, b, app, resolv_conf, req.quiet, skip_uids)
         .map(|b| Some(Box::new(b)))
         .map_err(|e| RemoteError::new("netbroker: network.bridge", &e))
+}
+
+/// Root mode: the uids whose sockets carry the chain's own traffic from the
+/// host's namespace — the session's packet engines and the hops' daemons —
+/// which `bridge.routes` must never send back into the chain (a loop).
+fn chain_uids(session_id: &str, chain: &Chain) -> Vec<u32> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let engine = proto::profile::service_uid(session_id, proto::profile::Service::Engine, &passwd);
+    let mut uids = vec![engine];
+    for p in chain.pids() {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).unwrap_or_default();
+        // "Uid: real effective saved fs": sockets carry the effective uid.
+        let euid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if let Some(u) = euid.filter(|u| *u != 0 && !uids.contains(u)) {
+            uids.push(u);
+        }
+    }
+    uids
 }
 
 /// `network.routes`: narrow the application namespace's routes to the list

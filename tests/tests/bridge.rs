@@ -67,9 +67,10 @@ fn start(tb: &Testbed, prof: &str, bridge: &str) -> Child {
 }
 
 /// The test's virtual machine: a namespace whose `eth0` is a veth whose
-/// other end (`vmh`) is a port of the test's own Linux bridge `vmbr` in the
-/// host namespace, as libvirt would plug a VM in; the bridge link pallium
-/// made is the other port. Removed on drop.
+/// other end is `vmh` in the host namespace. With `bridge`, `vmh` is a port
+/// of the test's own Linux bridge `vmbr`, as libvirt would plug a VM in, and
+/// the bridge link pallium made is the other port; without, `vmh` is left
+/// for `eth_bridge` to enslave. Removed on drop.
 struct Vm {
     netns: String,
     host_netns: String,
@@ -79,7 +80,7 @@ struct Vm {
 }
 
 impl Vm {
-    fn plug(tb: &Testbed, bridge: &str) -> Vm {
+    fn plug(tb: &Testbed, bridge: Option<&str>) -> Vm {
         let netns = format!("{}-vm", tb.name());
         let dir = std::env::temp_dir().join(format!("pallium-tests-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -98,16 +99,19 @@ impl Vm {
         // Addresses at once (no duplicate address detection), as the testbed's.
         vm.sh("sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0");
         let h = &vm.host_netns;
-        for args in [
-            vec!["link", "add", "vmbr", "type", "bridge"],
-            vec![
-                "link", "add", "vmh", "type", "veth", "peer", "name", "eth0", "netns", &vm.netns,
-            ],
-            vec!["link", "set", "vmh", "master", "vmbr"],
-            vec!["link", "set", bridge, "master", "vmbr"],
-            vec!["link", "set", "vmh", "up"],
-            vec!["link", "set", "vmbr", "up"],
-        ] {
+        let veth = vec![
+            "link", "add", "vmh", "type", "veth", "peer", "name", "eth0", "netns", &vm.netns,
+        ];
+        let mut steps = vec![veth, vec!["link", "set", "vmh", "up"]];
+        if let Some(bridge) = bridge {
+            steps.extend([
+                vec!["link", "add", "vmbr", "type", "bridge"],
+                vec!["link", "set", "vmh", "master", "vmbr"],
+                vec!["link", "set", bridge, "master", "vmbr"],
+                vec!["link", "set", "vmbr", "up"],
+            ]);
+        }
+        for args in steps {
             let mut c = Command::new("ip");
             c.args(["-n", h]).args(&args);
             ok(c);
@@ -242,12 +246,17 @@ fn session_resolver(tb: &Testbed, prof: &str) -> String {
         .expect("a nameserver")
 }
 
-/// A socks chain with a bridge named `name`, DHCP on.
-fn socks_bridge_profile(tb: &Testbed, file: &str, name: &str) -> (pallium_tests::Proxy, String) {
+/// A socks chain with a bridge named `name`, DHCP on, and `extra` keys.
+fn socks_bridge_profile(
+    tb: &Testbed,
+    file: &str,
+    name: &str,
+    extra: &str,
+) -> (pallium_tests::Proxy, String) {
     let proxy = tb.start_microsocks();
     let json = format!(
         r#"{{"network": {{"chain": [{{"type": "socks", "address": "{}"}}],
-             "bridge": {{"name": "{name}", "dhcp": true}}}},
+             "bridge": {{"name": "{name}", "dhcp": true{extra}}}}},
              "run": {{"command": ["sleep", "infinity"], "quiet": true}}}}"#,
         proxy.addr()
     );
@@ -259,10 +268,10 @@ fn socks_bridge_profile(tb: &Testbed, file: &str, name: &str) -> (pallium_tests:
 fn a_vm_on_the_bridge_gets_a_lease_and_leaves_through_the_chain() {
     skip_unless_root!();
     let tb = Testbed::new("bridge0");
-    let (proxy, prof) = socks_bridge_profile(&tb, "bridge-vm", "pmtestbr0");
+    let (proxy, prof) = socks_bridge_profile(&tb, "bridge-vm", "pmtestbr0", "");
     let mut run = start(&tb, &prof, "pmtestbr0");
     let resolver = session_resolver(&tb, &prof);
-    let vm = Vm::plug(&tb, "pmtestbr0");
+    let vm = Vm::plug(&tb, Some("pmtestbr0"));
 
     let (ip, router, dns) = vm.dhcp();
     // Past the gateway (.1) and the host's own address on the bridge (.2).
@@ -325,7 +334,7 @@ fn a_vm_on_the_bridge_gets_a_lease_and_leaves_through_the_chain() {
 fn sigkill_of_the_supervisor_leaves_no_bridge_behind() {
     skip_unless_root!();
     let tb = Testbed::new("bridge1");
-    let (_proxy, prof) = socks_bridge_profile(&tb, "bridge-kill", "pmtestbr1");
+    let (_proxy, prof) = socks_bridge_profile(&tb, "bridge-kill", "pmtestbr1", "");
     let mut run = start(&tb, &prof, "pmtestbr1");
     let dnsmasq = dnsmasq_of(&tb);
     assert_eq!(dnsmasq.len(), 1, "one dnsmasq for the bridge");
@@ -376,5 +385,117 @@ fn a_bridge_name_that_exists_is_refused_before_anything_is_set_up() {
     assert_eq!(errors.len(), 1, "{se}");
     assert!(errors[0].contains("network.bridge.name"), "{se}");
     assert!(errors[0].contains("\"eth0\" already exists"), "{se}");
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
+/// `curl` run in the testbed's host namespace (not in pallium): the address
+/// the web host saw, IPv4 then IPv6.
+fn host_curl(tb: &Testbed) -> Vec<String> {
+    let script = [
+        curl(&format!("http://{}/", tb.web_v4())),
+        curl(&format!("http://[{}]/", tb.web_v6())),
+    ]
+    .join("; ");
+    ok(tb.host_exec(["sh", "-c", &script]))
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A socks chain whose bridge routes all of the host's traffic.
+fn routes_profile(
+    tb: &Testbed,
+    file: &str,
+    name: &str,
+    bypass: bool,
+) -> (pallium_tests::Proxy, String) {
+    let proxy = tb.start_microsocks();
+    let json = format!(
+        r#"{{"network": {{"chain": [{{"type": "socks", "address": "{}"}}],
+             "bridge": {{"name": "{name}", "routes": ["0.0.0.0/0", "::/0"], "reserved_bypass": {bypass}}}}},
+             "run": {{"command": ["sleep", "infinity"], "quiet": true}}}}"#,
+        proxy.addr()
+    );
+    (proxy, profile_file(file, &json).display().to_string())
+}
+
+#[test]
+fn host_traffic_to_a_bridge_route_goes_through_the_chain_until_the_session_ends() {
+    skip_unless_root!();
+    let tb = Testbed::new("bridge4");
+    let host = [tb.host_v4().to_string(), tb.host_v6().to_string()];
+    assert_eq!(host_curl(&tb), host, "before the session");
+    let (proxy, prof) = routes_profile(&tb, "bridge-routes", "pmtestbr4", false);
+    let mut run = start(&tb, &prof, "pmtestbr4");
+    let exit = [proxy.exit_v4().to_string(), proxy.exit_v6().to_string()];
+    // The host's own traffic leaves at the proxy — and so does the
+    // application's, whose engine dials the proxy from the host: its
+    // packets are not routed back into the chain (no loop).
+    assert_eq!(host_curl(&tb), exit, "the host's traffic");
+    let app = ok(pal(
+        &tb,
+        &[
+            "exec",
+            &prof,
+            "--",
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            &tb.web4_url(),
+        ],
+    ));
+    assert_eq!(app.trim(), exit[0], "the application's traffic");
+    ok(pal(&tb, &["stop", &prof]));
+    run.wait().unwrap();
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+    assert_eq!(host_curl(&tb), host, "after the session");
+}
+
+#[test]
+fn reserved_destinations_bypass_the_bridge_routes() {
+    skip_unless_root!();
+    let tb = Testbed::new("bridge5");
+    // The testbed's networks are documentation and ULA ranges: reserved.
+    let (_proxy, prof) = routes_profile(&tb, "bridge-bypass", "pmtestbr5", true);
+    let mut run = start(&tb, &prof, "pmtestbr5");
+    let host = [tb.host_v4().to_string(), tb.host_v6().to_string()];
+    assert_eq!(host_curl(&tb), host);
+    ok(pal(&tb, &["stop", &prof]));
+    run.wait().unwrap();
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
+#[test]
+fn eth_bridge_enslaves_a_host_device_for_the_session_only() {
+    skip_unless_root!();
+    let tb = Testbed::new("bridge6");
+    let vm = Vm::plug(&tb, None);
+    let (proxy, prof) = socks_bridge_profile(
+        &tb,
+        "bridge-eth",
+        "pmtestbr6",
+        r#", "eth_bridge": {"devices": ["vmh"], "name": "pmtestebr6"}"#,
+    );
+    let master = || ok(host_ip(&tb, &["-o", "link", "show", "vmh"]));
+    assert!(!master().contains(" master "), "{}", master());
+    let mut run = start(&tb, &prof, "pmtestebr6");
+    assert!(master().contains(" master pmtestebr6 "), "{}", master());
+    // The VM on the host device reaches the chain through the Linux bridge.
+    let (ip, _, _) = vm.dhcp();
+    let so = vm.sh(&curl(&format!("http://{}/", tb.web_v4())));
+    assert_eq!(so.trim(), proxy.exit_v4().to_string(), "VM {ip}");
+    ok(pal(&tb, &["stop", &prof]));
+    run.wait().unwrap();
+    // Released (the netbroker tears down after the supervisor exits), not
+    // deleted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while master().contains(" master ") {
+        assert!(Instant::now() < deadline, "still enslaved: {}", master());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(vm);
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
 }
