@@ -16,6 +16,7 @@ pub mod names;
 pub mod netns;
 pub mod nft;
 pub mod orphan;
+pub mod outbound;
 pub mod pool;
 pub mod root;
 pub mod rootless;

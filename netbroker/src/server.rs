@@ -54,6 +54,8 @@ enum State {
         bridge: Option<Box<crate::bridge::BridgeLink>>,
         /// Declared before the uplink: the hops stop first.
         chain: Option<Chain>,
+        /// `network.outbound_interface`: the rules routing the veth's traffic.
+        outbound: Option<crate::outbound::Outbound>,
         uplink: Option<Built>,
         /// The hops' private directory, removed at teardown.
         work_dir: Option<std::path::PathBuf>,
@@ -305,6 +307,16 @@ fn handle_build_chain(
             return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
         }
     };
+    let outbound = match outbound(&req, use_veth) {
+        Ok(o) => o,
+        Err(e) => {
+            drop(uplink);
+            if use_veth {
+                let _ = root::teardown(&req.session_id, paths);
+            }
+            return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
+        }
+    };
     if let Some(routes) = &req.routes {
         let (netns, resolv) = match &uplink {
             Built::Veth(v) => (v.netns.as_fd(), &v.resolv_conf),
@@ -331,10 +343,12 @@ fn handle_build_chain(
         }
     };
     ready.links.extend(bridge.iter().map(|b| b.link.clone()));
+    ready.links.extend(outbound.iter().map(|o| o.link.clone()));
     *state = State::NetworkReady {
         session_id: req.session_id,
         bridge,
         chain: None,
+        outbound,
         uplink: Some(uplink),
         work_dir: None,
     };
@@ -410,6 +424,7 @@ fn teardown(state: State, paths: &HostPaths) {
         session_id,
         bridge,
         chain,
+        outbound,
         uplink,
         work_dir,
     } = state
@@ -420,6 +435,7 @@ fn teardown(state: State, paths: &HostPaths) {
     // then their daemons), from the application's end backwards.
     drop(bridge);
     drop(chain);
+    drop(outbound);
     if let Some(dir) = work_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -470,12 +486,15 @@ fn handle_build_hops(
     // so N0 is a namespace of the session's with the empty chain's veth
     // uplink and wall (the host's addresses refused). An ssh hop 1 needs
     // none: its port is in a namespace of its own (`hops/ssh.rs`).
+    // So, too, with `outbound_interface`: hop 1's traffic is then forwarded
+    // from the veth, which one policy rule routes by that interface.
     let own_n0 = !req.rootless
         && req.uplink == Uplink::Veth
-        && req
-            .chain
-            .first()
-            .is_some_and(|h| !h.kind.rootless_starts_in_caller());
+        && (req.outbound_interface.is_some()
+            || req
+                .chain
+                .first()
+                .is_some_and(|h| !h.kind.rootless_starts_in_caller()));
     let use_host = in_caller || (!req.rootless && req.uplink == Uplink::Veth && !own_n0);
     let veth = if own_n0 {
         progress(
@@ -498,6 +517,16 @@ fn handle_build_hops(
         }
     } else {
         None
+    };
+    let outbound = match outbound(&req, veth.is_some()) {
+        Ok(o) => o,
+        Err(e) => {
+            if veth.is_some() {
+                drop(veth);
+                let _ = root::teardown(&req.session_id, paths);
+            }
+            return fail(chan, e);
+        }
     };
     let uplink = if use_host || veth.is_some() {
         None
@@ -638,15 +667,39 @@ fn handle_build_hops(
     };
     let mut ready = ready;
     ready.links.extend(bridge.iter().map(|b| b.link.clone()));
+    ready.links.extend(outbound.iter().map(|o| o.link.clone()));
     *state = State::NetworkReady {
         session_id: req.session_id,
         bridge,
         chain: Some(chain),
+        outbound,
         uplink: uplink.map(Built::Userspace).or(veth.map(Built::Veth)),
         work_dir: Some(work_dir),
     };
     chan.send(BrokerEvent::ChainReady(ready))?;
     Ok(())
+}
+
+/// `network.outbound_interface` (root), once the session's veth exists
+/// (`veth`); without one (pasta or slirp4netns as root) it is refused.
+fn outbound(
+    req: &BuildChain,
+    veth: bool,
+) -> Result<Option<crate::outbound::Outbound>, RemoteError> {
+    let Some(iface) = &req.outbound_interface else {
+        return Ok(None);
+    };
+    if req.rootless || !veth {
+        return Err(RemoteError::msg(
+            "netbroker: network.outbound_interface",
+            "network.outbound_interface needs root and the veth uplink (not network.force_slirp or uplink pasta/slirp4netns)",
+        )
+        .with_kind(ErrorKind::Refused));
+    }
+    let veth = crate::names::host_ifname(&req.session_id);
+    crate::outbound::install(iface.as_str(), &veth)
+        .map(Some)
+        .map_err(|e| RemoteError::new("netbroker", &e))
 }
 
 /// `network.bridge` (root), once the application's namespace is built.

@@ -16,9 +16,6 @@ const UNSUPPORTED: &[(&str, fn(&Profile) -> bool)] = &[
     ("network.port_forwarding is not supported yet", |p| {
         !p.network.port_forwarding.is_empty()
     }),
-    ("network.outbound_interface is not supported yet", |p| {
-        p.network.outbound_interface.is_some()
-    }),
     ("sandbox.gui is not supported yet", |p| {
         p.sandbox.gui != Gui::Off
     }),

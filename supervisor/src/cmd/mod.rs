@@ -82,6 +82,9 @@ fn host_links(loaded: &Loaded) -> Result<()> {
         }
     }
     if let Some(i) = &net.outbound_interface {
+        if net.force_slirp || net.uplink.is_some() {
+            bail!("profile {}: network.outbound_interface routes the session's veth uplink, which network.force_slirp and network.uplink replace: remove one of them", loaded.display);
+        }
         if !exists(i.as_str()) {
             bail!("profile {}: network.outbound_interface: no interface named \"{i}\" here (see `ip link`)", loaded.display);
         }
