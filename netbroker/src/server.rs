@@ -317,13 +317,15 @@ fn handle_build_chain(
             return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
         }
     };
+    let mut uplink = uplink;
     if let Some(routes) = &req.routes {
-        let (netns, resolv) = match &uplink {
-            Built::Veth(v) => (v.netns.as_fd(), &v.resolv_conf),
-            Built::Userspace(u) => (u.netns.as_fd(), &u.resolv_conf),
-            Built::Direct(d) => (d.netns.as_fd(), &d.resolv_conf),
+        let target = match &mut uplink {
+            Built::Veth(v) => (RouteTarget::Enter(v.netns.as_fd()), &v.resolv_conf),
+            Built::Userspace(u) => (RouteTarget::Socket(&mut u.rtnl), &u.resolv_conf),
+            Built::Direct(d) => (RouteTarget::Socket(&mut d.rtnl), &d.resolv_conf),
         };
-        if let Err(e) = split_routes(netns, routes, resolv) {
+        let (target, resolv) = (target.0, target.1.clone());
+        if let Err(e) = split_routes(target, routes, &resolv) {
             drop(uplink);
             if use_veth {
                 let _ = root::teardown(&req.session_id, paths);
@@ -613,7 +615,7 @@ fn handle_build_hops(
         }
     };
     if let (Some(routes), Some(netns)) = (&req.routes, chain.app_netns()) {
-        if let Err(e) = split_routes(netns, routes, &chain.resolv_conf()) {
+        if let Err(e) = split_routes(RouteTarget::Enter(netns), routes, &chain.resolv_conf()) {
             drop(chain);
             let _ = std::fs::remove_dir_all(&work_dir);
             if veth.is_some() {
@@ -753,10 +755,18 @@ fn chain_uids(session_id: &str, chain: &Chain) -> Vec<u32> {
     uids
 }
 
+/// How to reach the application namespace's routes: by entering it (root,
+/// or a rootless chain the netbroker has entered the session of), or
+/// through a rootless uplink holder's route socket.
+enum RouteTarget<'a> {
+    Enter(std::os::fd::BorrowedFd<'a>),
+    Socket(&'a mut crate::rtnl::Rtnl),
+}
+
 /// `network.routes`: narrow the application namespace's routes to the list
 /// (and the session's resolvers).
 fn split_routes(
-    netns: std::os::fd::BorrowedFd<'_>,
+    target: RouteTarget<'_>,
     routes: &[String],
     resolv_conf: &str,
 ) -> Result<(), RemoteError> {
@@ -765,7 +775,10 @@ fn split_routes(
         .map(|a| a.ip())
         .collect();
     split::parse(routes)
-        .and_then(|r| split::restrict(netns, &r, &resolvers))
+        .and_then(|r| match target {
+            RouteTarget::Enter(netns) => split::restrict(netns, &r, &resolvers),
+            RouteTarget::Socket(rtnl) => split::restrict_with(rtnl, &r, &resolvers),
+        })
         .map_err(|e| RemoteError::new("netbroker: network.routes", &e))
 }
 
