@@ -320,9 +320,8 @@ pub fn build(
             src_v4: host_v4(&vm),
             src_v6: host_v6(&vm),
         };
-        let tag = format!("{:08x}", names::session_hash(session_id));
         Some(
-            hostroute::install(&tag, &b.routes, b.reserved_bypass, &gw, skip_uids)
+            hostroute::install(&b.routes, b.reserved_bypass, &gw, skip_uids)
                 .map_err(BridgeError::Routes)?,
         )
     };

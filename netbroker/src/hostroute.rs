@@ -22,11 +22,7 @@ use std::process::{Command, Stdio};
 
 use proto::profile::Cidr;
 
-/// The original's mark and table number; a session takes the first free
-/// one from here.
-const BASE: u32 = 0x706c6d;
-/// How many table numbers past [`BASE`] are tried.
-const TRIES: u32 = 256;
+use proto::runtime::{ROUTE_TABLES as TRIES, ROUTE_TABLE_BASE as BASE};
 
 /// Ranges not routed on the internet, which bypass the bridge when
 /// `reserved_bypass` (the original's list: IANA special-purpose registries).
@@ -87,34 +83,49 @@ pub struct Gateway<'a> {
 /// The installed routing; removed on drop.
 #[derive(Debug)]
 pub struct HostRoutes {
-    table: u32,
+    table: Reserved,
     /// Once loaded.
     nft_table: Option<String>,
 }
 
+/// A host routing table reserved by its marker file
+/// ([`proto::runtime::ROUTE_MARKER_PREFIX`]); dropping it (last) removes
+/// the marker.
+#[derive(Debug)]
+pub struct Reserved {
+    pub table: u32,
+    marker: std::path::PathBuf,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.marker);
+    }
+}
+
 impl HostRoutes {
     pub fn table(&self) -> u32 {
-        self.table
+        self.table.table
     }
 }
 
 /// Route the host's traffic to `routes` through `gw`, except sockets of
-/// `skip_uids`; `tag` names the nft table (unique per session).
+/// `skip_uids`.
 pub fn install(
-    tag: &str,
     routes: &[Cidr],
     reserved_bypass: bool,
     gw: &Gateway<'_>,
     skip_uids: &[u32],
 ) -> Result<HostRoutes, HostRouteError> {
-    let table = free_table().map_err(|source| HostRouteError::Step {
+    let reserved = free_table().map_err(|source| HostRouteError::Step {
         step: "list the host's routing tables",
         source,
     })?;
-    let table = table.ok_or(HostRouteError::NoTable)?;
+    let reserved = reserved.ok_or(HostRouteError::NoTable)?;
+    let table = reserved.table;
     // From here a failure drops `made`, which deletes what exists.
     let mut made = HostRoutes {
-        table,
+        table: reserved,
         nft_table: None,
     };
     let step = |step| move |source| HostRouteError::Step { step, source };
@@ -124,7 +135,7 @@ pub fn install(
         output(&[family, "rule", "add", "fwmark", &m, "lookup", &t])
             .map_err(step("add the policy rules"))?;
     }
-    let name = format!("pallium_br{tag}");
+    let name = nft_table_name(table);
     nft(&nft_rules(
         &name,
         table,
@@ -140,7 +151,7 @@ pub fn install(
 
 impl Drop for HostRoutes {
     fn drop(&mut self) {
-        let (t, m) = (self.table.to_string(), format!("{:#x}", self.table));
+        let (t, m) = (self.table().to_string(), format!("{:#x}", self.table()));
         // Whatever exists: a failed install may have stopped half-way.
         for family in ["-4", "-6"] {
             let _ = output(&[family, "rule", "del", "fwmark", &m, "lookup", &t]);
@@ -154,8 +165,14 @@ impl Drop for HostRoutes {
     }
 }
 
-/// The first table number from [`BASE`] that no route and no rule uses.
-pub(crate) fn free_table() -> io::Result<Option<u32>> {
+/// The host nft table of `bridge.routes` using routing table `t`.
+pub fn nft_table_name(t: u32) -> String {
+    format!("pallium_br{t}")
+}
+
+/// The first table number from [`BASE`] that no route and no rule uses
+/// and no other netbroker reserved, reserved.
+pub(crate) fn free_table() -> io::Result<Option<Reserved>> {
     let mut used = output(&["-4", "rule", "show"])? + &output(&["-6", "rule", "show"])?;
     used += &output(&["-4", "route", "show", "table", "all"])?;
     used += &output(&["-6", "route", "show", "table", "all"])?;
@@ -176,7 +193,20 @@ pub(crate) fn free_table() -> io::Result<Option<u32>> {
             false
         })
     };
-    Ok((BASE..BASE + TRIES).find(|t| !taken(*t)))
+    let run = std::path::Path::new(proto::runtime::ROOT_RUN_DIR);
+    for t in (BASE..BASE + TRIES).filter(|t| !taken(*t)) {
+        let marker = proto::runtime::route_marker(run, t);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+        {
+            Ok(_) => return Ok(Some(Reserved { table: t, marker })),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
 }
 
 /// `ip -batch` lines: the table's routes.

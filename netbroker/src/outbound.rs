@@ -15,7 +15,7 @@
 
 use std::io;
 
-use crate::hostroute::{free_table, output};
+use crate::hostroute::{free_table, output, Reserved};
 
 /// Below every copied route.
 const UNREACHABLE_METRIC: &str = "4294967295";
@@ -37,7 +37,7 @@ pub enum OutboundError {
 /// The installed rules and table; removed on drop.
 #[derive(Debug)]
 pub struct Outbound {
-    table: u32,
+    table: Reserved,
     veth: String,
     /// "leaves by eth1 (table 7367790)", for `pallium list`.
     pub link: String,
@@ -50,12 +50,13 @@ pub fn install(iface: &str, veth: &str) -> Result<Outbound, OutboundError> {
         iface: iface.into(),
         source,
     };
-    let table = free_table()
+    let reserved = free_table()
         .map_err(|e| err("list the host's routing tables", e))?
         .ok_or(OutboundError::NoTable)?;
+    let table = reserved.table;
     // From here a failure drops `made`, which deletes what exists.
     let made = Outbound {
-        table,
+        table: reserved,
         veth: veth.into(),
         link: format!("leaves by {iface} (table {table})"),
     };
@@ -89,7 +90,7 @@ pub fn install(iface: &str, veth: &str) -> Result<Outbound, OutboundError> {
 
 impl Drop for Outbound {
     fn drop(&mut self) {
-        let t = self.table.to_string();
+        let t = self.table.table.to_string();
         // Whatever exists: a failed install may have stopped half-way.
         for family in ["-4", "-6"] {
             let _ = output(&[family, "rule", "del", "iif", &self.veth, "lookup", &t]);

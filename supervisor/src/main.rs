@@ -16,6 +16,7 @@ mod runtime;
 mod session;
 mod spawn;
 mod supervise;
+mod sweep;
 mod sys;
 mod terminal;
 mod transfer;

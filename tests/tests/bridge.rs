@@ -499,3 +499,51 @@ fn eth_bridge_enslaves_a_host_device_for_the_session_only() {
     drop(vm);
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
 }
+
+/// Pids of this testbed's processes named `comm`.
+fn tagged(tb: &Testbed, comm: &str) -> Vec<u32> {
+    let tag = format!("{}={}", pallium_tests::TESTBED_ENV, tb.name());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == tag.as_bytes()))
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_of_the_netbroker_leaves_no_host_routing_after_the_next_command() {
+    skip_unless_root!();
+    let tb = Testbed::new("bridge7");
+    let (_proxy, prof) = routes_profile(&tb, "bridge-nbkill", "pmtestbr7", false);
+    let mut run = start(&tb, &prof, "pmtestbr7");
+    let nb = tagged(&tb, "pallium-netbrok");
+    assert_eq!(nb.len(), 1, "{nb:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(nb[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    run.wait().unwrap();
+    // The rules and the host's nft table outlive the netbroker; the next
+    // pallium command (here `list`) removes them.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        ok(pal(&tb, &["list"]));
+        if tb.leftovers().is_empty() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+    assert_eq!(
+        host_curl(&tb),
+        [tb.host_v4().to_string(), tb.host_v6().to_string()]
+    );
+}

@@ -326,3 +326,67 @@ fn rootless_refuses_the_outbound_interface_in_one_line() {
     );
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
 }
+
+#[test]
+fn sigkill_of_the_netbroker_leaves_no_rule_after_the_next_command() {
+    skip_unless_root!();
+    let tb = Testbed::new("oif4");
+    let alt = Alt::new(&tb, &[]);
+    let prof = profile_file(
+        "oif-kill",
+        r#"{"network": {"outbound_interface": "alt0"}, "run": {"command": ["sleep", "infinity"]}}"#,
+    );
+    let prof = prof.display().to_string();
+    let mut run = tb
+        .host_exec([
+            common::pallium().display().to_string(),
+            "run".into(),
+            prof.clone(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pal = |args: &[&str]| {
+        let mut argv = vec![common::pallium().display().to_string()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        out(tb.host_exec(argv))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pal(&["exec", &prof, "--", "true"]).status.success() {
+        assert!(Instant::now() < deadline, "the session never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let tag = format!("{}={}", pallium_tests::TESTBED_ENV, tb.name());
+    let nb: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "pallium-netbrok")
+                && std::fs::read(format!("/proc/{p}/environ"))
+                    .is_ok_and(|e| e.split(|b| *b == 0).any(|kv| kv == tag.as_bytes()))
+        })
+        .collect();
+    assert_eq!(nb.len(), 1, "{nb:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(nb[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    run.wait().unwrap();
+    // The policy rules outlive the netbroker; the next pallium command
+    // (here `list`, which also restores the forwarding sysctls) removes them.
+    let only_alt = |l: &String| l.contains("alt0") && !l.contains("table 7367");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(pal(&["list"]).status.success());
+        if tb.leftovers().iter().all(only_alt) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    clean_after(&tb, alt);
+}
