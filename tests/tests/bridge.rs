@@ -547,3 +547,26 @@ fn sigkill_of_the_netbroker_leaves_no_host_routing_after_the_next_command() {
         [tb.host_v4().to_string(), tb.host_v6().to_string()]
     );
 }
+
+#[test]
+fn a_vm_on_the_bridge_of_the_empty_chain_leaves_by_the_veth_uplink() {
+    skip_unless_root!();
+    let tb = Testbed::new("bridge8");
+    let prof = profile_file(
+        "bridge-empty",
+        r#"{"network": {"bridge": {"name": "pmtestbr8", "dhcp": true}},
+            "run": {"command": ["sleep", "infinity"], "quiet": true}}"#,
+    )
+    .display()
+    .to_string();
+    let mut run = start(&tb, &prof, "pmtestbr8");
+    let vm = Vm::plug(&tb, Some("pmtestbr8"));
+    let (ip, _, _) = vm.dhcp();
+    let so = vm.sh(&curl(&format!("http://{}/", tb.web_v4())));
+    // Masqueraded in the application's namespace, then by the host.
+    assert_eq!(so.trim(), tb.host_v4().to_string(), "VM {ip}");
+    ok(pal(&tb, &["stop", &prof]));
+    run.wait().unwrap();
+    drop(vm);
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
