@@ -308,6 +308,7 @@ fn fd() -> Fd {
 fn build_chain(chain: Vec<proto::profile::Hop>) -> BrokerRequest {
     BrokerRequest::BuildChain(BuildChain {
         bridge: None,
+        outbound_interface: None,
         session_id: "default-0".into(),
         rootless: true,
         uid: 1000,

@@ -31,6 +31,7 @@ use std::process::{Child, Command, Stdio};
 use nix::sys::signal::Signal;
 use proto::profile::Bridge;
 
+use crate::hostroute::{self, Gateway, HostRouteError, HostRoutes};
 use crate::netns::{self, NetnsError};
 use crate::pool::{self, LinkNets, V4_LEN, V6_LEN};
 use crate::rtnl::{Prefix, Rtnl};
@@ -73,6 +74,8 @@ pub enum BridgeError {
     Nft(&'static str, #[source] io::Error),
     #[error("start dnsmasq (Debian package: dnsmasq)")]
     Dnsmasq(#[source] io::Error),
+    #[error(transparent)]
+    Routes(HostRouteError),
 }
 
 /// A built bridge; dropping it stops dnsmasq, deletes the Linux bridge and
@@ -81,6 +84,8 @@ pub enum BridgeError {
 pub struct BridgeLink {
     /// "<name> 10.0.0.18/28 … ⇄ bridge namespace ⇄ application (…)".
     pub link: String,
+    /// `routes`: the host's traffic policy-routed into the bridge.
+    routes: Option<HostRoutes>,
     dnsmasq: Option<Child>,
     host: HostLinks,
     _netns: OwnedFd,
@@ -94,6 +99,8 @@ impl BridgeLink {
 
 impl Drop for BridgeLink {
     fn drop(&mut self) {
+        // The host's traffic back to the main table first.
+        drop(self.routes.take());
         if let Some(mut c) = self.dnsmasq.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -147,14 +154,16 @@ fn eth_bridge_name(session_id: &str, b: &Bridge) -> Option<String> {
 }
 
 /// Build the bridge for the session whose application namespace is `app`
-/// and whose `/etc/resolv.conf` is `resolv_conf`. The calling thread is in
-/// the host namespace.
+/// and whose `/etc/resolv.conf` is `resolv_conf`; `skip_uids` are the
+/// chain's processes in the host namespace, whose traffic `routes` never
+/// takes. The calling thread is in the host namespace.
 pub fn build(
     session_id: &str,
     b: &Bridge,
     app: BorrowedFd<'_>,
     resolv_conf: &str,
     quiet: bool,
+    skip_uids: &[u32],
 ) -> Result<BridgeLink, BridgeError> {
     let name = host_name(session_id, b);
     let ebr = eth_bridge_name(session_id, b);
@@ -301,6 +310,21 @@ pub fn build(
     } else {
         None
     };
+    let routes = if b.routes.is_empty() {
+        None
+    } else {
+        let gw = Gateway {
+            dev: &host_if,
+            via_v4: gw_v4(&vm),
+            via_v6: gw_v6(&vm),
+            src_v4: host_v4(&vm),
+            src_v6: host_v6(&vm),
+        };
+        Some(
+            hostroute::install(&b.routes, b.reserved_bypass, &gw, skip_uids)
+                .map_err(BridgeError::Routes)?,
+        )
+    };
     let link = format!(
         "{host_if} {}/{BRIDGE_V4_LEN} {}/{V6_LEN} ⇄ bridge namespace {}/{BRIDGE_V4_LEN}{} ⇄ application {A_IFNAME} {}/{V4_LEN}",
         host_v4(&vm),
@@ -313,8 +337,17 @@ pub fn build(
         },
         up.app_v4(),
     );
+    let link = match &routes {
+        Some(r) => format!(
+            "{link}; host routes {} via table {}",
+            list(&b.routes),
+            r.table()
+        ),
+        None => link,
+    };
     Ok(BridgeLink {
         link,
+        routes,
         dnsmasq,
         host: hl,
         _netns: bns.fd,
@@ -460,6 +493,14 @@ fn dnsmasq(b: BorrowedFd<'_>, vm: &LinkNets, dns: &[IpAddr], quiet: bool) -> io:
         return Err(io::Error::other(format!("dnsmasq exited: {status}")));
     }
     Ok(child)
+}
+
+fn list(routes: &[proto::profile::Cidr]) -> String {
+    routes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn dump(r: &mut Rtnl) -> io::Result<Vec<Prefix>> {

@@ -51,6 +51,8 @@ pub struct DirectUplink {
     pub engine: EngineProcess,
     pub resolv_conf: String,
     pub link: String,
+    /// The holder's route socket in `netns` ([`rootless::DirectUplink::rtnl`]).
+    pub rtnl: Rtnl,
 }
 
 /// Build it: the engine process starts first (it loads while the holder
@@ -69,6 +71,7 @@ pub fn build(uid: u32, gid: u32, host_resolv_conf: &Path) -> Result<DirectUplink
     };
     let engine = launched.serve_direct(ns.tun, &cfg)?;
     Ok(DirectUplink {
+        rtnl: ns.rtnl,
         netns: ns.netns,
         userns: ns.userns,
         app_userns: ns.app_userns,

@@ -90,6 +90,10 @@ pub struct UserspaceUplink {
     pub link: String,
     pub daemon: Child,
     pub role: &'static str,
+    /// A route socket opened in `netns` by the holder: the netbroker may
+    /// change its routes through it though it cannot enter `netns`
+    /// (rootless: owned by a user namespace it is not in).
+    pub rtnl: Rtnl,
 }
 
 impl Drop for UserspaceUplink {
@@ -232,6 +236,7 @@ pub fn build(
         } else {
             "hop:slirp4netns"
         },
+        rtnl,
     })
 }
 
@@ -345,6 +350,8 @@ pub struct DirectUplink {
     pub userns: OwnedFd,
     pub app_userns: OwnedFd,
     pub tun: crate::tun::Tun,
+    /// The holder's route socket in `netns` (see [`UserspaceUplink::rtnl`]).
+    pub rtnl: Rtnl,
 }
 
 /// Build [`DirectUplink`] for `uid`/`gid` (the caller, whom the netbroker
@@ -374,6 +381,7 @@ pub fn direct(uid: u32, gid: u32, tun: &str, mtu: u32) -> Result<DirectUplink, R
             index,
             mtu,
         },
+        rtnl,
     })
 }
 

@@ -57,6 +57,8 @@ enum State {
         bridge: Option<Box<crate::bridge::BridgeLink>>,
         /// Declared before the uplink: the hops stop first.
         chain: Option<Chain>,
+        /// `network.outbound_interface`: the rules routing the veth's traffic.
+        outbound: Option<crate::outbound::Outbound>,
         uplink: Option<Built>,
         /// The hops' private directory, removed at teardown.
         work_dir: Option<std::path::PathBuf>,
@@ -316,13 +318,25 @@ fn handle_build_chain(
             return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
         }
     };
+    let outbound = match outbound(&req, use_veth) {
+        Ok(o) => o,
+        Err(e) => {
+            drop(uplink);
+            if use_veth {
+                let _ = root::teardown(&req.session_id, paths);
+            }
+            return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
+        }
+    };
+    let mut uplink = uplink;
     if let Some(routes) = &req.routes {
-        let (netns, resolv) = match &uplink {
-            Built::Veth(v) => (v.netns.as_fd(), &v.resolv_conf),
-            Built::Userspace(u) => (u.netns.as_fd(), &u.resolv_conf),
-            Built::Direct(d) => (d.netns.as_fd(), &d.resolv_conf),
+        let target = match &mut uplink {
+            Built::Veth(v) => (RouteTarget::Enter(v.netns.as_fd()), &v.resolv_conf),
+            Built::Userspace(u) => (RouteTarget::Socket(&mut u.rtnl), &u.resolv_conf),
+            Built::Direct(d) => (RouteTarget::Socket(&mut d.rtnl), &d.resolv_conf),
         };
-        if let Err(e) = split_routes(netns, routes, resolv) {
+        let (target, resolv) = (target.0, target.1.clone());
+        if let Err(e) = split_routes(target, routes, &resolv) {
             drop(uplink);
             if use_veth {
                 let _ = root::teardown(&req.session_id, paths);
@@ -332,7 +346,7 @@ fn handle_build_chain(
     }
     let mut ready = chain_ready(&uplink).map_err(ServeError::Dup)?;
     let extras = start_forwarder(bound, Vec::new(), &ready, &req).and_then(|f| {
-        build_bridge(chan, &req, ready.netns.0.as_fd(), &ready.resolv_conf).map(|b| (f, b))
+        build_bridge(chan, &req, ready.netns.0.as_fd(), &ready.resolv_conf, &[]).map(|b| (f, b))
     });
     let (forwarder, bridge) = match extras {
         Ok(fb) => fb,
@@ -345,11 +359,13 @@ fn handle_build_chain(
         }
     };
     ready.links.extend(bridge.iter().map(|b| b.link.clone()));
+    ready.links.extend(outbound.iter().map(|o| o.link.clone()));
     *state = State::NetworkReady {
         forwarder,
         session_id: req.session_id,
         bridge,
         chain: None,
+        outbound,
         uplink: Some(uplink),
         work_dir: None,
     };
@@ -438,6 +454,7 @@ fn teardown(state: State, paths: &HostPaths) {
         session_id,
         bridge,
         chain,
+        outbound,
         uplink,
         work_dir,
     } = state
@@ -450,6 +467,7 @@ fn teardown(state: State, paths: &HostPaths) {
     drop(forwarder);
     drop(bridge);
     drop(chain);
+    drop(outbound);
     if let Some(dir) = work_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -501,12 +519,15 @@ fn handle_build_hops(
     // so N0 is a namespace of the session's with the empty chain's veth
     // uplink and wall (the host's addresses refused). An ssh hop 1 needs
     // none: its port is in a namespace of its own (`hops/ssh.rs`).
+    // So, too, with `outbound_interface`: hop 1's traffic is then forwarded
+    // from the veth, which one policy rule routes by that interface.
     let own_n0 = !req.rootless
         && req.uplink == Uplink::Veth
-        && req
-            .chain
-            .first()
-            .is_some_and(|h| !h.kind.rootless_starts_in_caller());
+        && (req.outbound_interface.is_some()
+            || req
+                .chain
+                .first()
+                .is_some_and(|h| !h.kind.rootless_starts_in_caller()));
     let use_host = in_caller || (!req.rootless && req.uplink == Uplink::Veth && !own_n0);
     let veth = if own_n0 {
         progress(
@@ -529,6 +550,16 @@ fn handle_build_hops(
         }
     } else {
         None
+    };
+    let outbound = match outbound(&req, veth.is_some()) {
+        Ok(o) => o,
+        Err(e) => {
+            if veth.is_some() {
+                drop(veth);
+                let _ = root::teardown(&req.session_id, paths);
+            }
+            return fail(chan, e);
+        }
     };
     let uplink = if use_host || veth.is_some() {
         None
@@ -615,7 +646,7 @@ fn handle_build_hops(
         }
     };
     if let (Some(routes), Some(netns)) = (&req.routes, chain.app_netns()) {
-        if let Err(e) = split_routes(netns, routes, &chain.resolv_conf()) {
+        if let Err(e) = split_routes(RouteTarget::Enter(netns), routes, &chain.resolv_conf()) {
             drop(chain);
             let _ = std::fs::remove_dir_all(&work_dir);
             if veth.is_some() {
@@ -666,10 +697,11 @@ fn handle_build_hops(
             .map_err(ServeError::Dup)?,
         onion_services,
     };
+    let skip = chain_uids(&req.session_id, &chain);
     // Started before the state holds the chain: on failure the chain's
     // drop here tears it down (the veth's host side after it).
     let extras = start_forwarder(bound, onions, &ready, &req).and_then(|f| {
-        build_bridge(chan, &req, ready.netns.0.as_fd(), &ready.resolv_conf).map(|b| (f, b))
+        build_bridge(chan, &req, ready.netns.0.as_fd(), &ready.resolv_conf, &skip).map(|b| (f, b))
     });
     let (forwarder, bridge) = match extras {
         Ok(fb) => fb,
@@ -686,11 +718,13 @@ fn handle_build_hops(
     };
     let mut ready = ready;
     ready.links.extend(bridge.iter().map(|b| b.link.clone()));
+    ready.links.extend(outbound.iter().map(|o| o.link.clone()));
     *state = State::NetworkReady {
         forwarder,
         session_id: req.session_id,
         bridge,
         chain: Some(chain),
+        outbound,
         uplink: uplink.map(Built::Userspace).or(veth.map(Built::Veth)),
         work_dir: Some(work_dir),
     };
@@ -729,12 +763,35 @@ fn start_forwarder(
         .map_err(|e| RemoteError::new("netbroker", &e))
 }
 
+/// `network.outbound_interface` (root), once the session's veth exists
+/// (`veth`); without one (pasta or slirp4netns as root) it is refused.
+fn outbound(
+    req: &BuildChain,
+    veth: bool,
+) -> Result<Option<crate::outbound::Outbound>, RemoteError> {
+    let Some(iface) = &req.outbound_interface else {
+        return Ok(None);
+    };
+    if req.rootless || !veth {
+        return Err(RemoteError::msg(
+            "netbroker: network.outbound_interface",
+            "network.outbound_interface needs root and the veth uplink (not network.force_slirp or uplink pasta/slirp4netns)",
+        )
+        .with_kind(ErrorKind::Refused));
+    }
+    let veth = crate::names::host_ifname(&req.session_id);
+    crate::outbound::install(iface.as_str(), &veth)
+        .map(Some)
+        .map_err(|e| RemoteError::new("netbroker", &e))
+}
+
 /// `network.bridge` (root), once the application's namespace is built.
 fn build_bridge(
     chan: &Channel<BrokerEvent, BrokerRequest>,
     req: &BuildChain,
     app: std::os::fd::BorrowedFd<'_>,
     resolv_conf: &str,
+    skip_uids: &[u32],
 ) -> Result<Option<Box<crate::bridge::BridgeLink>>, RemoteError> {
     let Some(b) = &req.bridge else {
         return Ok(None);
@@ -753,15 +810,44 @@ fn build_bridge(
             if b.dhcp { " with DHCP" } else { "" }
         ),
     }));
-    crate::bridge::build(&req.session_id, b, app, resolv_conf, req.quiet)
+    crate::bridge::build(&req.session_id, b, app, resolv_conf, req.quiet, skip_uids)
         .map(|b| Some(Box::new(b)))
         .map_err(|e| RemoteError::new("netbroker: network.bridge", &e))
+}
+
+/// Root mode: the uids whose sockets carry the chain's own traffic from the
+/// host's namespace — the session's packet engines and the hops' daemons —
+/// which `bridge.routes` must never send back into the chain (a loop).
+fn chain_uids(session_id: &str, chain: &Chain) -> Vec<u32> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let engine = proto::profile::service_uid(session_id, proto::profile::Service::Engine, &passwd);
+    let mut uids = vec![engine];
+    for p in chain.pids() {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).unwrap_or_default();
+        // "Uid: real effective saved fs": sockets carry the effective uid.
+        let euid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if let Some(u) = euid.filter(|u| *u != 0 && !uids.contains(u)) {
+            uids.push(u);
+        }
+    }
+    uids
+}
+
+/// How to reach the application namespace's routes: by entering it (root,
+/// or a rootless chain the netbroker has entered the session of), or
+/// through a rootless uplink holder's route socket.
+enum RouteTarget<'a> {
+    Enter(std::os::fd::BorrowedFd<'a>),
+    Socket(&'a mut crate::rtnl::Rtnl),
 }
 
 /// `network.routes`: narrow the application namespace's routes to the list
 /// (and the session's resolvers).
 fn split_routes(
-    netns: std::os::fd::BorrowedFd<'_>,
+    target: RouteTarget<'_>,
     routes: &[String],
     resolv_conf: &str,
 ) -> Result<(), RemoteError> {
@@ -770,7 +856,10 @@ fn split_routes(
         .map(|a| a.ip())
         .collect();
     split::parse(routes)
-        .and_then(|r| split::restrict(netns, &r, &resolvers))
+        .and_then(|r| match target {
+            RouteTarget::Enter(netns) => split::restrict(netns, &r, &resolvers),
+            RouteTarget::Socket(rtnl) => split::restrict_with(rtnl, &r, &resolvers),
+        })
         .map_err(|e| RemoteError::new("netbroker: network.routes", &e))
 }
 

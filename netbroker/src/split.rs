@@ -49,11 +49,21 @@ pub fn restrict(
     routes: &[Cidr],
     resolvers: &[IpAddr],
 ) -> Result<(), SplitError> {
-    netns::run_in(netns, || restrict_here(routes, resolvers)).map_err(SplitError::Enter)?
+    netns::run_in(netns, || {
+        let mut rtnl = Rtnl::open().map_err(SplitError::Enter)?;
+        restrict_with(&mut rtnl, routes, resolvers)
+    })
+    .map_err(SplitError::Enter)?
 }
 
-fn restrict_here(routes: &[Cidr], resolvers: &[IpAddr]) -> Result<(), SplitError> {
-    let mut rtnl = Rtnl::open().map_err(SplitError::Enter)?;
+/// [`restrict`] through a route socket already open in the namespace (one a
+/// rootless uplink's holder opened: the netbroker cannot enter that
+/// namespace, which a user namespace it is not in owns).
+pub fn restrict_with(
+    rtnl: &mut Rtnl,
+    routes: &[Cidr],
+    resolvers: &[IpAddr],
+) -> Result<(), SplitError> {
     let defaults = rtnl.default_routes().map_err(SplitError::Dump)?;
     let mut specific: Vec<Prefix> = Vec::new();
     for v6 in [false, true] {

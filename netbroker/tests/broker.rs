@@ -137,6 +137,7 @@ fn spawn_broker(run_dir: &Path) -> Result<(Child, Sup), String> {
 fn build(sup: &mut Sup, uplink: Uplink) -> Result<ChainReady, String> {
     sup.send(BrokerRequest::BuildChain(BuildChain {
         bridge: None,
+        outbound_interface: None,
         session_id: format!("nbtest-{}", std::process::id()),
         rootless: false,
         uid: 0,
@@ -367,6 +368,7 @@ fn a_second_build_chain_ends_the_netbroker_and_restores_everything() {
         // netbroker ends, undoing what it built.
         sup.send(BrokerRequest::BuildChain(BuildChain {
             bridge: None,
+            outbound_interface: None,
             session_id: "again-0".into(),
             rootless: false,
             uid: 0,
@@ -517,6 +519,7 @@ fn spawn_broker_at(exe: &Path, run_dir: &Path) -> Result<(Child, Sup), String> {
 fn build_rootless(sup: &mut Sup, uid: u32, gid: u32, uplink: Uplink) -> Result<ChainReady, String> {
     sup.send(BrokerRequest::BuildChain(BuildChain {
         bridge: None,
+        outbound_interface: None,
         session_id: format!("nbrootless-{}", std::process::id()),
         rootless: true,
         uid,
@@ -722,6 +725,7 @@ fn ends_with(broker: &mut Child, sup: &mut Sup, kind: proto::ErrorKind) -> Resul
 fn build_request(session_id: &str, chain: Vec<proto::profile::Hop>) -> BrokerRequest {
     BrokerRequest::BuildChain(BuildChain {
         bridge: None,
+        outbound_interface: None,
         session_id: session_id.into(),
         rootless: false,
         uid: 0,

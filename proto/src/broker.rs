@@ -74,7 +74,10 @@ pub struct BuildChain {
     /// `network.routes`: destinations routed through the chain (None = all).
     pub routes: Option<Vec<String>>,
     /// `network.bridge` (root): a host link routed through the chain.
-    pub bridge: Option<crate::profile::Bridge>,
+    pub bridge: Option<Box<crate::profile::Bridge>>,
+    /// `network.outbound_interface` (root): the host interface the chain's
+    /// traffic leaves by.
+    pub outbound_interface: Option<crate::profile::IfName>,
     /// `network.host_access`: root's veth uplink lets the application reach
     /// the host's own addresses (by default the session's table drops that).
     pub host_access: bool,

@@ -38,6 +38,22 @@ pub const CONTROL_SOCKET: &str = "control.sock";
 pub const INFO_FILE: &str = "info.json";
 /// The hops' private directory in a session directory.
 pub const HOPS_DIR: &str = "hops";
+/// Root: `<run>/.route-<netns>-<table>` ([`route_marker`]) reserves routing
+/// table `<table>` of network namespace `<netns>` (its inode, as
+/// [`current_netns`]) and the policy rules that look it up, for a netbroker's
+/// `network.outbound_interface` or `network.bridge.routes`. Created with
+/// O_EXCL before the table is used, removed after teardown; the next pallium
+/// command sweeps what a netbroker killed with SIGKILL left.
+pub const ROUTE_MARKER_PREFIX: &str = ".route-";
+/// The marker reserving `table` in the calling thread's network namespace.
+pub fn route_marker(run: &Path, table: u32) -> PathBuf {
+    run.join(format!("{ROUTE_MARKER_PREFIX}{}-{table}", current_netns()))
+}
+
+/// The first host routing table (and fwmark) sessions take: the original's.
+pub const ROUTE_TABLE_BASE: u32 = 0x706c6d;
+/// How many tables from [`ROUTE_TABLE_BASE`] sessions may take.
+pub const ROUTE_TABLES: u32 = 256;
 
 /// The runtime directory of the calling user (see the module doc), not created.
 pub fn run_dir_path() -> PathBuf {

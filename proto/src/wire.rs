@@ -335,6 +335,7 @@ mod tests {
     fn build() -> BrokerRequest {
         BrokerRequest::BuildChain(BuildChain {
             bridge: None,
+            outbound_interface: None,
             session_id: "abc-0".into(),
             rootless: true,
             uid: 1000,

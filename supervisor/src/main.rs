@@ -23,6 +23,7 @@ mod runtime;
 mod session;
 mod spawn;
 mod supervise;
+mod sweep;
 mod sys;
 mod terminal;
 mod transfer;

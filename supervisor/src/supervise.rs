@@ -236,7 +236,8 @@ fn run_with(
             .routes
             .as_ref()
             .map(|r| r.iter().map(ToString::to_string).collect()),
-        bridge: profile.network.bridge.clone(),
+        bridge: profile.network.bridge.clone().map(Box::new),
+        outbound_interface: profile.network.outbound_interface.clone(),
         host_access: profile.network.host_access,
         quiet: plan.quiet,
         port_forwarding: profile.network.port_forwarding.clone(),

@@ -2,14 +2,16 @@
 //! listed destinations are reached through the chain (the exit address is
 //! the chain's), every other one is unroutable in the application's
 //! namespace (ENETUNREACH, not a timeout), names still resolve, and nothing
-//! is left behind. Overlapping routes are refused before anything is set up.
+//! is left behind; rootless too (the direct uplink, pasta, and a socks
+//! chain from the caller's namespace). Overlapping routes are refused before anything
+//! is set up.
 
 mod common;
 
 use std::process::{Command, Output, Stdio};
 
 use common::{pallium, profile_file, text, wait_clean};
-use pallium_tests::{skip_unless_root, Testbed, WEB4_NAME};
+use pallium_tests::{skip_unless_root, TestUser, Testbed, WEB4_NAME};
 
 fn out(mut c: Command) -> Output {
     c.stdin(Stdio::null()).output().expect("run")
@@ -18,9 +20,25 @@ fn out(mut c: Command) -> Output {
 /// `pallium exec --one-shot PROFILE -- sh -c SCRIPT` in the testbed's host
 /// namespace: (success, stdout, stderr).
 fn one_shot(tb: &Testbed, name: &str, json: &str, script: &str) -> (bool, String, String) {
+    one_shot_as(tb, None, name, json, script)
+}
+
+/// [`one_shot`] as `user` (rootless) with the binaries staged for it, or as
+/// root.
+fn one_shot_as(
+    tb: &Testbed,
+    user: Option<&TestUser>,
+    name: &str,
+    json: &str,
+    script: &str,
+) -> (bool, String, String) {
     let prof = profile_file(name, json);
+    let bin = match user {
+        Some(u) => staged(u).join("pallium"),
+        None => pallium(),
+    };
     let argv = [
-        pallium().display().to_string(),
+        bin.display().to_string(),
         "exec".into(),
         "--one-shot".into(),
         prof.display().to_string(),
@@ -29,9 +47,24 @@ fn one_shot(tb: &Testbed, name: &str, json: &str, script: &str) -> (bool, String
         "-c".into(),
         script.into(),
     ];
-    let o = out(tb.host_exec(argv));
+    let o = out(match user {
+        Some(u) => tb.host_exec_as(u, argv),
+        None => tb.host_exec(argv),
+    });
     let (so, se) = text(&o);
     (o.status.success(), so, se)
+}
+
+/// The binaries, staged where the test user can run them.
+fn staged(user: &TestUser) -> &'static std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| user.stage_binaries(&common::binaries()))
+}
+
+/// Rootless needs `/dev/net/tun` usable by the test user (Debian's 0666).
+fn tun_usable() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
 }
 
 /// A shell line printing what a TCP connect to `ip`:`port` gives: "connected"
@@ -138,5 +171,79 @@ fn overlapping_routes_are_refused_before_anything_is_set_up() {
     assert_eq!(errors.len(), 1, "{se}");
     assert!(errors[0].contains("network.routes[1]"), "{se}");
     assert!(errors[0].contains("overlaps route 10.0.0.0/8"), "{se}");
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
+#[test]
+fn rootless_split_tunnelling_routes_only_the_listed_networks() {
+    skip_unless_root!();
+    if !tun_usable() {
+        pallium_tests::skip("/dev/net/tun is not world read-write (chmod 0666 /dev/net/tun)");
+        return;
+    }
+    let tb = Testbed::new("routes3");
+    let user = TestUser::get();
+    let proxy = tb.start_microsocks();
+    let script = |v4: String, v6: String| {
+        [
+            curl(&format!("http://{}/", tb.web_v4())),
+            curl(&format!("http://{WEB4_NAME}/")),
+            connect(&v4, proxy.port()),
+            connect(&v6, proxy.port()),
+        ]
+        .join("; ")
+    };
+    // The direct uplink (rootless's default for the empty chain).
+    let json = format!(r#"{{"network": {{"routes": ["{}/32"]}}}}"#, tb.web_v4());
+    let direct = script(proxy.exit_v4().to_string(), proxy.exit_v6().to_string());
+    let (ok, so, se) = one_shot_as(&tb, Some(user), "routes-rl", &json, &direct);
+    assert!(ok, "{so}{se}");
+    let host = tb.host_v4().to_string();
+    assert_eq!(
+        lines(&so),
+        [&host, &host, "ENETUNREACH", "ENETUNREACH"],
+        "{se}"
+    );
+
+    // pasta's uplink: its holder's route socket too.
+    let json = format!(
+        r#"{{"network": {{"uplink": "pasta", "routes": ["{}/32"]}}}}"#,
+        tb.web_v4()
+    );
+    let (ok, so, se) = one_shot_as(&tb, Some(user), "routes-rl-pasta", &json, &direct);
+    assert!(ok, "{so}{se}");
+    assert_eq!(
+        lines(&so),
+        [&host, &host, "ENETUNREACH", "ENETUNREACH"],
+        "{se}"
+    );
+
+    // A socks chain, hop 1 dialling from the caller's namespace.
+    let json = format!(
+        r#"{{"network": {{"chain": [{{"type": "socks", "address": "{}"}}],
+             "routes": ["{}/32", "{}/128"]}}}}"#,
+        proxy.addr(),
+        tb.web_v4(),
+        tb.web_v6()
+    );
+    let chained = [
+        curl(&format!("http://{}/", tb.web_v4())),
+        curl(&format!("http://[{}]/", tb.web_v6())),
+        connect(&proxy.exit_v4().to_string(), proxy.port()),
+        connect(&proxy.exit_v6().to_string(), proxy.port()),
+    ]
+    .join("; ");
+    let (ok, so, se) = one_shot_as(&tb, Some(user), "routes-rl-socks", &json, &chained);
+    assert!(ok, "{so}{se}");
+    assert_eq!(
+        lines(&so),
+        [
+            proxy.exit_v4().to_string(),
+            proxy.exit_v6().to_string(),
+            "ENETUNREACH".into(),
+            "ENETUNREACH".into()
+        ],
+        "{se}"
+    );
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
 }

@@ -10,14 +10,7 @@ use super::{Command, Gui, HopKind, PathsMode, Profile, SocksVersion, VirtuserNam
 /// Profile features not implemented yet: (message, does this profile use it?).
 /// Delete a line when its feature lands.
 #[allow(clippy::type_complexity)] // A table of plain closures reads best.
-const UNSUPPORTED: &[(&str, fn(&Profile) -> bool)] = &[
-    ("network.bridge is not supported yet", |p| {
-        p.network.bridge.is_some()
-    }),
-    ("network.outbound_interface is not supported yet", |p| {
-        p.network.outbound_interface.is_some()
-    }),
-];
+const UNSUPPORTED: &[(&str, fn(&Profile) -> bool)] = &[];
 
 impl Profile {
     /// One line per feature this profile uses that pallium cannot run yet;

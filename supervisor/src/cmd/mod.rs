@@ -56,6 +56,43 @@ fn refuse_setuid() -> Result<()> {
     Ok(())
 }
 
+/// `network.bridge` and `outbound_interface` name host interfaces: the
+/// bridge's must not exist yet (the original failed half-way), the others
+/// must. Checked in the namespace pallium starts in, where they are made.
+fn host_links(loaded: &Loaded) -> Result<()> {
+    let net = &loaded.profile.network;
+    let exists = |n: &str| nix::net::if_::if_nametoindex(n).is_ok();
+    if let Some(b) = &net.bridge {
+        let eth = b.eth_bridge.as_ref();
+        let new = [
+            ("network.bridge.name", b.name.as_ref()),
+            (
+                "network.bridge.eth_bridge.name",
+                eth.and_then(|e| e.name.as_ref()),
+            ),
+        ];
+        for (key, name) in new {
+            if let Some(n) = name.filter(|n| exists(n.as_str())) {
+                bail!("profile {}: {key}: an interface named \"{n}\" already exists; choose another name or remove the key for a generated one", loaded.display);
+            }
+        }
+        for (i, d) in eth.iter().flat_map(|e| &e.devices).enumerate() {
+            if !exists(d.as_str()) {
+                bail!("profile {}: network.bridge.eth_bridge.devices[{i}]: no interface named \"{d}\" here (see `ip link`)", loaded.display);
+            }
+        }
+    }
+    if let Some(i) = &net.outbound_interface {
+        if net.force_slirp || net.uplink.is_some() {
+            bail!("profile {}: network.outbound_interface routes the session's veth uplink, which network.force_slirp and network.uplink replace: remove one of them", loaded.display);
+        }
+        if !exists(i.as_str()) {
+            bail!("profile {}: network.outbound_interface: no interface named \"{i}\" here (see `ip link`)", loaded.display);
+        }
+    }
+    Ok(())
+}
+
 /// `$SHELL`, else `/bin/sh`, as the original.
 pub(crate) fn shell() -> String {
     std::env::var("SHELL")
@@ -82,6 +119,7 @@ pub(crate) fn ensure_runnable(loaded: &Loaded) -> Result<()> {
             bail!("profile {}: {key} needs root (it changes the host's links and routes); run pallium as root or remove the key", loaded.display);
         }
     }
+    host_links(loaded)?;
     // A bind source that does not exist is reported before anything starts.
     if let Some(paths) = &loaded.profile.sandbox.paths {
         for (i, b) in paths.bind.iter().enumerate() {
