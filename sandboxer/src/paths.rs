@@ -423,6 +423,12 @@ fn glob_walk(fs: &dyn HostFs, at: PathBuf, parts: &[String], out: &mut Vec<PathB
 /// (a pattern the crate cannot compile, such as an unclosed `[`, matches
 /// itself literally, as Python's `fnmatch` does).
 fn component_pattern(p: &str) -> glob::Pattern {
+    // Within a component `**` is `*` (the crate refuses it there).
+    let mut p = p.to_string();
+    while p.contains("**") {
+        p = p.replace("**", "*");
+    }
+    let p = p.as_str();
     glob::Pattern::new(p)
         .or_else(|_| glob::Pattern::new(&glob::Pattern::escape(p)))
         .expect("an escaped pattern compiles")
@@ -745,6 +751,7 @@ mod tests {
         assert!(m("a[b", "a[b"), "an unclosed [ is literal");
         assert!(!m("a[b", "ab"));
         assert!(m(".*rc", ".bashrc"));
+        assert!(m("a**c", "abbc"), "** inside a component is *");
     }
 
     #[test]
