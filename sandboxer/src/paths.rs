@@ -405,6 +405,7 @@ fn glob_walk(fs: &dyn HostFs, at: PathBuf, parts: &[String], out: &mut Vec<PathB
         }
         return;
     }
+    let pattern = component_pattern(first);
     let mut names = fs.list(&at);
     names.sort();
     for name in names {
@@ -412,43 +413,37 @@ fn glob_walk(fs: &dyn HostFs, at: PathBuf, parts: &[String], out: &mut Vec<PathB
         if n.starts_with('.') && !first.starts_with('.') {
             continue;
         }
-        if matches(first.as_bytes(), n.as_bytes()) {
+        if matches(&pattern, &n) {
             glob_walk(fs, at.join(&name), rest, out);
         }
     }
 }
 
-/// `fnmatch` of one component.
-fn matches(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => matches(&p[1..], s) || (!s.is_empty() && matches(p, &s[1..])),
-        (Some(b'?'), Some(_)) => matches(&p[1..], &s[1..]),
-        (Some(b'['), Some(&c)) => match p.iter().position(|&b| b == b']').filter(|&e| e > 1) {
-            Some(end) => {
-                let set = &p[1..end];
-                let (neg, set) = match set.first() {
-                    Some(b'!') => (true, &set[1..]),
-                    _ => (false, set),
-                };
-                let mut hit = false;
-                let mut i = 0;
-                while i < set.len() {
-                    if i + 2 < set.len() && set[i + 1] == b'-' {
-                        hit |= (set[i]..=set[i + 2]).contains(&c);
-                        i += 3;
-                    } else {
-                        hit |= set[i] == c;
-                        i += 1;
-                    }
-                }
-                hit != neg && matches(&p[end + 1..], &s[1..])
-            }
-            None => c == b'[' && matches(&p[1..], &s[1..]),
-        },
-        (Some(a), Some(b)) => a == b && matches(&p[1..], &s[1..]),
-        _ => false,
+/// `fnmatch` of one component, by the `glob` crate: `*`, `?`, `[…]`, `[!…]`
+/// (a pattern the crate cannot compile, such as an unclosed `[`, matches
+/// itself literally, as Python's `fnmatch` does).
+fn component_pattern(p: &str) -> glob::Pattern {
+    // Within a component `**` is `*` (the crate refuses it there).
+    let mut p = p.to_string();
+    while p.contains("**") {
+        p = p.replace("**", "*");
     }
+    let p = p.as_str();
+    glob::Pattern::new(p)
+        .or_else(|_| glob::Pattern::new(&glob::Pattern::escape(p)))
+        .expect("an escaped pattern compiles")
+}
+
+/// Whether `name` matches one component's pattern.
+fn matches(p: &glob::Pattern, name: &str) -> bool {
+    p.matches_with(
+        name,
+        glob::MatchOptions {
+            case_sensitive: true,
+            require_literal_separator: true,
+            require_literal_leading_dot: false,
+        },
+    )
 }
 
 /// A default-hidden path stays visible when the user whitelisted or bound it
@@ -746,12 +741,17 @@ mod tests {
 
     #[test]
     fn fnmatch() {
-        assert!(matches(b"a*c", b"abbc"));
-        assert!(matches(b"a?c", b"abc"));
-        assert!(!matches(b"a?c", b"ac"));
-        assert!(matches(b"[!x]y", b"zy"));
-        assert!(matches(b"[a-c]", b"b"));
-        assert!(!matches(b"[a-c]", b"d"));
+        let m = |p: &str, s: &str| matches(&component_pattern(p), s);
+        assert!(m("a*c", "abbc"));
+        assert!(m("a?c", "abc"));
+        assert!(!m("a?c", "ac"));
+        assert!(m("[!x]y", "zy"));
+        assert!(m("[a-c]", "b"));
+        assert!(!m("[a-c]", "d"));
+        assert!(m("a[b", "a[b"), "an unclosed [ is literal");
+        assert!(!m("a[b", "ab"));
+        assert!(m(".*rc", ".bashrc"));
+        assert!(m("a**c", "abbc"), "** inside a component is *");
     }
 
     #[test]

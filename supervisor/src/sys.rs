@@ -1,5 +1,5 @@
 //! The supervisor's only `unsafe`: the code that runs between fork and exec of
-//! a helper, a few terminal ioctls, `openat2` and `pidfd_send_signal`. Each
+//! a helper, a few terminal ioctls and `pidfd_send_signal`. Each
 //! function wraps one step.
 
 #![allow(unsafe_code)]
@@ -140,58 +140,6 @@ pub(crate) fn pidfd_alive(pidfd: BorrowedFd<'_>) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// The kernel's `struct open_how` (its first version, 24 bytes; libc's is
-/// `non_exhaustive`).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-/// `openat2(2)`: open `path` relative to `dir` (the current directory when
-/// `None`) with `flags`/`mode`, resolving it under the `resolve` restrictions
-/// (`RESOLVE_IN_ROOT`, `RESOLVE_NO_MAGICLINKS`, …).
-pub(crate) fn openat2(
-    dir: Option<BorrowedFd<'_>>,
-    path: &std::path::Path,
-    flags: i32,
-    mode: u32,
-    resolve: u64,
-) -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
-            u64::from(mode)
-        } else {
-            0
-        },
-        resolve,
-    };
-    let dirfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
-    // SAFETY: `c` is a NUL-terminated string and `how` a fully initialised
-    // `open_how` whose size we pass; both outlive the call. `dirfd` is a
-    // descriptor borrowed for the call, or AT_FDCWD.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dirfd,
-            c.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Restore SIGPIPE's default action (Rust ignores it), so a report piped

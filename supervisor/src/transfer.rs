@@ -24,11 +24,9 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, RenameFlags};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, RenameFlags, ResolveFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
-
-use crate::sys;
 
 /// Mode bits we copy: permissions and sticky, never set-user/group-ID.
 const MODE_BITS: u32 = 0o1777;
@@ -110,7 +108,7 @@ impl Side {
         };
         match &self.root {
             Some(root) => self.as_app(|| {
-                sys::openat2(
+                openat2(
                     Some(root.as_fd()),
                     path,
                     flags,
@@ -118,7 +116,7 @@ impl Side {
                     libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
                 )
             }),
-            None => sys::openat2(None, path, flags, 0, 0),
+            None => openat2(None, path, flags, 0, 0),
         }
     }
 
@@ -152,6 +150,33 @@ impl Side {
     }
 }
 
+/// `openat2(2)` (nix's): open `path` relative to `dir` (the current
+/// directory when `None`) with `flags` (plus `O_CLOEXEC`) and `mode` (used
+/// only when creating), resolving under the `resolve` restrictions
+/// (`RESOLVE_IN_ROOT`, `RESOLVE_NO_MAGICLINKS`, …).
+fn openat2(
+    dir: Option<BorrowedFd<'_>>,
+    path: &Path,
+    flags: i32,
+    mode: u32,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    let mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
+        Mode::from_bits_truncate(mode)
+    } else {
+        Mode::empty()
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::from_bits_retain(flags | libc::O_CLOEXEC))
+        .mode(mode)
+        .resolve(ResolveFlag::from_bits_retain(resolve));
+    Ok(nix::fcntl::openat2(
+        dir.unwrap_or(nix::fcntl::AT_FDCWD),
+        path,
+        how,
+    )?)
+}
+
 /// A name in an open directory.
 struct Loc {
     dir: OwnedFd,
@@ -161,7 +186,7 @@ struct Loc {
 /// Open the single name `name` in `dir`: no symbolic link anywhere, nothing
 /// outside `dir`.
 fn child(dir: BorrowedFd<'_>, name: &OsStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
-    sys::openat2(
+    openat2(
         Some(dir),
         Path::new(name),
         flags | libc::O_NOFOLLOW,

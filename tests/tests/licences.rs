@@ -7,6 +7,7 @@ use std::process::Command;
 /// SPDX identifiers we accept, alone or in an OR/AND expression.
 const ALLOWED: &[&str] = &[
     "MIT",
+    "MIT-0", // MIT without the attribution clause (borrow-or-share, via jsonschema)
     "Apache-2.0",
     "Apache-2.0 WITH LLVM-exception",
     "BSD-2-Clause",

@@ -18,6 +18,8 @@ mod network;
 mod plan;
 mod read;
 mod sandbox;
+#[cfg(test)]
+mod schema;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
