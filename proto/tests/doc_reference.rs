@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
 }
 
 fn reference() -> String {
@@ -99,7 +101,12 @@ fn documented_keys(doc: &str) -> BTreeSet<String> {
             in_key_table = false;
             continue;
         }
-        let first = line.trim_matches('|').split('|').next().unwrap_or("").trim();
+        let first = line
+            .trim_matches('|')
+            .split('|')
+            .next()
+            .unwrap_or("")
+            .trim();
         if first == "key" {
             in_key_table = true;
             continue;
@@ -144,8 +151,19 @@ fn every_parser_key_is_documented_and_every_documented_key_is_read() {
     let code = parser_keys();
     // The scan must find the keys; a change in how the parser reads keys
     // that hides them from it has to show up here, not pass silently.
-    for k in ["chain", "address", "virtuser", "post_up", "whitelist", "tor_args", "pass"] {
-        assert!(code.contains(k), "the scan of the parser lost key {k:?}: {code:?}");
+    for k in [
+        "chain",
+        "address",
+        "virtuser",
+        "post_up",
+        "whitelist",
+        "tor_args",
+        "pass",
+    ] {
+        assert!(
+            code.contains(k),
+            "the scan of the parser lost key {k:?}: {code:?}"
+        );
     }
     let doc = documented_keys(&reference());
     let missing: Vec<_> = code.difference(&doc).collect();
@@ -181,7 +199,11 @@ fn every_hop_type_has_an_example_that_parses() {
 fn every_json_example_parses_without_warnings() {
     let doc = reference();
     let examples = json_examples(&doc);
-    assert!(examples.len() > 20, "only {} JSON examples found", examples.len());
+    assert!(
+        examples.len() > 20,
+        "only {} JSON examples found",
+        examples.len()
+    );
     for (i, e) in examples.iter().enumerate() {
         match proto::profile::parse("<doc/PROFILE.md>", e) {
             Ok(p) => assert!(
