@@ -3,7 +3,8 @@
 //! `o.get("…")`, `o.str(cx, "…")`, `consume("…")`, …) has a row in the
 //! reference, every row names a key the parser reads, every hop type has an
 //! example, and every JSON example in the reference parses without an error
-//! or a warning. A key added to the parser without a line in the reference
+//! or a warning (so do the profiles in doc/EXAMPLES.md and the README).
+//! A key added to the parser without a line in the reference
 //! (or a row left behind for a removed key) fails here.
 
 use std::collections::BTreeSet;
@@ -212,6 +213,25 @@ fn every_json_example_parses_without_warnings() {
                 p.warnings
             ),
             Err(err) => panic!("example {i} does not parse: {err}\n{e}"),
+        }
+    }
+}
+
+#[test]
+fn the_json_examples_of_the_other_docs_parse_without_warnings() {
+    for doc in ["doc/EXAMPLES.md", "README.md"] {
+        let text = std::fs::read_to_string(root().join(doc)).expect("read doc");
+        let examples = json_examples(&text);
+        assert!(!examples.is_empty(), "{doc} has no JSON example");
+        for (i, e) in examples.iter().enumerate() {
+            match proto::profile::parse(doc, e) {
+                Ok(p) => assert!(
+                    p.warnings.is_empty(),
+                    "{doc} example {i} warns: {:?}\n{e}",
+                    p.warnings
+                ),
+                Err(err) => panic!("{doc} example {i} does not parse: {err}\n{e}"),
+            }
         }
     }
 }
