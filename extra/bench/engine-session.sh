@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Session-level benchmark of a SOCKS5 hop (issue 10, item 1): the packet
-# engine as the session runs it (its own process since issue 10, a thread of
+# Session-level benchmark of a SOCKS5 hop: the packet
+# engine as the session runs it (its own process now, a thread of
 # the netbroker before), for one or more pallium builds side by side:
 #   ./extra/bench/engine-session.sh [SECONDS] PALLIUM [PALLIUM…]   (as root)
 # Each PALLIUM needs its helpers beside it (a release build's target/release).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Root against rootless through one SOCKS hop (issue 11): since issue 11 a
+# Root against rootless through one SOCKS hop: a
 # rootless chain's hop 1 dials from the caller's own network namespace (no
 # pasta), as root's always has. One run prints, per mode, iperf3 upload and
 # download through the hop over RUNS runs of SECS seconds (min / median /

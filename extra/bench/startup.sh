@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Startup and memory benchmark (DESIGN §8). Run as root from the repository:
+# Startup and memory benchmark (targets: ≤ 20 ms root, ≤ 60 ms rootless). Run as root from the repository:
 #   ./extra/bench/startup.sh [RUNS]   (as root)
 # Prints, in one run: `pallium exec --one-shot` of the empty profile as root and
 # rootless against `unshare -n true` and `bwrap --unshare-all`, with a virtual

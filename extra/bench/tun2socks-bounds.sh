@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tun2socks bounds benchmark (issue 10, item 2). Run as root from the repository:
+# tun2socks bounds benchmark. Run as root from the repository:
 #   ./extra/bench/tun2socks-bounds.sh [PENDING] [SHORT] [SECONDS]
 # Same throwaway namespaces as tun2socks.sh (dante SOCKS5 on 127.0.0.1:1080,
 # iperf3 and a TCP echo server on 203.0.113.80, the engine served by the

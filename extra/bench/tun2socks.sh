@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tun2socks benchmark (issue 4, item 10). Run as root from the repository:
+# tun2socks benchmark. Run as root from the repository:
 #   ./extra/bench/tun2socks.sh [SECONDS]
 # Builds a throwaway "dial" namespace (dante SOCKS5 on 127.0.0.1:1080, iperf3
 # and a TCP echo server on 203.0.113.80) and an "app" namespace served by the

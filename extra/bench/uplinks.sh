@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The rootless empty chain's uplinks side by side, in one run (issue 11, part 2):
+# The rootless empty chain's uplinks side by side, in one run:
 #   ./extra/bench/uplinks.sh [RUNS] [SECONDS] [BIN_DIR]        (as root)
 # BIN_DIR holds pallium and its helpers (default: target/release of this tree).
 # Builds a throwaway "host" namespace (the network an unprivileged user sees:

@@ -1,5 +1,5 @@
 //! `network.bridge` (root): a link in the host namespace whose traffic goes
-//! through the chain, for virtual machines and containers (ORIGINAL.md §3.7).
+//! through the chain, for virtual machines and containers (the original's policy-routed bridge).
 //!
 //! ```text
 //!  host (H)                 bridge namespace (B)              application namespace (A)

@@ -1,5 +1,5 @@
 //! `network.bridge.routes` (root): the host's own traffic to the listed
-//! networks goes through the chain, over the bridge (ORIGINAL.md §3.7, the
+//! networks goes through the chain, over the bridge (the original's
 //! "routing table trick").
 //!
 //! An nft `route` chain on the host's output hook marks what locally

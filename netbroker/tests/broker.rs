@@ -694,7 +694,7 @@ fn slirp4netns_uplink_as_root() {
     });
 }
 
-// ---- A compromised supervisor (issue 10, item 5): the netbroker refuses
+// ---- A compromised supervisor: the netbroker refuses
 // what no profile could say, requests out of order and frames it cannot
 // take, with nothing left on the host.
 

@@ -1,5 +1,5 @@
 //! The netbroker ⇄ packet-engine channel. Each proxy hop's tun2socks engine
-//! runs in its own unprivileged child of the netbroker (DESIGN §2), already
+//! runs in its own unprivileged child of the netbroker (doc/SECURITY.md), already
 //! in its dial namespace and without capabilities when it starts: the
 //! netbroker sends one [`EngineRequest::Start`] with the TUN descriptor, the engine confines itself and answers
 //! [`EngineEvent::Ready`] or [`EngineEvent::Failed`]; later the netbroker may

@@ -1,4 +1,4 @@
-//! `sandbox.gvisor` (ORIGINAL.md §4.3): every spawned command runs under
+//! `sandbox.gvisor` (doc/PROFILE.md): every spawned command runs under
 //! gVisor's `runsc`, whose root is the prepared file view and whose network
 //! is the session's namespace (`--network=host` inside it). The first spawn
 //! creates a container (`runsc run`); while it runs, later spawns join it

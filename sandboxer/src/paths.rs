@@ -1,5 +1,5 @@
 //! `sandbox.paths` (and the virtual user's view) as a tree of entries, then as
-//! a `Vec<MountOp>`: the original's `build_mounts` (ORIGINAL.md §1.4, §4.2).
+//! a `Vec<MountOp>`: the original's `build_mounts` (doc/PROFILE.md, sandbox.paths).
 //! The host is only read through [`HostFs`], so every rule is unit-tested
 //! with a fake file system and without root.
 

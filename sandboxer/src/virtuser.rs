@@ -1,4 +1,4 @@
-//! Virtual users (ORIGINAL.md §4.1): a persistent home under the caller's
+//! Virtual users (doc/PROFILE.md, sandbox.virtuser): a persistent home under the caller's
 //! `~/.config/pallium/virtuser/NAME/home` (`/etc/pallium/…` as root) or a
 //! tmpfs one (`$tmp`), mounted at `/home/NAME`, with generated `/etc/passwd`,
 //! `/etc/group` and `/etc/hostname`, and `HOME`/`USER`/cwd for the command.

@@ -1,4 +1,4 @@
-//! The sandboxer facing a compromised supervisor (issue 10, items 4 and 5):
+//! The sandboxer facing a compromised supervisor:
 //! the harness speaks the wire protocol itself and sends what a real
 //! supervisor never would — a virtual user named `../..`, traversal paths, a
 //! debugfs `fsmount`, a skeleton the caller cannot read, requests out of

@@ -1,4 +1,4 @@
-//! Landlock behind the mount sandbox (issue 5, item 3), through the built
+//! Landlock behind the mount sandbox, through the built
 //! sandboxer: the application's landlock domain mirrors its file view, so a
 //! place the mount view leaves writable by file permissions but grants
 //! nothing (the sandbox's root tmpfs, a stand-in tmpfs) is still denied.

@@ -1,5 +1,5 @@
-//! `sandbox.paths` and virtual users through the built sandboxer (ORIGINAL.md
-//! §4.1, §4.2 tests). Needs root; skips with a message otherwise.
+//! `sandbox.paths` and virtual users through the built sandboxer (the
+//! original's virtual-user and paths tests). Needs root; skips with a message otherwise.
 
 use std::path::Path;
 

@@ -1,4 +1,4 @@
-//! The fake internet that pallium's end-to-end tests run on (DESIGN §7): throwaway network
+//! The fake internet that pallium's end-to-end tests run on (README.md, Run the tests): throwaway network
 //! namespaces — a *host* where pallium starts, a router, a web server that answers with the
 //! client's address and an authoritative, query-logging DNS server — plus an unprivileged test
 //! user and checks that pallium left nothing behind.

@@ -5,7 +5,7 @@ mod common;
 
 use common::{profile_file, run, text};
 
-/// ORIGINAL.md §1.8, verbatim.
+/// The original pallium's documented example profiles, verbatim.
 const EXAMPLES: &[(&str, &str)] = &[
     (
         "hardened-browser",

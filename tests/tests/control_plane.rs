@@ -1,4 +1,4 @@
-//! The control plane against a hostile application (issue 9, items 1 and 4),
+//! The control plane against a hostile application,
 //! root and rootless: from inside a session, with pallium's runtime directory
 //! bound into the sandbox on purpose (the supervisor's refusal must hold even
 //! when the view does not hide the socket), the pallium binary itself and a

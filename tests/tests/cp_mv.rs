@@ -1,5 +1,5 @@
 //! `pallium cp` and `pallium mv` as root: the original's test_mv flow
-//! (ORIGINAL.md §5), the PROFILE:PATH form, and symbolic links in the sandbox
+//! (its test suite), the PROFILE:PATH form, and symbolic links in the sandbox
 //! that point at host paths, which must never lead to the host's files.
 
 mod common;

@@ -1,4 +1,4 @@
-//! The escape suite (issue 5 item 8, issue 9 item 7): as the sandboxed
+//! The escape suite: as the sandboxed
 //! application, try to get out — host files, processes, sockets (among them
 //! those the environment names), mounts, modules, setuid binaries, the
 //! caller's terminal, the keyring, the control plane, host root's powers,

@@ -1,4 +1,4 @@
-//! `sandbox.gvisor` end to end (issue 5, item 6), as root and as the rootless
+//! `sandbox.gvisor` end to end, as root and as the rootless
 //! test user: the command sees gVisor's kernel, not the host's; its exit
 //! code, stdin and stdout are pallium's; its network is the session's (the
 //! testbed's web host answers it with the address it came from); a second

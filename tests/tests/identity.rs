@@ -1,4 +1,4 @@
-//! Who the application is (issue 9, item 2): as root it is uid 0 of a user
+//! Who the application is: as root it is uid 0 of a user
 //! namespace of its own, an unprivileged host uid of the session's — never
 //! the host's root unless the profile opts in with `sandbox.unsafe_host_root`;
 //! a writable bind stays writable for it (idmapped); `exec --root` holds

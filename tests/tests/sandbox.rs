@@ -1,6 +1,6 @@
 //! The sandbox keys through the CLI, as root and rootless: virtual users,
-//! paths, seccomp and `unpriv_user_ns` (the original's sandbox and CLI tests,
-//! ORIGINAL.md §5), and their bad input refused before anything is set up.
+//! paths, seccomp and `unpriv_user_ns` (the original's sandbox and CLI tests),
+//! and their bad input refused before anything is set up.
 
 mod common;
 
@@ -53,7 +53,7 @@ fn virtual_user_whoami_and_home_rootless() {
         return;
     }
     let tb = Testbed::new("sbxvu");
-    // ORIGINAL.md §5 test_virtuser, through an inline profile.
+    // The original's test_virtuser, through an inline profile.
     let prof = r#"{"sandbox": {"virtuser": {"name": "johndoe", "skeleton": false}}}"#;
     let o = exec_user(&tb, prof, &["sh", "-c", "whoami; echo $HOME; pwd"]);
     let (stdout, stderr) = text(&o);
@@ -129,7 +129,7 @@ fn temporary_virtual_user_as_root() {
 fn paths_base_mode_and_binds() {
     skip_unless_root!();
     let tb = Testbed::new("sbxpaths");
-    // ORIGINAL.md §4.2: base mode with a minimal whitelist has no /tmp.
+    // As in the original: base mode with a minimal whitelist has no /tmp.
     let base = r#"{"sandbox": {"paths": {"mode": "base", "whitelist": ["/usr", "/bin", "/lib64", "/lib", "/dev/null"]}}}"#;
     let o = exec_root(&tb, base, &["ls", "/tmp"]);
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
@@ -202,7 +202,7 @@ fn bad_sandbox_input_is_refused_before_anything_is_set_up() {
     assert_eq!(common::wait_clean(&tb), Vec::<String>::new());
 }
 
-/// The original README's "hardened browser" profile (ORIGINAL.md §1.8) with a
+/// The original README's "hardened browser" profile (doc/EXAMPLES.md) with a
 /// shell in place of the browser (its `gui` is tested in tests/tests/gui.rs):
 /// under gVisor, as a virtual user with a persistent home, the Downloads bind
 /// the only way out to the host. As root, the Downloads directory is given

@@ -1,4 +1,4 @@
-//! The packet engine's process (DESIGN §2): each proxy hop's tun2socks engine
+//! The packet engine's process (doc/SECURITY.md): each proxy hop's tun2socks engine
 //! runs in its own child of the netbroker, which re-executes its own binary
 //! in a hidden mode ([`ENGINE_ARG`]). The code that parses the application's
 //! packets so holds no capability, has no_new_privs and a seccomp allow-list

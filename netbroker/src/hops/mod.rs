@@ -1,4 +1,4 @@
-//! The hop chain (DESIGN §4): one [`HopType`] per hop type, one file each,
+//! The hop chain (doc/ARCHITECTURE.md, The hop chain): one [`HopType`] per hop type, one file each,
 //! and [`build`], which brings the hops up in order, each in a network
 //! namespace of its own.
 //!

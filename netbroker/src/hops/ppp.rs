@@ -1,4 +1,4 @@
-//! `ppp` (ORIGINAL.md §1.5, §3.4): `pppd call <provider>` dialling out of a
+//! `ppp`: `pppd call <provider>` dialling out of a
 //! host device, root mode and first hop only (it takes a macvlan of a host
 //! device; anywhere else it is refused with one line).
 //!

@@ -1,5 +1,5 @@
-//! `script`: the user's own program makes the tunnel (ORIGINAL.md §1.5,
-//! §3.4). It runs in N(i−1), so its transport travels through the hops
+//! `script`: the user's own program makes the tunnel (as in the
+//! original pallium). It runs in N(i−1), so its transport travels through the hops
 //! before it, with the hop's other keys as `PALLIUM_SCRIPT_<KEY>` in its
 //! environment (`PALLIUM_SCRIPT_INTERFACE` always set); pallium waits for it
 //! to exit (status 0, as the original's blocking call did: a VPN client

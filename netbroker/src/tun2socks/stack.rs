@@ -7,7 +7,7 @@
 //! and buffers only once its dial succeeded, so a pending dial costs a
 //! socket and a few hundred bytes. Caps: [`super::Limits`].
 //!
-//! Why epoll and not tokio — measured (issue 10). A current-thread tokio
+//! Why epoll and not tokio — measured. A current-thread tokio
 //! variant of this loop (`extra/bench/tokio-loop.patch`: `AsyncFd` on the
 //! TUN, the eventfd and every socket, `tokio::time` for the poll delay and
 //! the dial deadlines; same stack, relay, dials and caps) passed the engine

@@ -1,4 +1,4 @@
-//! `network.chain` entries (ORIGINAL.md §1.5): one [`HopKind`] variant per hop
+//! `network.chain` entries (doc/PROFILE.md, hops): one [`HopKind`] variant per hop
 //! type, the options every hop takes ([`HopOptions`]), and the registry
 //! mapping the case-insensitive `type` to its parser.
 

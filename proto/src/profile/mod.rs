@@ -1,4 +1,4 @@
-//! The profile: the original pallium's JSON format (ORIGINAL.md §1) as typed,
+//! The profile: the original pallium's JSON format (doc/PROFILE.md) as typed,
 //! validated structs that also travel over the wire (bincode: no tagged,
 //! untagged or flattened serde, no `serde_json::Value` inside).
 //!

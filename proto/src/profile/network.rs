@@ -1,5 +1,5 @@
 //! `network`: the hop chain, the root-mode bridge, split-tunnel routes, the
-//! kill switch, the uplink choice and port forwarding (ORIGINAL.md §1.3, §1.6).
+//! kill switch, the uplink choice and port forwarding (doc/PROFILE.md, network).
 
 #![forbid(unsafe_code)]
 

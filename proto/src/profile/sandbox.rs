@@ -1,4 +1,4 @@
-//! `sandbox` (ORIGINAL.md §1.4): virtual user, the file view (`paths`),
+//! `sandbox` (doc/PROFILE.md, sandbox): virtual user, the file view (`paths`),
 //! gVisor, GUI, audio, user-namespace and syscall restrictions, working
 //! directory, host name and the application's environment.
 

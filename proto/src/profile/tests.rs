@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// ORIGINAL.md §1.8, verbatim.
+/// The original pallium's documented example profiles, verbatim.
 const EXAMPLES: &[(&str, &str)] = &[
     (
         "hardened-browser",
