@@ -14,8 +14,9 @@
 //! forwards what comes from the bridge to A, lets in from A only replies
 //! (conntrack), and A's only way out stays the chain. DHCP (IPv4 leases from
 //! `.3`, past the host's `.2`, which the original handed out too) and IPv6
-//! router advertisements (SLAAC) come from dnsmasq in B, which drops to
-//! `nobody` after binding; the DNS server handed out is the session's.
+//! router advertisements (SLAAC) come from dnsmasq in B, which runs as
+//! `nobody` (started as that user, capabilities ambient); the DNS server
+//! handed out is the session's.
 //! Everything is tied to B: when the netbroker goes (even SIGKILL), dnsmasq
 //! gets its parent-death signal, B is destroyed and both veth pairs with it.
 //! The Linux bridge of `eth_bridge` is deleted on drop (its devices are
@@ -68,6 +69,12 @@ pub enum BridgeError {
         #[source]
         source: io::Error,
     },
+    #[error("write the Linux bridge's marker {path}")]
+    Marker {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("enable forwarding in the {0} namespace")]
     Forwarding(&'static str, #[source] io::Error),
     #[error("load the nftables rules of the {0} namespace")]
@@ -116,6 +123,9 @@ struct HostLinks {
     rtnl: Rtnl,
     /// The Linux bridge (`eth_bridge`), then the veth end.
     made: Vec<u32>,
+    /// The Linux bridge's marker ([`proto::runtime::bridge_marker`]),
+    /// removed once the links are gone.
+    marker: Option<std::path::PathBuf>,
 }
 
 impl HostLinks {
@@ -126,6 +136,9 @@ impl HostLinks {
                     tracing::warn!("delete bridge link {idx}: {e}");
                 }
             }
+        }
+        if let Some(m) = self.marker.take() {
+            let _ = std::fs::remove_file(m);
         }
     }
 }
@@ -207,6 +220,7 @@ pub fn build(
     let mut hl = HostLinks {
         made: vec![index(&mut host, &name)?],
         rtnl: host,
+        marker: None,
     };
     bns.rtnl.add_veth(B_UP, A_IFNAME, app).map_err(|source| {
         link_err(
@@ -219,6 +233,16 @@ pub fn build(
     // The host's end: on the veth, or on the Linux bridge that enslaves it.
     let host_if = match &ebr {
         Some(br) => {
+            // Marked first, so that no kill leaves an unmarked bridge.
+            let marker = proto::runtime::bridge_marker(
+                std::path::Path::new(proto::runtime::ROOT_RUN_DIR),
+                br,
+            );
+            std::fs::write(&marker, &name).map_err(|source| BridgeError::Marker {
+                path: marker.clone(),
+                source,
+            })?;
+            hl.marker = Some(marker);
             hl.rtnl
                 .add_bridge(br)
                 .map_err(|source| link_err("create the Linux bridge", br, source))?;
@@ -438,8 +462,10 @@ fn forwarding() -> io::Result<()> {
 }
 
 /// dnsmasq in B: DHCPv4 leases `.3`–`.14`, router advertisements for SLAAC,
-/// no DNS service of its own (`port=0`), no lease file, as `nobody` after
-/// binding; it dies with the netbroker.
+/// no DNS service of its own (`port=0`), no lease file, started as `nobody`
+/// with only the capabilities DHCP and RA need; it dies with the netbroker
+/// (also SIGKILL: it never changes user, which would clear its
+/// parent-death signal).
 fn dnsmasq(b: BorrowedFd<'_>, vm: &LinkNets, dns: &[IpAddr], quiet: bool) -> io::Result<Child> {
     let mut args = vec![
         "--keep-in-foreground".to_string(),
@@ -484,8 +510,18 @@ fn dnsmasq(b: BorrowedFd<'_>, vm: &LinkNets, dns: &[IpAddr], quiet: bool) -> io:
     } else {
         cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
     }
-    sys::setns_before_exec(&mut cmd, b.as_raw_fd());
-    sys::die_with_parent(&mut cmd, Signal::SIGKILL);
+    let uid = nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .map_or(65534, |u| u.uid.as_raw());
+    let gid = nix::unistd::Group::from_name("nogroup")
+        .ok()
+        .flatten()
+        .map_or(65534, |g| g.gid.as_raw());
+    // DHCP's port 67, its raw sockets (and ARP), ICMPv6 router adverts.
+    // CAP_NET_BIND_SERVICE, CAP_NET_ADMIN, CAP_NET_RAW.
+    let caps = [10, 12, 13];
+    sys::place_unprivileged(&mut cmd, b.as_raw_fd(), uid, gid, &caps, Signal::SIGKILL);
     let mut child = cmd.spawn()?;
     // dnsmasq checks its options before it serves: a bad one ends it at once.
     std::thread::sleep(std::time::Duration::from_millis(50));

@@ -117,18 +117,88 @@ pub fn die_with_parent(cmd: &mut Command, sig: Signal) {
 }
 
 /// Start a spawned command in the network namespace `netns` (a descriptor
-/// the caller keeps open until the spawn returns), before any later
-/// `pre_exec` hook. Unlike [`place_child`] it keeps the child's
-/// credentials and capabilities: for dnsmasq, which binds its DHCP port as
-/// root and then drops to its own unprivileged user.
-pub fn setns_before_exec(cmd: &mut Command, netns: RawFd) {
-    // SAFETY: the closure runs between fork and exec in the child and only
-    // calls the async-signal-safe `setns` on a descriptor number captured
-    // before the fork; it allocates nothing.
+/// the caller keeps open until the spawn returns) as `uid`/`gid` holding
+/// only the capabilities `caps` (numbers), ambient so they survive exec:
+/// for dnsmasq, which then has no user to switch to. A program that drops
+/// root itself would clear its parent-death signal with its uid change and
+/// outlive a netbroker killed with SIGKILL; this one is already unprivileged
+/// when `sig` is armed (last, as in [`place_child`]), with no_new_privs.
+pub fn place_unprivileged(
+    cmd: &mut Command,
+    netns: RawFd,
+    uid: u32,
+    gid: u32,
+    caps: &[u32],
+    sig: Signal,
+) {
+    let parent = nix::unistd::getpid();
+    let mask: u64 = caps.iter().fold(0, |m, c| m | (1u64 << c));
+    // SAFETY: the closure runs between fork and exec in the child and makes
+    // only async-signal-safe system calls (signal, setns, prctl, setgroups,
+    // setresgid, setresuid, capset, getppid) on data prepared before the
+    // fork (plain integers); it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
             if libc::setns(netns, libc::CLONE_NEWNET) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            for cap in 0..64u64 {
+                if mask & (1 << cap) == 0 {
+                    libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+                }
+            }
+            if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0
+                || libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(gid, gid, gid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            #[repr(C)]
+            struct Header {
+                version: u32,
+                pid: libc::c_int,
+            }
+            #[repr(C)]
+            #[derive(Clone, Copy)]
+            struct Data {
+                effective: u32,
+                permitted: u32,
+                inheritable: u32,
+            }
+            let header = Header {
+                version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+                pid: 0,
+            };
+            let half = |shift: u32| {
+                let m = (mask >> shift) as u32;
+                Data {
+                    effective: m,
+                    permitted: m,
+                    inheritable: m,
+                }
+            };
+            let data = [half(0), half(32)];
+            if libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for cap in 0..64u64 {
+                if mask & (1 << cap) != 0
+                    && libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The netbroker died before the signal was armed (ESRCH: no
+            // allocation between fork and exec).
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });

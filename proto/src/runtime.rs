@@ -50,6 +50,22 @@ pub fn route_marker(run: &Path, table: u32) -> PathBuf {
     run.join(format!("{ROUTE_MARKER_PREFIX}{}-{table}", current_netns()))
 }
 
+/// Root: `<run>/.ethbridge-<netns>-<bridge>` ([`bridge_marker`]) marks the
+/// Linux bridge of a netbroker's `network.bridge.eth_bridge` in network
+/// namespace `<netns>`; it holds the name of the session's veth on that
+/// bridge. Written before the bridge is made, removed after it is deleted;
+/// the next pallium command deletes a marked bridge whose veth is gone (its
+/// netbroker was killed with SIGKILL), which releases the host's devices.
+pub const BRIDGE_MARKER_PREFIX: &str = ".ethbridge-";
+/// The marker of Linux bridge `bridge` in the calling thread's network
+/// namespace.
+pub fn bridge_marker(run: &Path, bridge: &str) -> PathBuf {
+    run.join(format!(
+        "{BRIDGE_MARKER_PREFIX}{}-{bridge}",
+        current_netns()
+    ))
+}
+
 /// The first host routing table (and fwmark) sessions take: the original's.
 pub const ROUTE_TABLE_BASE: u32 = 0x706c6d;
 /// How many tables from [`ROUTE_TABLE_BASE`] sessions may take.

@@ -74,12 +74,13 @@ pub(crate) fn registry_lock(run: &Path) -> Result<Flock<File>> {
 /// Remove the directories of sessions whose supervisor is gone (e.g. it was
 /// killed with SIGKILL: the kernel already removed its namespaces, links,
 /// tables and processes; only these files remain), and restore the host's
-/// forwarding sysctls and remove the routing rules and tables of a netbroker
-/// killed before it could. The caller holds the registry lock.
+/// forwarding sysctls and remove the routing rules and tables and the Linux
+/// bridge of a netbroker killed before it could. The caller holds the registry lock.
 pub(crate) fn collect_garbage(run: &Path) {
     runtime::remove_dead_sessions(run);
     restore_forwarding_if_idle(run);
     crate::sweep::host_routing(run);
+    crate::sweep::eth_bridges(run);
 }
 
 /// As root, when no session started in our network namespace is alive, the

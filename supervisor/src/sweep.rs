@@ -1,21 +1,60 @@
 //! Root: what a netbroker killed with SIGKILL left in the host's routing —
 //! the policy rules and routing table of `network.outbound_interface` or
-//! `network.bridge.routes`, and the latter's nft table. Everything else of
+//! `network.bridge.routes`, and the latter's nft table, and the Linux
+//! bridge of `network.bridge.eth_bridge`. Everything else of
 //! a session goes with its processes and namespaces; these cannot, so each
 //! is reserved by a marker file in the runtime directory
 //! (`proto::runtime::ROUTE_MARKER_PREFIX`, one per network namespace and
-//! table) and the next pallium command in that namespace (under the
-//! registry lock) removes what belongs to no live session:
-//! an `iif` rule whose interface (the session's veth) is gone, a `fwmark`
-//! rule whose table lost its routes (they went via the bridge's veth). With
-//! no marker, nothing runs: starting a session costs one directory read.
+//! table; `BRIDGE_MARKER_PREFIX`, one per Linux bridge) and the next pallium
+//! command in that namespace (under the registry lock) removes what belongs
+//! to no live session: an `iif` rule whose interface (the session's veth) is
+//! gone, a `fwmark` rule whose table lost its routes (they went via the
+//! bridge's veth), a Linux bridge without the session's veth. With no
+//! marker, nothing runs: starting a session costs a directory read.
 
 #![forbid(unsafe_code)]
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use proto::runtime::ROUTE_MARKER_PREFIX;
+use proto::runtime::{BRIDGE_MARKER_PREFIX, ROUTE_MARKER_PREFIX};
+
+/// Delete the Linux bridges (`network.bridge.eth_bridge`) of this network
+/// namespace's markers whose session veth is gone, which releases the host
+/// devices they enslaved; remove the markers of bridges that are gone.
+pub(crate) fn eth_bridges(run: &Path) {
+    if !nix::unistd::getuid().is_root() {
+        return;
+    }
+    let prefix = format!("{BRIDGE_MARKER_PREFIX}{}-", proto::runtime::current_netns());
+    for e in std::fs::read_dir(run).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let Some(bridge) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Ok(veth) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        if !ip(&["-o", "link", "show", "dev", bridge]).is_empty() {
+            let members = ip(&["-o", "link", "show", "master", bridge]);
+            if members.lines().any(|l| link_name(l) == Some(veth.trim())) {
+                continue; // its session is alive
+            }
+            ip(&["link", "delete", "dev", bridge]);
+            if !ip(&["-o", "link", "show", "dev", bridge]).is_empty() {
+                continue; // try again next time
+            }
+            tracing::debug!("removed a dead session's Linux bridge {bridge}");
+        }
+        let _ = std::fs::remove_file(e.path());
+    }
+}
+
+/// The name in a line of `ip -o link show`: "7: veth0@if6: <…" → "veth0".
+fn link_name(line: &str) -> Option<&str> {
+    let name = line.split(": ").nth(1)?;
+    Some(name.split('@').next().unwrap_or(name))
+}
 
 /// Sweep the tables of `run`'s markers; remove the markers no rule uses.
 pub(crate) fn host_routing(run: &Path) {

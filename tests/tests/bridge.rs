@@ -500,6 +500,52 @@ fn eth_bridge_enslaves_a_host_device_for_the_session_only() {
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
 }
 
+#[test]
+fn sigkill_of_the_netbroker_releases_the_eth_bridge_devices_at_the_next_command() {
+    skip_unless_root!();
+    let tb = Testbed::new("bridge9");
+    let vm = Vm::plug(&tb, None);
+    let (_proxy, prof) = socks_bridge_profile(
+        &tb,
+        "bridge-ethkill",
+        "pmtestbr9",
+        r#", "eth_bridge": {"devices": ["vmh"], "name": "pmtestebr9"}"#,
+    );
+    let master = || ok(host_ip(&tb, &["-o", "link", "show", "vmh"]));
+    let mut run = start(&tb, &prof, "pmtestebr9");
+    assert!(master().contains(" master pmtestebr9 "), "{}", master());
+    let nb = tagged(&tb, "pallium-netbrok");
+    assert_eq!(nb.len(), 1, "{nb:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(nb[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    run.wait().unwrap();
+    // The Linux bridge outlives the netbroker (it is the host's); the next
+    // pallium command deletes it, which releases the host's device.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        ok(pal(&tb, &["list"]));
+        if !master().contains(" master ") || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !master().contains(" master "),
+        "still enslaved: {}\nthe bridge's members: {}\nleft: {:?}",
+        master(),
+        ok(host_ip(
+            &tb,
+            &["-o", "link", "show", "master", "pmtestebr9"]
+        )),
+        tb.leftovers()
+    );
+    drop(vm);
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
 /// Pids of this testbed's processes named `comm`.
 fn tagged(tb: &Testbed, comm: &str) -> Vec<u32> {
     let tag = format!("{}={}", pallium_tests::TESTBED_ENV, tb.name());
