@@ -5,11 +5,12 @@
 
 #![forbid(unsafe_code)]
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, UdpPacket, UdpRepr,
+    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpPacket, UdpPacket,
+    UdpRepr,
 };
 
 use super::proxy::{decode_socks5_addr, encode_socks5_addr, Target};
@@ -29,75 +30,70 @@ pub(super) enum Kind {
 }
 
 /// Source, destination and kind of a packet (None: malformed or not IP).
+/// The headers are read through `smoltcp::wire`, which checks every length
+/// field against the buffer.
 pub(super) fn classify(p: &[u8]) -> Option<(SocketAddr, SocketAddr, Kind)> {
-    let (src, dst, proto, off) = match p.first()? >> 4 {
-        4 => {
-            let ihl = usize::from(p[0] & 0x0f) * 4;
-            if p.len() < 20 || ihl < 20 || p.len() < ihl {
-                return None;
+    let unspecified = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+    // The transport header and payload, and its offset in `p`.
+    let (src, dst, proto, off, l4): (IpAddr, IpAddr, IpProtocol, usize, &[u8]) =
+        match p.first()? >> 4 {
+            4 => {
+                let ip = Ipv4Packet::new_checked(p).ok()?;
+                // Fragments other than the first carry no ports.
+                if ip.frag_offset() != 0 {
+                    return Some((unspecified, unspecified, Kind::Other));
+                }
+                let off = usize::from(ip.header_len());
+                let end = usize::from(ip.total_len());
+                (
+                    IpAddr::V4(ip.src_addr()),
+                    IpAddr::V4(ip.dst_addr()),
+                    ip.next_header(),
+                    off,
+                    p.get(off..end)?,
+                )
             }
-            // Fragments other than the first carry no ports.
-            let frag = u16::from_be_bytes([p[6], p[7]]) & 0x1fff;
-            if frag != 0 {
-                return Some((
-                    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-                    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-                    Kind::Other,
-                ));
+            6 => {
+                let ip = Ipv6Packet::new_checked(p).ok()?;
+                let off = ip.header_len();
+                (
+                    IpAddr::V6(ip.src_addr()),
+                    IpAddr::V6(ip.dst_addr()),
+                    ip.next_header(),
+                    off,
+                    p.get(off..off + usize::from(ip.payload_len()))?,
+                )
             }
-            let s = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
-            let d = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
-            (IpAddr::V4(s), IpAddr::V4(d), p[9], ihl)
-        }
-        6 => {
-            if p.len() < 40 {
-                return None;
-            }
-            let mut s = [0u8; 16];
-            s.copy_from_slice(&p[8..24]);
-            let mut d = [0u8; 16];
-            d.copy_from_slice(&p[24..40]);
-            (
-                IpAddr::V6(Ipv6Addr::from(s)),
-                IpAddr::V6(Ipv6Addr::from(d)),
-                p[6],
-                40,
-            )
-        }
-        _ => return None,
-    };
+            _ => return None,
+        };
     // Nothing is sent from or to "no address": smoltcp would answer such a
     // segment with a reset to the unspecified address, and panics doing so.
     if src.is_unspecified() || dst.is_unspecified() {
         return None;
     }
-    let l4 = &p[off..];
-    let ports = |l4: &[u8]| -> Option<(u16, u16)> {
-        Some((
-            u16::from_be_bytes([*l4.first()?, *l4.get(1)?]),
-            u16::from_be_bytes([*l4.get(2)?, *l4.get(3)?]),
-        ))
-    };
     match proto {
-        6 if l4.len() >= 20 => {
-            let (sp, dp) = ports(l4)?;
-            let flags = l4[13];
-            let syn = flags & 0x02 != 0 && flags & 0x10 == 0;
+        IpProtocol::Tcp => match TcpPacket::new_checked(l4) {
+            Ok(t) => Some((
+                SocketAddr::new(src, t.src_port()),
+                SocketAddr::new(dst, t.dst_port()),
+                Kind::Tcp {
+                    syn: t.syn() && !t.ack(),
+                },
+            )),
+            // Too short for a TCP header: smoltcp's to drop.
+            Err(_) => Some((
+                SocketAddr::new(src, 0),
+                SocketAddr::new(dst, 0),
+                Kind::Other,
+            )),
+        },
+        IpProtocol::Udp if l4.len() >= 8 => {
+            // A length field shorter than the header or past the packet.
+            let u = UdpPacket::new_checked(l4).ok()?;
+            let len = usize::from(u.len());
             Some((
-                SocketAddr::new(src, sp),
-                SocketAddr::new(dst, dp),
-                Kind::Tcp { syn },
-            ))
-        }
-        17 if l4.len() >= 8 => {
-            let (sp, dp) = ports(l4)?;
-            let len = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
-            if len < 8 || len > l4.len() {
-                return None;
-            }
-            Some((
-                SocketAddr::new(src, sp),
-                SocketAddr::new(dst, dp),
+                SocketAddr::new(src, u.src_port()),
+                SocketAddr::new(dst, u.dst_port()),
                 Kind::Udp {
                     payload: (off + 8, len - 8),
                 },
@@ -225,7 +221,9 @@ mod tests {
         // IPv4 header (20 bytes) + TCP header (20 bytes), flags at byte 33.
         let mut p = vec![0u8; 40];
         p[0] = 0x45;
+        p[2..4].copy_from_slice(&40u16.to_be_bytes()); // total length
         p[9] = 6;
+        p[32] = 0x50; // TCP data offset: 5 words
         p[12..16].copy_from_slice(&[198, 18, 0, 1]);
         p[16..20].copy_from_slice(&[203, 0, 113, 80]);
         p[20..22].copy_from_slice(&4000u16.to_be_bytes());
@@ -238,6 +236,9 @@ mod tests {
         p[33] = 0x12; // SYN+ACK
         assert_eq!(classify(&p).unwrap().2, Kind::Tcp { syn: false });
         assert!(classify(&p[..10]).is_none());
+        // A total length past the buffer is malformed, not a SYN.
+        p[2..4].copy_from_slice(&41u16.to_be_bytes());
+        assert!(classify(&p).is_none());
     }
 
     #[test]
@@ -246,7 +247,9 @@ mod tests {
         // a SYN from 0.0.0.0 made smoltcp assert while sending its reset.
         let mut p = vec![0u8; 40];
         p[0] = 0x45;
+        p[2..4].copy_from_slice(&40u16.to_be_bytes()); // total length
         p[9] = 6;
+        p[32] = 0x50; // TCP data offset: 5 words
         p[16..20].copy_from_slice(&[203, 0, 113, 80]);
         p[33] = 0x02;
         assert!(classify(&p).is_none());
