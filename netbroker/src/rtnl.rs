@@ -262,6 +262,12 @@ impl Rtnl {
     /// The main table's default routes (both families), as the kernel
     /// reports them: templates for [`Rtnl::add_route_like`].
     pub fn default_routes(&mut self) -> io::Result<Vec<RouteMessage>> {
+        self.main_routes(true)
+    }
+
+    /// The unicast routes of the main table, IPv4 and IPv6 (only the
+    /// default ones with `only_default`).
+    pub fn main_routes(&mut self, only_default: bool) -> io::Result<Vec<RouteMessage>> {
         let mut out = Vec::new();
         for fam in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut msg = RouteMessage::default();
@@ -270,7 +276,7 @@ impl Rtnl {
                 if let RouteNetlinkMessage::NewRoute(r) = m {
                     let main = r.header.table == RouteHeader::RT_TABLE_MAIN;
                     if main
-                        && r.header.destination_prefix_length == 0
+                        && (!only_default || r.header.destination_prefix_length == 0)
                         && r.header.kind == RouteType::Unicast
                     {
                         out.push(r);

@@ -845,7 +845,8 @@ enum RouteTarget<'a> {
 }
 
 /// `network.routes`: narrow the application namespace's routes to the list
-/// (and the session's resolvers).
+/// (and the session's resolvers, unless the list is empty: `[]` is no
+/// network at all, and a resolver that answered would be a way out by DNS).
 fn split_routes(
     target: RouteTarget<'_>,
     routes: &[String],

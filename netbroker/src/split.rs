@@ -3,7 +3,9 @@
 //! default route of the main table is replaced by one route per listed
 //! network of its family, going where the default went (the chain's exit
 //! device or the uplink's gateway); a family with no listed network is left
-//! with no way out at all. The session's resolvers stay reachable.
+//! with no way out at all. The session's resolvers stay reachable. An empty
+//! list is no network: every route of the main table goes, the link's own
+//! subnet too (the resolvers are on it rootless).
 
 #![forbid(unsafe_code)]
 
@@ -64,6 +66,14 @@ pub fn restrict_with(
     routes: &[Cidr],
     resolvers: &[IpAddr],
 ) -> Result<(), SplitError> {
+    if routes.is_empty() {
+        // No network: not even the link's own subnet (rootless, the
+        // engine's DNS server is on it).
+        for r in rtnl.main_routes(false).map_err(SplitError::Dump)? {
+            rtnl.delete_route(&r).map_err(SplitError::Delete)?;
+        }
+        return Ok(());
+    }
     let defaults = rtnl.default_routes().map_err(SplitError::Dump)?;
     let mut specific: Vec<Prefix> = Vec::new();
     for v6 in [false, true] {

@@ -4,7 +4,7 @@
 //! namespace (ENETUNREACH, not a timeout), names still resolve, and nothing
 //! is left behind; rootless too (the direct uplink, pasta, and a socks
 //! chain from the caller's namespace). Overlapping routes are refused before anything
-//! is set up.
+//! is set up. An empty list is no network at all: not even the resolvers.
 
 mod common;
 
@@ -245,5 +245,69 @@ fn rootless_split_tunnelling_routes_only_the_listed_networks() {
         ],
         "{se}"
     );
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
+/// A shell line printing, for each nameserver of the sandbox's resolv.conf,
+/// what a DNS query to it gives: "answered" or the errno's name.
+fn dns_queries() -> String {
+    "python3 -c 'import socket,errno\n\
+     q=bytes.fromhex(\"123401000001000000000000076578616d706c6503636f6d0000010001\")\n\
+     for l in open(\"/etc/resolv.conf\"):\n  \
+       if not l.startswith(\"nameserver\"): continue\n  \
+       a=l.split()[1]; s=socket.socket(socket.AF_INET6 if \":\" in a else socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)\n  \
+       try:\n    s.sendto(q,(a,53)); s.recv(512); print(\"answered\")\n  \
+       except OSError as e: print(errno.errorcode.get(e.errno,str(e)))'"
+        .to_string()
+}
+
+#[test]
+fn empty_routes_are_no_network_at_all_root_and_rootless() {
+    skip_unless_root!();
+    let tb = Testbed::new("routes4");
+    let proxy = tb.start_microsocks();
+    let script = [
+        connect(&tb.web_v4().to_string(), 80),
+        connect(&tb.web_v6().to_string(), 80),
+        dns_queries(),
+    ]
+    .join("; ");
+    // Control: with the default routes the resolvers answer.
+    let (ok, so, se) = one_shot(&tb, "routes-none-ctl", "{}", &dns_queries());
+    assert!(ok, "{so}{se}");
+    assert!(lines(&so).iter().all(|l| l == "answered"), "{so}{se}");
+
+    let chain = format!(
+        r#"{{"network": {{"chain": [{{"type": "socks", "address": "{}"}}], "routes": []}}}}"#,
+        proxy.addr()
+    );
+    let mut cases = vec![
+        (
+            "routes-none",
+            r#"{"network": {"routes": []}}"#.to_string(),
+            None,
+        ),
+        ("routes-none-socks", chain, None),
+    ];
+    if tun_usable() {
+        let user = TestUser::get();
+        cases.push((
+            "routes-none-rl",
+            r#"{"network": {"routes": []}}"#.into(),
+            Some(user),
+        ));
+    } else {
+        pallium_tests::skip("/dev/net/tun is not world read-write: rootless half not run");
+    }
+    for (name, json, user) in cases {
+        let (ok, so, se) = one_shot_as(&tb, user, name, &json, &script);
+        assert!(ok, "{name}: {so}{se}");
+        let got = lines(&so);
+        assert!(got.len() >= 3, "{name}: {so}{se}");
+        assert!(
+            got.iter().all(|l| l == "ENETUNREACH"),
+            "{name}: everything must be unroutable: {got:?}\n{se}"
+        );
+    }
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
 }

@@ -59,9 +59,15 @@ impl Profile {
         if n.host_access {
             net.push("host access on (the sandbox can reach the host's own addresses)".into());
         }
-        if let Some(r) = &n.routes {
-            let list: Vec<String> = r.iter().map(ToString::to_string).collect();
-            net.push(format!("routes only {}", list.join(", ")));
+        match &n.routes {
+            Some(r) if r.is_empty() => {
+                net.push("routes none: no network (loopback only; names do not resolve)".into())
+            }
+            Some(r) => {
+                let list: Vec<String> = r.iter().map(ToString::to_string).collect();
+                net.push(format!("routes only {}", list.join(", ")));
+            }
+            None => {}
         }
         if let Some(i) = &n.outbound_interface {
             net.push(format!("leave the host via {i}"));
