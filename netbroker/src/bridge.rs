@@ -505,7 +505,9 @@ fn dnsmasq(b: BorrowedFd<'_>, vm: &LinkNets, dns: &[IpAddr], quiet: bool) -> io:
     }
     let mut cmd = Command::new("dnsmasq");
     cmd.args(&args).stdin(Stdio::null());
-    if quiet {
+    // Its log (each lease, each advert) only with -vv: a user's terminal
+    // sees pallium's lines only.
+    if quiet || !tracing::enabled!(tracing::Level::DEBUG) {
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
     } else {
         cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
