@@ -188,7 +188,12 @@ pub(crate) struct SessionArgs {
 #[derive(Debug, Args)]
 pub(crate) struct CheckArgs {
     /// Profile name, path, '-' (standard input) or inline JSON.
-    pub(crate) profile: String,
+    #[arg(required_unless_present = "schema")]
+    pub(crate) profile: Option<String>,
+    /// Print the profile JSON Schema (the one check validates against; also
+    /// installed as /usr/share/pallium/pallium-profile.schema.json) and exit.
+    #[arg(long, conflicts_with = "profile")]
+    pub(crate) schema: bool,
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod profile_source;
 mod progress;
 mod pulse;
 mod runtime;
+mod schema;
 mod session;
 mod spawn;
 mod supervise;

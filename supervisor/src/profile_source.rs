@@ -16,6 +16,8 @@ pub(crate) struct Loaded {
     /// Stable identity for the session registry; None for stdin and inline
     /// profiles, which always make a one-shot session.
     pub(crate) pseudo_path: Option<String>,
+    /// The profile's JSON text, as read.
+    pub(crate) text: String,
 }
 
 impl Loaded {
@@ -55,6 +57,7 @@ pub(crate) fn load(arg: &str, allow_stdin_inline: bool) -> Result<Loaded> {
         profile: parsed.profile,
         display,
         pseudo_path,
+        text,
     })
 }
 

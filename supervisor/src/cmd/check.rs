@@ -1,5 +1,9 @@
 //! `pallium check PROFILE`: validate and print the plan without setting
 //! anything up. Exit 0 when the profile is valid and runnable, 1 otherwise.
+//! The profile is read by the parser and also validated against the JSON
+//! Schema (`crate::schema`), whose findings are shown as warnings (the
+//! parser decides; the two are tested to agree). `--schema` prints the
+//! schema.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -11,7 +15,12 @@ use crate::cli::CheckArgs;
 use crate::profile_source;
 
 pub(crate) fn check(a: CheckArgs) -> Result<i32> {
-    let loaded = profile_source::load(&a.profile, true)?;
+    let Some(profile) = a.profile else {
+        // --schema (clap requires one or the other).
+        print!("{}", crate::schema::SCHEMA);
+        return Ok(0);
+    };
+    let loaded = profile_source::load(&profile, true)?;
     let p = &loaded.profile;
     let root = nix::unistd::getuid().is_root();
     println!("profile: {}", loaded.display);
@@ -90,6 +99,17 @@ pub(crate) fn check(a: CheckArgs) -> Result<i32> {
     }
     for line in exposures(p) {
         println!("  {line}");
+    }
+    let findings = crate::schema::findings(&loaded.text);
+    if findings.is_empty() {
+        println!("  schema: nothing more to say (the profile JSON Schema: pallium check --schema prints it)");
+    } else {
+        for f in &findings {
+            eprintln!(
+                "pallium: warning: profile {}: the JSON Schema says {f}",
+                loaded.display
+            );
+        }
     }
     let missing = p.unsupported();
     if missing.is_empty() {
