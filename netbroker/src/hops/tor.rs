@@ -92,8 +92,9 @@ impl HopType for TorHop {
             }
             Names::Off
         };
-        // Before the engine: its socket is bound and the service known
-        // to tor (published in the background) when the chain is ready.
+        // Before the engine: its socket is bound and the service's
+        // descriptor published when the chain is ready, so the address
+        // pallium shows answers.
         let onion = match tor.onion_service {
             Some(service) => Some(onion::publish(
                 cx,
@@ -101,6 +102,7 @@ impl HopType for TorHop {
                 service,
                 tor_user,
                 &daemon,
+                tor.timeout,
             )?),
             None => None,
         };
@@ -321,6 +323,11 @@ impl Control {
             let l = l.trim_end().to_string();
             let (code, rest) = l.split_at(l.len().min(3));
             let sep = rest.chars().next();
+            // An asynchronous event (HS_DESC while it was asked for) is
+            // not this command's reply.
+            if code == "650" {
+                continue;
+            }
             if code != "250" {
                 return Err(std::io::Error::other(format!("tor control: {l}")));
             }
@@ -328,6 +335,25 @@ impl Control {
             if sep == Some(' ') {
                 return Ok(out);
             }
+        }
+    }
+
+    /// The next asynchronous event line (`650 …`, without the code), None
+    /// when none came within the read timeout; replies are skipped.
+    fn event(&mut self) -> std::io::Result<Option<String>> {
+        let mut l = String::new();
+        match self.reader.read_line(&mut l) {
+            Ok(0) => Err(std::io::Error::other("tor closed the control socket")),
+            Ok(_) => Ok(l.trim_end().strip_prefix("650 ").map(str::to_string)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -388,11 +414,12 @@ mod onion {
     /// forgets (`DiscardPK`: a new address each session, nothing on disk).
     /// The service lives as long as the control connection.
     pub(super) fn publish(
-        cx: &HopCx<'_>,
+        cx: &mut HopCx<'_>,
         control: &mut Control,
         service: OnionService,
         tor_user: Option<(u32, u32)>,
         daemon: &Daemon,
+        timeout: std::time::Duration,
     ) -> Result<Published, HopError> {
         let dir = cx.work_dir.join("onion");
         let path = dir.join("s");
@@ -427,6 +454,10 @@ mod onion {
             nix::unistd::chown(&path, Some(uid.into()), Some(gid.into()))
                 .map_err(|e| fail("give tor's user", e.into()))?;
         }
+        // Told when the descriptor is out (HS_DESC UPLOADED).
+        control
+            .command("SETEVENTS HS_DESC")
+            .map_err(|e| HopError::Failed(format!("onion_service: tor control: {e}")))?;
         let line = add_onion(&path, service);
         let reply = control.command(&line).map_err(|e| {
             HopError::Failed(format!(
@@ -439,12 +470,57 @@ mod onion {
                 "onion_service: tor's reply named no service: {reply:?}"
             ))
         })?;
+        wait_uploaded(cx, control, &address, timeout, daemon)?;
         // The supervisor shows the address once the chain is ready.
         Ok(Published {
             address: format!("{address}.onion"),
             service,
             listener: Some(listener),
         })
+    }
+
+    /// Wait until tor uploaded the service's descriptor to a directory
+    /// (`650 HS_DESC UPLOADED <id> …`), so that the address pallium shows
+    /// answers when it is shown; then no more events.
+    fn wait_uploaded(
+        cx: &mut HopCx<'_>,
+        control: &mut Control,
+        id: &str,
+        timeout: std::time::Duration,
+        daemon: &Daemon,
+    ) -> Result<(), HopError> {
+        (cx.progress)("publishing the onion service's descriptor".into());
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            cx.check_cancelled()?;
+            let event = control.event().map_err(|e| {
+                HopError::Failed(format!(
+                    "onion_service: tor control: {e}: {}",
+                    daemon.tail()
+                ))
+            })?;
+            if event.as_deref().is_some_and(|e| uploaded(e, id)) {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(HopError::Failed(format!(
+                    "onion_service: tor did not publish the service's descriptor within {} s (the hop's \"timeout\"): {}",
+                    timeout.as_secs(),
+                    daemon.tail()
+                )));
+            }
+        }
+        control
+            .command("SETEVENTS")
+            .map(drop)
+            .map_err(|e| HopError::Failed(format!("onion_service: tor control: {e}")))
+    }
+
+    /// Whether an event line (without `650 `) says `id`'s descriptor was
+    /// uploaded: "HS_DESC UPLOADED <id> UNKNOWN <hsdir> …".
+    pub(super) fn uploaded(event: &str, id: &str) -> bool {
+        let mut w = event.split_whitespace();
+        w.next() == Some("HS_DESC") && w.next() == Some("UPLOADED") && w.next() == Some(id)
     }
 
     /// The `ADD_ONION` command for `service` served on `socket`.
@@ -518,5 +594,17 @@ mod tests {
         assert_eq!(onion::service_id(&reply).as_deref(), Some(id));
         assert_eq!(onion::service_id(&["ServiceID=../x".into()]), None);
         assert_eq!(onion::service_id(&["OK".into()]), None);
+        assert!(onion::uploaded(
+            &format!("HS_DESC UPLOADED {id} UNKNOWN $AAAA~relay DESCRIPTOR_ID=x"),
+            id
+        ));
+        assert!(!onion::uploaded(
+            &format!("HS_DESC UPLOAD {id} UNKNOWN $AAAA~relay"),
+            id
+        ));
+        assert!(!onion::uploaded(
+            "HS_DESC UPLOADED other UNKNOWN $AAAA~relay",
+            id
+        ));
     }
 }
