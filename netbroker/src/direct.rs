@@ -53,6 +53,8 @@ pub struct DirectUplink {
     pub link: String,
     /// The holder's route socket in `netns` ([`rootless::DirectUplink::rtnl`]).
     pub rtnl: Rtnl,
+    /// Its nf_tables socket there ([`rootless::DirectUplink::nft`]).
+    pub nft: Option<netlink_sys::Socket>,
 }
 
 /// Build it: the engine process starts first (it loads while the holder
@@ -72,6 +74,7 @@ pub fn build(uid: u32, gid: u32, host_resolv_conf: &Path) -> Result<DirectUplink
     let engine = launched.serve_direct(ns.tun, &cfg)?;
     Ok(DirectUplink {
         rtnl: ns.rtnl,
+        nft: ns.nft,
         netns: ns.netns,
         userns: ns.userns,
         app_userns: ns.app_userns,

@@ -94,6 +94,8 @@ pub struct UserspaceUplink {
     /// change its routes through it though it cannot enter `netns`
     /// (rootless: owned by a user namespace it is not in).
     pub rtnl: Rtnl,
+    /// A nf_tables socket in `netns`, the same way (`network.routes`' wall).
+    pub nft: Option<netlink_sys::Socket>,
 }
 
 impl Drop for UserspaceUplink {
@@ -138,6 +140,7 @@ pub fn build(
         (None, None)
     };
     let mut rtnl = Rtnl::from_socket(sys::netlink_socket_from(holder.rtnl_fd()?));
+    let nft = Some(holder.nft_socket()?);
 
     let stderr = stderr_file().map_err(|source| RootlessError::Spawn { tool, source })?;
     let mut cmd = Command::new(&exe);
@@ -237,6 +240,7 @@ pub fn build(
             "hop:slirp4netns"
         },
         rtnl,
+        nft,
     })
 }
 
@@ -352,6 +356,8 @@ pub struct DirectUplink {
     pub tun: crate::tun::Tun,
     /// The holder's route socket in `netns` (see [`UserspaceUplink::rtnl`]).
     pub rtnl: Rtnl,
+    /// Its nf_tables socket there (see [`UserspaceUplink::nft`]).
+    pub nft: Option<netlink_sys::Socket>,
 }
 
 /// Build [`DirectUplink`] for `uid`/`gid` (the caller, whom the netbroker
@@ -364,6 +370,7 @@ pub fn direct(uid: u32, gid: u32, tun: &str, mtu: u32) -> Result<DirectUplink, R
     let userns = holder.take_session_userns()?;
     let fd = holder.tun_fd()?;
     let mut rtnl = Rtnl::from_socket(sys::netlink_socket_from(holder.rtnl_fd()?));
+    let nft = Some(holder.nft_socket()?);
     let index = rtnl
         .link_index(tun)
         .map_err(|source| RootlessError::Holder {
@@ -382,6 +389,7 @@ pub fn direct(uid: u32, gid: u32, tun: &str, mtu: u32) -> Result<DirectUplink, R
             mtu,
         },
         rtnl,
+        nft,
     })
 }
 
@@ -552,6 +560,15 @@ impl Holder {
         }
     }
 
+    /// The nf_tables socket the holder opened in its network namespace
+    /// (sent after the route socket).
+    fn nft_socket(&self) -> Result<netlink_sys::Socket, RootlessError> {
+        match self.recv()? {
+            (b'F', Some(fd)) => Ok(sys::netlink_socket_from(fd)),
+            _ => Err(self.failed("receive nf_tables socket")),
+        }
+    }
+
     /// Let the holder exit and reap it.
     fn finish(self) {
         let _ = self.send(b'X', None);
@@ -655,6 +672,12 @@ fn holder_main(
         send_byte(&sock, b'T', Some(t.fd.as_raw_fd())).map_err(|e| e.to_string())?;
     }
     let fd = sys::netlink_socket_into_fd(rtnl.into_socket());
+    // A nf_tables socket too (`network.routes`' wall): opened while we hold
+    // the namespace's capabilities, which the kernel checks against the
+    // opener's as well as the sender's.
+    let nft = crate::nft::split::socket()
+        .map(sys::netlink_socket_into_fd)
+        .map_err(|e| format!("nf_tables socket: {e}"))?;
     // The daemon opens /proc/<holder>/ns/*: the kernel lets it only if its
     // permitted capabilities are a superset of ours, so keep none.
     for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
@@ -662,6 +685,8 @@ fn holder_main(
     }
     send_byte(&sock, b'S', Some(fd.as_raw_fd())).map_err(|e| e.to_string())?;
     drop(fd);
+    send_byte(&sock, b'F', Some(nft.as_raw_fd())).map_err(|e| e.to_string())?;
+    drop(nft);
     // Wait for 'X' or the parent's end closing.
     let _ = recv_byte(&sock);
     Ok(())

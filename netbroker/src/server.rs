@@ -60,6 +60,8 @@ enum State {
         /// `network.outbound_interface`: the rules routing the veth's traffic.
         outbound: Option<crate::outbound::Outbound>,
         uplink: Option<Built>,
+        /// `network.routes`' wall in the application's namespace.
+        wall: Option<crate::nft::NftSession>,
         /// The hops' private directory, removed at teardown.
         work_dir: Option<std::path::PathBuf>,
     },
@@ -329,19 +331,29 @@ fn handle_build_chain(
         }
     };
     let mut uplink = uplink;
+    let mut wall = None;
     if let Some(routes) = &req.routes {
         let target = match &mut uplink {
             Built::Veth(v) => (RouteTarget::Enter(v.netns.as_fd()), &v.resolv_conf),
-            Built::Userspace(u) => (RouteTarget::Socket(&mut u.rtnl), &u.resolv_conf),
-            Built::Direct(d) => (RouteTarget::Socket(&mut d.rtnl), &d.resolv_conf),
+            Built::Userspace(u) => (
+                RouteTarget::Socket(&mut u.rtnl, u.nft.take()),
+                &u.resolv_conf,
+            ),
+            Built::Direct(d) => (
+                RouteTarget::Socket(&mut d.rtnl, d.nft.take()),
+                &d.resolv_conf,
+            ),
         };
         let (target, resolv) = (target.0, target.1.clone());
-        if let Err(e) = split_routes(target, routes, &resolv) {
-            drop(uplink);
-            if use_veth {
-                let _ = root::teardown(&req.session_id, paths);
+        match split_routes(target, routes, &resolv) {
+            Ok(w) => wall = Some(w),
+            Err(e) => {
+                drop(uplink);
+                if use_veth {
+                    let _ = root::teardown(&req.session_id, paths);
+                }
+                return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
             }
-            return chan.send(BrokerEvent::Failed(e)).map_err(Into::into);
         }
     }
     let mut ready = chain_ready(&uplink).map_err(ServeError::Dup)?;
@@ -367,6 +379,7 @@ fn handle_build_chain(
         chain: None,
         outbound,
         uplink: Some(uplink),
+        wall,
         work_dir: None,
     };
     chan.send(BrokerEvent::ChainReady(ready))?;
@@ -456,6 +469,7 @@ fn teardown(state: State, paths: &HostPaths) {
         chain,
         outbound,
         uplink,
+        wall,
         work_dir,
     } = state
     else {
@@ -475,6 +489,8 @@ fn teardown(state: State, paths: &HostPaths) {
     // Deletes the veth pair, kills the daemon, closes the namespaces
     // and the nf_tables socket (the owner table goes with it).
     drop(uplink);
+    // The routes' wall last: it held until nothing could send any more.
+    drop(wall);
     if veth {
         match root::teardown(&session_id, paths) {
             Ok(true) => tracing::info!("restored the host's forwarding sysctls"),
@@ -645,15 +661,19 @@ fn handle_build_hops(
             return fail(chan, remote);
         }
     };
+    let mut wall = None;
     if let (Some(routes), Some(netns)) = (&req.routes, chain.app_netns()) {
-        if let Err(e) = split_routes(RouteTarget::Enter(netns), routes, &chain.resolv_conf()) {
-            drop(chain);
-            let _ = std::fs::remove_dir_all(&work_dir);
-            if veth.is_some() {
-                drop(veth);
-                let _ = root::teardown(&req.session_id, paths);
+        match split_routes(RouteTarget::Enter(netns), routes, &chain.resolv_conf()) {
+            Ok(w) => wall = Some(w),
+            Err(e) => {
+                drop(chain);
+                let _ = std::fs::remove_dir_all(&work_dir);
+                if veth.is_some() {
+                    drop(veth);
+                    let _ = root::teardown(&req.session_id, paths);
+                }
+                return fail(chan, e);
             }
-            return fail(chan, e);
         }
     }
     let onions = chain.take_onions();
@@ -726,6 +746,7 @@ fn handle_build_hops(
         chain: Some(chain),
         outbound,
         uplink: uplink.map(Built::Userspace).or(veth.map(Built::Veth)),
+        wall,
         work_dir: Some(work_dir),
     };
     chan.send(BrokerEvent::ChainReady(ready))?;
@@ -841,7 +862,8 @@ fn chain_uids(session_id: &str, chain: &Chain) -> Vec<u32> {
 /// through a rootless uplink holder's route socket.
 enum RouteTarget<'a> {
     Enter(std::os::fd::BorrowedFd<'a>),
-    Socket(&'a mut crate::rtnl::Rtnl),
+    /// A route socket and a nf_tables socket in the namespace.
+    Socket(&'a mut crate::rtnl::Rtnl, Option<netlink_sys::Socket>),
 }
 
 /// `network.routes`: narrow the application namespace's routes to the list
@@ -851,7 +873,7 @@ fn split_routes(
     target: RouteTarget<'_>,
     routes: &[String],
     resolv_conf: &str,
-) -> Result<(), RemoteError> {
+) -> Result<crate::nft::NftSession, RemoteError> {
     let resolvers: Vec<std::net::IpAddr> = hops::nameservers(resolv_conf)
         .iter()
         .map(|a| a.ip())
@@ -859,7 +881,10 @@ fn split_routes(
     split::parse(routes)
         .and_then(|r| match target {
             RouteTarget::Enter(netns) => split::restrict(netns, &r, &resolvers),
-            RouteTarget::Socket(rtnl) => split::restrict_with(rtnl, &r, &resolvers),
+            RouteTarget::Socket(rtnl, Some(nft)) => split::restrict_with(rtnl, nft, &r, &resolvers),
+            RouteTarget::Socket(_, None) => Err(split::SplitError::Socket(std::io::Error::other(
+                "the uplink's nf_tables socket was used already",
+            ))),
         })
         .map_err(|e| RemoteError::new("netbroker: network.routes", &e))
 }

@@ -6,6 +6,10 @@
 //! with no way out at all. The session's resolvers stay reachable. An empty
 //! list is no network: every route of the main table goes, the link's own
 //! subnet too (the resolvers are on it rootless).
+//!
+//! Routes only steer: a socket bound to a device reaches any address
+//! through it. So the namespace also gets a wall ([`crate::nft::split`]):
+//! nothing leaves but to the listed networks, and to the resolvers on port 53.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +20,7 @@ use std::os::fd::BorrowedFd;
 use proto::profile::Cidr;
 
 use crate::netns;
+use crate::nft::{self, NftError, NftSession};
 use crate::rtnl::{Prefix, Rtnl};
 
 /// What failed while narrowing the application's routes.
@@ -35,6 +40,10 @@ pub enum SplitError {
     },
     #[error("delete the application namespace's default route")]
     Delete(#[source] io::Error),
+    #[error("open a nf_tables socket in the application's namespace")]
+    Socket(#[source] io::Error),
+    #[error("wall off what the routes leave out")]
+    Wall(#[source] NftError),
 }
 
 /// Parse the supervisor's list (it is a peer's input: checked again here).
@@ -45,34 +54,37 @@ pub fn parse(routes: &[String]) -> Result<Vec<Cidr>, SplitError> {
         .collect()
 }
 
-/// Leave `netns` routes to `routes` (and the `resolvers`) only.
+/// Leave `netns` routes to `routes` (and the `resolvers`) only, behind the
+/// wall, which lives as long as the returned table.
 pub fn restrict(
     netns: BorrowedFd<'_>,
     routes: &[Cidr],
     resolvers: &[IpAddr],
-) -> Result<(), SplitError> {
+) -> Result<NftSession, SplitError> {
     netns::run_in(netns, || {
         let mut rtnl = Rtnl::open().map_err(SplitError::Enter)?;
-        restrict_with(&mut rtnl, routes, resolvers)
+        let nft = nft::split::socket().map_err(SplitError::Socket)?;
+        restrict_with(&mut rtnl, nft, routes, resolvers)
     })
     .map_err(SplitError::Enter)?
 }
 
-/// [`restrict`] through a route socket already open in the namespace (one a
-/// rootless uplink's holder opened: the netbroker cannot enter that
-/// namespace, which a user namespace it is not in owns).
+/// [`restrict`] through a route and a nf_tables socket already open in the
+/// namespace (ones a rootless uplink's holder opened: the netbroker cannot
+/// enter that namespace, which a user namespace it is not in owns).
 pub fn restrict_with(
     rtnl: &mut Rtnl,
+    nft: netlink_sys::Socket,
     routes: &[Cidr],
     resolvers: &[IpAddr],
-) -> Result<(), SplitError> {
+) -> Result<NftSession, SplitError> {
     if routes.is_empty() {
         // No network: not even the link's own subnet (rootless, the
         // engine's DNS server is on it).
         for r in rtnl.main_routes(false).map_err(SplitError::Dump)? {
             rtnl.delete_route(&r).map_err(SplitError::Delete)?;
         }
-        return Ok(());
+        return nft::split::wall(nft, &[], &[]).map_err(SplitError::Wall);
     }
     let defaults = rtnl.default_routes().map_err(SplitError::Dump)?;
     let mut specific: Vec<Prefix> = Vec::new();
@@ -118,7 +130,7 @@ pub fn restrict_with(
         }
         rtnl.delete_route(d).map_err(SplitError::Delete)?;
     }
-    Ok(())
+    nft::split::wall(nft, routes, resolvers).map_err(SplitError::Wall)
 }
 
 fn cut(addr: IpAddr, len: u8) -> IpAddr {

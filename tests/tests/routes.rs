@@ -5,6 +5,7 @@
 //! is left behind; rootless too (the direct uplink, pasta, and a socks
 //! chain from the caller's namespace). Overlapping routes are refused before anything
 //! is set up. An empty list is no network at all: not even the resolvers.
+//! A socket bound to a device (`SO_BINDTODEVICE`) gets no further.
 
 mod common;
 
@@ -308,6 +309,95 @@ fn empty_routes_are_no_network_at_all_root_and_rootless() {
             got.iter().all(|l| l == "ENETUNREACH"),
             "{name}: everything must be unroutable: {got:?}\n{se}"
         );
+    }
+    assert_eq!(wait_clean(&tb), Vec::<String>::new());
+}
+
+/// A shell line printing what a TCP connect to `ip`:`port` gives from a
+/// socket bound to each of the namespace's devices but `lo`
+/// (`SO_BINDTODEVICE`, which needs no privilege: the kernel then takes an
+/// unrouted destination as on-link): "connected" if any got through, else
+/// "blocked".
+fn bound_connect(ip: &str, port: u16) -> String {
+    format!(
+        "python3 -c 'import socket,sys\n\
+         ip=sys.argv[1]; r=\"blocked\"\n\
+         for _,d in socket.if_nameindex():\n  \
+           if d==\"lo\": continue\n  \
+           s=socket.socket(socket.AF_INET6 if \":\" in ip else socket.AF_INET); s.settimeout(2)\n  \
+           try:\n    \
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, d.encode()); s.connect((ip,{port})); r=\"connected\"\n  \
+           except OSError: pass\n  \
+           s.close()\n\
+         print(r)' {ip}"
+    )
+}
+
+#[test]
+fn routes_hold_against_a_socket_bound_to_the_device() {
+    skip_unless_root!();
+    let tb = Testbed::new("routes5");
+    let proxy = tb.start_microsocks();
+    let web = tb.web_v4().to_string();
+    let other = proxy.exit_v4().to_string();
+    let script = [bound_connect(&web, 80), bound_connect(&other, proxy.port())].join("; ");
+    let listed = format!(r#""routes": ["{web}/32"]"#);
+    let socks = format!(
+        r#""chain": [{{"type": "socks", "address": "{}"}}]"#,
+        proxy.addr()
+    );
+    // (name, network keys, rootless, what the two connects give)
+    let mut cases = vec![
+        (
+            "bound-socks",
+            format!("{socks}, {listed}"),
+            false,
+            ["connected", "blocked"],
+        ),
+        (
+            "bound-none-socks",
+            format!(r#"{socks}, "routes": []"#),
+            false,
+            ["blocked"; 2],
+        ),
+        (
+            "bound-veth",
+            listed.clone(),
+            false,
+            ["connected", "blocked"],
+        ),
+    ];
+    if tun_usable() {
+        cases.extend([
+            ("bound-rl", listed.clone(), true, ["connected", "blocked"]),
+            (
+                "bound-rl-pasta",
+                format!(r#""uplink": "pasta", {listed}"#),
+                true,
+                ["connected", "blocked"],
+            ),
+            (
+                "bound-rl-socks",
+                format!("{socks}, {listed}"),
+                true,
+                ["connected", "blocked"],
+            ),
+            (
+                "bound-rl-none",
+                r#""routes": []"#.into(),
+                true,
+                ["blocked"; 2],
+            ),
+        ]);
+    } else {
+        pallium_tests::skip("/dev/net/tun is not world read-write: rootless half not run");
+    }
+    for (name, keys, rootless, want) in cases {
+        let user = rootless.then(TestUser::get);
+        let json = format!(r#"{{"network": {{{keys}}}}}"#);
+        let (ok, so, se) = one_shot_as(&tb, user, name, &json, &script);
+        assert!(ok, "{name}: {so}{se}");
+        assert_eq!(lines(&so), want, "{name}: {json}\n{se}");
     }
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
 }

@@ -1,9 +1,9 @@
-//! The nf_tables netlink encoding of [`super`]'s table: constants, the batch,
+//! The nf_tables netlink encoding of [`super`]'s tables: constants, the batch,
 //! one encoder per expression kind, and the parser of the kernel's ACKs.
 
 #![forbid(unsafe_code)]
 
-use super::{chains, rules, Expr, Policy};
+use super::{chains, rules, Chain, Expr, Policy, Rule};
 
 // nfnetlink / nf_tables constants (linux/netfilter/nfnetlink.h, nf_tables.h,
 // linux/netfilter.h, linux/rtnetlink.h, linux/in.h, linux/icmpv6.h).
@@ -15,9 +15,11 @@ pub(super) const NFT_MSG_NEWCHAIN: u16 = 3;
 pub(super) const NFT_MSG_NEWRULE: u16 = 6;
 pub(super) const NFPROTO_INET: u8 = 1;
 pub(super) const NFPROTO_IPV4: u8 = 2;
+pub(super) const NFPROTO_IPV6: u8 = 10;
 pub(super) const NFT_TABLE_F_OWNER: u32 = 0x2;
 pub(super) const NF_INET_PRE_ROUTING: u32 = 0;
 pub(super) const NF_INET_FORWARD: u32 = 2;
+pub(super) const NF_INET_LOCAL_OUT: u32 = 3;
 pub(super) const NF_INET_POST_ROUTING: u32 = 4;
 pub(super) const NF_DROP: u32 = 0;
 pub(super) const NF_ACCEPT: u32 = 1;
@@ -47,6 +49,7 @@ pub(super) const RTN_MULTICAST: u32 = 5;
 pub(super) const IPPROTO_TCP: u8 = 6;
 pub(super) const IPPROTO_UDP: u8 = 17;
 pub(super) const IPPROTO_ICMPV6: u8 = 58;
+pub(super) const ND_ROUTER_SOLICIT: u8 = 133;
 pub(super) const ND_NEIGHBOR_SOLICIT: u8 = 135;
 pub(super) const ND_NEIGHBOR_ADVERT: u8 = 136;
 pub(super) const IFNAMSIZ: usize = 16;
@@ -99,10 +102,21 @@ pub(super) const NFTA_DATA_VALUE: u16 = 1;
 pub(super) const NFTA_DATA_VERDICT: u16 = 2;
 pub(super) const NFTA_VERDICT_CODE: u16 = 1;
 
-/// The whole batch as bytes, and a description of each message that asks for
-/// an ACK (`what[i]` is message `seq + 1 + i`). Messages are numbered from
-/// `seq` (BEGIN) to `seq + what.len() + 1` (END).
+/// The session table's batch ([`table_batch`] of [`chains`] and [`rules`]).
 pub fn batch(table: &str, policy: &Policy<'_>, seq: u32) -> (Vec<u8>, Vec<String>) {
+    table_batch(table, &chains(policy), &rules(policy), seq)
+}
+
+/// The whole batch creating the owned `table` with `chains` and `rules`, as
+/// bytes, and a description of each message that asks for an ACK (`what[i]`
+/// is message `seq + 1 + i`). Messages are numbered from `seq` (BEGIN) to
+/// `seq + what.len() + 1` (END).
+pub(super) fn table_batch(
+    table: &str,
+    chains: &[Chain],
+    rules: &[Rule],
+    seq: u32,
+) -> (Vec<u8>, Vec<String>) {
     let mut out = Vec::new();
     let mut what = Vec::new();
     let res_id = NFNL_SUBSYS_NFTABLES;
@@ -126,7 +140,7 @@ pub fn batch(table: &str, policy: &Policy<'_>, seq: u32) -> (Vec<u8>, Vec<String
         attr(b, NFTA_TABLE_FLAGS, &NFT_TABLE_F_OWNER.to_be_bytes());
     });
     what.push("creation".to_string());
-    for c in chains(policy) {
+    for c in chains {
         msg(&mut out, NFT_MSG_NEWCHAIN, new, &|b| {
             attr_str(b, NFTA_CHAIN_TABLE, table);
             attr_str(b, NFTA_CHAIN_NAME, c.name);
@@ -141,7 +155,7 @@ pub fn batch(table: &str, policy: &Policy<'_>, seq: u32) -> (Vec<u8>, Vec<String
     // Without APPEND, each rule would go to the head of its chain: order
     // matters here (the accepts must come before the drop).
     let append = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK;
-    for r in rules(policy) {
+    for r in rules {
         msg(&mut out, NFT_MSG_NEWRULE, append, &|b| {
             attr_str(b, NFTA_RULE_TABLE, table);
             attr_str(b, NFTA_RULE_CHAIN, r.chain.name);

@@ -30,6 +30,7 @@ pub use batch::batch;
 use batch::*;
 
 mod batch;
+pub mod split;
 
 /// Why the session's table could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +83,20 @@ pub struct Policy<'a> {
 pub fn session_table(table: &str, policy: &Policy<'_>) -> Result<NftSession, NftError> {
     let mut sock = Socket::new(NETLINK_NETFILTER).map_err(NftError::Socket)?;
     sock.bind_auto().map_err(NftError::Socket)?;
+    create(sock, table, &chains(policy), &rules(policy))
+}
+
+/// Create the owned `table` with `chains` and `rules` through `sock` (a
+/// nf_tables socket of the namespace the table is for; unbound ones are
+/// bound at the first send). The table lives as long as the returned value.
+pub fn create(
+    sock: Socket,
+    table: &str,
+    chains: &[Chain],
+    rules: &[Rule],
+) -> Result<NftSession, NftError> {
     set_recv_timeout(&sock, Duration::from_secs(5)).map_err(NftError::Socket)?;
-    let (batch, what) = batch(table, policy, 1);
+    let (batch, what) = batch::table_batch(table, chains, rules, 1);
     sock.send_to(&batch, &SocketAddr::new(0, 0), 0)
         .map_err(|source| NftError::Send {
             table: table.into(),
