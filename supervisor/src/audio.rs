@@ -180,7 +180,9 @@ pub(crate) fn serve(server: PathBuf, microphone: bool) -> Result<i32> {
     }
 }
 
-/// One client: frames both ways until either side ends.
+/// One client: frames both ways until either side ends. The server's
+/// frames are shown to the client's [`pulse::Filter`] before the client
+/// sees them, so it knows the client's streams before the client does.
 fn relay(
     client: UnixStream,
     upstream: UnixStream,
@@ -190,12 +192,19 @@ fn relay(
     let (Ok(client_r), Ok(upstream_r)) = (client.try_clone(), upstream.try_clone()) else {
         return;
     };
+    let filter = Arc::new(Mutex::new(pulse::Filter::new(microphone, cookie)));
     let to_client = Arc::new(Mutex::new(client));
     let down = {
         let to_client = to_client.clone();
+        let filter = filter.clone();
         std::thread::spawn(move || {
             let mut from = upstream_r;
             while let Some(frame) = read_frame(&mut from) {
+                let channel = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+                filter
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .server(channel, &frame[DESCRIPTOR..]);
                 let mut w = to_client.lock().unwrap_or_else(|e| e.into_inner());
                 if w.write_all(&frame).is_err() {
                     break;
@@ -209,12 +218,11 @@ fn relay(
     let mut up = upstream;
     while let Some(mut frame) = read_frame(&mut from) {
         let channel = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        let out = match pulse::filter(
-            channel,
-            &mut frame[DESCRIPTOR..],
-            microphone,
-            cookie.as_ref(),
-        ) {
+        let verdict = filter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .client(channel, &mut frame[DESCRIPTOR..]);
+        let out = match verdict {
             Verdict::Forward => up.write_all(&frame),
             Verdict::Refuse(reply) => {
                 tracing::info!("audio relay: refused a command from the sandbox");

@@ -1,13 +1,22 @@
 //! The little of PulseAudio's native protocol the audio relay reads: the
 //! 20-byte frame descriptor (length, channel, offset, flags; big-endian), and
-//! of a control frame's tagstruct only the command and its tag, so that it
-//! can refuse what a sandboxed client must not do (record — the microphone
-//! and every other application's sound through a sink's monitor — unless
-//! the profile asks; load or unload server modules; kill other clients'
-//! streams; end the server) and put the caller's cookie into `AUTH`.
-//! Everything else passes unread.
+//! of a control frame's tagstruct the command, its tag and, for a few
+//! commands, one index. A sandboxed client may do what an application that
+//! plays sound needs — create, drive and delete its own streams, set its own
+//! streams' volume and mute, look up and list sinks and sources, ask the
+//! server's defaults, subscribe to events — and nothing else: an allow-list,
+//! so no command the list does not name (new ones included) gets through.
+//! Refused: recording unless the profile asks for the microphone (a sink's
+//! monitor is every other application's sound), anything that acts on the
+//! server or on other clients (modules, defaults, device volume, suspend,
+//! ports, card profiles, extensions, the sample cache, moving or killing
+//! streams, exit), and listing other clients or their streams (their names
+//! and media titles). The cookie of `AUTH` is replaced by the caller's.
+//! Everything else (audio data) passes unread.
 
 #![forbid(unsafe_code)]
+
+use std::collections::{HashMap, HashSet};
 
 /// Bytes of a frame descriptor.
 pub(crate) const DESCRIPTOR: usize = 20;
@@ -24,34 +33,125 @@ const TAG_ARBITRARY: u8 = b'x';
 const ERR_ACCESS: u32 = 1;
 /// Bytes of a cookie (`PA_NATIVE_COOKIE_LENGTH`).
 pub(crate) const COOKIE_LEN: usize = 256;
+/// Own streams remembered per client (a client that opens more forgets the
+/// oldest ones' volume control, nothing else).
+const MAX_OWN: usize = 256;
 
-/// `PA_COMMAND_*` numbers we look at (pulsecore/native-common.h).
+/// `PA_COMMAND_*` numbers (pulsecore/native-common.h).
 mod command {
     pub(super) const ERROR: u32 = 0;
+    pub(super) const REPLY: u32 = 2;
+    pub(super) const CREATE_PLAYBACK_STREAM: u32 = 3;
+    pub(super) const DELETE_PLAYBACK_STREAM: u32 = 4;
     pub(super) const CREATE_RECORD_STREAM: u32 = 5;
-    pub(super) const EXIT: u32 = 7;
+    pub(super) const DELETE_RECORD_STREAM: u32 = 6;
     pub(super) const AUTH: u32 = 8;
-    pub(super) const KILL_CLIENT: u32 = 48;
-    pub(super) const KILL_SINK_INPUT: u32 = 49;
-    pub(super) const KILL_SOURCE_OUTPUT: u32 = 50;
-    pub(super) const LOAD_MODULE: u32 = 51;
-    pub(super) const UNLOAD_MODULE: u32 = 52;
-    pub(super) const MOVE_SINK_INPUT: u32 = 67;
-    pub(super) const MOVE_SOURCE_OUTPUT: u32 = 68;
+    pub(super) const SET_CLIENT_NAME: u32 = 9;
+    pub(super) const LOOKUP_SINK: u32 = 10;
+    pub(super) const LOOKUP_SOURCE: u32 = 11;
+    pub(super) const DRAIN_PLAYBACK_STREAM: u32 = 12;
+    pub(super) const STAT: u32 = 13;
+    pub(super) const GET_PLAYBACK_LATENCY: u32 = 14;
+    pub(super) const GET_SERVER_INFO: u32 = 20;
+    pub(super) const GET_SINK_INFO: u32 = 21;
+    pub(super) const GET_SINK_INFO_LIST: u32 = 22;
+    pub(super) const GET_SOURCE_INFO: u32 = 23;
+    pub(super) const GET_SOURCE_INFO_LIST: u32 = 24;
+    pub(super) const GET_SINK_INPUT_INFO: u32 = 29;
+    pub(super) const GET_SOURCE_OUTPUT_INFO: u32 = 31;
+    pub(super) const SUBSCRIBE: u32 = 35;
+    pub(super) const SET_SINK_INPUT_VOLUME: u32 = 37;
+    pub(super) const CORK_PLAYBACK_STREAM: u32 = 41;
+    pub(super) const FLUSH_PLAYBACK_STREAM: u32 = 42;
+    pub(super) const TRIGGER_PLAYBACK_STREAM: u32 = 43;
+    pub(super) const SET_PLAYBACK_STREAM_NAME: u32 = 46;
+    pub(super) const SET_RECORD_STREAM_NAME: u32 = 47;
+    pub(super) const GET_RECORD_LATENCY: u32 = 57;
+    pub(super) const CORK_RECORD_STREAM: u32 = 58;
+    pub(super) const FLUSH_RECORD_STREAM: u32 = 59;
+    pub(super) const PREBUF_PLAYBACK_STREAM: u32 = 60;
+    pub(super) const SET_SINK_INPUT_MUTE: u32 = 69;
+    pub(super) const SET_PLAYBACK_STREAM_BUFFER_ATTR: u32 = 72;
+    pub(super) const SET_RECORD_STREAM_BUFFER_ATTR: u32 = 73;
+    pub(super) const UPDATE_PLAYBACK_STREAM_SAMPLE_RATE: u32 = 74;
+    pub(super) const UPDATE_RECORD_STREAM_SAMPLE_RATE: u32 = 75;
+    pub(super) const UPDATE_RECORD_STREAM_PROPLIST: u32 = 80;
+    pub(super) const UPDATE_PLAYBACK_STREAM_PROPLIST: u32 = 81;
+    pub(super) const UPDATE_CLIENT_PROPLIST: u32 = 82;
+    pub(super) const REMOVE_RECORD_STREAM_PROPLIST: u32 = 83;
+    pub(super) const REMOVE_PLAYBACK_STREAM_PROPLIST: u32 = 84;
+    pub(super) const REMOVE_CLIENT_PROPLIST: u32 = 85;
+    pub(super) const SET_SOURCE_OUTPUT_VOLUME: u32 = 98;
+    pub(super) const SET_SOURCE_OUTPUT_MUTE: u32 = 99;
+    pub(super) const ENABLE_SRBCHANNEL: u32 = 101;
+    pub(super) const DISABLE_SRBCHANNEL: u32 = 102;
+    pub(super) const REGISTER_MEMFD_SHMID: u32 = 103;
 }
 
-/// Commands a sandboxed client never gets through: they act on the server
-/// or on other applications' streams.
-const ALWAYS_REFUSED: &[u32] = &[
-    command::EXIT,
-    command::KILL_CLIENT,
-    command::KILL_SINK_INPUT,
-    command::KILL_SOURCE_OUTPUT,
-    command::LOAD_MODULE,
-    command::UNLOAD_MODULE,
-    command::MOVE_SINK_INPUT,
-    command::MOVE_SOURCE_OUTPUT,
-];
+/// What a client may send, by command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    /// Always (its own connection's state, its own streams by channel —
+    /// the server resolves channels per connection — or read-only device
+    /// information).
+    Allowed,
+    /// Only with the microphone.
+    Record,
+    /// Only for a sink input this client created (the index follows the tag).
+    OwnSinkInput,
+    /// Only for a source output this client created.
+    OwnSourceOutput,
+}
+
+fn rule(cmd: u32) -> Option<Rule> {
+    use command::*;
+    Some(match cmd {
+        AUTH
+        | SET_CLIENT_NAME
+        | UPDATE_CLIENT_PROPLIST
+        | REMOVE_CLIENT_PROPLIST
+        | LOOKUP_SINK
+        | LOOKUP_SOURCE
+        | STAT
+        | GET_SERVER_INFO
+        | GET_SINK_INFO
+        | GET_SINK_INFO_LIST
+        | GET_SOURCE_INFO
+        | GET_SOURCE_INFO_LIST
+        | SUBSCRIBE
+        | CREATE_PLAYBACK_STREAM
+        | DELETE_PLAYBACK_STREAM
+        | DRAIN_PLAYBACK_STREAM
+        | GET_PLAYBACK_LATENCY
+        | CORK_PLAYBACK_STREAM
+        | FLUSH_PLAYBACK_STREAM
+        | TRIGGER_PLAYBACK_STREAM
+        | PREBUF_PLAYBACK_STREAM
+        | SET_PLAYBACK_STREAM_NAME
+        | SET_PLAYBACK_STREAM_BUFFER_ATTR
+        | UPDATE_PLAYBACK_STREAM_SAMPLE_RATE
+        | UPDATE_PLAYBACK_STREAM_PROPLIST
+        | REMOVE_PLAYBACK_STREAM_PROPLIST
+        | DELETE_RECORD_STREAM
+        | GET_RECORD_LATENCY
+        | CORK_RECORD_STREAM
+        | FLUSH_RECORD_STREAM
+        | SET_RECORD_STREAM_NAME
+        | SET_RECORD_STREAM_BUFFER_ATTR
+        | UPDATE_RECORD_STREAM_SAMPLE_RATE
+        | UPDATE_RECORD_STREAM_PROPLIST
+        | REMOVE_RECORD_STREAM_PROPLIST
+        | ENABLE_SRBCHANNEL
+        | DISABLE_SRBCHANNEL
+        | REGISTER_MEMFD_SHMID => Rule::Allowed,
+        CREATE_RECORD_STREAM => Rule::Record,
+        GET_SINK_INPUT_INFO | SET_SINK_INPUT_VOLUME | SET_SINK_INPUT_MUTE => Rule::OwnSinkInput,
+        GET_SOURCE_OUTPUT_INFO | SET_SOURCE_OUTPUT_VOLUME | SET_SOURCE_OUTPUT_MUTE => {
+            Rule::OwnSourceOutput
+        }
+        _ => return None,
+    })
+}
 
 /// A frame descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,43 +177,113 @@ pub(crate) enum Verdict {
     Refuse(Vec<u8>),
 }
 
-/// Judge the client's frame (`payload` of a frame on `channel`), and put
-/// `cookie` into an `AUTH` command's cookie.
-pub(crate) fn filter(
-    channel: u32,
-    payload: &mut [u8],
+/// One client connection's filter: what it may do, and the streams it made
+/// (learnt from the server's replies to its create commands).
+#[derive(Debug)]
+pub(crate) struct Filter {
     microphone: bool,
-    cookie: Option<&[u8; COOKIE_LEN]>,
-) -> Verdict {
-    let Some((cmd, tag)) = command_and_tag(channel, payload) else {
-        return Verdict::Forward;
-    };
-    let refused =
-        ALWAYS_REFUSED.contains(&cmd) || (cmd == command::CREATE_RECORD_STREAM && !microphone);
-    if refused {
-        return Verdict::Refuse(access_error(tag));
-    }
-    if let (command::AUTH, Some(cookie)) = (cmd, cookie) {
-        // AUTH: 'L' version, then 'x' length(256) and the cookie.
-        let at = 10 + 5;
-        if payload.len() >= at + 5 + COOKIE_LEN
-            && payload[at] == TAG_ARBITRARY
-            && payload[at + 1..at + 5] == (COOKIE_LEN as u32).to_be_bytes()
-        {
-            payload[at + 5..at + 5 + COOKIE_LEN].copy_from_slice(cookie);
-        }
-    }
-    Verdict::Forward
+    cookie: Option<[u8; COOKIE_LEN]>,
+    /// Tags of create commands awaiting the server's reply (true: record).
+    pending: HashMap<u32, bool>,
+    sink_inputs: HashSet<u32>,
+    source_outputs: HashSet<u32>,
 }
 
-/// A control frame's command and tag (its first two `u32` tags).
-fn command_and_tag(channel: u32, p: &[u8]) -> Option<(u32, u32)> {
-    if channel != CONTROL || p.len() < 10 || p[0] != TAG_U32 || p[5] != TAG_U32 {
-        return None;
+impl Filter {
+    pub(crate) fn new(microphone: bool, cookie: Option<[u8; COOKIE_LEN]>) -> Filter {
+        Filter {
+            microphone,
+            cookie,
+            pending: HashMap::new(),
+            sink_inputs: HashSet::new(),
+            source_outputs: HashSet::new(),
+        }
     }
-    let cmd = u32::from_be_bytes([p[1], p[2], p[3], p[4]]);
-    let tag = u32::from_be_bytes([p[6], p[7], p[8], p[9]]);
-    Some((cmd, tag))
+
+    /// Judge the client's frame (`payload` of a frame on `channel`), and put
+    /// the caller's cookie into an `AUTH` command's cookie.
+    pub(crate) fn client(&mut self, channel: u32, payload: &mut [u8]) -> Verdict {
+        if channel != CONTROL {
+            return Verdict::Forward;
+        }
+        // A control frame we cannot read is one we cannot judge.
+        let Some(cmd) = u32_at(payload, 0) else {
+            return Verdict::Refuse(access_error(0));
+        };
+        let tag = u32_at(payload, 5).unwrap_or(0);
+        let index = u32_at(payload, 10);
+        let allowed = match rule(cmd) {
+            Some(Rule::Allowed) => true,
+            Some(Rule::Record) => self.microphone,
+            Some(Rule::OwnSinkInput) => index.is_some_and(|i| self.sink_inputs.contains(&i)),
+            Some(Rule::OwnSourceOutput) => index.is_some_and(|i| self.source_outputs.contains(&i)),
+            None => false,
+        };
+        if !allowed {
+            return Verdict::Refuse(access_error(tag));
+        }
+        match cmd {
+            command::CREATE_PLAYBACK_STREAM | command::CREATE_RECORD_STREAM => {
+                if self.pending.len() >= MAX_OWN {
+                    self.pending.clear();
+                }
+                self.pending
+                    .insert(tag, cmd == command::CREATE_RECORD_STREAM);
+            }
+            command::AUTH => {
+                if let Some(cookie) = &self.cookie {
+                    // AUTH: 'L' version, then 'x' length(256) and the cookie.
+                    let at = 10 + 5;
+                    if payload.len() >= at + 5 + COOKIE_LEN
+                        && payload[at] == TAG_ARBITRARY
+                        && payload[at + 1..at + 5] == (COOKIE_LEN as u32).to_be_bytes()
+                    {
+                        payload[at + 5..at + 5 + COOKIE_LEN].copy_from_slice(cookie);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Verdict::Forward
+    }
+
+    /// Read a frame from the server before it goes to the client: a reply
+    /// to one of the client's create commands names the stream's index
+    /// (after the stream's channel), which the client may then control.
+    pub(crate) fn server(&mut self, channel: u32, payload: &[u8]) {
+        if channel != CONTROL || self.pending.is_empty() {
+            return;
+        }
+        let (Some(cmd), Some(tag)) = (u32_at(payload, 0), u32_at(payload, 5)) else {
+            return;
+        };
+        if cmd != command::REPLY && cmd != command::ERROR {
+            return;
+        }
+        let Some(record) = self.pending.remove(&tag) else {
+            return;
+        };
+        let (Some(_channel), Some(index)) = (u32_at(payload, 10), u32_at(payload, 15)) else {
+            return;
+        };
+        if cmd == command::REPLY {
+            let own = if record {
+                &mut self.source_outputs
+            } else {
+                &mut self.sink_inputs
+            };
+            if own.len() >= MAX_OWN {
+                own.clear();
+            }
+            own.insert(index);
+        }
+    }
+}
+
+/// The tagstruct `u32` at byte `at` (its tag byte, then 4 bytes).
+fn u32_at(p: &[u8], at: usize) -> Option<u32> {
+    let b = p.get(at..at + 5)?;
+    (b[0] == TAG_U32).then(|| u32::from_be_bytes([b[1], b[2], b[3], b[4]]))
 }
 
 /// A whole `ERROR` frame answering `tag` with `PA_ERR_ACCESS`.
@@ -135,6 +305,17 @@ fn access_error(tag: u32) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    // Commands the filter never names (it allows, it does not deny).
+    const EXIT: u32 = 7;
+    const GET_CLIENT_INFO_LIST: u32 = 28;
+    const GET_SINK_INPUT_INFO_LIST: u32 = 30;
+    const SET_SINK_VOLUME: u32 = 36;
+    const SET_DEFAULT_SINK: u32 = 44;
+    const KILL_SINK_INPUT: u32 = 49;
+    const LOAD_MODULE: u32 = 51;
+    const MOVE_SINK_INPUT: u32 = 67;
+    const SUSPEND_SINK: u32 = 70;
+
     fn control(cmd: u32, tag: u32, rest: &[u8]) -> Vec<u8> {
         let mut p = vec![TAG_U32];
         p.extend_from_slice(&cmd.to_be_bytes());
@@ -144,34 +325,107 @@ mod tests {
         p
     }
 
+    fn u32s(values: &[u32]) -> Vec<u8> {
+        values
+            .iter()
+            .flat_map(|v| std::iter::once(TAG_U32).chain(v.to_be_bytes()))
+            .collect()
+    }
+
+    fn refused(f: &mut Filter, cmd: u32, rest: &[u8]) -> bool {
+        let mut p = control(cmd, 9, rest);
+        matches!(f.client(CONTROL, &mut p), Verdict::Refuse(_))
+    }
+
     #[test]
     fn record_stream_is_refused_without_the_microphone() {
         let mut p = control(command::CREATE_RECORD_STREAM, 7, b"more");
-        let Verdict::Refuse(frame) = filter(CONTROL, &mut p, false, None) else {
+        let Verdict::Refuse(frame) = Filter::new(false, None).client(CONTROL, &mut p) else {
             panic!("forwarded");
         };
         let d = descriptor(frame[..DESCRIPTOR].try_into().unwrap()).unwrap();
         assert_eq!((d.length, d.channel), (15, CONTROL));
+        let payload = &frame[DESCRIPTOR..];
+        assert_eq!(u32_at(payload, 0), Some(command::ERROR));
+        assert_eq!(u32_at(payload, 5), Some(7));
+        assert_eq!(payload[11..], ERR_ACCESS.to_be_bytes());
         assert_eq!(
-            command_and_tag(CONTROL, &frame[DESCRIPTOR..]),
-            Some((command::ERROR, 7))
+            Filter::new(true, None).client(CONTROL, &mut p),
+            Verdict::Forward
         );
-        assert_eq!(frame[DESCRIPTOR + 11..], ERR_ACCESS.to_be_bytes());
-        assert_eq!(filter(CONTROL, &mut p, true, None), Verdict::Forward);
     }
 
     #[test]
-    fn module_loading_is_always_refused_and_playback_passes() {
-        let mut p = control(command::LOAD_MODULE, 1, b"");
+    fn what_acts_on_the_server_or_other_clients_is_refused_and_playback_passes() {
+        let mut f = Filter::new(true, None);
+        for cmd in [
+            LOAD_MODULE,
+            EXIT,
+            SET_DEFAULT_SINK,
+            SET_SINK_VOLUME,
+            SUSPEND_SINK,
+            MOVE_SINK_INPUT,
+            KILL_SINK_INPUT,
+            GET_CLIENT_INFO_LIST,
+            GET_SINK_INPUT_INFO_LIST,
+            104, // SEND_OBJECT_MESSAGE
+            87,  // EXTENSION
+            15,  // CREATE_UPLOAD_STREAM (the shared sample cache)
+            500, // unknown
+        ] {
+            assert!(refused(&mut f, cmd, &u32s(&[0, 1])), "command {cmd}");
+        }
+        for cmd in [
+            command::CREATE_PLAYBACK_STREAM,
+            command::GET_SERVER_INFO,
+            command::GET_SINK_INFO_LIST,
+            command::SUBSCRIBE,
+            command::CORK_PLAYBACK_STREAM,
+        ] {
+            assert!(!refused(&mut f, cmd, b""), "command {cmd}");
+        }
+        // Audio data on a stream channel is never read as a command.
+        let mut p = control(LOAD_MODULE, 1, b"");
+        assert_eq!(f.client(0, &mut p), Verdict::Forward);
+        // A control frame that is no tagstruct is not judged: refused.
         assert!(matches!(
-            filter(CONTROL, &mut p, true, None),
+            f.client(CONTROL, &mut b"junk".to_vec()),
             Verdict::Refuse(_)
         ));
-        let mut p = control(3, 2, b""); // CREATE_PLAYBACK_STREAM
-        assert_eq!(filter(CONTROL, &mut p, false, None), Verdict::Forward);
-        // Audio data on a stream channel is never read as a command.
-        let mut p = control(command::LOAD_MODULE, 1, b"");
-        assert_eq!(filter(0, &mut p, false, None), Verdict::Forward);
+    }
+
+    #[test]
+    fn a_client_controls_its_own_streams_only() {
+        let mut f = Filter::new(false, None);
+        // Another application's sink input 5: no volume, mute or info.
+        for cmd in [
+            command::SET_SINK_INPUT_VOLUME,
+            command::SET_SINK_INPUT_MUTE,
+            command::GET_SINK_INPUT_INFO,
+        ] {
+            assert!(refused(&mut f, cmd, &u32s(&[5])), "command {cmd}");
+        }
+        // Its own: created with tag 3, the server's reply names channel 0,
+        // sink input 7.
+        let mut create = control(command::CREATE_PLAYBACK_STREAM, 3, b"");
+        assert_eq!(f.client(CONTROL, &mut create), Verdict::Forward);
+        f.server(CONTROL, &control(command::REPLY, 3, &u32s(&[0, 7, 4096])));
+        assert!(!refused(
+            &mut f,
+            command::SET_SINK_INPUT_VOLUME,
+            &u32s(&[7])
+        ));
+        assert!(!refused(&mut f, command::SET_SINK_INPUT_MUTE, &u32s(&[7])));
+        assert!(refused(&mut f, command::SET_SINK_INPUT_VOLUME, &u32s(&[5])));
+        // A reply to a tag that was no create teaches nothing.
+        f.server(CONTROL, &control(command::REPLY, 4, &u32s(&[0, 5])));
+        assert!(refused(&mut f, command::SET_SINK_INPUT_MUTE, &u32s(&[5])));
+        // Source outputs only with the microphone, and only its own.
+        assert!(refused(
+            &mut f,
+            command::SET_SOURCE_OUTPUT_MUTE,
+            &u32s(&[7])
+        ));
     }
 
     #[test]
@@ -181,7 +435,7 @@ mod tests {
         let mut p = control(command::AUTH, 0, &rest);
         let cookie = [0xab; COOKIE_LEN];
         assert_eq!(
-            filter(CONTROL, &mut p, false, Some(&cookie)),
+            Filter::new(false, Some(cookie)).client(CONTROL, &mut p),
             Verdict::Forward
         );
         assert_eq!(p[p.len() - COOKIE_LEN..], cookie);

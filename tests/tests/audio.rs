@@ -2,8 +2,10 @@
 //! server the test starts (private runtime directory, a null sink): a tone
 //! played with `paplay` in the sandbox is recorded from the sink's monitor
 //! with an RMS far above silence (sox); recording from the sandbox is
-//! refused unless the profile asks for the microphone, and so is loading a
-//! server module; a second session cannot open the first one's relay.
+//! refused unless the profile asks for the microphone, and so is whatever
+//! acts on the server or other clients (loading a module, the default sink,
+//! suspending it, its volume, listing other clients and their streams); a
+//! second session cannot open the first one's relay.
 
 mod common;
 
@@ -21,7 +23,25 @@ const PROGRAMS: &[&str] = &["pulseaudio", "pactl", "paplay", "parec", "sox", "py
 const SCRIPT: &str = r#"sox -q -n -t wav - synth 1.5 sine 440 vol 0.5 | paplay; echo "paplay=$?"
 echo "recorded=$(timeout 20 parec -d pallium_test.monitor --raw 2>/dev/null | head -c 4000 | wc -c)"
 pactl load-module module-null-sink >/dev/null 2>&1 && echo module-LOADED || echo module-refused
+pactl list sink-inputs >/dev/null 2>&1 && echo sink-inputs-LISTED || echo sink-inputs-refused
+pactl list clients >/dev/null 2>&1 && echo clients-LISTED || echo clients-refused
+pactl set-default-sink pallium_test >/dev/null 2>&1 && echo default-SET || echo default-refused
+pactl suspend-sink pallium_test 1 >/dev/null 2>&1 && echo sink-SUSPENDED || echo suspend-refused
+pactl set-sink-volume pallium_test 10% >/dev/null 2>&1 && echo volume-SET || echo volume-refused
+pactl info >/dev/null 2>&1 && echo info-ok || echo info-FAILED
 "#;
+
+/// What the sandbox must be refused (and the one query it keeps), as
+/// `SCRIPT` prints them.
+const REFUSED: &[&str] = &[
+    "module-refused",
+    "sink-inputs-refused",
+    "clients-refused",
+    "default-refused",
+    "suspend-refused",
+    "volume-refused",
+    "info-ok",
+];
 
 fn skip_if_missing() -> bool {
     if let Some(p) = missing_program(PROGRAMS) {
@@ -102,7 +122,9 @@ fn play_and_record(rootless: bool, name: &str) {
         stdout.contains("recorded=0"),
         "recording was not refused: {stdout}"
     );
-    assert!(stdout.contains("module-refused"), "{stdout}");
+    for want in REFUSED {
+        assert!(stdout.contains(want), "{want}: {stdout}");
+    }
     let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
     eprintln!("{name}: recorded {size} bytes");
     let level = rms(&file);
