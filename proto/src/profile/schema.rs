@@ -125,7 +125,7 @@ struct IfName(#[schemars(length(min = 1, max = 15))] String);
 struct PortForwarding {
     /// Forwards from the host into the application's namespace, each
     /// "PROTO://HOST_ADDR:PORT:SANDBOX_ADDR:PORT" with PROTO tcp or udp, e.g.
-    /// "tcp://127.0.0.1:8080:127.0.0.1:80".
+    /// "tcp://127.0.0.1:8080:127.0.0.1:8000".
     local: Option<Vec<String>>,
 }
 
