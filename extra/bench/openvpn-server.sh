@@ -46,7 +46,7 @@ push "redirect-gateway def1"
 verb 1
 C
     ip netns exec pbov-s openvpn --config server.conf > server.log 2>&1 & PIDS+=($!)
-    until grep -q "Initialization Sequence Completed" server.log; do sleep 0.05; done
+    until grep -qs "Initialization Sequence Completed" server.log; do sleep 0.05; done
     ip netns exec pbov-s iperf3 -s -B 10.77.0.1 -D --logfile iperf.log --pidfile "$W/iperf.pid"
     until [ -s "$W/iperf.pid" ]; do sleep 0.05; done
 }
