@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # pallium next to other sandboxes (doc/COMPARISON.md): the median startup of a
 # one-shot `true` and the resident memory of an idle sandbox's own processes,
-# for pallium (root and rootless), bubblewrap, firejail, and vopono and oniux
-# when installed. Run as root from the repository:
+# for pallium (root and rootless), bubblewrap, firejail, and oniux when
+# installed (vopono needs a VPN to start: vopono.sh measures it against the
+# openvpn hop). Run as root from the repository:
 #   ./extra/bench/compare.sh [RUNS]
 # Needs hyperfine. Prints one table; say the machine and its load next to the
 # figures when you quote them.
@@ -72,9 +73,8 @@ else
 fi
 row "pallium exec --one-shot default -- true (root)" "$(median_ms "$BIN/pallium" exec --quiet --one-shot default -- true)"
 row "pallium exec --one-shot default -- true (rootless)" "$(median_ms setpriv --reuid "$UID_N" --regid "$(id -g "$USER_NAME")" --init-groups env HOME="/home/$USER_NAME" XDG_RUNTIME_DIR="/run/user/$UID_N" "$BIN/pallium" exec --quiet --one-shot default -- true)"
-for tool in vopono oniux; do
-    command -v "$tool" >/dev/null || row "$tool" "not installed"
-done
+row "vopono" "see extra/bench/vopono.sh"
+command -v oniux >/dev/null || row "oniux" "not installed"
 if command -v oniux >/dev/null; then
     row "oniux true (user; bootstraps Tor)" "$(median_ms setpriv --reuid "$UID_N" --regid "$(id -g "$USER_NAME")" --init-groups env HOME="/home/$USER_NAME" oniux true)"
 fi

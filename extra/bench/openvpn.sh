@@ -2,10 +2,11 @@
 # OpenVPN hop vs the plain openvpn client on the same server: connect time
 # (start → traffic passes, one run) and iperf3 throughput with openvpn's CPU
 # seconds per GB, alternating plain and hop (vpn-rounds.sh). A throwaway
-# server namespace "pbov-s" (203.0.113.90 on a veth from the host, UDP 1194,
-# PKI made now, iperf3 on the server's VPN address 10.77.0.1), the plain
-# client in namespace "pbov-c"; pallium runs as root in namespace "pbov-h"
-# (forwarding on, for its veth uplink).
+# server namespace "pbov-s" (openvpn-server.sh: 203.0.113.90, UDP 1194, PKI
+# made now, iperf3 on the server's VPN address 10.77.0.1), the plain client
+# in namespace "pbov-c" (203.0.113.92 on a second veth of the server's);
+# pallium runs as root in namespace "pbov-h" (forwarding on, for its veth
+# uplink).
 # Usage: openvpn.sh [TARGET_DIR] [ROUNDS] [BYTES] (default target/release, 3, 300M).
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
@@ -13,57 +14,21 @@ set -euo pipefail
 BIN=$(realpath "${1:-target/release}")
 ROUNDS=${2:-3} BYTES=${3:-300M}
 W=$(mktemp -d); PIDS=()
+. "$(dirname "$0")/openvpn-server.sh"
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    ip netns del pbov-s 2>/dev/null || true; ip netns del pbov-c 2>/dev/null || true
-    ip netns del pbov-h 2>/dev/null || true
+    ovs_cleanup
+    ip netns del pbov-c 2>/dev/null || true
     rm -rf "$W"
 }
 trap cleanup EXIT
 cd "$W"; chmod 755 "$W"
-ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
-openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.crt -days 1 -subj /CN=ca 2>/dev/null
-for n in server client; do
-    [ $n = server ] && eku=serverAuth || eku=clientAuth
-    printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyAgreement\nextendedKeyUsage=%s\n' $eku > $n.ext
-    openssl req "${ec[@]}" -keyout $n.key -out $n.csr -subj /CN=$n 2>/dev/null
-    openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $n.crt -days 1 -extfile $n.ext 2>/dev/null
-done
-ip netns add pbov-s; ip netns add pbov-c; ip netns add pbov-h
-ip -n pbov-h link set lo up
-ip link add eth0 netns pbov-h type veth peer name eth0 netns pbov-s
-ip -n pbov-h addr add 203.0.113.91/31 dev eth0; ip -n pbov-h link set eth0 up
-ip -n pbov-h route add default via 203.0.113.90
-ip netns exec pbov-h sysctl -qw net.ipv4.ip_forward=1
-ip -n pbov-s addr add 203.0.113.90/31 dev eth0; ip -n pbov-s link set eth0 up; ip -n pbov-s link set lo up
+ovs_start
+ip netns add pbov-c
 ip link add pbovc type veth peer name eth0 netns pbov-c
 ip link set pbovc netns pbov-s
 ip -n pbov-s addr add 203.0.113.92/31 dev pbovc; ip -n pbov-s link set pbovc up
 ip -n pbov-c addr add 203.0.113.93/31 dev eth0; ip -n pbov-c link set eth0 up; ip -n pbov-c link set lo up
-cat > server.conf <<C
-dev tun
-proto udp4
-port 1194
-topology subnet
-server 10.77.0.0 255.255.255.0
-ca $W/ca.crt
-cert $W/server.crt
-key $W/server.key
-dh none
-keepalive 1 10
-duplicate-cn
-push "redirect-gateway def1"
-verb 1
-C
-ip netns exec pbov-s openvpn --config server.conf > server.log 2>&1 & PIDS+=($!)
-until grep -q "Initialization Sequence Completed" server.log; do sleep 0.05; done
-ip netns exec pbov-s iperf3 -s -B 10.77.0.1 -D --logfile iperf.log
-client() { # $1: server address
-    printf 'client\ndev tun\nproto udp\nremote %s 1194\nnobind\nremote-cert-tls server\nverb 1\n<ca>\n%s\n</ca>\n<cert>\n%s\n</cert>\n<key>\n%s\n</key>\n' \
-        "$1" "$(cat ca.crt)" "$(cat client.crt)" "$(cat client.key)"
-}
-client 203.0.113.92 > plain.ovpn; client 203.0.113.90 > hop.ovpn; chmod 644 ./*.ovpn
+ovs_client 203.0.113.92 > plain.ovpn; ovs_client 203.0.113.90 > hop.ovpn; chmod 644 ./*.ovpn
 now() { date +%s.%N; }
 # Plain client: connect = start → first ping answered through the tunnel.
 t0=$(now)
