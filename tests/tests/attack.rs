@@ -6,16 +6,12 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text};
+use common::{out, pallium, profile_file, text};
 use pallium_tests::{skip_unless_root, TestUser, Testbed, WEB4_NAME};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
 
 /// The binaries, staged where the test user can run them.
 fn staged() -> &'static PathBuf {

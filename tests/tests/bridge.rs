@@ -11,22 +11,11 @@ mod common;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text, wait_clean};
+use common::{ok, out, pallium, profile_file, text, wait_clean};
 use pallium_tests::{skip_unless_root, Testbed, WEB4_NAME, WEB6_NAME};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
-
-fn ok(c: Command) -> String {
-    let o = out(c);
-    let (so, se) = text(&o);
-    assert!(o.status.success(), "{so}{se}");
-    so
-}
 
 /// `pallium ARGS` in the testbed's host namespace.
 fn pal(tb: &Testbed, args: &[&str]) -> Command {

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{profile_dir_name, profile_file, text};
+use common::{out, profile_dir_name, profile_file, text};
 use pallium_tests::{skip_unless_root, TestUser, Testbed};
 use proto::control::{ControlEvent, ControlRequest, Exec, Refusal};
 use proto::wire::{encode, Hello};
@@ -85,10 +85,6 @@ impl Mode {
             Mode::Rootless => tb.host_exec_as(TestUser::get(), argv),
         }
     }
-}
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
 }
 
 fn tun_usable() -> bool {

@@ -5,15 +5,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text};
+use common::{out, pallium, profile_file, text};
 use pallium_tests::{skip_unless_root, Testbed};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
 
 fn pal(tb: &Testbed, args: &[&str]) -> Command {
     let mut argv = vec![pallium().display().to_string()];

@@ -6,19 +6,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_dir_name, profile_file, text, wait_clean, wait_clean_except};
+use common::{out, pallium, profile_dir_name, profile_file, text, wait_clean, wait_clean_except};
 use pallium_tests::{skip_unless_root, Resolver, Testbed, WEB4_NAME, WEB6_NAME};
 use proto::policy::Role;
 
 fn p() -> String {
     pallium().display().to_string()
-}
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
 }
 
 /// `pallium ARGS` in the testbed's host namespace.

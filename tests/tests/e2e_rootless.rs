@@ -10,21 +10,17 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{profile_file, text, wait_clean};
+use common::{out, profile_file, text, wait_clean};
 use pallium_tests::{skip_unless_root, Resolver, TestUser, Testbed, WEB4_NAME, WEB6_NAME};
 
 /// The binaries, staged where the test user can run them.
 fn staged() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| TestUser::get().stage_binaries(&common::binaries()))
-}
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
 }
 
 /// `pallium ARGS` as the test user in the testbed's host namespace.

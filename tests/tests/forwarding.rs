@@ -11,11 +11,11 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text, wait_clean};
+use common::{out, pallium, profile_file, text, wait_clean};
 use pallium_tests::{skip_unless_root, TestUser, Testbed};
 
 /// The four rules: v4 and v6, TCP and UDP, to the sandbox's loopback.
@@ -77,10 +77,6 @@ while time.time() < deadline:
     time.sleep(0.1)
 print("no answer"); sys.exit(1)
 "#;
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
 
 /// Who runs pallium.
 #[derive(Clone, Copy)]

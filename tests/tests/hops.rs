@@ -9,16 +9,12 @@ mod common;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{pallium, proc_status, profile_file, text, wait_clean};
+use common::{out, pallium, proc_status, profile_file, text, wait_clean};
 use pallium_tests::{skip_unless_root, Auth, Socks, TestUser, Testbed, WEB4_NAME, WEB6_NAME};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
 
 /// The binaries, staged where the test user can run them.
 fn staged() -> &'static PathBuf {

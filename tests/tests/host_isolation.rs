@@ -13,10 +13,10 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text, wait_clean};
+use common::{out, pallium, profile_file, text, wait_clean};
 use pallium_tests::{skip_unless_root, Resolver, Testbed, WEB4_NAME, WEB6_NAME};
 
 /// `pallium ARGS` in the testbed's host namespace.
@@ -24,10 +24,6 @@ fn pal(tb: &Testbed, args: &[&str]) -> Command {
     let mut argv = vec![pallium().display().to_string()];
     argv.extend(args.iter().map(|s| s.to_string()));
     tb.host_exec(argv)
-}
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
 }
 
 /// A TCP and a UDP socket on one address and port of the host namespace.

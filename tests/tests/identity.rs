@@ -11,12 +11,8 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Output, Stdio};
 
-use common::{pallium, text};
+use common::{out, pallium, text};
 use pallium_tests::{skip_unless_root, TestUser, Testbed};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
 
 /// `pallium ARGS` as root in the testbed's host namespace.
 fn root(tb: &Testbed, args: &[&str]) -> Output {

@@ -14,12 +14,12 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_dir_name, profile_file, text, wait_clean};
+use common::{out, pallium, profile_dir_name, profile_file, text, wait_clean};
 use pallium_tests::{skip_unless_root, TestUser, Testbed, TorNetwork};
 
 /// How long a session may take from `pallium run` to its service answering
@@ -44,10 +44,6 @@ while True:
     c.sendall(("HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)).encode())
     c.close()
 "#;
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
 
 #[derive(Debug, Clone, Copy)]
 enum Mode {

@@ -10,22 +10,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{profile_file, text, wait_clean};
+use common::{ok, out, profile_file, text, wait_clean};
 use pallium_tests::{skip_unless_root, TestUser, Testbed};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
-
-fn ok(c: Command) -> String {
-    let o = out(c);
-    let (so, se) = text(&o);
-    assert!(o.status.success(), "{so}{se}");
-    so
-}
 
 /// `pallium exec --one-shot PROFILE -- sh -c SCRIPT` in the testbed's host
 /// namespace: (success, stdout, stderr).

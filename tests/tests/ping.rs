@@ -10,16 +10,12 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text, wait_clean, wait_clean_except};
+use common::{out, pallium, profile_file, text, wait_clean, wait_clean_except};
 use pallium_tests::{skip_unless_root, TestUser, Testbed};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
 
 fn staged() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();

@@ -9,14 +9,8 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
-
-use common::{pallium, profile_file, text, wait_clean};
+use common::{out, pallium, profile_file, text, wait_clean};
 use pallium_tests::{skip_unless_root, TestUser, Testbed, WEB4_NAME};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
 
 /// `pallium exec --one-shot PROFILE -- sh -c SCRIPT` in the testbed's host
 /// namespace: (success, stdout, stderr).

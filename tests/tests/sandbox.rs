@@ -4,14 +4,10 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use common::{pallium, profile_file, text};
+use common::{out, pallium, profile_file, text};
 use pallium_tests::{skip_unless_root, TestUser, Testbed};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
 
 /// `pallium exec --one-shot PROFILE -- ARGV` as root in the testbed's host namespace.
 fn exec_root(tb: &Testbed, profile: &str, argv: &[&str]) -> Output {

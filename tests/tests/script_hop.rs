@@ -13,18 +13,14 @@ mod common;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text, wait_clean};
+use common::{out, pallium, profile_file, text, wait_clean};
 use pallium_tests::{
     skip_unless_root, unique_ifname, TestUser, Testbed, WgPeer, WEB4_NAME, WG_CLIENT,
 };
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
 
 fn staged() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();

@@ -7,14 +7,10 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use common::{pallium, profile_file, text, wait_clean};
+use common::{out, pallium, profile_file, text, wait_clean};
 use pallium_tests::{skip_unless_root, TestUser, Testbed, VpnProto, WEB4_NAME, WEB6_NAME};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
 
 fn one_shot(tb: &Testbed, profile: &str, script: &str) -> (bool, String, String) {
     one_shot_as(tb, false, profile, script)

@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text, wait_clean};
+use common::{out, pallium, profile_file, text, wait_clean};
 use pallium_tests::{skip_unless_root, TestUser, Testbed, WEB4_NAME, WEB6_NAME};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,10 +81,6 @@ fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
             tb.host_exec_as(TestUser::get(), argv)
         }
     }
-}
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run pallium")
 }
 
 /// A `pallium run` in the background with its stderr collected.
