@@ -10,39 +10,12 @@ mod common;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{out, pallium, proc_status, profile_file, text, wait_clean};
+use common::{
+    modes, out, pal, pallium, proc_status, profile_file, text, tun_usable, wait_clean, Mode,
+};
 use pallium_tests::{skip_unless_root, Auth, Socks, TestUser, Testbed, WEB4_NAME, WEB6_NAME};
-
-/// The binaries, staged where the test user can run them.
-fn staged() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| TestUser::get().stage_binaries(&common::binaries()))
-}
-
-/// Who runs pallium.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Root,
-    Rootless,
-}
-
-fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
-    match mode {
-        Mode::Root => {
-            let mut argv = vec![pallium().display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec(argv)
-        }
-        Mode::Rootless => {
-            let mut argv = vec![staged().join("pallium").display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec_as(TestUser::get(), argv)
-        }
-    }
-}
 
 /// A profile file the test user can read.
 fn profile(name: &str, json: &str) -> String {
@@ -55,11 +28,6 @@ fn profile(name: &str, json: &str) -> String {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
     dst.display().to_string()
-}
-
-fn tun_usable() -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
 }
 
 /// `pallium exec --one-shot PROFILE -- sh -c SCRIPT`: (status ok, stdout, stderr).
@@ -239,21 +207,12 @@ fn assert_no_dns_from_host(tb: &Testbed) {
     );
 }
 
-fn modes() -> Vec<Mode> {
-    if tun_usable() {
-        vec![Mode::Root, Mode::Rootless]
-    } else {
-        pallium_tests::skip("rootless hops: /dev/net/tun is not world read-write");
-        vec![Mode::Root]
-    }
-}
-
 #[test]
 fn socks5_hop_exits_at_the_proxy_and_resolves_names_there() {
     skip_unless_root!();
     let tb = Testbed::new("hopsocks");
     let proxy = tb.start_microsocks();
-    for mode in modes() {
+    for mode in modes("hops") {
         let p = profile(
             "socks5",
             &format!(
@@ -330,7 +289,7 @@ fn dante_with_credentials_carries_tcp_and_udp() {
         "python3 -c \"import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5); s.sendto(b'ping-pallium', ('{}', {echo})); print(s.recvfrom(100)[0].decode())\"",
         tb.web_v4()
     );
-    for mode in modes() {
+    for mode in modes("hops") {
         let p = profile(
             "dante",
             &format!(
@@ -369,7 +328,7 @@ fn http_connect_hop_with_basic_auth() {
     let tb = Testbed::new("hophttp");
     let auth = Auth::new("alice", "s3cret");
     let proxy = tb.start_http_proxy(Some(auth.clone()));
-    for mode in modes() {
+    for mode in modes("hops") {
         let p = profile(
             "http",
             &format!(
@@ -390,7 +349,7 @@ fn two_hops_nest_socks_then_http() {
     let tb = Testbed::new("hopchain");
     let socks = tb.start_microsocks();
     let http = tb.start_http_proxy(None);
-    for mode in modes() {
+    for mode in modes("hops") {
         let p = profile(
             "chain2",
             &format!(
@@ -559,7 +518,7 @@ fn hop_dns_list_is_forwarded_through_the_proxy_over_tcp() {
 fn killing_the_proxy_stops_traffic_and_nothing_leaks() {
     skip_unless_root!();
     let tb = Testbed::new("hopkill");
-    for mode in modes() {
+    for mode in modes("hops") {
         let proxy = tb.start_microsocks();
         let p = profile(
             "kill",
@@ -596,7 +555,7 @@ fn ssh_hop_exits_at_the_ssh_server() {
     let sshd = tb.start_sshd();
     let args: Vec<String> = sshd.ssh_options();
     let args_json = serde_json::to_string(&args).unwrap();
-    for mode in modes() {
+    for mode in modes("hops") {
         // Root: ssh runs as the account that owns the key.
         let user = match mode {
             Mode::Root => format!(r#", "user": "{}""#, TestUser::NAME),
@@ -688,7 +647,7 @@ fn tor_hop_end_to_end() {
     let tor_hop = format!(r#"{{"type": "tor", "timeout": 120, "tor_args": {args}}}"#);
     let web = format!("http://{WEB4_NAME}/");
 
-    for mode in modes() {
+    for mode in modes("hops") {
         let p = profile("tor", &format!(r#"{{"chain": [{tor_hop}]}}"#));
         let script = format!("{}; {}", curl(&web), curl(&tor.onion_url()));
         let (ok, stdout, stderr) = one_shot(&tb, mode, &p, &script);
@@ -902,7 +861,7 @@ fn socksapp_hop_runs_the_program_and_a_proxy_at_an_ipv6_address_works() {
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("microsocks is installed (.ci/run installs it)");
-    for mode in modes() {
+    for mode in modes("hops") {
         // microsocks as the "SOCKS app": it runs where the chain starts (the
         // testbed's host namespace), so the web host sees the host's address.
         let p = profile(
@@ -1065,7 +1024,7 @@ fn audit_pid_as(tb: &Testbed, mode: Mode, profile: &str, role: &str) -> i32 {
 fn the_packet_engine_runs_unprivileged_and_its_death_stops_traffic() {
     skip_unless_root!();
     let tb = Testbed::new("hopengine");
-    for mode in modes() {
+    for mode in modes("hops") {
         let proxy = tb.start_microsocks();
         let p = profile(
             "engine",
@@ -1363,7 +1322,7 @@ fn an_ssh_hop_1_runs_without_pasta_and_listens_on_no_tcp_port_where_pallium_runs
     let sshd = tb.start_sshd();
     let args = serde_json::to_string(&sshd.ssh_options()).unwrap();
     let uid = TestUser::get().uid();
-    for mode in modes() {
+    for mode in modes("hops") {
         let user = match mode {
             Mode::Root => format!(r#", "user": "{}""#, TestUser::NAME),
             Mode::Rootless => String::new(),
@@ -1418,7 +1377,7 @@ fn a_tor_hop_1_listens_on_no_tcp_port_and_only_the_session_reaches_its_socket() 
     tor.wait_ready();
     let args = serde_json::to_string(&tor.client_args()).unwrap();
     let tor_hop = format!(r#"{{"type": "tor", "timeout": 120, "tor_args": {args}}}"#);
-    for mode in modes() {
+    for mode in modes("hops") {
         let p = profile(
             "torsock",
             &format!(r#"{{"chain": [{tor_hop}], "run": {{"command": ["sleep", "600"]}}}}"#),

@@ -13,7 +13,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ok, out, profile_file, text, wait_clean};
+use common::{ok, out, profile_file, staged, text, wait_clean};
 use pallium_tests::{skip_unless_root, TestUser, Testbed};
 
 /// `pallium exec --one-shot PROFILE -- sh -c SCRIPT` in the testbed's host
@@ -289,7 +289,7 @@ fn rootless_refuses_the_outbound_interface_in_one_line() {
     skip_unless_root!();
     let tb = Testbed::new("oif3");
     let user = TestUser::get();
-    let bin = user.stage_binaries(&common::binaries());
+    let bin = staged();
     let prof = profile_file(
         "oif-rootless",
         r#"{"network": {"outbound_interface": "eth0"}}"#,

@@ -9,38 +9,13 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{out, pallium, profile_file, text, wait_clean, wait_clean_except};
-use pallium_tests::{skip_unless_root, TestUser, Testbed};
-
-fn staged() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| TestUser::get().stage_binaries(&common::binaries()))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Root,
-    Rootless,
-}
-
-fn tun_usable() -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
-}
-
-fn modes() -> Vec<Mode> {
-    if tun_usable() {
-        vec![Mode::Root, Mode::Rootless]
-    } else {
-        pallium_tests::skip("rootless ping: /dev/net/tun is not world read-write");
-        vec![Mode::Root]
-    }
-}
+use common::{
+    modes, out, pal, profile_file, text, tun_usable, wait_clean, wait_clean_except, Mode,
+};
+use pallium_tests::{skip_unless_root, Testbed};
 
 fn have_ping() -> bool {
     if std::path::Path::new("/usr/bin/ping").exists() {
@@ -61,21 +36,6 @@ fn profile(name: &str, json: &str) -> String {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
     dst.display().to_string()
-}
-
-fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
-    match mode {
-        Mode::Root => {
-            let mut argv = vec![pallium().display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec(argv)
-        }
-        Mode::Rootless => {
-            let mut argv = vec![staged().join("pallium").display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec_as(TestUser::get(), argv)
-        }
-    }
 }
 
 /// `pallium exec --one-shot PROFILE -- sh -c SCRIPT`: (stdout, stderr).
@@ -176,7 +136,7 @@ fn ping_works_with_the_empty_chain_root_and_rootless() {
     // Debian's (systemd's) value; a fresh namespace has "1 0".
     set_host_ping_range(&tb, "0 2147483647");
     let mut expect = (0, 0);
-    for mode in modes() {
+    for mode in modes("ping") {
         let (stdout, stderr) = one_shot(&tb, mode, "default", &ping_web(&tb));
         assert_replies(&tb, mode, &stdout, &stderr);
         expect = (expect.0 + 1, expect.1 + 1);
@@ -241,7 +201,7 @@ fn ping_through_a_socks_hop_is_answered_prohibited_and_never_leaves() {
             proxy.addr()
         ),
     );
-    for mode in modes() {
+    for mode in modes("ping") {
         let (stdout, stderr) = one_shot(&tb, mode, &p, &ping_web(&tb));
         assert_prohibited(&tb, mode, &stdout, &stderr);
         assert_eq!(counter.seen(), (1, 1), "{mode:?}: an echo request left");

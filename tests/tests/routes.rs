@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{out, pallium, profile_file, text, wait_clean};
+use common::{out, pallium, profile_file, staged, text, tun_usable, wait_clean};
 use pallium_tests::{skip_unless_root, TestUser, Testbed, WEB4_NAME};
 
 /// `pallium exec --one-shot PROFILE -- sh -c SCRIPT` in the testbed's host
@@ -29,7 +29,7 @@ fn one_shot_as(
 ) -> (bool, String, String) {
     let prof = profile_file(name, json);
     let bin = match user {
-        Some(u) => staged(u).join("pallium"),
+        Some(_) => staged().join("pallium"),
         None => pallium(),
     };
     let argv = [
@@ -48,18 +48,6 @@ fn one_shot_as(
     });
     let (so, se) = text(&o);
     (o.status.success(), so, se)
-}
-
-/// The binaries, staged where the test user can run them.
-fn staged(user: &TestUser) -> &'static std::path::PathBuf {
-    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| user.stage_binaries(&common::binaries()))
-}
-
-/// Rootless needs `/dev/net/tun` usable by the test user (Debian's 0666).
-fn tun_usable() -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
 }
 
 /// A shell line printing what a TCP connect to `ip`:`port` gives: "connected"

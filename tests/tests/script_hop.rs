@@ -17,36 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{out, pallium, profile_file, text, wait_clean};
+use common::{modes, out, pal, profile_file, text, tun_usable, wait_clean, Mode};
 use pallium_tests::{
     skip_unless_root, unique_ifname, TestUser, Testbed, WgPeer, WEB4_NAME, WG_CLIENT,
 };
-
-fn staged() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| TestUser::get().stage_binaries(&common::binaries()))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Root,
-    Rootless,
-}
-
-fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
-    match mode {
-        Mode::Root => {
-            let mut argv = vec![pallium().display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec(argv)
-        }
-        Mode::Rootless => {
-            let mut argv = vec![staged().join("pallium").display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec_as(TestUser::get(), argv)
-        }
-    }
-}
 
 /// A directory everyone can read, for profiles and scripts.
 fn shared_dir() -> PathBuf {
@@ -80,19 +54,6 @@ fn one_shot(tb: &Testbed, mode: Mode, profile: &str, sh: &str) -> (bool, String,
     ));
     let (stdout, stderr) = text(&o);
     (o.status.success(), stdout, stderr)
-}
-
-fn tun_usable() -> bool {
-    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
-}
-
-fn modes() -> Vec<Mode> {
-    if tun_usable() {
-        vec![Mode::Root, Mode::Rootless]
-    } else {
-        pallium_tests::skip("rootless script hops: /dev/net/tun is not world read-write");
-        vec![Mode::Root]
-    }
 }
 
 /// Pids whose command line contains `needle`.
@@ -226,7 +187,7 @@ fn script_hop_brings_up_wireguard_go_and_exits_at_the_peer() {
     skip_unless_root!();
     let tb = Testbed::new("scriptwg");
     let peer = tb.start_wireguard_peer();
-    for mode in modes() {
+    for mode in modes("script hops") {
         let ifname = unique_ifname("pwc");
         let p = wg_profile(&tb, &peer, mode, &ifname);
         let before = tb.dns_queries().len();
@@ -304,7 +265,7 @@ fn script_hop_behind_a_socks_hop_tunnels_through_it() {
         auth.user,
         auth.pass
     );
-    for mode in modes() {
+    for mode in modes("script hops") {
         let ifname = unique_ifname("pwx");
         let p = wg_profile_after(&tb, &peer, mode, &ifname, &socks);
         let (mut session, seen) = wg_session(&tb, mode, &p);
@@ -382,7 +343,7 @@ fn script_hop_moves_the_device_with_its_address() {
          echo 'nameserver 192.0.2.99' > /etc/resolv.conf\n",
         0o755,
     );
-    for mode in modes() {
+    for mode in modes("script hops") {
         let ifname = unique_ifname("psd");
         let p = profile(
             "dev",
@@ -478,7 +439,7 @@ fn bad_scripts_fail_with_one_line_and_leave_nothing() {
             vec!["hop 1 (script)", "did not exit within 1 s"],
         ),
     ];
-    for mode in modes() {
+    for mode in modes("script hops") {
         for (hop, needles) in &cases {
             let p = profile(
                 "bad",
@@ -571,7 +532,7 @@ fn openconnect_script_hop_reports_an_unreachable_server() {
     skip_unless_root!();
     let tb = Testbed::new("scriptoc");
     let path = openconnect_script();
-    for mode in modes() {
+    for mode in modes("script hops") {
         let ifname = unique_ifname("poc");
         let p = profile(
             "oc",

@@ -9,7 +9,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{out, pallium, profile_file, text, wait_clean};
+use common::{out, pallium, profile_file, staged, text, wait_clean};
 use pallium_tests::{skip_unless_root, TestUser, Testbed, VpnProto, WEB4_NAME, WEB6_NAME};
 
 fn one_shot(tb: &Testbed, profile: &str, script: &str) -> (bool, String, String) {
@@ -24,9 +24,7 @@ fn one_shot_as(
     script: &str,
 ) -> (bool, String, String) {
     let exe = if rootless {
-        TestUser::get()
-            .stage_binaries(&common::binaries())
-            .join("pallium")
+        staged().join("pallium")
     } else {
         pallium()
     };
@@ -199,9 +197,7 @@ fn bad_openvpn_hops_fail_with_one_line_naming_the_hop_and_leave_nothing() {
 /// `pallium ARGS` in the testbed's host namespace, as root or (`rootless`) as the test user.
 fn pal_as(tb: &Testbed, rootless: bool, args: &[&str]) -> Command {
     let exe = if rootless {
-        TestUser::get()
-            .stage_binaries(&common::binaries())
-            .join("pallium")
+        staged().join("pallium")
     } else {
         pallium()
     };
