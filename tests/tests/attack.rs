@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{out, pal, pallium, profile_file, staged, text, Mode};
+use common::{curl, out, pal, pallium, profile_file, staged, text, Mode};
 use pallium_tests::{skip_unless_root, TestUser, Testbed, WEB4_NAME};
 
 /// A profile file the test user can read.
@@ -22,10 +22,6 @@ fn profile(name: &str, json: &str) -> String {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
     dst.display().to_string()
-}
-
-fn curl(url: &str) -> String {
-    format!("curl -sS --max-time 10 {url}; echo")
 }
 
 /// A running `pallium run PROFILE` (its command `sleep 3600`).

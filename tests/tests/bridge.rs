@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ok, out, pal, profile_file, text, wait_clean, Mode};
+use common::{curl, ok, out, pal, profile_file, text, wait_clean, Mode};
 use pallium_tests::{skip_unless_root, Testbed, WEB4_NAME, WEB6_NAME};
 
 /// `ip ARGS` in the testbed's host namespace.
@@ -218,10 +218,6 @@ fn connect(ip: &str, port: u16) -> String {
          except socket.timeout: print(\"timeout\")\n\
          except OSError as e: print(errno.errorcode.get(e.errno,str(e)))' {ip}"
     )
-}
-
-fn curl(url: &str) -> String {
-    format!("curl -sS --max-time 10 {url}; echo")
 }
 
 /// The session's resolver, as the application sees it.

@@ -13,7 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    modes, out, pal, pallium, proc_status, profile_file, text, tun_usable, wait_clean, Mode,
+    assert_clean, curl, modes, one_shot, out, pal, pallium, proc_status, profile_file, text,
+    tun_usable, wait_up, Mode,
 };
 use pallium_tests::{skip_unless_root, Auth, Socks, TestUser, Testbed, WEB4_NAME, WEB6_NAME};
 
@@ -28,21 +29,6 @@ fn profile(name: &str, json: &str) -> String {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
     dst.display().to_string()
-}
-
-/// `pallium exec --one-shot PROFILE -- sh -c SCRIPT`: (status ok, stdout, stderr).
-fn one_shot(tb: &Testbed, mode: Mode, profile: &str, script: &str) -> (bool, String, String) {
-    let o = out(pal(
-        tb,
-        mode,
-        &["exec", "--one-shot", profile, "--", "sh", "-c", script],
-    ));
-    let (stdout, stderr) = text(&o);
-    (o.status.success(), stdout, stderr)
-}
-
-fn curl(url: &str) -> String {
-    format!("curl -sS --max-time 10 {url}; echo")
 }
 
 fn lines(s: &str) -> Vec<String> {
@@ -121,28 +107,6 @@ impl Session {
     }
 }
 
-/// Retry `curl URL` in the running session until it works (the session is
-/// still coming up before that); its output.
-fn wait_up(tb: &Testbed, mode: Mode, profile: &str, url: &str, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        let o = out(pal(
-            tb,
-            mode,
-            &["exec", profile, "--", "sh", "-c", &curl(url)],
-        ));
-        if o.status.success() {
-            return text(&o).0;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{mode:?}: the session never came up: {:?}",
-            text(&o)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// `curl http://web4.pallium.test/` in a one-shot session of `profile` works
 /// and the web host saw `exit`; then nothing is left behind.
 fn exits_at(tb: &Testbed, mode: Mode, profile: &str, exit: std::net::Ipv4Addr) {
@@ -190,11 +154,6 @@ fn audit_pid(tb: &Testbed, profile: &str, role: &str) -> i32 {
         .find(|l| l.split_whitespace().nth(1) == Some(role))
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no {role} process in the audit: {audit}"))
-}
-
-/// Nothing of the session is left in the testbed's host namespace.
-fn assert_clean(tb: &Testbed) {
-    assert_eq!(wait_clean(tb), Vec::<String>::new(), "left behind");
 }
 
 /// No query reached the DNS host from the host namespace's own addresses.

@@ -13,7 +13,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    modes, out, pal, profile_file, text, tun_usable, wait_clean, wait_clean_except, Mode,
+    modes, one_shot, out, pal, profile_file, text, tun_usable, wait_clean, wait_clean_except, Mode,
 };
 use pallium_tests::{skip_unless_root, Testbed};
 
@@ -36,16 +36,6 @@ fn profile(name: &str, json: &str) -> String {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
     dst.display().to_string()
-}
-
-/// `pallium exec --one-shot PROFILE -- sh -c SCRIPT`: (stdout, stderr).
-fn one_shot(tb: &Testbed, mode: Mode, profile: &str, script: &str) -> (String, String) {
-    let o = out(pal(
-        tb,
-        mode,
-        &["exec", "--one-shot", profile, "--", "sh", "-c", script],
-    ));
-    text(&o)
 }
 
 /// One echo request to each of the web host's addresses, its output.
@@ -137,7 +127,7 @@ fn ping_works_with_the_empty_chain_root_and_rootless() {
     set_host_ping_range(&tb, "0 2147483647");
     let mut expect = (0, 0);
     for mode in modes("ping") {
-        let (stdout, stderr) = one_shot(&tb, mode, "default", &ping_web(&tb));
+        let (_, stdout, stderr) = one_shot(&tb, mode, "default", &ping_web(&tb));
         assert_replies(&tb, mode, &stdout, &stderr);
         expect = (expect.0 + 1, expect.1 + 1);
         assert_eq!(counter.seen(), expect, "{mode:?}: the requests went out");
@@ -158,7 +148,7 @@ fn rootless_ping_the_host_refuses_is_answered_prohibited() {
     let tb = Testbed::new("pingno");
     let counter = EchoCounter::install(&tb);
     set_host_ping_range(&tb, "1 0");
-    let (stdout, stderr) = one_shot(&tb, Mode::Rootless, "default", &ping_web(&tb));
+    let (_, stdout, stderr) = one_shot(&tb, Mode::Rootless, "default", &ping_web(&tb));
     assert_prohibited(&tb, Mode::Rootless, &stdout, &stderr);
     assert_eq!(counter.seen(), (0, 0));
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
@@ -202,7 +192,7 @@ fn ping_through_a_socks_hop_is_answered_prohibited_and_never_leaves() {
         ),
     );
     for mode in modes("ping") {
-        let (stdout, stderr) = one_shot(&tb, mode, &p, &ping_web(&tb));
+        let (_, stdout, stderr) = one_shot(&tb, mode, &p, &ping_web(&tb));
         assert_prohibited(&tb, mode, &stdout, &stderr);
         assert_eq!(counter.seen(), (1, 1), "{mode:?}: an echo request left");
         assert_eq!(wait_clean(&tb), Vec::<String>::new(), "{mode:?}");

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{modes, out, pal, profile_file, text, tun_usable, wait_clean, Mode};
+use common::{assert_clean, modes, one_shot, out, pal, profile_file, text, tun_usable, Mode};
 use pallium_tests::{
     skip_unless_root, unique_ifname, TestUser, Testbed, WgPeer, WEB4_NAME, WG_CLIENT,
 };
@@ -44,16 +44,6 @@ fn script(name: &str, body: &str, mode: u32) -> String {
     std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     p.display().to_string()
-}
-
-fn one_shot(tb: &Testbed, mode: Mode, profile: &str, sh: &str) -> (bool, String, String) {
-    let o = out(pal(
-        tb,
-        mode,
-        &["exec", "--one-shot", profile, "--", "sh", "-c", sh],
-    ));
-    let (stdout, stderr) = text(&o);
-    (o.status.success(), stdout, stderr)
 }
 
 /// Pids whose command line contains `needle`.
@@ -84,10 +74,6 @@ fn assert_gone(needle: &str) {
         assert!(Instant::now() < deadline, "left running: {left:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn assert_clean(tb: &Testbed) {
-    assert_eq!(wait_clean(tb), Vec::<String>::new(), "left behind");
 }
 
 /// The client side: wireguard-go (which backgrounds itself), `wg set`, the tunnel's address

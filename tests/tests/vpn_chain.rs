@@ -12,23 +12,12 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
-use common::{modes, pal, text, wait_clean, Mode};
+use common::{modes, one_shot_output, text, wait_clean};
 use pallium_tests::{
     skip_unless_root, Auth, OpenvpnServer, Socks, Testbed, VpnProto, WgServer, WEB4_NAME,
 };
-
-fn one_shot(tb: &Testbed, mode: Mode, profile: &str, script: &str) -> Output {
-    pal(
-        tb,
-        mode,
-        &["exec", "--one-shot", profile, "--", "sh", "-c", script],
-    )
-    .stdin(Stdio::null())
-    .output()
-    .expect("run pallium")
-}
 
 fn json(s: &str) -> String {
     serde_json::to_string(s).unwrap()
@@ -97,7 +86,7 @@ fn socks_then_openvpn_tcp_then_wireguard_each_layer_sees_the_one_before() {
     );
     for mode in modes("VPN chain") {
         let dns_before = tb.dns_queries().len();
-        let o = one_shot(&tb, mode, &p, &script);
+        let o = one_shot_output(&tb, mode, &p, &script);
         let (stdout, stderr) = text(&o);
         assert!(
             o.status.success(),
@@ -207,7 +196,7 @@ fn tor_then_openvpn_tcp_and_the_readme_chain_exit_at_the_vpn_server() {
             &format!("{name}.json"),
             &format!(r#"{{"chain": [{hops}]}}"#),
         );
-        let o = one_shot(&tb, mode, &p.display().to_string(), &script);
+        let o = one_shot_output(&tb, mode, &p.display().to_string(), &script);
         let (stdout, stderr) = text(&o);
         let name = format!("{name} {mode:?}");
         assert!(

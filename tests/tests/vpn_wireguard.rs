@@ -8,11 +8,13 @@
 
 mod common;
 
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{modes, out, pal, profile_file, text, wait_clean, Mode};
+use common::{
+    curl, modes, one_shot_output, out, pal, profile_file, text, wait_clean, wait_up, Mode,
+};
 use pallium_tests::{skip_unless_root, Testbed, WEB4_NAME, WEB6_NAME};
 
 /// A world-readable file in a world-readable directory (the test user reads it).
@@ -36,12 +38,6 @@ fn profile(name: &str, config: &str) -> String {
         &format!("{name}.json"),
         &std::fs::read_to_string(p).unwrap(),
     )
-}
-
-fn one_shot(tb: &Testbed, mode: Mode, profile: &str, script: &str) -> Output {
-    let args = ["exec", "--one-shot", profile, "--", "sh", "-c", script];
-    let mut cmd = pal(tb, mode, &args);
-    cmd.stdin(Stdio::null()).output().expect("run pallium")
 }
 
 /// A `pallium run` in the background with its stderr collected.
@@ -98,31 +94,6 @@ impl Session {
     }
 }
 
-/// Retries `curl URL` in the running session until it answers; its output.
-fn wait_up(tb: &Testbed, mode: Mode, profile: &str, url: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let o = out(pal(
-            tb,
-            mode,
-            &["exec", profile, "--", "sh", "-c", &curl(url)],
-        ));
-        if o.status.success() {
-            return text(&o).0;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{mode:?}: never came up: {:?}",
-            text(&o)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn curl(url: &str) -> String {
-    format!("curl -sS --max-time 10 {url}; echo")
-}
-
 #[test]
 fn wireguard_hop_exits_at_the_server_over_v4_and_v6_with_its_dns() {
     skip_unless_root!();
@@ -136,7 +107,7 @@ fn wireguard_hop_exits_at_the_server_over_v4_and_v6_with_its_dns() {
             curl(&format!("http://{WEB4_NAME}/")),
             curl(&format!("http://{WEB6_NAME}/"))
         );
-        let o = one_shot(&tb, mode, &p, &script);
+        let o = one_shot_output(&tb, mode, &p, &script);
         let (stdout, stderr) = text(&o);
         assert!(o.status.success(), "{mode:?}: {stdout}{stderr}");
         let lines: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
@@ -207,7 +178,7 @@ fn bad_wireguard_configs_fail_in_one_line_and_leave_nothing() {
         let conf = shared_file(&format!("{name}.conf"), &text_);
         let p = profile(name, &conf);
         for mode in modes("wireguard") {
-            let o = one_shot(&tb, mode, &p, "true");
+            let o = one_shot_output(&tb, mode, &p, "true");
             let (_, stderr) = text(&o);
             assert!(!o.status.success(), "{name} {mode:?} started");
             let last = stderr.lines().last().unwrap_or_default();
@@ -253,7 +224,7 @@ fn killing_the_wireguard_server_mid_transfer_blocks_everything_and_names_the_hop
         );
         let session = Session::start(&tb, mode, &p);
         let url = format!("http://{}/", tb.web_v4());
-        let first = wait_up(&tb, mode, &p, &url);
+        let first = wait_up(&tb, mode, &p, &url, Duration::from_secs(60));
         assert_eq!(first.trim(), server.exit_v4().to_string(), "{mode:?}");
         // Every process of the session, the WireGuard engine included, within its policy.
         let audit = out(pal(&tb, mode, &["audit", &p]));
@@ -329,7 +300,7 @@ fn socks_then_wireguard_exits_at_the_wireguard_server() {
         ),
     );
     for mode in modes("wireguard") {
-        let o = one_shot(&tb, mode, &p, &curl(&format!("http://{WEB4_NAME}/")));
+        let o = one_shot_output(&tb, mode, &p, &curl(&format!("http://{WEB4_NAME}/")));
         let (stdout, stderr) = text(&o);
         assert!(o.status.success(), "{mode:?}: {stdout}{stderr}");
         assert_eq!(
