@@ -8,21 +8,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{curl, out, pal, pallium, profile_file, staged, text, Mode};
+use common::{curl, out, pal, pallium, readable_profile, staged, text, Mode};
 use pallium_tests::{skip_unless_root, TestUser, Testbed, WEB4_NAME};
-
-/// A profile file the test user can read.
-fn profile(name: &str, json: &str) -> String {
-    let p = profile_file(name, json);
-    let dir = std::env::temp_dir().join(format!("pallium-attack-profiles-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dst = dir.join(p.file_name().unwrap());
-    std::fs::copy(&p, &dst).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
-    dst.display().to_string()
-}
 
 /// A running `pallium run PROFILE` (its command `sleep 3600`).
 struct Session(std::process::Child);
@@ -75,14 +62,14 @@ fn lab() {
     let proxy = tb.start_microsocks();
     let dante = tb.start_dante();
     let auth = dante.auth().unwrap().clone();
-    let ps = profile(
+    let ps = readable_profile(
         "labsocks",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "3600"]}}}}"#,
             proxy.addr()
         ),
     );
-    let pd = profile(
+    let pd = readable_profile(
         "labdante",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}", "username": "{}", "password": "{}"}}], "run": {{"command": ["sleep", "3600"]}}}}"#,
@@ -91,7 +78,7 @@ fn lab() {
             auth.pass
         ),
     );
-    let pe = profile("labempty", r#"{"run": {"command": ["sleep", "3600"]}}"#);
+    let pe = readable_profile("labempty", r#"{"run": {"command": ["sleep", "3600"]}}"#);
     let s1 = Session::start(&tb, Mode::Root, &ps);
     let s2 = Session::start(&tb, Mode::Rootless, &ps);
     let s3 = Session::start(&tb, Mode::Root, &pd);
@@ -184,7 +171,7 @@ fn udp_to_many_fake_destinations_costs_the_engine_time_linear_in_datagrams() {
     let tb = Testbed::new("attackudpfake");
     let dante = tb.start_dante();
     let auth = dante.auth().expect("dante requires credentials").clone();
-    let p = profile(
+    let p = readable_profile(
         "udpfake",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}", "username": "{}", "password": "{}"}}], "run": {{"command": ["sleep", "3600"]}}}}"#,
@@ -330,7 +317,7 @@ fn udp_queued_for_pending_associations_is_bounded_in_bytes() {
     let dante = tb.start_dante();
     let mut stall = start_stalling_proxy(&tb, dante.netns(), "-1");
     let addr = format!("{}:1081", dante.addr().ip());
-    let p = profile(
+    let p = readable_profile(
         "udppending",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{addr}"}}], "run": {{"command": ["sleep", "3600"]}}}}"#
@@ -381,7 +368,7 @@ fn a_proxy_refusing_udp_is_reported_once_however_many_flows_wait() {
     let dante = tb.start_dante();
     let mut stall = start_stalling_proxy(&tb, dante.netns(), "3");
     let addr = format!("{}:1081", dante.addr().ip());
-    let p = profile(
+    let p = readable_profile(
         "udpwarn",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{addr}"}}], "run": {{"command": ["sleep", "3600"]}}}}"#
@@ -504,7 +491,7 @@ fn a_socksapp_hop_does_not_reach_the_hosts_own_services() {
         .output()
         .expect("sh");
     let microsocks = String::from_utf8(which.stdout).unwrap();
-    let p = profile(
+    let p = readable_profile(
         "socksapp",
         &format!(
             r#"{{"chain": [{{"type": "socksapp", "user": "nobody", "cmd": ["{}", "-i", "127.0.0.1", "-p", "{{port}}"]}}]}}"#,
@@ -552,7 +539,7 @@ fn lab_tor() {
     let tb = Testbed::new("attacklabtor");
     let tor = tb.start_tor();
     let args = serde_json::to_string(&tor.client_args()).unwrap();
-    let pt = profile(
+    let pt = readable_profile(
         "labtor",
         &format!(
             r#"{{"chain": [{{"type": "tor", "timeout": 120, "tor_args": {args}}}], "run": {{"command": ["sleep", "3600"]}}}}"#
@@ -612,7 +599,7 @@ fn the_direct_uplink_does_not_reach_a_secondary_address_added_later() {
         .stdin(Stdio::null())
         .spawn()
         .expect("start the host service");
-    let p = profile("directsecondary", "{}");
+    let p = readable_profile("directsecondary", "{}");
     let app = pal(
         &tb,
         Mode::Rootless,

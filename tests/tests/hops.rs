@@ -13,23 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_clean, curl, modes, one_shot, out, pal, pallium, proc_status, profile_file, text,
+    assert_clean, curl, modes, one_shot, out, pal, pallium, proc_status, readable_profile, text,
     tun_usable, wait_up, Mode,
 };
 use pallium_tests::{skip_unless_root, Auth, Socks, TestUser, Testbed, WEB4_NAME, WEB6_NAME};
-
-/// A profile file the test user can read.
-fn profile(name: &str, json: &str) -> String {
-    let p = profile_file(name, json);
-    let dir = std::env::temp_dir().join(format!("pallium-hop-profiles-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dst = dir.join(p.file_name().unwrap());
-    std::fs::copy(&p, &dst).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
-    dst.display().to_string()
-}
 
 fn lines(s: &str) -> Vec<String> {
     s.lines()
@@ -137,7 +124,7 @@ fn assert_blocked(tb: &Testbed, mode: Mode, profile: &str, script: &str) {
 /// A running root session (`sleep 600`) behind `tor_hop`, up once `web`
 /// answers through it.
 fn running_tor(tb: &Testbed, name: &str, tor_hop: &str, web: &str) -> (String, Session) {
-    let p = profile(
+    let p = readable_profile(
         name,
         &format!(r#"{{"chain": [{tor_hop}], "run": {{"command": ["sleep", "600"]}}}}"#),
     );
@@ -172,7 +159,7 @@ fn socks5_hop_exits_at_the_proxy_and_resolves_names_there() {
     let tb = Testbed::new("hopsocks");
     let proxy = tb.start_microsocks();
     for mode in modes("hops") {
-        let p = profile(
+        let p = readable_profile(
             "socks5",
             &format!(
                 r#"{{"chain": [{{"type": "socks", "address": "{}"}}]}}"#,
@@ -222,7 +209,7 @@ fn socks_version_4_and_a_proxy_given_by_name() {
     let web = tb.web_v4();
     let (version, target) = ("4", format!("http://{web}/"));
     {
-        let p = profile(
+        let p = readable_profile(
             "socks4",
             &format!(
                 r#"{{"chain": [{{"type": "socks", "version": {version}, "address": "{}:{}"}}]}}"#,
@@ -249,7 +236,7 @@ fn dante_with_credentials_carries_tcp_and_udp() {
         tb.web_v4()
     );
     for mode in modes("hops") {
-        let p = profile(
+        let p = readable_profile(
             "dante",
             &format!(
                 r#"{{"chain": [{{"type": "socks", "address": "{}", "username": "{}", "password": "{}"}}]}}"#,
@@ -288,7 +275,7 @@ fn http_connect_hop_with_basic_auth() {
     let auth = Auth::new("alice", "s3cret");
     let proxy = tb.start_http_proxy(Some(auth.clone()));
     for mode in modes("hops") {
-        let p = profile(
+        let p = readable_profile(
             "http",
             &format!(
                 r#"{{"chain": [{{"type": "http", "address": "{}", "username": "{}", "password": "{}"}}]}}"#,
@@ -309,7 +296,7 @@ fn two_hops_nest_socks_then_http() {
     let socks = tb.start_microsocks();
     let http = tb.start_http_proxy(None);
     for mode in modes("hops") {
-        let p = profile(
+        let p = readable_profile(
             "chain2",
             &format!(
                 r#"{{"chain": [{{"type": "socks", "address": "{}"}}, {{"type": "http", "address": "{}"}}]}}"#,
@@ -382,7 +369,7 @@ fn two_hops_nest_socks_then_http() {
         }
     }
     // Out of range: one clear line, nothing started.
-    let p = profile(
+    let p = readable_profile(
         "chain2run",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}"}}, {{"type": "http", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
@@ -440,7 +427,7 @@ fn hop_dns_list_is_forwarded_through_the_proxy_over_tcp() {
     skip_unless_root!();
     let tb = Testbed::new("hopdns");
     let proxy = tb.start_microsocks();
-    let p = profile(
+    let p = readable_profile(
         "socksdns",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}", "dns": ["tcp://{}"]}}]}}"#,
@@ -479,7 +466,7 @@ fn killing_the_proxy_stops_traffic_and_nothing_leaks() {
     let tb = Testbed::new("hopkill");
     for mode in modes("hops") {
         let proxy = tb.start_microsocks();
-        let p = profile(
+        let p = readable_profile(
             "kill",
             &format!(
                 r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
@@ -520,7 +507,7 @@ fn ssh_hop_exits_at_the_ssh_server() {
             Mode::Root => format!(r#", "user": "{}""#, TestUser::NAME),
             Mode::Rootless => String::new(),
         };
-        let p = profile(
+        let p = readable_profile(
             "ssh",
             &format!(
                 r#"{{"chain": [{{"type": "ssh", "destination": "{}@{}", "ssh_args": {args_json}{user}}}]}}"#,
@@ -572,7 +559,7 @@ fn bad_hops_fail_with_one_clear_line_and_leave_nothing() {
         ),
     ];
     for (json, needles) in cases {
-        let p = profile("bad", &json);
+        let p = readable_profile("bad", &json);
         let (ok, stdout, stderr) = one_shot(&tb, Mode::Root, &p, "echo ran");
         assert!(!ok, "{json}: {stdout}{stderr}");
         assert!(!stdout.contains("ran"), "{json}: the command ran");
@@ -607,7 +594,7 @@ fn tor_hop_end_to_end() {
     let web = format!("http://{WEB4_NAME}/");
 
     for mode in modes("hops") {
-        let p = profile("tor", &format!(r#"{{"chain": [{tor_hop}]}}"#));
+        let p = readable_profile("tor", &format!(r#"{{"chain": [{tor_hop}]}}"#));
         let script = format!("{}; {}", curl(&web), curl(&tor.onion_url()));
         let (ok, stdout, stderr) = one_shot(&tb, mode, &p, &script);
         assert!(ok, "{mode:?}: {stdout}{stderr}");
@@ -629,7 +616,7 @@ fn tor_hop_end_to_end() {
     }
 
     // SOCKS4a: the name travels to the proxy (here the network's own Tor client).
-    let p = profile(
+    let p = readable_profile(
         "socks4a",
         &format!(
             r#"{{"chain": [{{"type": "socks", "version": "4a", "address": "{}"}}]}}"#,
@@ -653,7 +640,7 @@ fn tor_hop_end_to_end() {
 
     // socks → tor → http: tor reaches the network through microsocks, and
     // tinyproxy is reached through Tor.
-    let p = profile(
+    let p = readable_profile(
         "tor3",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}"}}, {tor_hop}, {{"type": "http", "address": "{}"}}]}}"#,
@@ -689,7 +676,7 @@ fn tor_hop_end_to_end() {
             ),
         ),
     ] {
-        let p = profile(
+        let p = readable_profile(
             &format!("tor-no-{key}"),
             &format!(
                 r#"{{"chain": [{{"type": "tor", "timeout": 120, "{key}": false, "tor_args": {args}}}]}}"#
@@ -709,7 +696,7 @@ fn tor_hop_end_to_end() {
     }
 
     // A bootstrap that cannot finish in time says how far it got.
-    let p = profile(
+    let p = readable_profile(
         "tor-timeout",
         &format!(r#"{{"chain": [{{"type": "tor", "timeout": 1, "tor_args": {args}}}]}}"#),
     );
@@ -775,7 +762,7 @@ fn a_dead_hop_daemon_is_reported_and_its_traffic_stops() {
     let tb = Testbed::new("hopdead");
     let sshd = tb.start_sshd();
     let args_json = serde_json::to_string(&sshd.ssh_options()).unwrap();
-    let p = profile(
+    let p = readable_profile(
         "sshdead",
         &format!(
             r#"{{"chain": [{{"type": "ssh", "destination": "{}@{}", "user": "{}", "ssh_args": {args_json}}}], "run": {{"command": ["sleep", "600"]}}}}"#,
@@ -823,7 +810,7 @@ fn socksapp_hop_runs_the_program_and_a_proxy_at_an_ipv6_address_works() {
     for mode in modes("hops") {
         // microsocks as the "SOCKS app": it runs where the chain starts (the
         // testbed's host namespace), so the web host sees the host's address.
-        let p = profile(
+        let p = readable_profile(
             "socksapp",
             &format!(
                 r#"{{"chain": [{{"type": "socksapp", "user": "nobody", "cmd": ["{microsocks}", "-i", "127.0.0.1", "-p", "{{port}}"]}}]}}"#
@@ -836,7 +823,7 @@ fn socksapp_hop_runs_the_program_and_a_proxy_at_an_ipv6_address_works() {
         assert_eq!(lines(&stdout), [tb.host_v4().to_string()], "{stderr}");
         assert_clean(&tb);
         // A proxy given as [v6]:port.
-        let p = profile(
+        let p = readable_profile(
             "socks-v6",
             &format!(
                 r#"{{"chain": [{{"type": "socks", "address": "{}"}}]}}"#,
@@ -857,7 +844,7 @@ fn socksapp_hop_runs_the_program_and_a_proxy_at_an_ipv6_address_works() {
 fn socksapp_then_a_name_stalls() {
     skip_unless_root!();
     let tb = Testbed::new("hopappname");
-    let p = profile(
+    let p = readable_profile(
         "socksapp-name",
         r#"{"chain": [{"type": "socksapp", "user": "nobody", "cmd": ["/usr/bin/microsocks", "-i", "127.0.0.1", "-p", "{port}"]}]}"#,
     );
@@ -882,7 +869,7 @@ fn socksapp_then_a_name_stalls() {
 fn kill_9_of_a_session_with_a_daemon_hop_leaves_nothing() {
     skip_unless_root!();
     let tb = Testbed::new("hopkill9");
-    let p = profile(
+    let p = readable_profile(
         "socksapp-kill9",
         r#"{"chain": [{"type": "socksapp", "user": "nobody", "cmd": ["/usr/bin/microsocks", "-i", "127.0.0.1", "-p", "{port}"]}], "run": {"command": ["sleep", "600"]}}"#,
     );
@@ -932,7 +919,7 @@ fn kill_9_of_a_session_with_a_daemon_hop_leaves_nothing() {
 fn ctrl_c_during_hop_setup_ends_at_once_and_leaves_nothing() {
     skip_unless_root!();
     let tb = Testbed::new("hopint");
-    let p = profile(
+    let p = readable_profile(
         "socksapp-int",
         r#"{"chain": [{"type": "socksapp", "user": "nobody", "cmd": ["sleep", "600"], "timeout": 120}]}"#,
     );
@@ -985,7 +972,7 @@ fn the_packet_engine_runs_unprivileged_and_its_death_stops_traffic() {
     let tb = Testbed::new("hopengine");
     for mode in modes("hops") {
         let proxy = tb.start_microsocks();
-        let p = profile(
+        let p = readable_profile(
             "engine",
             &format!(
                 r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
@@ -1100,7 +1087,7 @@ fn a_root_session_has_a_pids_cgroup_that_goes_with_it() {
     let proxy = tb.start_microsocks();
     let url = format!("http://{}/", tb.web_v4());
     let make = |name: &str| {
-        profile(
+        readable_profile(
             name,
             &format!(
                 r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
@@ -1210,7 +1197,7 @@ fn a_rootless_socks_chain_starts_in_the_callers_namespace_without_pasta() {
     }
     let tb = Testbed::new("hopnopasta");
     let proxy = tb.start_microsocks();
-    let p = profile(
+    let p = readable_profile(
         "nopasta",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
@@ -1286,7 +1273,7 @@ fn an_ssh_hop_1_runs_without_pasta_and_listens_on_no_tcp_port_where_pallium_runs
             Mode::Root => format!(r#", "user": "{}""#, TestUser::NAME),
             Mode::Rootless => String::new(),
         };
-        let p = profile(
+        let p = readable_profile(
             "sshfd",
             &format!(
                 r#"{{"chain": [{{"type": "ssh", "destination": "{}@{}", "ssh_args": {args}{user}}}], "run": {{"command": ["sleep", "600"]}}}}"#,
@@ -1337,7 +1324,7 @@ fn a_tor_hop_1_listens_on_no_tcp_port_and_only_the_session_reaches_its_socket() 
     let args = serde_json::to_string(&tor.client_args()).unwrap();
     let tor_hop = format!(r#"{{"type": "tor", "timeout": 120, "tor_args": {args}}}"#);
     for mode in modes("hops") {
-        let p = profile(
+        let p = readable_profile(
             "torsock",
             &format!(r#"{{"chain": [{tor_hop}], "run": {{"command": ["sleep", "600"]}}}}"#),
         );
@@ -1409,7 +1396,7 @@ fn kill_9_of_a_rootless_session_with_hop_1_in_the_callers_namespace_leaves_nothi
     }
     let tb = Testbed::new("hopkill9rl");
     let proxy = tb.start_microsocks();
-    let p = profile(
+    let p = readable_profile(
         "socks-kill9",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,

@@ -18,7 +18,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{modes, out, pal, profile_dir_name, profile_file, text, wait_clean, Mode};
+use common::{modes, out, pal, profile_dir_name, readable_profile, text, wait_clean, Mode};
 use pallium_tests::{skip_unless_root, Testbed, TorNetwork};
 
 /// How long a session may take from `pallium run` to its service answering
@@ -43,15 +43,6 @@ while True:
     c.sendall(("HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)).encode())
     c.close()
 "#;
-
-/// A profile file both root and the test user can read.
-fn readable_profile(name: &str, json: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let p = profile_file(name, json);
-    std::fs::set_permissions(p.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-    p.display().to_string()
-}
 
 /// A directory both root and the test user may write the hook's file to.
 fn hook_dir(name: &str) -> PathBuf {

@@ -13,7 +13,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    modes, one_shot, out, pal, profile_file, text, tun_usable, wait_clean, wait_clean_except, Mode,
+    modes, one_shot, out, pal, readable_profile, text, tun_usable, wait_clean, wait_clean_except,
+    Mode,
 };
 use pallium_tests::{skip_unless_root, Testbed};
 
@@ -23,19 +24,6 @@ fn have_ping() -> bool {
     }
     pallium_tests::skip("ping tests: iputils-ping is not installed (.ci/run installs it)");
     false
-}
-
-/// A profile file the test user can read too.
-fn profile(name: &str, json: &str) -> String {
-    let p = profile_file(name, json);
-    let dir = std::env::temp_dir().join(format!("pallium-ping-profiles-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dst = dir.join(p.file_name().unwrap());
-    std::fs::copy(&p, &dst).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
-    dst.display().to_string()
 }
 
 /// One echo request to each of the web host's addresses, its output.
@@ -184,7 +172,7 @@ fn ping_through_a_socks_hop_is_answered_prohibited_and_never_leaves() {
     assert_replies(&tb, Mode::Root, &text(&o).0, "");
     assert_eq!(counter.seen(), (1, 1));
     let proxy = tb.start_microsocks();
-    let p = profile(
+    let p = readable_profile(
         "pingsocks",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}"}}]}}"#,
@@ -283,7 +271,7 @@ fn ipv6_forwarding_keeps_the_hosts_router_advertisements() {
     let learned = ra_routes(&tb);
     assert_eq!(host_sysctl(&tb, "net.ipv6.conf.eth0.accept_ra"), "1");
     assert_eq!(host_sysctl(&tb, "net.ipv6.conf.all.forwarding"), "0");
-    let p = profile("ipv6ra", r#"{"run": {"command": ["sleep", "infinity"]}}"#);
+    let p = readable_profile("ipv6ra", r#"{"run": {"command": ["sleep", "infinity"]}}"#);
     let mut run = pal(&tb, Mode::Root, &["run", &p])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

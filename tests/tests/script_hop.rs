@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{assert_clean, modes, one_shot, out, pal, profile_file, text, tun_usable, Mode};
+use common::{assert_clean, modes, one_shot, out, pal, readable_profile, text, tun_usable, Mode};
 use pallium_tests::{
     skip_unless_root, unique_ifname, TestUser, Testbed, WgPeer, WEB4_NAME, WG_CLIENT,
 };
@@ -28,14 +28,6 @@ fn shared_dir() -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
-}
-
-fn profile(name: &str, json: &str) -> String {
-    let p = profile_file(name, json);
-    let dst = shared_dir().join(p.file_name().unwrap());
-    std::fs::copy(&p, &dst).unwrap();
-    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
-    dst.display().to_string()
 }
 
 /// A shell script file with `mode`.
@@ -108,7 +100,7 @@ fn wg_profile_after(tb: &Testbed, peer: &WgPeer, mode: Mode, ifname: &str, befor
     }
     // Named after the interface: tests running at once must not share a profile (nor so a
     // session).
-    profile(
+    readable_profile(
         &format!("wg-{ifname}"),
         &format!(
             r#"{{"chain": [{before} {{"type": "script", "path": "{path}", "interface": "{ifname}",
@@ -331,7 +323,7 @@ fn script_hop_moves_the_device_with_its_address() {
     );
     for mode in modes("script hops") {
         let ifname = unique_ifname("psd");
-        let p = profile(
+        let p = readable_profile(
             "dev",
             &format!(
                 r#"{{"chain": [{{"type": "script", "path": ["{path}"], "interface": "{ifname}"}}]}}"#
@@ -427,7 +419,7 @@ fn bad_scripts_fail_with_one_line_and_leave_nothing() {
     ];
     for mode in modes("script hops") {
         for (hop, needles) in &cases {
-            let p = profile(
+            let p = readable_profile(
                 "bad",
                 &format!(r#"{{"chain": [{{"type": "script", {hop}}}]}}"#),
             );
@@ -520,7 +512,7 @@ fn openconnect_script_hop_reports_an_unreachable_server() {
     let path = openconnect_script();
     for mode in modes("script hops") {
         let ifname = unique_ifname("poc");
-        let p = profile(
+        let p = readable_profile(
             "oc",
             &format!(
                 r#"{{"chain": [{{"type": "script", "path": "{path}", "interface": "{ifname}",
@@ -735,7 +727,7 @@ fn ppp_hop_errors_are_one_line() {
         pallium_tests::skip("ppp: this kernel has PPP support; the no-support error is untested");
     }
     for (mode, chain, needles) in &cases {
-        let p = profile("ppp", &format!(r#"{{"chain": [{chain}]}}"#));
+        let p = readable_profile("ppp", &format!(r#"{{"chain": [{chain}]}}"#));
         let (ok, stdout, stderr) = one_shot(&tb, *mode, &p, "echo ran");
         assert!(!ok, "{mode:?} {chain}: {stdout}{stderr}");
         assert!(!stdout.contains("ran"), "{mode:?} {chain}: the command ran");
