@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{curl, out, pal, pallium, readable_profile, staged, text, Mode};
+use common::{audit_pid, curl, out, pal, pallium, readable_profile, staged, text, Mode};
 use pallium_tests::{skip_unless_root, TestUser, Testbed, WEB4_NAME};
 
 /// A running `pallium run PROFILE` (its command `sleep 3600`).
@@ -106,16 +106,6 @@ fn lab() {
     s3.stop(&tb, Mode::Root, &pd);
     s4.stop(&tb, Mode::Root, &pe);
     s5.stop(&tb, Mode::Rootless, &pe);
-}
-
-/// The pid `pallium audit` shows for `role` in the running session.
-fn audit_pid(tb: &Testbed, mode: Mode, profile: &str, role: &str) -> i32 {
-    let audit = text(&out(pal(tb, mode, &["audit", profile]))).0;
-    audit
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(role))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {role} process in the audit: {audit}"))
 }
 
 /// CPU time (user + system) `pid` has used, in clock ticks.

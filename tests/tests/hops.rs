@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_clean, curl, modes, one_shot, out, pal, pallium, proc_status, readable_profile, text,
-    tun_usable, wait_up, Mode,
+    assert_clean, audit_pid, curl, modes, one_shot, out, pal, pallium, proc_status,
+    readable_profile, text, tun_usable, wait_up, Mode,
 };
 use pallium_tests::{skip_unless_root, Auth, Socks, TestUser, Testbed, WEB4_NAME, WEB6_NAME};
 
@@ -131,16 +131,6 @@ fn running_tor(tb: &Testbed, name: &str, tor_hop: &str, web: &str) -> (String, S
     let session = Session::start(tb, Mode::Root, &p);
     wait_up(tb, Mode::Root, &p, web, Duration::from_secs(150));
     (p, session)
-}
-
-/// The pid `pallium audit` shows for `role` in the running session.
-fn audit_pid(tb: &Testbed, profile: &str, role: &str) -> i32 {
-    let audit = text(&out(pal(tb, Mode::Root, &["audit", profile]))).0;
-    audit
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(role))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {role} process in the audit: {audit}"))
 }
 
 /// No query reached the DNS host from the host namespace's own addresses.
@@ -713,7 +703,7 @@ fn tor_hop_end_to_end() {
     // application's traffic stops.
     let (p, session) = running_tor(&tb, "tordead", &tor_hop, &web);
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(audit_pid(&tb, &p, "hop:tor")),
+        nix::unistd::Pid::from_raw(audit_pid(&tb, Mode::Root, &p, "hop:tor")),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
@@ -738,7 +728,7 @@ fn tor_hop_end_to_end() {
     // with no unix socket of its own: its seccomp filter, the one every
     // engine has, kills it for any (netbroker engine::filter's tests); the
     // netbroker connected each one for it over its dial channel.
-    let engine = audit_pid(&tb, &p, "engine");
+    let engine = audit_pid(&tb, Mode::Root, &p, "engine");
     let st = proc_status(engine);
     assert_eq!(st["Seccomp"], "2", "the tor hop's engine is filtered");
     assert_eq!(st["NoNewPrivs"], "1");
@@ -878,9 +868,9 @@ fn kill_9_of_a_session_with_a_daemon_hop_leaves_nothing() {
         let mut session = Session::start(&tb, Mode::Root, &p);
         wait_up(&tb, Mode::Root, &p, &url, Duration::from_secs(30));
         // The hop's daemon is there, then gone with the session.
-        audit_pid(&tb, &p, "hop:socksapp");
+        audit_pid(&tb, Mode::Root, &p, "hop:socksapp");
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(audit_pid(&tb, &p, victim)),
+            nix::unistd::Pid::from_raw(audit_pid(&tb, Mode::Root, &p, victim)),
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
@@ -956,16 +946,6 @@ fn ctrl_c_during_hop_setup_ends_at_once_and_leaves_nothing() {
     );
 }
 
-/// The pid `pallium audit` shows for `role` in `mode`'s running session.
-fn audit_pid_as(tb: &Testbed, mode: Mode, profile: &str, role: &str) -> i32 {
-    let audit = text(&out(pal(tb, mode, &["audit", profile]))).0;
-    audit
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(role))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{mode:?}: no {role} process in the audit: {audit}"))
-}
-
 #[test]
 fn the_packet_engine_runs_unprivileged_and_its_death_stops_traffic() {
     skip_unless_root!();
@@ -989,8 +969,8 @@ fn the_packet_engine_runs_unprivileged_and_its_death_stops_traffic() {
         let shown = text(&audit).0;
         assert!(audit.status.success(), "{mode:?}: {shown}");
         assert!(shown.contains(" engine (pallium-engine)"), "{shown}");
-        let engine = audit_pid_as(&tb, mode, &p, "engine");
-        let netbroker = audit_pid_as(&tb, mode, &p, "netbroker");
+        let engine = audit_pid(&tb, mode, &p, "engine");
+        let netbroker = audit_pid(&tb, mode, &p, "netbroker");
         assert_ne!(engine, netbroker);
         // The netbroker serving the hop keeps only what teardown needs
         // (rootless: inside the session's user namespace, which it entered).
@@ -1107,8 +1087,8 @@ fn a_root_session_has_a_pids_cgroup_that_goes_with_it() {
     };
     let up = |p: &str| -> (i32, i32, PathBuf) {
         wait_up(&tb, Mode::Root, p, &url, Duration::from_secs(20));
-        let netbroker = audit_pid(&tb, p, "netbroker");
-        let engine = audit_pid(&tb, p, "engine");
+        let netbroker = audit_pid(&tb, Mode::Root, p, "netbroker");
+        let engine = audit_pid(&tb, Mode::Root, p, "engine");
         let dir = pids_cgroup(netbroker, &hierarchy);
         assert!(
             dir.parent().is_some_and(|d| d.ends_with("pallium")),
@@ -1220,8 +1200,8 @@ fn a_rootless_socks_chain_starts_in_the_callers_namespace_without_pasta() {
     let audit = text(&out(pal(&tb, Mode::Rootless, &["audit", &p]))).0;
     assert!(!audit.contains("pasta"), "{audit}");
     // Hop 1's engine dials from where pallium runs, as the caller.
-    let engine = audit_pid_as(&tb, Mode::Rootless, &p, "engine");
-    let supervisor = audit_pid_as(&tb, Mode::Rootless, &p, "supervisor");
+    let engine = audit_pid(&tb, Mode::Rootless, &p, "engine");
+    let supervisor = audit_pid(&tb, Mode::Rootless, &p, "supervisor");
     assert_eq!(netns_of(engine), netns_of(supervisor));
     let st = proc_status(engine);
     assert_eq!(
@@ -1298,9 +1278,9 @@ fn an_ssh_hop_1_runs_without_pasta_and_listens_on_no_tcp_port_where_pallium_runs
         let audit = text(&out(pal(&tb, mode, &["audit", &p]))).0;
         assert!(!audit.contains("pasta"), "{audit}");
         assert!(!audit.contains("!!"), "{audit}");
-        let ssh = audit_pid_as(&tb, mode, &p, "hop:ssh");
-        let engine = audit_pid_as(&tb, mode, &p, "engine");
-        let supervisor = audit_pid_as(&tb, mode, &p, "supervisor");
+        let ssh = audit_pid(&tb, mode, &p, "hop:ssh");
+        let engine = audit_pid(&tb, mode, &p, "engine");
+        let supervisor = audit_pid(&tb, mode, &p, "supervisor");
         assert_eq!(netns_of(ssh), netns_of(engine), "{mode:?}");
         assert_ne!(netns_of(ssh), netns_of(supervisor), "{mode:?}");
         // ssh runs as the key's owner: rootless the caller, mapped back.
@@ -1340,7 +1320,7 @@ fn a_tor_hop_1_listens_on_no_tcp_port_and_only_the_session_reaches_its_socket() 
         // Nothing of the session listens on TCP where pallium runs.
         assert_eq!(tcp_listeners(&tb), before, "{mode:?}: a new TCP listener");
         // tor's SOCKS socket, from its command line.
-        let tor_pid = audit_pid_as(&tb, mode, &p, "hop:tor");
+        let tor_pid = audit_pid(&tb, mode, &p, "hop:tor");
         let cmdline = std::fs::read(format!("/proc/{tor_pid}/cmdline")).unwrap();
         let args: Vec<String> = cmdline
             .split(|b| *b == 0)
@@ -1409,9 +1389,9 @@ fn kill_9_of_a_rootless_session_with_hop_1_in_the_callers_namespace_leaves_nothi
         wait_up(&tb, Mode::Rootless, &p, &url, Duration::from_secs(30));
         // Hop 1's engine runs outside the session's user namespace, in the
         // caller's: it goes with the session all the same.
-        let engine = audit_pid_as(&tb, Mode::Rootless, &p, "engine");
+        let engine = audit_pid(&tb, Mode::Rootless, &p, "engine");
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(audit_pid_as(&tb, Mode::Rootless, &p, victim)),
+            nix::unistd::Pid::from_raw(audit_pid(&tb, Mode::Rootless, &p, victim)),
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();

@@ -17,7 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{assert_clean, modes, one_shot, out, pal, readable_profile, text, tun_usable, Mode};
+use common::{
+    assert_clean, audit_pid, modes, one_shot, out, pal, readable_profile, text, tun_usable, Mode,
+};
 use pallium_tests::{
     skip_unless_root, unique_ifname, TestUser, Testbed, WgPeer, WEB4_NAME, WG_CLIENT,
 };
@@ -149,15 +151,6 @@ fn wg_session(tb: &Testbed, mode: Mode, p: &str) -> (Child, String) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn audit_pid(tb: &Testbed, mode: Mode, p: &str, role: &str) -> i32 {
-    let audit = text(&out(pal(tb, mode, &["audit", p]))).0;
-    audit
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(role))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{mode:?}: no {role} process in the audit: {audit}"))
 }
 
 #[test]

@@ -212,6 +212,17 @@ pub(crate) fn wait_up(
     }
 }
 
+/// The pid `pallium audit` shows for `role` in `mode`'s running session of
+/// `profile`.
+pub(crate) fn audit_pid(tb: &Testbed, mode: Mode, profile: &str, role: &str) -> i32 {
+    let audit = text(&out(pal(tb, mode, &["audit", profile]))).0;
+    audit
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(role))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{mode:?}: no {role} process in the audit: {audit}"))
+}
+
 /// Write `json` to a fresh profile file and return its path.
 pub(crate) fn profile_file(name: &str, json: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pallium-tests-{}", std::process::id()));
