@@ -86,12 +86,17 @@ pub fn cleanup_stale() -> Vec<String> {
             }
         }
     }
-    // The tests' own profile directories (`<prefix><pid>`).
+    // The tests' own profile directories (`<prefix><pid>`; `pallium-hop-profiles-` from runs
+    // before the readable profiles were shared).
     let tmp = std::env::temp_dir();
     for name in dir_names(&tmp) {
-        let pid = ["pallium-tests-", "pallium-hop-profiles-"]
-            .iter()
-            .find_map(|p| name.strip_prefix(p)?.parse::<u32>().ok());
+        let pid = [
+            "pallium-tests-",
+            "pallium-readable-profiles-",
+            "pallium-hop-profiles-",
+        ]
+        .iter()
+        .find_map(|p| name.strip_prefix(p)?.parse::<u32>().ok());
         if pid.is_some_and(|p| !alive(p)) && std::fs::remove_dir_all(tmp.join(&name)).is_ok() {
             removed.push(format!("test profiles {}", tmp.join(&name).display()));
         }

@@ -5,61 +5,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text};
+use common::{audit_pid, curl, out, pal, pallium, readable_profile, staged, text, Mode};
 use pallium_tests::{skip_unless_root, TestUser, Testbed, WEB4_NAME};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
-
-/// The binaries, staged where the test user can run them.
-fn staged() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| TestUser::get().stage_binaries(&common::binaries()))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Root,
-    Rootless,
-}
-
-fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
-    match mode {
-        Mode::Root => {
-            let mut argv = vec![pallium().display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec(argv)
-        }
-        Mode::Rootless => {
-            let mut argv = vec![staged().join("pallium").display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec_as(TestUser::get(), argv)
-        }
-    }
-}
-
-/// A profile file the test user can read.
-fn profile(name: &str, json: &str) -> String {
-    let p = profile_file(name, json);
-    let dir = std::env::temp_dir().join(format!("pallium-attack-profiles-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dst = dir.join(p.file_name().unwrap());
-    std::fs::copy(&p, &dst).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
-    dst.display().to_string()
-}
-
-fn curl(url: &str) -> String {
-    format!("curl -sS --max-time 10 {url}; echo")
-}
 
 /// A running `pallium run PROFILE` (its command `sleep 3600`).
 struct Session(std::process::Child);
@@ -112,14 +62,14 @@ fn lab() {
     let proxy = tb.start_microsocks();
     let dante = tb.start_dante();
     let auth = dante.auth().unwrap().clone();
-    let ps = profile(
+    let ps = readable_profile(
         "labsocks",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "3600"]}}}}"#,
             proxy.addr()
         ),
     );
-    let pd = profile(
+    let pd = readable_profile(
         "labdante",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}", "username": "{}", "password": "{}"}}], "run": {{"command": ["sleep", "3600"]}}}}"#,
@@ -128,7 +78,7 @@ fn lab() {
             auth.pass
         ),
     );
-    let pe = profile("labempty", r#"{"run": {"command": ["sleep", "3600"]}}"#);
+    let pe = readable_profile("labempty", r#"{"run": {"command": ["sleep", "3600"]}}"#);
     let s1 = Session::start(&tb, Mode::Root, &ps);
     let s2 = Session::start(&tb, Mode::Rootless, &ps);
     let s3 = Session::start(&tb, Mode::Root, &pd);
@@ -156,16 +106,6 @@ fn lab() {
     s3.stop(&tb, Mode::Root, &pd);
     s4.stop(&tb, Mode::Root, &pe);
     s5.stop(&tb, Mode::Rootless, &pe);
-}
-
-/// The pid `pallium audit` shows for `role` in the running session.
-fn audit_pid(tb: &Testbed, mode: Mode, profile: &str, role: &str) -> i32 {
-    let audit = text(&out(pal(tb, mode, &["audit", profile]))).0;
-    audit
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(role))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {role} process in the audit: {audit}"))
 }
 
 /// CPU time (user + system) `pid` has used, in clock ticks.
@@ -221,7 +161,7 @@ fn udp_to_many_fake_destinations_costs_the_engine_time_linear_in_datagrams() {
     let tb = Testbed::new("attackudpfake");
     let dante = tb.start_dante();
     let auth = dante.auth().expect("dante requires credentials").clone();
-    let p = profile(
+    let p = readable_profile(
         "udpfake",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}", "username": "{}", "password": "{}"}}], "run": {{"command": ["sleep", "3600"]}}}}"#,
@@ -367,7 +307,7 @@ fn udp_queued_for_pending_associations_is_bounded_in_bytes() {
     let dante = tb.start_dante();
     let mut stall = start_stalling_proxy(&tb, dante.netns(), "-1");
     let addr = format!("{}:1081", dante.addr().ip());
-    let p = profile(
+    let p = readable_profile(
         "udppending",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{addr}"}}], "run": {{"command": ["sleep", "3600"]}}}}"#
@@ -418,7 +358,7 @@ fn a_proxy_refusing_udp_is_reported_once_however_many_flows_wait() {
     let dante = tb.start_dante();
     let mut stall = start_stalling_proxy(&tb, dante.netns(), "3");
     let addr = format!("{}:1081", dante.addr().ip());
-    let p = profile(
+    let p = readable_profile(
         "udpwarn",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{addr}"}}], "run": {{"command": ["sleep", "3600"]}}}}"#
@@ -541,7 +481,7 @@ fn a_socksapp_hop_does_not_reach_the_hosts_own_services() {
         .output()
         .expect("sh");
     let microsocks = String::from_utf8(which.stdout).unwrap();
-    let p = profile(
+    let p = readable_profile(
         "socksapp",
         &format!(
             r#"{{"chain": [{{"type": "socksapp", "user": "nobody", "cmd": ["{}", "-i", "127.0.0.1", "-p", "{{port}}"]}}]}}"#,
@@ -589,7 +529,7 @@ fn lab_tor() {
     let tb = Testbed::new("attacklabtor");
     let tor = tb.start_tor();
     let args = serde_json::to_string(&tor.client_args()).unwrap();
-    let pt = profile(
+    let pt = readable_profile(
         "labtor",
         &format!(
             r#"{{"chain": [{{"type": "tor", "timeout": 120, "tor_args": {args}}}], "run": {{"command": ["sleep", "3600"]}}}}"#
@@ -649,7 +589,7 @@ fn the_direct_uplink_does_not_reach_a_secondary_address_added_later() {
         .stdin(Stdio::null())
         .spawn()
         .expect("start the host service");
-    let p = profile("directsecondary", "{}");
+    let p = readable_profile("directsecondary", "{}");
     let app = pal(
         &tb,
         Mode::Rootless,

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{pallium, text};
+use common::{pallium, staged, text, tun_usable};
 use pallium_tests::{missing_program, rms, skip_unless_root, wait_for, Pulse, TestUser, Testbed};
 
 const PROGRAMS: &[&str] = &["pulseaudio", "pactl", "paplay", "parec", "sox", "python3"];
@@ -51,16 +51,11 @@ fn skip_if_missing() -> bool {
     false
 }
 
-fn tun_usable() -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
-}
-
 /// `pallium exec --one-shot PROFILE -- sh -c SCRIPT` with `PULSE_SERVER`.
 fn exec(tb: &Testbed, pulse: &Pulse, rootless: bool, profile: &str, script: &str) -> Command {
     let server = format!("PULSE_SERVER={}", pulse.server());
     if rootless {
-        let dir = TestUser::get().stage_binaries(&common::binaries());
+        let dir = staged();
         let bin = dir.join("pallium").display().to_string();
         tb.host_exec_as(
             TestUser::get(),

@@ -11,29 +11,11 @@ mod common;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text, wait_clean};
+use common::{curl, ok, out, pal, profile_file, text, wait_clean, Mode};
 use pallium_tests::{skip_unless_root, Testbed, WEB4_NAME, WEB6_NAME};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
-
-fn ok(c: Command) -> String {
-    let o = out(c);
-    let (so, se) = text(&o);
-    assert!(o.status.success(), "{so}{se}");
-    so
-}
-
-/// `pallium ARGS` in the testbed's host namespace.
-fn pal(tb: &Testbed, args: &[&str]) -> Command {
-    let mut argv = vec![pallium().display().to_string()];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    tb.host_exec(argv)
-}
 
 /// `ip ARGS` in the testbed's host namespace.
 fn host_ip(tb: &Testbed, args: &[&str]) -> Command {
@@ -45,7 +27,7 @@ fn host_ip(tb: &Testbed, args: &[&str]) -> Command {
 /// `pallium run PROFILE` (its command sleeps), once the bridge is up and the
 /// session answers `exec`.
 fn start(tb: &Testbed, prof: &str, bridge: &str) -> Child {
-    let mut run = pal(tb, &["run", prof])
+    let mut run = pal(tb, Mode::Root, &["run", prof])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -58,7 +40,11 @@ fn start(tb: &Testbed, prof: &str, bridge: &str) -> Child {
             panic!("pallium run ended ({st}): {}", text(&o).1);
         }
         let up = out(host_ip(tb, &["link", "show", bridge])).status.success();
-        if up && out(pal(tb, &["exec", prof, "--", "true"])).status.success() {
+        if up
+            && out(pal(tb, Mode::Root, &["exec", prof, "--", "true"]))
+                .status
+                .success()
+        {
             return run;
         }
         assert!(Instant::now() < deadline, "the session never came up");
@@ -234,16 +220,16 @@ fn connect(ip: &str, port: u16) -> String {
     )
 }
 
-fn curl(url: &str) -> String {
-    format!("curl -sS --max-time 10 {url}; echo")
-}
-
 /// The session's resolver, as the application sees it.
 fn session_resolver(tb: &Testbed, prof: &str) -> String {
-    ok(pal(tb, &["exec", prof, "--", "cat", "/etc/resolv.conf"]))
-        .lines()
-        .find_map(|l| l.strip_prefix("nameserver ").map(|s| s.trim().to_string()))
-        .expect("a nameserver")
+    ok(pal(
+        tb,
+        Mode::Root,
+        &["exec", prof, "--", "cat", "/etc/resolv.conf"],
+    ))
+    .lines()
+    .find_map(|l| l.strip_prefix("nameserver ").map(|s| s.trim().to_string()))
+    .expect("a nameserver")
 }
 
 /// A socks chain with a bridge named `name`, DHCP on, and `extra` keys.
@@ -313,6 +299,7 @@ fn a_vm_on_the_bridge_gets_a_lease_and_leaves_through_the_chain() {
     );
     let so = ok(pal(
         &tb,
+        Mode::Root,
         &["exec", "--root", &prof, "--", "sh", "-c", &probe],
     ));
     assert_eq!(
@@ -323,7 +310,7 @@ fn a_vm_on_the_bridge_gets_a_lease_and_leaves_through_the_chain() {
     let _ = listener.kill();
     let _ = listener.wait();
 
-    ok(pal(&tb, &["stop", &prof]));
+    ok(pal(&tb, Mode::Root, &["stop", &prof]));
     let st = run.wait().unwrap();
     assert!(st.success() || st.code() == Some(143), "{st}");
     drop(vm);
@@ -377,6 +364,7 @@ fn a_bridge_name_that_exists_is_refused_before_anything_is_set_up() {
     );
     let o = out(pal(
         &tb,
+        Mode::Root,
         &["exec", "--one-shot", prof.to_str().unwrap(), "--", "true"],
     ));
     let (so, se) = text(&o);
@@ -436,6 +424,7 @@ fn host_traffic_to_a_bridge_route_goes_through_the_chain_until_the_session_ends(
     assert_eq!(host_curl(&tb), exit, "the host's traffic");
     let app = ok(pal(
         &tb,
+        Mode::Root,
         &[
             "exec",
             &prof,
@@ -448,7 +437,7 @@ fn host_traffic_to_a_bridge_route_goes_through_the_chain_until_the_session_ends(
         ],
     ));
     assert_eq!(app.trim(), exit[0], "the application's traffic");
-    ok(pal(&tb, &["stop", &prof]));
+    ok(pal(&tb, Mode::Root, &["stop", &prof]));
     run.wait().unwrap();
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
     assert_eq!(host_curl(&tb), host, "after the session");
@@ -463,7 +452,7 @@ fn reserved_destinations_bypass_the_bridge_routes() {
     let mut run = start(&tb, &prof, "pmtestbr5");
     let host = [tb.host_v4().to_string(), tb.host_v6().to_string()];
     assert_eq!(host_curl(&tb), host);
-    ok(pal(&tb, &["stop", &prof]));
+    ok(pal(&tb, Mode::Root, &["stop", &prof]));
     run.wait().unwrap();
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
 }
@@ -487,7 +476,7 @@ fn eth_bridge_enslaves_a_host_device_for_the_session_only() {
     let (ip, _, _) = vm.dhcp();
     let so = vm.sh(&curl(&format!("http://{}/", tb.web_v4())));
     assert_eq!(so.trim(), proxy.exit_v4().to_string(), "VM {ip}");
-    ok(pal(&tb, &["stop", &prof]));
+    ok(pal(&tb, Mode::Root, &["stop", &prof]));
     run.wait().unwrap();
     // Released (the netbroker tears down after the supervisor exits), not
     // deleted.
@@ -526,7 +515,7 @@ fn sigkill_of_the_netbroker_releases_the_eth_bridge_devices_at_the_next_command(
     // pallium command deletes it, which releases the host's device.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        ok(pal(&tb, &["list"]));
+        ok(pal(&tb, Mode::Root, &["list"]));
         if !master().contains(" master ") || Instant::now() > deadline {
             break;
         }
@@ -581,7 +570,7 @@ fn sigkill_of_the_netbroker_leaves_no_host_routing_after_the_next_command() {
     // pallium command (here `list`) removes them.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        ok(pal(&tb, &["list"]));
+        ok(pal(&tb, Mode::Root, &["list"]));
         if tb.leftovers().is_empty() || Instant::now() > deadline {
             break;
         }
@@ -611,7 +600,7 @@ fn a_vm_on_the_bridge_of_the_empty_chain_leaves_by_the_veth_uplink() {
     let so = vm.sh(&curl(&format!("http://{}/", tb.web_v4())));
     // Masqueraded in the application's namespace, then by the host.
     assert_eq!(so.trim(), tb.host_v4().to_string(), "VM {ip}");
-    ok(pal(&tb, &["stop", &prof]));
+    ok(pal(&tb, Mode::Root, &["stop", &prof]));
     run.wait().unwrap();
     drop(vm);
     assert_eq!(wait_clean(&tb), Vec::<String>::new());

@@ -13,10 +13,9 @@ use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{profile_dir_name, profile_file, text};
+use common::{out, profile_dir_name, profile_file, text, tun_usable, Mode};
 use pallium_tests::{skip_unless_root, TestUser, Testbed};
 use proto::control::{ControlEvent, ControlRequest, Exec, Refusal};
 use proto::wire::{encode, Hello};
@@ -24,28 +23,19 @@ use proto::wire::{encode, Hello};
 const PY: &str = "/usr/bin/python3";
 const REFUSED: &str = "pallium: refused: the request comes from inside a pallium sandbox";
 
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Mode {
-    Root,
-    Rootless,
-}
-
-/// The binaries, staged where the test user can run them.
-fn staged() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| TestUser::get().stage_binaries(&common::binaries()))
-}
-
-impl Mode {
-    /// Where this mode's `pallium` lives.
-    fn bin_dir(self) -> PathBuf {
-        match self {
-            Mode::Root => common::bin_dir(),
-            Mode::Rootless => staged().clone(),
-        }
-    }
-
+/// What these tests ask of a [`Mode`] beyond the common helpers.
+trait ControlMode {
     /// pallium's runtime directory for this mode's caller.
+    fn run_dir(self) -> PathBuf;
+    /// `env VAR=value …` the inner pallium needs to find the runtime
+    /// directory (the application does not get `XDG_RUNTIME_DIR`).
+    fn inner_env(self) -> String;
+    /// `pallium ARGS` as this mode's caller in the testbed's host namespace,
+    /// with `env` (`VAR=value`) added to its environment.
+    fn pal(self, tb: &Testbed, env: &[&str], args: &[&str]) -> Command;
+}
+
+impl ControlMode for Mode {
     fn run_dir(self) -> PathBuf {
         match self {
             Mode::Root => PathBuf::from("/run/pallium"),
@@ -53,8 +43,6 @@ impl Mode {
         }
     }
 
-    /// `env VAR=value …` the inner pallium needs to find the runtime
-    /// directory (the application does not get `XDG_RUNTIME_DIR`).
     fn inner_env(self) -> String {
         match self {
             Mode::Root => String::new(),
@@ -65,10 +53,8 @@ impl Mode {
         }
     }
 
-    /// `pallium ARGS` as this mode's caller in the testbed's host namespace,
-    /// with `env` (`VAR=value`) added to its environment.
     fn pal(self, tb: &Testbed, env: &[&str], args: &[&str]) -> Command {
-        let exe = self.bin_dir().join("pallium").display().to_string();
+        let exe = self.pallium().display().to_string();
         let mut argv: Vec<String> = Vec::new();
         match self {
             Mode::Root => argv.push("/usr/bin/env".into()),
@@ -80,19 +66,8 @@ impl Mode {
         argv.extend(["/usr/bin/timeout", "-k", "5", "120"].map(String::from));
         argv.push(exe);
         argv.extend(args.iter().map(|s| s.to_string()));
-        match self {
-            Mode::Root => tb.host_exec(argv),
-            Mode::Rootless => tb.host_exec_as(TestUser::get(), argv),
-        }
+        self.host_exec(tb, argv)
     }
-}
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
-
-fn tun_usable() -> bool {
-    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
 }
 
 /// Rootless tests need a usable /dev/net/tun; false (reported) when not.

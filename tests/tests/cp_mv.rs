@@ -5,25 +5,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text};
+use common::{out, pal, profile_file, text, Mode};
 use pallium_tests::{skip_unless_root, Testbed};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
-
-fn pal(tb: &Testbed, args: &[&str]) -> Command {
-    let mut argv = vec![pallium().display().to_string()];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    tb.host_exec(argv)
-}
 
 /// `pallium ARGS`, which must succeed.
 fn ok(tb: &Testbed, args: &[&str]) -> String {
-    let o = out(pal(tb, args));
+    let o = out(pal(tb, Mode::Root, args));
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "pallium {args:?}: {stdout}{stderr}");
     stdout
@@ -31,7 +21,7 @@ fn ok(tb: &Testbed, args: &[&str]) -> String {
 
 /// `pallium ARGS`, which must fail; its standard error.
 fn fails(tb: &Testbed, args: &[&str]) -> String {
-    let o = out(pal(tb, args));
+    let o = out(pal(tb, Mode::Root, args));
     let (stdout, stderr) = text(&o);
     assert!(!o.status.success(), "pallium {args:?} succeeded: {stdout}");
     stderr
@@ -47,14 +37,14 @@ struct Session<'a> {
 impl<'a> Session<'a> {
     fn start(tb: &'a Testbed, profile: &Path) -> Self {
         let profile = profile.display().to_string();
-        let child = pal(tb, &["run", "--quiet", &profile])
+        let child = pal(tb, Mode::Root, &["run", "--quiet", &profile])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn run");
         let deadline = Instant::now() + Duration::from_secs(15);
-        while !out(pal(tb, &["exec", &profile, "--", "true"]))
+        while !out(pal(tb, Mode::Root, &["exec", &profile, "--", "true"]))
             .status
             .success()
         {
@@ -71,7 +61,7 @@ impl<'a> Session<'a> {
 
 impl Drop for Session<'_> {
     fn drop(&mut self) {
-        let _ = out(pal(self.tb, &["stop", &self.profile]));
+        let _ = out(pal(self.tb, Mode::Root, &["stop", &self.profile]));
         let _ = self.child.wait();
     }
 }
@@ -215,7 +205,11 @@ fn sandbox_symlinks_never_reach_the_host() {
     ));
     for link in ["/tmp/evil", "/tmp/evil2", "/tmp/evildir/marker"] {
         let dst = d.join("out");
-        let o = out(pal(&tb, &["cp", "--from", &p, link, dst.to_str().unwrap()]));
+        let o = out(pal(
+            &tb,
+            Mode::Root,
+            &["cp", "--from", &p, link, dst.to_str().unwrap()],
+        ));
         let got = std::fs::read_to_string(&dst).unwrap_or_default();
         assert!(
             !got.contains("HOST SECRET"),

@@ -6,35 +6,26 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_dir_name, profile_file, text, wait_clean, wait_clean_except};
+use common::{
+    out, pal, pallium, profile_dir_name, profile_file, text, wait_clean, wait_clean_except, Mode,
+};
 use pallium_tests::{skip_unless_root, Resolver, Testbed, WEB4_NAME, WEB6_NAME};
 use proto::policy::Role;
-
-fn p() -> String {
-    pallium().display().to_string()
-}
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
-
-/// `pallium ARGS` in the testbed's host namespace.
-fn pal(tb: &Testbed, args: &[&str]) -> Command {
-    let mut argv = vec![p()];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    tb.host_exec(argv)
-}
 
 /// Wait until `pallium exec PROFILE -- true` works in session `index`.
 fn wait_session(tb: &Testbed, profile: &str, index: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        if out(pal(tb, &["exec", "-s", index, profile, "--", "true"]))
-            .status
-            .success()
+        if out(pal(
+            tb,
+            Mode::Root,
+            &["exec", "-s", index, profile, "--", "true"],
+        ))
+        .status
+        .success()
         {
             return;
         }
@@ -56,7 +47,7 @@ fn sleeping_session(tb: &Testbed, name: &str) -> (String, Child) {
 /// `pallium audit PROFILE`, which must find everything within policy, and
 /// the pid it shows for `role`.
 fn audit_pid(tb: &Testbed, prof: &str, role: &str) -> (String, i32) {
-    let o = out(pal(tb, &["audit", prof]));
+    let o = out(pal(tb, Mode::Root, &["audit", prof]));
     let (stdout, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
     let pid = stdout
@@ -68,7 +59,7 @@ fn audit_pid(tb: &Testbed, prof: &str, role: &str) -> (String, i32) {
 }
 
 fn spawn_run(tb: &Testbed, args: &[&str]) -> Child {
-    pal(tb, args)
+    pal(tb, Mode::Root, args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -85,6 +76,7 @@ fn exec_reaches_the_web_host_by_name_over_ipv4_and_ipv6() {
     let script = format!("curl -sS -4 --max-time 5 {url4}; echo; curl -sS -6 --max-time 5 {url6}");
     let o = out(pal(
         &tb,
+        Mode::Root,
         &["exec", "--one-shot", "default", "--", "sh", "-c", &script],
     ));
     let (stdout, stderr) = text(&o);
@@ -115,6 +107,7 @@ fn a_loopback_resolver_on_the_host_is_relayed() {
     let url = format!("http://{WEB4_NAME}/");
     let o = out(pal(
         &tb,
+        Mode::Root,
         &[
             "exec",
             "--one-shot",
@@ -152,6 +145,7 @@ fn the_dns_relay_threads_hold_no_capability() {
     let url = format!("http://{WEB4_NAME}/");
     let o = out(pal(
         &tb,
+        Mode::Root,
         &["exec", prof, "--", "curl", "-sS", "--max-time", "5", &url],
     ));
     let (stdout, stderr) = text(&o);
@@ -175,7 +169,7 @@ fn the_dns_relay_threads_hold_no_capability() {
             }
         }
     }
-    assert!(out(pal(&tb, &["stop", prof])).status.success());
+    assert!(out(pal(&tb, Mode::Root, &["stop", prof])).status.success());
     s.wait().unwrap();
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
 }
@@ -184,7 +178,7 @@ fn the_dns_relay_threads_hold_no_capability() {
 fn exit_codes_stdin_and_the_sandbox_basics() {
     skip_unless_root!();
     let tb = Testbed::new("e2ecodes");
-    let code = |args: &[&str]| out(pal(&tb, args)).status.code();
+    let code = |args: &[&str]| out(pal(&tb, Mode::Root, args)).status.code();
     assert_eq!(
         code(&["exec", "--one-shot", "default", "--", "sh", "-c", "exit 7"]),
         Some(7)
@@ -208,6 +202,7 @@ fn exit_codes_stdin_and_the_sandbox_basics() {
     // stdin is piped through untouched.
     let mut c = pal(
         &tb,
+        Mode::Root,
         &[
             "exec",
             "--one-shot",
@@ -244,6 +239,7 @@ fn exit_codes_stdin_and_the_sandbox_basics() {
     // An inline profile's hostname.
     let o = out(pal(
         &tb,
+        Mode::Root,
         &[
             "exec",
             r#"{"sandbox": {"hostname": "box"}}"#,
@@ -264,7 +260,7 @@ fn run_exec_list_stop_and_two_concurrent_sessions() {
     let mut s0 = spawn_run(&tb, &["run", prof]);
     wait_session(&tb, prof, "0");
     // A second `run` without --new-session is refused.
-    let o = out(pal(&tb, &["run", prof]));
+    let o = out(pal(&tb, Mode::Root, &["run", prof]));
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("--new-session"), "{}", text(&o).1);
     let mut s1 = spawn_run(&tb, &["run", "--new-session", prof]);
@@ -272,6 +268,7 @@ fn run_exec_list_stop_and_two_concurrent_sessions() {
 
     let o = out(pal(
         &tb,
+        Mode::Root,
         &["exec", prof, "--", "sh", "-c", "echo $$; hostname; exit 5"],
     ));
     assert_eq!(o.status.code(), Some(5));
@@ -280,7 +277,7 @@ fn run_exec_list_stop_and_two_concurrent_sessions() {
         stdout.lines().next().unwrap().parse::<u32>().unwrap() < 20,
         "{stdout}"
     );
-    let list = text(&out(pal(&tb, &["list"]))).0;
+    let list = text(&out(pal(&tb, Mode::Root, &["list"]))).0;
     let mine: Vec<&str> = list.lines().filter(|l| l.starts_with(prof)).collect();
     assert_eq!(mine.len(), 2, "{list}");
     assert!(
@@ -288,7 +285,11 @@ fn run_exec_list_stop_and_two_concurrent_sessions() {
         "{list}"
     );
     // An index that does not exist.
-    let o = out(pal(&tb, &["exec", "-s", "7", prof, "--", "true"]));
+    let o = out(pal(
+        &tb,
+        Mode::Root,
+        &["exec", "-s", "7", prof, "--", "true"],
+    ));
     assert_eq!(o.status.code(), Some(1));
     assert!(
         text(&o).1.contains("session 7") && text(&o).1.contains("0, 1"),
@@ -296,11 +297,13 @@ fn run_exec_list_stop_and_two_concurrent_sessions() {
         text(&o).1
     );
 
-    assert!(out(pal(&tb, &["stop", prof])).status.success());
-    assert!(out(pal(&tb, &["stop", "-s", "1", prof])).status.success());
+    assert!(out(pal(&tb, Mode::Root, &["stop", prof])).status.success());
+    assert!(out(pal(&tb, Mode::Root, &["stop", "-s", "1", prof]))
+        .status
+        .success());
     assert_eq!(s0.wait().unwrap().code(), Some(143));
     assert_eq!(s1.wait().unwrap().code(), Some(143));
-    let o = out(pal(&tb, &["exec", prof, "--", "true"]));
+    let o = out(pal(&tb, Mode::Root, &["exec", prof, "--", "true"]));
     assert!(text(&o).1.contains("pallium run"), "{}", text(&o).1);
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
     assert!(!std::path::Path::new("/run/pallium")
@@ -320,7 +323,7 @@ fn audit_matches_proc_status_and_the_policy() {
     let prof = prof.to_str().unwrap();
     let mut s = spawn_run(&tb, &["run", prof]);
     wait_session(&tb, prof, "0");
-    let o = out(pal(&tb, &["audit", prof]));
+    let o = out(pal(&tb, Mode::Root, &["audit", prof]));
     let (stdout, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("within policy"), "{stdout}");
@@ -365,7 +368,7 @@ fn audit_matches_proc_status_and_the_policy() {
             assert_eq!(bnd, 0, "the app can never regain a capability");
         }
     }
-    assert!(out(pal(&tb, &["stop", prof])).status.success());
+    assert!(out(pal(&tb, Mode::Root, &["stop", prof])).status.success());
     s.wait().unwrap();
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
 }
@@ -494,7 +497,7 @@ fn kill_9_of_any_process_at_any_time_leaves_nothing() {
                 // now and may not remove its directory from root's runtime
                 // directory; the netbroker, which would, is the victim: the
                 // next pallium command (here `list`) sweeps it.
-                assert!(out(pal(&tb, &["list"])).status.success());
+                assert!(out(pal(&tb, Mode::Root, &["list"])).status.success());
             }
             // The session's directory: removed by whoever survives.
             let sdir = Path::new("/run/pallium").join(profile_dir_name(Path::new(prof)));
@@ -523,7 +526,7 @@ fn kill_9_of_any_process_at_any_time_leaves_nothing() {
                 // and share /run/pallium). Then the next command restores.
                 let deadline = Instant::now() + Duration::from_secs(10);
                 loop {
-                    assert!(out(pal(&tb, &["list"])).status.success());
+                    assert!(out(pal(&tb, Mode::Root, &["list"])).status.success());
                     if tb.leftovers().is_empty() || Instant::now() > deadline {
                         break;
                     }
@@ -548,7 +551,11 @@ fn kill_9_of_any_process_at_any_time_leaves_nothing() {
         }
     }
     // And the profile runs again.
-    let o = out(pal(&tb, &["exec", "--one-shot", prof, "--", "true"]));
+    let o = out(pal(
+        &tb,
+        Mode::Root,
+        &["exec", "--one-shot", prof, "--", "true"],
+    ));
     assert!(o.status.success(), "{}", text(&o).1);
     assert_eq!(rounds, 18);
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
@@ -588,7 +595,11 @@ fn signals_reach_the_command() {
         (nix::sys::signal::Signal::SIGTERM, 143),
         (nix::sys::signal::Signal::SIGINT, 130),
     ] {
-        let mut c = pal(&tb, &["exec", "--one-shot", "default", "--", "sleep", "30"]);
+        let mut c = pal(
+            &tb,
+            Mode::Root,
+            &["exec", "--one-shot", "default", "--", "sleep", "30"],
+        );
         let child = c
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -663,9 +674,9 @@ fn the_root_mode_supervisor_drops_uid_0() {
         0
     );
     // Root's clients still get through; the sandbox's view is unchanged.
-    let o = out(pal(&tb, &["exec", prof, "--", "id", "-u"]));
+    let o = out(pal(&tb, Mode::Root, &["exec", prof, "--", "id", "-u"]));
     assert_eq!(text(&o).0.trim(), "0", "{:?}", text(&o));
-    assert!(out(pal(&tb, &["stop", prof])).status.success());
+    assert!(out(pal(&tb, Mode::Root, &["stop", prof])).status.success());
     assert_eq!(s.wait().unwrap().code(), Some(143));
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
     assert!(!Path::new("/run/pallium")

@@ -10,34 +10,11 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{profile_file, text, wait_clean};
+use common::{out, pal, profile_file, staged, text, tun_usable, wait_clean, Mode};
 use pallium_tests::{skip_unless_root, Resolver, TestUser, Testbed, WEB4_NAME, WEB6_NAME};
-
-/// The binaries, staged where the test user can run them.
-fn staged() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| TestUser::get().stage_binaries(&common::binaries()))
-}
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
-
-/// `pallium ARGS` as the test user in the testbed's host namespace.
-fn pal(tb: &Testbed, args: &[&str]) -> Command {
-    let mut argv = vec![staged().join("pallium").display().to_string()];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    tb.host_exec_as(TestUser::get(), argv)
-}
-
-fn tun_usable() -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
-}
 
 macro_rules! rootless_prelude {
     () => {
@@ -60,6 +37,7 @@ fn rootless_exec_reaches_the_web_host_as_the_callers_uid() {
     );
     let o = out(pal(
         &tb,
+        Mode::Rootless,
         &["exec", "--one-shot", "default", "--", "sh", "-c", &script],
     ));
     let (stdout, stderr) = text(&o);
@@ -91,6 +69,7 @@ fn rootless_root_flag_stays_namespace_root() {
     let tb = Testbed::new("rlroot");
     let o = out(pal(
         &tb,
+        Mode::Rootless,
         &["exec", "--one-shot", "--root", "default", "--", "id", "-u"],
     ));
     assert_eq!(text(&o).0.trim(), "0", "{}", text(&o).1);
@@ -105,6 +84,7 @@ fn rootless_loopback_resolver_works() {
     let url = format!("http://{WEB4_NAME}/");
     let o = out(pal(
         &tb,
+        Mode::Rootless,
         &[
             "exec",
             "--one-shot",
@@ -129,13 +109,13 @@ fn rootless_sessions_exit_codes_audit_and_stop() {
     let tb = Testbed::new("rlsess");
     let prof = profile_file("rlsess", r#"{"run": {"command": ["sleep", "infinity"]}}"#);
     let prof = prof.to_str().unwrap();
-    let mut run = pal(&tb, &["run", prof])
+    let mut run = pal(&tb, Mode::Rootless, &["run", prof])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !out(pal(&tb, &["exec", prof, "--", "true"]))
+    while !out(pal(&tb, Mode::Rootless, &["exec", prof, "--", "true"]))
         .status
         .success()
     {
@@ -143,21 +123,27 @@ fn rootless_sessions_exit_codes_audit_and_stop() {
         std::thread::sleep(Duration::from_millis(30));
     }
     assert_eq!(
-        out(pal(&tb, &["exec", prof, "--", "sh", "-c", "exit 9"]))
-            .status
-            .code(),
+        out(pal(
+            &tb,
+            Mode::Rootless,
+            &["exec", prof, "--", "sh", "-c", "exit 9"]
+        ))
+        .status
+        .code(),
         Some(9)
     );
-    let o = out(pal(&tb, &["exec", prof, "--", "id", "-u"]));
+    let o = out(pal(&tb, Mode::Rootless, &["exec", prof, "--", "id", "-u"]));
     assert_eq!(text(&o).0.trim(), TestUser::get().uid().to_string());
-    let list = text(&out(pal(&tb, &["list"]))).0;
+    let list = text(&out(pal(&tb, Mode::Rootless, &["list"]))).0;
     assert!(list.lines().any(|l| l.starts_with(prof)), "{list}");
-    let o = out(pal(&tb, &["audit", prof]));
+    let o = out(pal(&tb, Mode::Rootless, &["audit", prof]));
     let (stdout, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
     // The empty chain's direct uplink: its packet engine.
     assert!(stdout.contains("engine"), "{stdout}");
-    assert!(out(pal(&tb, &["stop", prof])).status.success());
+    assert!(out(pal(&tb, Mode::Rootless, &["stop", prof]))
+        .status
+        .success());
     assert_eq!(run.wait().unwrap().code(), Some(143));
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
 }
@@ -169,7 +155,7 @@ fn rootless_kill_9_of_the_supervisor_leaves_nothing() {
     let prof = profile_file("rlkill", r#"{"run": {"command": ["sleep", "infinity"]}}"#);
     let prof = prof.to_str().unwrap();
     for delay_ms in [0u64, 5, 20, 300] {
-        let mut run = pal(&tb, &["run", prof])
+        let mut run = pal(&tb, Mode::Rootless, &["run", prof])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -184,7 +170,11 @@ fn rootless_kill_9_of_the_supervisor_leaves_nothing() {
             "killed after {delay_ms} ms"
         );
     }
-    let o = out(pal(&tb, &["exec", "--one-shot", prof, "--", "true"]));
+    let o = out(pal(
+        &tb,
+        Mode::Rootless,
+        &["exec", "--one-shot", prof, "--", "true"],
+    ));
     assert!(o.status.success(), "{}", text(&o).1);
 }
 
@@ -225,6 +215,7 @@ fn rootless_refuses_a_root_only_key_before_setting_anything_up() {
     let prof = profile_file("rlbridge", r#"{"network": {"bridge": {"name": "br0"}}}"#);
     let o = out(pal(
         &tb,
+        Mode::Rootless,
         &["exec", "--one-shot", prof.to_str().unwrap(), "--", "true"],
     ));
     let (_, stderr) = text(&o);
@@ -303,14 +294,14 @@ fn rootless_direct_uplink_reaches_the_testbed_but_not_the_host() {
         .status()
         .unwrap()
         .success());
-    let mut run = pal(&tb, &["run", prof])
+    let mut run = pal(&tb, Mode::Rootless, &["run", prof])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !out(pal(&tb, &["exec", prof, "--", "true"]))
+    while !out(pal(&tb, Mode::Rootless, &["exec", prof, "--", "true"]))
         .status
         .success()
     {
@@ -334,6 +325,7 @@ fn rootless_direct_uplink_reaches_the_testbed_but_not_the_host() {
     let late_t = format!("{late}:8099");
     let o = out(pal(
         &tb,
+        Mode::Rootless,
         &[
             "exec", prof, "--", "python3", "-c", PROBE, &web4, &web6, &port, &own4, &own6, &late_t,
         ],
@@ -359,7 +351,11 @@ fn rootless_direct_uplink_reaches_the_testbed_but_not_the_host() {
     // The web host saw the caller's own address (the engine's sockets are
     // the caller's, in the host namespace), names resolved by the testbed's DNS.
     let script = format!("curl -sS -4 --max-time 5 http://{WEB4_NAME}/; echo; curl -sS -6 --max-time 5 http://{WEB6_NAME}/");
-    let o = out(pal(&tb, &["exec", prof, "--", "sh", "-c", &script]));
+    let o = out(pal(
+        &tb,
+        Mode::Rootless,
+        &["exec", prof, "--", "sh", "-c", &script],
+    ));
     let (stdout, stderr) = text(&o);
     assert_eq!(
         stdout.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>(),
@@ -381,11 +377,14 @@ print("reply" if d[0] == (129 if v6 else 0) and d.endswith(b"pallium") else "bad
     for target in [web4.as_str(), web6.as_str()] {
         let o = out(pal(
             &tb,
+            Mode::Rootless,
             &["exec", prof, "--", "python3", "-c", ping, target],
         ));
         assert_eq!(text(&o).0.trim(), "reply", "ping {target}: {:?}", text(&o));
     }
-    assert!(out(pal(&tb, &["stop", prof])).status.success());
+    assert!(out(pal(&tb, Mode::Rootless, &["stop", prof]))
+        .status
+        .success());
     let _ = run.wait();
     for mut l in listeners {
         let _ = l.kill();
@@ -403,14 +402,14 @@ fn rootless_direct_engine_killed_blocks_traffic_and_is_reported() {
     let tb = Testbed::new("rldkill");
     let prof = profile_file("rldkill", r#"{"run": {"command": ["sleep", "infinity"]}}"#);
     let prof = prof.to_str().unwrap();
-    let mut run = pal(&tb, &["run", prof])
+    let mut run = pal(&tb, Mode::Rootless, &["run", prof])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !out(pal(&tb, &["exec", prof, "--", "true"]))
+    while !out(pal(&tb, Mode::Rootless, &["exec", prof, "--", "true"]))
         .status
         .success()
     {
@@ -428,9 +427,9 @@ fn rootless_direct_engine_killed_blocks_traffic_and_is_reported() {
         "3",
         url.as_str(),
     ];
-    assert!(out(pal(&tb, &curl)).status.success());
+    assert!(out(pal(&tb, Mode::Rootless, &curl)).status.success());
     // `pallium audit` lists the engine; kill it.
-    let audit = text(&out(pal(&tb, &["audit", prof]))).0;
+    let audit = text(&out(pal(&tb, Mode::Rootless, &["audit", prof]))).0;
     let pid: i32 = audit
         .lines()
         .find(|l| l.contains("engine"))
@@ -442,7 +441,7 @@ fn rootless_direct_engine_killed_blocks_traffic_and_is_reported() {
     )
     .unwrap();
     let seen_before = tb.web_seen().len();
-    let o = out(pal(&tb, &curl));
+    let o = out(pal(&tb, Mode::Rootless, &curl));
     assert!(!o.status.success(), "{:?}", text(&o));
     assert_eq!(
         tb.web_seen().len(),
@@ -451,7 +450,9 @@ fn rootless_direct_engine_killed_blocks_traffic_and_is_reported() {
     );
     // The supervisor says so (the netbroker checks once a second).
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(out(pal(&tb, &["stop", prof])).status.success());
+    assert!(out(pal(&tb, Mode::Rootless, &["stop", prof]))
+        .status
+        .success());
     let mut stderr = String::new();
     std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     let _ = run.wait();
@@ -470,6 +471,7 @@ fn rootless_pasta_stays_selectable() {
     let script = format!("curl -sS -4 --max-time 5 http://{WEB4_NAME}/");
     let o = out(pal(
         &tb,
+        Mode::Rootless,
         &[
             "exec",
             "--one-shot",

@@ -25,28 +25,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::text;
+use common::{text, Mode};
 use host::{Host, PY, SECRET};
 use pallium_tests::{skip_unless_root, TestUser, Testbed};
 
 const ATTEMPTS_PY: &str = include_str!("escape/attempts.py");
 /// The command of each view's session.
 const SESSION_COMMAND: [&str; 2] = ["sleep", "infinity"];
-
-#[derive(Clone, Copy, PartialEq, Debug)]
-pub(crate) enum Mode {
-    Root,
-    Rootless,
-}
-
-impl Mode {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Mode::Root => "root",
-            Mode::Rootless => "rootless",
-        }
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum View {
@@ -401,17 +386,6 @@ fn session_env(host: &Host) -> Vec<(String, String)> {
     ]
 }
 
-fn pallium_path(mode: Mode) -> String {
-    match mode {
-        Mode::Root => common::pallium().display().to_string(),
-        Mode::Rootless => TestUser::get()
-            .stage_binaries(&common::binaries())
-            .join("pallium")
-            .display()
-            .to_string(),
-    }
-}
-
 /// `argv` in the testbed's host namespace as the mode's user, with the
 /// session's environment.
 fn in_host(run: &Run<'_>, argv: Vec<String>) -> Command {
@@ -422,15 +396,12 @@ fn in_host(run: &Run<'_>, argv: Vec<String>) -> Command {
             .map(|(k, v)| format!("{k}={v}")),
     );
     full.extend(argv);
-    match run.mode {
-        Mode::Root => run.tb.host_exec(full),
-        Mode::Rootless => run.tb.host_exec_as(TestUser::get(), full),
-    }
+    run.mode.host_exec(run.tb, full)
 }
 
 /// `pallium ARGS`, see [`in_host`].
 fn pal(run: &Run<'_>, args: &[&str]) -> Command {
-    let mut argv = vec![pallium_path(run.mode)];
+    let mut argv = vec![run.mode.pallium().display().to_string()];
     argv.extend(args.iter().map(|s| s.to_string()));
     in_host(run, argv)
 }
@@ -545,7 +516,7 @@ fn batch(run: &Run<'_>, profile_json: &str, cells: &mut Cells) {
     let name = view.name();
     // The application may find pallium where the view shows the host's
     // binary; if not, it has downloaded one (a copy in its /tmp).
-    let exe = pallium_path(mode);
+    let exe = mode.pallium().display().to_string();
     let copy = format!("{}-pallium", run.prefix);
     if !sh(run, &format!("test -x {exe}")).status.success() {
         let p = run.profile.display().to_string();

@@ -11,11 +11,10 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text, wait_clean};
+use common::{out, pal, profile_file, text, wait_clean, Mode};
 use pallium_tests::{skip_unless_root, TestUser, Testbed};
 
 /// The four rules: v4 and v6, TCP and UDP, to the sandbox's loopback.
@@ -77,38 +76,6 @@ while time.time() < deadline:
     time.sleep(0.1)
 print("no answer"); sys.exit(1)
 "#;
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
-
-/// Who runs pallium.
-#[derive(Clone, Copy)]
-enum Mode {
-    Root,
-    Rootless,
-}
-
-/// The binaries, staged where the test user can run them.
-fn staged() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| TestUser::get().stage_binaries(&common::binaries()))
-}
-
-fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
-    match mode {
-        Mode::Root => {
-            let mut argv = vec![pallium().display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec(argv)
-        }
-        Mode::Rootless => {
-            let mut argv = vec![staged().join("pallium").display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec_as(TestUser::get(), argv)
-        }
-    }
-}
 
 /// `CLIENT proto host port msg` in the testbed's host namespace.
 fn ask(tb: &Testbed, proto: &str, host: &str, port: u16, msg: &str) -> String {

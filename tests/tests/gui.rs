@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdout, Stdio};
 use std::time::Duration;
 
-use common::pallium;
+use common::{pallium, staged, tun_usable};
 use pallium_tests::{missing_program, skip_unless_root, wait_for, TestUser, Testbed, Xvfb};
 
 const PROGRAMS: &[&str] = &[
@@ -56,17 +56,12 @@ fn skip_if_missing() -> bool {
     false
 }
 
-fn tun_usable() -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
-}
-
 /// `pallium exec --one-shot PROFILE -- sh -c SCRIPT`, as root or the test user.
 fn start(tb: &Testbed, desktop: &Xvfb, rootless: bool, profile: &str) -> Child {
     let script = script(&desktop.display());
     let display = format!("DISPLAY={}", desktop.display());
     let mut cmd = if rootless {
-        let dir = TestUser::get().stage_binaries(&common::binaries());
+        let dir = staged();
         let bin = dir.join("pallium").display().to_string();
         tb.host_exec_as(
             TestUser::get(),

@@ -12,16 +12,10 @@ use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text};
-use pallium_tests::{skip_unless_root, TestUser, Testbed};
+use common::{pal, pallium, profile_file, text, Mode};
+use pallium_tests::{skip_unless_root, Testbed};
 
 const GVISOR: &str = r#"{"sandbox": {"gvisor": true}}"#;
-
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Mode {
-    Root,
-    Rootless,
-}
 
 fn runsc_installed() -> bool {
     if std::path::Path::new("/usr/bin/runsc").is_file() {
@@ -31,35 +25,13 @@ fn runsc_installed() -> bool {
     false
 }
 
-fn tun_usable() -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let ok =
-        std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006);
+/// [`common::tun_usable`], reported as a skip when not.
+fn tun_usable_or_skip() -> bool {
+    let ok = common::tun_usable();
     if !ok {
         pallium_tests::skip("/dev/net/tun is not world read-write");
     }
     ok
-}
-
-fn pallium_path(mode: Mode) -> String {
-    match mode {
-        Mode::Root => pallium().display().to_string(),
-        Mode::Rootless => TestUser::get()
-            .stage_binaries(&common::binaries())
-            .join("pallium")
-            .display()
-            .to_string(),
-    }
-}
-
-/// `pallium ARGS` in the testbed's host namespace, as root or the test user.
-fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
-    let mut argv = vec![pallium_path(mode)];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    match mode {
-        Mode::Root => tb.host_exec(argv),
-        Mode::Rootless => tb.host_exec_as(TestUser::get(), argv),
-    }
 }
 
 /// `pallium exec --one-shot GVISOR -- sh -c SCRIPT` with `input` on stdin.
@@ -130,7 +102,7 @@ fn gvisor_as_root() {
 #[test]
 fn gvisor_rootless() {
     skip_unless_root!();
-    if !runsc_installed() || !tun_usable() {
+    if !runsc_installed() || !tun_usable_or_skip() {
         return;
     }
     kernel_stdio_exit_code_and_network(Mode::Rootless);

@@ -9,77 +9,14 @@ mod common;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pallium, proc_status, profile_file, text, wait_clean};
+use common::{
+    assert_clean, audit_pid, curl, modes, one_shot, out, pal, pallium, proc_status,
+    readable_profile, text, tun_usable, wait_up, Mode,
+};
 use pallium_tests::{skip_unless_root, Auth, Socks, TestUser, Testbed, WEB4_NAME, WEB6_NAME};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
-
-/// The binaries, staged where the test user can run them.
-fn staged() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| TestUser::get().stage_binaries(&common::binaries()))
-}
-
-/// Who runs pallium.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Root,
-    Rootless,
-}
-
-fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
-    match mode {
-        Mode::Root => {
-            let mut argv = vec![pallium().display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec(argv)
-        }
-        Mode::Rootless => {
-            let mut argv = vec![staged().join("pallium").display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec_as(TestUser::get(), argv)
-        }
-    }
-}
-
-/// A profile file the test user can read.
-fn profile(name: &str, json: &str) -> String {
-    let p = profile_file(name, json);
-    let dir = std::env::temp_dir().join(format!("pallium-hop-profiles-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dst = dir.join(p.file_name().unwrap());
-    std::fs::copy(&p, &dst).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
-    dst.display().to_string()
-}
-
-fn tun_usable() -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
-}
-
-/// `pallium exec --one-shot PROFILE -- sh -c SCRIPT`: (status ok, stdout, stderr).
-fn one_shot(tb: &Testbed, mode: Mode, profile: &str, script: &str) -> (bool, String, String) {
-    let o = out(pal(
-        tb,
-        mode,
-        &["exec", "--one-shot", profile, "--", "sh", "-c", script],
-    ));
-    let (stdout, stderr) = text(&o);
-    (o.status.success(), stdout, stderr)
-}
-
-fn curl(url: &str) -> String {
-    format!("curl -sS --max-time 10 {url}; echo")
-}
 
 fn lines(s: &str) -> Vec<String> {
     s.lines()
@@ -157,28 +94,6 @@ impl Session {
     }
 }
 
-/// Retry `curl URL` in the running session until it works (the session is
-/// still coming up before that); its output.
-fn wait_up(tb: &Testbed, mode: Mode, profile: &str, url: &str, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        let o = out(pal(
-            tb,
-            mode,
-            &["exec", profile, "--", "sh", "-c", &curl(url)],
-        ));
-        if o.status.success() {
-            return text(&o).0;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{mode:?}: the session never came up: {:?}",
-            text(&o)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// `curl http://web4.pallium.test/` in a one-shot session of `profile` works
 /// and the web host saw `exit`; then nothing is left behind.
 fn exits_at(tb: &Testbed, mode: Mode, profile: &str, exit: std::net::Ipv4Addr) {
@@ -209,28 +124,13 @@ fn assert_blocked(tb: &Testbed, mode: Mode, profile: &str, script: &str) {
 /// A running root session (`sleep 600`) behind `tor_hop`, up once `web`
 /// answers through it.
 fn running_tor(tb: &Testbed, name: &str, tor_hop: &str, web: &str) -> (String, Session) {
-    let p = profile(
+    let p = readable_profile(
         name,
         &format!(r#"{{"chain": [{tor_hop}], "run": {{"command": ["sleep", "600"]}}}}"#),
     );
     let session = Session::start(tb, Mode::Root, &p);
     wait_up(tb, Mode::Root, &p, web, Duration::from_secs(150));
     (p, session)
-}
-
-/// The pid `pallium audit` shows for `role` in the running session.
-fn audit_pid(tb: &Testbed, profile: &str, role: &str) -> i32 {
-    let audit = text(&out(pal(tb, Mode::Root, &["audit", profile]))).0;
-    audit
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(role))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {role} process in the audit: {audit}"))
-}
-
-/// Nothing of the session is left in the testbed's host namespace.
-fn assert_clean(tb: &Testbed) {
-    assert_eq!(wait_clean(tb), Vec::<String>::new(), "left behind");
 }
 
 /// No query reached the DNS host from the host namespace's own addresses.
@@ -243,22 +143,13 @@ fn assert_no_dns_from_host(tb: &Testbed) {
     );
 }
 
-fn modes() -> Vec<Mode> {
-    if tun_usable() {
-        vec![Mode::Root, Mode::Rootless]
-    } else {
-        pallium_tests::skip("rootless hops: /dev/net/tun is not world read-write");
-        vec![Mode::Root]
-    }
-}
-
 #[test]
 fn socks5_hop_exits_at_the_proxy_and_resolves_names_there() {
     skip_unless_root!();
     let tb = Testbed::new("hopsocks");
     let proxy = tb.start_microsocks();
-    for mode in modes() {
-        let p = profile(
+    for mode in modes("hops") {
+        let p = readable_profile(
             "socks5",
             &format!(
                 r#"{{"chain": [{{"type": "socks", "address": "{}"}}]}}"#,
@@ -308,7 +199,7 @@ fn socks_version_4_and_a_proxy_given_by_name() {
     let web = tb.web_v4();
     let (version, target) = ("4", format!("http://{web}/"));
     {
-        let p = profile(
+        let p = readable_profile(
             "socks4",
             &format!(
                 r#"{{"chain": [{{"type": "socks", "version": {version}, "address": "{}:{}"}}]}}"#,
@@ -334,8 +225,8 @@ fn dante_with_credentials_carries_tcp_and_udp() {
         "python3 -c \"import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5); s.sendto(b'ping-pallium', ('{}', {echo})); print(s.recvfrom(100)[0].decode())\"",
         tb.web_v4()
     );
-    for mode in modes() {
-        let p = profile(
+    for mode in modes("hops") {
+        let p = readable_profile(
             "dante",
             &format!(
                 r#"{{"chain": [{{"type": "socks", "address": "{}", "username": "{}", "password": "{}"}}]}}"#,
@@ -373,8 +264,8 @@ fn http_connect_hop_with_basic_auth() {
     let tb = Testbed::new("hophttp");
     let auth = Auth::new("alice", "s3cret");
     let proxy = tb.start_http_proxy(Some(auth.clone()));
-    for mode in modes() {
-        let p = profile(
+    for mode in modes("hops") {
+        let p = readable_profile(
             "http",
             &format!(
                 r#"{{"chain": [{{"type": "http", "address": "{}", "username": "{}", "password": "{}"}}]}}"#,
@@ -394,8 +285,8 @@ fn two_hops_nest_socks_then_http() {
     let tb = Testbed::new("hopchain");
     let socks = tb.start_microsocks();
     let http = tb.start_http_proxy(None);
-    for mode in modes() {
-        let p = profile(
+    for mode in modes("hops") {
+        let p = readable_profile(
             "chain2",
             &format!(
                 r#"{{"chain": [{{"type": "socks", "address": "{}"}}, {{"type": "http", "address": "{}"}}]}}"#,
@@ -468,7 +359,7 @@ fn two_hops_nest_socks_then_http() {
         }
     }
     // Out of range: one clear line, nothing started.
-    let p = profile(
+    let p = readable_profile(
         "chain2run",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}"}}, {{"type": "http", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
@@ -526,7 +417,7 @@ fn hop_dns_list_is_forwarded_through_the_proxy_over_tcp() {
     skip_unless_root!();
     let tb = Testbed::new("hopdns");
     let proxy = tb.start_microsocks();
-    let p = profile(
+    let p = readable_profile(
         "socksdns",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}", "dns": ["tcp://{}"]}}]}}"#,
@@ -563,9 +454,9 @@ fn hop_dns_list_is_forwarded_through_the_proxy_over_tcp() {
 fn killing_the_proxy_stops_traffic_and_nothing_leaks() {
     skip_unless_root!();
     let tb = Testbed::new("hopkill");
-    for mode in modes() {
+    for mode in modes("hops") {
         let proxy = tb.start_microsocks();
-        let p = profile(
+        let p = readable_profile(
             "kill",
             &format!(
                 r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
@@ -600,13 +491,13 @@ fn ssh_hop_exits_at_the_ssh_server() {
     let sshd = tb.start_sshd();
     let args: Vec<String> = sshd.ssh_options();
     let args_json = serde_json::to_string(&args).unwrap();
-    for mode in modes() {
+    for mode in modes("hops") {
         // Root: ssh runs as the account that owns the key.
         let user = match mode {
             Mode::Root => format!(r#", "user": "{}""#, TestUser::NAME),
             Mode::Rootless => String::new(),
         };
-        let p = profile(
+        let p = readable_profile(
             "ssh",
             &format!(
                 r#"{{"chain": [{{"type": "ssh", "destination": "{}@{}", "ssh_args": {args_json}{user}}}]}}"#,
@@ -658,7 +549,7 @@ fn bad_hops_fail_with_one_clear_line_and_leave_nothing() {
         ),
     ];
     for (json, needles) in cases {
-        let p = profile("bad", &json);
+        let p = readable_profile("bad", &json);
         let (ok, stdout, stderr) = one_shot(&tb, Mode::Root, &p, "echo ran");
         assert!(!ok, "{json}: {stdout}{stderr}");
         assert!(!stdout.contains("ran"), "{json}: the command ran");
@@ -692,8 +583,8 @@ fn tor_hop_end_to_end() {
     let tor_hop = format!(r#"{{"type": "tor", "timeout": 120, "tor_args": {args}}}"#);
     let web = format!("http://{WEB4_NAME}/");
 
-    for mode in modes() {
-        let p = profile("tor", &format!(r#"{{"chain": [{tor_hop}]}}"#));
+    for mode in modes("hops") {
+        let p = readable_profile("tor", &format!(r#"{{"chain": [{tor_hop}]}}"#));
         let script = format!("{}; {}", curl(&web), curl(&tor.onion_url()));
         let (ok, stdout, stderr) = one_shot(&tb, mode, &p, &script);
         assert!(ok, "{mode:?}: {stdout}{stderr}");
@@ -715,7 +606,7 @@ fn tor_hop_end_to_end() {
     }
 
     // SOCKS4a: the name travels to the proxy (here the network's own Tor client).
-    let p = profile(
+    let p = readable_profile(
         "socks4a",
         &format!(
             r#"{{"chain": [{{"type": "socks", "version": "4a", "address": "{}"}}]}}"#,
@@ -739,7 +630,7 @@ fn tor_hop_end_to_end() {
 
     // socks → tor → http: tor reaches the network through microsocks, and
     // tinyproxy is reached through Tor.
-    let p = profile(
+    let p = readable_profile(
         "tor3",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}"}}, {tor_hop}, {{"type": "http", "address": "{}"}}]}}"#,
@@ -775,7 +666,7 @@ fn tor_hop_end_to_end() {
             ),
         ),
     ] {
-        let p = profile(
+        let p = readable_profile(
             &format!("tor-no-{key}"),
             &format!(
                 r#"{{"chain": [{{"type": "tor", "timeout": 120, "{key}": false, "tor_args": {args}}}]}}"#
@@ -795,7 +686,7 @@ fn tor_hop_end_to_end() {
     }
 
     // A bootstrap that cannot finish in time says how far it got.
-    let p = profile(
+    let p = readable_profile(
         "tor-timeout",
         &format!(r#"{{"chain": [{{"type": "tor", "timeout": 1, "tor_args": {args}}}]}}"#),
     );
@@ -812,7 +703,7 @@ fn tor_hop_end_to_end() {
     // application's traffic stops.
     let (p, session) = running_tor(&tb, "tordead", &tor_hop, &web);
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(audit_pid(&tb, &p, "hop:tor")),
+        nix::unistd::Pid::from_raw(audit_pid(&tb, Mode::Root, &p, "hop:tor")),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
@@ -837,7 +728,7 @@ fn tor_hop_end_to_end() {
     // with no unix socket of its own: its seccomp filter, the one every
     // engine has, kills it for any (netbroker engine::filter's tests); the
     // netbroker connected each one for it over its dial channel.
-    let engine = audit_pid(&tb, &p, "engine");
+    let engine = audit_pid(&tb, Mode::Root, &p, "engine");
     let st = proc_status(engine);
     assert_eq!(st["Seccomp"], "2", "the tor hop's engine is filtered");
     assert_eq!(st["NoNewPrivs"], "1");
@@ -861,7 +752,7 @@ fn a_dead_hop_daemon_is_reported_and_its_traffic_stops() {
     let tb = Testbed::new("hopdead");
     let sshd = tb.start_sshd();
     let args_json = serde_json::to_string(&sshd.ssh_options()).unwrap();
-    let p = profile(
+    let p = readable_profile(
         "sshdead",
         &format!(
             r#"{{"chain": [{{"type": "ssh", "destination": "{}@{}", "user": "{}", "ssh_args": {args_json}}}], "run": {{"command": ["sleep", "600"]}}}}"#,
@@ -906,10 +797,10 @@ fn socksapp_hop_runs_the_program_and_a_proxy_at_an_ipv6_address_works() {
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("microsocks is installed (.ci/run installs it)");
-    for mode in modes() {
+    for mode in modes("hops") {
         // microsocks as the "SOCKS app": it runs where the chain starts (the
         // testbed's host namespace), so the web host sees the host's address.
-        let p = profile(
+        let p = readable_profile(
             "socksapp",
             &format!(
                 r#"{{"chain": [{{"type": "socksapp", "user": "nobody", "cmd": ["{microsocks}", "-i", "127.0.0.1", "-p", "{{port}}"]}}]}}"#
@@ -922,7 +813,7 @@ fn socksapp_hop_runs_the_program_and_a_proxy_at_an_ipv6_address_works() {
         assert_eq!(lines(&stdout), [tb.host_v4().to_string()], "{stderr}");
         assert_clean(&tb);
         // A proxy given as [v6]:port.
-        let p = profile(
+        let p = readable_profile(
             "socks-v6",
             &format!(
                 r#"{{"chain": [{{"type": "socks", "address": "{}"}}]}}"#,
@@ -943,7 +834,7 @@ fn socksapp_hop_runs_the_program_and_a_proxy_at_an_ipv6_address_works() {
 fn socksapp_then_a_name_stalls() {
     skip_unless_root!();
     let tb = Testbed::new("hopappname");
-    let p = profile(
+    let p = readable_profile(
         "socksapp-name",
         r#"{"chain": [{"type": "socksapp", "user": "nobody", "cmd": ["/usr/bin/microsocks", "-i", "127.0.0.1", "-p", "{port}"]}]}"#,
     );
@@ -968,7 +859,7 @@ fn socksapp_then_a_name_stalls() {
 fn kill_9_of_a_session_with_a_daemon_hop_leaves_nothing() {
     skip_unless_root!();
     let tb = Testbed::new("hopkill9");
-    let p = profile(
+    let p = readable_profile(
         "socksapp-kill9",
         r#"{"chain": [{"type": "socksapp", "user": "nobody", "cmd": ["/usr/bin/microsocks", "-i", "127.0.0.1", "-p", "{port}"]}], "run": {"command": ["sleep", "600"]}}"#,
     );
@@ -977,9 +868,9 @@ fn kill_9_of_a_session_with_a_daemon_hop_leaves_nothing() {
         let mut session = Session::start(&tb, Mode::Root, &p);
         wait_up(&tb, Mode::Root, &p, &url, Duration::from_secs(30));
         // The hop's daemon is there, then gone with the session.
-        audit_pid(&tb, &p, "hop:socksapp");
+        audit_pid(&tb, Mode::Root, &p, "hop:socksapp");
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(audit_pid(&tb, &p, victim)),
+            nix::unistd::Pid::from_raw(audit_pid(&tb, Mode::Root, &p, victim)),
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
@@ -1018,7 +909,7 @@ fn kill_9_of_a_session_with_a_daemon_hop_leaves_nothing() {
 fn ctrl_c_during_hop_setup_ends_at_once_and_leaves_nothing() {
     skip_unless_root!();
     let tb = Testbed::new("hopint");
-    let p = profile(
+    let p = readable_profile(
         "socksapp-int",
         r#"{"chain": [{"type": "socksapp", "user": "nobody", "cmd": ["sleep", "600"], "timeout": 120}]}"#,
     );
@@ -1055,23 +946,13 @@ fn ctrl_c_during_hop_setup_ends_at_once_and_leaves_nothing() {
     );
 }
 
-/// The pid `pallium audit` shows for `role` in `mode`'s running session.
-fn audit_pid_as(tb: &Testbed, mode: Mode, profile: &str, role: &str) -> i32 {
-    let audit = text(&out(pal(tb, mode, &["audit", profile]))).0;
-    audit
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(role))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{mode:?}: no {role} process in the audit: {audit}"))
-}
-
 #[test]
 fn the_packet_engine_runs_unprivileged_and_its_death_stops_traffic() {
     skip_unless_root!();
     let tb = Testbed::new("hopengine");
-    for mode in modes() {
+    for mode in modes("hops") {
         let proxy = tb.start_microsocks();
-        let p = profile(
+        let p = readable_profile(
             "engine",
             &format!(
                 r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
@@ -1088,8 +969,8 @@ fn the_packet_engine_runs_unprivileged_and_its_death_stops_traffic() {
         let shown = text(&audit).0;
         assert!(audit.status.success(), "{mode:?}: {shown}");
         assert!(shown.contains(" engine (pallium-engine)"), "{shown}");
-        let engine = audit_pid_as(&tb, mode, &p, "engine");
-        let netbroker = audit_pid_as(&tb, mode, &p, "netbroker");
+        let engine = audit_pid(&tb, mode, &p, "engine");
+        let netbroker = audit_pid(&tb, mode, &p, "netbroker");
         assert_ne!(engine, netbroker);
         // The netbroker serving the hop keeps only what teardown needs
         // (rootless: inside the session's user namespace, which it entered).
@@ -1186,7 +1067,7 @@ fn a_root_session_has_a_pids_cgroup_that_goes_with_it() {
     let proxy = tb.start_microsocks();
     let url = format!("http://{}/", tb.web_v4());
     let make = |name: &str| {
-        profile(
+        readable_profile(
             name,
             &format!(
                 r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
@@ -1206,8 +1087,8 @@ fn a_root_session_has_a_pids_cgroup_that_goes_with_it() {
     };
     let up = |p: &str| -> (i32, i32, PathBuf) {
         wait_up(&tb, Mode::Root, p, &url, Duration::from_secs(20));
-        let netbroker = audit_pid(&tb, p, "netbroker");
-        let engine = audit_pid(&tb, p, "engine");
+        let netbroker = audit_pid(&tb, Mode::Root, p, "netbroker");
+        let engine = audit_pid(&tb, Mode::Root, p, "engine");
         let dir = pids_cgroup(netbroker, &hierarchy);
         assert!(
             dir.parent().is_some_and(|d| d.ends_with("pallium")),
@@ -1296,7 +1177,7 @@ fn a_rootless_socks_chain_starts_in_the_callers_namespace_without_pasta() {
     }
     let tb = Testbed::new("hopnopasta");
     let proxy = tb.start_microsocks();
-    let p = profile(
+    let p = readable_profile(
         "nopasta",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
@@ -1319,8 +1200,8 @@ fn a_rootless_socks_chain_starts_in_the_callers_namespace_without_pasta() {
     let audit = text(&out(pal(&tb, Mode::Rootless, &["audit", &p]))).0;
     assert!(!audit.contains("pasta"), "{audit}");
     // Hop 1's engine dials from where pallium runs, as the caller.
-    let engine = audit_pid_as(&tb, Mode::Rootless, &p, "engine");
-    let supervisor = audit_pid_as(&tb, Mode::Rootless, &p, "supervisor");
+    let engine = audit_pid(&tb, Mode::Rootless, &p, "engine");
+    let supervisor = audit_pid(&tb, Mode::Rootless, &p, "supervisor");
     assert_eq!(netns_of(engine), netns_of(supervisor));
     let st = proc_status(engine);
     assert_eq!(
@@ -1367,12 +1248,12 @@ fn an_ssh_hop_1_runs_without_pasta_and_listens_on_no_tcp_port_where_pallium_runs
     let sshd = tb.start_sshd();
     let args = serde_json::to_string(&sshd.ssh_options()).unwrap();
     let uid = TestUser::get().uid();
-    for mode in modes() {
+    for mode in modes("hops") {
         let user = match mode {
             Mode::Root => format!(r#", "user": "{}""#, TestUser::NAME),
             Mode::Rootless => String::new(),
         };
-        let p = profile(
+        let p = readable_profile(
             "sshfd",
             &format!(
                 r#"{{"chain": [{{"type": "ssh", "destination": "{}@{}", "ssh_args": {args}{user}}}], "run": {{"command": ["sleep", "600"]}}}}"#,
@@ -1397,9 +1278,9 @@ fn an_ssh_hop_1_runs_without_pasta_and_listens_on_no_tcp_port_where_pallium_runs
         let audit = text(&out(pal(&tb, mode, &["audit", &p]))).0;
         assert!(!audit.contains("pasta"), "{audit}");
         assert!(!audit.contains("!!"), "{audit}");
-        let ssh = audit_pid_as(&tb, mode, &p, "hop:ssh");
-        let engine = audit_pid_as(&tb, mode, &p, "engine");
-        let supervisor = audit_pid_as(&tb, mode, &p, "supervisor");
+        let ssh = audit_pid(&tb, mode, &p, "hop:ssh");
+        let engine = audit_pid(&tb, mode, &p, "engine");
+        let supervisor = audit_pid(&tb, mode, &p, "supervisor");
         assert_eq!(netns_of(ssh), netns_of(engine), "{mode:?}");
         assert_ne!(netns_of(ssh), netns_of(supervisor), "{mode:?}");
         // ssh runs as the key's owner: rootless the caller, mapped back.
@@ -1422,8 +1303,8 @@ fn a_tor_hop_1_listens_on_no_tcp_port_and_only_the_session_reaches_its_socket() 
     tor.wait_ready();
     let args = serde_json::to_string(&tor.client_args()).unwrap();
     let tor_hop = format!(r#"{{"type": "tor", "timeout": 120, "tor_args": {args}}}"#);
-    for mode in modes() {
-        let p = profile(
+    for mode in modes("hops") {
+        let p = readable_profile(
             "torsock",
             &format!(r#"{{"chain": [{tor_hop}], "run": {{"command": ["sleep", "600"]}}}}"#),
         );
@@ -1439,7 +1320,7 @@ fn a_tor_hop_1_listens_on_no_tcp_port_and_only_the_session_reaches_its_socket() 
         // Nothing of the session listens on TCP where pallium runs.
         assert_eq!(tcp_listeners(&tb), before, "{mode:?}: a new TCP listener");
         // tor's SOCKS socket, from its command line.
-        let tor_pid = audit_pid_as(&tb, mode, &p, "hop:tor");
+        let tor_pid = audit_pid(&tb, mode, &p, "hop:tor");
         let cmdline = std::fs::read(format!("/proc/{tor_pid}/cmdline")).unwrap();
         let args: Vec<String> = cmdline
             .split(|b| *b == 0)
@@ -1495,7 +1376,7 @@ fn kill_9_of_a_rootless_session_with_hop_1_in_the_callers_namespace_leaves_nothi
     }
     let tb = Testbed::new("hopkill9rl");
     let proxy = tb.start_microsocks();
-    let p = profile(
+    let p = readable_profile(
         "socks-kill9",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}"}}], "run": {{"command": ["sleep", "600"]}}}}"#,
@@ -1508,9 +1389,9 @@ fn kill_9_of_a_rootless_session_with_hop_1_in_the_callers_namespace_leaves_nothi
         wait_up(&tb, Mode::Rootless, &p, &url, Duration::from_secs(30));
         // Hop 1's engine runs outside the session's user namespace, in the
         // caller's: it goes with the session all the same.
-        let engine = audit_pid_as(&tb, Mode::Rootless, &p, "engine");
+        let engine = audit_pid(&tb, Mode::Rootless, &p, "engine");
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(audit_pid_as(&tb, Mode::Rootless, &p, victim)),
+            nix::unistd::Pid::from_raw(audit_pid(&tb, Mode::Rootless, &p, victim)),
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();

@@ -13,22 +13,11 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text, wait_clean};
+use common::{out, pal, profile_file, staged, text, wait_clean, Mode};
 use pallium_tests::{skip_unless_root, Resolver, Testbed, WEB4_NAME, WEB6_NAME};
-
-/// `pallium ARGS` in the testbed's host namespace.
-fn pal(tb: &Testbed, args: &[&str]) -> Command {
-    let mut argv = vec![pallium().display().to_string()];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    tb.host_exec(argv)
-}
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
 
 /// A TCP and a UDP socket on one address and port of the host namespace.
 struct Listener {
@@ -139,7 +128,7 @@ struct Other {
 fn start_other(tb: &Testbed, hint: &str) -> Other {
     let prof = profile_file(hint, r#"{"run": {"command": ["sleep", "infinity"]}}"#);
     let prof = prof.to_str().unwrap().to_string();
-    let run = pal(tb, &["run", &prof])
+    let run = pal(tb, Mode::Root, &["run", &prof])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -149,6 +138,7 @@ fn start_other(tb: &Testbed, hint: &str) -> Other {
     let addrs = loop {
         let o = out(pal(
             tb,
+            Mode::Root,
             &[
                 "exec", &prof, "--", "ip", "-o", "addr", "show", "dev", "eth0",
             ],
@@ -178,7 +168,9 @@ fn start_other(tb: &Testbed, hint: &str) -> Other {
 
 impl Other {
     fn stop(mut self, tb: &Testbed) {
-        assert!(out(pal(tb, &["stop", &self.prof])).status.success());
+        assert!(out(pal(tb, Mode::Root, &["stop", &self.prof]))
+            .status
+            .success());
         self.run.wait().unwrap();
     }
 
@@ -196,6 +188,7 @@ impl Other {
 fn probe_from_sandbox(tb: &Testbed, profile: &str, script: &str) -> String {
     let o = out(pal(
         tb,
+        Mode::Root,
         &["exec", "--one-shot", profile, "--", "bash", "-c", script],
     ));
     let (stdout, stderr) = text(&o);
@@ -284,12 +277,6 @@ fn host_access_opens_the_host_and_only_the_host() {
     other.stop(&tb);
     drop(ls);
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
-}
-
-/// The binaries, staged where the test user can run them.
-fn staged() -> &'static std::path::PathBuf {
-    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| pallium_tests::TestUser::get().stage_binaries(&common::binaries()))
 }
 
 /// Rootless (pasta, `--no-map-gw`): the sandbox has the host's uplink

@@ -11,31 +11,17 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Output, Stdio};
 
-use common::{pallium, text};
+use common::{out, pal, text, tun_usable, Mode};
 use pallium_tests::{skip_unless_root, TestUser, Testbed};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
 
 /// `pallium ARGS` as root in the testbed's host namespace.
 fn root(tb: &Testbed, args: &[&str]) -> Output {
-    let mut a = vec![pallium().display().to_string()];
-    a.extend(args.iter().map(|s| s.to_string()));
-    out(tb.host_exec(a))
+    out(pal(tb, Mode::Root, args))
 }
 
 /// `pallium ARGS` as the test user.
 fn user(tb: &Testbed, args: &[&str]) -> Output {
-    let dir = TestUser::get().stage_binaries(&common::binaries());
-    let mut a = vec![dir.join("pallium").display().to_string()];
-    a.extend(args.iter().map(|s| s.to_string()));
-    out(tb.host_exec_as(TestUser::get(), a))
-}
-
-fn tun_usable() -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
+    out(pal(tb, Mode::Rootless, args))
 }
 
 /// The first line of `/proc/self/uid_map` inside: (inside, outside, count).
@@ -326,21 +312,8 @@ fn wireshark(tb: &Testbed, as_user: bool, profile: &str) {
         &inner,
     ];
     // `-`: the profile comes from standard input, as in the original's docs.
-    let mut a = vec![if as_user {
-        TestUser::get()
-            .stage_binaries(&common::binaries())
-            .join("pallium")
-            .display()
-            .to_string()
-    } else {
-        pallium().display().to_string()
-    }];
-    a.extend(args.iter().map(|s| s.to_string()));
-    let mut cmd = if as_user {
-        tb.host_exec_as(TestUser::get(), a)
-    } else {
-        tb.host_exec(a)
-    };
+    let mode = if as_user { Mode::Rootless } else { Mode::Root };
+    let mut cmd = pal(tb, mode, &args);
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

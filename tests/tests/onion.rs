@@ -14,13 +14,12 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_dir_name, profile_file, text, wait_clean};
-use pallium_tests::{skip_unless_root, TestUser, Testbed, TorNetwork};
+use common::{modes, out, pal, profile_dir_name, readable_profile, text, wait_clean, Mode};
+use pallium_tests::{skip_unless_root, Testbed, TorNetwork};
 
 /// How long a session may take from `pallium run` to its service answering
 /// a Tor client (tor's bootstrap, the descriptor's publication, the
@@ -44,55 +43,6 @@ while True:
     c.sendall(("HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)).encode())
     c.close()
 "#;
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Mode {
-    Root,
-    Rootless,
-}
-
-fn staged() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| TestUser::get().stage_binaries(&common::binaries()))
-}
-
-fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
-    match mode {
-        Mode::Root => {
-            let mut argv = vec![pallium().display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec(argv)
-        }
-        Mode::Rootless => {
-            let mut argv = vec![staged().join("pallium").display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec_as(TestUser::get(), argv)
-        }
-    }
-}
-
-fn modes() -> Vec<Mode> {
-    use std::os::unix::fs::PermissionsExt;
-    if std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006) {
-        vec![Mode::Root, Mode::Rootless]
-    } else {
-        pallium_tests::skip("rootless onion service: /dev/net/tun is not world read-write");
-        vec![Mode::Root]
-    }
-}
-
-/// A profile file both root and the test user can read.
-fn readable_profile(name: &str, json: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let p = profile_file(name, json);
-    std::fs::set_permissions(p.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-    p.display().to_string()
-}
 
 /// A directory both root and the test user may write the hook's file to.
 fn hook_dir(name: &str) -> PathBuf {
@@ -309,7 +259,7 @@ fn onion_service_reaches_the_sandbox_from_another_tor_client() {
     let tor = tb.start_tor();
     tor.wait_ready();
     // Root with an IPv4 server, rootless with an IPv6-only one.
-    for mode in modes() {
+    for mode in modes("onion service") {
         let listen = match mode {
             Mode::Root => "127.0.0.1",
             Mode::Rootless => "::1",

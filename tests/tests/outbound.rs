@@ -10,41 +10,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{profile_file, text, wait_clean};
+use common::{lines, ok, one_shot_json, out, profile_file, staged, text, wait_clean, Mode};
 use pallium_tests::{skip_unless_root, TestUser, Testbed};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
-
-fn ok(c: Command) -> String {
-    let o = out(c);
-    let (so, se) = text(&o);
-    assert!(o.status.success(), "{so}{se}");
-    so
-}
-
-/// `pallium exec --one-shot PROFILE -- sh -c SCRIPT` in the testbed's host
-/// namespace: (success, stdout, stderr).
-fn one_shot(tb: &Testbed, name: &str, json: &str, script: &str) -> (bool, String, String) {
-    let prof = profile_file(name, json);
-    let argv = [
-        common::pallium().display().to_string(),
-        "exec".into(),
-        "--one-shot".into(),
-        prof.display().to_string(),
-        "--".into(),
-        "sh".into(),
-        "-c".into(),
-        script.into(),
-    ];
-    let o = out(tb.host_exec(argv));
-    let (so, se) = text(&o);
-    (o.status.success(), so, se)
-}
 
 const ALT_HOST_V4: &str = "100.64.7.2";
 const ALT_HOST_V6: &str = "fd00:a17::2";
@@ -199,14 +169,6 @@ fn curl_both(tb: &Testbed) -> String {
     )
 }
 
-fn lines(s: &str) -> Vec<String> {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// Wait until the netbroker (which tears down after the supervisor exits)
 /// removed the session's rules and table, then until the test's own uplink
 /// is gone too.
@@ -225,13 +187,13 @@ fn the_empty_chain_leaves_by_the_outbound_interface() {
     let tb = Testbed::new("oif0");
     let alt = Alt::new(&tb, &[]);
     let script = curl_both(&tb);
-    let (ok0, so, se) = one_shot(&tb, "oif-none", "{}", &script);
+    let (ok0, so, se) = one_shot_json(&tb, Mode::Root, "oif-none", "{}", &script);
     assert!(ok0, "{so}{se}");
     let host = [tb.host_v4().to_string(), tb.host_v6().to_string()];
     assert_eq!(lines(&so), host, "without the key: the testbed's uplink");
 
     let json = r#"{"network": {"outbound_interface": "alt0"}}"#;
-    let (ok1, so, se) = one_shot(&tb, "oif-alt", json, &script);
+    let (ok1, so, se) = one_shot_json(&tb, Mode::Root, "oif-alt", json, &script);
     assert!(ok1, "{so}{se}");
     assert_eq!(
         lines(&so),
@@ -263,7 +225,7 @@ fn a_socks_hop_dials_its_proxy_by_the_outbound_interface() {
     let deadline = Instant::now() + Duration::from_secs(10);
     // (alt's microsocks may still be starting)
     let so = loop {
-        let (ok1, so, se) = one_shot(&tb, "oif-socks", &json, &script);
+        let (ok1, so, se) = one_shot_json(&tb, Mode::Root, "oif-socks", &json, &script);
         if ok1 && so.starts_with("alt ") {
             break so;
         }
@@ -284,7 +246,7 @@ fn a_missing_outbound_interface_is_refused_before_anything_is_set_up() {
     skip_unless_root!();
     let tb = Testbed::new("oif2");
     let json = r#"{"network": {"outbound_interface": "nosuch0"}}"#;
-    let (ok0, so, se) = one_shot(&tb, "oif-missing", json, "true");
+    let (ok0, so, se) = one_shot_json(&tb, Mode::Root, "oif-missing", json, "true");
     assert!(!ok0, "{so}{se}");
     let errors: Vec<&str> = se.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(errors.len(), 1, "{se}");
@@ -300,7 +262,7 @@ fn rootless_refuses_the_outbound_interface_in_one_line() {
     skip_unless_root!();
     let tb = Testbed::new("oif3");
     let user = TestUser::get();
-    let bin = user.stage_binaries(&common::binaries());
+    let bin = staged();
     let prof = profile_file(
         "oif-rootless",
         r#"{"network": {"outbound_interface": "eth0"}}"#,

@@ -9,42 +9,14 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text, wait_clean, wait_clean_except};
-use pallium_tests::{skip_unless_root, TestUser, Testbed};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
-
-fn staged() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| TestUser::get().stage_binaries(&common::binaries()))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Root,
-    Rootless,
-}
-
-fn tun_usable() -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
-}
-
-fn modes() -> Vec<Mode> {
-    if tun_usable() {
-        vec![Mode::Root, Mode::Rootless]
-    } else {
-        pallium_tests::skip("rootless ping: /dev/net/tun is not world read-write");
-        vec![Mode::Root]
-    }
-}
+use common::{
+    modes, one_shot, out, pal, readable_profile, text, tun_usable, wait_clean, wait_clean_except,
+    Mode,
+};
+use pallium_tests::{skip_unless_root, Testbed};
 
 fn have_ping() -> bool {
     if std::path::Path::new("/usr/bin/ping").exists() {
@@ -52,44 +24,6 @@ fn have_ping() -> bool {
     }
     pallium_tests::skip("ping tests: iputils-ping is not installed (.ci/run installs it)");
     false
-}
-
-/// A profile file the test user can read too.
-fn profile(name: &str, json: &str) -> String {
-    let p = profile_file(name, json);
-    let dir = std::env::temp_dir().join(format!("pallium-ping-profiles-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dst = dir.join(p.file_name().unwrap());
-    std::fs::copy(&p, &dst).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
-    dst.display().to_string()
-}
-
-fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
-    match mode {
-        Mode::Root => {
-            let mut argv = vec![pallium().display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec(argv)
-        }
-        Mode::Rootless => {
-            let mut argv = vec![staged().join("pallium").display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec_as(TestUser::get(), argv)
-        }
-    }
-}
-
-/// `pallium exec --one-shot PROFILE -- sh -c SCRIPT`: (stdout, stderr).
-fn one_shot(tb: &Testbed, mode: Mode, profile: &str, script: &str) -> (String, String) {
-    let o = out(pal(
-        tb,
-        mode,
-        &["exec", "--one-shot", profile, "--", "sh", "-c", script],
-    ));
-    text(&o)
 }
 
 /// One echo request to each of the web host's addresses, its output.
@@ -180,8 +114,8 @@ fn ping_works_with_the_empty_chain_root_and_rootless() {
     // Debian's (systemd's) value; a fresh namespace has "1 0".
     set_host_ping_range(&tb, "0 2147483647");
     let mut expect = (0, 0);
-    for mode in modes() {
-        let (stdout, stderr) = one_shot(&tb, mode, "default", &ping_web(&tb));
+    for mode in modes("ping") {
+        let (_, stdout, stderr) = one_shot(&tb, mode, "default", &ping_web(&tb));
         assert_replies(&tb, mode, &stdout, &stderr);
         expect = (expect.0 + 1, expect.1 + 1);
         assert_eq!(counter.seen(), expect, "{mode:?}: the requests went out");
@@ -202,7 +136,7 @@ fn rootless_ping_the_host_refuses_is_answered_prohibited() {
     let tb = Testbed::new("pingno");
     let counter = EchoCounter::install(&tb);
     set_host_ping_range(&tb, "1 0");
-    let (stdout, stderr) = one_shot(&tb, Mode::Rootless, "default", &ping_web(&tb));
+    let (_, stdout, stderr) = one_shot(&tb, Mode::Rootless, "default", &ping_web(&tb));
     assert_prohibited(&tb, Mode::Rootless, &stdout, &stderr);
     assert_eq!(counter.seen(), (0, 0));
     assert_eq!(wait_clean(&tb), Vec::<String>::new());
@@ -238,15 +172,15 @@ fn ping_through_a_socks_hop_is_answered_prohibited_and_never_leaves() {
     assert_replies(&tb, Mode::Root, &text(&o).0, "");
     assert_eq!(counter.seen(), (1, 1));
     let proxy = tb.start_microsocks();
-    let p = profile(
+    let p = readable_profile(
         "pingsocks",
         &format!(
             r#"{{"chain": [{{"type": "socks", "address": "{}"}}]}}"#,
             proxy.addr()
         ),
     );
-    for mode in modes() {
-        let (stdout, stderr) = one_shot(&tb, mode, &p, &ping_web(&tb));
+    for mode in modes("ping") {
+        let (_, stdout, stderr) = one_shot(&tb, mode, &p, &ping_web(&tb));
         assert_prohibited(&tb, mode, &stdout, &stderr);
         assert_eq!(counter.seen(), (1, 1), "{mode:?}: an echo request left");
         assert_eq!(wait_clean(&tb), Vec::<String>::new(), "{mode:?}");
@@ -337,7 +271,7 @@ fn ipv6_forwarding_keeps_the_hosts_router_advertisements() {
     let learned = ra_routes(&tb);
     assert_eq!(host_sysctl(&tb, "net.ipv6.conf.eth0.accept_ra"), "1");
     assert_eq!(host_sysctl(&tb, "net.ipv6.conf.all.forwarding"), "0");
-    let p = profile("ipv6ra", r#"{"run": {"command": ["sleep", "infinity"]}}"#);
+    let p = readable_profile("ipv6ra", r#"{"run": {"command": ["sleep", "infinity"]}}"#);
     let mut run = pal(&tb, Mode::Root, &["run", &p])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -9,64 +9,8 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
-
-use common::{pallium, profile_file, text, wait_clean};
-use pallium_tests::{skip_unless_root, TestUser, Testbed, WEB4_NAME};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
-
-/// `pallium exec --one-shot PROFILE -- sh -c SCRIPT` in the testbed's host
-/// namespace: (success, stdout, stderr).
-fn one_shot(tb: &Testbed, name: &str, json: &str, script: &str) -> (bool, String, String) {
-    one_shot_as(tb, None, name, json, script)
-}
-
-/// [`one_shot`] as `user` (rootless) with the binaries staged for it, or as
-/// root.
-fn one_shot_as(
-    tb: &Testbed,
-    user: Option<&TestUser>,
-    name: &str,
-    json: &str,
-    script: &str,
-) -> (bool, String, String) {
-    let prof = profile_file(name, json);
-    let bin = match user {
-        Some(u) => staged(u).join("pallium"),
-        None => pallium(),
-    };
-    let argv = [
-        bin.display().to_string(),
-        "exec".into(),
-        "--one-shot".into(),
-        prof.display().to_string(),
-        "--".into(),
-        "sh".into(),
-        "-c".into(),
-        script.into(),
-    ];
-    let o = out(match user {
-        Some(u) => tb.host_exec_as(u, argv),
-        None => tb.host_exec(argv),
-    });
-    let (so, se) = text(&o);
-    (o.status.success(), so, se)
-}
-
-/// The binaries, staged where the test user can run them.
-fn staged(user: &TestUser) -> &'static std::path::PathBuf {
-    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| user.stage_binaries(&common::binaries()))
-}
-
-/// Rootless needs `/dev/net/tun` usable by the test user (Debian's 0666).
-fn tun_usable() -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
-}
+use common::{curl, lines, one_shot_json, tun_usable, wait_clean, Mode};
+use pallium_tests::{skip_unless_root, Testbed, WEB4_NAME};
 
 /// A shell line printing what a TCP connect to `ip`:`port` gives: "connected"
 /// or the errno's name (ENETUNREACH for a destination with no route).
@@ -78,17 +22,6 @@ fn connect(ip: &str, port: u16) -> String {
          try:\n  s.connect((sys.argv[1],{port})); print(\"connected\")\n\
          except OSError as e: print(errno.errorcode.get(e.errno,str(e)))' {ip}"
     )
-}
-
-fn curl(url: &str) -> String {
-    format!("curl -sS --max-time 10 {url}; echo")
-}
-
-fn lines(s: &str) -> Vec<String> {
-    s.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.trim().to_string())
-        .collect()
 }
 
 #[test]
@@ -104,13 +37,13 @@ fn split_tunnelling_without_hops_routes_only_the_listed_networks() {
     ]
     .join("; ");
     // Control: without routes the other host answers on both families.
-    let (ok, so, se) = one_shot(&tb, "routes-all", "{}", &script);
+    let (ok, so, se) = one_shot_json(&tb, Mode::Root, "routes-all", "{}", &script);
     assert!(ok, "{so}{se}");
     let host = tb.host_v4().to_string();
     assert_eq!(lines(&so), [&host, &host, "connected", "connected"], "{se}");
 
     let json = format!(r#"{{"network": {{"routes": ["{}/32"]}}}}"#, tb.web_v4());
-    let (ok, so, se) = one_shot(&tb, "routes-web", &json, &script);
+    let (ok, so, se) = one_shot_json(&tb, Mode::Root, "routes-web", &json, &script);
     assert!(ok, "{so}{se}");
     // The web host (by address and by name: DNS still works), and nothing
     // else: IPv4 elsewhere and all of IPv6 have no route.
@@ -142,7 +75,7 @@ fn split_tunnelling_through_a_socks_hop_exits_at_the_proxy() {
         connect(&proxy.exit_v6().to_string(), proxy.port()),
     ]
     .join("; ");
-    let (ok, so, se) = one_shot(&tb, "routes-socks", &json, &script);
+    let (ok, so, se) = one_shot_json(&tb, Mode::Root, "routes-socks", &json, &script);
     assert!(ok, "{so}{se}");
     assert_eq!(
         lines(&so),
@@ -161,8 +94,9 @@ fn split_tunnelling_through_a_socks_hop_exits_at_the_proxy() {
 fn overlapping_routes_are_refused_before_anything_is_set_up() {
     skip_unless_root!();
     let tb = Testbed::new("routes2");
-    let (ok, so, se) = one_shot(
+    let (ok, so, se) = one_shot_json(
         &tb,
+        Mode::Root,
         "routes-overlap",
         r#"{"network": {"routes": ["10.0.0.0/8", "10.1.0.0/16"]}}"#,
         "true",
@@ -183,7 +117,6 @@ fn rootless_split_tunnelling_routes_only_the_listed_networks() {
         return;
     }
     let tb = Testbed::new("routes3");
-    let user = TestUser::get();
     let proxy = tb.start_microsocks();
     let script = |v4: String, v6: String| {
         [
@@ -197,7 +130,7 @@ fn rootless_split_tunnelling_routes_only_the_listed_networks() {
     // The direct uplink (rootless's default for the empty chain).
     let json = format!(r#"{{"network": {{"routes": ["{}/32"]}}}}"#, tb.web_v4());
     let direct = script(proxy.exit_v4().to_string(), proxy.exit_v6().to_string());
-    let (ok, so, se) = one_shot_as(&tb, Some(user), "routes-rl", &json, &direct);
+    let (ok, so, se) = one_shot_json(&tb, Mode::Rootless, "routes-rl", &json, &direct);
     assert!(ok, "{so}{se}");
     let host = tb.host_v4().to_string();
     assert_eq!(
@@ -211,7 +144,7 @@ fn rootless_split_tunnelling_routes_only_the_listed_networks() {
         r#"{{"network": {{"uplink": "pasta", "routes": ["{}/32"]}}}}"#,
         tb.web_v4()
     );
-    let (ok, so, se) = one_shot_as(&tb, Some(user), "routes-rl-pasta", &json, &direct);
+    let (ok, so, se) = one_shot_json(&tb, Mode::Rootless, "routes-rl-pasta", &json, &direct);
     assert!(ok, "{so}{se}");
     assert_eq!(
         lines(&so),
@@ -234,7 +167,7 @@ fn rootless_split_tunnelling_routes_only_the_listed_networks() {
         connect(&proxy.exit_v6().to_string(), proxy.port()),
     ]
     .join("; ");
-    let (ok, so, se) = one_shot_as(&tb, Some(user), "routes-rl-socks", &json, &chained);
+    let (ok, so, se) = one_shot_json(&tb, Mode::Rootless, "routes-rl-socks", &json, &chained);
     assert!(ok, "{so}{se}");
     assert_eq!(
         lines(&so),
@@ -274,7 +207,7 @@ fn empty_routes_are_no_network_at_all_root_and_rootless() {
     ]
     .join("; ");
     // Control: with the default routes the resolvers answer.
-    let (ok, so, se) = one_shot(&tb, "routes-none-ctl", "{}", &dns_queries());
+    let (ok, so, se) = one_shot_json(&tb, Mode::Root, "routes-none-ctl", "{}", &dns_queries());
     assert!(ok, "{so}{se}");
     assert!(lines(&so).iter().all(|l| l == "answered"), "{so}{se}");
 
@@ -286,22 +219,21 @@ fn empty_routes_are_no_network_at_all_root_and_rootless() {
         (
             "routes-none",
             r#"{"network": {"routes": []}}"#.to_string(),
-            None,
+            Mode::Root,
         ),
-        ("routes-none-socks", chain, None),
+        ("routes-none-socks", chain, Mode::Root),
     ];
     if tun_usable() {
-        let user = TestUser::get();
         cases.push((
             "routes-none-rl",
             r#"{"network": {"routes": []}}"#.into(),
-            Some(user),
+            Mode::Rootless,
         ));
     } else {
         pallium_tests::skip("/dev/net/tun is not world read-write: rootless half not run");
     }
-    for (name, json, user) in cases {
-        let (ok, so, se) = one_shot_as(&tb, user, name, &json, &script);
+    for (name, json, mode) in cases {
+        let (ok, so, se) = one_shot_json(&tb, mode, name, &json, &script);
         assert!(ok, "{name}: {so}{se}");
         let got = lines(&so);
         assert!(got.len() >= 3, "{name}: {so}{se}");
@@ -393,9 +325,9 @@ fn routes_hold_against_a_socket_bound_to_the_device() {
         pallium_tests::skip("/dev/net/tun is not world read-write: rootless half not run");
     }
     for (name, keys, rootless, want) in cases {
-        let user = rootless.then(TestUser::get);
+        let mode = if rootless { Mode::Rootless } else { Mode::Root };
         let json = format!(r#"{{"network": {{{keys}}}}}"#);
-        let (ok, so, se) = one_shot_as(&tb, user, name, &json, &script);
+        let (ok, so, se) = one_shot_json(&tb, mode, name, &json, &script);
         assert!(ok, "{name}: {so}{se}");
         assert_eq!(lines(&so), want, "{name}: {json}\n{se}");
     }

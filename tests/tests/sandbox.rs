@@ -4,45 +4,27 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use common::{pallium, profile_file, text};
+use common::{out, pal, pallium, profile_file, text, tun_usable, Mode};
 use pallium_tests::{skip_unless_root, TestUser, Testbed};
 
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
+/// `pallium exec --one-shot PROFILE -- ARGV` as `mode`'s caller in the
+/// testbed's host namespace.
+fn exec_as(tb: &Testbed, mode: Mode, profile: &str, argv: &[&str]) -> Output {
+    let mut a = vec!["exec", "--one-shot", profile, "--"];
+    a.extend_from_slice(argv);
+    out(pal(tb, mode, &a))
 }
 
-/// `pallium exec --one-shot PROFILE -- ARGV` as root in the testbed's host namespace.
+/// [`exec_as`] root.
 fn exec_root(tb: &Testbed, profile: &str, argv: &[&str]) -> Output {
-    let mut a = vec![
-        pallium().display().to_string(),
-        "exec".into(),
-        "--one-shot".into(),
-        profile.into(),
-        "--".into(),
-    ];
-    a.extend(argv.iter().map(|s| s.to_string()));
-    out(tb.host_exec(a))
+    exec_as(tb, Mode::Root, profile, argv)
 }
 
-/// The same as the test user, with the binaries staged where it can run them.
+/// [`exec_as`] the test user, with the binaries staged where it can run them.
 fn exec_user(tb: &Testbed, profile: &str, argv: &[&str]) -> Output {
-    let dir = TestUser::get().stage_binaries(&common::binaries());
-    let mut a = vec![
-        dir.join("pallium").display().to_string(),
-        "exec".into(),
-        "--one-shot".into(),
-        profile.into(),
-        "--".into(),
-    ];
-    a.extend(argv.iter().map(|s| s.to_string()));
-    out(tb.host_exec_as(TestUser::get(), a))
-}
-
-fn tun_usable() -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
+    exec_as(tb, Mode::Rootless, profile, argv)
 }
 
 #[test]

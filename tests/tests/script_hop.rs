@@ -13,44 +13,16 @@ mod common;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text, wait_clean};
+use common::{
+    assert_clean, audit_pid, modes, one_shot, out, pal, readable_profile, text, tun_usable, Mode,
+};
 use pallium_tests::{
     skip_unless_root, unique_ifname, TestUser, Testbed, WgPeer, WEB4_NAME, WG_CLIENT,
 };
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
-
-fn staged() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| TestUser::get().stage_binaries(&common::binaries()))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Root,
-    Rootless,
-}
-
-fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
-    match mode {
-        Mode::Root => {
-            let mut argv = vec![pallium().display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec(argv)
-        }
-        Mode::Rootless => {
-            let mut argv = vec![staged().join("pallium").display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec_as(TestUser::get(), argv)
-        }
-    }
-}
 
 /// A directory everyone can read, for profiles and scripts.
 fn shared_dir() -> PathBuf {
@@ -60,43 +32,12 @@ fn shared_dir() -> PathBuf {
     dir
 }
 
-fn profile(name: &str, json: &str) -> String {
-    let p = profile_file(name, json);
-    let dst = shared_dir().join(p.file_name().unwrap());
-    std::fs::copy(&p, &dst).unwrap();
-    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644)).unwrap();
-    dst.display().to_string()
-}
-
 /// A shell script file with `mode`.
 fn script(name: &str, body: &str, mode: u32) -> String {
     let p = shared_dir().join(name);
     std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     p.display().to_string()
-}
-
-fn one_shot(tb: &Testbed, mode: Mode, profile: &str, sh: &str) -> (bool, String, String) {
-    let o = out(pal(
-        tb,
-        mode,
-        &["exec", "--one-shot", profile, "--", "sh", "-c", sh],
-    ));
-    let (stdout, stderr) = text(&o);
-    (o.status.success(), stdout, stderr)
-}
-
-fn tun_usable() -> bool {
-    std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006)
-}
-
-fn modes() -> Vec<Mode> {
-    if tun_usable() {
-        vec![Mode::Root, Mode::Rootless]
-    } else {
-        pallium_tests::skip("rootless script hops: /dev/net/tun is not world read-write");
-        vec![Mode::Root]
-    }
 }
 
 /// Pids whose command line contains `needle`.
@@ -127,10 +68,6 @@ fn assert_gone(needle: &str) {
         assert!(Instant::now() < deadline, "left running: {left:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn assert_clean(tb: &Testbed) {
-    assert_eq!(wait_clean(tb), Vec::<String>::new(), "left behind");
 }
 
 /// The client side: wireguard-go (which backgrounds itself), `wg set`, the tunnel's address
@@ -165,7 +102,7 @@ fn wg_profile_after(tb: &Testbed, peer: &WgPeer, mode: Mode, ifname: &str, befor
     }
     // Named after the interface: tests running at once must not share a profile (nor so a
     // session).
-    profile(
+    readable_profile(
         &format!("wg-{ifname}"),
         &format!(
             r#"{{"chain": [{before} {{"type": "script", "path": "{path}", "interface": "{ifname}",
@@ -216,21 +153,12 @@ fn wg_session(tb: &Testbed, mode: Mode, p: &str) -> (Child, String) {
     }
 }
 
-fn audit_pid(tb: &Testbed, mode: Mode, p: &str, role: &str) -> i32 {
-    let audit = text(&out(pal(tb, mode, &["audit", p]))).0;
-    audit
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(role))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{mode:?}: no {role} process in the audit: {audit}"))
-}
-
 #[test]
 fn script_hop_brings_up_wireguard_go_and_exits_at_the_peer() {
     skip_unless_root!();
     let tb = Testbed::new("scriptwg");
     let peer = tb.start_wireguard_peer();
-    for mode in modes() {
+    for mode in modes("script hops") {
         let ifname = unique_ifname("pwc");
         let p = wg_profile(&tb, &peer, mode, &ifname);
         let before = tb.dns_queries().len();
@@ -308,7 +236,7 @@ fn script_hop_behind_a_socks_hop_tunnels_through_it() {
         auth.user,
         auth.pass
     );
-    for mode in modes() {
+    for mode in modes("script hops") {
         let ifname = unique_ifname("pwx");
         let p = wg_profile_after(&tb, &peer, mode, &ifname, &socks);
         let (mut session, seen) = wg_session(&tb, mode, &p);
@@ -386,9 +314,9 @@ fn script_hop_moves_the_device_with_its_address() {
          echo 'nameserver 192.0.2.99' > /etc/resolv.conf\n",
         0o755,
     );
-    for mode in modes() {
+    for mode in modes("script hops") {
         let ifname = unique_ifname("psd");
-        let p = profile(
+        let p = readable_profile(
             "dev",
             &format!(
                 r#"{{"chain": [{{"type": "script", "path": ["{path}"], "interface": "{ifname}"}}]}}"#
@@ -482,9 +410,9 @@ fn bad_scripts_fail_with_one_line_and_leave_nothing() {
             vec!["hop 1 (script)", "did not exit within 1 s"],
         ),
     ];
-    for mode in modes() {
+    for mode in modes("script hops") {
         for (hop, needles) in &cases {
-            let p = profile(
+            let p = readable_profile(
                 "bad",
                 &format!(r#"{{"chain": [{{"type": "script", {hop}}}]}}"#),
             );
@@ -575,9 +503,9 @@ fn openconnect_script_hop_reports_an_unreachable_server() {
     skip_unless_root!();
     let tb = Testbed::new("scriptoc");
     let path = openconnect_script();
-    for mode in modes() {
+    for mode in modes("script hops") {
         let ifname = unique_ifname("poc");
-        let p = profile(
+        let p = readable_profile(
             "oc",
             &format!(
                 r#"{{"chain": [{{"type": "script", "path": "{path}", "interface": "{ifname}",
@@ -792,7 +720,7 @@ fn ppp_hop_errors_are_one_line() {
         pallium_tests::skip("ppp: this kernel has PPP support; the no-support error is untested");
     }
     for (mode, chain, needles) in &cases {
-        let p = profile("ppp", &format!(r#"{{"chain": [{chain}]}}"#));
+        let p = readable_profile("ppp", &format!(r#"{{"chain": [{chain}]}}"#));
         let (ok, stdout, stderr) = one_shot(&tb, *mode, &p, "echo ran");
         assert!(!ok, "{mode:?} {chain}: {stdout}{stderr}");
         assert!(!stdout.contains("ran"), "{mode:?} {chain}: the command ran");

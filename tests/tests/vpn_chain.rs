@@ -6,66 +6,18 @@
 //! - tor → openvpn (TCP) and the original README's socks (with a password) → tor → openvpn,
 //!   root and rootless: microsocks sees the host, the OpenVPN server sees a Tor exit, the web
 //!   host sees the OpenVPN server.
+//!
+//! Rootless runs where the test user may open /dev/net/tun (the wireguard engine's TUN is made
+//! by the netbroker, but the rootless netbroker is the user's).
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::Command;
 
-use common::{pallium, text, wait_clean};
+use common::{modes, one_shot_output, text, wait_clean};
 use pallium_tests::{
-    skip_unless_root, Auth, OpenvpnServer, Socks, TestUser, Testbed, VpnProto, WgServer, WEB4_NAME,
+    skip_unless_root, Auth, OpenvpnServer, Socks, Testbed, VpnProto, WgServer, WEB4_NAME,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Root,
-    Rootless,
-}
-
-/// Root always; rootless where the test user may open /dev/net/tun (the wireguard engine's
-/// TUN is made by the netbroker, but the rootless netbroker is the user's).
-fn modes() -> Vec<Mode> {
-    use std::os::unix::fs::PermissionsExt;
-    let tun =
-        std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006);
-    if tun {
-        vec![Mode::Root, Mode::Rootless]
-    } else {
-        pallium_tests::skip("rootless VPN chain: /dev/net/tun is not world read-write");
-        vec![Mode::Root]
-    }
-}
-
-fn staged() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| TestUser::get().stage_binaries(&common::binaries()))
-}
-
-fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
-    let exe = match mode {
-        Mode::Root => pallium(),
-        Mode::Rootless => staged().join("pallium"),
-    };
-    let mut argv = vec![exe.display().to_string()];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    match mode {
-        Mode::Root => tb.host_exec(argv),
-        Mode::Rootless => tb.host_exec_as(TestUser::get(), argv),
-    }
-}
-
-fn one_shot(tb: &Testbed, mode: Mode, profile: &str, script: &str) -> Output {
-    pal(
-        tb,
-        mode,
-        &["exec", "--one-shot", profile, "--", "sh", "-c", script],
-    )
-    .stdin(Stdio::null())
-    .output()
-    .expect("run pallium")
-}
 
 fn json(s: &str) -> String {
     serde_json::to_string(s).unwrap()
@@ -132,9 +84,9 @@ fn socks_then_openvpn_tcp_then_wireguard_each_layer_sees_the_one_before() {
     let script = format!(
         "curl -sS --max-time 10 http://{WEB4_NAME}/; echo; grep nameserver /etc/resolv.conf"
     );
-    for mode in modes() {
+    for mode in modes("VPN chain") {
         let dns_before = tb.dns_queries().len();
-        let o = one_shot(&tb, mode, &p, &script);
+        let o = one_shot_output(&tb, mode, &p, &script);
         let (stdout, stderr) = text(&o);
         assert!(
             o.status.success(),
@@ -236,7 +188,7 @@ fn tor_then_openvpn_tcp_and_the_readme_chain_exit_at_the_vpn_server() {
     );
     for ((name, hops, n), mode) in cases
         .iter()
-        .flat_map(|c| modes().into_iter().map(move |m| (c, m)))
+        .flat_map(|c| modes("VPN chain").into_iter().map(move |m| (c, m)))
     {
         let before = openvpn_clients(&vpn).len();
         let web_before = tb.web_seen().len();
@@ -244,7 +196,7 @@ fn tor_then_openvpn_tcp_and_the_readme_chain_exit_at_the_vpn_server() {
             &format!("{name}.json"),
             &format!(r#"{{"chain": [{hops}]}}"#),
         );
-        let o = one_shot(&tb, mode, &p.display().to_string(), &script);
+        let o = one_shot_output(&tb, mode, &p.display().to_string(), &script);
         let (stdout, stderr) = text(&o);
         let name = format!("{name} {mode:?}");
         assert!(

@@ -7,51 +7,10 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
-use common::{pallium, profile_file, text, wait_clean};
-use pallium_tests::{skip_unless_root, TestUser, Testbed, VpnProto, WEB4_NAME, WEB6_NAME};
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run")
-}
-
-fn one_shot(tb: &Testbed, profile: &str, script: &str) -> (bool, String, String) {
-    one_shot_as(tb, false, profile, script)
-}
-
-/// `rootless`: as the test user, with binaries staged where it can run them.
-fn one_shot_as(
-    tb: &Testbed,
-    rootless: bool,
-    profile: &str,
-    script: &str,
-) -> (bool, String, String) {
-    let exe = if rootless {
-        TestUser::get()
-            .stage_binaries(&common::binaries())
-            .join("pallium")
-    } else {
-        pallium()
-    };
-    let argv = [
-        exe.display().to_string(),
-        "exec".into(),
-        "--one-shot".into(),
-        profile.into(),
-        "--".into(),
-        "sh".into(),
-        "-c".into(),
-        script.into(),
-    ];
-    let o = out(if rootless {
-        tb.host_exec_as(TestUser::get(), argv)
-    } else {
-        tb.host_exec(argv)
-    });
-    let (a, b) = text(&o);
-    (o.status.success(), a, b)
-}
+use common::{one_shot, out, pal, profile_file, text, wait_clean, Mode};
+use pallium_tests::{skip_unless_root, Testbed, VpnProto, WEB4_NAME, WEB6_NAME};
 
 fn hop(config: &std::path::Path, user: &str, pass: &str, timeout: u32) -> String {
     format!(
@@ -76,7 +35,7 @@ fn openvpn_udp_and_tcp_exit_at_the_vpn_server_with_its_dns() {
         let script = format!(
             "curl -sS --max-time 10 http://{WEB4_NAME}/; echo; curl -sS --max-time 10 http://{WEB6_NAME}/; echo; grep nameserver /etc/resolv.conf"
         );
-        let (ok, stdout, stderr) = one_shot(&tb, &p.display().to_string(), &script);
+        let (ok, stdout, stderr) = one_shot(&tb, Mode::Root, &p.display().to_string(), &script);
         assert!(ok, "{proto:?}: {stdout}{stderr}\n{}", vpn.log());
         let l: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
         assert_eq!(
@@ -111,7 +70,7 @@ fn a_wrong_openvpn_password_fails_with_one_line_naming_the_hop() {
             30,
         ),
     );
-    let (ok, stdout, stderr) = one_shot(&tb, &p.display().to_string(), "echo ran");
+    let (ok, stdout, stderr) = one_shot(&tb, Mode::Root, &p.display().to_string(), "echo ran");
     assert!(!ok && !stdout.contains("ran"), "{stdout}{stderr}");
     let last = stderr.lines().last().unwrap_or_default();
     assert!(
@@ -133,7 +92,7 @@ fn rootless_openvpn_udp_and_tcp_exit_at_the_vpn_server_with_its_dns() {
         let script = format!(
             "curl -sS --max-time 10 http://{WEB4_NAME}/; echo; curl -sS --max-time 10 http://{WEB6_NAME}/; echo; grep nameserver /etc/resolv.conf"
         );
-        let (ok, stdout, stderr) = one_shot_as(&tb, true, &p.display().to_string(), &script);
+        let (ok, stdout, stderr) = one_shot(&tb, Mode::Rootless, &p.display().to_string(), &script);
         assert!(ok, "{proto:?}: {stdout}{stderr}");
         let l: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
         assert_eq!(
@@ -189,7 +148,7 @@ fn bad_openvpn_hops_fail_with_one_line_naming_the_hop_and_leave_nothing() {
     ];
     for (json, needle) in cases {
         let p = profile_file("ovpnbad2", &json);
-        let (ok, stdout, stderr) = one_shot(&tb, &p.display().to_string(), "echo ran");
+        let (ok, stdout, stderr) = one_shot(&tb, Mode::Root, &p.display().to_string(), "echo ran");
         assert!(!ok && !stdout.contains("ran"), "{json}: {stdout}{stderr}");
         let last = stderr.lines().last().unwrap_or_default();
         assert!(
@@ -200,37 +159,19 @@ fn bad_openvpn_hops_fail_with_one_line_naming_the_hop_and_leave_nothing() {
     }
 }
 
-/// `pallium ARGS` in the testbed's host namespace, as root or (`rootless`) as the test user.
-fn pal_as(tb: &Testbed, rootless: bool, args: &[&str]) -> Command {
-    let exe = if rootless {
-        TestUser::get()
-            .stage_binaries(&common::binaries())
-            .join("pallium")
-    } else {
-        pallium()
-    };
-    let mut argv = vec![exe.display().to_string()];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    if rootless {
-        tb.host_exec_as(TestUser::get(), argv)
-    } else {
-        tb.host_exec(argv)
-    }
-}
-
 #[test]
 fn killing_the_openvpn_server_blocks_traffic_and_names_the_hop() {
     skip_unless_root!();
     let tb = Testbed::new("ovpnkill");
-    for rootless in [false, true] {
-        killing_the_openvpn_server_in(&tb, rootless);
+    for mode in [Mode::Root, Mode::Rootless] {
+        killing_the_openvpn_server_in(&tb, mode);
     }
     assert!(!tb.web_seen().contains(&tb.host_v4().to_string()));
 }
 
 /// One run of the kill-switch test: a new server, a session, a transfer,
 /// the server killed.
-fn killing_the_openvpn_server_in(tb: &Testbed, rootless: bool) {
+fn killing_the_openvpn_server_in(tb: &Testbed, mode: Mode) {
     let vpn = tb.start_openvpn();
     let auth = vpn.auth();
     let json = hop(
@@ -241,8 +182,7 @@ fn killing_the_openvpn_server_in(tb: &Testbed, rootless: bool) {
     )
     .replace(r#"}]}"#, r#"}], "run": {"command": ["sleep", "600"]}}"#);
     let p = vpn.config_file("kill.json", &json).display().to_string();
-    let pal = |tb: &Testbed, args: &[&str]| pal_as(tb, rootless, args);
-    let mut run = pal(tb, &["run", &p])
+    let mut run = pal(tb, mode, &["run", &p])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -252,7 +192,7 @@ fn killing_the_openvpn_server_in(tb: &Testbed, rootless: bool) {
     let curl = format!("curl -sS --max-time 3 {url}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let o = out(pal(tb, &["exec", &p, "--", "sh", "-c", &curl]));
+        let o = out(pal(tb, mode, &["exec", &p, "--", "sh", "-c", &curl]));
         if o.status.success() {
             assert_eq!(text(&o).0.trim(), vpn.exit_v4().to_string());
             break;
@@ -264,12 +204,13 @@ fn killing_the_openvpn_server_in(tb: &Testbed, rootless: bool) {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let audit = out(pal(tb, &["audit", &p]));
+    let audit = out(pal(tb, mode, &["audit", &p]));
     assert!(audit.status.success(), "audit: {:?}", text(&audit));
     assert!(text(&audit).0.contains("hop:openvpn"), "{:?}", text(&audit));
     // A transfer in flight when the server dies.
     let mut transfer = pal(
         tb,
+        mode,
         &[
             "exec",
             &p,
@@ -296,20 +237,20 @@ fn killing_the_openvpn_server_in(tb: &Testbed, rootless: bool) {
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     let before = tb.web_seen().len();
-    let o = out(pal(tb, &["exec", &p, "--", "sh", "-c", &curl]));
+    let o = out(pal(tb, mode, &["exec", &p, "--", "sh", "-c", &curl]));
     assert!(!o.status.success(), "traffic still flows: {:?}", text(&o));
     let _ = transfer.kill();
     let _ = transfer.wait();
-    let _ = out(pal(tb, &["stop", &p]));
+    let _ = out(pal(tb, mode, &["stop", &p]));
     let _ = run.wait();
     assert_eq!(
         tb.web_seen().len(),
         before,
-        "rootless {rootless}: something reached the web host after the server died"
+        "{mode:?}: something reached the web host after the server died"
     );
     assert_eq!(
         wait_clean(tb),
         Vec::<String>::new(),
-        "rootless {rootless}: left behind"
+        "{mode:?}: left behind"
     );
 }

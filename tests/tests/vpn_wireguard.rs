@@ -8,36 +8,14 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{pallium, profile_file, text, wait_clean};
-use pallium_tests::{skip_unless_root, TestUser, Testbed, WEB4_NAME, WEB6_NAME};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Root,
-    Rootless,
-}
-
-fn staged() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| TestUser::get().stage_binaries(&common::binaries()))
-}
-
-fn modes() -> Vec<Mode> {
-    use std::os::unix::fs::PermissionsExt;
-    let tun =
-        std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006);
-    if tun {
-        vec![Mode::Root, Mode::Rootless]
-    } else {
-        pallium_tests::skip("rootless wireguard: /dev/net/tun is not world read-write");
-        vec![Mode::Root]
-    }
-}
+use common::{
+    curl, modes, one_shot_output, out, pal, profile_file, text, wait_clean, wait_up, Mode,
+};
+use pallium_tests::{skip_unless_root, Testbed, WEB4_NAME, WEB6_NAME};
 
 /// A world-readable file in a world-readable directory (the test user reads it).
 fn shared_file(name: &str, body: &str) -> String {
@@ -60,31 +38,6 @@ fn profile(name: &str, config: &str) -> String {
         &format!("{name}.json"),
         &std::fs::read_to_string(p).unwrap(),
     )
-}
-
-fn one_shot(tb: &Testbed, mode: Mode, profile: &str, script: &str) -> Output {
-    let args = ["exec", "--one-shot", profile, "--", "sh", "-c", script];
-    let mut cmd = pal(tb, mode, &args);
-    cmd.stdin(Stdio::null()).output().expect("run pallium")
-}
-
-fn pal(tb: &Testbed, mode: Mode, args: &[&str]) -> Command {
-    match mode {
-        Mode::Root => {
-            let mut argv = vec![pallium().display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec(argv)
-        }
-        Mode::Rootless => {
-            let mut argv = vec![staged().join("pallium").display().to_string()];
-            argv.extend(args.iter().map(|s| s.to_string()));
-            tb.host_exec_as(TestUser::get(), argv)
-        }
-    }
-}
-
-fn out(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run pallium")
 }
 
 /// A `pallium run` in the background with its stderr collected.
@@ -141,31 +94,6 @@ impl Session {
     }
 }
 
-/// Retries `curl URL` in the running session until it answers; its output.
-fn wait_up(tb: &Testbed, mode: Mode, profile: &str, url: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let o = out(pal(
-            tb,
-            mode,
-            &["exec", profile, "--", "sh", "-c", &curl(url)],
-        ));
-        if o.status.success() {
-            return text(&o).0;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{mode:?}: never came up: {:?}",
-            text(&o)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn curl(url: &str) -> String {
-    format!("curl -sS --max-time 10 {url}; echo")
-}
-
 #[test]
 fn wireguard_hop_exits_at_the_server_over_v4_and_v6_with_its_dns() {
     skip_unless_root!();
@@ -173,13 +101,13 @@ fn wireguard_hop_exits_at_the_server_over_v4_and_v6_with_its_dns() {
     let server = tb.start_wireguard();
     let conf = shared_file("wg.conf", &server.client_config(&tb.dns_v4().to_string()));
     let p = profile("wg", &conf);
-    for mode in modes() {
+    for mode in modes("wireguard") {
         let script = format!(
             "{}; {}; cat /etc/resolv.conf",
             curl(&format!("http://{WEB4_NAME}/")),
             curl(&format!("http://{WEB6_NAME}/"))
         );
-        let o = one_shot(&tb, mode, &p, &script);
+        let o = one_shot_output(&tb, mode, &p, &script);
         let (stdout, stderr) = text(&o);
         assert!(o.status.success(), "{mode:?}: {stdout}{stderr}");
         let lines: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
@@ -249,8 +177,8 @@ fn bad_wireguard_configs_fail_in_one_line_and_leave_nothing() {
     for (name, text_, expect) in cases {
         let conf = shared_file(&format!("{name}.conf"), &text_);
         let p = profile(name, &conf);
-        for mode in modes() {
-            let o = one_shot(&tb, mode, &p, "true");
+        for mode in modes("wireguard") {
+            let o = one_shot_output(&tb, mode, &p, "true");
             let (_, stderr) = text(&o);
             assert!(!o.status.success(), "{name} {mode:?} started");
             let last = stderr.lines().last().unwrap_or_default();
@@ -287,7 +215,7 @@ fn bad_wireguard_configs_fail_in_one_line_and_leave_nothing() {
 fn killing_the_wireguard_server_mid_transfer_blocks_everything_and_names_the_hop() {
     skip_unless_root!();
     let tb = Testbed::new("hopwgkill");
-    for mode in modes() {
+    for mode in modes("wireguard") {
         let server = tb.start_wireguard();
         let conf = shared_file("kill.conf", &server.client_config(&tb.dns_v4().to_string()));
         let p = profile_with(
@@ -296,7 +224,7 @@ fn killing_the_wireguard_server_mid_transfer_blocks_everything_and_names_the_hop
         );
         let session = Session::start(&tb, mode, &p);
         let url = format!("http://{}/", tb.web_v4());
-        let first = wait_up(&tb, mode, &p, &url);
+        let first = wait_up(&tb, mode, &p, &url, Duration::from_secs(60));
         assert_eq!(first.trim(), server.exit_v4().to_string(), "{mode:?}");
         // Every process of the session, the WireGuard engine included, within its policy.
         let audit = out(pal(&tb, mode, &["audit", &p]));
@@ -371,8 +299,8 @@ fn socks_then_wireguard_exits_at_the_wireguard_server() {
             dante.addr()
         ),
     );
-    for mode in modes() {
-        let o = one_shot(&tb, mode, &p, &curl(&format!("http://{WEB4_NAME}/")));
+    for mode in modes("wireguard") {
+        let o = one_shot_output(&tb, mode, &p, &curl(&format!("http://{WEB4_NAME}/")));
         let (stdout, stderr) = text(&o);
         assert!(o.status.success(), "{mode:?}: {stdout}{stderr}");
         assert_eq!(
@@ -409,7 +337,8 @@ fn socks_then_wireguard_exits_at_the_wireguard_server() {
     );
     let seen = tb.web_seen();
     assert!(
-        seen.len() == modes().len() && seen.iter().all(|a| *a == server.exit_v4().to_string()),
+        seen.len() == modes("wireguard").len()
+            && seen.iter().all(|a| *a == server.exit_v4().to_string()),
         "the web host saw {seen:?}"
     );
 }
