@@ -29,6 +29,7 @@ pub mod sys;
 mod testutil;
 pub mod tun;
 pub mod tun2socks;
+pub mod wggenl;
 
 use proto::broker::{BrokerEvent, BrokerRequest};
 use proto::policy::{drop_to, PolicyError, Role};

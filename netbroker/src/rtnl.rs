@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
@@ -116,6 +116,23 @@ impl Rtnl {
                 MacVlanMode::Bridge,
             )])),
         ]));
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map(drop)
+    }
+
+    /// Create a kernel WireGuard interface called `name` directly in the
+    /// namespace `ns`. The device's UDP socket belongs to the namespace of
+    /// this route socket, the one that asked (the kernel's "creating
+    /// namespace"), wherever the device itself lives. Without the module
+    /// the kernel answers EOPNOTSUPP.
+    pub fn add_wireguard(&mut self, name: &str, ns: BorrowedFd<'_>) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Wireguard,
+            )]));
         self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
             .map(drop)
     }
@@ -406,67 +423,76 @@ impl Rtnl {
             .collect())
     }
 
-    /// Send one request and collect the replies until the ACK (or, for a dump,
-    /// `NLMSG_DONE`). A netlink error becomes an `io::Error` with its errno.
+    /// Send one request and collect the replies ([`transact`]).
     fn request(
         &mut self,
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> io::Result<Vec<RouteNetlinkMessage>> {
         self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags | if dump { 0 } else { NLM_F_ACK };
-        header.sequence_number = seq;
-        let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
-        nl.finalize();
-        let mut buf = vec![0u8; nl.buffer_len()];
-        nl.serialize(&mut buf);
-        self.sock.send_to(&buf, &SocketAddr::new(0, 0), 0)?;
+        transact(&mut self.sock, self.seq, msg, flags)
+    }
+}
 
-        let mut out = Vec::new();
-        loop {
-            let (data, _) = self.sock.recv_from_full()?;
-            let mut off = 0;
-            while off + 16 <= data.len() {
-                let len =
-                    u32::from_ne_bytes(data[off..off + 4].try_into().unwrap_or_default()) as usize;
-                if len < 16 || off + len > data.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "malformed netlink reply",
-                    ));
+/// Send one request of sequence number `seq` on `sock` and collect the
+/// replies until the ACK (or, for a dump, `NLMSG_DONE`). A netlink error
+/// becomes an `io::Error` with its errno. Shared by the route socket and
+/// the generic netlink one ([`crate::wggenl`]).
+pub(crate) fn transact<M>(sock: &mut Socket, seq: u32, msg: M, flags: u16) -> io::Result<Vec<M>>
+where
+    M: NetlinkSerializable + NetlinkDeserializable + std::fmt::Debug,
+{
+    let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | flags | if dump { 0 } else { NLM_F_ACK };
+    header.sequence_number = seq;
+    let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+    nl.finalize();
+    let mut buf = vec![0u8; nl.buffer_len()];
+    nl.serialize(&mut buf);
+    sock.send_to(&buf, &SocketAddr::new(0, 0), 0)?;
+
+    let mut out = Vec::new();
+    loop {
+        let (data, _) = sock.recv_from_full()?;
+        let mut off = 0;
+        while off + 16 <= data.len() {
+            let len =
+                u32::from_ne_bytes(data[off..off + 4].try_into().unwrap_or_default()) as usize;
+            if len < 16 || off + len > data.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "malformed netlink reply",
+                ));
+            }
+            let part = &data[off..off + len];
+            off += (len + 3) & !3;
+            let kind = u16::from_ne_bytes([part[4], part[5]]);
+            let reply_seq = u32::from_ne_bytes([part[8], part[9], part[10], part[11]]);
+            if reply_seq != seq {
+                continue;
+            }
+            match kind {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR if part.len() >= 20 => {
+                    let code = i32::from_ne_bytes([part[16], part[17], part[18], part[19]]);
+                    return if code == 0 {
+                        Ok(out)
+                    } else {
+                        Err(io::Error::from_raw_os_error(-code))
+                    };
                 }
-                let part = &data[off..off + len];
-                off += (len + 3) & !3;
-                let kind = u16::from_ne_bytes([part[4], part[5]]);
-                let reply_seq = u32::from_ne_bytes([part[8], part[9], part[10], part[11]]);
-                if reply_seq != seq {
-                    continue;
-                }
-                match kind {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR if part.len() >= 20 => {
-                        let code = i32::from_ne_bytes([part[16], part[17], part[18], part[19]]);
-                        return if code == 0 {
-                            Ok(out)
-                        } else {
-                            Err(io::Error::from_raw_os_error(-code))
-                        };
-                    }
-                    _ => {}
-                }
-                // A message this crate cannot parse (a newer kernel's attribute)
-                // is skipped rather than failing the whole dump.
-                match NetlinkMessage::<RouteNetlinkMessage>::deserialize(part) {
-                    Ok(NetlinkMessage {
-                        payload: NetlinkPayload::InnerMessage(m),
-                        ..
-                    }) => out.push(m),
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!("skipping unparsable netlink message: {e}"),
-                }
+                _ => {}
+            }
+            // A message this crate cannot parse (a newer kernel's attribute)
+            // is skipped rather than failing the whole dump.
+            match NetlinkMessage::<M>::deserialize(part) {
+                Ok(NetlinkMessage {
+                    payload: NetlinkPayload::InnerMessage(m),
+                    ..
+                }) => out.push(m),
+                Ok(_) => {}
+                Err(e) => tracing::debug!("skipping unparsable netlink message: {e}"),
             }
         }
     }

@@ -4,7 +4,9 @@
 //! or an unreachable endpoint fails with one line naming the hop, leaving nothing behind; a
 //! socks → wireguard chain exits at the WireGuard server with its UDP through the SOCKS proxy
 //! (dante's UDP ASSOCIATE); killing the server mid-transfer blocks everything, the user is told
-//! hop 1 stopped, and `pallium audit` passes with the hop's engine.
+//! hop 1 stopped, and `pallium audit` passes with the hop's engine. The progress names the device:
+//! userspace in the application's namespace, and between two hops the kernel's where the machine
+//! has the module, else userspace "no kernel module" (the fallback, on these machines).
 
 mod common;
 
@@ -123,6 +125,15 @@ fn wireguard_hop_exits_at_the_server_over_v4_and_v6_with_its_dns() {
         assert!(
             stderr.contains("hop 1 (wireguard)"),
             "progress shown: {stderr}"
+        );
+        // The application's namespace never gets a kernel device.
+        let why = match mode {
+            Mode::Root => "in the application's namespace",
+            Mode::Rootless => "rootless",
+        };
+        assert!(
+            stderr.contains(&format!("userspace WireGuard, {why}")),
+            "{mode:?}: which WireGuard: {stderr}"
         );
         assert_eq!(wait_clean(&tb), Vec::<String>::new(), "left behind");
     }
@@ -340,6 +351,70 @@ fn socks_then_wireguard_exits_at_the_wireguard_server() {
         seen.len() == modes("wireguard").len()
             && seen.iter().all(|a| *a == server.exit_v4().to_string()),
         "the web host saw {seen:?}"
+    );
+}
+
+/// Whether this kernel makes links of kind `wireguard` (tried in a throwaway namespace).
+fn kernel_wireguard() -> bool {
+    Command::new("unshare")
+        .args(["-n", "ip", "link", "add", "pwgprobe", "type", "wireguard"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// WireGuard between two hops, as root the one position that tries kernel WireGuard: hop 3
+/// reaches dante through the tunnel (dante sees the WireGuard server's address), and the
+/// progress names the device used — the kernel's where it has the module, else userspace
+/// ("no kernel module", the fallback these machines exercise).
+#[test]
+fn wireguard_between_two_hops_uses_the_kernel_or_says_why_not() {
+    skip_unless_root!();
+    let tb = Testbed::new("hopwgmid");
+    let dante = tb.start_socks(pallium_tests::Socks::DanteNoAuth);
+    let server = tb.start_wireguard();
+    let conf = shared_file("mid.conf", &server.client_config(&tb.dns_v4().to_string()));
+    let p = profile_with(
+        "wgmid",
+        &format!(
+            r#"{{"type": "socks", "address": "{a}"}}, {{"type": "wireguard", "config": "{conf}"}}, {{"type": "socks", "address": "{a}"}}"#,
+            a = dante.addr()
+        ),
+    );
+    let kernel = kernel_wireguard();
+    for mode in modes() {
+        let o = one_shot(&tb, mode, &p, &curl(&format!("http://{}/", tb.web_v4())));
+        let (stdout, stderr) = text(&o);
+        assert!(o.status.success(), "{mode:?}: {stdout}{stderr}");
+        assert_eq!(
+            stdout.trim(),
+            dante.exit_v4().to_string(),
+            "{mode:?}: {stderr}"
+        );
+        let flavour = match (mode, kernel) {
+            (Mode::Root, true) => "(kernel WireGuard)",
+            (Mode::Root, false) => "(userspace WireGuard, no kernel module)",
+            (Mode::Rootless, _) => "(userspace WireGuard, rootless)",
+        };
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("hop 2 (wireguard)") && l.contains(flavour)),
+            "{mode:?}: expected {flavour}: {stderr}"
+        );
+        assert_eq!(
+            wait_clean(&tb),
+            Vec::<String>::new(),
+            "{mode:?}: left behind"
+        );
+    }
+    // Hop 3's connections to dante came out of the tunnel.
+    assert!(
+        dante
+            .log()
+            .contains(&format!("tcp/connect [: {}.", server.exit_v4())),
+        "dante's clients: {}",
+        dante.log()
     );
 }
 

@@ -167,6 +167,13 @@ impl Inner {
         }
     }
 
+    /// Whether Ni is the application's namespace (the last hop's), owned by
+    /// the application's user namespace: `exec --root` holds capabilities
+    /// over it.
+    pub fn is_last(&self) -> bool {
+        self.last
+    }
+
     /// Ni, made (and the session entered) on first use.
     pub fn get(&mut self) -> Result<&mut Netns, HopError> {
         if self.ns.is_none() {

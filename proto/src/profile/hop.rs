@@ -146,7 +146,8 @@ pub struct Openvpn {
     pub timeout: Duration,
 }
 
-/// `wireguard`: kernel WireGuard from a wg-quick style file.
+/// `wireguard`: WireGuard from a wg-quick style file (userspace in a packet
+/// engine, or the kernel's; netbroker/src/hops/wireguard.rs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wireguard {
     pub config: String,
