@@ -38,6 +38,7 @@ mod hosts;
 mod leftovers;
 mod names;
 mod net;
+mod ocserv;
 mod openvpn;
 mod proxy;
 mod script;
@@ -56,6 +57,7 @@ pub use names::cleanup_stale;
 pub use net::{
     Resolver, Testbed, TestbedBuilder, TESTBED_ENV, WEB4_NAME, WEB6_NAME, WEB_NAME, ZONE,
 };
+pub use ocserv::{OcservServer, OCSERV_PORT};
 pub use openvpn::{OpenvpnServer, VpnProto, OPENVPN_TCP_PORT, OPENVPN_UDP_PORT};
 pub use proxy::{Auth, Proxy, Socks, SshServer};
 pub use script::{unique_ifname, WgPeer, WG_CLIENT, WG_SERVER};

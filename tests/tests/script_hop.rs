@@ -6,7 +6,8 @@
 //! makes a plain device, root and rootless (the device is moved into the
 //! hop's namespace with its address); and bad scripts (missing, not executable, failing,
 //! never making the device, never exiting within its timeout, leaving a daemon behind) fail
-//! with one line and leave nothing.
+//! with one line and leave nothing. The OpenConnect script against a real ocserv, root and
+//! rootless, exits at the server with the DNS it pushed.
 
 mod common;
 
@@ -540,6 +541,57 @@ fn openconnect_script_hop_reports_an_unreachable_server() {
         assert!(others.is_empty(), "{mode:?}: more than the error: {stderr}");
         assert_gone(&format!("--interface {ifname}"));
         assert_clean(&tb);
+    }
+}
+
+/// The OpenConnect script as a hop against a real AnyConnect-protocol server (Debian's ocserv
+/// on the testbed, password login, pinned certificate), root and rootless: the web host sees
+/// the server's address, names resolve with the DNS server it pushed, and nothing is left
+/// behind (openconnect stopped, its TUN gone).
+#[test]
+fn openconnect_script_hop_exits_at_a_real_ocserv() {
+    skip_unless_root!();
+    if pallium_tests::missing_program(&["ocserv", "ocpasswd", "openconnect"]).is_some() {
+        pallium_tests::skip("ocserv or openconnect is not installed");
+        return;
+    }
+    let tb = Testbed::new("scriptocs");
+    let server = tb.start_ocserv();
+    let path = openconnect_script();
+    let (user, password) = server.user();
+    for mode in modes("script hops") {
+        // A password file only the hop's user reads (the caller rootless).
+        let pw = shared_dir().join(format!("oc-password-{}", mode.name()));
+        std::fs::write(&pw, format!("{password}\n")).unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if mode == Mode::Rootless {
+            let u = TestUser::get();
+            std::os::unix::fs::chown(&pw, Some(u.uid()), Some(u.gid())).unwrap();
+        }
+        let ifname = unique_ifname("poc");
+        let p = readable_profile(
+            "ocs",
+            &format!(
+                r#"{{"chain": [{{"type": "script", "path": "{path}", "interface": "{ifname}",
+                    "destination": "{}", "username": "{user}", "password_file": "{}",
+                    "servercert": "{}", "timeout": "30"}}]}}"#,
+                server.destination(),
+                pw.display(),
+                server.pin()
+            ),
+        );
+        let script = format!(
+            "curl -sS --max-time 10 http://{}/; echo; curl -sS --max-time 10 http://{WEB4_NAME}/; echo",
+            tb.web_v4()
+        );
+        let (ok, stdout, stderr) = one_shot(&tb, mode, &p, &script);
+        assert!(ok, "{mode:?}: {stdout}{stderr}\nocserv: {}", server.log());
+        let exit = server.exit_v4().to_string();
+        let seen: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(seen, [exit.as_str(), exit.as_str()], "{mode:?}: {stderr}");
+        assert_gone(&format!("--interface {ifname}"));
+        assert_clean(&tb);
+        let _ = std::fs::remove_file(&pw);
     }
 }
 
