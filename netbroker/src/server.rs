@@ -767,17 +767,7 @@ fn start_forwarder(
     if bound.is_empty() && onions.is_empty() {
         return Ok(None);
     }
-    let placement = crate::engine::Placement {
-        run_as: (!req.rootless).then(|| {
-            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-            let uid = proto::profile::service_uid(
-                &req.session_id,
-                proto::profile::Service::Engine,
-                &passwd,
-            );
-            (uid, uid)
-        }),
-    };
+    let placement = crate::engine::Placement::session_engine(&req.session_id, req.rootless);
     let userns = ready.userns.as_ref().map(|u| u.0.as_fd());
     forward::start(bound, onions, ready.netns.0.as_fd(), userns, placement)
         .map(Some)

@@ -86,6 +86,25 @@ pub struct Placement {
     pub run_as: Option<(u32, u32)>,
 }
 
+impl Placement {
+    /// Session `session_id`'s engine: root mode as its engine service uid
+    /// (and gid, the same number); rootless as the caller, like the
+    /// netbroker.
+    pub fn session_engine(session_id: &str, rootless: bool) -> Placement {
+        Placement {
+            run_as: (!rootless).then(|| {
+                let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+                let uid = proto::profile::service_uid(
+                    session_id,
+                    proto::profile::Service::Engine,
+                    &passwd,
+                );
+                (uid, uid)
+            }),
+        }
+    }
+}
+
 /// An engine process that has been started but serves nothing yet.
 /// Dropping it kills the process.
 #[derive(Debug)]

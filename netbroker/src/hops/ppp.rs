@@ -29,7 +29,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use proto::broker::ProcEntry;
-use proto::profile::{DnsServer, HopKind, Ppp, Service};
+use proto::profile::{DnsServer, HopKind, Ppp};
 
 use super::script::{spawn_holder, Holder};
 use super::{daemon, HopCx, HopError, HopType, RunningHop};
@@ -238,13 +238,10 @@ fn serve(
             DnsServer::Tcp(sa) => *sa,
         })
         .collect();
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let uid = proto::profile::service_uid(cx.session_id, Service::Engine, &passwd);
+    // Root mode only (the hop is refused rootless).
     let launched = EngineProcess::launch(
         own.fd.as_fd(),
-        Placement {
-            run_as: Some((uid, uid)),
-        },
+        Placement::session_engine(cx.session_id, false),
     )
     .map_err(|e| failed(&e))?;
     let inner = cx.inner.get()?;

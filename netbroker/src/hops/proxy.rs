@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use proto::broker::ProcEntry;
-use proto::profile::{DnsServer, HopOptions, Service};
+use proto::profile::{DnsServer, HopOptions};
 
 use super::{HopCx, HopError, RunningHop};
 use crate::engine::{EngineError, EngineProcess, Placement};
@@ -112,13 +112,7 @@ pub(super) fn start(
         resolvers: cx.outer_resolvers.to_vec(),
         connect_timeout: CONNECT_TIMEOUT,
     };
-    let placement = Placement {
-        run_as: (!cx.rootless).then(|| {
-            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-            let uid = proto::profile::service_uid(cx.session_id, Service::Engine, &passwd);
-            (uid, uid)
-        }),
-    };
+    let placement = Placement::session_engine(cx.session_id, cx.rootless);
     let one_line = |e| match e {
         EngineError::Failed(why) => HopError::Failed(why),
         e => HopError::Failed(e.to_string()),

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use proto::broker::ProcEntry;
 use proto::engine::{WgPeer, WgPeerState};
-use proto::profile::{HopKind, Service};
+use proto::profile::HopKind;
 
 use super::wgconf::{self, short_key, WgConfig};
 use super::{HopCx, HopError, HopType, RunningHop};
@@ -347,13 +347,7 @@ fn start(cx: &mut HopCx<'_>, conf: WgConfig, peers: Vec<WgPeer>) -> Result<WgHop
             Device::Kernel(k)
         }
         None => {
-            let placement = Placement {
-                run_as: (!cx.rootless).then(|| {
-                    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-                    let uid = proto::profile::service_uid(cx.session_id, Service::Engine, &passwd);
-                    (uid, uid)
-                }),
-            };
+            let placement = Placement::session_engine(cx.session_id, cx.rootless);
             let one_line = |e| match e {
                 EngineError::Failed(why) => HopError::Failed(why),
                 e => HopError::Failed(e.to_string()),
