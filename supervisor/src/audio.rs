@@ -224,6 +224,7 @@ fn relay(
             .client(channel, &mut frame[DESCRIPTOR..]);
         let out = match verdict {
             Verdict::Forward => up.write_all(&frame),
+            Verdict::Authenticate => send_with_credentials(&mut up, &frame),
             Verdict::Refuse(reply) => {
                 tracing::info!("audio relay: refused a command from the sandbox");
                 let mut w = to_client.lock().unwrap_or_else(|e| e.into_inner());
@@ -236,6 +237,22 @@ fn relay(
     }
     let _ = up.shutdown(std::net::Shutdown::Both);
     let _ = down.join();
+}
+
+/// `frame` to the server, its first bytes carrying our credentials
+/// (`SCM_CREDENTIALS`).
+fn send_with_credentials(up: &mut UnixStream, frame: &[u8]) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr, UnixCredentials};
+    let creds = UnixCredentials::new();
+    let sent = sendmsg::<UnixAddr>(
+        up.as_raw_fd(),
+        &[std::io::IoSlice::new(frame)],
+        &[ControlMessage::ScmCredentials(&creds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    up.write_all(&frame[sent..])
 }
 
 /// One whole frame (descriptor and payload); None at EOF, on an error or a

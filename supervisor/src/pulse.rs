@@ -173,6 +173,12 @@ pub(crate) fn descriptor(d: &[u8; DESCRIPTOR]) -> Option<Descriptor> {
 pub(crate) enum Verdict {
     /// Send it on to the server.
     Forward,
+    /// Send it on with the relay's credentials (`SCM_CREDENTIALS`), as
+    /// libpulse sends `AUTH`: the server authorises a client of its own uid
+    /// by them. Without them the kernel attaches credentials only if the
+    /// server's socket already asks for them, which it does a moment after
+    /// accepting: an `AUTH` written in that moment was refused.
+    Authenticate,
     /// Drop it and send the client this frame (an access error) instead.
     Refuse(Vec<u8>),
 }
@@ -241,6 +247,7 @@ impl Filter {
                         payload[at + 5..at + 5 + COOKIE_LEN].copy_from_slice(cookie);
                     }
                 }
+                return Verdict::Authenticate;
             }
             _ => {}
         }
@@ -429,14 +436,14 @@ mod tests {
     }
 
     #[test]
-    fn auth_gets_the_callers_cookie() {
+    fn auth_gets_the_callers_cookie_and_credentials() {
         let mut rest = vec![TAG_U32, 0, 0, 0, 35, TAG_ARBITRARY, 0, 0, 1, 0];
         rest.extend_from_slice(&[0; COOKIE_LEN]);
         let mut p = control(command::AUTH, 0, &rest);
         let cookie = [0xab; COOKIE_LEN];
         assert_eq!(
             Filter::new(false, Some(cookie)).client(CONTROL, &mut p),
-            Verdict::Forward
+            Verdict::Authenticate
         );
         assert_eq!(p[p.len() - COOKIE_LEN..], cookie);
     }
