@@ -237,32 +237,11 @@ pub fn rules(policy: &Policy<'_>) -> Vec<Rule> {
             ],
         ));
         if let Some(relay) = policy.relay {
-            for (what, proto) in [
-                ("the DNS relay rule (udp)", IPPROTO_UDP),
-                ("the DNS relay rule (tcp)", IPPROTO_TCP),
-            ] {
+            for (what, exprs) in dns_to(&relay.into()) {
                 out.push(rule(
                     PREROUTING,
                     what,
-                    vec![
-                        Meta(NFT_META_NFPROTO),
-                        Cmp(NFT_CMP_EQ, vec![NFPROTO_IPV4]),
-                        Payload {
-                            base: NFT_PAYLOAD_NETWORK_HEADER,
-                            offset: 16,
-                            len: 4,
-                        },
-                        Cmp(NFT_CMP_EQ, relay.octets().to_vec()),
-                        Meta(NFT_META_L4PROTO),
-                        Cmp(NFT_CMP_EQ, vec![proto]),
-                        Payload {
-                            base: NFT_PAYLOAD_TRANSPORT_HEADER,
-                            offset: 2,
-                            len: 2,
-                        },
-                        Cmp(NFT_CMP_EQ, 53u16.to_be_bytes().to_vec()),
-                        Verdict(NF_ACCEPT),
-                    ],
+                    [exprs, vec![Verdict(NF_ACCEPT)]].concat(),
                 ));
             }
         }
@@ -303,17 +282,7 @@ pub fn rules(policy: &Policy<'_>) -> Vec<Rule> {
             out.push(rule(
                 PREROUTING,
                 what,
-                vec![
-                    Meta(NFT_META_L4PROTO),
-                    Cmp(NFT_CMP_EQ, vec![IPPROTO_ICMPV6]),
-                    Payload {
-                        base: NFT_PAYLOAD_TRANSPORT_HEADER,
-                        offset: 0,
-                        len: 1,
-                    },
-                    Cmp(NFT_CMP_EQ, vec![kind]),
-                    Verdict(NF_ACCEPT),
-                ],
+                [icmpv6_type(kind), vec![Verdict(NF_ACCEPT)]].concat(),
             ));
         }
         out.push(rule(
@@ -369,6 +338,99 @@ pub fn rules(policy: &Policy<'_>) -> Vec<Rule> {
         ));
     }
     out
+}
+
+/// Matches packets to `addr` (IPv4 or IPv6, in an `inet` table).
+fn daddr_is(addr: &std::net::IpAddr) -> Vec<Expr> {
+    let (proto, offset, octets) = match addr {
+        std::net::IpAddr::V4(a) => (NFPROTO_IPV4, 16, a.octets().to_vec()),
+        std::net::IpAddr::V6(a) => (NFPROTO_IPV6, 24, a.octets().to_vec()),
+    };
+    vec![
+        Expr::Meta(NFT_META_NFPROTO),
+        Expr::Cmp(NFT_CMP_EQ, vec![proto]),
+        Expr::Payload {
+            base: NFT_PAYLOAD_NETWORK_HEADER,
+            offset,
+            len: octets.len() as u32,
+        },
+        Expr::Cmp(NFT_CMP_EQ, octets),
+    ]
+}
+
+/// Matches DNS to `addr`: UDP and TCP port 53, one match each (with what
+/// the kernel should call the rule if it refuses it).
+fn dns_to(addr: &std::net::IpAddr) -> [(&'static str, Vec<Expr>); 2] {
+    [
+        ("a DNS rule (udp)", IPPROTO_UDP),
+        ("a DNS rule (tcp)", IPPROTO_TCP),
+    ]
+    .map(|(what, l4)| {
+        let exprs = [
+            daddr_is(addr),
+            vec![
+                Expr::Meta(NFT_META_L4PROTO),
+                Expr::Cmp(NFT_CMP_EQ, vec![l4]),
+                Expr::Payload {
+                    base: NFT_PAYLOAD_TRANSPORT_HEADER,
+                    offset: 2,
+                    len: 2,
+                },
+                Expr::Cmp(NFT_CMP_EQ, 53u16.to_be_bytes().to_vec()),
+            ],
+        ]
+        .concat();
+        (what, exprs)
+    })
+}
+
+/// Matches ICMPv6 messages of type `kind` (neighbour discovery).
+fn icmpv6_type(kind: u8) -> Vec<Expr> {
+    vec![
+        Expr::Meta(NFT_META_L4PROTO),
+        Expr::Cmp(NFT_CMP_EQ, vec![IPPROTO_ICMPV6]),
+        Expr::Payload {
+            base: NFT_PAYLOAD_TRANSPORT_HEADER,
+            offset: 0,
+            len: 1,
+        },
+        Expr::Cmp(NFT_CMP_EQ, vec![kind]),
+    ]
+}
+
+/// Test helper: in a forked child's own network namespace (root only),
+/// `make` a table there and check that `nft list table inet TABLE` shows
+/// the `want` lines, in that order, among its own.
+#[cfg(test)]
+pub(crate) fn assert_read_back<T>(
+    table: &str,
+    make: impl FnOnce() -> Result<T, String>,
+    want: &[&str],
+) {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let status = crate::testutil::in_child(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
+        let t = make()?;
+        let o = std::process::Command::new("nft")
+            .args(["list", "table", "inet", table])
+            .output()
+            .map_err(|e| e.to_string())?;
+        drop(t);
+        let text = String::from_utf8_lossy(&o.stdout);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| want.contains(l))
+            .collect();
+        if lines != want {
+            return Err(format!("got:\n{text}"));
+        }
+        Ok(())
+    });
+    assert_eq!(status, Ok(()));
 }
 
 #[cfg(test)]
@@ -442,30 +504,15 @@ mod tests {
         assert_eq!(fwd[0].exprs.last(), Some(&Expr::Verdict(NF_DROP)));
     }
 
-    /// `nft list table` output for a table, in a fresh network namespace.
-    fn listed(table: &str, p: &Policy<'_>) -> Result<String, String> {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
-        let t = session_table(table, p).map_err(|e| format!("{e:?}"))?;
-        let o = std::process::Command::new("nft")
-            .args(["list", "table", "inet", table])
-            .output()
-            .map_err(|e| e.to_string())?;
-        drop(t);
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-    }
-
     /// The kernel accepts the whole batch and `nft` reads back the rules we
-    /// meant (root only; in a forked child's own network namespace).
+    /// meant.
     #[test]
     fn the_kernel_reads_back_the_rules_we_meant() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-        let status = crate::testutil::in_child(|| {
-            let p = policy(Some(Ipv4Addr::new(10, 0, 0, 1)), false);
-            let text = listed("pallium_test0002", &p)?;
-            let want = [
+        let p = policy(Some(Ipv4Addr::new(10, 0, 0, 1)), false);
+        assert_read_back(
+            "pallium_test0002",
+            || session_table("pallium_test0002", &p).map_err(|e| format!("{e:?}")),
+            &[
                 "type nat hook postrouting priority srcnat; policy accept;",
                 "iifname \"pallium0123abcd\" masquerade",
                 "type filter hook prerouting priority mangle; policy accept;",
@@ -480,18 +527,8 @@ mod tests {
                 "type filter hook forward priority filter; policy accept;",
                 "iifname \"pallium0123abcd\" oifname \"pallium*\" drop",
                 "iifname \"pallium0123abcd\" ip daddr 169.254.0.0/16 drop",
-            ];
-            let lines: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| want.contains(l))
-                .collect();
-            if lines != want {
-                return Err(format!("got:\n{text}"));
-            }
-            Ok(())
-        });
-        assert_eq!(status, Ok(()));
+            ],
+        );
     }
 
     /// In a fresh network namespace (forked child, root only): the table shows
