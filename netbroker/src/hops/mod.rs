@@ -62,6 +62,16 @@ pub enum HopError {
     Cancelled,
 }
 
+/// The packet engine failed: one line, its own words where it has them.
+impl From<crate::engine::EngineError> for HopError {
+    fn from(e: crate::engine::EngineError) -> HopError {
+        match e {
+            crate::engine::EngineError::Failed(why) => HopError::Failed(why),
+            e => HopError::Failed(e.to_string()),
+        }
+    }
+}
+
 /// A hop that failed, with its position in the chain (1-based, as users count).
 #[derive(Debug, thiserror::Error)]
 #[error("hop {number} ({kind})")]

@@ -14,7 +14,7 @@ use proto::broker::ProcEntry;
 use proto::profile::{DnsServer, HopOptions};
 
 use super::{HopCx, HopError, RunningHop};
-use crate::engine::{EngineError, EngineProcess, Placement};
+use crate::engine::{EngineProcess, Placement};
 use crate::tun;
 use crate::tun2socks::{self, Config, DnsConfig, ProxyConfig};
 
@@ -113,12 +113,8 @@ pub(super) fn start(
         connect_timeout: CONNECT_TIMEOUT,
     };
     let placement = Placement::session_engine(cx.session_id, cx.rootless);
-    let one_line = |e| match e {
-        EngineError::Failed(why) => HopError::Failed(why),
-        e => HopError::Failed(e.to_string()),
-    };
     // The engine process loads while the proxy is checked and the TUN made.
-    let launched = EngineProcess::launch(cx.outer, placement).map_err(one_line)?;
+    let launched = EngineProcess::launch(cx.outer, placement)?;
     // A hop daemon's unix socket is checked by its hop (tor lists its
     // listeners; root mode the netbroker may not reach it at all).
     if config.proxy.unix.is_none() {
@@ -128,7 +124,7 @@ pub(super) fn start(
     let inner = cx.inner.get()?;
     let tun =
         tun::create(inner.fd.as_fd(), &mut inner.rtnl, TUN_NAME, TUN_MTU).map_err(HopError::Tun)?;
-    let engine = launched.serve(tun, &config).map_err(one_line)?;
+    let engine = launched.serve(tun, &config)?;
     (cx.progress)(format!("{TUN_NAME} is served through the {name}"));
     Ok(ProxyHop {
         engine,

@@ -51,7 +51,7 @@ use proto::profile::HopKind;
 
 use super::wgconf::{self, short_key, WgConfig};
 use super::{HopCx, HopError, HopType, RunningHop};
-use crate::engine::{EngineError, EngineProcess, Placement};
+use crate::engine::{EngineProcess, Placement};
 use crate::netns::run_in;
 use crate::rtnl::Rtnl;
 use crate::tun::Tun;
@@ -348,18 +348,10 @@ fn start(cx: &mut HopCx<'_>, conf: WgConfig, peers: Vec<WgPeer>) -> Result<WgHop
         }
         None => {
             let placement = Placement::session_engine(cx.session_id, cx.rootless);
-            let one_line = |e| match e {
-                EngineError::Failed(why) => HopError::Failed(why),
-                e => HopError::Failed(e.to_string()),
-            };
-            let launched = EngineProcess::launch(cx.outer, placement).map_err(one_line)?;
+            let launched = EngineProcess::launch(cx.outer, placement)?;
             let tun = make_tun(cx.inner.get()?, &conf, &peers, mtu)?;
             (cx.progress)(handshaking);
-            Device::Userspace(
-                launched
-                    .serve_wireguard(tun, conf.private_key, peers)
-                    .map_err(one_line)?,
-            )
+            Device::Userspace(launched.serve_wireguard(tun, conf.private_key, peers)?)
         }
     };
     wait_for_handshakes(cx, &mut device, &names, &with_endpoint)?;
