@@ -383,6 +383,22 @@ pub struct MapBack {
     pub wait: RawFd,
 }
 
+/// In a child between fork and exec: make `fd` the descriptor `target`
+/// that survives exec. `dup2` onto itself is a no-op that would leave
+/// `FD_CLOEXEC` set (the descriptor would vanish at exec when it happened to
+/// be `target` already), so that case clears the flag instead.
+/// Async-signal-safe: one `dup2` or `fcntl`.
+fn inherit_as(fd: RawFd, target: RawFd) -> libc::c_int {
+    if fd == target {
+        // SAFETY: fcntl on an integer descriptor touches no memory of ours.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }
+    } else {
+        // SAFETY: dup2 on integer descriptors touches no memory of ours; it
+        // replaces `target` atomically.
+        unsafe { libc::dup2(fd, target) }
+    }
+}
+
 /// Place a child between fork and exec: SIGTERM, which we ignore (and an
 /// ignored signal stays ignored across exec), gets its default action back
 /// so stopping it works; enter its network namespace; take its inherited
@@ -413,7 +429,7 @@ pub fn place_child(cmd: &mut Command, p: ChildPlacement) {
             }
             // dup2 leaves the copy without FD_CLOEXEC, so it survives exec.
             if let Some((ours, theirs)) = p.inherit {
-                if libc::dup2(ours, theirs) < 0 {
+                if inherit_as(ours, theirs) < 0 {
                     return Err(io::Error::last_os_error());
                 }
             }
@@ -573,7 +589,7 @@ pub fn place_script_init(cmd: &mut Command, netns: RawFd, status: RawFd) {
             if netns >= 0 && libc::setns(netns, libc::CLONE_NEWNET) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            if libc::dup2(status, 3) < 0 || libc::close_range(4, u32::MAX, 0) != 0 {
+            if inherit_as(status, 3) < 0 || libc::close_range(4, u32::MAX, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {

@@ -119,7 +119,13 @@ fn spawn_broker(run_dir: &Path) -> Result<(Child, Sup), String> {
     // SAFETY: between fork and exec only async-signal-safe dup2/prctl are called.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(raw, 3) != 3 {
+            // dup2 onto itself would keep FD_CLOEXEC.
+            let r = if raw == 3 {
+                libc::fcntl(raw, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -501,7 +507,13 @@ fn spawn_broker_at(exe: &Path, run_dir: &Path) -> Result<(Child, Sup), String> {
     // SAFETY: between fork and exec only async-signal-safe dup2/prctl are called.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(raw, 3) != 3 {
+            // dup2 onto itself would keep FD_CLOEXEC.
+            let r = if raw == 3 {
+                libc::fcntl(raw, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

@@ -34,7 +34,7 @@ pub(crate) fn prepare_helper(cmd: &mut Command, channel: RawFd, death_signal: Si
             }
             nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
-            if libc::dup2(channel, 3) < 0 {
+            if inherit_as(channel, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -109,6 +109,22 @@ pub(crate) fn owned(fd: RawFd) -> std::os::fd::OwnedFd {
     use std::os::fd::FromRawFd;
     // SAFETY: `fd` was just returned by accept4/socket and has no other owner.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// In a child between fork and exec: make `fd` the descriptor `target`
+/// that survives exec. `dup2` onto itself is a no-op that would leave
+/// `FD_CLOEXEC` set (the descriptor vanished at exec when it happened to be
+/// `target` already), so that case clears the flag instead.
+/// Async-signal-safe: one `dup2` or `fcntl`.
+pub(crate) fn inherit_as(fd: RawFd, target: RawFd) -> libc::c_int {
+    if fd == target {
+        // SAFETY: fcntl on an integer descriptor touches no memory of ours.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }
+    } else {
+        // SAFETY: dup2 on integer descriptors touches no memory of ours;
+        // it replaces `target` atomically.
+        unsafe { libc::dup2(fd, target) }
+    }
 }
 
 /// Own fd 3, which our parent put there for us (`prepare_helper`): the

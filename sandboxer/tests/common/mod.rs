@@ -56,7 +56,13 @@ impl Sandboxer {
         // both async-signal-safe, and allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(raw, 3) < 0 {
+                // dup2 onto itself would keep FD_CLOEXEC.
+                let r = if raw == 3 {
+                    libc::fcntl(raw, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(raw, 3)
+                };
+                if r < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
