@@ -107,6 +107,28 @@ impl Registry {
 }
 
 impl Host {
+    /// Makes this host a gateway for a VPN server's clients: it forwards
+    /// (IPv4 and IPv6) and masquerades what leaves by `eth0`, so the web
+    /// host sees this host's address.
+    pub(crate) fn masquerade_out(&self) {
+        for s in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            cmd::run(&mut cmd::netns_exec(&self.netns, ["sysctl", "-qw", s]));
+        }
+        let nft =
+            "table inet ptnat {\n chain post {\n  type nat hook postrouting priority srcnat;\n  \
+                   oifname \"eth0\" masquerade\n }\n}\n";
+        let out = cmd::output(
+            &mut cmd::netns_exec(&self.netns, ["nft", "-f", "-"]),
+            Some(nft),
+        );
+        assert!(
+            out.status.success(),
+            "NAT on {}: {}",
+            self.label,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Creates a host of `kind` (which names it: `microsocks`, `microsocks2`, …) on the services
     /// LAN with the next free address of `pool`; with `dns`, also `<label>.pallium.test`.
     pub(crate) fn create(

@@ -86,26 +86,7 @@ impl Testbed {
             Some(&format!("{PASSWORD}\n{PASSWORD}\n")),
         );
         assert!(o.status.success(), "ocpasswd: {o:?}");
-        cmd::run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &host.netns,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]));
-        let nat =
-            "table inet ptoc {\n chain post {\n  type nat hook postrouting priority srcnat;\n  \
-                   oifname \"eth0\" masquerade\n }\n}\n";
-        std::fs::write(dir.join("nat.nft"), nat).expect("write nat.nft");
-        cmd::run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &host.netns,
-            "nft",
-            "-f",
-            &p("nat.nft"),
-        ]));
+        host.masquerade_out();
         let conf = format!(
             "auth = \"plain[passwd={passwd}]\"\ntcp-port = {OCSERV_PORT}\n\
              run-as-user = nobody\nrun-as-group = nogroup\nsocket-file = {sock}\n\

@@ -148,28 +148,7 @@ impl Testbed {
         )
         .expect("write verify.sh");
         std::fs::set_permissions(&verify, Permissions::from_mode(0o755)).expect("chmod");
-        cmd::run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &host.netns,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-            "net.ipv6.conf.all.forwarding=1",
-        ]));
-        let nat =
-            "table inet ptovpn {\n chain post {\n  type nat hook postrouting priority srcnat;\n  \
-                   oifname \"eth0\" masquerade\n }\n}\n";
-        let rules = dir.join("nat.nft");
-        std::fs::write(&rules, nat).expect("write nat.nft");
-        cmd::run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &host.netns,
-            "nft",
-            "-f",
-            &rules.to_string_lossy(),
-        ]));
+        host.masquerade_out();
         let start = |proto: &str, port: u16, dev: &str, net: u8| {
             let conf = dir.join(format!("server-{dev}.conf"));
             std::fs::write(

@@ -159,18 +159,7 @@ impl Testbed {
             &format!("addr add {WG_SERVER}/24 dev {ifname}\nlink set {ifname} up\n"),
             false,
         );
-        let nat = cmd::output(
-            cmd::netns_exec(
-                ns,
-                ["sh", "-c", "sysctl -qw net.ipv4.ip_forward=1 && nft -f -"],
-            )
-            .stdin(std::process::Stdio::piped()),
-            Some(
-                "table ip wgnat {\n chain post {\n  type nat hook postrouting priority 100;\n  \
-                 oifname \"eth0\" masquerade\n }\n}\n",
-            ),
-        );
-        assert!(nat.status.success(), "wireguard peer NAT: {nat:?}");
+        host.masquerade_out();
         WgPeer {
             daemon,
             host,

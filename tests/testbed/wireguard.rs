@@ -148,18 +148,7 @@ impl Testbed {
             ),
             false,
         );
-        for s in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
-            cmd::run(&mut cmd::netns_exec(ns, ["sysctl", "-q", "-w", s]));
-        }
-        let nft =
-            "table inet wgnat {\n chain post {\n  type nat hook postrouting priority 100;\n  \
-                   oifname \"eth0\" masquerade\n }\n}\n";
-        let out = cmd::output(&mut cmd::netns_exec(ns, ["nft", "-f", "-"]), Some(nft));
-        assert!(
-            out.status.success(),
-            "nft: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        host.masquerade_out();
         WgServer {
             daemon,
             host,
