@@ -115,6 +115,7 @@ fn main() -> std::io::Result<()> {
             init_pid: 4242,
             root: fd(),
             owner: Some((1000, 1000)),
+            audio: None,
         },
     );
     w.frame(

@@ -33,4 +33,4 @@ pub use error::{ErrorKind, RemoteError};
 pub use wire::{Channel, Fd, WireError};
 
 /// Bumped whenever a message changes shape; peers refuse a mismatch at hello.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;

@@ -39,10 +39,14 @@ pub enum SandboxEvent {
     /// `owner`: the host uid/gid the application runs as (root mode; None
     /// rootless or as the host's root), which `cp`/`mv` act as in the
     /// sandbox.
+    /// `audio`: with `sandbox.audio` under gVisor, a listening TCP socket
+    /// on the application namespace's 127.0.0.1 for the audio relay to
+    /// serve (gVisor's host Unix sockets refuse libpulse's credentials).
     Ready {
         init_pid: i32,
         root: Fd,
         owner: Option<(u32, u32)>,
+        audio: Option<Fd>,
     },
     /// A `Spawn` has started (`pid` as the host sees it).
     Spawned { id: u32, pid: i32 },

@@ -212,7 +212,7 @@ impl Server {
         }
         let seccomp = Filter::compile(&req.profile);
         match setup::setup(req) {
-            Ok(sb) => {
+            Ok(mut sb) => {
                 tracing::info!(init = sb.init.as_raw(), "sandbox ready");
                 // The view is built: what only that needed goes now, before
                 // the supervisor hears of it.
@@ -242,6 +242,7 @@ impl Server {
                 )
                 .map_err(ServerError::Root);
                 let (init_pid, owner) = (sb.init.as_raw(), sb.host_owner);
+                let audio = sb.audio.take().map(proto::Fd);
                 // Ours before the supervisor hears of it, so that a failed
                 // send (the supervisor died) still ends it in `shutdown`.
                 self.sandbox = Some(sb);
@@ -250,6 +251,7 @@ impl Server {
                     init_pid,
                     root: proto::Fd(root?),
                     owner,
+                    audio,
                 })?;
                 Ok(Flow::Continue)
             }

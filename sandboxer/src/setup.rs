@@ -52,6 +52,12 @@ pub struct Sandbox {
     pub landlock: Landlock,
     /// `sandbox.gvisor`: runsc and its containers.
     pub gvisor: Option<Gvisor>,
+    /// `sandbox.audio` under gVisor: a TCP listener on the application
+    /// namespace's 127.0.0.1, for the supervisor's audio relay. gVisor's
+    /// host Unix sockets refuse the credentials libpulse sends with its
+    /// `AUTH` (`SCM_CREDENTIALS`: sendmsg fails with EINVAL), so the relay's
+    /// Unix socket is of no use there. Taken by the `Ready` event.
+    pub audio: Option<OwnedFd>,
 }
 
 /// A failed step of `Setup`.
@@ -85,6 +91,8 @@ pub enum SetupError {
     Landlock(#[from] LandlockError),
     #[error("prepare gVisor")]
     Gvisor(#[from] GvisorError),
+    #[error("listen on 127.0.0.1 for the audio relay (sandbox.audio under gVisor): {0}")]
+    AudioListener(#[source] std::io::Error),
 }
 
 /// Run `Setup` in the calling (single-threaded) process.
@@ -103,6 +111,11 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         ns: "network",
         source,
     })?;
+    // In the application's namespace now: a socket made here stays there.
+    let audio = (req.profile.gvisor && req.profile.audio)
+        .then(|| std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).map(OwnedFd::from))
+        .transpose()
+        .map_err(SetupError::AudioListener)?;
     // The PID namespace comes last, right before the init is forked: its
     // first child is its PID 1 (a helper forked meanwhile, for an idmapped
     // bind, would take that place and end the namespace with it).
@@ -227,6 +240,7 @@ pub fn setup(req: Setup) -> Result<Sandbox, SetupError> {
         app_userns,
         app_uid,
         host_owner,
+        audio,
     })
 }
 

@@ -6,12 +6,16 @@
 //! caller's server as a PulseAudio client finds it (`PULSE_SERVER`, then
 //! `$XDG_RUNTIME_DIR/pulse/native`; PipeWire's pulse server alike), relays
 //! whole frames and refuses what `crate::pulse` refuses; the daemon sees the
-//! relay's uid. It ends when the supervisor's pipe on its stdin closes.
+//! relay's uid. It ends when the supervisor's control channel (its stdin)
+//! closes. Under gVisor, whose host Unix sockets refuse libpulse's
+//! credentials, the sandboxer makes a TCP listener on the application
+//! namespace's 127.0.0.1 and the supervisor hands it to the relay over that
+//! channel; the application gets `PULSE_SERVER=tcp:127.0.0.1:PORT`.
 
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,11 +23,14 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use proto::Channel;
+use serde::{Deserialize, Serialize};
 
 use crate::pulse::{self, Verdict, COOKIE_LEN, DESCRIPTOR};
 
-/// Clients served at once; more are closed at once.
-const MAX_CLIENTS: usize = 32;
+/// Clients served at once; more are closed at once (a browser uses a few;
+/// the server's own limit is shared with every other application).
+const MAX_CLIENTS: usize = 16;
 /// The relay's socket, client configuration and dummy cookie in the share
 /// directory (the sandbox's `/tmp/.pallium`).
 pub(crate) const SOCKET: &str = "pulse-native";
@@ -35,15 +42,44 @@ pub(crate) const COOKIE: &str = "pulse-cookie";
 const CLIENT_CONF_TEXT: &str =
     "# pallium: the audio relay carries bytes only\nautospawn = no\nenable-shm = no\nenable-memfd = no\n";
 
-/// The running relay: it ends when this is dropped (its stdin closes), and
-/// is killed too.
+/// What the supervisor tells its relay on the control channel.
+#[derive(Debug, Serialize, Deserialize)]
+enum Control {
+    /// Serve this listening TCP socket too (`sandbox.audio` under gVisor:
+    /// one on the application namespace's 127.0.0.1, made by the sandboxer).
+    Listen(proto::Fd),
+}
+
+/// The running relay: it ends when this is dropped (its control channel
+/// closes), and is killed too.
 pub(crate) struct Relay {
     child: Child,
+    control: Option<Channel<Control, Control>>,
+}
+
+impl Relay {
+    /// Serve `listener`, a listening TCP socket, too; its port (on
+    /// 127.0.0.1, where the sandbox reaches it).
+    pub(crate) fn listen_tcp(&mut self, listener: OwnedFd) -> Result<u16> {
+        let addr = std::net::TcpListener::from(listener.try_clone()?)
+            .local_addr()
+            .context("the audio relay's TCP listener")?;
+        if !addr.ip().is_loopback() {
+            bail!("the sandboxer's audio listener is on {addr}, not on the loopback");
+        }
+        let port = addr.port();
+        self.control
+            .as_ref()
+            .context("the audio relay has ended")?
+            .send(Control::Listen(proto::Fd(listener)))
+            .context("handing the audio relay its TCP listener")?;
+        Ok(port)
+    }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        drop(self.child.stdin.take());
+        drop(self.control.take());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -121,75 +157,173 @@ pub(crate) fn start(share: &Path, microphone: bool) -> Result<Relay> {
     if microphone {
         cmd.arg("--microphone");
     }
-    cmd.stdin(Stdio::piped())
+    // The control channel is the relay's stdin: its end, the relay's.
+    let (control, theirs) = Channel::pair().context("the audio relay's control channel")?;
+    cmd.stdin(Stdio::from(theirs))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     let fd: OwnedFd = listener.into();
     crate::sys::prepare_helper(&mut cmd, fd.as_raw_fd(), nix::sys::signal::Signal::SIGKILL);
     let child = cmd.spawn().context("starting the audio relay")?;
-    Ok(Relay { child })
+    Ok(Relay {
+        child,
+        control: Some(control),
+    })
 }
 
-/// `pallium audio-relay`: serve the listener on fd 3 until stdin closes.
+/// A listener the relay serves.
+enum Listener {
+    /// The share directory's socket (fd 3).
+    Unix(UnixListener),
+    /// `sandbox.audio` under gVisor: TCP on the application's loopback.
+    Tcp(std::net::TcpListener),
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Unix(l) => l.as_fd(),
+            Listener::Tcp(l) => l.as_fd(),
+        }
+    }
+}
+
+/// `pallium audio-relay`: serve the listener on fd 3 (and those the
+/// control channel on stdin hands over) until the channel closes.
 pub(crate) fn serve(server: PathBuf, microphone: bool) -> Result<i32> {
     // As the caller (root mode: uid 0), but with no capability at all.
     proto::policy::drop_to(proto::policy::Role::Supervisor)
         .context("audio relay: dropping capabilities")?;
     nix::sys::prctl::set_dumpable(false).context("audio relay: PR_SET_DUMPABLE")?;
-    let listener = UnixListener::from(crate::sys::inherited_fd3());
+    let mut listeners = vec![Listener::Unix(UnixListener::from(
+        crate::sys::inherited_fd3(),
+    ))];
+    let mut control: Channel<Control, Control> = Channel::new(
+        std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("audio relay: the control channel")?,
+    );
     let cookie: Option<[u8; COOKIE_LEN]> = read_cookie().and_then(|c| c.try_into().ok());
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let stdin = std::io::stdin();
     loop {
-        let mut fds = [
-            PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
-            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-        ];
+        let mut fds: Vec<PollFd> = std::iter::once(control.fd())
+            .chain(listeners.iter().map(|l| l.as_fd()))
+            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+            .collect();
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e).context("audio relay: poll"),
         }
-        if fds[0].revents().is_some_and(|r| !r.is_empty()) {
-            // The supervisor's pipe: EOF (or anything) ends us.
-            return Ok(0);
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if ready[0] {
+            match control.recv() {
+                Ok(Control::Listen(fd)) => {
+                    listeners.push(Listener::Tcp(std::net::TcpListener::from(fd.0)));
+                }
+                // The supervisor closed it (or sent what we cannot read): end.
+                Err(_) => return Ok(0),
+            }
         }
-        if fds[1].revents().is_none_or(|r| r.is_empty()) {
-            continue;
-        }
-        let Ok((client, _)) = listener.accept() else {
-            continue;
-        };
-        use std::sync::atomic::Ordering;
-        if active.load(Ordering::SeqCst) >= MAX_CLIENTS {
-            tracing::warn!("audio relay: {MAX_CLIENTS} clients already; refusing another");
-            continue;
-        }
-        let upstream = match UnixStream::connect(&server) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("audio relay: connecting to {}: {e}", server.display());
+        for (listener, _) in listeners.iter().zip(&ready[1..]).filter(|(_, r)| **r) {
+            let client = match listener {
+                Listener::Unix(l) => l.accept().map(|(c, _)| Client::Unix(c)),
+                Listener::Tcp(l) => l.accept().map(|(c, _)| {
+                    let _ = c.set_nodelay(true);
+                    Client::Tcp(c)
+                }),
+            };
+            let Ok(client) = client else {
+                continue;
+            };
+            use std::sync::atomic::Ordering;
+            if active.load(Ordering::SeqCst) >= MAX_CLIENTS {
+                tracing::warn!("audio relay: {MAX_CLIENTS} clients already; refusing another");
                 continue;
             }
-        };
-        active.fetch_add(1, Ordering::SeqCst);
-        let active = active.clone();
-        std::thread::spawn(move || {
-            relay(client, upstream, microphone, cookie);
-            active.fetch_sub(1, Ordering::SeqCst);
-        });
+            let upstream = match UnixStream::connect(&server) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("audio relay: connecting to {}: {e}", server.display());
+                    continue;
+                }
+            };
+            let slot = Slot::take(&active);
+            let spawned = std::thread::Builder::new().spawn(move || {
+                let _slot = slot;
+                match client {
+                    Client::Unix(c) => relay(c, upstream, microphone, cookie),
+                    Client::Tcp(c) => relay(c, upstream, microphone, cookie),
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::warn!("audio relay: no thread for a client: {e}");
+            }
+        }
+    }
+}
+
+/// One of the [`MAX_CLIENTS`] places, given back when dropped (also when
+/// the client's thread could not start, or panicked).
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Slot {
+    fn take(active: &Arc<std::sync::atomic::AtomicUsize>) -> Slot {
+        active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Slot(active.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// An accepted client.
+enum Client {
+    Unix(UnixStream),
+    Tcp(std::net::TcpStream),
+}
+
+/// A client's connection, either kind.
+trait Conn: Read + Write + Send + Sized + 'static {
+    fn dup(&self) -> std::io::Result<Self>;
+    fn end(&self);
+}
+
+impl Conn for UnixStream {
+    fn dup(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+    fn end(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Conn for std::net::TcpStream {
+    fn dup(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+    fn end(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
     }
 }
 
 /// One client: frames both ways until either side ends. The server's
 /// frames are shown to the client's [`pulse::Filter`] before the client
 /// sees them, so it knows the client's streams before the client does.
-fn relay(
-    client: UnixStream,
+fn relay<C: Conn>(
+    client: C,
     upstream: UnixStream,
     microphone: bool,
     cookie: Option<[u8; COOKIE_LEN]>,
 ) {
-    let (Ok(client_r), Ok(upstream_r)) = (client.try_clone(), upstream.try_clone()) else {
+    let (Ok(client_r), Ok(upstream_r)) = (client.dup(), upstream.try_clone()) else {
         return;
     };
     let filter = Arc::new(Mutex::new(pulse::Filter::new(microphone, cookie)));
@@ -197,7 +331,7 @@ fn relay(
     let down = {
         let to_client = to_client.clone();
         let filter = filter.clone();
-        std::thread::spawn(move || {
+        std::thread::Builder::new().spawn(move || {
             let mut from = upstream_r;
             while let Some(frame) = read_frame(&mut from) {
                 let channel = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
@@ -210,9 +344,11 @@ fn relay(
                     break;
                 }
             }
-            let w = to_client.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = w.shutdown(std::net::Shutdown::Both);
+            to_client.lock().unwrap_or_else(|e| e.into_inner()).end();
         })
+    };
+    let Ok(down) = down else {
+        return;
     };
     let mut from = client_r;
     let mut up = upstream;
@@ -229,6 +365,10 @@ fn relay(
                 tracing::info!("audio relay: refused a command from the sandbox");
                 let mut w = to_client.lock().unwrap_or_else(|e| e.into_inner());
                 w.write_all(&reply)
+            }
+            Verdict::Close => {
+                tracing::warn!("audio relay: a client left too many commands unanswered; closed");
+                break;
             }
         };
         if out.is_err() {
@@ -257,15 +397,16 @@ fn send_with_credentials(up: &mut UnixStream, frame: &[u8]) -> std::io::Result<(
 
 /// One whole frame (descriptor and payload); None at EOF, on an error or a
 /// frame over the size limit.
-fn read_frame(from: &mut UnixStream) -> Option<Vec<u8>> {
+fn read_frame(from: &mut impl Read) -> Option<Vec<u8>> {
     let mut d = [0u8; DESCRIPTOR];
     from.read_exact(&mut d).ok()?;
     let desc = pulse::descriptor(&d)?;
-    let mut frame = Vec::with_capacity(DESCRIPTOR + desc.length);
+    // Grown as bytes arrive: a length alone commits no memory.
+    let mut frame = Vec::with_capacity(DESCRIPTOR + desc.length.min(64 << 10));
     frame.extend_from_slice(&d);
-    frame.resize(DESCRIPTOR + desc.length, 0);
-    from.read_exact(&mut frame[DESCRIPTOR..]).ok()?;
-    Some(frame)
+    let want = DESCRIPTOR + desc.length;
+    from.take(desc.length as u64).read_to_end(&mut frame).ok()?;
+    (frame.len() == want).then_some(frame)
 }
 
 /// The environment the application gets for the relay (paths in the

@@ -140,6 +140,23 @@ impl Desktop {
     }
 }
 
+impl Desktop {
+    /// `sandbox.audio` under gVisor: the relay serves `listener` (TCP on
+    /// the application namespace's 127.0.0.1, from the sandboxer) too; the
+    /// variable that points the application at it instead of the socket.
+    pub(crate) fn audio_over_tcp(&mut self, listener: std::os::fd::OwnedFd) -> Result<Env> {
+        let relay = self
+            .relay
+            .as_mut()
+            .context("the sandboxer made an audio listener, but no relay runs")?;
+        let port = relay.listen_tcp(listener)?;
+        Ok(vec![(
+            "PULSE_SERVER".into(),
+            format!("tcp:127.0.0.1:{port}"),
+        )])
+    }
+}
+
 /// Create `dir` with `mode`; root mode (`owner`: the service ids) root's
 /// with the service group, the setgid bit and group write, so that both the
 /// supervisor and root without CAP_DAC_OVERRIDE (the netbroker, which

@@ -11,8 +11,12 @@
 //! server or on other clients (modules, defaults, device volume, suspend,
 //! ports, card profiles, extensions, the sample cache, moving or killing
 //! streams, exit), and listing other clients or their streams (their names
-//! and media titles). The cookie of `AUTH` is replaced by the caller's.
-//! Everything else (audio data) passes unread.
+//! and media titles). The cookie of `AUTH` is replaced by the caller's and
+//! its protocol flags asking for shared memory are cleared; a frame whose
+//! descriptor flags say shared memory ends the connection (its length would
+//! not say what follows). Tags must grow, so the reply naming a create's tag
+//! is that create's; a client with [`MAX_INFLIGHT`] commands unanswered is
+//! cut off. Everything else (audio data) passes unread.
 
 #![forbid(unsafe_code)]
 
@@ -31,6 +35,15 @@ const TAG_U32: u8 = b'L';
 const TAG_ARBITRARY: u8 = b'x';
 /// `PA_ERR_ACCESS`.
 const ERR_ACCESS: u32 = 1;
+/// `PA_FLAG_SEEKMASK`: the only descriptor flags of a frame without shared
+/// memory (`PA_FLAG_SHM*` are above).
+const SEEK_MASK: u32 = 0xff;
+/// `PA_PROTOCOL_FLAG_SHM | PA_PROTOCOL_FLAG_MEMFD` in `AUTH`'s version.
+const AUTH_SHM_FLAGS: u32 = 0xc000_0000;
+/// Commands forwarded and not yet answered, per client; past this the
+/// client is cut off (one that never reads its replies would grow the
+/// server's send queue without end).
+const MAX_INFLIGHT: usize = 1024;
 /// Bytes of a cookie (`PA_NATIVE_COOKIE_LENGTH`).
 pub(crate) const COOKIE_LEN: usize = 256;
 /// Own streams remembered per client (a client that opens more forgets the
@@ -161,11 +174,16 @@ pub(crate) struct Descriptor {
 }
 
 /// The descriptor at the start of `d`; None when its length is over
-/// [`MAX_PAYLOAD`].
+/// [`MAX_PAYLOAD`] or its flags carry more than a seek mode. Shared memory
+/// is off on every relayed connection (the client's configuration, and
+/// `AUTH`'s protocol flags cleared), and a shared-memory frame's length does
+/// not say what follows it: a client sending one (a "release" with a length)
+/// would have the server read its payload as frames the filter never saw.
 pub(crate) fn descriptor(d: &[u8; DESCRIPTOR]) -> Option<Descriptor> {
     let length = u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize;
     let channel = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
-    (length <= MAX_PAYLOAD).then_some(Descriptor { length, channel })
+    let flags = u32::from_be_bytes([d[16], d[17], d[18], d[19]]);
+    (length <= MAX_PAYLOAD && flags & !SEEK_MASK == 0).then_some(Descriptor { length, channel })
 }
 
 /// What to do with a frame from the client.
@@ -181,6 +199,8 @@ pub(crate) enum Verdict {
     Authenticate,
     /// Drop it and send the client this frame (an access error) instead.
     Refuse(Vec<u8>),
+    /// End the connection (too many commands unanswered).
+    Close,
 }
 
 /// One client connection's filter: what it may do, and the streams it made
@@ -193,6 +213,11 @@ pub(crate) struct Filter {
     pending: HashMap<u32, bool>,
     sink_inputs: HashSet<u32>,
     source_outputs: HashSet<u32>,
+    /// The last command's tag: tags must grow (libpulse counts them up), so
+    /// a reply with a create's tag answers that create and nothing else.
+    last_tag: Option<u32>,
+    /// Commands forwarded and not answered yet.
+    inflight: usize,
 }
 
 impl Filter {
@@ -203,6 +228,8 @@ impl Filter {
             pending: HashMap::new(),
             sink_inputs: HashSet::new(),
             source_outputs: HashSet::new(),
+            last_tag: None,
+            inflight: 0,
         }
     }
 
@@ -216,7 +243,15 @@ impl Filter {
         let Some(cmd) = u32_at(payload, 0) else {
             return Verdict::Refuse(access_error(0));
         };
-        let tag = u32_at(payload, 5).unwrap_or(0);
+        let Some(tag) = u32_at(payload, 5) else {
+            return Verdict::Refuse(access_error(0));
+        };
+        // A tag used again would let the reply to another command (say,
+        // buffer attributes that read like an index) pass for a create's.
+        if self.last_tag.is_some_and(|last| tag <= last) {
+            return Verdict::Refuse(access_error(tag));
+        }
+        self.last_tag = Some(tag);
         let index = u32_at(payload, 10);
         let allowed = match rule(cmd) {
             Some(Rule::Allowed) => true,
@@ -237,6 +272,11 @@ impl Filter {
                     .insert(tag, cmd == command::CREATE_RECORD_STREAM);
             }
             command::AUTH => {
+                // No shared memory: the relay carries bytes only.
+                if let Some(version) = u32_at(payload, 10) {
+                    payload[11..15].copy_from_slice(&(version & !AUTH_SHM_FLAGS).to_be_bytes());
+                }
+                self.inflight += 1;
                 if let Some(cookie) = &self.cookie {
                     // AUTH: 'L' version, then 'x' length(256) and the cookie.
                     let at = 10 + 5;
@@ -249,7 +289,13 @@ impl Filter {
                 }
                 return Verdict::Authenticate;
             }
+            // The one command the server does not answer.
+            command::REGISTER_MEMFD_SHMID => return Verdict::Forward,
             _ => {}
+        }
+        self.inflight += 1;
+        if self.inflight > MAX_INFLIGHT {
+            return Verdict::Close;
         }
         Verdict::Forward
     }
@@ -258,7 +304,7 @@ impl Filter {
     /// to one of the client's create commands names the stream's index
     /// (after the stream's channel), which the client may then control.
     pub(crate) fn server(&mut self, channel: u32, payload: &[u8]) {
-        if channel != CONTROL || self.pending.is_empty() {
+        if channel != CONTROL {
             return;
         }
         let (Some(cmd), Some(tag)) = (u32_at(payload, 0), u32_at(payload, 5)) else {
@@ -267,6 +313,7 @@ impl Filter {
         if cmd != command::REPLY && cmd != command::ERROR {
             return;
         }
+        self.inflight = self.inflight.saturating_sub(1);
         let Some(record) = self.pending.remove(&tag) else {
             return;
         };
@@ -339,8 +386,13 @@ mod tests {
             .collect()
     }
 
+    /// The tag a well-behaved client would use next (libpulse counts up).
+    fn next_tag(f: &Filter) -> u32 {
+        f.last_tag.map_or(0, |t| t + 1)
+    }
+
     fn refused(f: &mut Filter, cmd: u32, rest: &[u8]) -> bool {
-        let mut p = control(cmd, 9, rest);
+        let mut p = control(cmd, next_tag(f), rest);
         matches!(f.client(CONTROL, &mut p), Verdict::Refuse(_))
     }
 
@@ -360,6 +412,77 @@ mod tests {
             Filter::new(true, None).client(CONTROL, &mut p),
             Verdict::Forward
         );
+    }
+
+    #[test]
+    fn a_tag_used_again_is_refused_so_no_other_reply_passes_for_a_create() {
+        let mut f = Filter::new(false, None);
+        // Buffer attributes with tag 5, whose reply (maxlength, tlength)
+        // would read like a create's (channel, index), then a create with
+        // the same tag: refused, and the reply teaches nothing.
+        let mut attr = control(
+            command::SET_PLAYBACK_STREAM_BUFFER_ATTR,
+            5,
+            &u32s(&[0, 1, 2]),
+        );
+        assert_eq!(f.client(CONTROL, &mut attr), Verdict::Forward);
+        let mut create = control(command::CREATE_PLAYBACK_STREAM, 5, b"");
+        assert!(matches!(f.client(CONTROL, &mut create), Verdict::Refuse(_)));
+        let mut older = control(command::CREATE_PLAYBACK_STREAM, 4, b"");
+        assert!(matches!(f.client(CONTROL, &mut older), Verdict::Refuse(_)));
+        f.server(CONTROL, &control(command::REPLY, 5, &u32s(&[0, 42])));
+        assert!(refused(
+            &mut f,
+            command::SET_SINK_INPUT_VOLUME,
+            &u32s(&[42])
+        ));
+    }
+
+    #[test]
+    fn shared_memory_frames_end_the_connection_and_auth_cannot_ask_for_it() {
+        // A "release" frame's length does not say what follows: never relayed.
+        for flags in [
+            0x4000_0000u32,
+            0x8000_0000,
+            0xc000_0000,
+            0x2000_0000,
+            0x0080_0000,
+        ] {
+            let mut d = [0u8; DESCRIPTOR];
+            d[..4].copy_from_slice(&64u32.to_be_bytes());
+            d[16..].copy_from_slice(&flags.to_be_bytes());
+            assert_eq!(descriptor(&d), None, "flags {flags:#x}");
+        }
+        // A seek mode is fine.
+        let mut d = [0u8; DESCRIPTOR];
+        d[19] = 1;
+        assert!(descriptor(&d).is_some());
+        // AUTH's protocol flags asking for shm and memfd are cleared.
+        let mut rest = u32s(&[35 | 0xc000_0000]);
+        rest.extend_from_slice(&[TAG_ARBITRARY, 0, 0, 1, 0]);
+        rest.extend_from_slice(&[0; COOKIE_LEN]);
+        let mut p = control(command::AUTH, 0, &rest);
+        assert_eq!(
+            Filter::new(false, None).client(CONTROL, &mut p),
+            Verdict::Authenticate
+        );
+        assert_eq!(u32_at(&p, 10), Some(35));
+    }
+
+    #[test]
+    fn a_client_that_never_reads_its_replies_is_cut_off() {
+        let mut f = Filter::new(false, None);
+        let ask = |f: &mut Filter| {
+            let mut p = control(command::GET_SINK_INFO_LIST, next_tag(f), b"");
+            f.client(CONTROL, &mut p)
+        };
+        for _ in 0..MAX_INFLIGHT {
+            assert_eq!(ask(&mut f), Verdict::Forward);
+        }
+        // Answered, it may go on.
+        f.server(CONTROL, &control(command::REPLY, 0, b""));
+        assert_eq!(ask(&mut f), Verdict::Forward);
+        assert_eq!(ask(&mut f), Verdict::Close);
     }
 
     #[test]
@@ -412,11 +535,12 @@ mod tests {
         ] {
             assert!(refused(&mut f, cmd, &u32s(&[5])), "command {cmd}");
         }
-        // Its own: created with tag 3, the server's reply names channel 0,
-        // sink input 7.
-        let mut create = control(command::CREATE_PLAYBACK_STREAM, 3, b"");
+        // Its own: the server's reply to its create names channel 0, sink
+        // input 7.
+        let tag = next_tag(&f);
+        let mut create = control(command::CREATE_PLAYBACK_STREAM, tag, b"");
         assert_eq!(f.client(CONTROL, &mut create), Verdict::Forward);
-        f.server(CONTROL, &control(command::REPLY, 3, &u32s(&[0, 7, 4096])));
+        f.server(CONTROL, &control(command::REPLY, tag, &u32s(&[0, 7, 4096])));
         assert!(!refused(
             &mut f,
             command::SET_SINK_INPUT_VOLUME,
@@ -425,7 +549,7 @@ mod tests {
         assert!(!refused(&mut f, command::SET_SINK_INPUT_MUTE, &u32s(&[7])));
         assert!(refused(&mut f, command::SET_SINK_INPUT_VOLUME, &u32s(&[5])));
         // A reply to a tag that was no create teaches nothing.
-        f.server(CONTROL, &control(command::REPLY, 4, &u32s(&[0, 5])));
+        f.server(CONTROL, &control(command::REPLY, tag + 1, &u32s(&[0, 5])));
         assert!(refused(&mut f, command::SET_SINK_INPUT_MUTE, &u32s(&[5])));
         // Source outputs only with the microphone, and only its own.
         assert!(refused(

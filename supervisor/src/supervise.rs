@@ -262,7 +262,7 @@ fn run_with(
             o.address, o.port, o.hop, o.target
         );
     }
-    let (binds, desktop_env) = desktop.finish()?;
+    let (binds, mut desktop_env) = desktop.finish()?;
     let hostname = profile.sandbox.hostname.clone();
     sandbox.chan.send(SandboxRequest::Setup(Box::new(Setup {
         netns: chain.netns,
@@ -279,18 +279,24 @@ fn run_with(
         hidden,
         binds,
     })))?;
-    let (init_pid, sandbox_root, app_owner) = match sandbox.chan.recv().context("sandboxer")? {
-        SandboxEvent::Ready {
-            init_pid,
-            root,
-            owner,
-        } => (init_pid, root.0, owner),
-        SandboxEvent::Failed { error, .. } => return Err(anyhow!("{error}")),
-        other => bail!("sandboxer sent {other:?} instead of Ready"),
-    };
+    let (init_pid, sandbox_root, app_owner, audio) =
+        match sandbox.chan.recv().context("sandboxer")? {
+            SandboxEvent::Ready {
+                init_pid,
+                root,
+                owner,
+                audio,
+            } => (init_pid, root.0, owner, audio),
+            SandboxEvent::Failed { error, .. } => return Err(anyhow!("{error}")),
+            other => bail!("sandboxer sent {other:?} instead of Ready"),
+        };
 
     // Read once, before the application runs: the namespaces control clients
     // are judged against, and the root `cp`/`mv` are handed.
+    if let Some(listener) = audio {
+        let tcp = desktop.audio_over_tcp(listener.0)?;
+        desktop_env = crate::desktop::with(desktop_env, &tcp);
+    }
     let gate = peer::Gate::new(init_pid, uid);
     let sandbox_root = checked_root(sandbox_root);
     let listener = listen(&plan.session.control_path())?;

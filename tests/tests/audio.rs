@@ -5,17 +5,17 @@
 //! refused unless the profile asks for the microphone, and so is whatever
 //! acts on the server or other clients (loading a module, the default sink,
 //! suspending it, its volume, listing other clients and their streams); a
-//! second session cannot open the first one's relay.
+//! second session cannot open the first one's relay. Under gVisor alike,
+//! where the relay listens on TCP in the application's namespace.
 
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use common::{pallium, staged, text, tun_usable};
-use pallium_tests::{missing_program, rms, skip_unless_root, wait_for, Pulse, TestUser, Testbed};
+use pallium_tests::{missing_program, rms, skip_unless_root, Pulse, TestUser, Testbed};
 
 const PROGRAMS: &[&str] = &["pulseaudio", "pactl", "paplay", "parec", "sox", "python3"];
 
@@ -96,18 +96,24 @@ fn recording_file(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("pallium-audio-{}-{name}.raw", std::process::id()))
 }
 
-fn play_and_record(rootless: bool, name: &str) {
+/// The profile's `sandbox` section: `audio` as given, under gVisor or not.
+fn profile(audio: &str, gvisor: bool) -> String {
+    format!(r#"{{"sandbox": {{"audio": {audio}, "gvisor": {gvisor}}}}}"#)
+}
+
+fn play_and_record(rootless: bool, name: &str, gvisor: bool) {
     let tb = Testbed::new(name);
     let user = rootless.then(TestUser::get);
     let pulse = Pulse::start(&tb, user);
     let file = recording_file(name);
     let rec = pulse.record(&file);
+    let script = format!("echo \"server=$PULSE_SERVER\"\n{SCRIPT}");
     let o = output(exec(
         &tb,
         &pulse,
         rootless,
-        r#"{"sandbox": {"audio": true}}"#,
-        SCRIPT,
+        &profile("true", gvisor),
+        &script,
     ));
     Pulse::stop(rec);
     let (stdout, stderr) = text(&o);
@@ -119,6 +125,33 @@ fn play_and_record(rootless: bool, name: &str) {
     );
     for want in REFUSED {
         assert!(stdout.contains(want), "{want}: {stdout}");
+    }
+    // Under gVisor the relay listens on the application namespace's
+    // loopback (its host Unix sockets refuse libpulse's credentials): the
+    // host's 127.0.0.1 has no such port.
+    let server = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("server="))
+        .unwrap_or_default()
+        .to_string();
+    if gvisor {
+        let port = server
+            .strip_prefix("tcp:127.0.0.1:")
+            .unwrap_or_else(|| panic!("not a loopback TCP server: {server:?}"));
+        let probe = tb
+            .host_exec([
+                "python3",
+                "-c",
+                &format!("import socket; socket.create_connection(('127.0.0.1', {port}), 2)"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            !probe.status.success(),
+            "the host reached the session's relay"
+        );
+    } else {
+        assert!(server.starts_with("unix:"), "{server:?}");
     }
     let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
     eprintln!("{name}: recorded {size} bytes");
@@ -132,7 +165,7 @@ fn play_and_record(rootless: bool, name: &str) {
         &tb,
         &pulse,
         rootless,
-        r#"{"sandbox": {"audio": {"microphone": true}}}"#,
+        &profile(r#"{"microphone": true}"#, gvisor),
         SCRIPT,
     ));
     let (stdout, stderr) = text(&o);
@@ -140,15 +173,7 @@ fn play_and_record(rootless: bool, name: &str) {
     assert!(stdout.contains("module-refused"), "{stdout}");
     drop(pulse);
     // The netbroker finishes its teardown on its own, after pallium exits.
-    assert!(
-        wait_for(Duration::from_secs(30), || tb
-            .leftovers()
-            .is_empty()
-            .then_some(()))
-        .is_some(),
-        "{:?}",
-        tb.leftovers()
-    );
+    common::assert_clean(&tb);
 }
 
 #[test]
@@ -157,7 +182,7 @@ fn a_tone_played_in_the_sandbox_reaches_the_callers_server_root() {
     if skip_if_missing() {
         return;
     }
-    play_and_record(false, "audroot");
+    play_and_record(false, "audroot", false);
 }
 
 #[test]
@@ -170,7 +195,37 @@ fn a_tone_played_in_the_sandbox_reaches_the_callers_server_rootless() {
         pallium_tests::skip("/dev/net/tun is not world read-write");
         return;
     }
-    play_and_record(true, "auduser");
+    play_and_record(true, "auduser", false);
+}
+
+#[test]
+fn a_tone_played_under_gvisor_reaches_the_callers_server_root() {
+    skip_unless_root!();
+    if skip_if_missing() || skip_without_runsc() {
+        return;
+    }
+    play_and_record(false, "audgvr", true);
+}
+
+#[test]
+fn a_tone_played_under_gvisor_reaches_the_callers_server_rootless() {
+    skip_unless_root!();
+    if skip_if_missing() || skip_without_runsc() {
+        return;
+    }
+    if !tun_usable() {
+        pallium_tests::skip("/dev/net/tun is not world read-write");
+        return;
+    }
+    play_and_record(true, "audgvu", true);
+}
+
+fn skip_without_runsc() -> bool {
+    let missing = missing_program(&["runsc"]).is_some();
+    if missing {
+        pallium_tests::skip("runsc (gVisor) is not installed");
+    }
+    missing
 }
 
 /// The relay socket of the session whose supervisor is `pid`.
@@ -241,13 +296,5 @@ python3 -c 'import socket; socket.socket(socket.AF_UNIX).connect("{path}")' 2>/d
     assert!(first.wait().unwrap().success());
     drop(pulse);
     // The netbroker finishes its teardown on its own, after pallium exits.
-    assert!(
-        wait_for(Duration::from_secs(30), || tb
-            .leftovers()
-            .is_empty()
-            .then_some(()))
-        .is_some(),
-        "{:?}",
-        tb.leftovers()
-    );
+    common::assert_clean(&tb);
 }

@@ -308,7 +308,7 @@ pub(crate) fn wait_clean_except(
     tb: &pallium_tests::Testbed,
     allowed: fn(&String) -> bool,
 ) -> Vec<String> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let left = tb.leftovers();
         if left.iter().all(allowed) || std::time::Instant::now() > deadline {
