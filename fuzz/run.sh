@@ -53,8 +53,9 @@ for t in "${targets[@]}"; do
         -print_final_stats=1 >"$log" 2>&1
     rc=$?
     set -e
-    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
-    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
+    # (A crash on a seed comes before any "cov:" line: no match is no error.)
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1 || true)
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 || true)
     if [ "$rc" -ne 0 ]; then
         grep -E 'panicked|ERROR|SUMMARY|Test unit written' "$log" | head -n 8 || tail -n 20 "$log"
         echo "fuzz: $t CRASHED after ${runs:-?} executions; replay: cargo ${tc[*]} fuzz run $t fuzz/artifacts/$t/<file>"

@@ -23,6 +23,7 @@ pub mod ids;
 pub mod log;
 pub mod policy;
 pub mod profile;
+pub mod pulse;
 pub mod runtime;
 pub mod sandbox;
 mod sys;

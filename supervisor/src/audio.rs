@@ -26,7 +26,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use proto::Channel;
 use serde::{Deserialize, Serialize};
 
-use crate::pulse::{self, Verdict, COOKIE_LEN, DESCRIPTOR};
+use proto::pulse::{self, Verdict, COOKIE_LEN, DESCRIPTOR};
 
 /// Clients served at once; more are closed at once (a browser uses a few;
 /// the server's own limit is shared with every other application).

@@ -18,7 +18,6 @@ mod notify;
 mod peer;
 mod profile_source;
 mod progress;
-mod pulse;
 mod runtime;
 mod schema;
 mod session;

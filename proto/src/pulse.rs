@@ -17,18 +17,21 @@
 //! not say what follows). Tags must grow, so the reply naming a create's tag
 //! is that create's; a client with [`MAX_INFLIGHT`] commands unanswered is
 //! cut off. Everything else (audio data) passes unread.
+//!
+//! Used by the supervisor's relay (`supervisor/src/audio.rs`); it lives here,
+//! with no I/O, so that a fuzz target can drive it (`fuzz/fuzz_targets/pulse.rs`).
 
 #![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
 
 /// Bytes of a frame descriptor.
-pub(crate) const DESCRIPTOR: usize = 20;
+pub const DESCRIPTOR: usize = 20;
 /// Largest frame payload we relay (PulseAudio's own limit is far lower for
 /// audio; control frames with large property lists stay well below it).
-pub(crate) const MAX_PAYLOAD: usize = 4 << 20;
+pub const MAX_PAYLOAD: usize = 4 << 20;
 /// The channel of control frames (tagstructs), as opposed to audio data.
-const CONTROL: u32 = u32::MAX;
+pub const CONTROL: u32 = u32::MAX;
 /// `PA_TAG_U32`.
 const TAG_U32: u8 = b'L';
 /// `PA_TAG_ARBITRARY`.
@@ -45,60 +48,60 @@ const AUTH_SHM_FLAGS: u32 = 0xc000_0000;
 /// server's send queue without end).
 const MAX_INFLIGHT: usize = 1024;
 /// Bytes of a cookie (`PA_NATIVE_COOKIE_LENGTH`).
-pub(crate) const COOKIE_LEN: usize = 256;
+pub const COOKIE_LEN: usize = 256;
 /// Own streams remembered per client (a client that opens more forgets the
 /// oldest ones' volume control, nothing else).
 const MAX_OWN: usize = 256;
 
 /// `PA_COMMAND_*` numbers (pulsecore/native-common.h).
-mod command {
-    pub(super) const ERROR: u32 = 0;
-    pub(super) const REPLY: u32 = 2;
-    pub(super) const CREATE_PLAYBACK_STREAM: u32 = 3;
-    pub(super) const DELETE_PLAYBACK_STREAM: u32 = 4;
-    pub(super) const CREATE_RECORD_STREAM: u32 = 5;
-    pub(super) const DELETE_RECORD_STREAM: u32 = 6;
-    pub(super) const AUTH: u32 = 8;
-    pub(super) const SET_CLIENT_NAME: u32 = 9;
-    pub(super) const LOOKUP_SINK: u32 = 10;
-    pub(super) const LOOKUP_SOURCE: u32 = 11;
-    pub(super) const DRAIN_PLAYBACK_STREAM: u32 = 12;
-    pub(super) const STAT: u32 = 13;
-    pub(super) const GET_PLAYBACK_LATENCY: u32 = 14;
-    pub(super) const GET_SERVER_INFO: u32 = 20;
-    pub(super) const GET_SINK_INFO: u32 = 21;
-    pub(super) const GET_SINK_INFO_LIST: u32 = 22;
-    pub(super) const GET_SOURCE_INFO: u32 = 23;
-    pub(super) const GET_SOURCE_INFO_LIST: u32 = 24;
-    pub(super) const GET_SINK_INPUT_INFO: u32 = 29;
-    pub(super) const GET_SOURCE_OUTPUT_INFO: u32 = 31;
-    pub(super) const SUBSCRIBE: u32 = 35;
-    pub(super) const SET_SINK_INPUT_VOLUME: u32 = 37;
-    pub(super) const CORK_PLAYBACK_STREAM: u32 = 41;
-    pub(super) const FLUSH_PLAYBACK_STREAM: u32 = 42;
-    pub(super) const TRIGGER_PLAYBACK_STREAM: u32 = 43;
-    pub(super) const SET_PLAYBACK_STREAM_NAME: u32 = 46;
-    pub(super) const SET_RECORD_STREAM_NAME: u32 = 47;
-    pub(super) const GET_RECORD_LATENCY: u32 = 57;
-    pub(super) const CORK_RECORD_STREAM: u32 = 58;
-    pub(super) const FLUSH_RECORD_STREAM: u32 = 59;
-    pub(super) const PREBUF_PLAYBACK_STREAM: u32 = 60;
-    pub(super) const SET_SINK_INPUT_MUTE: u32 = 69;
-    pub(super) const SET_PLAYBACK_STREAM_BUFFER_ATTR: u32 = 72;
-    pub(super) const SET_RECORD_STREAM_BUFFER_ATTR: u32 = 73;
-    pub(super) const UPDATE_PLAYBACK_STREAM_SAMPLE_RATE: u32 = 74;
-    pub(super) const UPDATE_RECORD_STREAM_SAMPLE_RATE: u32 = 75;
-    pub(super) const UPDATE_RECORD_STREAM_PROPLIST: u32 = 80;
-    pub(super) const UPDATE_PLAYBACK_STREAM_PROPLIST: u32 = 81;
-    pub(super) const UPDATE_CLIENT_PROPLIST: u32 = 82;
-    pub(super) const REMOVE_RECORD_STREAM_PROPLIST: u32 = 83;
-    pub(super) const REMOVE_PLAYBACK_STREAM_PROPLIST: u32 = 84;
-    pub(super) const REMOVE_CLIENT_PROPLIST: u32 = 85;
-    pub(super) const SET_SOURCE_OUTPUT_VOLUME: u32 = 98;
-    pub(super) const SET_SOURCE_OUTPUT_MUTE: u32 = 99;
-    pub(super) const ENABLE_SRBCHANNEL: u32 = 101;
-    pub(super) const DISABLE_SRBCHANNEL: u32 = 102;
-    pub(super) const REGISTER_MEMFD_SHMID: u32 = 103;
+pub mod command {
+    pub const ERROR: u32 = 0;
+    pub const REPLY: u32 = 2;
+    pub const CREATE_PLAYBACK_STREAM: u32 = 3;
+    pub const DELETE_PLAYBACK_STREAM: u32 = 4;
+    pub const CREATE_RECORD_STREAM: u32 = 5;
+    pub const DELETE_RECORD_STREAM: u32 = 6;
+    pub const AUTH: u32 = 8;
+    pub const SET_CLIENT_NAME: u32 = 9;
+    pub const LOOKUP_SINK: u32 = 10;
+    pub const LOOKUP_SOURCE: u32 = 11;
+    pub const DRAIN_PLAYBACK_STREAM: u32 = 12;
+    pub const STAT: u32 = 13;
+    pub const GET_PLAYBACK_LATENCY: u32 = 14;
+    pub const GET_SERVER_INFO: u32 = 20;
+    pub const GET_SINK_INFO: u32 = 21;
+    pub const GET_SINK_INFO_LIST: u32 = 22;
+    pub const GET_SOURCE_INFO: u32 = 23;
+    pub const GET_SOURCE_INFO_LIST: u32 = 24;
+    pub const GET_SINK_INPUT_INFO: u32 = 29;
+    pub const GET_SOURCE_OUTPUT_INFO: u32 = 31;
+    pub const SUBSCRIBE: u32 = 35;
+    pub const SET_SINK_INPUT_VOLUME: u32 = 37;
+    pub const CORK_PLAYBACK_STREAM: u32 = 41;
+    pub const FLUSH_PLAYBACK_STREAM: u32 = 42;
+    pub const TRIGGER_PLAYBACK_STREAM: u32 = 43;
+    pub const SET_PLAYBACK_STREAM_NAME: u32 = 46;
+    pub const SET_RECORD_STREAM_NAME: u32 = 47;
+    pub const GET_RECORD_LATENCY: u32 = 57;
+    pub const CORK_RECORD_STREAM: u32 = 58;
+    pub const FLUSH_RECORD_STREAM: u32 = 59;
+    pub const PREBUF_PLAYBACK_STREAM: u32 = 60;
+    pub const SET_SINK_INPUT_MUTE: u32 = 69;
+    pub const SET_PLAYBACK_STREAM_BUFFER_ATTR: u32 = 72;
+    pub const SET_RECORD_STREAM_BUFFER_ATTR: u32 = 73;
+    pub const UPDATE_PLAYBACK_STREAM_SAMPLE_RATE: u32 = 74;
+    pub const UPDATE_RECORD_STREAM_SAMPLE_RATE: u32 = 75;
+    pub const UPDATE_RECORD_STREAM_PROPLIST: u32 = 80;
+    pub const UPDATE_PLAYBACK_STREAM_PROPLIST: u32 = 81;
+    pub const UPDATE_CLIENT_PROPLIST: u32 = 82;
+    pub const REMOVE_RECORD_STREAM_PROPLIST: u32 = 83;
+    pub const REMOVE_PLAYBACK_STREAM_PROPLIST: u32 = 84;
+    pub const REMOVE_CLIENT_PROPLIST: u32 = 85;
+    pub const SET_SOURCE_OUTPUT_VOLUME: u32 = 98;
+    pub const SET_SOURCE_OUTPUT_MUTE: u32 = 99;
+    pub const ENABLE_SRBCHANNEL: u32 = 101;
+    pub const DISABLE_SRBCHANNEL: u32 = 102;
+    pub const REGISTER_MEMFD_SHMID: u32 = 103;
 }
 
 /// What a client may send, by command.
@@ -166,11 +169,21 @@ fn rule(cmd: u32) -> Option<Rule> {
     })
 }
 
+/// Whether the filter forwards command `cmd` at all (the own-stream
+/// commands: for some stream; recording: with the microphone).
+pub fn permitted(cmd: u32, microphone: bool) -> bool {
+    match rule(cmd) {
+        Some(Rule::Record) => microphone,
+        Some(_) => true,
+        None => false,
+    }
+}
+
 /// A frame descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Descriptor {
-    pub(crate) length: usize,
-    pub(crate) channel: u32,
+pub struct Descriptor {
+    pub length: usize,
+    pub channel: u32,
 }
 
 /// The descriptor at the start of `d`; None when its length is over
@@ -179,7 +192,7 @@ pub(crate) struct Descriptor {
 /// `AUTH`'s protocol flags cleared), and a shared-memory frame's length does
 /// not say what follows it: a client sending one (a "release" with a length)
 /// would have the server read its payload as frames the filter never saw.
-pub(crate) fn descriptor(d: &[u8; DESCRIPTOR]) -> Option<Descriptor> {
+pub fn descriptor(d: &[u8; DESCRIPTOR]) -> Option<Descriptor> {
     let length = u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize;
     let channel = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
     let flags = u32::from_be_bytes([d[16], d[17], d[18], d[19]]);
@@ -188,7 +201,7 @@ pub(crate) fn descriptor(d: &[u8; DESCRIPTOR]) -> Option<Descriptor> {
 
 /// What to do with a frame from the client.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub enum Verdict {
     /// Send it on to the server.
     Forward,
     /// Send it on with the relay's credentials (`SCM_CREDENTIALS`), as
@@ -206,7 +219,7 @@ pub(crate) enum Verdict {
 /// One client connection's filter: what it may do, and the streams it made
 /// (learnt from the server's replies to its create commands).
 #[derive(Debug)]
-pub(crate) struct Filter {
+pub struct Filter {
     microphone: bool,
     cookie: Option<[u8; COOKIE_LEN]>,
     /// Tags of create commands awaiting the server's reply (true: record).
@@ -221,7 +234,7 @@ pub(crate) struct Filter {
 }
 
 impl Filter {
-    pub(crate) fn new(microphone: bool, cookie: Option<[u8; COOKIE_LEN]>) -> Filter {
+    pub fn new(microphone: bool, cookie: Option<[u8; COOKIE_LEN]>) -> Filter {
         Filter {
             microphone,
             cookie,
@@ -235,16 +248,13 @@ impl Filter {
 
     /// Judge the client's frame (`payload` of a frame on `channel`), and put
     /// the caller's cookie into an `AUTH` command's cookie.
-    pub(crate) fn client(&mut self, channel: u32, payload: &mut [u8]) -> Verdict {
+    pub fn client(&mut self, channel: u32, payload: &mut [u8]) -> Verdict {
         if channel != CONTROL {
             return Verdict::Forward;
         }
         // A control frame we cannot read is one we cannot judge.
-        let Some(cmd) = u32_at(payload, 0) else {
-            return Verdict::Refuse(access_error(0));
-        };
-        let Some(tag) = u32_at(payload, 5) else {
-            return Verdict::Refuse(access_error(0));
+        let (Some(cmd), Some(tag)) = (u32_at(payload, 0), u32_at(payload, 5)) else {
+            return Verdict::Refuse(access_error(u32_at(payload, 5).unwrap_or(0)));
         };
         // A tag used again would let the reply to another command (say,
         // buffer attributes that read like an index) pass for a create's.
@@ -303,7 +313,7 @@ impl Filter {
     /// Read a frame from the server before it goes to the client: a reply
     /// to one of the client's create commands names the stream's index
     /// (after the stream's channel), which the client may then control.
-    pub(crate) fn server(&mut self, channel: u32, payload: &[u8]) {
+    pub fn server(&mut self, channel: u32, payload: &[u8]) {
         if channel != CONTROL {
             return;
         }
@@ -335,7 +345,7 @@ impl Filter {
 }
 
 /// The tagstruct `u32` at byte `at` (its tag byte, then 4 bytes).
-fn u32_at(p: &[u8], at: usize) -> Option<u32> {
+pub fn u32_at(p: &[u8], at: usize) -> Option<u32> {
     let b = p.get(at..at + 5)?;
     (b[0] == TAG_U32).then(|| u32::from_be_bytes([b[1], b[2], b[3], b[4]]))
 }
