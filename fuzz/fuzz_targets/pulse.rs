@@ -2,7 +2,7 @@
 //! client sends, frame by frame, as the relay reads it. The first byte
 //! chooses the microphone (bit 0) and whether each frame is also shown to
 //! the filter as if the server had sent it (bit 1: replies that teach it
-//! streams). Asserted besides "no panic": the bytes the relay forwards read
+//! streams, and server-info replies it rewrites). Asserted besides "no panic": the bytes the relay forwards read
 //! as the same frames when parsed the way PulseAudio's server parses them
 //! (no shared-memory frame, whose length the server ignores, ever passes),
 //! every control frame the server gets names a command the allow-list
@@ -27,7 +27,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let microphone = mode & 1 != 0;
-    let mut filter = Filter::new(microphone, Some([7; proto::pulse::COOKIE_LEN]));
+    let mut filter = Filter::new(microphone, Some([7; proto::pulse::COOKIE_LEN]))
+        .with_identity(Some("user".into()), "host".into());
     let mut forwarded = Vec::new();
     while let Some(head) = input.get(..DESCRIPTOR) {
         let d: [u8; DESCRIPTOR] = head.try_into().unwrap();
@@ -41,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
         let mut frame = whole.to_vec();
         input = &input[whole.len()..];
         if mode & 2 != 0 {
-            filter.server(desc.channel, &frame[DESCRIPTOR..]);
+            // A rewritten server-info reply keeps its command and tag.
+            if let Some(new) = filter.server(desc.channel, &frame[DESCRIPTOR..]) {
+                assert_eq!(new[..10], frame[DESCRIPTOR..DESCRIPTOR + 10]);
+            }
         }
         let tag = u32_at(&frame[DESCRIPTOR..], 5);
         match filter.client(desc.channel, &mut frame[DESCRIPTOR..]) {

@@ -36,6 +36,9 @@ pub const CONTROL: u32 = u32::MAX;
 const TAG_U32: u8 = b'L';
 /// `PA_TAG_ARBITRARY`.
 const TAG_ARBITRARY: u8 = b'x';
+/// `PA_TAG_STRING` (NUL-terminated) and `PA_TAG_STRING_NULL`.
+const TAG_STRING: u8 = b't';
+const TAG_STRING_NULL: u8 = b'N';
 /// `PA_ERR_ACCESS`.
 const ERR_ACCESS: u32 = 1;
 /// `PA_FLAG_SEEKMASK`: the only descriptor flags of a frame without shared
@@ -231,6 +234,11 @@ pub struct Filter {
     last_tag: Option<u32>,
     /// Commands forwarded and not answered yet.
     inflight: usize,
+    /// The names the sandbox goes by (user — None: the server's own —,
+    /// host), put into the server's answer to `GET_SERVER_INFO`.
+    identity: Option<(Option<String>, String)>,
+    /// Tags of `GET_SERVER_INFO` awaiting the server's reply.
+    info_pending: HashSet<u32>,
 }
 
 impl Filter {
@@ -243,7 +251,17 @@ impl Filter {
             source_outputs: HashSet::new(),
             last_tag: None,
             inflight: 0,
+            identity: None,
+            info_pending: HashSet::new(),
         }
+    }
+
+    /// Answer `GET_SERVER_INFO` with the sandbox's names — `host`, and
+    /// `user` if given (a virtual user's) — instead of the server's user and
+    /// host names, which the sandbox's own view hides.
+    pub fn with_identity(mut self, user: Option<String>, host: String) -> Filter {
+        self.identity = Some((user, host));
+        self
     }
 
     /// Judge the client's frame (`payload` of a frame on `channel`), and put
@@ -274,6 +292,12 @@ impl Filter {
             return Verdict::Refuse(access_error(tag));
         }
         match cmd {
+            command::GET_SERVER_INFO if self.identity.is_some() => {
+                if self.info_pending.len() >= MAX_OWN {
+                    self.info_pending.clear();
+                }
+                self.info_pending.insert(tag);
+            }
             command::CREATE_PLAYBACK_STREAM | command::CREATE_RECORD_STREAM => {
                 if self.pending.len() >= MAX_OWN {
                     self.pending.clear();
@@ -313,22 +337,27 @@ impl Filter {
     /// Read a frame from the server before it goes to the client: a reply
     /// to one of the client's create commands names the stream's index
     /// (after the stream's channel), which the client may then control.
-    pub fn server(&mut self, channel: u32, payload: &[u8]) {
+    ///
+    /// Returns the payload to send instead, if it changes it (the answer to
+    /// `GET_SERVER_INFO`, with the sandbox's names).
+    pub fn server(&mut self, channel: u32, payload: &[u8]) -> Option<Vec<u8>> {
         if channel != CONTROL {
-            return;
+            return None;
         }
         let (Some(cmd), Some(tag)) = (u32_at(payload, 0), u32_at(payload, 5)) else {
-            return;
+            return None;
         };
         if cmd != command::REPLY && cmd != command::ERROR {
-            return;
+            return None;
         }
         self.inflight = self.inflight.saturating_sub(1);
-        let Some(record) = self.pending.remove(&tag) else {
-            return;
-        };
+        if self.info_pending.remove(&tag) && cmd == command::REPLY {
+            let (user, host) = self.identity.as_ref()?;
+            return with_names(payload, user.as_deref(), host);
+        }
+        let record = self.pending.remove(&tag)?;
         let (Some(_channel), Some(index)) = (u32_at(payload, 10), u32_at(payload, 15)) else {
-            return;
+            return None;
         };
         if cmd == command::REPLY {
             let own = if record {
@@ -341,7 +370,49 @@ impl Filter {
             }
             own.insert(index);
         }
+        None
     }
+}
+
+/// The end of the tagstruct string at byte `at` (`'t'`, bytes, NUL; or
+/// `'N'`).
+fn string_end(p: &[u8], at: usize) -> Option<usize> {
+    match *p.get(at)? {
+        TAG_STRING => {
+            let nul = p.get(at + 1..)?.iter().position(|b| *b == 0)?;
+            Some(at + 1 + nul + 1)
+        }
+        TAG_STRING_NULL => Some(at + 1),
+        _ => None,
+    }
+}
+
+/// A `GET_SERVER_INFO` reply (`REPLY`, tag, then the server's name,
+/// version, user name and host name, …) with `user` (if given) and `host`
+/// in place of the third and fourth strings; None if it does not read that
+/// way.
+fn with_names(reply: &[u8], user: Option<&str>, host: &str) -> Option<Vec<u8>> {
+    let mut out = reply.get(..10)?.to_vec();
+    let mut at = 10;
+    for i in 0..4 {
+        let end = string_end(reply, at)?;
+        let name = match i {
+            2 => user,
+            3 => Some(host),
+            _ => None,
+        };
+        match name {
+            Some(name) => {
+                out.push(TAG_STRING);
+                out.extend(name.bytes().filter(|b| *b != 0));
+                out.push(0);
+            }
+            None => out.extend_from_slice(&reply[at..end]),
+        }
+        at = end;
+    }
+    out.extend_from_slice(&reply[at..]);
+    Some(out)
 }
 
 /// The tagstruct `u32` at byte `at` (its tag byte, then 4 bytes).
@@ -357,11 +428,17 @@ fn access_error(tag: u32) -> Vec<u8> {
         payload.push(TAG_U32);
         payload.extend_from_slice(&v.to_be_bytes());
     }
+    frame(CONTROL, &payload)
+}
+
+/// A whole frame (descriptor: length, `channel`, no offset, no flags) of
+/// `payload`.
+pub fn frame(channel: u32, payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(DESCRIPTOR + payload.len());
     frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&CONTROL.to_be_bytes());
+    frame.extend_from_slice(&channel.to_be_bytes());
     frame.extend_from_slice(&[0; 12]);
-    frame.extend_from_slice(&payload);
+    frame.extend_from_slice(payload);
     frame
 }
 
@@ -580,6 +657,32 @@ mod tests {
             Verdict::Authenticate
         );
         assert_eq!(p[p.len() - COOKIE_LEN..], cookie);
+    }
+
+    #[test]
+    fn server_info_names_the_sandbox_not_the_caller() {
+        let mut f = Filter::new(false, None).with_identity(Some("browser".into()), "box".into());
+        let mut ask = control(command::GET_SERVER_INFO, 3, b"");
+        assert_eq!(f.client(CONTROL, &mut ask), Verdict::Forward);
+        let mut rest = Vec::new();
+        for s in ["pulseaudio", "16.1", "alice", "alices-laptop"] {
+            rest.push(TAG_STRING);
+            rest.extend_from_slice(s.as_bytes());
+            rest.push(0);
+        }
+        rest.extend_from_slice(&u32s(&[44100]));
+        let reply = control(command::REPLY, 3, &rest);
+        let new = f.server(CONTROL, &reply).expect("rewritten");
+        let text = String::from_utf8_lossy(&new);
+        assert!(
+            text.contains("pulseaudio\0") && text.contains("16.1\0"),
+            "{text:?}"
+        );
+        assert!(text.contains("tbrowser\0tbox\0"), "{text:?}");
+        assert!(!text.contains("alice"), "{text:?}");
+        assert!(new.ends_with(&u32s(&[44100])));
+        // Other replies pass as they are.
+        assert_eq!(f.server(CONTROL, &control(command::REPLY, 4, &rest)), None);
     }
 
     #[test]

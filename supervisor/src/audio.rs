@@ -121,7 +121,14 @@ fn read_cookie() -> Option<Vec<u8>> {
 
 /// Prepare the share directory's audio files and start the relay on its
 /// socket (run as the caller, before the supervisor drops its identity).
-pub(crate) fn start(share: &Path, microphone: bool) -> Result<Relay> {
+/// `hostname`, `user`: the names the sandbox goes by (its host name, its
+/// virtual user), which clients are told instead of the server's.
+pub(crate) fn start(
+    share: &Path,
+    microphone: bool,
+    hostname: &str,
+    user: Option<&str>,
+) -> Result<Relay> {
     use std::os::unix::fs::PermissionsExt;
     let server = find_server()?;
     let is_socket = {
@@ -157,6 +164,10 @@ pub(crate) fn start(share: &Path, microphone: bool) -> Result<Relay> {
     if microphone {
         cmd.arg("--microphone");
     }
+    cmd.arg("--hostname").arg(hostname);
+    if let Some(user) = user {
+        cmd.arg("--user").arg(user);
+    }
     // The control channel is the relay's stdin: its end, the relay's.
     let (control, theirs) = Channel::pair().context("the audio relay's control channel")?;
     cmd.stdin(Stdio::from(theirs))
@@ -190,7 +201,8 @@ impl AsFd for Listener {
 
 /// `pallium audio-relay`: serve the listener on fd 3 (and those the
 /// control channel on stdin hands over) until the channel closes.
-pub(crate) fn serve(server: PathBuf, microphone: bool) -> Result<i32> {
+pub(crate) fn serve(args: crate::cli::AudioRelayArgs) -> Result<i32> {
+    let server = args.server;
     // As the caller (root mode: uid 0), but with no capability at all.
     proto::policy::drop_to(proto::policy::Role::Supervisor)
         .context("audio relay: dropping capabilities")?;
@@ -204,7 +216,12 @@ pub(crate) fn serve(server: PathBuf, microphone: bool) -> Result<i32> {
             .try_clone_to_owned()
             .context("audio relay: the control channel")?,
     );
-    let cookie: Option<[u8; COOKIE_LEN]> = read_cookie().and_then(|c| c.try_into().ok());
+    let policy = Arc::new(Policy {
+        microphone: args.microphone,
+        cookie: read_cookie().and_then(|c| c.try_into().ok()),
+        user: args.user,
+        hostname: args.hostname,
+    });
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let mut fds: Vec<PollFd> = std::iter::once(control.fd())
@@ -253,17 +270,33 @@ pub(crate) fn serve(server: PathBuf, microphone: bool) -> Result<i32> {
                 }
             };
             let slot = Slot::take(&active);
+            let filter = policy.filter();
             let spawned = std::thread::Builder::new().spawn(move || {
                 let _slot = slot;
                 match client {
-                    Client::Unix(c) => relay(c, upstream, microphone, cookie),
-                    Client::Tcp(c) => relay(c, upstream, microphone, cookie),
+                    Client::Unix(c) => relay(c, upstream, filter),
+                    Client::Tcp(c) => relay(c, upstream, filter),
                 }
             });
             if let Err(e) = spawned {
                 tracing::warn!("audio relay: no thread for a client: {e}");
             }
         }
+    }
+}
+
+/// What every client's filter is made from.
+struct Policy {
+    microphone: bool,
+    cookie: Option<[u8; COOKIE_LEN]>,
+    user: Option<String>,
+    hostname: String,
+}
+
+impl Policy {
+    fn filter(&self) -> pulse::Filter {
+        pulse::Filter::new(self.microphone, self.cookie)
+            .with_identity(self.user.clone(), self.hostname.clone())
     }
 }
 
@@ -317,28 +350,26 @@ impl Conn for std::net::TcpStream {
 /// One client: frames both ways until either side ends. The server's
 /// frames are shown to the client's [`pulse::Filter`] before the client
 /// sees them, so it knows the client's streams before the client does.
-fn relay<C: Conn>(
-    client: C,
-    upstream: UnixStream,
-    microphone: bool,
-    cookie: Option<[u8; COOKIE_LEN]>,
-) {
+fn relay<C: Conn>(client: C, upstream: UnixStream, filter: pulse::Filter) {
     let (Ok(client_r), Ok(upstream_r)) = (client.dup(), upstream.try_clone()) else {
         return;
     };
-    let filter = Arc::new(Mutex::new(pulse::Filter::new(microphone, cookie)));
+    let filter = Arc::new(Mutex::new(filter));
     let to_client = Arc::new(Mutex::new(client));
     let down = {
         let to_client = to_client.clone();
         let filter = filter.clone();
         std::thread::Builder::new().spawn(move || {
             let mut from = upstream_r;
-            while let Some(frame) = read_frame(&mut from) {
+            while let Some(mut frame) = read_frame(&mut from) {
                 let channel = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-                filter
+                let changed = filter
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .server(channel, &frame[DESCRIPTOR..]);
+                if let Some(payload) = changed {
+                    frame = pulse::frame(channel, &payload);
+                }
                 let mut w = to_client.lock().unwrap_or_else(|e| e.into_inner());
                 if w.write_all(&frame).is_err() {
                     break;

@@ -246,4 +246,10 @@ pub(crate) struct AudioRelayArgs {
     /// Let clients record (the profile's `audio` asks for the microphone).
     #[arg(long)]
     pub(crate) microphone: bool,
+    /// The sandbox's host name, reported to clients as the server's.
+    #[arg(long)]
+    pub(crate) hostname: String,
+    /// The sandbox's virtual user, reported to clients as the server's.
+    #[arg(long)]
+    pub(crate) user: Option<String>,
 }

@@ -80,7 +80,16 @@ impl Desktop {
             }
         }
         if d.audio {
-            d.relay = Some(audio::start(&d.share, sandbox.microphone)?);
+            let user = sandbox
+                .virtuser
+                .as_ref()
+                .map(|v| v.name.as_str().to_string());
+            d.relay = Some(audio::start(
+                &d.share,
+                sandbox.microphone,
+                &sandbox.hostname,
+                user.as_deref(),
+            )?);
         }
         Ok(d)
     }

@@ -29,6 +29,7 @@ pactl set-default-sink pallium_test >/dev/null 2>&1 && echo default-SET || echo 
 pactl suspend-sink pallium_test 1 >/dev/null 2>&1 && echo sink-SUSPENDED || echo suspend-refused
 pactl set-sink-volume pallium_test 10% >/dev/null 2>&1 && echo volume-SET || echo volume-refused
 pactl info >/dev/null 2>&1 && echo info-ok || echo info-FAILED
+echo "host=$(pactl info 2>/dev/null | sed -n 's/^Host Name: //p')"
 "#;
 
 /// What the sandbox must be refused (and the one query it keeps), as
@@ -126,6 +127,8 @@ fn play_and_record(rootless: bool, name: &str, gvisor: bool) {
     for want in REFUSED {
         assert!(stdout.contains(want), "{want}: {stdout}");
     }
+    // The server's host name is the sandbox's, as everywhere in it.
+    assert!(stdout.contains("host=pallium\n"), "{stdout}");
     // Under gVisor the relay listens on the application namespace's
     // loopback (its host Unix sockets refuse libpulse's credentials): the
     // host's 127.0.0.1 has no such port.

@@ -37,7 +37,7 @@ pub(crate) fn run(cli: Cli) -> Result<i32> {
             crate::sys::default_sigpipe();
             audit::audit(a)
         }
-        Command::AudioRelay(a) => crate::audio::serve(a.server, a.microphone),
+        Command::AudioRelay(a) => crate::audio::serve(a),
         Command::Cp(a) => cp::transfer(a.transfer, a.recursive, false),
         Command::Mv(a) => cp::transfer(a, true, true),
     }
