@@ -11,8 +11,10 @@
 //! server or on other clients (modules, defaults, device volume, suspend,
 //! ports, card profiles, extensions, the sample cache, moving or killing
 //! streams, exit), and listing other clients or their streams (their names
-//! and media titles). The cookie of `AUTH` is replaced by the caller's and
-//! its protocol flags asking for shared memory are cleared; a frame whose
+//! and media titles). With the microphone, any source may be recorded, a
+//! sink's monitor too. The cookie of `AUTH` is replaced by the caller's and
+//! its protocol flags asking for shared memory are cleared (a version below
+//! 13, which has none, is refused; so are the shared-memory commands); a frame whose
 //! descriptor flags say shared memory ends the connection (its length would
 //! not say what follows). Tags must grow, so the reply naming a create's tag
 //! is that create's; a client with [`MAX_INFLIGHT`] commands unanswered is
@@ -102,9 +104,6 @@ pub mod command {
     pub const REMOVE_CLIENT_PROPLIST: u32 = 85;
     pub const SET_SOURCE_OUTPUT_VOLUME: u32 = 98;
     pub const SET_SOURCE_OUTPUT_MUTE: u32 = 99;
-    pub const ENABLE_SRBCHANNEL: u32 = 101;
-    pub const DISABLE_SRBCHANNEL: u32 = 102;
-    pub const REGISTER_MEMFD_SHMID: u32 = 103;
 }
 
 /// What a client may send, by command.
@@ -159,10 +158,7 @@ fn rule(cmd: u32) -> Option<Rule> {
         | SET_RECORD_STREAM_BUFFER_ATTR
         | UPDATE_RECORD_STREAM_SAMPLE_RATE
         | UPDATE_RECORD_STREAM_PROPLIST
-        | REMOVE_RECORD_STREAM_PROPLIST
-        | ENABLE_SRBCHANNEL
-        | DISABLE_SRBCHANNEL
-        | REGISTER_MEMFD_SHMID => Rule::Allowed,
+        | REMOVE_RECORD_STREAM_PROPLIST => Rule::Allowed,
         CREATE_RECORD_STREAM => Rule::Record,
         GET_SINK_INPUT_INFO | SET_SINK_INPUT_VOLUME | SET_SINK_INPUT_MUTE => Rule::OwnSinkInput,
         GET_SOURCE_OUTPUT_INFO | SET_SOURCE_OUTPUT_VOLUME | SET_SOURCE_OUTPUT_MUTE => {
@@ -306,10 +302,13 @@ impl Filter {
                     .insert(tag, cmd == command::CREATE_RECORD_STREAM);
             }
             command::AUTH => {
-                // No shared memory: the relay carries bytes only.
-                if let Some(version) = u32_at(payload, 10) {
-                    payload[11..15].copy_from_slice(&(version & !AUTH_SHM_FLAGS).to_be_bytes());
-                }
+                // No shared memory: the relay carries bytes only. Below
+                // version 13 the server reads no flags and would share
+                // memory with a client of its own uid (the relay's).
+                let Some(version) = u32_at(payload, 10).filter(|v| v & 0xffff >= 13) else {
+                    return Verdict::Refuse(access_error(tag));
+                };
+                payload[11..15].copy_from_slice(&(version & !AUTH_SHM_FLAGS).to_be_bytes());
                 self.inflight += 1;
                 if let Some(cookie) = &self.cookie {
                     // AUTH: 'L' version, then 'x' length(256) and the cookie.
@@ -323,8 +322,6 @@ impl Filter {
                 }
                 return Verdict::Authenticate;
             }
-            // The one command the server does not answer.
-            command::REGISTER_MEMFD_SHMID => return Verdict::Forward,
             _ => {}
         }
         self.inflight += 1;
@@ -554,6 +551,17 @@ mod tests {
             Verdict::Authenticate
         );
         assert_eq!(u32_at(&p, 10), Some(35));
+        // A version without protocol flags (< 13) would get shared memory
+        // anyway: refused; so are the shared-memory commands.
+        let mut rest = u32s(&[12]);
+        rest.extend_from_slice(&[TAG_ARBITRARY, 0, 0, 1, 0]);
+        rest.extend_from_slice(&[0; COOKIE_LEN]);
+        let mut old = control(command::AUTH, 0, &rest);
+        let mut f = Filter::new(false, None);
+        assert!(matches!(f.client(CONTROL, &mut old), Verdict::Refuse(_)));
+        for cmd in [101, 102, 103] {
+            assert!(refused(&mut f, cmd, &u32s(&[0])), "command {cmd}");
+        }
     }
 
     #[test]

@@ -19,7 +19,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -28,6 +30,9 @@ use serde::{Deserialize, Serialize};
 
 use proto::pulse::{self, Verdict, COOKIE_LEN, DESCRIPTOR};
 
+/// How long the server's frames may wait for a client that does not read
+/// them before its connection ends.
+const STALL: Duration = Duration::from_secs(10);
 /// Clients served at once; more are closed at once (a browser uses a few;
 /// the server's own limit is shared with every other application).
 const MAX_CLIENTS: usize = 16;
@@ -222,7 +227,7 @@ pub(crate) fn serve(args: crate::cli::AudioRelayArgs) -> Result<i32> {
         user: args.user,
         hostname: args.hostname,
     });
-    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let active = Arc::new(AtomicUsize::new(0));
     loop {
         let mut fds: Vec<PollFd> = std::iter::once(control.fd())
             .chain(listeners.iter().map(|l| l.as_fd()))
@@ -257,7 +262,6 @@ pub(crate) fn serve(args: crate::cli::AudioRelayArgs) -> Result<i32> {
             let Ok(client) = client else {
                 continue;
             };
-            use std::sync::atomic::Ordering;
             if active.load(Ordering::SeqCst) >= MAX_CLIENTS {
                 tracing::warn!("audio relay: {MAX_CLIENTS} clients already; refusing another");
                 continue;
@@ -302,18 +306,18 @@ impl Policy {
 
 /// One of the [`MAX_CLIENTS`] places, given back when dropped (also when
 /// the client's thread could not start, or panicked).
-struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+struct Slot(Arc<AtomicUsize>);
 
 impl Slot {
-    fn take(active: &Arc<std::sync::atomic::AtomicUsize>) -> Slot {
-        active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    fn take(active: &Arc<AtomicUsize>) -> Slot {
+        active.fetch_add(1, Ordering::SeqCst);
         Slot(active.clone())
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -327,6 +331,8 @@ enum Client {
 trait Conn: Read + Write + Send + Sized + 'static {
     fn dup(&self) -> std::io::Result<Self>;
     fn end(&self);
+    /// Writes to it fail after `d` without progress.
+    fn stall_after(&self, d: Duration) -> std::io::Result<()>;
 }
 
 impl Conn for UnixStream {
@@ -335,6 +341,9 @@ impl Conn for UnixStream {
     }
     fn end(&self) {
         let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+    fn stall_after(&self, d: Duration) -> std::io::Result<()> {
+        self.set_write_timeout(Some(d))
     }
 }
 
@@ -345,20 +354,33 @@ impl Conn for std::net::TcpStream {
     fn end(&self) {
         let _ = self.shutdown(std::net::Shutdown::Both);
     }
+    fn stall_after(&self, d: Duration) -> std::io::Result<()> {
+        self.set_write_timeout(Some(d))
+    }
 }
 
 /// One client: frames both ways until either side ends. The server's
 /// frames are shown to the client's [`pulse::Filter`] before the client
 /// sees them, so it knows the client's streams before the client does.
 fn relay<C: Conn>(client: C, upstream: UnixStream, filter: pulse::Filter) {
-    let (Ok(client_r), Ok(upstream_r)) = (client.dup(), upstream.try_clone()) else {
+    let (Ok(client_r), Ok(closer), Ok(upstream_r)) =
+        (client.dup(), client.dup(), upstream.try_clone())
+    else {
         return;
     };
+    if client.stall_after(STALL).is_err() {
+        return;
+    }
+    // While a write to the client is under way: when it began (ms since
+    // `start`, plus one); 0 when none is.
+    let start = Instant::now();
+    let writing = Arc::new(AtomicU64::new(0));
     let filter = Arc::new(Mutex::new(filter));
     let to_client = Arc::new(Mutex::new(client));
     let down = {
         let to_client = to_client.clone();
         let filter = filter.clone();
+        let writing = writing.clone();
         std::thread::Builder::new().spawn(move || {
             let mut from = upstream_r;
             while let Some(mut frame) = read_frame(&mut from) {
@@ -371,7 +393,10 @@ fn relay<C: Conn>(client: C, upstream: UnixStream, filter: pulse::Filter) {
                     frame = pulse::frame(channel, &payload);
                 }
                 let mut w = to_client.lock().unwrap_or_else(|e| e.into_inner());
-                if w.write_all(&frame).is_err() {
+                writing.store(millis_since(start) + 1, Ordering::Relaxed);
+                let sent = w.write_all(&frame);
+                writing.store(0, Ordering::Relaxed);
+                if sent.is_err() {
                     break;
                 }
             }
@@ -384,6 +409,9 @@ fn relay<C: Conn>(client: C, upstream: UnixStream, filter: pulse::Filter) {
     let mut from = client_r;
     let mut up = upstream;
     while let Some(mut frame) = read_frame(&mut from) {
+        if !keeps_up(&writing, start, &down) {
+            break;
+        }
         let channel = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
         let verdict = filter
             .lock()
@@ -406,8 +434,31 @@ fn relay<C: Conn>(client: C, upstream: UnixStream, filter: pulse::Filter) {
             break;
         }
     }
+    closer.end();
     let _ = up.shutdown(std::net::Shutdown::Both);
     let _ = down.join();
+}
+
+/// Milliseconds since `start`.
+fn millis_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+}
+
+/// Whether the client reads what the server sends it: false once a write
+/// to it has stalled until the connection ended ([`STALL`]). While a write
+/// is stalled the client's own frames wait here, so a client that never
+/// reads cannot have the server queue answers and notices without end.
+fn keeps_up(writing: &AtomicU64, start: Instant, down: &std::thread::JoinHandle<()>) -> bool {
+    loop {
+        let since = writing.load(Ordering::Relaxed);
+        if since == 0 || millis_since(start) + 1 < since + 50 {
+            return true;
+        }
+        if down.is_finished() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// `frame` to the server, its first bytes carrying our credentials

@@ -148,6 +148,10 @@ pub(crate) fn find(pseudo_path: &str, display: &str, index: u32) -> Result<PathB
         return Ok(dir);
     }
     let running = running_indexes(&run, pseudo_path);
+    // Born between the two looks (its lock taken just now): it is there.
+    if running.contains(&index) {
+        return Ok(dir);
+    }
     if running.is_empty() {
         bail!("no session of profile {display} is running; start one with `pallium run {display}`, or use `pallium exec --one-shot {display} -- CMD`")
     }

@@ -231,6 +231,52 @@ fn skip_without_runsc() -> bool {
     missing
 }
 
+/// A client that floods the relay with commands and never reads a reply.
+const FLOOD: &str = r#"python3 - <<'EOF'
+import os, socket, struct, time
+def frame(p): return struct.pack('>IIIII', len(p), 0xffffffff, 0, 0, 0) + p
+def u(v): return b'L' + struct.pack('>I', v)
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ['PULSE_SERVER'][len('unix:'):])
+s.sendall(frame(u(8) + u(0) + u(35) + b'x' + struct.pack('>I', 256) + bytes(256)))
+s.settimeout(60)
+t0, n = time.time(), 0
+try:
+    for tag in range(1, 200000):
+        s.sendall(frame(u(22) + u(tag)))
+        n += 1
+    print('never-cut-off', n)
+except OSError:
+    print('cut-off after', n, 'commands in', round(time.time() - t0, 1), 's')
+EOF
+pactl info >/dev/null 2>&1 && echo info-ok || echo info-FAILED
+"#;
+
+#[test]
+fn a_client_that_never_reads_its_replies_is_cut_off() {
+    skip_unless_root!();
+    if skip_if_missing() {
+        return;
+    }
+    let tb = Testbed::new("audflood");
+    let pulse = Pulse::start(&tb, None);
+    let o = output(exec(
+        &tb,
+        &pulse,
+        false,
+        r#"{"sandbox": {"audio": true}}"#,
+        FLOOD,
+    ));
+    let (stdout, stderr) = text(&o);
+    eprintln!("{stdout}");
+    // Cut off (the server's send queue does not grow without end), and
+    // the next client is served.
+    assert!(stdout.contains("cut-off after"), "{stdout}{stderr}");
+    assert!(stdout.contains("info-ok"), "{stdout}{stderr}");
+    drop(pulse);
+    common::assert_clean(&tb);
+}
+
 /// The relay socket of the session whose supervisor is `pid`.
 fn relay_of(pid: u32) -> Option<PathBuf> {
     for profile in std::fs::read_dir("/run/pallium").ok()?.flatten() {
