@@ -340,11 +340,20 @@ pub fn rules(policy: &Policy<'_>) -> Vec<Rule> {
     out
 }
 
-/// Matches packets to `addr` (IPv4 or IPv6, in an `inet` table).
-fn daddr_is(addr: &std::net::IpAddr) -> Vec<Expr> {
-    let (proto, offset, octets) = match addr {
-        std::net::IpAddr::V4(a) => (NFPROTO_IPV4, 16, a.octets().to_vec()),
-        std::net::IpAddr::V6(a) => (NFPROTO_IPV6, 24, a.octets().to_vec()),
+/// An address's bytes, in network order.
+fn octets(ip: &std::net::IpAddr) -> Vec<u8> {
+    match ip {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// Matches packets of `addr`'s family and loads their destination address
+/// (as long as `addr`) for a comparison to follow (an `inet` table).
+fn load_daddr(addr: &std::net::IpAddr) -> Vec<Expr> {
+    let (proto, offset) = match addr {
+        std::net::IpAddr::V4(_) => (NFPROTO_IPV4, 16),
+        std::net::IpAddr::V6(_) => (NFPROTO_IPV6, 24),
     };
     vec![
         Expr::Meta(NFT_META_NFPROTO),
@@ -352,9 +361,27 @@ fn daddr_is(addr: &std::net::IpAddr) -> Vec<Expr> {
         Expr::Payload {
             base: NFT_PAYLOAD_NETWORK_HEADER,
             offset,
-            len: octets.len() as u32,
+            len: octets(addr).len() as u32,
         },
-        Expr::Cmp(NFT_CMP_EQ, octets),
+    ]
+}
+
+/// Matches packets to `addr`.
+fn daddr_is(addr: &std::net::IpAddr) -> Vec<Expr> {
+    [load_daddr(addr), vec![Expr::Cmp(NFT_CMP_EQ, octets(addr))]].concat()
+}
+
+/// Matches transport protocol `l4` whose header holds `value` at `offset`.
+fn transport_is(l4: u8, offset: u32, value: Vec<u8>) -> Vec<Expr> {
+    vec![
+        Expr::Meta(NFT_META_L4PROTO),
+        Expr::Cmp(NFT_CMP_EQ, vec![l4]),
+        Expr::Payload {
+            base: NFT_PAYLOAD_TRANSPORT_HEADER,
+            offset,
+            len: value.len() as u32,
+        },
+        Expr::Cmp(NFT_CMP_EQ, value),
     ]
 }
 
@@ -366,36 +393,14 @@ fn dns_to(addr: &std::net::IpAddr) -> [(&'static str, Vec<Expr>); 2] {
         ("a DNS rule (tcp)", IPPROTO_TCP),
     ]
     .map(|(what, l4)| {
-        let exprs = [
-            daddr_is(addr),
-            vec![
-                Expr::Meta(NFT_META_L4PROTO),
-                Expr::Cmp(NFT_CMP_EQ, vec![l4]),
-                Expr::Payload {
-                    base: NFT_PAYLOAD_TRANSPORT_HEADER,
-                    offset: 2,
-                    len: 2,
-                },
-                Expr::Cmp(NFT_CMP_EQ, 53u16.to_be_bytes().to_vec()),
-            ],
-        ]
-        .concat();
-        (what, exprs)
+        let port = transport_is(l4, 2, 53u16.to_be_bytes().to_vec());
+        (what, [daddr_is(addr), port].concat())
     })
 }
 
 /// Matches ICMPv6 messages of type `kind` (neighbour discovery).
 fn icmpv6_type(kind: u8) -> Vec<Expr> {
-    vec![
-        Expr::Meta(NFT_META_L4PROTO),
-        Expr::Cmp(NFT_CMP_EQ, vec![IPPROTO_ICMPV6]),
-        Expr::Payload {
-            base: NFT_PAYLOAD_TRANSPORT_HEADER,
-            offset: 0,
-            len: 1,
-        },
-        Expr::Cmp(NFT_CMP_EQ, vec![kind]),
-    ]
+    transport_is(IPPROTO_ICMPV6, 0, vec![kind])
 }
 
 /// Test helper: in a forked child's own network namespace (root only),

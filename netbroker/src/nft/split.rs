@@ -21,7 +21,9 @@ use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 use proto::profile::Cidr;
 
 use super::batch::*;
-use super::{create, dns_to, icmpv6_type, Chain, Expr, NftError, NftSession, Rule};
+use super::{
+    create, dns_to, icmpv6_type, load_daddr, octets, Chain, Expr, NftError, NftSession, Rule,
+};
 
 /// The table's name in the application's namespace (one per namespace).
 pub const TABLE: &str = "pallium_routes";
@@ -52,13 +54,6 @@ pub fn rules(allowed: &[Cidr], resolvers: &[IpAddr]) -> Vec<Rule> {
         chain: OUTPUT,
         what,
         exprs,
-    };
-    let family = |ip: &IpAddr| {
-        if ip.is_ipv6() {
-            (NFPROTO_IPV6, 24)
-        } else {
-            (NFPROTO_IPV4, 16)
-        }
     };
     let mut out = vec![
         rule(
@@ -92,22 +87,18 @@ pub fn rules(allowed: &[Cidr], resolvers: &[IpAddr]) -> Vec<Rule> {
         ));
     }
     for c in allowed {
-        let (proto, offset) = family(&c.addr);
         let (first, last) = bounds(c);
         out.push(rule(
             "a listed network's rule",
-            vec![
-                Meta(NFT_META_NFPROTO),
-                Cmp(NFT_CMP_EQ, vec![proto]),
-                Payload {
-                    base: NFT_PAYLOAD_NETWORK_HEADER,
-                    offset,
-                    len: first.len() as u32,
-                },
-                Cmp(NFT_CMP_GTE, first),
-                Cmp(NFT_CMP_LTE, last),
-                Verdict(NF_ACCEPT),
-            ],
+            [
+                load_daddr(&c.addr),
+                vec![
+                    Cmp(NFT_CMP_GTE, first),
+                    Cmp(NFT_CMP_LTE, last),
+                    Verdict(NF_ACCEPT),
+                ],
+            ]
+            .concat(),
         ));
     }
     for r in resolvers {
@@ -117,13 +108,6 @@ pub fn rules(allowed: &[Cidr], resolvers: &[IpAddr]) -> Vec<Rule> {
     }
     out.push(rule("the rule dropping the rest", vec![Verdict(NF_DROP)]));
     out
-}
-
-fn octets(ip: &IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
 }
 
 /// The first and last address of `c`, in network byte order (nf_tables
