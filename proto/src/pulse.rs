@@ -309,7 +309,6 @@ impl Filter {
                     return Verdict::Refuse(access_error(tag));
                 };
                 payload[11..15].copy_from_slice(&(version & !AUTH_SHM_FLAGS).to_be_bytes());
-                self.inflight += 1;
                 if let Some(cookie) = &self.cookie {
                     // AUTH: 'L' version, then 'x' length(256) and the cookie.
                     let at = 10 + 5;
@@ -320,7 +319,6 @@ impl Filter {
                         payload[at + 5..at + 5 + COOKIE_LEN].copy_from_slice(cookie);
                     }
                 }
-                return Verdict::Authenticate;
             }
             _ => {}
         }
@@ -328,7 +326,11 @@ impl Filter {
         if self.inflight > MAX_INFLIGHT {
             return Verdict::Close;
         }
-        Verdict::Forward
+        if cmd == command::AUTH {
+            Verdict::Authenticate
+        } else {
+            Verdict::Forward
+        }
     }
 
     /// Read a frame from the server before it goes to the client: a reply
@@ -578,6 +580,12 @@ mod tests {
         f.server(CONTROL, &control(command::REPLY, 0, b""));
         assert_eq!(ask(&mut f), Verdict::Forward);
         assert_eq!(ask(&mut f), Verdict::Close);
+        // AUTH counts too: sent again and again, it is no way around the cap.
+        let mut rest = u32s(&[35]);
+        rest.extend_from_slice(&[TAG_ARBITRARY, 0, 0, 1, 0]);
+        rest.extend_from_slice(&[0; COOKIE_LEN]);
+        let mut auth = control(command::AUTH, next_tag(&f), &rest);
+        assert_eq!(f.client(CONTROL, &mut auth), Verdict::Close);
     }
 
     #[test]

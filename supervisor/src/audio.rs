@@ -221,12 +221,12 @@ pub(crate) fn serve(args: crate::cli::AudioRelayArgs) -> Result<i32> {
             .try_clone_to_owned()
             .context("audio relay: the control channel")?,
     );
-    let policy = Arc::new(Policy {
+    let policy = Policy {
         microphone: args.microphone,
         cookie: read_cookie().and_then(|c| c.try_into().ok()),
         user: args.user,
         hostname: args.hostname,
-    });
+    };
     let active = Arc::new(AtomicUsize::new(0));
     loop {
         let mut fds: Vec<PollFd> = std::iter::once(control.fd())
